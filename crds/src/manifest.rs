@@ -1,0 +1,617 @@
+//! The standalone desired-state parser: multi-document YAML in, validated objects out.
+//!
+//! Each rmm.cdot.io document goes through the same gates as in a cluster, and all problems
+//! are collected: metadata checks, the generated CRD schema, typed deserialization (unknown
+//! fields refused), and the kind's [`Validate`] rules.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::LazyLock,
+};
+
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{
+    FieldError, Kind, Validate,
+    alert_rule::AlertRuleSpec,
+    api_token::{self, ApiToken},
+    device::DeviceSpec,
+    discovery_scan::DiscoveryScanSpec,
+    notification_channel::NotificationChannelSpec,
+    patch_policy::PatchPolicySpec,
+    validation::{check_label_key, check_label_value, is_dns1123_label, is_dns1123_subdomain},
+    workflow::WorkflowSpec,
+};
+
+/// A validated rmm.cdot.io object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    /// Kind.
+    pub kind: Kind,
+    /// Namespace (the client).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The spec after defaults: the typed spec serialized back.
+    pub spec: Value,
+}
+
+impl Object {
+    /// Deserializes the spec into its typed form (e.g. [`DeviceSpec`]).
+    pub fn typed_spec<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(self.spec.clone())
+    }
+}
+
+/// One document of a manifest file.
+#[derive(Clone, PartialEq)]
+pub enum Document {
+    /// A cdot-rmm custom resource.
+    Resource(Object),
+    /// An API token Secret (`type: rmm.cdot.io/api-token`).
+    ApiToken(ApiToken),
+    /// Any other v1 Secret (e.g. SNMP credentials referenced by name). Values are never printed.
+    Secret {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Decoded `data` merged with `stringData`.
+        data: BTreeMap<String, Vec<u8>>,
+    },
+    /// A document of another API group or kind (e.g. a kustomization), passed over.
+    Ignored {
+        /// Its `apiVersion`.
+        api_version: String,
+        /// Its `kind`.
+        kind: String,
+    },
+}
+
+impl fmt::Debug for Document {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Document::Resource(o) => f.debug_tuple("Resource").field(o).finish(),
+            Document::ApiToken(t) => f.debug_tuple("ApiToken").field(t).finish(),
+            Document::Secret {
+                namespace,
+                name,
+                data,
+            } => f
+                .debug_struct("Secret")
+                .field("namespace", namespace)
+                .field("name", name)
+                .field("keys", &data.keys().collect::<Vec<_>>())
+                .finish_non_exhaustive(),
+            Document::Ignored { api_version, kind } => f
+                .debug_struct("Ignored")
+                .field("api_version", api_version)
+                .field("kind", kind)
+                .finish(),
+        }
+    }
+}
+
+/// A manifest file could not be read as YAML.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// YAML syntax (or structure) error.
+    #[error("document {doc} (line {line}, column {column}): invalid YAML: {message}")]
+    Yaml {
+        /// 1-based position of the document in the file.
+        doc: usize,
+        /// 1-based line in the file.
+        line: u64,
+        /// 1-based column.
+        column: u64,
+        /// What the parser said.
+        message: String,
+    },
+}
+
+/// A non-empty document of a file with its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawDocument {
+    /// 1-based position of the document in the file (empty documents count).
+    pub index: usize,
+    /// 1-based line where the document's content starts.
+    pub line: usize,
+    /// The document.
+    pub value: Value,
+}
+
+fn is_separator(line: &str) -> bool {
+    line == "---" || line.starts_with("--- ") || line.starts_with("---\t")
+}
+
+/// Splits multi-document YAML into its non-empty documents with their 1-based positions.
+pub fn split_documents_indexed(text: &str) -> Result<Vec<RawDocument>, ManifestError> {
+    // (index, first line (1-based), text)
+    let mut chunks: Vec<(usize, usize, String)> = Vec::new();
+    let mut current = String::new();
+    let mut start_line = 1;
+    let mut index = 1;
+    let mut seen_separator_or_content = false;
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let trimmed = line.trim_end();
+        if is_separator(trimmed) {
+            if seen_separator_or_content {
+                chunks.push((index, start_line, std::mem::take(&mut current)));
+                index += 1;
+            }
+            seen_separator_or_content = true;
+            start_line = line_no + 1;
+            // Content after `--- ` on the same line belongs to the document.
+            let rest = trimmed[3..].trim_start();
+            if !rest.is_empty() {
+                start_line = line_no;
+                current.push_str(rest);
+                current.push('\n');
+            }
+            continue;
+        }
+        if trimmed == "..." {
+            continue;
+        }
+        if current.is_empty() && !seen_separator_or_content {
+            start_line = line_no;
+        }
+        if !trimmed.trim().is_empty() && !trimmed.trim_start().starts_with('#') {
+            seen_separator_or_content = true;
+        }
+        if current.is_empty() && trimmed.trim().is_empty() {
+            start_line = line_no + 1;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    if !current.is_empty() {
+        chunks.push((index, start_line, current));
+    }
+    let mut out = Vec::new();
+    for (index, line, chunk) in chunks {
+        let has_content = chunk.lines().any(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        });
+        if !has_content {
+            continue;
+        }
+        let value: Value = serde_saphyr::from_str(&chunk).map_err(|e| {
+            let (l, c) = e
+                .location()
+                .map(|loc| (loc.line(), loc.column()))
+                .unwrap_or((1, 1));
+            ManifestError::Yaml {
+                doc: index,
+                line: l.max(1) + line as u64 - 1,
+                column: c.max(1),
+                message: first_line(&e.to_string()),
+            }
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        out.push(RawDocument { index, line, value });
+    }
+    Ok(out)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Splits multi-document YAML into its non-empty documents (use [`split_documents_indexed`]
+/// for their positions in the file).
+pub fn split_documents(text: &str) -> Result<Vec<Value>, ManifestError> {
+    Ok(split_documents_indexed(text)?
+        .into_iter()
+        .map(|d| d.value)
+        .collect())
+}
+
+/// One validated document of a file, with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedDocument {
+    /// 1-based position of the document in the file (empty documents count).
+    pub index: usize,
+    /// 1-based line where the document's content starts.
+    pub line: usize,
+    /// The document, or every problem found in it.
+    pub result: Result<Document, Vec<FieldError>>,
+}
+
+/// Parses and validates every non-empty document of a file.
+pub fn parse_file(text: &str) -> Result<Vec<ParsedDocument>, ManifestError> {
+    Ok(split_documents_indexed(text)?
+        .into_iter()
+        .map(|d| ParsedDocument {
+            index: d.index,
+            line: d.line,
+            result: validate_document(&d.value),
+        })
+        .collect())
+}
+
+fn err(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError::new(path, message)
+}
+
+fn string_map(
+    v: Option<&Value>,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    match v {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => {
+                        out.insert(k.clone(), s.clone());
+                    }
+                    _ => errs.push(err(format!("{path}.{k}"), "must be a string")),
+                }
+            }
+        }
+        Some(_) => errs.push(err(path, "must be a map of strings")),
+    }
+    out
+}
+
+struct Meta {
+    name: String,
+    namespace: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+}
+
+fn check_metadata(doc: &Value, errs: &mut Vec<FieldError>) -> Meta {
+    let meta = doc.get("metadata");
+    let mut m = Meta {
+        name: String::new(),
+        namespace: String::new(),
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+    };
+    let Some(meta) = meta.and_then(Value::as_object) else {
+        errs.push(err(
+            "metadata",
+            "required: an object with name and namespace",
+        ));
+        return m;
+    };
+    match meta.get("name").and_then(Value::as_str) {
+        None => errs.push(err("metadata.name", "required")),
+        Some(n) if !is_dns1123_subdomain(n) => errs.push(err(
+            "metadata.name",
+            format!(
+                "{n:?} must be a lowercase RFC 1123 subdomain (a-z, 0-9, '-', '.'; at most 253)"
+            ),
+        )),
+        Some(n) => m.name = n.to_owned(),
+    }
+    match meta.get("namespace").and_then(Value::as_str) {
+        None => errs.push(err(
+            "metadata.namespace",
+            "required: every document names its client namespace",
+        )),
+        Some(n) if !is_dns1123_label(n) => errs.push(err(
+            "metadata.namespace",
+            format!("{n:?} must be a lowercase RFC 1123 label (a-z, 0-9, '-'; at most 63)"),
+        )),
+        Some(n) => m.namespace = n.to_owned(),
+    }
+    m.labels = string_map(meta.get("labels"), "metadata.labels", errs);
+    for (k, v) in &m.labels {
+        if let Err(e) = check_label_key(k) {
+            errs.push(err(format!("metadata.labels.{k}"), e));
+        }
+        if let Err(e) = check_label_value(v) {
+            errs.push(err(format!("metadata.labels.{k}"), e));
+        }
+    }
+    m.annotations = string_map(meta.get("annotations"), "metadata.annotations", errs);
+    for k in m.annotations.keys() {
+        if let Err(e) = check_label_key(k) {
+            errs.push(err(format!("metadata.annotations.{k}"), e));
+        }
+    }
+    m
+}
+
+/// Makes a CRD structural schema usable by a JSON-schema validator: `nullable: true` becomes
+/// an explicit `null` type (and enum member).
+fn prepare_schema(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.get("nullable") == Some(&Value::Bool(true)) {
+                if let Some(Value::String(t)) = m.get("type").cloned() {
+                    m.insert(
+                        "type".into(),
+                        Value::Array(vec![Value::String(t), "null".into()]),
+                    );
+                }
+                if let Some(Value::Array(e)) = m.get_mut("enum")
+                    && !e.contains(&Value::Null)
+                {
+                    e.push(Value::Null);
+                }
+            }
+            for (_, child) in m.iter_mut() {
+                prepare_schema(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(prepare_schema),
+        _ => {}
+    }
+}
+
+static VALIDATORS: LazyLock<HashMap<Kind, Result<jsonschema::Validator, String>>> =
+    LazyLock::new(|| {
+        Kind::ALL
+            .into_iter()
+            .map(|k| {
+                let crd = k.crd();
+                let schema = crd
+                    .spec
+                    .versions
+                    .first()
+                    .and_then(|v| v.schema.as_ref())
+                    .and_then(|s| s.open_api_v3_schema.as_ref())
+                    .and_then(|s| serde_json::to_value(s).ok());
+                let built = match schema {
+                    None => Err(format!("CRD of {k} has no schema")),
+                    Some(mut schema) => {
+                        prepare_schema(&mut schema);
+                        jsonschema::options()
+                            .should_validate_formats(false)
+                            .build(&schema)
+                            .map_err(|e| format!("schema of {k} does not compile: {e}"))
+                    }
+                };
+                (k, built)
+            })
+            .collect()
+    });
+
+/// Converts a JSON pointer into the dotted form `spec.targets[1]`, using the instance to tell
+/// array indices from map keys.
+fn pointer_to_path(pointer: &str, instance: &Value) -> String {
+    let mut out = String::new();
+    let mut cur = Some(instance);
+    for raw in pointer.split('/').skip(1) {
+        let seg = raw.replace("~1", "/").replace("~0", "~");
+        match cur {
+            Some(Value::Array(a)) => {
+                out.push_str(&format!("[{seg}]"));
+                cur = seg.parse::<usize>().ok().and_then(|i| a.get(i));
+            }
+            other => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&seg);
+                cur = other.and_then(|v| v.get(&seg));
+            }
+        }
+    }
+    out
+}
+
+fn schema_errors(kind: Kind, doc: &Value) -> Vec<FieldError> {
+    let validator = match VALIDATORS.get(&kind) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return vec![err("spec", e.clone())],
+        None => return vec![err("kind", "no schema")],
+    };
+    let mut out = Vec::new();
+    for e in validator.iter_errors(doc) {
+        let mut path = pointer_to_path(e.instance_path().as_str(), doc);
+        if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
+            && let Some(p) = property.as_str()
+        {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(p);
+            out.push(err(path, "required"));
+            continue;
+        }
+        if path.is_empty() {
+            path = ".".into();
+        }
+        out.push(err(path, e.to_string()));
+    }
+    out
+}
+
+fn serde_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::from("spec");
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                out.push('.');
+                out.push_str(key);
+            }
+            Segment::Enum { variant } => {
+                out.push('.');
+                out.push_str(variant);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Typed deserialization plus [`Validate`]; returns the defaulted spec.
+fn typed<T>(
+    spec: &Value,
+    labels: &BTreeMap<String, String>,
+    errs: &mut Vec<FieldError>,
+) -> Option<Value>
+where
+    T: DeserializeOwned + serde::Serialize + Validate,
+{
+    match serde_path_to_error::deserialize::<_, T>(spec) {
+        Ok(typed) => {
+            errs.extend(typed.validate());
+            errs.extend(typed.validate_metadata(labels));
+            serde_json::to_value(&typed).ok()
+        }
+        Err(e) => {
+            let path = serde_path(e.path());
+            if !errs.iter().any(|x| x.path == path) {
+                errs.push(err(path, first_line(&e.inner().to_string())));
+            }
+            None
+        }
+    }
+}
+
+/// Validates one document (all problems are collected).
+pub fn validate_document(value: &Value) -> Result<Document, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let Some(obj) = value.as_object() else {
+        return Err(vec![err(".", "a document must be a YAML mapping")]);
+    };
+    let api_version = obj.get("apiVersion").and_then(Value::as_str);
+    let kind_str = obj.get("kind").and_then(Value::as_str);
+    let (Some(api_version), Some(kind_str)) = (api_version, kind_str) else {
+        if api_version.is_none() {
+            errs.push(err("apiVersion", "required"));
+        }
+        if kind_str.is_none() {
+            errs.push(err("kind", "required"));
+        }
+        return Err(errs);
+    };
+    if api_version == "v1" && kind_str == "Secret" {
+        return secret(value);
+    }
+    let group = api_version.split_once('/').map(|(g, _)| g);
+    if group != Some(crate::GROUP) {
+        return Ok(Document::Ignored {
+            api_version: api_version.to_owned(),
+            kind: kind_str.to_owned(),
+        });
+    }
+    if api_version != crate::API_VERSION {
+        errs.push(err(
+            "apiVersion",
+            format!("{api_version:?} is not served; use {}", crate::API_VERSION),
+        ));
+    }
+    let kind = Kind::from_kind_name(kind_str);
+    if kind.is_none() {
+        errs.push(err(
+            "kind",
+            format!(
+                "unknown kind {kind_str:?} in {}; expected one of {}",
+                crate::GROUP,
+                Kind::ALL.map(Kind::as_str).join(", ")
+            ),
+        ));
+    }
+    let meta = check_metadata(value, &mut errs);
+    let Some(kind) = kind else {
+        return Err(errs);
+    };
+    // `status` in a manifest is ignored: it is observed state, not desired state.
+    let mut doc = value.clone();
+    if let Some(m) = doc.as_object_mut() {
+        m.remove("status");
+    }
+    // metadata was checked above; the CRD schema only says `type: object` for it.
+    errs.extend(schema_errors(kind, &doc));
+    let spec = doc.get("spec").cloned().unwrap_or(Value::Null);
+    let labels = &meta.labels;
+    let typed_spec = if spec.is_null() {
+        if !errs.iter().any(|e| e.path == "spec") {
+            errs.push(err("spec", "required"));
+        }
+        None
+    } else {
+        match kind {
+            Kind::Device => typed::<DeviceSpec>(&spec, labels, &mut errs),
+            Kind::AlertRule => typed::<AlertRuleSpec>(&spec, labels, &mut errs),
+            Kind::NotificationChannel => typed::<NotificationChannelSpec>(&spec, labels, &mut errs),
+            Kind::PatchPolicy => typed::<PatchPolicySpec>(&spec, labels, &mut errs),
+            Kind::Workflow => typed::<WorkflowSpec>(&spec, labels, &mut errs),
+            Kind::DiscoveryScan => typed::<DiscoveryScanSpec>(&spec, labels, &mut errs),
+        }
+    };
+    match typed_spec {
+        Some(spec) if errs.is_empty() => Ok(Document::Resource(Object {
+            kind,
+            namespace: meta.namespace,
+            name: meta.name,
+            labels: meta.labels,
+            annotations: meta.annotations,
+            spec,
+        })),
+        _ => {
+            dedup(&mut errs);
+            Err(errs)
+        }
+    }
+}
+
+fn dedup(errs: &mut Vec<FieldError>) {
+    let mut seen = std::collections::HashSet::new();
+    errs.retain(|e| seen.insert((e.path.clone(), e.message.clone())));
+}
+
+fn secret(value: &Value) -> Result<Document, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let meta = check_metadata(value, &mut errs);
+    let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    match value.get("data") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match v
+                    .as_str()
+                    .map(|s| base64::engine::general_purpose::STANDARD.decode(s.trim()))
+                {
+                    Some(Ok(bytes)) => {
+                        data.insert(k.clone(), bytes);
+                    }
+                    _ => errs.push(err(format!("data.{k}"), "must be a base64 string")),
+                }
+            }
+        }
+        Some(_) => errs.push(err("data", "must be a map")),
+    }
+    for (k, v) in string_map(value.get("stringData"), "stringData", &mut errs) {
+        data.insert(k, v.into_bytes());
+    }
+    let secret_type = value
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("Opaque");
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    if secret_type == api_token::SECRET_TYPE {
+        return ApiToken::from_secret_data(&meta.name, &meta.namespace, &data)
+            .map(Document::ApiToken);
+    }
+    Ok(Document::Secret {
+        namespace: meta.namespace,
+        name: meta.name,
+        data,
+    })
+}

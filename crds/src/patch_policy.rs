@@ -1,0 +1,295 @@
+//! `PatchPolicy` (`pp`): which patches are approved for which devices, in which rings and windows.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    common::{
+        Condition, DURATION_PATTERN, LabelSelector, TimeWindow, check_duration_into, check_unique,
+        validate_selector,
+    },
+    validation::{Errors, FieldError, Validate, is_dns1123_label},
+};
+
+/// Desired state of a patch policy. Approving a patch is editing this resource (a commit).
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[kube(
+    group = "rmm.cdot.io",
+    version = "v1alpha1",
+    kind = "PatchPolicy",
+    namespaced,
+    status = "PatchPolicyStatus",
+    shortname = "pp",
+    category = "rmm",
+    plural = "patchpolicies",
+    doc = "Approves and schedules operating-system and third-party patches for selected devices, in rings.",
+    printcolumn(name = "Audit Only", type_ = "boolean", json_path = ".spec.auditOnly"),
+    printcolumn(
+        name = "Devices",
+        type_ = "integer",
+        json_path = ".status.devicesInScope"
+    ),
+    printcolumn(name = "Compliant", type_ = "integer", json_path = ".status.compliant"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("!has(self.rings) || self.rings.all(r, self.rings.exists_one(o, o.name == r.name))").message("ring names must be unique").field_path(".rings"))]
+pub struct PatchPolicySpec {
+    /// Devices (in this namespace) the policy applies to; empty selects all devices.
+    #[serde(default)]
+    pub selector: LabelSelector,
+    /// Patch classifications in scope; others are ignored (neither installed nor reported missing).
+    #[serde(default = "default_classifications")]
+    #[schemars(length(min = 1, max = 5))]
+    pub classifications: Vec<Classification>,
+    /// How patches are approved.
+    #[serde(default)]
+    pub approval: Approval,
+    /// Ordered rollout rings. A device belongs to the first ring whose selector matches; a ring
+    /// without a selector takes every remaining device. Empty: one ring with every device.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub rings: Vec<Ring>,
+    /// When installation may start; none means any time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_window: Option<TimeWindow>,
+    /// Reboot policy after installation.
+    #[serde(default)]
+    pub reboot: RebootPolicy,
+    /// Only report compliance; never install.
+    #[serde(default)]
+    pub audit_only: bool,
+}
+
+fn default_classifications() -> Vec<Classification> {
+    vec![Classification::Security, Classification::Critical]
+}
+
+/// Patch classification.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Classification {
+    /// Security updates.
+    Security,
+    /// Critical (non-security) fixes.
+    Critical,
+    /// Bug fixes.
+    Bugfix,
+    /// Feature updates.
+    Feature,
+    /// Third-party application updates.
+    ThirdParty,
+}
+
+/// Approval mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ApprovalMode {
+    /// Only patches matching `approve` are installed.
+    #[default]
+    Manual,
+    /// Patches are approved automatically after the deferral.
+    Automatic,
+}
+
+/// Approval settings. Deny wins over approve and over automatic approval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Approval {
+    /// Per-classification approval rules; classifications without a rule are approved manually.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub rules: Vec<ApprovalRule>,
+    /// Regular expressions on patch names (KB numbers, package names) that are approved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500), inner(length(min = 1, max = 256)))]
+    pub approve: Vec<String>,
+    /// Regular expressions on patch names that are never installed (wins over everything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500), inner(length(min = 1, max = 256)))]
+    pub deny: Vec<String>,
+}
+
+/// Approval of one classification.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.mode == 'Automatic' || !has(self.deferralDays) || self.deferralDays == 0").message("deferralDays only applies to Automatic approval").field_path(".deferralDays"))]
+pub struct ApprovalRule {
+    /// Classification this rule applies to.
+    pub classification: Classification,
+    /// Approval mode.
+    #[serde(default)]
+    pub mode: ApprovalMode,
+    /// Days after release before automatic approval (Automatic only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 365))]
+    pub deferral_days: Option<u32>,
+}
+
+/// A rollout ring.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ring {
+    /// Ring name (RFC 1123 label), unique in the policy.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Extra selector narrowing the policy's devices; omitted takes every remaining device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Delay after approval (or after the previous ring completed) before this ring starts, e.g. `2d`.
+    #[serde(default = "default_delay")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub delay: String,
+    /// Halt later rings when more than this percentage of this ring's devices failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_failure_percent: Option<u8>,
+}
+
+fn default_delay() -> String {
+    "0s".into()
+}
+
+/// What happens after installation when a reboot is needed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum RebootPolicy {
+    /// Never reboot; the device reports a pending reboot.
+    Never,
+    /// Reboot only when a patch requires it (inside the install window).
+    #[default]
+    IfRequired,
+    /// Always reboot after installing.
+    Always,
+}
+
+/// Observed state of a patch policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchPolicyStatus {
+    /// The `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions: `Valid`, `Ready`, `Halted`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Devices the policy applies to.
+    #[serde(default)]
+    pub devices_in_scope: u32,
+    /// Devices with every approved patch installed.
+    #[serde(default)]
+    pub compliant: u32,
+    /// Progress per ring.
+    #[serde(default)]
+    pub rings: Vec<RingStatus>,
+}
+
+/// Progress of one ring.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RingStatus {
+    /// Ring name.
+    #[serde(default)]
+    pub name: String,
+    /// Devices in the ring.
+    #[serde(default)]
+    pub devices: u32,
+    /// Devices done.
+    #[serde(default)]
+    pub completed: u32,
+    /// Devices failed.
+    #[serde(default)]
+    pub failed: u32,
+}
+
+impl Validate for PatchPolicySpec {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Errors::default();
+        validate_selector(&self.selector, "spec.selector", &mut errs);
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, c) in self.classifications.iter().enumerate() {
+            if !seen.insert(*c) {
+                errs.push(
+                    format!("spec.classifications[{i}]"),
+                    format!("classification {c:?} listed twice"),
+                );
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, r) in self.approval.rules.iter().enumerate() {
+            let path = format!("spec.approval.rules[{i}]");
+            if !seen.insert(r.classification) {
+                errs.push(
+                    format!("{path}.classification"),
+                    format!("classification {:?} has two rules", r.classification),
+                );
+            }
+            if !self.classifications.contains(&r.classification) {
+                errs.push(
+                    format!("{path}.classification"),
+                    format!(
+                        "classification {:?} is not in spec.classifications",
+                        r.classification
+                    ),
+                );
+            }
+            if r.mode == ApprovalMode::Manual && r.deferral_days.is_some_and(|d| d > 0) {
+                errs.push(
+                    format!("{path}.deferralDays"),
+                    "deferralDays only applies to Automatic approval",
+                );
+            }
+        }
+        for (list, name) in [
+            (&self.approval.approve, "approve"),
+            (&self.approval.deny, "deny"),
+        ] {
+            for (i, p) in list.iter().enumerate() {
+                if let Err(e) = regex::Regex::new(p) {
+                    errs.push(
+                        format!("spec.approval.{name}[{i}]"),
+                        format!("invalid regular expression: {e}"),
+                    );
+                }
+            }
+        }
+        check_unique(
+            &mut errs,
+            "spec.rings",
+            "ring name",
+            self.rings.iter().map(|r| r.name.as_str()),
+        );
+        let mut catch_all: Option<usize> = None;
+        for (i, r) in self.rings.iter().enumerate() {
+            let path = format!("spec.rings[{i}]");
+            if !is_dns1123_label(&r.name) {
+                errs.push(
+                    format!("{path}.name"),
+                    format!("{:?} is not an RFC 1123 label", r.name),
+                );
+            }
+            if let Some(j) = catch_all {
+                errs.push(
+                    path.clone(),
+                    format!(
+                        "unreachable: ring {j} has no selector and takes every remaining device"
+                    ),
+                );
+            }
+            match &r.selector {
+                Some(s) => validate_selector(s, &format!("{path}.selector"), &mut errs),
+                None => catch_all = catch_all.or(Some(i)),
+            }
+            check_duration_into(&mut errs, format!("{path}.delay"), &r.delay, false);
+        }
+        if let Some(w) = &self.install_window {
+            w.validate_into("spec.installWindow", &mut errs);
+        }
+        errs.into_vec()
+    }
+}

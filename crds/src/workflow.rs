@@ -1,0 +1,535 @@
+//! `Workflow` (`wf`): automation triggered by events, schedules or a person.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    common::{
+        CRON_PATTERN, Condition, DURATION_PATTERN, LabelSelector, check_cron, check_duration_into,
+        check_time_zone, check_unique, validate_selector,
+    },
+    validation::{Errors, FieldError, Validate, is_dns1123_label, is_dns1123_subdomain},
+};
+
+/// CEL on `trigger`: the fields used match the trigger type.
+pub const TRIGGER_RULES: [(&str, &str); 4] = [
+    (
+        "(self.type == 'Schedule') == has(self.schedule)",
+        "schedule is required for type Schedule and not allowed otherwise",
+    ),
+    (
+        "self.type == 'ServiceFailed' || (!has(self.service) && !has(self.count) && !has(self.within))",
+        "service, count and within are only allowed for type ServiceFailed",
+    ),
+    (
+        "self.type in ['AlertFiring', 'AlertResolved'] || !has(self.alertRule)",
+        "alertRule is only allowed for types AlertFiring and AlertResolved",
+    ),
+    (
+        "self.type == 'DeviceOffline' || !has(self.offlineFor)",
+        "offlineFor is only allowed for type DeviceOffline",
+    ),
+];
+
+/// Desired state of a workflow. Every run and step is kept as an audit record.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[kube(
+    group = "rmm.cdot.io",
+    version = "v1alpha1",
+    kind = "Workflow",
+    namespaced,
+    status = "WorkflowStatus",
+    shortname = "wf",
+    category = "rmm",
+    doc = "Automation: when a trigger fires for a selected device and the condition holds, run the steps in order.",
+    printcolumn(name = "Trigger", type_ = "string", json_path = ".spec.trigger.type"),
+    printcolumn(
+        name = "Devices",
+        type_ = "integer",
+        json_path = ".status.matchedDevices"
+    ),
+    printcolumn(name = "Runs", type_ = "integer", json_path = ".status.runs"),
+    printcolumn(name = "Failures", type_ = "integer", json_path = ".status.failures"),
+    printcolumn(
+        name = "Last Result",
+        type_ = "string",
+        json_path = ".status.lastRun.result"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.steps.all(s, self.steps.exists_one(o, o.name == s.name))").message("step names must be unique").field_path(".steps"))]
+pub struct WorkflowSpec {
+    /// What the workflow does, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// What starts a run.
+    pub trigger: Trigger,
+    /// Devices (in this namespace) the workflow may act on; empty selects all devices.
+    #[serde(default)]
+    pub selector: LabelSelector,
+    /// Optional rhai expression that must return true for a run to start; it sees
+    /// `device` (name, labels, class, site), `event` (type, metric, value, labels) and `now`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub condition: Option<String>,
+    /// Ordered steps.
+    #[schemars(length(min = 1, max = 32))]
+    pub steps: Vec<Step>,
+    /// What to do when a run for the same device is still active.
+    #[serde(default)]
+    pub concurrency: ConcurrencyPolicy,
+    /// Minimum time between two runs for the same device, e.g. `15m`.
+    #[serde(default = "default_cooldown")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub cooldown: String,
+    /// Do not start new runs.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_cooldown() -> String {
+    "10m".into()
+}
+fn default_step_timeout() -> String {
+    "5m".into()
+}
+fn default_retry_delay() -> String {
+    "30s".into()
+}
+
+/// Trigger type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum TriggerType {
+    /// An alert starts firing (optionally of one `alertRule`).
+    AlertFiring,
+    /// An alert resolves (optionally of one `alertRule`).
+    AlertResolved,
+    /// A device stops reporting (for `offlineFor`).
+    DeviceOffline,
+    /// A service failed `count` times `within` a window.
+    ServiceFailed,
+    /// A patch installation failed.
+    PatchFailed,
+    /// A cron `schedule`.
+    Schedule,
+    /// Only started by a person (API or console).
+    Manual,
+}
+
+/// What starts a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new(TRIGGER_RULES[0].0).message(TRIGGER_RULES[0].1))]
+#[x_kube(validation = Rule::new(TRIGGER_RULES[1].0).message(TRIGGER_RULES[1].1))]
+#[x_kube(validation = Rule::new(TRIGGER_RULES[2].0).message(TRIGGER_RULES[2].1))]
+#[x_kube(validation = Rule::new(TRIGGER_RULES[3].0).message(TRIGGER_RULES[3].1))]
+pub struct Trigger {
+    /// Trigger type.
+    #[serde(rename = "type")]
+    pub type_: TriggerType,
+    /// AlertFiring/AlertResolved: only alerts of this AlertRule (same namespace); omitted means any rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub alert_rule: Option<String>,
+    /// ServiceFailed: service name (as in the device's agent monitoredServices); omitted means any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub service: Option<String>,
+    /// ServiceFailed: number of failures that trigger a run (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub count: Option<u32>,
+    /// ServiceFailed: window in which `count` failures must happen, e.g. `10m` (required when count > 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub within: Option<String>,
+    /// DeviceOffline: how long the device must be offline, e.g. `5m` (default immediately).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub offline_for: Option<String>,
+    /// Schedule: five-field cron expression or macro (`@daily`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = CRON_PATTERN))]
+    pub schedule: Option<String>,
+    /// Schedule: IANA time zone of `schedule` (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+}
+
+/// Step type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum StepType {
+    /// Run `script` on the device through the agent.
+    RunScript,
+    /// Restart `service` on the device.
+    RestartService,
+    /// Cut the device off the network except for the operator connection.
+    IsolateDevice,
+    /// Undo IsolateDevice.
+    ReleaseIsolation,
+    /// Send `message` through NotificationChannel `channel`.
+    Notify,
+    /// Open a ticket with `message` through Ticket NotificationChannel `channel`.
+    OpenTicket,
+    /// Wait for `duration`.
+    Wait,
+    /// Run the rhai `rhai` script in the operator (same variables as the condition plus `steps`).
+    Rhai,
+}
+
+/// Script interpreter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum Shell {
+    /// PowerShell (Windows) or pwsh.
+    PowerShell,
+    /// Windows cmd.exe.
+    Cmd,
+    /// bash.
+    Bash,
+    /// POSIX sh.
+    #[default]
+    Sh,
+}
+
+/// A script run on the device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Script {
+    /// Interpreter.
+    #[serde(default)]
+    pub shell: Shell,
+    /// Script text.
+    #[schemars(length(min = 1, max = 65536))]
+    pub body: String,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub args: Vec<String>,
+    /// Run as this user instead of the agent's service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub run_as: Option<String>,
+}
+
+/// What to do when a step fails after its retries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum OnFailure {
+    /// Stop the run; it fails.
+    #[default]
+    Abort,
+    /// Go on with the next step; the run is marked partially failed.
+    Continue,
+}
+
+/// One step of a workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("(self.type == 'RunScript') == has(self.script)").message("script is required for RunScript and not allowed otherwise"))]
+#[x_kube(validation = Rule::new("(self.type == 'RestartService') == has(self.service)").message("service is required for RestartService and not allowed otherwise"))]
+#[x_kube(validation = Rule::new("(self.type in ['Notify', 'OpenTicket']) == has(self.channel)").message("channel is required for Notify and OpenTicket and not allowed otherwise"))]
+#[x_kube(validation = Rule::new("(self.type == 'Wait') == has(self.duration)").message("duration is required for Wait and not allowed otherwise"))]
+#[x_kube(validation = Rule::new("(self.type == 'Rhai') == has(self.rhai)").message("rhai is required for Rhai and not allowed otherwise"))]
+pub struct Step {
+    /// Step name (RFC 1123 label), unique in the workflow.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Step type.
+    #[serde(rename = "type")]
+    pub type_: StepType,
+    /// RunScript: the script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<Script>,
+    /// RestartService: service name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub service: Option<String>,
+    /// Notify/OpenTicket: NotificationChannel name (same namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub channel: Option<String>,
+    /// Notify/OpenTicket: message template (AlertRule summary placeholders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub message: Option<String>,
+    /// Wait: how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: Option<String>,
+    /// Rhai: script source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub rhai: Option<String>,
+    /// Time limit of one attempt.
+    #[serde(default = "default_step_timeout")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: String,
+    /// Retries after a failed attempt.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10))]
+    pub retries: u32,
+    /// Delay between attempts.
+    #[serde(default = "default_retry_delay")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub retry_delay: String,
+    /// What happens when the step finally fails.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+/// Concurrency policy per device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Start another run alongside.
+    Allow,
+    /// Skip the new trigger.
+    #[default]
+    Forbid,
+    /// Cancel the active run and start the new one.
+    Replace,
+}
+
+/// Observed state of a workflow.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowStatus {
+    /// The `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions: `Valid`, `Ready`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Devices the selector matches.
+    #[serde(default)]
+    pub matched_devices: u32,
+    /// The most recent run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<WorkflowRunSummary>,
+    /// Runs started.
+    #[serde(default)]
+    pub runs: u64,
+    /// Runs failed.
+    #[serde(default)]
+    pub failures: u64,
+}
+
+/// Summary of one run (the full audit record is in the store).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowRunSummary {
+    /// Run id.
+    #[serde(default)]
+    pub id: String,
+    /// Start (RFC 3339).
+    #[serde(default)]
+    pub started: String,
+    /// End (RFC 3339), absent while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// `Running`, `Succeeded`, `Failed`, `PartiallyFailed`, `Cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+}
+
+impl Validate for WorkflowSpec {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Errors::default();
+        let t = &self.trigger;
+        let tp = "spec.trigger";
+        let only = |errs: &mut Errors, present: bool, allowed: bool, field: &str, types: &str| {
+            if present && !allowed {
+                errs.push(
+                    format!("{tp}.{field}"),
+                    format!("only allowed for trigger type {types}"),
+                );
+            }
+        };
+        let is = |x: TriggerType| t.type_ == x;
+        only(
+            &mut errs,
+            t.alert_rule.is_some(),
+            is(TriggerType::AlertFiring) || is(TriggerType::AlertResolved),
+            "alertRule",
+            "AlertFiring or AlertResolved",
+        );
+        only(
+            &mut errs,
+            t.service.is_some(),
+            is(TriggerType::ServiceFailed),
+            "service",
+            "ServiceFailed",
+        );
+        only(
+            &mut errs,
+            t.count.is_some(),
+            is(TriggerType::ServiceFailed),
+            "count",
+            "ServiceFailed",
+        );
+        only(
+            &mut errs,
+            t.within.is_some(),
+            is(TriggerType::ServiceFailed),
+            "within",
+            "ServiceFailed",
+        );
+        only(
+            &mut errs,
+            t.offline_for.is_some(),
+            is(TriggerType::DeviceOffline),
+            "offlineFor",
+            "DeviceOffline",
+        );
+        only(
+            &mut errs,
+            t.schedule.is_some(),
+            is(TriggerType::Schedule),
+            "schedule",
+            "Schedule",
+        );
+        only(
+            &mut errs,
+            t.time_zone.is_some(),
+            is(TriggerType::Schedule),
+            "timeZone",
+            "Schedule",
+        );
+        if let Some(r) = &t.alert_rule
+            && !is_dns1123_subdomain(r)
+        {
+            errs.push(
+                format!("{tp}.alertRule"),
+                format!("{r:?} is not a valid AlertRule name"),
+            );
+        }
+        if is(TriggerType::ServiceFailed) && t.count.unwrap_or(1) > 1 && t.within.is_none() {
+            errs.push(format!("{tp}.within"), "required when count > 1");
+        }
+        if let Some(w) = &t.within {
+            check_duration_into(&mut errs, format!("{tp}.within"), w, true);
+        }
+        if let Some(w) = &t.offline_for {
+            check_duration_into(&mut errs, format!("{tp}.offlineFor"), w, false);
+        }
+        match (&t.schedule, is(TriggerType::Schedule)) {
+            (Some(s), _) => {
+                errs.check(format!("{tp}.schedule"), check_cron(s));
+            }
+            (None, true) => errs.push(
+                format!("{tp}.schedule"),
+                "required for trigger type Schedule",
+            ),
+            (None, false) => {}
+        }
+        if let Some(z) = &t.time_zone {
+            errs.check(format!("{tp}.timeZone"), check_time_zone(z));
+        }
+        validate_selector(&self.selector, "spec.selector", &mut errs);
+        if let Some(c) = &self.condition
+            && c.trim().is_empty()
+        {
+            errs.push(
+                "spec.condition",
+                "rhai condition must not be blank; omit it to always run",
+            );
+        }
+        check_duration_into(&mut errs, "spec.cooldown", &self.cooldown, false);
+        if self.steps.is_empty() {
+            errs.push("spec.steps", "at least one step is required");
+        }
+        check_unique(
+            &mut errs,
+            "spec.steps",
+            "step name",
+            self.steps.iter().map(|s| s.name.as_str()),
+        );
+        for (i, s) in self.steps.iter().enumerate() {
+            let p = format!("spec.steps[{i}]");
+            if !is_dns1123_label(&s.name) {
+                errs.push(
+                    format!("{p}.name"),
+                    format!("{:?} is not an RFC 1123 label", s.name),
+                );
+            }
+            let need = |errs: &mut Errors, present: bool, wanted: bool, field: &str| match (
+                present, wanted,
+            ) {
+                (false, true) => errs.push(
+                    format!("{p}.{field}"),
+                    format!("required for step type {:?}", s.type_),
+                ),
+                (true, false) => errs.push(
+                    format!("{p}.{field}"),
+                    format!("not allowed for step type {:?}", s.type_),
+                ),
+                _ => {}
+            };
+            let ty = s.type_;
+            need(
+                &mut errs,
+                s.script.is_some(),
+                ty == StepType::RunScript,
+                "script",
+            );
+            need(
+                &mut errs,
+                s.service.is_some(),
+                ty == StepType::RestartService,
+                "service",
+            );
+            need(
+                &mut errs,
+                s.channel.is_some(),
+                matches!(ty, StepType::Notify | StepType::OpenTicket),
+                "channel",
+            );
+            need(
+                &mut errs,
+                s.duration.is_some(),
+                ty == StepType::Wait,
+                "duration",
+            );
+            need(&mut errs, s.rhai.is_some(), ty == StepType::Rhai, "rhai");
+            if s.message.is_some() && !matches!(ty, StepType::Notify | StepType::OpenTicket) {
+                errs.push(
+                    format!("{p}.message"),
+                    format!("not allowed for step type {ty:?}"),
+                );
+            }
+            if let Some(sc) = &s.script
+                && sc.body.trim().is_empty()
+            {
+                errs.push(format!("{p}.script.body"), "script must not be blank");
+            }
+            if let Some(r) = &s.rhai
+                && r.trim().is_empty()
+            {
+                errs.push(format!("{p}.rhai"), "rhai script must not be blank");
+            }
+            if let Some(c) = &s.channel
+                && !is_dns1123_subdomain(c)
+            {
+                errs.push(
+                    format!("{p}.channel"),
+                    format!("{c:?} is not a valid NotificationChannel name"),
+                );
+            }
+            if let Some(d) = &s.duration
+                && let Some(d) = check_duration_into(&mut errs, format!("{p}.duration"), d, true)
+                && d > std::time::Duration::from_secs(86_400)
+            {
+                errs.push(format!("{p}.duration"), "wait at most 1d");
+            }
+            check_duration_into(&mut errs, format!("{p}.timeout"), &s.timeout, true);
+            check_duration_into(&mut errs, format!("{p}.retryDelay"), &s.retry_delay, false);
+        }
+        errs.into_vec()
+    }
+}

@@ -1,0 +1,118 @@
+//! The operator's HTTP API: `fn app(state) -> Router`, so tests can call it without a socket.
+use std::{
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    extract::{MatchedPath, Request, State},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+
+use crate::{metrics::Metrics, store::Store};
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod objects;
+pub mod openapi;
+
+pub use auth::TokenIndex;
+pub use error::ApiError;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub tokens: Arc<RwLock<TokenIndex>>,
+    /// False until migrations ran and the first desired state was loaded.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
+        Self {
+            store,
+            metrics,
+            tokens: Arc::default(),
+            ready: Arc::default(),
+        }
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn replace_tokens(&self, index: TokenIndex) {
+        match self.tokens.write() {
+            Ok(mut tokens) => *tokens = index,
+            Err(poisoned) => *poisoned.into_inner() = index,
+        }
+    }
+}
+
+pub fn app(state: AppState, request_timeout: Duration) -> Router {
+    let v1 = Router::new()
+        .route("/openapi.json", get(openapi::document))
+        .route("/namespaces/{namespace}/{resource}", get(objects::list))
+        .route(
+            "/namespaces/{namespace}/{resource}/{name}",
+            get(objects::get),
+        );
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .nest("/v1", v1)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    token = tracing::field::Empty
+                )
+            }),
+        )
+        .with_state(state)
+}
+
+/// Counts every request by route template (never the raw path: names stay out of labels).
+async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let timer = state.metrics.request_timer(&route);
+    let response = next.run(request).await;
+    drop(timer);
+    state
+        .metrics
+        .api_requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response.into_response()
+}

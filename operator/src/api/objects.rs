@@ -1,0 +1,91 @@
+//! Read access to the custom resources and their status, in the Kubernetes API's shapes.
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use cdot_crds::{api_token::Role, kind::Kind};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, auth::Principal};
+
+/// `GET /v1/namespaces/{namespace}/{resource}`: `{"items": [...]}` like a Kubernetes list.
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((namespace, resource)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = resolve(&principal, &namespace, &resource)?;
+    let items: Vec<Value> = state
+        .store
+        .list_objects(&namespace, kind)
+        .await?
+        .iter()
+        .map(|o| o.to_resource())
+        .collect();
+    Ok(Json(json!({
+        "apiVersion": cdot_crds::API_VERSION,
+        "kind": format!("{}List", kind.as_str()),
+        "metadata": {},
+        "items": items,
+    })))
+}
+
+/// `GET /v1/namespaces/{namespace}/{resource}/{name}`.
+pub async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((namespace, resource, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = resolve(&principal, &namespace, &resource)?;
+    match state.store.get_object(&namespace, kind, &name).await? {
+        Some(object) => Ok(Json(object.to_resource())),
+        None => Err(
+            ApiError::not_found(format!("{} {namespace}/{name} not found", kind.as_str()))
+                .with_field("path.name"),
+        ),
+    }
+}
+
+/// Checks the namespace (scope first, so that out-of-scope requests learn nothing) and the
+/// resource name.
+fn resolve(principal: &Principal, namespace: &str, resource: &str) -> Result<Kind, ApiError> {
+    if !is_dns_label(namespace) {
+        return Err(ApiError::bad_request(
+            format!("{namespace:?} is not a valid namespace name (RFC 1123 label)"),
+            "path.namespace",
+        ));
+    }
+    principal.require(namespace, Role::Viewer)?;
+    Kind::from_path_segment(resource).ok_or_else(|| {
+        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        ApiError::not_found(format!(
+            "unknown resource type {resource:?}; known: {}",
+            known.join(", ")
+        ))
+        .with_field("path.resource")
+    })
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_dns_label;
+
+    #[test]
+    fn namespace_names_follow_rfc_1123() {
+        assert!(is_dns_label("acme"));
+        assert!(is_dns_label("client-42"));
+        assert!(!is_dns_label("Acme"));
+        assert!(!is_dns_label("-acme"));
+        assert!(!is_dns_label(""));
+        assert!(!is_dns_label(&"a".repeat(64)));
+    }
+}

@@ -1,0 +1,149 @@
+//! Command-line flags and environment variables of `cdot-operator`.
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "cdot-operator", version, about = "cdot-rmm control plane")]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, env = "CDOT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane from a directory of YAML manifests (a git checkout), no cluster needed.
+    Standalone(StandaloneArgs),
+    /// Manage API tokens for people and the console.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// Directory of `*.yaml`/`*.yml` manifests; repeat to merge several directories.
+    #[arg(
+        long = "manifests",
+        env = "CDOT_MANIFESTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub manifests: Vec<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// How often the manifests are re-read even without a file-system event.
+    #[arg(long, env = "CDOT_RESYNC_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub resync_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "CDOT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain: serve HTTPS instead of HTTP (needs --tls-key).
+    #[arg(long, env = "CDOT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CDOT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Namespace whose API-token Secrets may grant access to other namespaces.
+    #[arg(long, env = "CDOT_SYSTEM_NAMESPACE", default_value = "cdot-system")]
+    pub system_namespace: String,
+    /// Longest time one API request may take.
+    #[arg(long, env = "CDOT_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL. Without it, a private PostgreSQL is started under --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where the embedded PostgreSQL and other local state live
+    /// [default: /var/lib/cdot-rmm as root, else ~/.local/share/cdot-rmm].
+    #[arg(long, env = "CDOT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory with the PostgreSQL server binaries (initdb, pg_ctl)
+    /// [default: the newest /usr/lib/postgresql/*/bin].
+    #[arg(long, env = "CDOT_POSTGRES_BIN_DIR")]
+    pub postgres_bin_dir: Option<PathBuf>,
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "CDOT_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a new random token and write its Secret-shaped manifest (holding only the
+    /// token's SHA-256) into a directory; the token itself is printed once.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// Name of the Secret document.
+    #[arg(long)]
+    pub name: String,
+    /// Namespace the Secret lives in; only the system namespace may grant other namespaces.
+    #[arg(long, default_value = "cdot-system")]
+    pub namespace: String,
+    /// Role of the token.
+    #[arg(long, value_enum, default_value_t = RoleArg::Viewer)]
+    pub role: RoleArg,
+    /// Namespaces the token may see (comma separated); defaults to --namespace.
+    #[arg(long, value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Directory to write `<name>.yaml` into; prints the manifest to stdout when absent.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Print only the token (for scripts).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+/// Parses `30s`, `5m`, `1h30m`, `7d` with the same rules as the resources use.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    cdot_crds::common::parse_duration(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn standalone_defaults_work_on_one_machine() {
+        let cli = Cli::try_parse_from(["cdot-operator", "standalone", "--manifests", "examples"])
+            .expect("parse");
+        let Command::Standalone(args) = cli.command else {
+            panic!("expected standalone")
+        };
+        assert_eq!(args.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(args.resync_interval, Duration::from_secs(30));
+        assert!(args.database.database_url.is_none() || std::env::var("DATABASE_URL").is_ok());
+    }
+}

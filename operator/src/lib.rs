@@ -1,0 +1,14 @@
+//! The cdot-rmm operator: desired-state sources, reconcilers, the HTTP API and the store.
+//!
+//! Both sources of desired state (a directory of YAML in standalone mode, Kubernetes
+//! watches later) feed the same [`reconcile`] functions and the same [`store`].
+
+pub mod api;
+pub mod cli;
+pub mod metrics;
+pub mod reconcile;
+pub mod source;
+pub mod standalone;
+pub mod store;
+pub mod telemetry;
+pub mod token;

@@ -1,0 +1,270 @@
+//! Reads every `*.yaml`/`*.yml` under one or more directories (a git checkout) into a
+//! [`Snapshot`], validating each document with the same rules the CRD schemas carry.
+//!
+//! Any invalid document refuses the whole change set; every error names the file, the
+//! document's position in it, the object and the field path.
+use std::{
+    collections::HashMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use cdot_crds::{
+    api_token::ApiToken,
+    manifest::{self, Document},
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::Snapshot;
+use crate::store::DesiredObject;
+
+/// One reason a change set was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// File path relative to its manifest directory (or the directory itself).
+    pub file: String,
+    /// 1-based position of the document in the file; 0 when the error is about the file.
+    pub document: usize,
+    /// `Kind namespace/name` as far as the document says.
+    pub object: Option<String>,
+    /// Field path inside the document, e.g. `spec.targets[1]`.
+    pub path: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.document > 0 {
+            write!(f, ":{}", self.document)?;
+        }
+        if let Some(object) = &self.object {
+            write!(f, ": {object}")?;
+        }
+        if let Some(path) = &self.path {
+            write!(f, ": {path}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Files of a manifest set, read once so that the fingerprint and the parse see the same bytes.
+#[derive(Debug, Default)]
+pub struct ManifestFiles {
+    files: Vec<(String, Vec<u8>)>,
+    errors: Vec<LoadError>,
+}
+
+impl ManifestFiles {
+    /// Reads every YAML file below `dirs`, skipping hidden entries such as `.git`.
+    pub fn read(dirs: &[PathBuf]) -> Self {
+        let mut out = Self::default();
+        for dir in dirs {
+            let mut paths = Vec::new();
+            if let Err(e) = collect_yaml(dir, &mut paths) {
+                out.errors.push(file_error(
+                    dir.display().to_string(),
+                    format!("cannot read manifest directory: {e}"),
+                ));
+                continue;
+            }
+            paths.sort();
+            for path in paths {
+                let shown = display_path(dir, &path, dirs.len() > 1);
+                match std::fs::read(&path) {
+                    Ok(bytes) => out.files.push((shown, bytes)),
+                    Err(e) => out
+                        .errors
+                        .push(file_error(shown, format!("cannot read file: {e}"))),
+                }
+            }
+        }
+        out
+    }
+
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        for (name, bytes) in &self.files {
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        }
+        for error in &self.errors {
+            hasher.update(error.to_string().as_bytes());
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// Parses and validates everything; any error refuses the whole set.
+    pub fn parse(self, system_namespace: &str) -> Result<Snapshot, Vec<LoadError>> {
+        let fingerprint = self.fingerprint();
+        let mut errors = self.errors;
+        let mut snapshot = Snapshot {
+            fingerprint,
+            ..Snapshot::default()
+        };
+        let mut seen: HashMap<(String, String, String), String> = HashMap::new();
+        let mut seen_tokens: HashMap<[u8; 32], String> = HashMap::new();
+
+        for (file, bytes) in &self.files {
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                errors.push(file_error(file.clone(), "file is not UTF-8 text".into()));
+                continue;
+            };
+            let documents = match manifest::split_documents_indexed(text) {
+                Ok(documents) => documents,
+                Err(e) => {
+                    errors.push(file_error(file.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            for document in &documents {
+                let (position, value) = (document.index, &document.value);
+                let here = |path: Option<String>, message: String| LoadError {
+                    file: file.clone(),
+                    document: position,
+                    object: describe(value),
+                    path,
+                    message,
+                };
+                match manifest::validate_document(value) {
+                    Err(field_errors) => errors.extend(
+                        field_errors
+                            .into_iter()
+                            .map(|e| here(Some(e.path), e.message)),
+                    ),
+                    Ok(Document::Resource(object)) => {
+                        let key = (
+                            object.kind.as_str().to_owned(),
+                            object.namespace.clone(),
+                            object.name.clone(),
+                        );
+                        let location = format!("{file}:{position}");
+                        if let Some(first) = seen.insert(key, location) {
+                            errors.push(here(
+                                Some("metadata.name".into()),
+                                format!("duplicate object: already defined at {first}"),
+                            ));
+                            continue;
+                        }
+                        snapshot.objects.push(DesiredObject {
+                            kind: object.kind,
+                            namespace: object.namespace,
+                            name: object.name,
+                            labels: object.labels,
+                            annotations: object.annotations,
+                            spec: object.spec,
+                            source: format!("{file}#{position}"),
+                        });
+                    }
+                    Ok(Document::ApiToken(token)) => {
+                        if let Err(message) = check_token_scope(&token, system_namespace) {
+                            errors.push(here(Some("stringData.namespaces".into()), message));
+                            continue;
+                        }
+                        if let Some(first) =
+                            seen_tokens.insert(token.token_sha256, format!("{file}:{position}"))
+                        {
+                            errors.push(here(
+                                Some("stringData.tokenHash".into()),
+                                format!("the same token is already defined at {first}"),
+                            ));
+                            continue;
+                        }
+                        snapshot.tokens.push(token);
+                    }
+                    Ok(Document::Secret {
+                        namespace,
+                        name,
+                        data,
+                    }) => {
+                        snapshot.secrets.insert((namespace, name), data);
+                    }
+                    Ok(Document::Ignored { api_version, kind }) => {
+                        tracing::debug!(%file, position, %api_version, %kind, "ignoring a document of another API");
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(snapshot)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Only tokens defined in the system namespace may reach other namespaces: a tenant who can
+/// write Secrets in its own namespace must not be able to grant itself another tenant's data.
+fn check_token_scope(token: &ApiToken, system_namespace: &str) -> Result<(), String> {
+    if token.namespace == system_namespace {
+        return Ok(());
+    }
+    match token.namespaces.iter().find(|ns| **ns != token.namespace) {
+        Some(other) => Err(format!(
+            "a token defined in namespace {:?} may only grant {:?}, not {other:?}; define it in {system_namespace:?} to span namespaces",
+            token.namespace, token.namespace
+        )),
+        None => Ok(()),
+    }
+}
+
+fn describe(value: &Value) -> Option<String> {
+    let kind = value.get("kind")?.as_str()?;
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("<no name>");
+    Some(
+        match meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+        {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        },
+    )
+}
+
+fn file_error(file: String, message: String) -> LoadError {
+    LoadError {
+        file,
+        document: 0,
+        object: None,
+        path: None,
+        message,
+    }
+}
+
+fn display_path(dir: &Path, path: &Path, qualify: bool) -> String {
+    let relative = path.strip_prefix(dir).unwrap_or(path);
+    if qualify {
+        dir.join(relative).display().to_string()
+    } else {
+        relative.display().to_string()
+    }
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() || (file_type.is_symlink() && path.is_dir()) {
+            collect_yaml(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

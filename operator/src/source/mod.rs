@@ -1,0 +1,21 @@
+//! Desired-state sources. Standalone mode reads a directory of YAML ([`directory`]) and
+//! watches it ([`watch`]); every source produces the same [`Snapshot`].
+use std::collections::BTreeMap;
+
+use cdot_crds::api_token::ApiToken;
+
+use crate::store::DesiredObject;
+
+pub mod directory;
+pub mod watch;
+
+/// A complete, validated desired state: everything or nothing is applied.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub objects: Vec<DesiredObject>,
+    pub tokens: Vec<ApiToken>,
+    /// Names of plain Secrets per namespace (values stay in memory, never logged or served).
+    pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    /// SHA-256 over every file's path and bytes: equal fingerprints mean nothing changed.
+    pub fingerprint: String,
+}

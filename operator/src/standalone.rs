@@ -1,0 +1,273 @@
+//! `cdot-operator standalone`: the whole control plane from a directory of YAML, no cluster.
+//!
+//! Start-up: database (given, or embedded) → migrations → HTTP API → first load of the
+//! manifests → ready. Then every file-system event (debounced) and every resync interval
+//! re-reads the manifests, applies a valid change set in one transaction (or refuses it
+//! whole and keeps serving the last good state), and reconciles.
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::{
+    api::{self, AppState, TokenIndex},
+    cli::{ServerArgs, StandaloneArgs},
+    metrics::{Metrics, ResultLabels},
+    reconcile,
+    source::{directory::ManifestFiles, watch as fswatch},
+    store::{Store, embedded::EmbeddedPostgres},
+};
+
+/// Events closer together than this are one change (an editor's save, a `git checkout`).
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let (embedded, url) = match args.database.database_url.clone() {
+        Some(url) => (None, url),
+        None => {
+            let data_dir = args
+                .database
+                .data_dir
+                .clone()
+                .unwrap_or_else(crate::store::embedded::default_data_dir);
+            let bin_dir = args.database.postgres_bin_dir.clone();
+            let pg = tokio::task::spawn_blocking(move || {
+                EmbeddedPostgres::start(&data_dir, bin_dir.as_deref())
+            })
+            .await?
+            .context("failed to start the embedded PostgreSQL")?;
+            let url = pg
+                .database_url()
+                .await
+                .context("failed to create the embedded database")?;
+            (Some(pg), url)
+        }
+    };
+
+    let result = serve(&args, &url, shutdown).await;
+
+    if let Some(pg) = embedded {
+        tokio::task::spawn_blocking(move || pg.stop())
+            .await?
+            .context("failed to stop the embedded PostgreSQL")?;
+    }
+    result
+}
+
+async fn serve(
+    args: &StandaloneArgs,
+    url: &str,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let store = Store::connect(url, args.database.database_max_connections).await?;
+    let metrics = Arc::new(Metrics::default());
+    let state = AppState::new(store.clone(), metrics.clone());
+    let (handle, server) = start_server(&args.server, state.clone()).await?;
+
+    let dirs = args.manifests.clone();
+    for dir in &dirs {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "manifest directory {} does not exist or is not a directory",
+            dir.display()
+        );
+    }
+    let (_watch, mut changes) =
+        fswatch::watch(&dirs).context("failed to watch the manifest directories")?;
+    let mut source =
+        ManifestSource::new(dirs, args.server.system_namespace.clone(), &store).await?;
+    source.sync(&state).await;
+    state.set_ready();
+    tracing::info!("ready");
+
+    let mut resync = tokio::time::interval(args.resync_interval);
+    resync.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(()) = changes.recv() => {
+                // Let the burst settle, then take whatever arrived during the wait with it.
+                tokio::time::sleep(DEBOUNCE).await;
+                while changes.try_recv().is_ok() {}
+                source.sync(&state).await;
+            }
+            _ = resync.tick() => source.sync(&state).await,
+        }
+    }
+
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    server.await.context("HTTP server task failed")??;
+    store.pool().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+async fn start_server(
+    args: &ServerArgs,
+    state: AppState,
+) -> anyhow::Result<(axum_server::Handle<SocketAddr>, ServerTask)> {
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+    let app = api::app(state, args.request_timeout).into_make_service();
+    let handle = axum_server::Handle::new();
+    let task = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "failed to load TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone());
+            println!("cdot-operator: API listening on https://{address}");
+            tokio::spawn(server.serve(app))
+        }
+        _ => {
+            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            println!("cdot-operator: API listening on http://{address}");
+            tokio::spawn(server.serve(app))
+        }
+    };
+    tracing::info!(%address, tls = args.tls_cert.is_some(), "API listening");
+    Ok((handle, task))
+}
+
+/// The manifest directories and what was last seen of them.
+struct ManifestSource {
+    dirs: Vec<PathBuf>,
+    system_namespace: String,
+    last_fingerprint: Option<String>,
+}
+
+impl ManifestSource {
+    async fn new(
+        dirs: Vec<PathBuf>,
+        system_namespace: String,
+        store: &Store,
+    ) -> anyhow::Result<Self> {
+        let last_fingerprint = store.last_applied_fingerprint().await?;
+        Ok(Self {
+            dirs,
+            system_namespace,
+            last_fingerprint,
+        })
+    }
+
+    /// Reads the directories, applies a changed and valid set, then reconciles everything.
+    #[tracing::instrument(name = "manifest_sync", skip_all)]
+    async fn sync(&mut self, state: &AppState) {
+        let dirs = self.dirs.clone();
+        let files = match tokio::task::spawn_blocking(move || ManifestFiles::read(&dirs)).await {
+            Ok(files) => files,
+            Err(e) => {
+                tracing::error!(error = %e, "manifest reader task failed");
+                return;
+            }
+        };
+        let fingerprint = files.fingerprint();
+        if self.last_fingerprint.as_deref() == Some(fingerprint.as_str()) {
+            count(&state.metrics, "unchanged");
+        } else {
+            self.apply(files, fingerprint, state).await;
+        }
+        match state.store.api_tokens().await {
+            Ok(tokens) => state.replace_tokens(TokenIndex::new(&tokens)),
+            Err(e) => tracing::error!(error = %e, "failed to load API tokens"),
+        }
+        if let Err(e) = reconcile::run_pass(&state.store, &state.metrics).await {
+            state
+                .metrics
+                .store_errors
+                .get_or_create(&crate::metrics::OperationLabels {
+                    operation: e.metric_label().into(),
+                })
+                .inc();
+            tracing::error!(error = %e, "reconcile pass failed; retrying at the next sync");
+        }
+    }
+
+    async fn apply(&mut self, files: ManifestFiles, fingerprint: String, state: &AppState) {
+        match files.parse(&self.system_namespace) {
+            Ok(snapshot) => match state
+                .store
+                .apply_manifests(&snapshot.objects, &snapshot.tokens, &fingerprint)
+                .await
+            {
+                Ok(summary) => {
+                    self.last_fingerprint = Some(fingerprint);
+                    state.metrics.manifest_errors.set(0);
+                    count(&state.metrics, "applied");
+                    tracing::info!(
+                        objects = snapshot.objects.len(),
+                        tokens = snapshot.tokens.len(),
+                        created = summary.created,
+                        updated = summary.updated,
+                        deleted = summary.deleted,
+                        "manifests applied"
+                    );
+                }
+                Err(e) => {
+                    // Not remembered as seen: the next sync tries again.
+                    count(&state.metrics, "failed");
+                    tracing::error!(error = %e, "failed to store the manifests; retrying at the next sync");
+                }
+            },
+            Err(errors) => {
+                self.last_fingerprint = Some(fingerprint.clone());
+                state.metrics.manifest_errors.set(errors.len() as i64);
+                count(&state.metrics, "refused");
+                for error in &errors {
+                    tracing::error!("invalid manifest: {error}");
+                }
+                tracing::error!(
+                    errors = errors.len(),
+                    "change set refused; still serving the last applied state"
+                );
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                if let Err(e) = state
+                    .store
+                    .record_refused_manifests(&fingerprint, &lines)
+                    .await
+                {
+                    tracing::warn!(error = %e, "failed to record the refused change set");
+                }
+            }
+        }
+    }
+}
+
+fn count(metrics: &Metrics, result: &str) {
+    metrics
+        .manifest_loads
+        .get_or_create(&ResultLabels {
+            result: result.to_owned(),
+        })
+        .inc();
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,311 @@
+//! A private PostgreSQL cluster for standalone mode, made with the system's `initdb` and
+//! `pg_ctl`: no service to install or configure, stopped when the operator exits.
+//!
+//! The cluster listens on 127.0.0.1 only, on a free port, with SCRAM password
+//! authentication; the password is generated once and kept in the data directory (0600).
+//! As root, the server runs as the `postgres` user, because PostgreSQL refuses to run as root.
+use std::{
+    net::TcpListener,
+    os::unix::fs::{PermissionsExt, chown},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use rand::{Rng, distr::Alphanumeric};
+
+const SUPERUSER: &str = "cdot";
+const DATABASE: &str = "cdot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "no PostgreSQL server binaries (initdb, pg_ctl) found under /usr/lib/postgresql/*/bin; \
+         install them with `apt-get install -y postgresql` (Debian/Ubuntu), pass --postgres-bin-dir, \
+         or give an existing server with --database-url / DATABASE_URL"
+    )]
+    NoBinaries,
+    #[error(
+        "running as root but there is no `postgres` user to run the embedded PostgreSQL as; install the postgresql package or pass --database-url"
+    )]
+    NoPostgresUser,
+    #[error(
+        "the `postgres` user cannot reach {path}: a parent directory is not searchable by others; choose another --data-dir"
+    )]
+    Unreachable { path: PathBuf },
+    #[error("failed to prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {output}")]
+    Command { command: String, output: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
+    move |source| EmbeddedError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A running private PostgreSQL; call [`EmbeddedPostgres::stop`] on shutdown (dropping it
+/// also stops the server, as a last resort).
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    bin_dir: PathBuf,
+    pgdata: PathBuf,
+    port: u16,
+    password: String,
+    run_as: Option<(u32, u32)>,
+    running: bool,
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `pg_ctl`.
+pub fn find_bin_dir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            (bin.join("initdb").exists() && bin.join("pg_ctl").exists()).then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+/// The default data directory: `/var/lib/cdot-rmm` for root, else under the user's data home.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::Uid::effective().is_root() {
+        return PathBuf::from("/var/lib/cdot-rmm");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("cdot-rmm")
+}
+
+impl EmbeddedPostgres {
+    /// Creates the cluster under `data_dir/postgres` if needed, and starts it.
+    pub fn start(data_dir: &Path, bin_dir: Option<&Path>) -> Result<Self, EmbeddedError> {
+        let bin_dir = match bin_dir {
+            Some(dir) => dir.to_owned(),
+            None => find_bin_dir().ok_or(EmbeddedError::NoBinaries)?,
+        };
+        if !bin_dir.join("initdb").exists() {
+            return Err(EmbeddedError::NoBinaries);
+        }
+        let run_as = if nix::unistd::Uid::effective().is_root() {
+            let user = nix::unistd::User::from_name("postgres")
+                .ok()
+                .flatten()
+                .ok_or(EmbeddedError::NoPostgresUser)?;
+            Some((user.uid.as_raw(), user.gid.as_raw()))
+        } else {
+            None
+        };
+
+        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        let data_dir = data_dir.canonicalize().map_err(io_err(data_dir))?;
+        if run_as.is_some() {
+            check_reachable_by_others(&data_dir)?;
+        }
+        let pgdata = data_dir.join("postgres");
+        let password_file = data_dir.join("postgres.password");
+        let mut server = Self {
+            bin_dir,
+            pgdata,
+            port: 0,
+            password: String::new(),
+            run_as,
+            running: false,
+        };
+
+        if !server.pgdata.join("PG_VERSION").exists() {
+            server.init(&password_file)?;
+        }
+        server.password = std::fs::read_to_string(&password_file)
+            .map_err(io_err(&password_file))?
+            .trim()
+            .to_owned();
+        server.stop_stale();
+        server.port = free_port().map_err(io_err(&server.pgdata))?;
+        server.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            &server.pgdata.join("server.log").to_string_lossy(),
+            "-o",
+            &format!(
+                "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories=''",
+                server.port
+            ),
+        ])?;
+        server.running = true;
+        tracing::info!(pgdata = %server.pgdata.display(), port = server.port, "embedded PostgreSQL started");
+        Ok(server)
+    }
+
+    fn init(&self, password_file: &Path) -> Result<(), EmbeddedError> {
+        let password: String = rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        write_private(password_file, &password)?;
+        std::fs::create_dir_all(&self.pgdata).map_err(io_err(&self.pgdata))?;
+        std::fs::set_permissions(&self.pgdata, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&self.pgdata))?;
+        // initdb reads the password from a file it can open as the server user, outside the
+        // (still empty) cluster directory.
+        let pwfile = password_file.with_extension("initdb");
+        write_private(&pwfile, &password)?;
+        if let Some((uid, gid)) = self.run_as {
+            for path in [&self.pgdata, &pwfile] {
+                chown(path, Some(uid), Some(gid)).map_err(io_err(path))?;
+            }
+        }
+        let result = self.run(
+            "initdb",
+            &[
+                "-D",
+                &self.pgdata.to_string_lossy(),
+                "-U",
+                SUPERUSER,
+                "--auth=scram-sha-256",
+                &format!("--pwfile={}", pwfile.display()),
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ],
+        );
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
+        tracing::info!(pgdata = %self.pgdata.display(), "embedded PostgreSQL cluster created");
+        Ok(())
+    }
+
+    /// A server left running by a previous process that died is stopped, so that ours can start.
+    fn stop_stale(&self) {
+        if self.pgdata.join("postmaster.pid").exists() && self.pg_ctl(&["status"]).is_ok() {
+            tracing::warn!(pgdata = %self.pgdata.display(), "stopping a PostgreSQL left running by an earlier run");
+            let _ = self.pg_ctl(&["stop", "-m", "fast", "-w"]);
+        }
+    }
+
+    /// URL of the maintenance database, used once to create the application database.
+    fn url_for(&self, database: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+
+    /// Makes sure the application database exists and returns its URL.
+    pub async fn database_url(&self) -> Result<String, sqlx::Error> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.url_for("postgres")).await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(DATABASE)
+                .fetch_one(&mut conn)
+                .await?;
+        if !exists {
+            sqlx::query("CREATE DATABASE cdot")
+                .execute(&mut conn)
+                .await?;
+        }
+        conn.close().await?;
+        Ok(self.url_for(DATABASE))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (fast shutdown: open transactions are rolled back, data is flushed).
+    pub fn stop(mut self) -> Result<(), EmbeddedError> {
+        self.running = false;
+        self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"])?;
+        tracing::info!(pgdata = %self.pgdata.display(), "embedded PostgreSQL stopped");
+        Ok(())
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), EmbeddedError> {
+        let mut full = vec!["-D", self.pgdata.to_str().unwrap_or_default()];
+        full.extend_from_slice(args);
+        self.run("pg_ctl", &full)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), EmbeddedError> {
+        let path = self.bin_dir.join(program);
+        let mut command = Command::new(&path);
+        command
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid).env("HOME", &self.pgdata);
+        }
+        let output = command.output().map_err(io_err(&path))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stdout));
+        if let Ok(log) = std::fs::read_to_string(self.pgdata.join("server.log")) {
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            text.push_str("\nserver.log (last lines):\n");
+            text.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        Err(EmbeddedError::Command {
+            command: format!("{} {}", path.display(), args.join(" ")),
+            output: text.trim().to_owned(),
+        })
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+        }
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), EmbeddedError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.write_all(contents.as_bytes()).map_err(io_err(path))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The server user must be able to search every ancestor of the data directory.
+fn check_reachable_by_others(dir: &Path) -> Result<(), EmbeddedError> {
+    for ancestor in dir.ancestors() {
+        let meta = std::fs::metadata(ancestor).map_err(io_err(ancestor))?;
+        if meta.permissions().mode() & 0o001 == 0 {
+            return Err(EmbeddedError::Unreachable {
+                path: dir.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! PostgreSQL store: connection, embedded migrations, and one module per table group.
+use std::time::Duration;
+
+use sqlx::{PgPool, postgres::PgPoolOptions};
+
+pub mod embedded;
+pub mod objects;
+pub mod tokens;
+
+pub use objects::{ChangeSummary, DesiredObject, StatusPatch, StoredObject};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to connect to PostgreSQL at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("failed to apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("failed to {operation}: {source}")]
+    Query {
+        operation: &'static str,
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    pub fn query(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| StoreError::Query { operation, source }
+    }
+
+    /// A short, low-cardinality label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            StoreError::Connect { .. } => "connect",
+            StoreError::Migrate(_) => "migrate",
+            StoreError::Query { operation, .. } => operation,
+        }
+    }
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects and applies the embedded migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(url),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// Hides the password of a connection URL so that it can be logged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://cdot:s3cret@127.0.0.1:5432/cdot"),
+            "postgres://cdot:***@127.0.0.1:5432/cdot"
+        );
+        assert_eq!(
+            redact_url("postgres://127.0.0.1/cdot"),
+            "postgres://127.0.0.1/cdot"
+        );
+    }
+}

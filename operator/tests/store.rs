@@ -1,0 +1,154 @@
+//! The store against a real PostgreSQL: change sets, generations, pruning and status merges.
+mod support;
+
+use std::collections::BTreeMap;
+
+use cdot_crds::kind::Kind;
+use cdot_operator::store::{DesiredObject, StatusPatch, Store};
+use serde_json::json;
+use support::TestDb;
+
+fn device(name: &str, display: &str) -> DesiredObject {
+    DesiredObject {
+        kind: Kind::Device,
+        namespace: "acme".into(),
+        name: name.into(),
+        labels: BTreeMap::from([("role".into(), "web".into())]),
+        annotations: BTreeMap::new(),
+        spec: json!({ "class": "Server", "displayName": display }),
+        source: "acme/devices.yaml#1".into(),
+    }
+}
+
+async fn store() -> (TestDb, Store) {
+    let db = TestDb::create().await;
+    let store = Store::connect(&db.url, 4)
+        .await
+        .expect("connect and migrate");
+    (db, store)
+}
+
+#[tokio::test]
+async fn change_sets_create_update_and_prune() {
+    let (_db, store) = store().await;
+    let summary = store
+        .apply_manifests(&[device("a", "A"), device("b", "B")], &[], "f1")
+        .await
+        .expect("apply");
+    assert_eq!(
+        (summary.created, summary.updated, summary.deleted),
+        (2, 0, 0)
+    );
+
+    // Re-applying the same set changes nothing, not even resourceVersion.
+    let before = store
+        .get_object("acme", Kind::Device, "a")
+        .await
+        .expect("get")
+        .expect("a");
+    let summary = store
+        .apply_manifests(&[device("a", "A"), device("b", "B")], &[], "f1")
+        .await
+        .expect("apply");
+    assert!(summary.is_empty(), "{summary:?}");
+    let after = store
+        .get_object("acme", Kind::Device, "a")
+        .await
+        .expect("get")
+        .expect("a");
+    assert_eq!(before.resource_version, after.resource_version);
+
+    // A spec change bumps the generation; a label change does not.
+    let mut relabelled = device("b", "B");
+    relabelled.labels.insert("role".into(), "db".into());
+    let summary = store
+        .apply_manifests(&[device("a", "A2"), relabelled], &[], "f2")
+        .await
+        .expect("apply");
+    assert_eq!(summary.updated, 2);
+    assert_eq!(
+        store
+            .get_object("acme", Kind::Device, "a")
+            .await
+            .expect("get")
+            .expect("a")
+            .generation,
+        2
+    );
+    let b = store
+        .get_object("acme", Kind::Device, "b")
+        .await
+        .expect("get")
+        .expect("b");
+    assert_eq!((b.generation, b.labels["role"].as_str()), (1, "db"));
+
+    // Pruning removes what the set no longer has, but never objects another writer manages.
+    sqlx::query(
+        "INSERT INTO objects (namespace, kind, name, uid, spec, managed_by) VALUES ('acme', 'Device', 'enrolled', gen_random_uuid(), '{}', 'agent')",
+    )
+    .execute(store.pool())
+    .await
+    .expect("insert");
+    let summary = store
+        .apply_manifests(&[device("a", "A2")], &[], "f3")
+        .await
+        .expect("apply");
+    assert_eq!(summary.deleted, 1);
+    let names: Vec<String> = store
+        .list_objects("acme", Kind::Device)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["a", "enrolled"]);
+    assert_eq!(
+        store
+            .last_applied_fingerprint()
+            .await
+            .expect("fingerprint")
+            .as_deref(),
+        Some("f3")
+    );
+}
+
+#[tokio::test]
+async fn status_patches_merge_and_skip_no_ops() {
+    let (_db, store) = store().await;
+    store
+        .apply_manifests(&[device("a", "A")], &[], "f1")
+        .await
+        .expect("apply");
+    sqlx::query("UPDATE objects SET status = '{\"agent\": {\"id\": \"x\"}}'")
+        .execute(store.pool())
+        .await
+        .expect("seed");
+    let patch = StatusPatch {
+        kind: Kind::Device,
+        namespace: "acme".into(),
+        name: "a".into(),
+        status: json!({ "observedGeneration": 1 }),
+    };
+    assert_eq!(
+        store
+            .patch_statuses(std::slice::from_ref(&patch))
+            .await
+            .expect("patch"),
+        1
+    );
+    let a = store
+        .get_object("acme", Kind::Device, "a")
+        .await
+        .expect("get")
+        .expect("a");
+    assert_eq!(
+        a.status,
+        json!({ "agent": { "id": "x" }, "observedGeneration": 1 }),
+        "the reconciler's patch overwrote another writer's field"
+    );
+    assert_eq!(
+        store.patch_statuses(&[patch]).await.expect("patch"),
+        0,
+        "an unchanged status was rewritten"
+    );
+}

@@ -1,0 +1,266 @@
+//! Fixtures shared by the operator's end-to-end tests: a PostgreSQL database per test, the
+//! real `cdot-operator` binary as a child process, tokens, and waiting on conditions.
+#![allow(dead_code)] // each test binary uses a different part of the fixtures
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use sqlx::Connection;
+
+/// Server the per-test databases are created on; the README's test command starts it.
+pub fn admin_url() -> String {
+    std::env::var("CDOT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database, dropped when the value is dropped.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = format!("cdot_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot reach the test PostgreSQL at {admin} (set CDOT_TEST_DATABASE_URL): {e}"
+                )
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let _ = conn.close().await;
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(base, _)| base)
+            .to_owned();
+        Self {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: use a private one on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn operator_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cdot-operator")
+}
+
+/// Creates a token with `cdot-operator token create` and returns it; the manifest lands in `dir`.
+pub fn create_token(
+    dir: &Path,
+    name: &str,
+    namespace: &str,
+    role: &str,
+    namespaces: &str,
+) -> String {
+    let output = Command::new(operator_bin())
+        .args([
+            "token",
+            "create",
+            "--quiet",
+            "--name",
+            name,
+            "--namespace",
+            namespace,
+            "--role",
+            role,
+        ])
+        .args(["--namespaces", namespaces, "--out-dir"])
+        .arg(dir)
+        .output()
+        .expect("run token create");
+    assert!(
+        output.status.success(),
+        "token create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
+}
+
+/// A running `cdot-operator standalone`; interrupted (SIGINT) and reaped on drop.
+pub struct Operator {
+    child: Option<Child>,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the operator and waits until `/readyz` answers 200.
+    pub async fn start(
+        manifests: &[&Path],
+        database_url: Option<&str>,
+        extra: &[&str],
+        log_dir: &Path,
+    ) -> Self {
+        let port = free_port();
+        let log = log_dir.join(format!("operator-{port}.log"));
+        let mut command = Command::new(operator_bin());
+        command
+            .arg("standalone")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
+        for dir in manifests {
+            command.arg("--manifests").arg(dir);
+        }
+        command
+            .args(extra)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "info");
+        if let Some(url) = database_url {
+            command.arg("--database-url").arg(url);
+        }
+        let file = std::fs::File::create(&log).expect("log file");
+        command
+            .stdout(Stdio::null())
+            .stderr(file.try_clone().expect("clone"))
+            .stdin(Stdio::null());
+        let child = command.spawn().expect("spawn cdot-operator");
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        let mut operator = Self {
+            child: Some(child),
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            log,
+        };
+        operator.wait_ready().await;
+        operator
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = insecure_client();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "cdot-operator exited with {status} before becoming ready:\n{}",
+                    self.logs()
+                );
+            }
+            if let Ok(response) = client.get(format!("{}/readyz", self.base)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cdot-operator not ready after 90 s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the exit status.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "cdot-operator did not stop within 60 s of SIGINT:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.interrupt();
+        }
+    }
+}
+
+/// A client that trusts any certificate (only for local tests that do not test TLS itself).
+pub fn insecure_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}

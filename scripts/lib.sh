@@ -1,0 +1,74 @@
+# Helpers shared by scripts/quickstart and scripts/test. Sourced, not run.
+# Everything here must work on a fresh Debian machine as root, and as a normal user who
+# already has what is needed.
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+APT_UPDATED=
+apt_install() {
+    is_root || die "missing packages: $*; install them (apt-get install -y $*) or run this as root"
+    if [ -z "$APT_UPDATED" ]; then
+        log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust 1.95 or newer (https://rustup.rs)"
+    local missing=()
+    command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}
+
+postgres_bin_dir() {
+    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1
+}
+
+# The PostgreSQL server binaries (initdb, pg_ctl) and client tools.
+ensure_postgres_binaries() {
+    local bin
+    bin=$(postgres_bin_dir)
+    if [ -z "$bin" ] || [ ! -x "$bin/initdb" ] || ! command -v psql >/dev/null 2>&1; then
+        apt_install postgresql postgresql-client
+    fi
+}
+
+# A PostgreSQL server on 127.0.0.1:5432 with a role the tests may create databases with.
+# Prints the admin URL the tests use.
+ensure_test_postgres() {
+    ensure_postgres_binaries
+    if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        is_root || die "PostgreSQL is not running on 127.0.0.1:5432; start it, or set CDOT_TEST_DATABASE_URL"
+        if ! pg_lsclusters -h 2>/dev/null | grep -q .; then
+            local version
+            version=$(basename "$(dirname "$(postgres_bin_dir)")")
+            log "creating PostgreSQL cluster $version/main"
+            pg_createcluster "$version" main >/dev/null
+        fi
+        local cluster
+        cluster=$(pg_lsclusters -h | awk 'NR==1 {print $1" "$2}')
+        log "starting PostgreSQL cluster $cluster"
+        # shellcheck disable=SC2086
+        pg_ctlcluster --skip-systemctl-redirect $cluster start
+        for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+        pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not start"
+    fi
+    # A dedicated role with a password works whatever the server's pg_hba says for 127.0.0.1.
+    if is_root; then
+        runuser -u postgres -- psql -qAtX -c "DO \$\$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cdot_test') THEN
+                CREATE ROLE cdot_test LOGIN CREATEDB PASSWORD 'cdot_test';
+            END IF; END \$\$;" >/dev/null
+    fi
+    echo "postgres://cdot_test:cdot_test@127.0.0.1:5432/postgres"
+}
