@@ -440,60 +440,162 @@ mod tests {
 
     #[test]
     fn schema_level() {
-        err_at(&base(), json!({"spec": {"metric": "temperature"}}), "spec.metric");
-        err_at(&base(), json!({"spec": {"condition": {"op": "=>"}}}), "spec.condition.op");
-        err_at(&base(), json!({"spec": {"condition": {"threshold": "high"}}}), "spec.condition.threshold");
-        err_at(&base(), json!({"spec": {"condition": null}}), "spec.condition");
-        err_at(&base(), json!({"spec": {"severity": "Disaster"}}), "spec.severity");
-        err_at(&base(), json!({"spec": {"reduce": {"function": "median"}}}), "spec.reduce.function");
+        err_at(
+            &base(),
+            json!({"spec": {"metric": "temperature"}}),
+            "spec.metric",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"condition": {"op": "=>"}}}),
+            "spec.condition.op",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"condition": {"threshold": "high"}}}),
+            "spec.condition.threshold",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"condition": null}}),
+            "spec.condition",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"severity": "Disaster"}}),
+            "spec.severity",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"reduce": {"function": "median"}}}),
+            "spec.reduce.function",
+        );
         err_at(&base(), json!({"spec": {"for": "5 minutes"}}), "spec.for");
         err_at(&base(), json!({"spec": {"summary": ""}}), "spec.summary");
-        err_at(&base(), json!({"spec": {"resolve": {"after": "5m"}}}), "spec.resolve.after");
+        err_at(
+            &base(),
+            json!({"spec": {"resolve": {"after": "5m"}}}),
+            "spec.resolve.after",
+        );
     }
 
     #[test]
     fn resolve_threshold_on_the_safe_side() {
-        err_at(&base(), json!({"spec": {"resolve": {"threshold": 95}}}), "spec.resolve.threshold");
+        err_at(
+            &base(),
+            json!({"spec": {"resolve": {"threshold": 95}}}),
+            "spec.resolve.threshold",
+        );
         ok(&base(), json!({"spec": {"resolve": {"threshold": 90}}}));
-        err_at(&base(), json!({"spec": {"condition": {"op": ">="}, "resolve": {"threshold": 91}}}), "spec.resolve.threshold");
+        err_at(
+            &base(),
+            json!({"spec": {"condition": {"op": ">="}, "resolve": {"threshold": 91}}}),
+            "spec.resolve.threshold",
+        );
         let lt = json!({"spec": {"metric": "memory", "series": null, "condition": {"op": "<", "threshold": 10}, "resolve": {"threshold": 5}}});
         err_at(&base(), lt, "spec.resolve.threshold");
-        ok(&base(), json!({"spec": {"metric": "memory", "series": null, "condition": {"op": "<=", "threshold": 10}, "resolve": {"threshold": 15}}}));
-        err_at(&base(), json!({"spec": {"condition": {"op": "=="}, "resolve": {"threshold": 90}}}), "spec.resolve.threshold");
-        ok(&base(), json!({"spec": {"condition": {"op": "=="}, "resolve": {"threshold": null}}}));
+        ok(
+            &base(),
+            json!({"spec": {"metric": "memory", "series": null, "condition": {"op": "<=", "threshold": 10}, "resolve": {"threshold": 15}}}),
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"condition": {"op": "=="}, "resolve": {"threshold": 90}}}),
+            "spec.resolve.threshold",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"condition": {"op": "=="}, "resolve": {"threshold": null}}}),
+        );
         assert!(super::resolve_threshold_ok(super::Op::Gt, 90.0, 80.0));
         assert!(!super::resolve_threshold_ok(super::Op::Le, 10.0, 5.0));
     }
 
     #[test]
     fn series_labels_come_from_the_catalogue() {
-        err_at(&base(), json!({"spec": {"series": {"interface": "eth0"}}}), "spec.series.interface");
-        err_at(&base(), json!({"spec": {"metric": "cpu", "series": {"mount": "/"}}}), "spec.series.mount");
-        err_at(&base(), json!({"spec": {"series": {"mount": ""}}}), "spec.series.mount");
-        ok(&base(), json!({"spec": {"metric": "interfaceErrors", "series": {"interface": "ge-0/0/*", "direction": "in"}, "condition": {"threshold": 5}, "resolve": {"threshold": 1}}}));
+        err_at(
+            &base(),
+            json!({"spec": {"series": {"interface": "eth0"}}}),
+            "spec.series.interface",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"metric": "cpu", "series": {"mount": "/"}}}),
+            "spec.series.mount",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"series": {"mount": ""}}}),
+            "spec.series.mount",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"metric": "interfaceErrors", "series": {"mount": null, "interface": "ge-0/0/*", "direction": "in"}, "condition": {"threshold": 5}, "resolve": {"threshold": 1}}}),
+        );
     }
 
     #[test]
     fn percent_thresholds() {
-        err_at(&base(), json!({"spec": {"condition": {"threshold": 150}, "resolve": null}}), "spec.condition.threshold");
-        ok(&base(), json!({"spec": {"metric": "probeLatency", "series": null, "condition": {"threshold": 150}, "resolve": null}}));
+        err_at(
+            &base(),
+            json!({"spec": {"condition": {"threshold": 150}, "resolve": null}}),
+            "spec.condition.threshold",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"metric": "probeLatency", "series": null, "condition": {"threshold": 150}, "resolve": null}}),
+        );
     }
 
     #[test]
     fn durations_parse() {
-        err_at(&base(), json!({"spec": {"reduce": {"window": "0s"}}}), "spec.reduce.window");
-        err_at(&base(), json!({"spec": {"reduce": {"window": "2d"}}}), "spec.reduce.window");
-        ok(&base(), json!({"spec": {"reduce": {"window": "1h"}, "for": "1h30m", "repeatInterval": "0s"}}));
-        err_at(&base(), json!({"spec": {"repeatInterval": "4 hours"}}), "spec.repeatInterval");
+        err_at(
+            &base(),
+            json!({"spec": {"reduce": {"window": "0s"}}}),
+            "spec.reduce.window",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"reduce": {"window": "2d"}}}),
+            "spec.reduce.window",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"reduce": {"window": "1h"}, "for": "1h30m", "repeatInterval": "0s"}}),
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"repeatInterval": "4 hours"}}),
+            "spec.repeatInterval",
+        );
     }
 
     #[test]
     fn channels_group_by_labels_selector() {
-        err_at(&base(), json!({"spec": {"channels": ["Slack!"]}}), "spec.channels[0]");
-        err_at(&base(), json!({"spec": {"channels": ["a", "a"]}}), "spec.channels[1]");
-        err_at(&base(), json!({"spec": {"groupBy": ["bad key!"]}}), "spec.groupBy[0]");
-        ok(&base(), json!({"spec": {"groupBy": ["rmm.cdot.io/site", "mount", "device"]}}));
-        err_at(&base(), json!({"spec": {"labels": {"team": "bad value!"}}}), "spec.labels.team");
+        err_at(
+            &base(),
+            json!({"spec": {"channels": ["Slack!"]}}),
+            "spec.channels[0]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"channels": ["a", "a"]}}),
+            "spec.channels[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"groupBy": ["bad key!"]}}),
+            "spec.groupBy[0]",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"groupBy": ["rmm.cdot.io/site", "mount", "device"]}}),
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"labels": {"team": "bad value!"}}}),
+            "spec.labels.team",
+        );
         err_at(
             &base(),
             json!({"spec": {"selector": {"matchExpressions": [{"key": "role", "operator": "In"}]}}}),

@@ -682,33 +682,88 @@ mod tests {
 
     #[test]
     fn metadata() {
-        err_at(&base(), json!({"metadata": {"name": "Bad_Name"}}), "metadata.name");
-        err_at(&base(), json!({"metadata": {"name": null}}), "metadata.name");
-        err_at(&base(), json!({"metadata": {"namespace": null}}), "metadata.namespace");
-        err_at(&base(), json!({"metadata": {"namespace": "a.b"}}), "metadata.namespace");
-        err_at(&base(), json!({"metadata": {"labels": {"bad key!": "x"}}}), "metadata.labels.bad key!");
-        err_at(&base(), json!({"metadata": {"labels": {"k": "bad value!"}}}), "metadata.labels.k");
-        ok(&base(), json!({"metadata": {"name": "lon-sw.01", "labels": {"role": "network"}}}));
-        err_at(&base(), json!({"apiVersion": "rmm.cdot.io/v1"}), "apiVersion");
+        err_at(
+            &base(),
+            json!({"metadata": {"name": "Bad_Name"}}),
+            "metadata.name",
+        );
+        err_at(
+            &base(),
+            json!({"metadata": {"name": null}}),
+            "metadata.name",
+        );
+        err_at(
+            &base(),
+            json!({"metadata": {"namespace": null}}),
+            "metadata.namespace",
+        );
+        err_at(
+            &base(),
+            json!({"metadata": {"namespace": "a.b"}}),
+            "metadata.namespace",
+        );
+        err_at(
+            &base(),
+            json!({"metadata": {"labels": {"bad key!": "x"}}}),
+            "metadata.labels.bad key!",
+        );
+        err_at(
+            &base(),
+            json!({"metadata": {"labels": {"k": "bad value!"}}}),
+            "metadata.labels.k",
+        );
+        ok(
+            &base(),
+            json!({"metadata": {"name": "lon-sw.01", "labels": {"role": "network"}}}),
+        );
+        err_at(
+            &base(),
+            json!({"apiVersion": "rmm.cdot.io/v1"}),
+            "apiVersion",
+        );
         err_at(&base(), json!({"kind": "Gadget"}), "kind");
     }
 
     #[test]
     fn schema_enums_ranges_patterns() {
         err_at(&base(), json!({"spec": {"class": "Toaster"}}), "spec.class");
-        err_at(&base(), json!({"spec": {"snmp": {"port": 0}}}), "spec.snmp.port");
-        err_at(&base(), json!({"spec": {"snmp": {"port": 70000}}}), "spec.snmp.port");
+        err_at(
+            &base(),
+            json!({"spec": {"snmp": {"port": 0}}}),
+            "spec.snmp.port",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"snmp": {"port": 70000}}}),
+            "spec.snmp.port",
+        );
         ok(&base(), json!({"spec": {"snmp": {"port": 1161}}}));
-        err_at(&base(), json!({"spec": {"snmp": {"retries": 6}}}), "spec.snmp.retries");
-        err_at(&base(), json!({"spec": {"agent": {"metricsInterval": "1.5m"}}}), "spec.agent.metricsInterval");
+        err_at(
+            &base(),
+            json!({"spec": {"snmp": {"retries": 6}}}),
+            "spec.snmp.retries",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"agent": {"metricsInterval": "1.5m"}}}),
+            "spec.agent.metricsInterval",
+        );
         err_at(&base(), json!({"spec": {"site": "has space"}}), "spec.site");
-        err_at(&base(), json!({"spec": {"displayName": ""}}), "spec.displayName");
+        err_at(
+            &base(),
+            json!({"spec": {"displayName": ""}}),
+            "spec.displayName",
+        );
     }
 
     #[test]
     fn unknown_fields_are_refused() {
         err_at(&base(), json!({"spec": {"colour": "red"}}), "spec.colour");
-        err_at(&base(), json!({"spec": {"snmp": {"community": "public"}}}), "spec.snmp.community");
+        err_at(
+            &base(),
+            json!({"spec": {"snmp": {"community": "public"}}}),
+            "spec.snmp.community",
+        );
     }
 
     #[test]
@@ -718,44 +773,120 @@ mod tests {
 
     #[test]
     fn addresses() {
-        err_at(&base(), json!({"spec": {"managementAddresses": ["10.0.0.1", "not an address"]}}), "spec.managementAddresses[1]");
-        err_at(&base(), json!({"spec": {"managementAddresses": ["10.0.0.1", "10.0.0.1"]}}), "spec.managementAddresses[1]");
-        ok(&base(), json!({"spec": {"managementAddresses": ["sw1.example.net", "2001:db8::1"]}}));
+        err_at(
+            &base(),
+            json!({"spec": {"managementAddresses": ["10.0.0.1", "not an address"]}}),
+            "spec.managementAddresses[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"managementAddresses": ["10.0.0.1", "10.0.0.1"]}}),
+            "spec.managementAddresses[1]",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"managementAddresses": ["sw1.example.net", "2001:db8::1"]}}),
+        );
     }
 
     #[test]
     fn intervals() {
-        err_at(&base(), json!({"spec": {"agent": {"metricsInterval": "5s"}}}), "spec.agent.metricsInterval");
-        ok(&base(), json!({"spec": {"agent": {"metricsInterval": "10s"}}}));
-        err_at(&base(), json!({"spec": {"agent": {"inventoryInterval": "1m"}}}), "spec.agent.inventoryInterval");
-        err_at(&base(), json!({"spec": {"agent": {"patchScanInterval": "30m"}}}), "spec.agent.patchScanInterval");
-        err_at(&base(), json!({"spec": {"snmp": {"pollInterval": "2h"}}}), "spec.snmp.pollInterval");
-        err_at(&base(), json!({"spec": {"snmp": {"timeout": "1m"}}}), "spec.snmp.timeout");
+        err_at(
+            &base(),
+            json!({"spec": {"agent": {"metricsInterval": "5s"}}}),
+            "spec.agent.metricsInterval",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"agent": {"metricsInterval": "10s"}}}),
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"agent": {"inventoryInterval": "1m"}}}),
+            "spec.agent.inventoryInterval",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"agent": {"patchScanInterval": "30m"}}}),
+            "spec.agent.patchScanInterval",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"snmp": {"pollInterval": "2h"}}}),
+            "spec.snmp.pollInterval",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"snmp": {"timeout": "1m"}}}),
+            "spec.snmp.timeout",
+        );
         ok(&base(), json!({"spec": {"snmp": {"timeout": "500ms"}}}));
     }
 
     #[test]
     fn snmp_needs_an_address() {
-        err_at(&base(), json!({"spec": {"managementAddresses": null}}), "spec.snmp");
-        ok(&base(), json!({"spec": {"managementAddresses": null, "snmp": {"address": "10.0.0.9"}}}));
-        err_at(&base(), json!({"spec": {"snmp": {"address": "bad host!"}}}), "spec.snmp.address");
+        err_at(
+            &base(),
+            json!({"spec": {"managementAddresses": null}}),
+            "spec.snmp",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"managementAddresses": null, "snmp": {"address": "10.0.0.9"}}}),
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"snmp": {"address": "bad host!"}}}),
+            "spec.snmp.address",
+        );
     }
 
     #[test]
     fn snmp_secret_and_interface_patterns() {
-        err_at(&base(), json!({"spec": {"snmp": {"credentialsSecretRef": {"name": "Bad_Secret"}}}}), "spec.snmp.credentialsSecretRef.name");
-        err_at(&base(), json!({"spec": {"snmp": {"interfaces": ["(unclosed"]}}}), "spec.snmp.interfaces[0]");
+        err_at(
+            &base(),
+            json!({"spec": {"snmp": {"credentialsSecretRef": {"name": "Bad_Secret"}}}}),
+            "spec.snmp.credentialsSecretRef.name",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"snmp": {"interfaces": ["(unclosed"]}}}),
+            "spec.snmp.interfaces[0]",
+        );
         ok(&base(), json!({"spec": {"snmp": {"interfaces": ["^Gi"]}}}));
     }
 
     #[test]
     fn probes() {
-        err_at(&base(), json!({"spec": {"probes": [{"name": "a", "type": "Tcp", "target": "h"}]}}), "spec.probes[0].port");
-        err_at(&base(), json!({"spec": {"probes": [{"name": "a", "type": "Icmp", "target": "h", "port": 1}]}}), "spec.probes[0].port");
-        err_at(&base(), json!({"spec": {"probes": [{"name": "a", "type": "Http", "target": "example.com"}]}}), "spec.probes[0].target");
-        ok(&base(), json!({"spec": {"probes": [{"name": "a", "type": "Http", "target": "https://example.com/"}]}}));
-        err_at(&base(), json!({"spec": {"probes": [{"name": "a", "target": "h"}, {"name": "a", "target": "h"}]}}), "spec.probes[1]");
-        err_at(&base(), json!({"spec": {"probes": [{"name": "a", "target": "h", "interval": "2h"}]}}), "spec.probes[0].interval");
+        err_at(
+            &base(),
+            json!({"spec": {"probes": [{"name": "a", "type": "Tcp", "target": "h"}]}}),
+            "spec.probes[0].port",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"probes": [{"name": "a", "type": "Icmp", "target": "h", "port": 1}]}}),
+            "spec.probes[0].port",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"probes": [{"name": "a", "type": "Http", "target": "example.com"}]}}),
+            "spec.probes[0].target",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"probes": [{"name": "a", "type": "Http", "target": "https://example.com/"}]}}),
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"probes": [{"name": "a", "target": "h"}, {"name": "a", "target": "h"}]}}),
+            "spec.probes[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"probes": [{"name": "a", "target": "h", "interval": "2h"}]}}),
+            "spec.probes[0].interval",
+        );
     }
 
     #[test]
@@ -765,19 +896,56 @@ mod tests {
             crate::test_support::merge(&mut win, &patch);
             json!({"spec": {"maintenance": {"windows": [win]}}})
         };
-        err_at(&base(), w(json!({"start": "25:00"})), "spec.maintenance.windows[0].start");
-        err_at(&base(), w(json!({"duration": "0s"})), "spec.maintenance.windows[0].duration");
-        err_at(&base(), w(json!({"duration": "8d"})), "spec.maintenance.windows[0].duration");
-        err_at(&base(), w(json!({"timeZone": "Mars/Base"})), "spec.maintenance.windows[0].timeZone");
-        err_at(&base(), w(json!({"days": ["Mon", "Mon"]})), "spec.maintenance.windows[0].days[1]");
-        err_at(&base(), w(json!({"days": ["Funday"]})), "spec.maintenance.windows[0].days[0]");
-        ok(&base(), w(json!({"days": ["Mon", "Tue"], "timeZone": "America/New_York"})));
+        err_at(
+            &base(),
+            w(json!({"start": "25:00"})),
+            "spec.maintenance.windows[0].start",
+        );
+        err_at(
+            &base(),
+            w(json!({"duration": "0s"})),
+            "spec.maintenance.windows[0].duration",
+        );
+        err_at(
+            &base(),
+            w(json!({"duration": "8d"})),
+            "spec.maintenance.windows[0].duration",
+        );
+        err_at(
+            &base(),
+            w(json!({"timeZone": "Mars/Base"})),
+            "spec.maintenance.windows[0].timeZone",
+        );
+        err_at(
+            &base(),
+            w(json!({"days": ["Mon", "Mon"]})),
+            "spec.maintenance.windows[0].days[1]",
+        );
+        err_at(
+            &base(),
+            w(json!({"days": ["Funday"]})),
+            "spec.maintenance.windows[0].days[0]",
+        );
+        ok(
+            &base(),
+            w(json!({"days": ["Mon", "Tue"], "timeZone": "America/New_York"})),
+        );
     }
 
     #[test]
     fn site_label_must_agree() {
-        err_at(&base(), json!({"metadata": {"labels": {"rmm.cdot.io/site": "leeds"}}}), "spec.site");
-        ok(&base(), json!({"metadata": {"labels": {"rmm.cdot.io/site": "london"}}}));
-        ok(&base(), json!({"metadata": {"labels": {"rmm.cdot.io/site": "leeds"}}, "spec": {"site": null}}));
+        err_at(
+            &base(),
+            json!({"metadata": {"labels": {"rmm.cdot.io/site": "leeds"}}}),
+            "spec.site",
+        );
+        ok(
+            &base(),
+            json!({"metadata": {"labels": {"rmm.cdot.io/site": "london"}}}),
+        );
+        ok(
+            &base(),
+            json!({"metadata": {"labels": {"rmm.cdot.io/site": "leeds"}}, "spec": {"site": null}}),
+        );
     }
 }

@@ -460,3 +460,222 @@ impl Validate for DiscoveryScanSpec {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::DiscoveryScanSpec;
+    use crate::test_support::{doc, err_at, ok};
+
+    fn base() -> Value {
+        doc(
+            "DiscoveryScan",
+            json!({
+                "site": "london",
+                "targets": ["10.0.0.0/24", "10.0.1.0/24"],
+                "excludes": ["10.0.0.0/30"],
+                "methods": {"snmp": {"credentials": [{"version": "V2c", "secretRef": {"name": "snmp"}}]}},
+                "schedule": "0 1 * * *",
+                "timeZone": "Europe/London",
+                "registration": {"createDevices": true, "labels": {"discovered": "true"}, "classRules": [{"sysObjectIdPrefix": "1.3.6.1.4.1.9", "class": "Switch"}]},
+            }),
+        )
+    }
+
+    fn spec(targets: &[&str], excludes: &[&str]) -> DiscoveryScanSpec {
+        DiscoveryScanSpec {
+            targets: targets.iter().map(|s| (*s).to_owned()).collect(),
+            excludes: excludes.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn address_count() {
+        assert_eq!(spec(&["10.0.0.0/24"], &[]).address_count(), Ok(256));
+        assert_eq!(
+            spec(&["10.0.0.0/24", "10.0.0.128/25"], &[]).address_count(),
+            Ok(256)
+        );
+        assert_eq!(
+            spec(
+                &["10.0.0.0/24", "10.0.1.0/24"],
+                &["10.0.0.0/30", "10.0.0.1"]
+            )
+            .address_count(),
+            Ok(508)
+        );
+        assert_eq!(
+            spec(&["10.0.0.5", "2001:db8::/120"], &[]).address_count(),
+            Ok(257)
+        );
+        assert_eq!(spec(&["10.0.0.0/16"], &[]).address_count(), Ok(65_536));
+        assert!(spec(&["nope"], &[]).address_count().is_err());
+    }
+
+    #[test]
+    fn base_is_valid_with_defaults() {
+        ok(&base(), json!({}));
+        let crate::manifest::Document::Resource(o) = crate::manifest::validate_document(&doc(
+            "DiscoveryScan",
+            json!({"targets": ["192.168.1.0/24"]}),
+        ))
+        .expect("valid") else {
+            panic!("not a resource")
+        };
+        assert_eq!(o.spec["methods"], json!({"icmp": true}));
+        assert_eq!(o.spec["rateLimit"], 100);
+        assert_eq!(o.spec["timeout"], "1s");
+        assert_eq!(o.spec["registration"]["createDevices"], false);
+    }
+
+    #[test]
+    fn schema_level() {
+        err_at(&base(), json!({"spec": {"targets": []}}), "spec.targets");
+        err_at(&base(), json!({"spec": {"rateLimit": 0}}), "spec.rateLimit");
+        err_at(
+            &base(),
+            json!({"spec": {"concurrency": 5000}}),
+            "spec.concurrency",
+        );
+        err_at(&base(), json!({"spec": {"retries": 9}}), "spec.retries");
+        err_at(
+            &base(),
+            json!({"spec": {"registration": {"defaultClass": "Robot"}}}),
+            "spec.registration.defaultClass",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"registration": {"classRules": [{"sysObjectIdPrefix": "iso.3.6", "class": "Switch"}]}}}),
+            "spec.registration.classRules[0].sysObjectIdPrefix",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"methods": {"snmp": {"credentials": [{"version": "V4", "secretRef": {"name": "s"}}]}}}}),
+            "spec.methods.snmp.credentials[0].version",
+        );
+    }
+
+    #[test]
+    fn targets_parse_and_are_small_enough() {
+        err_at(
+            &base(),
+            json!({"spec": {"targets": ["10.0.0.0/24", "10.0.0.0/33"], "excludes": null}}),
+            "spec.targets[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"targets": ["10.0.0.0/24", "office-lan"], "excludes": null}}),
+            "spec.targets[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"targets": ["10.0.0.0/15"], "excludes": null}}),
+            "spec.targets[0]",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"targets": ["10.0.0.0/16"], "excludes": null}}),
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"targets": ["10.0.0.0/16", "10.1.0.0/24"], "excludes": null}}),
+            "spec.targets",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"targets": ["10.0.0.0/16", "10.0.5.0/24"], "excludes": null}}),
+        );
+    }
+
+    #[test]
+    fn excludes_within_targets() {
+        err_at(
+            &base(),
+            json!({"spec": {"excludes": ["192.168.0.1"]}}),
+            "spec.excludes[0]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"excludes": ["10.0.0.0/30", "not-an-ip"]}}),
+            "spec.excludes[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"targets": ["10.0.0.0/30"], "excludes": ["10.0.0.0/30"]}}),
+            "spec.excludes",
+        );
+    }
+
+    #[test]
+    fn methods_collector_schedule() {
+        err_at(
+            &base(),
+            json!({"spec": {"methods": {"icmp": false, "snmp": null}}}),
+            "spec.methods",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"methods": {"snmp": {"credentials": [{"secretRef": {"name": "Bad!"}}]}}}}),
+            "spec.methods.snmp.credentials[0].secretRef.name",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"collector": {}}}),
+            "spec.collector",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"collector": {"selector": {"matchLabels": {"role": "collector"}}}}}),
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"schedule": "0 25 * * *"}}),
+            "spec.schedule",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"schedule": null}}),
+            "spec.timeZone",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"timeZone": "Not/AZone"}}),
+            "spec.timeZone",
+        );
+        err_at(&base(), json!({"spec": {"timeout": "45s"}}), "spec.timeout");
+    }
+
+    #[test]
+    fn registration_rules() {
+        err_at(
+            &base(),
+            json!({"spec": {"registration": {"labels": {"a": "bad value!"}}}}),
+            "spec.registration.labels.a",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"registration": {"classRules": [{"class": "Printer"}]}}}),
+            "spec.registration.classRules[0]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"registration": {"classRules": [{"sysDescrPattern": "(", "class": "Printer"}]}}}),
+            "spec.registration.classRules[0].sysDescrPattern",
+        );
+    }
+
+    #[test]
+    fn site_label_must_agree() {
+        err_at(
+            &base(),
+            json!({"metadata": {"labels": {"rmm.cdot.io/site": "leeds"}}}),
+            "spec.site",
+        );
+        ok(
+            &base(),
+            json!({"metadata": {"labels": {"rmm.cdot.io/site": "london"}}}),
+        );
+    }
+}

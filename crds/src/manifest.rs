@@ -615,3 +615,146 @@ fn secret(value: &Value) -> Result<Document, Vec<FieldError>> {
         data,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn splits_documents_keeping_positions() {
+        let text = "# header comment\n---\n---\napiVersion: v1\nkind: ConfigMap\n---\n# only a comment\n---\na: 1\n...\n";
+        let docs = split_documents_indexed(text).expect("parses");
+        let pos: Vec<_> = docs.iter().map(|d| (d.index, d.line)).collect();
+        assert_eq!(pos, [(2, 4), (4, 9)]);
+        assert_eq!(docs[1].value, json!({"a": 1}));
+        assert_eq!(split_documents(text).expect("parses").len(), 2);
+        assert_eq!(
+            split_documents("a: 1\n").expect("parses"),
+            [json!({"a": 1})]
+        );
+        assert!(split_documents("").expect("parses").is_empty());
+    }
+
+    #[test]
+    fn yaml_errors_name_document_and_line() {
+        let text = "a: 1\n---\nb: 2\nc: [unclosed\nd: 4\n";
+        let e = split_documents(text).expect_err("invalid");
+        let ManifestError::Yaml { doc, line, .. } = &e;
+        assert_eq!(*doc, 2);
+        assert!((3..=6).contains(line), "line {line}");
+        assert!(e.to_string().starts_with("document 2 (line "), "{e}");
+    }
+
+    #[test]
+    fn other_groups_are_ignored() {
+        let d = validate_document(
+            &json!({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}),
+        );
+        assert!(matches!(d, Ok(Document::Ignored { ref kind, .. }) if kind == "Kustomization"));
+    }
+
+    #[test]
+    fn non_documents_are_refused() {
+        assert_eq!(
+            validate_document(&json!([1])).expect_err("not a map")[0].path,
+            "."
+        );
+        let e = validate_document(&json!({"kind": "Device"})).expect_err("no apiVersion");
+        assert_eq!(e[0].path, "apiVersion");
+        let e = validate_document(&json!({"apiVersion": "rmm.cdot.io/v1alpha1", "kind": "Device", "metadata": {"name": "a", "namespace": "b"}}))
+            .expect_err("no spec");
+        assert!(e.iter().any(|e| e.path == "spec"), "{e:?}");
+    }
+
+    #[test]
+    fn all_errors_are_collected() {
+        let e = validate_document(&json!({
+            "apiVersion": "rmm.cdot.io/v1alpha1", "kind": "DiscoveryScan",
+            "metadata": {"name": "Bad_Name", "namespace": "acme"},
+            "spec": {"targets": ["10.0.0.0/24"], "rateLimit": 0, "timeout": "0s"}
+        }))
+        .expect_err("invalid");
+        let paths: Vec<_> = e.iter().map(|e| e.path.as_str()).collect();
+        assert!(
+            paths.contains(&"metadata.name") && paths.contains(&"spec.rateLimit"),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_keep_values_out_of_debug() {
+        let d = validate_document(&json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "snmp-acme", "namespace": "acme"},
+            "data": {"community": "cHVibGlj"},
+            "stringData": {"user": "ops"}
+        }))
+        .expect("valid");
+        let Document::Secret { ref data, .. } = d else {
+            panic!("not a secret")
+        };
+        assert_eq!(data["community"], b"public");
+        assert_eq!(data["user"], b"ops");
+        let dbg = format!("{d:?}");
+        assert!(!dbg.contains("public") && !dbg.contains("ops\"") && dbg.contains("community"));
+        let e = validate_document(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "acme"}, "data": {"k": "%%%"}}))
+            .expect_err("bad base64");
+        assert_eq!(e[0].path, "data.k");
+    }
+
+    #[test]
+    fn api_token_secrets() {
+        let hash = api_token::format_token_hash(&api_token::hash_token("t0ken"));
+        let d = validate_document(&json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "rmm.cdot.io/api-token",
+            "metadata": {"name": "alice", "namespace": "cdot-system"},
+            "stringData": {"tokenHash": hash, "role": "viewer", "namespaces": "acme"}
+        }))
+        .expect("valid");
+        let Document::ApiToken(t) = d else {
+            panic!("not a token")
+        };
+        assert!(t.matches("t0ken") && t.role == api_token::Role::Viewer);
+        let e = validate_document(&json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "rmm.cdot.io/api-token",
+            "metadata": {"name": "alice", "namespace": "cdot-system"},
+            "stringData": {"tokenHash": "t0ken", "role": "viewer", "namespaces": "acme"}
+        }))
+        .expect_err("plaintext token");
+        assert_eq!(e[0].path, "stringData.tokenHash");
+        let rendered = api_token::render_token_secret(
+            "bob",
+            "cdot-system",
+            api_token::Role::Admin,
+            &["*".into()],
+            "xyz",
+        );
+        let docs = split_documents(&rendered).expect("yaml");
+        assert!(matches!(
+            validate_document(&docs[0]),
+            Ok(Document::ApiToken(_))
+        ));
+    }
+
+    #[test]
+    fn nullable_fields_accept_null() {
+        let d = validate_document(&json!({
+            "apiVersion": "rmm.cdot.io/v1alpha1", "kind": "Device",
+            "metadata": {"name": "a", "namespace": "b"},
+            "spec": {"displayName": null, "snmp": null}
+        }));
+        assert!(d.is_ok(), "{d:?}");
+    }
+
+    #[test]
+    fn parse_file_reports_positions() {
+        let text = "apiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {name: a, namespace: b}\nspec: {}\n---\napiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {name: a, namespace: b}\nspec: {class: Nope}\n";
+        let docs = parse_file(text).expect("yaml");
+        assert!(docs[0].result.is_ok());
+        assert_eq!((docs[1].index, docs[1].line), (2, 6));
+        let errs = docs[1].result.as_ref().expect_err("invalid");
+        assert_eq!(errs[0].path, "spec.class");
+    }
+}

@@ -426,16 +426,28 @@ mod tests {
     use crate::test_support::{doc, err_at, ok};
 
     fn webhook() -> Value {
-        doc("NotificationChannel", json!({"type": "Webhook", "webhook": {"urlSecretRef": {"name": "slack", "key": "url"}, "format": "Slack"}}))
+        doc(
+            "NotificationChannel",
+            json!({"type": "Webhook", "webhook": {"urlSecretRef": {"name": "slack", "key": "url"}, "format": "Slack"}}),
+        )
     }
     fn email() -> Value {
-        doc("NotificationChannel", json!({"type": "Email", "email": {"smtp": {"host": "smtp.example.com"}, "from": "a@example.com", "to": ["b@example.com"], "credentialsSecretRef": {"name": "smtp"}}}))
+        doc(
+            "NotificationChannel",
+            json!({"type": "Email", "email": {"smtp": {"host": "smtp.example.com"}, "from": "a@example.com", "to": ["b@example.com"], "credentialsSecretRef": {"name": "smtp"}}}),
+        )
     }
     fn sms() -> Value {
-        doc("NotificationChannel", json!({"type": "Sms", "sms": {"providerUrl": "https://api.sms.example/send", "to": ["+447700900123"], "credentialsSecretRef": {"name": "sms"}}}))
+        doc(
+            "NotificationChannel",
+            json!({"type": "Sms", "sms": {"providerUrl": "https://api.sms.example/send", "to": ["+447700900123"], "credentialsSecretRef": {"name": "sms"}}}),
+        )
     }
     fn ticket() -> Value {
-        doc("NotificationChannel", json!({"type": "Ticket", "ticket": {"system": "Jira", "url": "https://x.atlassian.net", "project": "OPS", "credentialsSecretRef": {"name": "jira"}}}))
+        doc(
+            "NotificationChannel",
+            json!({"type": "Ticket", "ticket": {"system": "Jira", "url": "https://x.atlassian.net", "project": "OPS", "credentialsSecretRef": {"name": "jira"}}}),
+        )
     }
 
     #[test]
@@ -449,64 +461,190 @@ mod tests {
             panic!("not a resource")
         };
         assert_eq!(o.spec["sendResolved"], true);
-        assert_eq!(o.spec["email"]["smtp"], json!({"host": "smtp.example.com", "port": 587, "tls": "StartTls"}));
+        assert_eq!(
+            o.spec["email"]["smtp"],
+            json!({"host": "smtp.example.com", "port": 587, "tls": "StartTls"})
+        );
     }
 
     #[test]
     fn sub_config_matches_type() {
         err_at(&webhook(), json!({"spec": {"type": "Email"}}), "spec.email");
-        err_at(&webhook(), json!({"spec": {"type": "Email"}}), "spec.webhook");
-        err_at(&webhook(), json!({"spec": {"ticket": {"system": "Jira", "url": "https://x", "project": "P", "credentialsSecretRef": {"name": "j"}}}}), "spec.ticket");
+        err_at(
+            &webhook(),
+            json!({"spec": {"type": "Email"}}),
+            "spec.webhook",
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"ticket": {"system": "Jira", "url": "https://x", "project": "P", "credentialsSecretRef": {"name": "j"}}}}),
+            "spec.ticket",
+        );
         err_at(&webhook(), json!({"spec": {"type": "Pager"}}), "spec.type");
     }
 
     #[test]
     fn webhook_url_exactly_once() {
-        err_at(&webhook(), json!({"spec": {"webhook": {"url": "https://hooks.example/x"}}}), "spec.webhook");
-        err_at(&webhook(), json!({"spec": {"webhook": {"urlSecretRef": null}}}), "spec.webhook.url");
-        ok(&webhook(), json!({"spec": {"webhook": {"urlSecretRef": null, "url": "https://hooks.example/x"}}}));
-        err_at(&webhook(), json!({"spec": {"webhook": {"urlSecretRef": null, "url": "ftp://x"}}}), "spec.webhook.url");
-        err_at(&webhook(), json!({"spec": {"webhook": {"format": "Teams"}}}), "spec.webhook.format");
-        err_at(&webhook(), json!({"spec": {"webhook": {"urlSecretRef": {"key": "bad key!"}}}}), "spec.webhook.urlSecretRef.key");
+        err_at(
+            &webhook(),
+            json!({"spec": {"webhook": {"url": "https://hooks.example/x"}}}),
+            "spec.webhook",
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"webhook": {"urlSecretRef": null}}}),
+            "spec.webhook.url",
+        );
+        ok(
+            &webhook(),
+            json!({"spec": {"webhook": {"urlSecretRef": null, "url": "https://hooks.example/x"}}}),
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"webhook": {"urlSecretRef": null, "url": "ftp://x"}}}),
+            "spec.webhook.url",
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"webhook": {"format": "Teams"}}}),
+            "spec.webhook.format",
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"webhook": {"urlSecretRef": {"key": "bad key!"}}}}),
+            "spec.webhook.urlSecretRef.key",
+        );
     }
 
     #[test]
     fn webhook_headers() {
-        err_at(&webhook(), json!({"spec": {"webhook": {"headers": {"Authorization": "Bearer x"}}}}), "spec.webhook.headers.Authorization");
-        err_at(&webhook(), json!({"spec": {"webhook": {"headers": {"bad header": "x"}}}}), "spec.webhook.headers.bad header");
-        ok(&webhook(), json!({"spec": {"webhook": {"headers": {"X-Source": "cdot"}, "headerSecretRefs": {"Authorization": {"name": "hook", "key": "auth"}}}}}));
-        err_at(&webhook(), json!({"spec": {"webhook": {"headers": {"X-A": "1"}, "headerSecretRefs": {"x-a": {"name": "h", "key": "k"}}}}}), "spec.webhook.headerSecretRefs.x-a");
-        err_at(&webhook(), json!({"spec": {"webhook": {"timeout": "0s"}}}), "spec.webhook.timeout");
+        err_at(
+            &webhook(),
+            json!({"spec": {"webhook": {"headers": {"Authorization": "Bearer x"}}}}),
+            "spec.webhook.headers.Authorization",
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"webhook": {"headers": {"bad header": "x"}}}}),
+            "spec.webhook.headers.bad header",
+        );
+        ok(
+            &webhook(),
+            json!({"spec": {"webhook": {"headers": {"X-Source": "cdot"}, "headerSecretRefs": {"Authorization": {"name": "hook", "key": "auth"}}}}}),
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"webhook": {"headers": {"X-A": "1"}, "headerSecretRefs": {"x-a": {"name": "h", "key": "k"}}}}}),
+            "spec.webhook.headerSecretRefs.x-a",
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"webhook": {"timeout": "0s"}}}),
+            "spec.webhook.timeout",
+        );
     }
 
     #[test]
     fn email_rules() {
-        err_at(&email(), json!({"spec": {"email": {"to": ["not-an-address"]}}}), "spec.email.to[0]");
-        err_at(&email(), json!({"spec": {"email": {"to": []}}}), "spec.email.to");
-        err_at(&email(), json!({"spec": {"email": {"to": ["b@example.com", "b@example.com"]}}}), "spec.email.to[1]");
-        err_at(&email(), json!({"spec": {"email": {"from": "nobody"}}}), "spec.email.from");
-        err_at(&email(), json!({"spec": {"email": {"smtp": {"tls": "None"}}}}), "spec.email.smtp.tls");
-        ok(&email(), json!({"spec": {"email": {"smtp": {"tls": "None"}, "credentialsSecretRef": null}}}));
-        err_at(&email(), json!({"spec": {"email": {"smtp": {"port": 0}}}}), "spec.email.smtp.port");
-        err_at(&email(), json!({"spec": {"email": {"smtp": {"tls": "SSL"}}}}), "spec.email.smtp.tls");
+        err_at(
+            &email(),
+            json!({"spec": {"email": {"to": ["not-an-address"]}}}),
+            "spec.email.to[0]",
+        );
+        err_at(
+            &email(),
+            json!({"spec": {"email": {"to": []}}}),
+            "spec.email.to",
+        );
+        err_at(
+            &email(),
+            json!({"spec": {"email": {"to": ["b@example.com", "b@example.com"]}}}),
+            "spec.email.to[1]",
+        );
+        err_at(
+            &email(),
+            json!({"spec": {"email": {"from": "nobody"}}}),
+            "spec.email.from",
+        );
+        err_at(
+            &email(),
+            json!({"spec": {"email": {"smtp": {"tls": "None"}}}}),
+            "spec.email.smtp.tls",
+        );
+        ok(
+            &email(),
+            json!({"spec": {"email": {"smtp": {"tls": "None"}, "credentialsSecretRef": null}}}),
+        );
+        err_at(
+            &email(),
+            json!({"spec": {"email": {"smtp": {"port": 0}}}}),
+            "spec.email.smtp.port",
+        );
+        err_at(
+            &email(),
+            json!({"spec": {"email": {"smtp": {"tls": "SSL"}}}}),
+            "spec.email.smtp.tls",
+        );
     }
 
     #[test]
     fn sms_and_ticket_rules() {
-        err_at(&sms(), json!({"spec": {"sms": {"to": ["07700900123"]}}}), "spec.sms.to[0]");
-        err_at(&sms(), json!({"spec": {"sms": {"providerUrl": "http://api.sms.example"}}}), "spec.sms.providerUrl");
-        err_at(&sms(), json!({"spec": {"sms": {"credentialsSecretRef": null}}}), "spec.sms.credentialsSecretRef");
-        err_at(&ticket(), json!({"spec": {"ticket": {"system": "Zendesk"}}}), "spec.ticket.system");
-        err_at(&ticket(), json!({"spec": {"ticket": {"url": "http://x"}}}), "spec.ticket.url");
-        ok(&ticket(), json!({"spec": {"ticket": {"system": "ServiceNow", "project": "Service Desk"}}}));
+        err_at(
+            &sms(),
+            json!({"spec": {"sms": {"to": ["07700900123"]}}}),
+            "spec.sms.to[0]",
+        );
+        err_at(
+            &sms(),
+            json!({"spec": {"sms": {"providerUrl": "http://api.sms.example"}}}),
+            "spec.sms.providerUrl",
+        );
+        err_at(
+            &sms(),
+            json!({"spec": {"sms": {"credentialsSecretRef": null}}}),
+            "spec.sms.credentialsSecretRef",
+        );
+        err_at(
+            &ticket(),
+            json!({"spec": {"ticket": {"system": "Zendesk"}}}),
+            "spec.ticket.system",
+        );
+        err_at(
+            &ticket(),
+            json!({"spec": {"ticket": {"url": "http://x"}}}),
+            "spec.ticket.url",
+        );
+        ok(
+            &ticket(),
+            json!({"spec": {"ticket": {"system": "ServiceNow", "project": "Service Desk"}}}),
+        );
     }
 
     #[test]
     fn rate_limit() {
-        err_at(&webhook(), json!({"spec": {"rateLimit": {}}}), "spec.rateLimit");
-        err_at(&webhook(), json!({"spec": {"rateLimit": {"maxPerMinute": 0}}}), "spec.rateLimit.maxPerMinute");
-        err_at(&webhook(), json!({"spec": {"rateLimit": {"maxPerMinute": 100, "maxPerHour": 50}}}), "spec.rateLimit.maxPerMinute");
-        ok(&webhook(), json!({"spec": {"rateLimit": {"maxPerMinute": 10, "maxPerHour": 100}, "minSeverity": "Critical"}}));
-        err_at(&webhook(), json!({"spec": {"minSeverity": "Meh"}}), "spec.minSeverity");
+        err_at(
+            &webhook(),
+            json!({"spec": {"rateLimit": {}}}),
+            "spec.rateLimit",
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"rateLimit": {"maxPerMinute": 0}}}),
+            "spec.rateLimit.maxPerMinute",
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"rateLimit": {"maxPerMinute": 100, "maxPerHour": 50}}}),
+            "spec.rateLimit.maxPerMinute",
+        );
+        ok(
+            &webhook(),
+            json!({"spec": {"rateLimit": {"maxPerMinute": 10, "maxPerHour": 100}, "minSeverity": "Critical"}}),
+        );
+        err_at(
+            &webhook(),
+            json!({"spec": {"minSeverity": "Meh"}}),
+            "spec.minSeverity",
+        );
     }
 }

@@ -293,3 +293,165 @@ impl Validate for PatchPolicySpec {
         errs.into_vec()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::test_support::{doc, err_at, ok};
+
+    fn base() -> Value {
+        doc(
+            "PatchPolicy",
+            json!({
+                "selector": {"matchLabels": {"role": "server"}},
+                "classifications": ["security", "critical"],
+                "approval": {
+                    "rules": [{"classification": "security", "mode": "Automatic", "deferralDays": 3}],
+                    "approve": ["^KB50"],
+                    "deny": ["^KB5034439$"],
+                },
+                "rings": [
+                    {"name": "pilot", "selector": {"matchLabels": {"ring": "pilot"}}},
+                    {"name": "rest", "delay": "2d"},
+                ],
+                "installWindow": {"days": ["Tue"], "start": "22:00", "duration": "4h", "timeZone": "Europe/London"},
+            }),
+        )
+    }
+
+    #[test]
+    fn base_is_valid_with_defaults() {
+        ok(&base(), json!({}));
+        let crate::manifest::Document::Resource(o) =
+            crate::manifest::validate_document(&doc("PatchPolicy", json!({}))).expect("valid")
+        else {
+            panic!("not a resource")
+        };
+        assert_eq!(o.spec["classifications"], json!(["security", "critical"]));
+        assert_eq!(o.spec["reboot"], "IfRequired");
+        assert_eq!(o.spec["auditOnly"], false);
+    }
+
+    #[test]
+    fn schema_level() {
+        err_at(
+            &base(),
+            json!({"spec": {"classifications": ["drivers"]}}),
+            "spec.classifications[0]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"classifications": []}}),
+            "spec.classifications",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"reboot": "Sometimes"}}),
+            "spec.reboot",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"approval": {"rules": [{"classification": "security", "mode": "Automatic", "deferralDays": 400}]}}}),
+            "spec.approval.rules[0].deferralDays",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"rings": [{"name": "a", "maxFailurePercent": 101}]}}),
+            "spec.rings[0].maxFailurePercent",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"installWindow": {"start": "9pm"}}}),
+            "spec.installWindow.start",
+        );
+    }
+
+    #[test]
+    fn deferral_only_with_automatic() {
+        err_at(
+            &base(),
+            json!({"spec": {"approval": {"rules": [{"classification": "security", "mode": "Manual", "deferralDays": 3}]}}}),
+            "spec.approval.rules[0].deferralDays",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"approval": {"rules": [{"classification": "security", "mode": "Manual"}]}}}),
+        );
+    }
+
+    #[test]
+    fn classification_rules() {
+        err_at(
+            &base(),
+            json!({"spec": {"classifications": ["security", "security"]}}),
+            "spec.classifications[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"approval": {"rules": [{"classification": "feature", "mode": "Automatic"}]}}}),
+            "spec.approval.rules[0].classification",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"approval": {"rules": [{"classification": "security"}, {"classification": "security"}]}}}),
+            "spec.approval.rules[1].classification",
+        );
+    }
+
+    #[test]
+    fn patterns_compile() {
+        err_at(
+            &base(),
+            json!({"spec": {"approval": {"approve": ["KB(5"]}}}),
+            "spec.approval.approve[0]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"approval": {"deny": ["[z-a]"]}}}),
+            "spec.approval.deny[0]",
+        );
+    }
+
+    #[test]
+    fn rings() {
+        err_at(
+            &base(),
+            json!({"spec": {"rings": [{"name": "a"}, {"name": "a", "selector": {}}]}}),
+            "spec.rings[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"rings": [{"name": "Pilot_1", "selector": {}}]}}),
+            "spec.rings[0].name",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"rings": [{"name": "all"}, {"name": "late", "selector": {"matchLabels": {"a": "b"}}}]}}),
+            "spec.rings[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"rings": [{"name": "a", "delay": "soon"}]}}),
+            "spec.rings[0].delay",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"rings": [{"name": "a", "selector": {"matchExpressions": [{"key": "k", "operator": "Exists", "values": ["v"]}]}}]}}),
+            "spec.rings[0].selector.matchExpressions[0].values",
+        );
+    }
+
+    #[test]
+    fn install_window() {
+        err_at(
+            &base(),
+            json!({"spec": {"installWindow": {"timeZone": "Europe/Atlantis"}}}),
+            "spec.installWindow.timeZone",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"installWindow": {"timeZone": "Asia/Kolkata", "days": null}}}),
+        );
+    }
+}

@@ -533,3 +533,252 @@ impl Validate for WorkflowSpec {
         errs.into_vec()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::test_support::{doc, err_at, ok};
+
+    fn base() -> Value {
+        doc(
+            "Workflow",
+            json!({
+                "trigger": {"type": "ServiceFailed", "service": "nginx.service", "count": 3, "within": "10m"},
+                "selector": {"matchLabels": {"role": "server"}},
+                "condition": "device.labels[\"tier\"] == \"web\"",
+                "steps": [
+                    {"name": "restart", "type": "RestartService", "service": "nginx.service", "retries": 2},
+                    {"name": "pause", "type": "Wait", "duration": "1m"},
+                    {"name": "tell", "type": "Notify", "channel": "slack", "message": "restarted"},
+                ],
+            }),
+        )
+    }
+
+    fn trigger(t: Value) -> Value {
+        json!({"spec": {"trigger": {"type": t["type"].clone(), "service": t.get("service").cloned().unwrap_or(Value::Null), "count": t.get("count").cloned().unwrap_or(Value::Null), "within": t.get("within").cloned().unwrap_or(Value::Null), "schedule": t.get("schedule").cloned().unwrap_or(Value::Null), "timeZone": t.get("timeZone").cloned().unwrap_or(Value::Null), "alertRule": t.get("alertRule").cloned().unwrap_or(Value::Null), "offlineFor": t.get("offlineFor").cloned().unwrap_or(Value::Null)}}})
+    }
+
+    #[test]
+    fn base_is_valid_with_defaults() {
+        ok(&base(), json!({}));
+        let crate::manifest::Document::Resource(o) =
+            crate::manifest::validate_document(&base()).expect("valid")
+        else {
+            panic!("not a resource")
+        };
+        assert_eq!(o.spec["concurrency"], "Forbid");
+        assert_eq!(o.spec["cooldown"], "10m");
+        assert_eq!(o.spec["steps"][0]["timeout"], "5m");
+        assert_eq!(o.spec["steps"][0]["onFailure"], "Abort");
+    }
+
+    #[test]
+    fn schema_level() {
+        err_at(
+            &base(),
+            json!({"spec": {"trigger": {"type": "Webhook"}}}),
+            "spec.trigger.type",
+        );
+        err_at(&base(), json!({"spec": {"steps": []}}), "spec.steps");
+        err_at(
+            &base(),
+            json!({"spec": {"concurrency": "Queue"}}),
+            "spec.concurrency",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"trigger": {"count": 0}}}),
+            "spec.trigger.count",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "x", "type": "Wait", "duration": "1m", "retries": 11}]}}),
+            "spec.steps[0].retries",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "x", "type": "Wait", "duration": "1m", "onFailure": "Retry"}]}}),
+            "spec.steps[0].onFailure",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"condition": ""}}),
+            "spec.condition",
+        );
+    }
+
+    #[test]
+    fn trigger_fields_match_type() {
+        ok(
+            &base(),
+            trigger(
+                json!({"type": "Schedule", "schedule": "0 2 * * *", "timeZone": "Europe/London"}),
+            ),
+        );
+        err_at(
+            &base(),
+            trigger(json!({"type": "Schedule"})),
+            "spec.trigger.schedule",
+        );
+        err_at(
+            &base(),
+            trigger(json!({"type": "Manual", "schedule": "@daily"})),
+            "spec.trigger.schedule",
+        );
+        err_at(
+            &base(),
+            trigger(json!({"type": "Manual", "service": "x"})),
+            "spec.trigger.service",
+        );
+        err_at(
+            &base(),
+            trigger(json!({"type": "PatchFailed", "alertRule": "cpu"})),
+            "spec.trigger.alertRule",
+        );
+        ok(
+            &base(),
+            trigger(json!({"type": "AlertFiring", "alertRule": "cpu-high"})),
+        );
+        err_at(
+            &base(),
+            trigger(json!({"type": "AlertResolved", "alertRule": "Bad Name"})),
+            "spec.trigger.alertRule",
+        );
+        err_at(
+            &base(),
+            trigger(json!({"type": "Manual", "offlineFor": "5m"})),
+            "spec.trigger.offlineFor",
+        );
+        ok(
+            &base(),
+            trigger(json!({"type": "DeviceOffline", "offlineFor": "5m"})),
+        );
+        err_at(
+            &base(),
+            trigger(json!({"type": "Manual", "timeZone": "UTC"})),
+            "spec.trigger.timeZone",
+        );
+    }
+
+    #[test]
+    fn service_failed_window() {
+        err_at(
+            &base(),
+            json!({"spec": {"trigger": {"within": null}}}),
+            "spec.trigger.within",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"trigger": {"within": null, "count": 1}}}),
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"trigger": {"within": "0s"}}}),
+            "spec.trigger.within",
+        );
+    }
+
+    #[test]
+    fn schedule_sanity() {
+        err_at(
+            &base(),
+            trigger(json!({"type": "Schedule", "schedule": "61 * * * *"})),
+            "spec.trigger.schedule",
+        );
+        err_at(
+            &base(),
+            trigger(json!({"type": "Schedule", "schedule": "every day"})),
+            "spec.trigger.schedule",
+        );
+        err_at(
+            &base(),
+            trigger(json!({"type": "Schedule", "schedule": "@daily", "timeZone": "Nowhere/Land"})),
+            "spec.trigger.timeZone",
+        );
+    }
+
+    #[test]
+    fn rhai_condition_not_blank() {
+        err_at(
+            &base(),
+            json!({"spec": {"condition": "   "}}),
+            "spec.condition",
+        );
+        ok(&base(), json!({"spec": {"condition": null}}));
+    }
+
+    #[test]
+    fn steps() {
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "Wait", "duration": "1m"}, {"name": "a", "type": "Wait", "duration": "1m"}]}}),
+            "spec.steps[1]",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "A b", "type": "Wait", "duration": "1m"}]}}),
+            "spec.steps[0].name",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "RunScript"}]}}),
+            "spec.steps[0].script",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "Wait", "duration": "1m", "service": "x"}]}}),
+            "spec.steps[0].service",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "Notify"}]}}),
+            "spec.steps[0].channel",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "Wait"}]}}),
+            "spec.steps[0].duration",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "Wait", "duration": "2d"}]}}),
+            "spec.steps[0].duration",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "Rhai"}]}}),
+            "spec.steps[0].rhai",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "Rhai", "rhai": " "}]}}),
+            "spec.steps[0].rhai",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "RunScript", "script": {"body": "\n"}}]}}),
+            "spec.steps[0].script.body",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "IsolateDevice", "message": "x"}]}}),
+            "spec.steps[0].message",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "IsolateDevice", "timeout": "0s"}]}}),
+            "spec.steps[0].timeout",
+        );
+        err_at(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "OpenTicket", "channel": "Bad!"}]}}),
+            "spec.steps[0].channel",
+        );
+        ok(
+            &base(),
+            json!({"spec": {"steps": [{"name": "a", "type": "RunScript", "script": {"shell": "PowerShell", "body": "Restart-Computer"}}, {"name": "b", "type": "ReleaseIsolation"}]}}),
+        );
+    }
+}

@@ -29,7 +29,11 @@ fn examples_are_valid() {
     let mut failures = Vec::new();
     let mut resources = 0;
     for file in &files {
-        let shown = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let shown = file
+            .strip_prefix(&root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{shown}: {e}"));
         match parse_file(&text) {
             Err(e) => failures.push(format!("{shown}: {e}")),
@@ -51,6 +55,10 @@ fn examples_are_valid() {
             }
         }
     }
-    assert!(failures.is_empty(), "invalid examples:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "invalid examples:\n{}",
+        failures.join("\n")
+    );
     assert!(resources >= 30, "only {resources} resources found");
 }

@@ -1,4 +1,6 @@
 //! Logging and tracing set-up: an env filter (`RUST_LOG`, default `info`) and text or JSON output.
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::cli::LogFormat;
