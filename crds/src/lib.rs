@@ -26,6 +26,7 @@ pub mod patch_policy;
 #[cfg(test)]
 mod test_support;
 pub mod validation;
+pub mod wire;
 pub mod workflow;
 
 /// API group of every cdot-rmm custom resource.

@@ -38,6 +38,38 @@ pub enum Metric {
     ServiceFailed,
     /// Number of patch installations that failed in the last run (series label `classification`).
     PatchFailed,
+    /// CPU busy percentage of one logical core (series label `core`).
+    CpuCore,
+    /// 1-minute load average.
+    Load1,
+    /// 5-minute load average.
+    Load5,
+    /// 15-minute load average.
+    Load15,
+    /// Used physical memory in bytes.
+    MemoryUsedBytes,
+    /// Used swap percentage (0-100; 0 without swap).
+    Swap,
+    /// Used swap in bytes.
+    SwapUsedBytes,
+    /// Used space in bytes per mounted filesystem (series label `mount`).
+    DiskUsedBytes,
+    /// Bytes read per second per block device (series label `device`).
+    DiskReadBytes,
+    /// Bytes written per second per block device (series label `device`).
+    DiskWriteBytes,
+    /// Received packets per second per interface (series label `interface`).
+    NetworkPacketsIn,
+    /// Transmitted packets per second per interface (series label `interface`).
+    NetworkPacketsOut,
+    /// Receive plus transmit errors per second per interface (series label `interface`).
+    NetworkErrors,
+    /// Receive plus transmit drops per second per interface (series label `interface`).
+    NetworkDrops,
+    /// Seconds since boot.
+    Uptime,
+    /// Number of processes.
+    Processes,
 }
 
 /// What a metric is: its wire name, unit, series labels and meaning.
@@ -71,6 +103,22 @@ pub const CATALOG: &[MetricInfo] = &[
     MetricInfo { metric: Metric::ProbeLoss, name: "probeLoss", unit: "percent", labels: &["probe", "target"], description: "Probe packet loss percentage" },
     MetricInfo { metric: Metric::ServiceFailed, name: "serviceFailed", unit: "boolean", labels: &["service"], description: "1 while a monitored service is failed, else 0" },
     MetricInfo { metric: Metric::PatchFailed, name: "patchFailed", unit: "count", labels: &["classification"], description: "Patch installations that failed in the last run" },
+    MetricInfo { metric: Metric::CpuCore, name: "cpuCore", unit: "percent", labels: &["core"], description: "CPU busy percentage of one logical core" },
+    MetricInfo { metric: Metric::Load1, name: "load1", unit: "load", labels: &[], description: "1-minute load average" },
+    MetricInfo { metric: Metric::Load5, name: "load5", unit: "load", labels: &[], description: "5-minute load average" },
+    MetricInfo { metric: Metric::Load15, name: "load15", unit: "load", labels: &[], description: "15-minute load average" },
+    MetricInfo { metric: Metric::MemoryUsedBytes, name: "memoryUsedBytes", unit: "bytes", labels: &[], description: "Used physical memory" },
+    MetricInfo { metric: Metric::Swap, name: "swap", unit: "percent", labels: &[], description: "Used swap percentage (0 without swap)" },
+    MetricInfo { metric: Metric::SwapUsedBytes, name: "swapUsedBytes", unit: "bytes", labels: &[], description: "Used swap" },
+    MetricInfo { metric: Metric::DiskUsedBytes, name: "diskUsedBytes", unit: "bytes", labels: &["mount"], description: "Used space per mounted filesystem" },
+    MetricInfo { metric: Metric::DiskReadBytes, name: "diskReadBytes", unit: "bytes_per_second", labels: &["device"], description: "Bytes read per second per block device" },
+    MetricInfo { metric: Metric::DiskWriteBytes, name: "diskWriteBytes", unit: "bytes_per_second", labels: &["device"], description: "Bytes written per second per block device" },
+    MetricInfo { metric: Metric::NetworkPacketsIn, name: "networkPacketsIn", unit: "packets_per_second", labels: &["interface"], description: "Received packets per second per interface" },
+    MetricInfo { metric: Metric::NetworkPacketsOut, name: "networkPacketsOut", unit: "packets_per_second", labels: &["interface"], description: "Transmitted packets per second per interface" },
+    MetricInfo { metric: Metric::NetworkErrors, name: "networkErrors", unit: "per_second", labels: &["interface"], description: "Receive plus transmit errors per second per interface" },
+    MetricInfo { metric: Metric::NetworkDrops, name: "networkDrops", unit: "per_second", labels: &["interface"], description: "Receive plus transmit drops per second per interface" },
+    MetricInfo { metric: Metric::Uptime, name: "uptime", unit: "seconds", labels: &[], description: "Seconds since boot" },
+    MetricInfo { metric: Metric::Processes, name: "processes", unit: "count", labels: &[], description: "Number of processes" },
 ];
 
 impl Metric {
@@ -109,7 +157,7 @@ mod tests {
 
     #[test]
     fn catalogue_is_complete_and_names_match_serde() {
-        assert_eq!(CATALOG.len(), 13);
+        assert_eq!(CATALOG.len(), 29);
         for info in CATALOG {
             let json = serde_json::to_value(info.metric).expect("serialize");
             assert_eq!(json, serde_json::Value::String(info.name.to_owned()));

@@ -19,11 +19,14 @@ use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
 use crate::{metrics::Metrics, store::Store};
 
+pub mod agent_auth;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod ingest;
 pub mod objects;
 pub mod openapi;
+pub mod query;
 
 pub use auth::TokenIndex;
 pub use error::ApiError;
