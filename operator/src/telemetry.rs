@@ -10,7 +10,11 @@ pub fn init(format: LogFormat) -> anyhow::Result<()> {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init()?,
         LogFormat::Json => registry
             .with(
