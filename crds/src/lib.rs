@@ -18,6 +18,7 @@ pub mod common;
 pub mod crdgen;
 pub mod device;
 pub mod discovery_scan;
+pub mod enrollment_token;
 pub mod kind;
 pub mod manifest;
 pub mod metrics_catalog;

@@ -20,6 +20,7 @@ use crate::{
     api_token::{self, ApiToken},
     device::DeviceSpec,
     discovery_scan::DiscoveryScanSpec,
+    enrollment_token::{self, EnrollmentToken},
     notification_channel::NotificationChannelSpec,
     patch_policy::PatchPolicySpec,
     validation::{check_label_key, check_label_value, is_dns1123_label, is_dns1123_subdomain},
@@ -57,6 +58,8 @@ pub enum Document {
     Resource(Object),
     /// An API token Secret (`type: rmm.cdot.io/api-token`).
     ApiToken(ApiToken),
+    /// An agent enrollment token Secret (`type: rmm.cdot.io/enrollment-token`).
+    EnrollmentToken(EnrollmentToken),
     /// Any other v1 Secret (e.g. SNMP credentials referenced by name). Values are never printed.
     Secret {
         /// Namespace.
@@ -80,6 +83,7 @@ impl fmt::Debug for Document {
         match self {
             Document::Resource(o) => f.debug_tuple("Resource").field(o).finish(),
             Document::ApiToken(t) => f.debug_tuple("ApiToken").field(t).finish(),
+            Document::EnrollmentToken(t) => f.debug_tuple("EnrollmentToken").field(t).finish(),
             Document::Secret {
                 namespace,
                 name,
@@ -608,6 +612,10 @@ fn secret(value: &Value) -> Result<Document, Vec<FieldError>> {
     if secret_type == api_token::SECRET_TYPE {
         return ApiToken::from_secret_data(&meta.name, &meta.namespace, &data)
             .map(Document::ApiToken);
+    }
+    if secret_type == enrollment_token::SECRET_TYPE {
+        return EnrollmentToken::from_secret_data(&meta.name, &meta.namespace, &data)
+            .map(Document::EnrollmentToken);
     }
     Ok(Document::Secret {
         namespace: meta.namespace,

@@ -33,6 +33,9 @@ pub struct EnrollRequest {
     pub token: String,
     /// Name of the Device to create or take (default: the host name), an RFC 1123 subdomain.
     pub device_name: String,
+    /// Namespace (client) the agent expects to join; refused when the token belongs to another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// PKCS#10 certificate signing request, PEM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csr_pem: Option<String>,

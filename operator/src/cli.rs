@@ -58,6 +58,22 @@ pub struct ServerArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "CDOT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Address of the agent API: always HTTPS with a certificate from the operator's CA;
+    /// agents authenticate with client certificates (mutual TLS) or signed JWTs.
+    #[arg(long, env = "CDOT_AGENT_LISTEN", default_value = "127.0.0.1:8443")]
+    pub agent_listen: SocketAddr,
+    /// Host names and addresses agents use to reach the operator (the agent listener's
+    /// certificate names).
+    #[arg(
+        long = "agent-hostname",
+        env = "CDOT_AGENT_HOSTNAMES",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1"
+    )]
+    pub agent_hostnames: Vec<String>,
+    /// Lifetime of agent client certificates; agents renew when a third is left.
+    #[arg(long, env = "CDOT_AGENT_CERTIFICATE_VALIDITY", value_parser = parse_duration, default_value = "30d")]
+    pub agent_certificate_validity: Duration,
     /// Namespace whose API-token Secrets may grant access to other namespaces.
     #[arg(long, env = "CDOT_SYSTEM_NAMESPACE", default_value = "cdot-system")]
     pub system_namespace: String,
@@ -91,8 +107,19 @@ pub enum TokenCommand {
     Create(TokenCreateArgs),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenType {
+    /// A bearer token for people and the console (`rmm.cdot.io/api-token`).
+    Api,
+    /// An agent enrollment token (`rmm.cdot.io/enrollment-token`), bound to --namespace.
+    Enrollment,
+}
+
 #[derive(Debug, Args)]
 pub struct TokenCreateArgs {
+    /// What the token is for.
+    #[arg(long = "type", value_enum, default_value_t = TokenType::Api)]
+    pub token_type: TokenType,
     /// Name of the Secret document.
     #[arg(long)]
     pub name: String,
@@ -105,6 +132,12 @@ pub struct TokenCreateArgs {
     /// Namespaces the token may see (comma separated); defaults to --namespace.
     #[arg(long, value_delimiter = ',')]
     pub namespaces: Vec<String>,
+    /// Enrollment tokens: how long the token works (e.g. `24h`); forever when absent.
+    #[arg(long, value_parser = parse_duration)]
+    pub expires_in: Option<Duration>,
+    /// Enrollment tokens: how many agents may enroll with it.
+    #[arg(long, default_value_t = 1)]
+    pub max_uses: u32,
     /// Directory to write `<name>.yaml` into; prints the manifest to stdout when absent.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,

@@ -5,7 +5,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod ingest;
+pub mod jobs;
 pub mod metrics;
+pub mod pki;
 pub mod reconcile;
 pub mod source;
 pub mod standalone;

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub manifest_errors: Gauge,
     pub objects: Family<KindLabels, Gauge>,
     pub store_errors: Family<OperationLabels, Counter>,
+    pub enrollments: Family<ResultLabels, Counter>,
+    pub ingest: IngestMetrics,
 }
 
 impl Default for Metrics {
@@ -116,6 +118,13 @@ impl Default for Metrics {
             "Failed store operations",
             store_errors.clone(),
         );
+        let enrollments = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "agent_enrollments",
+            "Agent enrollments by result (enrolled, refused, failed)",
+            enrollments.clone(),
+        );
+        let ingest = IngestMetrics::register(&mut registry);
         Self {
             registry,
             api_requests,
@@ -126,7 +135,166 @@ impl Default for Metrics {
             manifest_errors,
             objects,
             store_errors,
+            enrollments,
+            ingest,
         }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobResultLabels {
+    pub job: String,
+    pub result: String,
+}
+
+#[derive(Clone)]
+pub struct GroupBuckets;
+
+impl MetricConstructor<Histogram> for GroupBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(1.0, 2.0, 12))
+    }
+}
+
+/// Agent report ingestion and the time-series jobs (`cdot_ingest_*`, `cdot_timeseries_*`).
+#[derive(Clone)]
+pub struct IngestMetrics {
+    /// Metrics batches waiting for a writer.
+    pub queue_depth: Gauge,
+    /// Batches acknowledged, by result (`stored`, `duplicate`).
+    pub batches: Family<ResultLabels, Counter>,
+    /// Samples committed.
+    pub samples: Counter,
+    /// Requests refused, by reason (`unknown_metric`, `labels`, `non_finite`, `timestamp`, ...).
+    pub rejected: Family<ReasonLabels, Counter>,
+    /// Duration of one group commit (series lookup, insert, commit).
+    pub commit_duration: Histogram,
+    /// Batches written by one group commit.
+    pub group_batches: Histogram,
+    /// Group commits that failed (each batch is then retried alone).
+    pub write_errors: Counter,
+    /// Device status rows written by the report flusher.
+    pub status_flushed: Counter,
+    /// Runs of the time-series jobs by job and result.
+    pub job_runs: Family<JobResultLabels, Counter>,
+    /// Duration of one run of a time-series job.
+    pub job_duration: Family<JobLabels, Histogram, DurationBuckets>,
+    /// Seconds between now and the rollup watermark.
+    pub rollup_lag: Gauge,
+    /// Partitions created and dropped, by result (`created`, `dropped`).
+    pub partitions: Family<ResultLabels, Counter>,
+}
+
+impl IngestMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            queue_depth: Gauge::default(),
+            batches: Family::default(),
+            samples: Counter::default(),
+            rejected: Family::default(),
+            commit_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            group_batches: GroupBuckets.new_metric(),
+            write_errors: Counter::default(),
+            status_flushed: Counter::default(),
+            job_runs: Family::default(),
+            job_duration: Family::new_with_constructor(DurationBuckets),
+            rollup_lag: Gauge::default(),
+            partitions: Family::default(),
+        };
+        let m = metrics.clone();
+        registry.register(
+            "ingest_queue_depth",
+            "Metrics batches waiting for a writer",
+            m.queue_depth,
+        );
+        registry.register(
+            "ingest_batches",
+            "Metrics batches acknowledged by result (stored, duplicate)",
+            m.batches,
+        );
+        registry.register("ingest_samples", "Samples committed", m.samples);
+        registry.register(
+            "ingest_rejected",
+            "Agent reports refused by reason",
+            m.rejected,
+        );
+        registry.register(
+            "ingest_commit_duration_seconds",
+            "Duration of one group commit of metrics batches",
+            m.commit_duration,
+        );
+        registry.register(
+            "ingest_group_batches",
+            "Metrics batches written by one group commit",
+            m.group_batches,
+        );
+        registry.register(
+            "ingest_write_errors",
+            "Group commits that failed",
+            m.write_errors,
+        );
+        registry.register(
+            "ingest_status_flushed",
+            "Device statuses written from agent reports",
+            m.status_flushed,
+        );
+        registry.register(
+            "timeseries_job_runs",
+            "Runs of the time-series jobs by job and result",
+            m.job_runs,
+        );
+        registry.register(
+            "timeseries_job_duration_seconds",
+            "Duration of one run of a time-series job",
+            m.job_duration,
+        );
+        registry.register(
+            "timeseries_rollup_lag_seconds",
+            "Seconds between now and the 1-minute rollup watermark",
+            m.rollup_lag,
+        );
+        registry.register(
+            "timeseries_partitions",
+            "Partitions created and dropped",
+            m.partitions,
+        );
+        metrics
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn job_timer(&self, job: &str) -> Timer {
+        Timer {
+            histogram: self.job_duration.get_or_create_owned(&JobLabels {
+                job: job.to_owned(),
+            }),
+            start: Instant::now(),
+        }
+    }
+
+    pub fn job_run(&self, job: &str, ok: bool) {
+        self.job_runs
+            .get_or_create(&JobResultLabels {
+                job: job.to_owned(),
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
     }
 }
 

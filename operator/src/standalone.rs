@@ -7,12 +7,15 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::watch;
 
 use crate::{
+    api::agent::AgentPki,
     api::{self, AppState, TokenIndex},
     cli::{ServerArgs, StandaloneArgs},
     metrics::{Metrics, ResultLabels},
+    pki::Authority,
     reconcile,
     source::{directory::ManifestFiles, watch as fswatch},
     store::{Store, embedded::EmbeddedPostgres},
@@ -69,8 +72,17 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let store = Store::connect(url, args.database.database_max_connections).await?;
     let metrics = Arc::new(Metrics::default());
-    let state = AppState::new(store.clone(), metrics.clone());
-    let (handle, server) = start_server(&args.server, state.clone()).await?;
+    let mut state = AppState::new(store.clone(), metrics.clone());
+    let authority = Authority::load_or_create(&store)
+        .await
+        .context("failed to load the agent CA")?;
+    publish_ca(&authority, args);
+    let agent_tls = authority.agent_server_config(&args.server.agent_hostnames)?;
+    state.pki = Some(Arc::new(AgentPki {
+        authority,
+        certificate_validity: args.server.agent_certificate_validity,
+    }));
+    let servers = start_servers(&args.server, state.clone(), agent_tls).await?;
 
     let dirs = args.manifests.clone();
     for dir in &dirs {
@@ -100,11 +112,16 @@ async fn serve(
                 source.sync(&state).await;
             }
             _ = resync.tick() => source.sync(&state).await,
+            () = state.reconcile_soon.notified() => source.reconcile(&state).await,
         }
     }
 
-    handle.graceful_shutdown(Some(Duration::from_secs(10)));
-    server.await.context("HTTP server task failed")??;
+    for (handle, _) in &servers {
+        handle.graceful_shutdown(Some(Duration::from_secs(10)));
+    }
+    for (_, task) in servers {
+        task.await.context("HTTP server task failed")??;
+    }
     store.pool().close().await;
     tracing::info!("stopped");
     Ok(())
@@ -112,19 +129,27 @@ async fn serve(
 
 type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
-async fn start_server(
+/// The people API (`--listen`, HTTP or HTTPS) and the agent API (`--agent-listen`, HTTPS
+/// with optional client certificates) serve the same routes; identities decide access.
+async fn start_servers(
     args: &ServerArgs,
     state: AppState,
-) -> anyhow::Result<(axum_server::Handle<SocketAddr>, ServerTask)> {
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("failed to listen on {}", args.listen))?;
-    listener.set_nonblocking(true)?;
+    agent_tls: Arc<rustls::ServerConfig>,
+) -> anyhow::Result<Vec<(axum_server::Handle<SocketAddr>, ServerTask)>> {
+    let app = api::app(state, args.request_timeout);
+    let bind = |address: SocketAddr| -> anyhow::Result<std::net::TcpListener> {
+        let listener = std::net::TcpListener::bind(address)
+            .with_context(|| format!("failed to listen on {address}"))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    };
+
+    let listener = bind(args.listen)?;
     let address = listener.local_addr()?;
-    let app = api::app(state, args.request_timeout).into_make_service();
     let handle = axum_server::Handle::new();
-    let task = match (&args.tls_cert, &args.tls_key) {
+    let people = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            let config = RustlsConfig::from_pem_file(cert, key)
                 .await
                 .with_context(|| {
                     format!(
@@ -135,16 +160,46 @@ async fn start_server(
                 })?;
             let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone());
             println!("cdot-operator: API listening on https://{address}");
-            tokio::spawn(server.serve(app))
+            tokio::spawn(server.serve(app.clone().into_make_service()))
         }
         _ => {
             let server = axum_server::from_tcp(listener)?.handle(handle.clone());
             println!("cdot-operator: API listening on http://{address}");
-            tokio::spawn(server.serve(app))
+            tokio::spawn(server.serve(app.clone().into_make_service()))
         }
     };
     tracing::info!(%address, tls = args.tls_cert.is_some(), "API listening");
-    Ok((handle, task))
+
+    let agent_listener = bind(args.agent_listen)?;
+    let agent_address = agent_listener.local_addr()?;
+    let agent_handle = axum_server::Handle::new();
+    let server =
+        axum_server::from_tcp_rustls(agent_listener, RustlsConfig::from_config(agent_tls))?
+            .handle(agent_handle.clone());
+    let agents = tokio::spawn(server.serve(app.into_make_service()));
+    println!("cdot-operator: agent API listening on https://{agent_address}");
+    tracing::info!(address = %agent_address, "agent API listening");
+    Ok(vec![(handle, people), (agent_handle, agents)])
+}
+
+/// Logs the CA fingerprint agents pin and leaves the CA certificate (public) in the data
+/// directory for local agents.
+fn publish_ca(authority: &Authority, args: &StandaloneArgs) {
+    let fingerprint = authority.fingerprint();
+    println!("cdot-operator: agent CA fingerprint {fingerprint}");
+    tracing::info!(%fingerprint, "agent certificate authority");
+    let dir = args
+        .database
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::store::embedded::default_data_dir);
+    let path = dir.join("agent-ca.crt");
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, authority.ca_pem())) {
+        Ok(()) => tracing::info!(path = %path.display(), "wrote the agent CA certificate"),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the agent CA certificate")
+        }
+    }
 }
 
 /// The manifest directories and what was last seen of them.
@@ -189,6 +244,10 @@ impl ManifestSource {
             Ok(tokens) => state.replace_tokens(TokenIndex::new(&tokens)),
             Err(e) => tracing::error!(error = %e, "failed to load API tokens"),
         }
+        self.reconcile(state).await;
+    }
+
+    async fn reconcile(&self, state: &AppState) {
         if let Err(e) = reconcile::run_pass(&state.store, &state.metrics).await {
             state
                 .metrics
@@ -205,7 +264,12 @@ impl ManifestSource {
         match files.parse(&self.system_namespace) {
             Ok(snapshot) => match state
                 .store
-                .apply_manifests(&snapshot.objects, &snapshot.tokens, &fingerprint)
+                .apply_manifests(
+                    &snapshot.objects,
+                    &snapshot.tokens,
+                    &snapshot.enrollment_tokens,
+                    &fingerprint,
+                )
                 .await
             {
                 Ok(summary) => {

@@ -3,10 +3,13 @@
 //! Only the token's SHA-256 goes into the manifest, so the manifest can be committed to git;
 //! the token itself is printed once and never stored by cdot-rmm.
 use anyhow::Context;
-use cdot_crds::api_token::{Role, render_token_secret};
+use cdot_crds::{
+    api_token::{Role, render_token_secret},
+    enrollment_token::render_enrollment_secret,
+};
 use rand::{Rng, distr::Alphanumeric};
 
-use crate::cli::{RoleArg, TokenCommand};
+use crate::cli::{RoleArg, TokenCommand, TokenType};
 
 /// Prefix that makes leaked tokens easy to find with secret scanners.
 const TOKEN_PREFIX: &str = "cdot_";
@@ -33,7 +36,20 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
         args.namespaces.clone()
     };
     let token = generate();
-    let manifest = render_token_secret(&args.name, &args.namespace, role, &namespaces, &token);
+    let manifest = match args.token_type {
+        TokenType::Api => {
+            render_token_secret(&args.name, &args.namespace, role, &namespaces, &token)
+        }
+        TokenType::Enrollment => {
+            anyhow::ensure!(args.max_uses >= 1, "--max-uses must be at least 1");
+            let expires = args
+                .expires_in
+                .map(|d| jiff::Timestamp::now().checked_add(jiff::SignedDuration::try_from(d)?))
+                .transpose()
+                .context("--expires-in is too long")?;
+            render_enrollment_secret(&args.name, &args.namespace, &token, expires, args.max_uses)
+        }
+    };
     match &args.out_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)

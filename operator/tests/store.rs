@@ -32,7 +32,7 @@ async fn store() -> (TestDb, Store) {
 async fn change_sets_create_update_and_prune() {
     let (_db, store) = store().await;
     let summary = store
-        .apply_manifests(&[device("a", "A"), device("b", "B")], &[], "f1")
+        .apply_manifests(&[device("a", "A"), device("b", "B")], &[], &[], "f1")
         .await
         .expect("apply");
     assert_eq!(
@@ -47,7 +47,7 @@ async fn change_sets_create_update_and_prune() {
         .expect("get")
         .expect("a");
     let summary = store
-        .apply_manifests(&[device("a", "A"), device("b", "B")], &[], "f1")
+        .apply_manifests(&[device("a", "A"), device("b", "B")], &[], &[], "f1")
         .await
         .expect("apply");
     assert!(summary.is_empty(), "{summary:?}");
@@ -62,7 +62,7 @@ async fn change_sets_create_update_and_prune() {
     let mut relabelled = device("b", "B");
     relabelled.labels.insert("role".into(), "db".into());
     let summary = store
-        .apply_manifests(&[device("a", "A2"), relabelled], &[], "f2")
+        .apply_manifests(&[device("a", "A2"), relabelled], &[], &[], "f2")
         .await
         .expect("apply");
     assert_eq!(summary.updated, 2);
@@ -90,7 +90,7 @@ async fn change_sets_create_update_and_prune() {
     .await
     .expect("insert");
     let summary = store
-        .apply_manifests(&[device("a", "A2")], &[], "f3")
+        .apply_manifests(&[device("a", "A2")], &[], &[], "f3")
         .await
         .expect("apply");
     assert_eq!(summary.deleted, 1);
@@ -116,7 +116,7 @@ async fn change_sets_create_update_and_prune() {
 async fn status_patches_merge_and_skip_no_ops() {
     let (_db, store) = store().await;
     store
-        .apply_manifests(&[device("a", "A")], &[], "f1")
+        .apply_manifests(&[device("a", "A")], &[], &[], "f1")
         .await
         .expect("apply");
     sqlx::query("UPDATE objects SET status = '{\"agent\": {\"id\": \"x\"}}'")

@@ -19,6 +19,7 @@ use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
 use crate::{metrics::Metrics, store::Store};
 
+pub mod agent;
 pub mod agent_auth;
 pub mod auth;
 pub mod error;
@@ -39,6 +40,13 @@ pub struct AppState {
     pub tokens: Arc<RwLock<TokenIndex>>,
     /// False until migrations ran and the first desired state was loaded.
     pub ready: Arc<AtomicBool>,
+    /// The CA for agent enrollment; `None` where enrollment is not served.
+    pub pki: Option<Arc<agent::AgentPki>>,
+    pub agents: Arc<agent_auth::AgentCache>,
+    /// Asks the control loop for a reconcile pass soon (e.g. after an enrollment).
+    pub reconcile_soon: Arc<tokio::sync::Notify>,
+    /// The metrics ingest queue and the latest agent reports (see `crate::ingest`).
+    pub ingest: crate::ingest::Ingest,
 }
 
 impl AppState {
@@ -48,6 +56,10 @@ impl AppState {
             metrics,
             tokens: Arc::default(),
             ready: Arc::default(),
+            pki: None,
+            agents: Arc::default(),
+            reconcile_soon: Arc::default(),
+            ingest: crate::ingest::Ingest::default(),
         }
     }
 
@@ -70,7 +82,9 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route(
             "/namespaces/{namespace}/{resource}/{name}",
             get(objects::get),
-        );
+        )
+        .merge(query::routes())
+        .nest("/agent", agent::routes().merge(ingest::routes()));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -91,7 +105,8 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
                     "request",
                     method = %request.method(),
                     path = %request.uri().path(),
-                    token = tracing::field::Empty
+                    token = tracing::field::Empty,
+                device = tracing::field::Empty
                 )
             }),
         )

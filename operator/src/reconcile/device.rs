@@ -1,28 +1,71 @@
 //! Device: where it came from, whether it is enrolled, and whether it is reporting.
+//!
+//! A device with an agent is `Ready` while its last report (`status.agent.lastSeen`, the
+//! operator's receive time) is at most [`MISSED_INTERVALS`] metrics intervals old.
 use cdot_crds::{
-    common::{Condition, ConditionStatus},
+    common::{Condition, ConditionStatus, parse_duration},
     device::{DeviceSource, DeviceSpec, DeviceStatus},
+    wire::AgentConfig,
 };
 use serde_json::json;
 
 use super::{Observation, World};
 use crate::store::StoredObject;
 
-pub fn observe(spec: &DeviceSpec, object: &StoredObject, _world: &World<'_>) -> Observation {
+/// A device that missed this many metrics intervals is offline.
+pub const MISSED_INTERVALS: i64 = 3;
+
+/// What the device's spec asks of its agent; defaults from [`AgentConfig::default`].
+pub fn agent_config(spec: &DeviceSpec) -> AgentConfig {
+    let default = AgentConfig::default();
+    let Some(agent) = &spec.agent else {
+        return default;
+    };
+    let secs = |s: &str, fallback: u64| {
+        parse_duration(s)
+            .map(|d| d.as_secs().max(1))
+            .unwrap_or(fallback)
+    };
+    AgentConfig {
+        metrics_interval_secs: secs(&agent.metrics_interval, default.metrics_interval_secs),
+        inventory_interval_secs: secs(&agent.inventory_interval, default.inventory_interval_secs),
+        monitored_services: agent.monitored_services.clone(),
+    }
+}
+
+/// `now` is the pass's time (RFC 3339).
+pub fn observe(
+    spec: &DeviceSpec,
+    object: &StoredObject,
+    _world: &World<'_>,
+    now: &str,
+) -> Observation {
     let status: DeviceStatus = serde_json::from_value(object.status.clone()).unwrap_or_default();
     // The creator (enrollment, discovery) owns `source`; a device only in manifests is Manual.
     let source = status.source.unwrap_or(DeviceSource::Manual);
     let fields = json!({ "source": source });
     let paused = spec.maintenance.as_ref().is_some_and(|m| m.paused);
-    let reporting = status.agent.as_ref().is_some_and(|a| a.last_seen.is_some());
-    let mut observation = match (paused, reporting) {
+    let last_seen = status.agent.as_ref().and_then(|a| a.last_seen.as_deref());
+    let interval = agent_config(spec).metrics_interval_secs;
+    let mut observation = match (paused, last_seen) {
         (true, _) => Observation::not_ready(
             fields,
             "MaintenancePaused",
             "monitoring is paused by spec.maintenance.paused",
         ),
-        (false, true) => Observation::ready(fields, "Reporting", "the device reports"),
-        (false, false) => Observation::not_ready(
+        (false, Some(seen)) if !is_overdue(seen, now, interval) => Observation::ready(
+            fields,
+            "Reporting",
+            format!("the agent reports every {interval}s"),
+        ),
+        (false, Some(seen)) => Observation::not_ready(
+            fields,
+            "Offline",
+            format!(
+                "no report since {seen}: {MISSED_INTERVALS} metrics intervals of {interval}s missed"
+            ),
+        ),
+        (false, None) => Observation::not_ready(
             fields,
             "NotReporting",
             "no agent or collector has reported for this device yet",
@@ -48,10 +91,25 @@ pub fn observe(spec: &DeviceSpec, object: &StoredObject, _world: &World<'_>) -> 
     observation
 }
 
+/// Whether more than [`MISSED_INTERVALS`] intervals passed between `last_seen` and `now`.
+/// Unparsable times count as overdue only when `now` parses (a broken clock is not an outage).
+fn is_overdue(last_seen: &str, now: &str, interval_secs: u64) -> bool {
+    let Ok(now) = now.parse::<jiff::Timestamp>() else {
+        return false;
+    };
+    let Ok(seen) = last_seen.parse::<jiff::Timestamp>() else {
+        return true;
+    };
+    let allowed = MISSED_INTERVALS * i64::try_from(interval_secs).unwrap_or(i64::MAX / 4);
+    now.as_second() - seen.as_second() > allowed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reconcile::tests::stored;
+
+    const NOW: &str = "2026-11-25T10:00:20Z";
 
     #[test]
     fn a_manifest_device_is_manual_and_not_reporting() {
@@ -63,7 +121,7 @@ mod tests {
             json!({}),
         );
         let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
-        let observation = observe(&spec, &device, &World::new(&[]));
+        let observation = observe(&spec, &device, &World::new(&[]), NOW);
         assert_eq!(observation.fields["source"], "Manual");
         assert_eq!(observation.ready.0, ConditionStatus::False);
         assert_eq!(observation.ready.1, "NotReporting");
@@ -81,7 +139,7 @@ mod tests {
             status,
         );
         let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
-        let observation = observe(&spec, &device, &World::new(&[]));
+        let observation = observe(&spec, &device, &World::new(&[]), NOW);
         assert_eq!(observation.fields["source"], "Agent");
         assert_eq!(observation.ready.0, ConditionStatus::True);
         assert_eq!(observation.extra[0].status, ConditionStatus::True);
@@ -98,8 +156,68 @@ mod tests {
         );
         let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
         assert_eq!(
-            observe(&spec, &device, &World::new(&[])).ready.1,
+            observe(&spec, &device, &World::new(&[]), NOW).ready.1,
             "MaintenancePaused"
         );
+    }
+
+    fn reporting(last_seen: &str, spec: serde_json::Value) -> Observation {
+        let status = json!({ "source": "Agent", "agent": { "id": "a1", "version": "0.1.0", "lastSeen": last_seen } });
+        let device = stored("Device", "acme", "web-01", spec, status);
+        let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
+        observe(&spec, &device, &World::new(&[]), NOW)
+    }
+
+    #[test]
+    fn a_device_that_missed_three_intervals_is_offline_until_it_reports_again() {
+        let spec = json!({ "class": "Server", "agent": { "metricsInterval": "10s" } });
+        // 30 s is exactly three intervals: still Ready.
+        let o = reporting("2026-11-25T09:59:50Z", spec.clone());
+        assert_eq!((o.ready.0, o.ready.1), (ConditionStatus::True, "Reporting"));
+        // 31 s: offline, and the message says since when.
+        let o = reporting("2026-11-25T09:59:49Z", spec.clone());
+        assert_eq!((o.ready.0, o.ready.1), (ConditionStatus::False, "Offline"));
+        assert!(o.ready.2.contains("2026-11-25T09:59:49Z"), "{}", o.ready.2);
+        // The next report makes it Ready again.
+        let o = reporting("2026-11-25T10:00:19Z", spec);
+        assert_eq!(o.ready.0, ConditionStatus::True);
+    }
+
+    #[test]
+    fn the_interval_comes_from_the_spec_or_the_agent_default() {
+        // Spec default for an agent section is 60s: 2 minutes is fine, 3m01s is not.
+        let spec = json!({ "class": "Server", "agent": {} });
+        assert_eq!(
+            reporting("2026-11-25T09:58:20Z", spec.clone()).ready.0,
+            ConditionStatus::True
+        );
+        assert_eq!(
+            reporting("2026-11-25T09:57:19Z", spec).ready.0,
+            ConditionStatus::False
+        );
+        // No agent section: AgentConfig's default of 10s.
+        let spec = json!({ "class": "Server" });
+        assert_eq!(
+            reporting("2026-11-25T09:59:49Z", spec).ready.0,
+            ConditionStatus::False
+        );
+    }
+
+    #[test]
+    fn agent_config_follows_the_spec() {
+        let spec: DeviceSpec = serde_json::from_value(json!({
+            "class": "Server",
+            "agent": { "metricsInterval": "30s", "inventoryInterval": "1h", "monitoredServices": ["nginx.service"] }
+        }))
+        .expect("spec");
+        assert_eq!(
+            agent_config(&spec),
+            AgentConfig {
+                metrics_interval_secs: 30,
+                inventory_interval_secs: 3600,
+                monitored_services: vec!["nginx.service".into()],
+            }
+        );
+        assert_eq!(agent_config(&DeviceSpec::default()), AgentConfig::default());
     }
 }

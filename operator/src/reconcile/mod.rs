@@ -101,7 +101,9 @@ fn to_map(fields: impl Serialize) -> Map<String, Value> {
 /// conditions that change.
 pub fn reconcile(object: &StoredObject, world: &World<'_>, now: &str) -> Value {
     match object.kind {
-        Kind::Device => pipeline(object, world, now, device::observe),
+        Kind::Device => pipeline(object, world, now, |spec, object, world| {
+            device::observe(spec, object, world, now)
+        }),
         Kind::AlertRule => pipeline(object, world, now, alert_rule::observe),
         Kind::NotificationChannel => pipeline(object, world, now, notification_channel::observe),
         Kind::PatchPolicy => pipeline(object, world, now, patch_policy::observe),
@@ -110,13 +112,11 @@ pub fn reconcile(object: &StoredObject, world: &World<'_>, now: &str) -> Value {
     }
 }
 
-type Observe<S> = fn(&S, &StoredObject, &World<'_>) -> Observation;
-
 fn pipeline<S: DeserializeOwned + Validate>(
     object: &StoredObject,
     world: &World<'_>,
     now: &str,
-    observe: Observe<S>,
+    observe: impl FnOnce(&S, &StoredObject, &World<'_>) -> Observation,
 ) -> Value {
     let (observation, errors) = match decode::<S>(&object.spec) {
         Ok(spec) => match spec.validate() {

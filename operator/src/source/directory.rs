@@ -175,6 +175,18 @@ impl ManifestFiles {
                         }
                         snapshot.tokens.push(token);
                     }
+                    Ok(Document::EnrollmentToken(token)) => {
+                        if let Some(first) =
+                            seen_tokens.insert(token.token_sha256, format!("{file}:{position}"))
+                        {
+                            errors.push(here(
+                                Some("stringData.tokenHash".into()),
+                                format!("the same token is already defined at {first}"),
+                            ));
+                            continue;
+                        }
+                        snapshot.enrollment_tokens.push(token);
+                    }
                     Ok(Document::Secret {
                         namespace,
                         name,

@@ -2,7 +2,7 @@
 //! watches it ([`watch`]); every source produces the same [`Snapshot`].
 use std::collections::BTreeMap;
 
-use cdot_crds::api_token::ApiToken;
+use cdot_crds::{api_token::ApiToken, enrollment_token::EnrollmentToken};
 
 use crate::store::DesiredObject;
 
@@ -14,6 +14,7 @@ pub mod watch;
 pub struct Snapshot {
     pub objects: Vec<DesiredObject>,
     pub tokens: Vec<ApiToken>,
+    pub enrollment_tokens: Vec<EnrollmentToken>,
     /// Names of plain Secrets per namespace (values stay in memory, never logged or served).
     pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
     /// SHA-256 over every file's path and bytes: equal fingerprints mean nothing changed.

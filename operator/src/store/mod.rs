@@ -3,8 +3,10 @@ use std::time::Duration;
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
+pub mod agents;
 pub mod embedded;
 pub mod objects;
+pub mod timeseries;
 pub mod tokens;
 
 pub use objects::{ChangeSummary, DesiredObject, StatusPatch, StoredObject};

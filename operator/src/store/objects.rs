@@ -94,6 +94,7 @@ impl Store {
         &self,
         desired: &[DesiredObject],
         tokens: &[cdot_crds::api_token::ApiToken],
+        enrollment_tokens: &[cdot_crds::enrollment_token::EnrollmentToken],
         fingerprint: &str,
     ) -> Result<ChangeSummary, StoreError> {
         let mut tx = self
@@ -178,6 +179,8 @@ impl Store {
                 .await
                 .map_err(StoreError::query("replace api tokens"))?;
         }
+
+        Store::replace_enrollment_tokens(&mut tx, enrollment_tokens).await?;
 
         sqlx::query(
             "INSERT INTO manifest_loads (fingerprint, applied, created, updated, deleted) VALUES ($1, true, $2, $3, $4)",

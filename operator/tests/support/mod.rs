@@ -126,6 +126,10 @@ pub fn create_token(
 pub struct Operator {
     child: Option<Child>,
     pub base: String,
+    /// `https://127.0.0.1:<port>` of the agent API (certificate from the operator's CA).
+    pub agent_base: String,
+    /// The data directory (holds `agent-ca.crt`).
+    pub data_dir: PathBuf,
     pub log: PathBuf,
 }
 
@@ -140,10 +144,18 @@ impl Operator {
         let port = free_port();
         let log = log_dir.join(format!("operator-{port}.log"));
         let mut command = Command::new(operator_bin());
+        let agent_port = free_port();
         command
             .arg("standalone")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"));
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--agent-listen")
+            .arg(format!("127.0.0.1:{agent_port}"));
+        if !extra.contains(&"--data-dir") {
+            command
+                .arg("--data-dir")
+                .arg(log_dir.join(format!("data-{port}")));
+        }
         for dir in manifests {
             command.arg("--manifests").arg(dir);
         }
@@ -168,6 +180,12 @@ impl Operator {
         let mut operator = Self {
             child: Some(child),
             base: format!("{scheme}://127.0.0.1:{port}"),
+            agent_base: format!("https://127.0.0.1:{agent_port}"),
+            data_dir: extra
+                .iter()
+                .position(|a| *a == "--data-dir")
+                .and_then(|i| extra.get(i + 1))
+                .map_or_else(|| log_dir.join(format!("data-{port}")), PathBuf::from),
             log,
         };
         operator.wait_ready().await;

@@ -1,0 +1,458 @@
+//! Decoding and validation of agent reports: everything a request must pass before it is
+//! queued for a writer. Each refusal names the offending field (`samples[3].t`) and carries
+//! a low-cardinality reason for `cdot_ingest_rejected_total`.
+use std::{collections::BTreeMap, io::Read};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use cdot_crds::{
+    metrics_catalog::CATALOG,
+    wire::{
+        MAX_BODY_BYTES, MAX_FUTURE_SKEW_MS, MAX_SAMPLE_AGE_MS, MAX_SAMPLES_PER_BATCH, MetricsBatch,
+    },
+};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::{api::ApiError, store::timeseries::SeriesKey};
+
+/// Longest accepted agent version string.
+const MAX_VERSION_LEN: usize = 64;
+/// Longest accepted series label value.
+const MAX_LABEL_VALUE_LEN: usize = 256;
+
+/// A refused request: the error for the client and the reason label for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub error: ApiError,
+    pub reason: &'static str,
+}
+
+impl Rejection {
+    fn new(error: ApiError, reason: &'static str) -> Self {
+        Self { error, reason }
+    }
+
+    fn bad(reason: &'static str, field: String, message: String) -> Self {
+        Self::new(ApiError::bad_request(message, field), reason)
+    }
+}
+
+/// The latest values of the summary metrics in a batch: (time ms, value).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LatestMetrics {
+    pub cpu: Option<(i64, f64)>,
+    pub memory: Option<(i64, f64)>,
+    /// Highest `disk` percentage over all mounts at the newest disk time.
+    pub disk_max: Option<(i64, f64)>,
+}
+
+/// A metrics batch that passed validation, laid out for the writer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedBatch {
+    pub batch_id: Uuid,
+    pub agent_version: String,
+    pub keys: Vec<SeriesKey>,
+    pub times_ms: Vec<i64>,
+    pub values: Vec<f64>,
+    pub latest: LatestMetrics,
+}
+
+impl ValidatedBatch {
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// The request body, decompressed when `Content-Encoding: gzip`, at most
+/// [`MAX_BODY_BYTES`] after decompression.
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Rejection> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let too_large = || {
+        Rejection::new(
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!(
+                    "the request body is larger than {MAX_BODY_BYTES} bytes (after decompression)"
+                ),
+            )
+            .with_field("body"),
+            "too_large",
+        )
+    };
+    match encoding.as_deref() {
+        None | Some("identity") | Some("") => {
+            if body.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            Ok(body.to_vec())
+        }
+        Some("gzip") => {
+            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_BODY_BYTES));
+            flate2::read::GzDecoder::new(body)
+                .take(MAX_BODY_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    Rejection::bad(
+                        "encoding",
+                        "body".into(),
+                        format!("the body is not valid gzip: {e}"),
+                    )
+                })?;
+            if out.len() > MAX_BODY_BYTES {
+                return Err(too_large());
+            }
+            Ok(out)
+        }
+        Some(other) => Err(Rejection::new(
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!("Content-Encoding {other:?} is not supported; use gzip or none"),
+            )
+            .with_field("header.content-encoding"),
+            "encoding",
+        )),
+    }
+}
+
+/// Parses a JSON body; errors name the field path and the line and column.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "body".to_owned() } else { path };
+        Rejection::bad(
+            "malformed",
+            field,
+            format!("invalid JSON body: {}", e.inner()),
+        )
+    })?;
+    deserializer.end().map_err(|e| {
+        Rejection::bad(
+            "malformed",
+            "body".into(),
+            format!("invalid JSON body: {e}"),
+        )
+    })?;
+    Ok(value)
+}
+
+/// Checks every sample of a batch against the catalogue and the time limits; the first
+/// offending sample refuses the whole batch.
+pub fn validate_batch(
+    batch: MetricsBatch,
+    device_uid: Uuid,
+    now_ms: i64,
+) -> Result<ValidatedBatch, Rejection> {
+    check_version(&batch.agent_version)?;
+    if batch.samples.len() > MAX_SAMPLES_PER_BATCH {
+        return Err(Rejection::new(
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!(
+                    "the batch has {} samples; at most {MAX_SAMPLES_PER_BATCH} are accepted",
+                    batch.samples.len()
+                ),
+            )
+            .with_field("samples"),
+            "too_many_samples",
+        ));
+    }
+    let n = batch.samples.len();
+    let mut out = ValidatedBatch {
+        batch_id: batch.batch_id,
+        agent_version: batch.agent_version,
+        keys: Vec::with_capacity(n),
+        times_ms: Vec::with_capacity(n),
+        values: Vec::with_capacity(n),
+        latest: LatestMetrics::default(),
+    };
+    let oldest = now_ms - MAX_SAMPLE_AGE_MS;
+    let newest = now_ms + MAX_FUTURE_SKEW_MS;
+    for (i, sample) in batch.samples.into_iter().enumerate() {
+        let Some(info) = CATALOG.iter().find(|m| m.name == sample.n) else {
+            return Err(Rejection::bad(
+                "unknown_metric",
+                format!("samples[{i}].n"),
+                format!("unknown metric {:?}; see the metric catalogue", sample.n),
+            ));
+        };
+        let labels_match = sample.l.len() == info.labels.len()
+            && info.labels.iter().all(|l| sample.l.contains_key(*l));
+        if !labels_match {
+            let got: Vec<&str> = sample.l.keys().map(String::as_str).collect();
+            return Err(Rejection::bad(
+                "labels",
+                format!("samples[{i}].l"),
+                format!(
+                    "metric {} takes exactly the labels {:?}; got {got:?}",
+                    info.name, info.labels
+                ),
+            ));
+        }
+        if let Some((key, _)) = sample
+            .l
+            .iter()
+            .find(|(_, v)| v.is_empty() || v.len() > MAX_LABEL_VALUE_LEN)
+        {
+            return Err(Rejection::bad(
+                "labels",
+                format!("samples[{i}].l.{key}"),
+                format!("label values must have 1 to {MAX_LABEL_VALUE_LEN} bytes"),
+            ));
+        }
+        if !sample.v.is_finite() {
+            return Err(Rejection::bad(
+                "non_finite",
+                format!("samples[{i}].v"),
+                format!("value {} is not a finite number", sample.v),
+            ));
+        }
+        if sample.t > newest || sample.t < oldest {
+            let message = if sample.t > newest {
+                format!(
+                    "time {} is more than {} s ahead of the operator's clock ({now_ms})",
+                    sample.t,
+                    MAX_FUTURE_SKEW_MS / 1000
+                )
+            } else {
+                format!(
+                    "time {} is older than {} days",
+                    sample.t,
+                    MAX_SAMPLE_AGE_MS / 86_400_000
+                )
+            };
+            return Err(Rejection::bad(
+                "timestamp",
+                format!("samples[{i}].t"),
+                message,
+            ));
+        }
+        match info.name {
+            "cpu" => newer(&mut out.latest.cpu, sample.t, sample.v),
+            "memory" => newer(&mut out.latest.memory, sample.t, sample.v),
+            "disk" => match &mut out.latest.disk_max {
+                Some((t, v)) if *t == sample.t => *v = v.max(sample.v),
+                _ => newer(&mut out.latest.disk_max, sample.t, sample.v),
+            },
+            _ => {}
+        }
+        out.keys.push(SeriesKey {
+            device_uid,
+            metric: info.name,
+            labels: sample.l,
+        });
+        out.times_ms.push(sample.t);
+        out.values.push(sample.v);
+    }
+    Ok(out)
+}
+
+/// Keeps the newer of the stored and the given value.
+pub(crate) fn newer(slot: &mut Option<(i64, f64)>, t: i64, v: f64) {
+    if slot.is_none_or(|(old, _)| t > old) {
+        *slot = Some((t, v));
+    }
+}
+
+pub fn check_version(version: &str) -> Result<(), Rejection> {
+    if version.is_empty() || version.len() > MAX_VERSION_LEN {
+        return Err(Rejection::bad(
+            "agent_version",
+            "agentVersion".into(),
+            format!("the agent version must have 1 to {MAX_VERSION_LEN} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Series labels of a sample, e.g. for tests and load generators.
+pub fn labels<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use axum::http::HeaderValue;
+    use cdot_crds::wire::Sample;
+
+    use super::*;
+
+    const NOW: i64 = 1_764_000_000_000;
+
+    fn sample(n: &str, l: BTreeMap<String, String>, v: f64, t: i64) -> Sample {
+        Sample {
+            t,
+            n: n.into(),
+            l,
+            v,
+        }
+    }
+
+    fn batch(samples: Vec<Sample>) -> MetricsBatch {
+        MetricsBatch {
+            batch_id: Uuid::nil(),
+            agent_version: "0.1.0".into(),
+            samples,
+        }
+    }
+
+    fn good() -> Vec<Sample> {
+        vec![
+            sample("cpu", BTreeMap::new(), 12.5, NOW - 1000),
+            sample("cpu", BTreeMap::new(), 15.0, NOW),
+            sample("memory", BTreeMap::new(), 40.0, NOW),
+            sample("disk", labels([("mount", "/")]), 70.0, NOW),
+        ]
+    }
+
+    fn refused(samples: Vec<Sample>) -> Rejection {
+        validate_batch(batch(samples), Uuid::nil(), NOW).expect_err("refused")
+    }
+
+    #[test]
+    fn a_good_batch_is_laid_out_with_its_latest_summary() {
+        let mut samples = good();
+        samples.push(sample("disk", labels([("mount", "/var")]), 91.0, NOW));
+        let v = validate_batch(batch(samples), Uuid::nil(), NOW).expect("valid");
+        assert_eq!(v.len(), 5);
+        assert_eq!(v.keys[3].metric, "disk");
+        assert_eq!(v.latest.cpu, Some((NOW, 15.0)));
+        assert_eq!(v.latest.memory, Some((NOW, 40.0)));
+        assert_eq!(v.latest.disk_max, Some((NOW, 91.0)));
+    }
+
+    #[test]
+    fn each_rule_names_the_offending_field() {
+        let cases: Vec<(Sample, &str, &str)> = vec![
+            (
+                sample("cpux", BTreeMap::new(), 1.0, NOW),
+                "samples[3].n",
+                "unknown_metric",
+            ),
+            (
+                sample("disk", BTreeMap::new(), 1.0, NOW),
+                "samples[3].l",
+                "labels",
+            ),
+            (
+                sample("cpu", labels([("mount", "/")]), 1.0, NOW),
+                "samples[3].l",
+                "labels",
+            ),
+            (
+                sample("disk", labels([("mount", "")]), 1.0, NOW),
+                "samples[3].l.mount",
+                "labels",
+            ),
+            (
+                sample("cpu", BTreeMap::new(), f64::NAN, NOW),
+                "samples[3].v",
+                "non_finite",
+            ),
+            (
+                sample("cpu", BTreeMap::new(), f64::INFINITY, NOW),
+                "samples[3].v",
+                "non_finite",
+            ),
+            (
+                sample("cpu", BTreeMap::new(), 1.0, NOW + MAX_FUTURE_SKEW_MS + 1),
+                "samples[3].t",
+                "timestamp",
+            ),
+            (
+                sample("cpu", BTreeMap::new(), 1.0, NOW - MAX_SAMPLE_AGE_MS - 1),
+                "samples[3].t",
+                "timestamp",
+            ),
+        ];
+        for (bad, field, reason) in cases {
+            let mut samples = good();
+            samples.insert(3, bad.clone());
+            let r = refused(samples);
+            assert_eq!(r.error.field.as_deref(), Some(field), "{bad:?}: {r:?}");
+            assert_eq!(r.reason, reason, "{bad:?}");
+            assert_eq!(r.error.status, StatusCode::BAD_REQUEST);
+        }
+        // Exactly at the limits is fine.
+        let mut samples = good();
+        samples.push(sample(
+            "cpu",
+            BTreeMap::new(),
+            1.0,
+            NOW + MAX_FUTURE_SKEW_MS,
+        ));
+        samples.push(sample("cpu", BTreeMap::new(), 1.0, NOW - MAX_SAMPLE_AGE_MS));
+        validate_batch(batch(samples), Uuid::nil(), NOW).expect("valid");
+    }
+
+    #[test]
+    fn too_many_samples_and_bad_versions_are_refused() {
+        let samples = vec![sample("cpu", BTreeMap::new(), 1.0, NOW); MAX_SAMPLES_PER_BATCH + 1];
+        let r = refused(samples);
+        assert_eq!(r.error.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(r.error.field.as_deref(), Some("samples"));
+        let mut b = batch(good());
+        b.agent_version = String::new();
+        let r = validate_batch(b, Uuid::nil(), NOW).expect_err("refused");
+        assert_eq!(r.error.field.as_deref(), Some("agentVersion"));
+    }
+
+    #[test]
+    fn bodies_are_decompressed_with_a_cap() {
+        let mut gzip = HeaderMap::new();
+        gzip.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(b"{\"a\":1}").expect("write");
+        let small = encoder.finish().expect("finish");
+        assert_eq!(decode_body(&gzip, &small).expect("decoded"), b"{\"a\":1}");
+
+        // A gzip bomb: tiny on the wire, over the cap once inflated.
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder
+            .write_all(&vec![b' '; MAX_BODY_BYTES + 10])
+            .expect("write");
+        let bomb = encoder.finish().expect("finish");
+        assert!(bomb.len() < 100_000);
+        let r = decode_body(&gzip, &bomb).expect_err("refused");
+        assert_eq!(r.error.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+        let r = decode_body(&gzip, b"not gzip").expect_err("refused");
+        assert_eq!(r.error.status, StatusCode::BAD_REQUEST);
+        let mut br = HeaderMap::new();
+        br.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        let r = decode_body(&br, b"{}").expect_err("refused");
+        assert_eq!(r.error.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn malformed_json_names_the_field_and_position() {
+        let r = parse_json::<MetricsBatch>(
+            br#"{"batchId":"00000000-0000-0000-0000-000000000000","agentVersion":"1","samples":[{"t":1,"n":"cpu","v":"x"}]}"#,
+        )
+        .expect_err("refused");
+        assert_eq!(r.error.field.as_deref(), Some("samples[0].v"));
+        assert!(
+            r.error.message.contains("line 1 column"),
+            "{}",
+            r.error.message
+        );
+        let r = parse_json::<MetricsBatch>(b"{\n  \"batchId\": ").expect_err("refused");
+        assert!(r.error.message.contains("line 2"), "{}", r.error.message);
+        let r = parse_json::<MetricsBatch>(b"{} trailing").expect_err("refused");
+        assert_eq!(r.reason, "malformed");
+    }
+}

@@ -1,0 +1,370 @@
+//! Agent identities, enrollment tokens and the certificate authority.
+use std::collections::BTreeMap;
+
+use cdot_crds::enrollment_token::EnrollmentToken;
+use serde_json::{Value, json};
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+
+/// How an agent authenticates after enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentCredentials {
+    /// A client certificate the operator's CA issued.
+    Certificate {
+        serial: String,
+        expiry: jiff::Timestamp,
+    },
+    /// Ed25519 JWTs verified with this public key.
+    Jwt { public_key: Vec<u8> },
+}
+
+/// What an enrollment asks for.
+#[derive(Debug, Clone)]
+pub struct EnrollmentRequest<'a> {
+    pub token_sha256: [u8; 32],
+    pub namespace: Option<&'a str>,
+    pub device_name: &'a str,
+    pub agent_version: &'a str,
+    /// The spec given to a Device that enrollment creates.
+    pub default_spec: Value,
+}
+
+/// Why an enrollment token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollmentRefusal {
+    #[error("unknown enrollment token")]
+    UnknownToken,
+    #[error("enrollment token {namespace}/{name} expired at {expired}")]
+    Expired {
+        namespace: String,
+        name: String,
+        expired: String,
+    },
+    #[error("enrollment token {namespace}/{name} has been used {max_uses} of {max_uses} times")]
+    Exhausted {
+        namespace: String,
+        name: String,
+        max_uses: i32,
+    },
+    #[error(
+        "enrollment token {namespace}/{name} belongs to namespace {namespace:?}, not {requested:?}"
+    )]
+    WrongNamespace {
+        namespace: String,
+        name: String,
+        requested: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollmentError<E> {
+    #[error(transparent)]
+    Refused(EnrollmentRefusal),
+    #[error("failed to issue credentials: {0}")]
+    Credentials(E),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The result of an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub namespace: String,
+    pub device_name: String,
+    pub device_uid: Uuid,
+    pub created: bool,
+}
+
+/// A known agent, as the authentication layer needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Uuid,
+    pub jwt_public_key: Option<Vec<u8>>,
+}
+
+impl Store {
+    pub async fn certificate_authority(&self) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT cert_pem, key_pem FROM certificate_authority WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::query("read the certificate authority"))?;
+        Ok(row.map(|r| (r.get("cert_pem"), r.get("key_pem"))))
+    }
+
+    /// Stores a new CA unless one exists already (then the existing one wins).
+    pub async fn insert_certificate_authority(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO certificate_authority (id, cert_pem, key_pem) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(cert_pem)
+            .bind(key_pem)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("store the certificate authority"))?;
+        Ok(())
+    }
+
+    /// Makes the stored enrollment tokens those of the desired state. Use counts survive
+    /// unless the token itself changed (rotated).
+    pub(crate) async fn replace_enrollment_tokens(
+        tx: &mut Transaction<'_, Postgres>,
+        tokens: &[EnrollmentToken],
+    ) -> Result<(), StoreError> {
+        let namespaces: Vec<&str> = tokens.iter().map(|t| t.namespace.as_str()).collect();
+        let names: Vec<&str> = tokens.iter().map(|t| t.name.as_str()).collect();
+        sqlx::query(
+            "DELETE FROM enrollment_tokens e WHERE NOT EXISTS (
+                 SELECT 1 FROM unnest($1::text[], $2::text[]) AS d(namespace, name)
+                 WHERE d.namespace = e.namespace AND d.name = e.name)",
+        )
+        .bind(&namespaces)
+        .bind(&names)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::query("prune enrollment tokens"))?;
+        for token in tokens {
+            sqlx::query(
+                "INSERT INTO enrollment_tokens (namespace, name, token_sha256, expires_at, max_uses, labels)
+                 VALUES ($1, $2, $3, $4::timestamptz, $5, $6)
+                 ON CONFLICT (namespace, name) DO UPDATE SET
+                     uses = CASE WHEN enrollment_tokens.token_sha256 = EXCLUDED.token_sha256 THEN enrollment_tokens.uses ELSE 0 END,
+                     token_sha256 = EXCLUDED.token_sha256,
+                     expires_at = EXCLUDED.expires_at,
+                     max_uses = EXCLUDED.max_uses,
+                     labels = EXCLUDED.labels",
+            )
+            .bind(&token.namespace)
+            .bind(&token.name)
+            .bind(token.token_sha256.as_slice())
+            .bind(token.expires.map(|t| t.to_string()))
+            .bind(i32::try_from(token.max_uses).unwrap_or(i32::MAX))
+            .bind(json!(token.labels))
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::query("store enrollment tokens"))?;
+        }
+        Ok(())
+    }
+
+    /// Enrolls a device in one transaction: consumes one use of the token, finds or creates
+    /// the Device, issues credentials through `issue` and records the agent. Nothing is
+    /// consumed when any step fails.
+    pub async fn enroll<E>(
+        &self,
+        request: EnrollmentRequest<'_>,
+        issue: impl FnOnce(Uuid, &str) -> Result<AgentCredentials, E>,
+    ) -> Result<Enrolled, EnrollmentError<E>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("begin enrollment"))?;
+        let token = sqlx::query(
+            "UPDATE enrollment_tokens SET uses = uses + 1
+             WHERE token_sha256 = $1 AND (expires_at IS NULL OR expires_at > now()) AND uses < max_uses
+             RETURNING namespace, name, labels",
+        )
+        .bind(request.token_sha256.as_slice())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::query("consume enrollment token"))?;
+        let Some(token) = token else {
+            let refusal = self.why_refused(&mut tx, &request.token_sha256).await?;
+            return Err(EnrollmentError::Refused(refusal));
+        };
+        let namespace: String = token.get("namespace");
+        let token_name: String = token.get("name");
+        if let Some(requested) = request.namespace
+            && requested != namespace
+        {
+            return Err(EnrollmentError::Refused(
+                EnrollmentRefusal::WrongNamespace {
+                    namespace,
+                    name: token_name,
+                    requested: requested.to_owned(),
+                },
+            ));
+        }
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(token.get("labels")).unwrap_or_default();
+
+        let existing = sqlx::query("SELECT uid FROM objects WHERE namespace = $1 AND kind = 'Device' AND name = $2 FOR UPDATE")
+            .bind(&namespace)
+            .bind(request.device_name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::query("find the enrolling device"))?;
+        let (uid, created) = match existing {
+            Some(row) => (row.get::<Uuid, _>("uid"), false),
+            None => {
+                let row = sqlx::query(
+                    "INSERT INTO objects (namespace, kind, name, uid, labels, spec, status, managed_by, source)
+                     VALUES ($1, 'Device', $2, gen_random_uuid(), $3, $4, '{\"source\": \"Agent\"}', 'agent', $5)
+                     RETURNING uid",
+                )
+                .bind(&namespace)
+                .bind(request.device_name)
+                .bind(json!(labels))
+                .bind(&request.default_spec)
+                .bind(format!("enrollment token {namespace}/{token_name}"))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::query("create the enrolling device"))?;
+                (row.get::<Uuid, _>("uid"), true)
+            }
+        };
+
+        let credentials = issue(uid, &namespace).map_err(EnrollmentError::Credentials)?;
+        let (auth, jwt_key, serial, expiry) = match &credentials {
+            AgentCredentials::Certificate { serial, expiry } => (
+                "mtls",
+                None,
+                Some(serial.as_str()),
+                Some(expiry.to_string()),
+            ),
+            AgentCredentials::Jwt { public_key } => {
+                ("jwt", Some(public_key.as_slice()), None, None)
+            }
+        };
+        // A device recreated under the same name has a new uid; the old identity goes.
+        sqlx::query("DELETE FROM agents WHERE namespace = $1 AND name = $2 AND uid <> $3")
+            .bind(&namespace)
+            .bind(request.device_name)
+            .bind(uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("replace an earlier agent identity"))?;
+        sqlx::query(
+            "INSERT INTO agents (uid, namespace, name, auth, jwt_public_key, certificate_serial, certificate_expiry, agent_version, enrolled_with)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9)
+             ON CONFLICT (uid) DO UPDATE SET auth = EXCLUDED.auth, jwt_public_key = EXCLUDED.jwt_public_key,
+                 certificate_serial = EXCLUDED.certificate_serial, certificate_expiry = EXCLUDED.certificate_expiry,
+                 agent_version = EXCLUDED.agent_version, enrolled_with = EXCLUDED.enrolled_with, enrolled_at = now()",
+        )
+        .bind(uid)
+        .bind(&namespace)
+        .bind(request.device_name)
+        .bind(auth)
+        .bind(jwt_key)
+        .bind(serial)
+        .bind(&expiry)
+        .bind(request.agent_version)
+        .bind(format!("{namespace}/{token_name}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("record the agent"))?;
+        let agent = json!({ "agent": { "id": uid, "version": request.agent_version, "certificateExpiry": expiry } });
+        sqlx::query(
+            "UPDATE objects SET status = status || $4, resource_version = nextval('object_resource_version')
+             WHERE namespace = $1 AND kind = 'Device' AND name = $2 AND uid = $3",
+        )
+        .bind(&namespace)
+        .bind(request.device_name)
+        .bind(uid)
+        .bind(agent)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("mark the device enrolled"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit enrollment"))?;
+        Ok(Enrolled {
+            namespace,
+            device_name: request.device_name.to_owned(),
+            device_uid: uid,
+            created,
+        })
+    }
+
+    async fn why_refused(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        hash: &[u8; 32],
+    ) -> Result<EnrollmentRefusal, StoreError> {
+        let row = sqlx::query(
+            "SELECT namespace, name, max_uses, expires_at <= now() AS expired,
+                    to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS expires
+             FROM enrollment_tokens WHERE token_sha256 = $1",
+        )
+        .bind(hash.as_slice())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(StoreError::query("look up an enrollment token"))?;
+        Ok(match row {
+            None => EnrollmentRefusal::UnknownToken,
+            Some(row) if row.get::<Option<bool>, _>("expired") == Some(true) => {
+                EnrollmentRefusal::Expired {
+                    namespace: row.get("namespace"),
+                    name: row.get("name"),
+                    expired: row.get::<Option<String>, _>("expires").unwrap_or_default(),
+                }
+            }
+            Some(row) => EnrollmentRefusal::Exhausted {
+                namespace: row.get("namespace"),
+                name: row.get("name"),
+                max_uses: row.get("max_uses"),
+            },
+        })
+    }
+
+    /// The agent with this uid, if its Device still exists (deleting the Device revokes it).
+    pub async fn agent(&self, uid: Uuid) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT a.namespace, a.name, a.jwt_public_key FROM agents a
+             JOIN objects o ON o.kind = 'Device' AND o.namespace = a.namespace AND o.name = a.name AND o.uid = a.uid
+             WHERE a.uid = $1",
+        )
+        .bind(uid)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("look up an agent"))?;
+        Ok(row.map(|row| AgentRecord {
+            namespace: row.get("namespace"),
+            name: row.get("name"),
+            uid,
+            jwt_public_key: row.get("jwt_public_key"),
+        }))
+    }
+
+    /// Records a renewed certificate.
+    pub async fn renew_agent_certificate(
+        &self,
+        uid: Uuid,
+        serial: &str,
+        expiry: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        let expiry = expiry.to_string();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("begin renewal"))?;
+        sqlx::query("UPDATE agents SET certificate_serial = $2, certificate_expiry = $3::timestamptz WHERE uid = $1")
+            .bind(uid)
+            .bind(serial)
+            .bind(&expiry)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("record a renewed certificate"))?;
+        sqlx::query(
+            "UPDATE objects SET status = jsonb_set(status, '{agent,certificateExpiry}', to_jsonb($2::text)),
+                                resource_version = nextval('object_resource_version')
+             WHERE kind = 'Device' AND uid = $1 AND status ? 'agent'",
+        )
+        .bind(uid)
+        .bind(&expiry)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("record a renewed certificate"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit renewal"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,718 @@
+//! Agent reports in PostgreSQL: the series dictionary, raw samples (partitioned by day),
+//! 1-minute rollups, the idempotency record of batches, installed software, and the
+//! status fields that reports own (`agent`, `lastMetrics`, `inventory`).
+//!
+//! Times cross the boundary as Unix milliseconds (`i64`); SQL converts them with
+//! [`ms`]-style expressions so that no date-time crate feature of sqlx is needed.
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use cdot_crds::wire::Package;
+use serde_json::Value;
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const DAY_MS: i64 = 86_400_000;
+/// A minute is folded into the rollup once it ended this long ago (in-flight batches land).
+pub const ROLLUP_FOLD_LAG_MS: i64 = 60_000;
+/// Samples of minutes that ended this long before their commit may already be folded: their
+/// minute is marked for folding again. Half the fold lag, so a write transaction would have
+/// to take longer than 30 s to slip past the rollup job.
+pub const LATE_SAMPLE_MS: i64 = ROLLUP_FOLD_LAG_MS / 2;
+
+/// One series: a metric of a device with its series labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub device_uid: Uuid,
+    pub metric: &'static str,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The rows of one metrics batch, series already resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRows<'a> {
+    pub device_uid: Uuid,
+    pub batch_id: Uuid,
+    pub series_ids: &'a [i64],
+    pub times_ms: &'a [i64],
+    pub values: &'a [f64],
+}
+
+/// Status fields owned by agent reports for one device. `agent` is merged into the stored
+/// `status.agent` key by key (enrollment owns `certificateExpiry`); the keys of `fields`
+/// (e.g. `lastMetrics`, `inventory`) replace the stored ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentReport {
+    pub namespace: String,
+    pub name: String,
+    pub uid: Uuid,
+    pub agent: Value,
+    pub fields: Value,
+}
+
+/// A time-series table partitioned by day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioned {
+    Samples,
+    Rollup,
+}
+
+impl Partitioned {
+    pub const ALL: [Partitioned; 2] = [Partitioned::Samples, Partitioned::Rollup];
+
+    pub fn table(self) -> &'static str {
+        match self {
+            Partitioned::Samples => "metric_samples",
+            Partitioned::Rollup => "metric_rollup_1m",
+        }
+    }
+}
+
+/// Where points of a query come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointSource {
+    /// Raw samples (steps under a minute).
+    Raw,
+    /// 1-minute rollups, with the minutes after the watermark computed from raw samples.
+    Rollup,
+}
+
+/// One point of a query: series id, bucket start (ms), avg, min, max.
+pub type Point = (i64, i64, f64, f64, f64);
+
+/// What one run of the rollup job did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FoldSummary {
+    /// Watermark before and after (ms).
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Minutes before the old watermark folded again because of late samples.
+    pub refolded: usize,
+    /// Rollup rows written.
+    pub rows: u64,
+    /// More work is waiting (the run was capped).
+    pub more: bool,
+}
+
+/// SQL for "Unix milliseconds to timestamptz" of parameter `$n`.
+macro_rules! ms {
+    ($n:literal) => {
+        concat!(
+            "('epoch'::timestamptz + $",
+            $n,
+            "::int8 * interval '1 millisecond')"
+        )
+    };
+}
+
+impl Store {
+    /// Ids of the series (created when new), in the order of `keys`.
+    pub async fn resolve_series(&self, keys: &[SeriesKey]) -> Result<Vec<i64>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Sorted, so that concurrent writers take the unique-index locks in the same order.
+        let mut sorted: Vec<&SeriesKey> = keys.iter().collect();
+        sorted.sort();
+        let devices: Vec<Uuid> = sorted.iter().map(|k| k.device_uid).collect();
+        let metrics: Vec<&str> = sorted.iter().map(|k| k.metric).collect();
+        let labels: Vec<Value> = sorted
+            .iter()
+            .map(|k| serde_json::to_value(&k.labels).unwrap_or_default())
+            .collect();
+        sqlx::query(
+            "INSERT INTO metric_series (device_uid, metric, labels)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])
+             ON CONFLICT (device_uid, metric, labels) DO NOTHING",
+        )
+        .bind(&devices)
+        .bind(&metrics)
+        .bind(&labels)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("create metric series"))?;
+        let rows = sqlx::query(
+            "SELECT k.i, s.id FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS k(d, m, l, i)
+             JOIN metric_series s ON s.device_uid = k.d AND s.metric = k.m AND s.labels = k.l",
+        )
+        .bind(&devices)
+        .bind(&metrics)
+        .bind(&labels)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("read metric series"))?;
+        let mut by_key = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let ordinal: i64 = row.get(0);
+            let id: i64 = row.get(1);
+            if let Some(key) = usize::try_from(ordinal - 1)
+                .ok()
+                .and_then(|i| sorted.get(i))
+            {
+                by_key.insert(*key, id);
+            }
+        }
+        keys.iter()
+            .map(|k| {
+                by_key.get(k).copied().ok_or_else(|| StoreError::Query {
+                    operation: "read metric series",
+                    source: sqlx::Error::RowNotFound,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores metrics batches in one transaction and tells, per batch, whether it was new.
+    ///
+    /// A batch already recorded for its device (an earlier request, or an earlier entry of
+    /// `batches`) is not stored again. Minutes of samples older than `late_before_ms` are
+    /// marked for the rollup job to fold again.
+    pub async fn write_batches(
+        &self,
+        batches: &[BatchRows<'_>],
+        late_before_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut first = vec![false; batches.len()];
+        let mut seen = HashSet::with_capacity(batches.len());
+        for (i, b) in batches.iter().enumerate() {
+            first[i] = seen.insert((b.device_uid, b.batch_id));
+        }
+        let mut keys: Vec<(Uuid, Uuid, i32)> = batches
+            .iter()
+            .zip(&first)
+            .filter(|(_, first)| **first)
+            .map(|(b, _)| {
+                (
+                    b.device_uid,
+                    b.batch_id,
+                    i32::try_from(b.values.len()).unwrap_or(i32::MAX),
+                )
+            })
+            .collect();
+        keys.sort();
+        let devices: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.1).collect();
+        let counts: Vec<i32> = keys.iter().map(|k| k.2).collect();
+
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("begin metrics transaction"))?;
+        let rows = sqlx::query(
+            "INSERT INTO ingested_batches (device_uid, batch_id, samples)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[])
+             ON CONFLICT (device_uid, batch_id) DO NOTHING
+             RETURNING device_uid, batch_id",
+        )
+        .bind(&devices)
+        .bind(&ids)
+        .bind(&counts)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query("record metrics batches"))?;
+        let fresh: HashSet<(Uuid, Uuid)> = rows
+            .iter()
+            .map(|r| (r.get::<Uuid, _>(0), r.get::<Uuid, _>(1)))
+            .collect();
+        let new: Vec<bool> = batches
+            .iter()
+            .zip(&first)
+            .map(|(b, first)| *first && fresh.contains(&(b.device_uid, b.batch_id)))
+            .collect();
+
+        let total: usize = batches
+            .iter()
+            .zip(&new)
+            .filter(|(_, n)| **n)
+            .map(|(b, _)| b.values.len())
+            .sum();
+        if total > 0 {
+            let mut series = Vec::with_capacity(total);
+            let mut times = Vec::with_capacity(total);
+            let mut values = Vec::with_capacity(total);
+            let mut late = BTreeSet::new();
+            for (b, _) in batches.iter().zip(&new).filter(|(_, n)| **n) {
+                series.extend_from_slice(b.series_ids);
+                times.extend_from_slice(b.times_ms);
+                values.extend_from_slice(b.values);
+                for t in b.times_ms {
+                    let minute = t.div_euclid(MINUTE_MS) * MINUTE_MS;
+                    if minute + MINUTE_MS <= late_before_ms {
+                        late.insert(minute);
+                    }
+                }
+            }
+            sqlx::query(
+                "INSERT INTO metric_samples (series_id, at, value)
+                 SELECT s, 'epoch'::timestamptz + t * interval '1 millisecond', v
+                 FROM unnest($1::int8[], $2::int8[], $3::float8[]) AS u(s, t, v)",
+            )
+            .bind(&series)
+            .bind(&times)
+            .bind(&values)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("insert metric samples"))?;
+            if !late.is_empty() {
+                let minutes: Vec<i64> = late.into_iter().collect();
+                sqlx::query(
+                    "INSERT INTO metric_rollup_dirty (bucket)
+                     SELECT 'epoch'::timestamptz + m * interval '1 millisecond' FROM unnest($1::int8[]) AS u(m)
+                     ON CONFLICT (bucket) DO NOTHING",
+                )
+                .bind(&minutes)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("mark late rollup minutes"))?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit metrics transaction"))?;
+        Ok(new)
+    }
+
+    /// Writes the report-owned status fields of many devices in one statement. A report for
+    /// a device that no longer exists (or was recreated with another uid) is ignored.
+    pub async fn merge_agent_reports(&self, reports: &[AgentReport]) -> Result<u64, StoreError> {
+        merge_reports(&self.pool, reports).await
+    }
+
+    /// Applies an inventory report: status (`inventory`, `agent`) and the software list,
+    /// replaced whole. False when the device does not exist (nothing is written then).
+    pub async fn replace_inventory(
+        &self,
+        report: &AgentReport,
+        software: &[Package],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("begin inventory transaction"))?;
+        if merge_reports(&mut *tx, std::slice::from_ref(report)).await? == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM device_software WHERE device_uid = $1")
+            .bind(report.uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("replace device software"))?;
+        let names: Vec<&str> = software.iter().map(|p| p.name.as_str()).collect();
+        let versions: Vec<&str> = software.iter().map(|p| p.version.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO device_software (device_uid, name, version)
+             SELECT $1, n, v FROM unnest($2::text[], $3::text[]) AS u(n, v)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(report.uid)
+        .bind(&names)
+        .bind(&versions)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("replace device software"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit inventory transaction"))?;
+        Ok(true)
+    }
+
+    /// Installed software of a device, by name.
+    pub async fn device_software(&self, device_uid: Uuid) -> Result<Vec<Package>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, version FROM device_software WHERE device_uid = $1 ORDER BY name, version",
+        )
+        .bind(device_uid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list device software"))?;
+        Ok(rows
+            .iter()
+            .map(|r| Package {
+                name: r.get(0),
+                version: r.get(1),
+            })
+            .collect())
+    }
+
+    /// Series of a device's metric whose labels include `labels`, by id.
+    pub async fn find_series(
+        &self,
+        device_uid: Uuid,
+        metric: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<(i64, BTreeMap<String, String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, labels FROM metric_series
+             WHERE device_uid = $1 AND metric = $2 AND labels @> $3::jsonb ORDER BY labels::text",
+        )
+        .bind(device_uid)
+        .bind(metric)
+        .bind(serde_json::to_value(labels).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("find metric series"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let labels: Value = r.get(1);
+                (r.get(0), serde_json::from_value(labels).unwrap_or_default())
+            })
+            .collect())
+    }
+
+    /// Points of `series` in `[from_ms, to_ms)`, bucketed by `step_ms` (buckets start at
+    /// multiples of the step), ordered by series and time.
+    pub async fn series_points(
+        &self,
+        series: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+        source: PointSource,
+    ) -> Result<Vec<Point>, StoreError> {
+        let rows = match source {
+            PointSource::Raw => sqlx::query(concat!(
+                "SELECT series_id, ((extract(epoch FROM at) * 1000)::int8 / $4) * $4 AS ts,
+                        avg(value), min(value), max(value)
+                 FROM metric_samples
+                 WHERE series_id = ANY($1) AND at >= ",
+                ms!(2),
+                " AND at < ",
+                ms!(3),
+                " GROUP BY 1, 2 ORDER BY 1, 2"
+            ))
+            .bind(series)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(step_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read raw metric points"))?,
+            PointSource::Rollup => {
+                let watermark = self.rollup_watermark().await?;
+                sqlx::query(concat!(
+                    "WITH minutes AS (
+                         SELECT series_id, bucket, min, max, sum, count FROM metric_rollup_1m
+                         WHERE series_id = ANY($1) AND bucket >= ",
+                    ms!(2),
+                    " AND bucket < LEAST(",
+                    ms!(3),
+                    ", ",
+                    ms!(5),
+                    ")
+                       UNION ALL
+                         SELECT series_id, date_trunc('minute', at, 'UTC'), min(value), max(value), sum(value), count(*)
+                         FROM metric_samples
+                         WHERE series_id = ANY($1) AND at >= GREATEST(",
+                    ms!(2),
+                    ", ",
+                    ms!(5),
+                    ") AND at < ",
+                    ms!(3),
+                    " GROUP BY 1, 2
+                     )
+                     SELECT series_id, ((extract(epoch FROM bucket) * 1000)::int8 / $4) * $4 AS ts,
+                            sum(sum) / sum(count), min(min), max(max)
+                     FROM minutes GROUP BY 1, 2 ORDER BY 1, 2"
+                ))
+                .bind(series)
+                .bind(from_ms)
+                .bind(to_ms)
+                .bind(step_ms)
+                .bind(watermark)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::query("read rollup metric points"))?
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+            .collect())
+    }
+
+    /// Every minute before this time (ms) has been folded into the 1-minute rollup.
+    pub async fn rollup_watermark(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT (extract(epoch FROM watermark) * 1000)::int8 FROM metric_rollup_state WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::query("read rollup watermark"))
+    }
+
+    /// Folds closed minutes into the 1-minute rollup: from the watermark up to the last
+    /// minute that ended [`ROLLUP_FOLD_LAG_MS`] before `now_ms` (at most `max_minutes`), plus
+    /// up to `max_refold` minutes before the watermark that received late samples. Each
+    /// folded minute is computed whole from the raw samples, so folding again is harmless.
+    pub async fn fold_rollups(
+        &self,
+        now_ms: i64,
+        max_minutes: i64,
+        max_refold: i64,
+    ) -> Result<FoldSummary, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::query("begin rollup transaction"))?;
+        // The row lock makes operator replicas take turns.
+        let watermark: i64 = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM watermark) * 1000)::int8 FROM metric_rollup_state WHERE id = 1 FOR UPDATE",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::query("read rollup watermark"))?;
+        let target = (now_ms - ROLLUP_FOLD_LAG_MS).div_euclid(MINUTE_MS) * MINUTE_MS;
+        let new_watermark = target
+            .min(watermark + max_minutes.max(1) * MINUTE_MS)
+            .max(watermark);
+
+        // Minutes at or after the old watermark are covered by the range fold below.
+        let dirty: Vec<i64> = sqlx::query_scalar(concat!(
+            "DELETE FROM metric_rollup_dirty WHERE bucket IN (
+                 SELECT bucket FROM metric_rollup_dirty WHERE bucket < ",
+            ms!(1),
+            " ORDER BY bucket LIMIT $2)
+             RETURNING (extract(epoch FROM bucket) * 1000)::int8"
+        ))
+        .bind(new_watermark)
+        .bind(max_refold)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::query("take late rollup minutes"))?;
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        let mut refold: Vec<i64> = dirty.iter().copied().filter(|m| *m < watermark).collect();
+        refold.sort_unstable();
+        for minute in &refold {
+            match ranges.last_mut() {
+                Some((_, end)) if *end == *minute => *end += MINUTE_MS,
+                _ => ranges.push((*minute, minute + MINUTE_MS)),
+            }
+        }
+        if new_watermark > watermark {
+            ranges.push((watermark, new_watermark));
+        }
+        let mut rows = 0;
+        for (from, to) in ranges {
+            let done = sqlx::query(concat!(
+                "INSERT INTO metric_rollup_1m (series_id, bucket, min, max, sum, count)
+                 SELECT series_id, date_trunc('minute', at, 'UTC'), min(value), max(value), sum(value), count(*)
+                 FROM metric_samples WHERE at >= ",
+                ms!(1),
+                " AND at < ",
+                ms!(2),
+                " GROUP BY 1, 2
+                 ON CONFLICT (series_id, bucket) DO UPDATE SET
+                     min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum, count = EXCLUDED.count"
+            ))
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("fold metric rollups"))?;
+            rows += done.rows_affected();
+        }
+        sqlx::query(concat!(
+            "UPDATE metric_rollup_state SET watermark = ",
+            ms!(1),
+            " WHERE id = 1"
+        ))
+        .bind(new_watermark)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("move rollup watermark"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit rollup transaction"))?;
+        Ok(FoldSummary {
+            from_ms: watermark,
+            to_ms: new_watermark,
+            refolded: refold.len(),
+            rows,
+            more: new_watermark < target || dirty.len() as i64 >= max_refold,
+        })
+    }
+
+    /// Partitions of a table: (name, first day as days since the Unix epoch).
+    pub async fn partitions(&self, table: Partitioned) -> Result<Vec<(String, i64)>, StoreError> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = $1::regclass ORDER BY 1",
+        )
+        .bind(table.table())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list partitions"))?;
+        Ok(names
+            .into_iter()
+            .filter_map(|name| {
+                let day = name
+                    .strip_prefix(table.table())
+                    .and_then(|s| s.strip_prefix("_p"))
+                    .and_then(parse_day)?;
+                Some((name, day))
+            })
+            .collect())
+    }
+
+    /// Creates the partition of `table` for `day` (days since the Unix epoch) unless it
+    /// exists; true when it was created.
+    pub async fn create_partition(&self, table: Partitioned, day: i64) -> Result<bool, StoreError> {
+        let name = partition_name(table, day);
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::query("look up partition"))?;
+        if exists {
+            return Ok(false);
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table}
+             FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')",
+            table = table.table(),
+            from = day_string(day, "%Y-%m-%d"),
+            to = day_string(day + 1, "%Y-%m-%d"),
+        )))
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("create partition"))?;
+        Ok(true)
+    }
+
+    /// Drops the partitions of `table` whose day is before `first_kept_day`; returns their names.
+    pub async fn drop_partitions_before(
+        &self,
+        table: Partitioned,
+        first_kept_day: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut dropped = Vec::new();
+        for (name, day) in self.partitions(table).await? {
+            if day < first_kept_day {
+                // The name came from pg_class and matched our own pattern.
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::query("drop partition"))?;
+                dropped.push(name);
+            }
+        }
+        if !dropped.is_empty() && table == Partitioned::Samples {
+            sqlx::query(concat!(
+                "DELETE FROM metric_rollup_dirty WHERE bucket < ",
+                ms!(1)
+            ))
+            .bind(first_kept_day * DAY_MS)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query("prune late rollup minutes"))?;
+        }
+        Ok(dropped)
+    }
+
+    /// Forgets batch ids received before `before_ms`, at most `limit` rows; returns how many.
+    pub async fn prune_ingested_batches(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(concat!(
+            "DELETE FROM ingested_batches WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM ingested_batches WHERE received_at < ",
+            ms!(1),
+            " LIMIT $2))"
+        ))
+        .bind(before_ms)
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::query("prune ingested batches"))?;
+        Ok(done.rows_affected())
+    }
+}
+
+async fn merge_reports<'e>(
+    executor: impl PgExecutor<'e>,
+    reports: &[AgentReport],
+) -> Result<u64, StoreError> {
+    if reports.is_empty() {
+        return Ok(0);
+    }
+    let namespaces: Vec<&str> = reports.iter().map(|r| r.namespace.as_str()).collect();
+    let names: Vec<&str> = reports.iter().map(|r| r.name.as_str()).collect();
+    let uids: Vec<Uuid> = reports.iter().map(|r| r.uid).collect();
+    let agents: Vec<&Value> = reports.iter().map(|r| &r.agent).collect();
+    let fields: Vec<&Value> = reports.iter().map(|r| &r.fields).collect();
+    let done = sqlx::query(
+        "UPDATE objects o SET
+             status = o.status
+                 || jsonb_build_object('agent',
+                        CASE WHEN jsonb_typeof(o.status->'agent') = 'object' THEN o.status->'agent' ELSE '{}'::jsonb END
+                        || d.agent)
+                 || d.fields,
+             resource_version = nextval('object_resource_version')
+         FROM unnest($1::text[], $2::text[], $3::uuid[], $4::jsonb[], $5::jsonb[])
+              AS d(namespace, name, uid, agent, fields)
+         WHERE o.kind = 'Device' AND o.namespace = d.namespace AND o.name = d.name AND o.uid = d.uid",
+    )
+    .bind(&namespaces)
+    .bind(&names)
+    .bind(&uids)
+    .bind(&agents)
+    .bind(&fields)
+    .execute(executor)
+    .await
+    .map_err(StoreError::query("merge agent reports"))?;
+    Ok(done.rows_affected())
+}
+
+/// `metric_samples_p20261125` for the day 2026-11-25 (UTC).
+pub fn partition_name(table: Partitioned, day: i64) -> String {
+    format!("{}_p{}", table.table(), day_string(day, "%Y%m%d"))
+}
+
+/// Days since the Unix epoch of a UTC time in milliseconds.
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+fn day_string(day: i64, format: &str) -> String {
+    jiff::Timestamp::from_second(day * 86_400)
+        .map(|t| t.strftime(format).to_string())
+        .unwrap_or_default()
+}
+
+fn parse_day(s: &str) -> Option<i64> {
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let date = jiff::civil::Date::strptime("%Y%m%d", s).ok()?;
+    let ts = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    Some(ts.as_second().div_euclid(86_400))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip_days() {
+        let day = day_of(1_764_028_800_000); // 2025-11-25T00:00:00Z
+        assert_eq!(
+            partition_name(Partitioned::Samples, day),
+            "metric_samples_p20251125"
+        );
+        assert_eq!(parse_day("20251125"), Some(day));
+        assert_eq!(parse_day("2025112"), None);
+        assert_eq!(parse_day("20251340"), None);
+        assert_eq!(day_of(-1), -1);
+    }
+}
