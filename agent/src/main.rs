@@ -1,21 +1,85 @@
-//! `cdot-agent`: cdot-rmm endpoint agent: collects metrics and inventory and reports them to the operator.
-//!
-//! Only the command-line surface exists so far; the issues that build this binary fill it in.
+//! `cdot-agent`: the cdot-rmm endpoint agent. See the library crate for the parts.
+use std::time::Duration;
+
+use anyhow::Context;
+use cdot_agent::{
+    cli::{Cli, Command, LogFormat, RunArgs},
+    config::FileConfig,
+    enroll, run,
+};
 use clap::Parser;
 
-/// cdot-rmm endpoint agent: collects metrics and inventory and reports them to the operator.
-#[derive(Debug, Parser)]
-#[command(name = "cdot-agent", version, about, arg_required_else_help = true)]
-struct Cli {
-    /// URL of the cdot-rmm operator API.
-    #[arg(long, env = "CDOT_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let file = FileConfig::load(cli.config.as_deref())?;
+    let format = cli.log_format.or(match file.log_format.as_deref() {
+        Some("json") => Some(LogFormat::Json),
+        _ => None,
+    });
+    init_tracing(format.unwrap_or(LogFormat::Text));
+
+    match &cli.command {
+        Some(Command::Enroll(args)) => {
+            let opts = cli.enroll_options(args, &file)?;
+            let paths = cdot_agent::state::StatePaths::new(&opts.state_dir);
+            if paths.is_enrolled() && !args.force {
+                anyhow::bail!(
+                    "already enrolled ({} exists); use --force to enroll again",
+                    paths.identity().display()
+                );
+            }
+            let identity = enroll::enroll(opts).await?;
+            println!(
+                "enrolled as {}/{} ({})",
+                identity.namespace, identity.device_name, identity.device_uid
+            );
+            Ok(())
+        }
+        Some(Command::Run(args)) => run_agent(&cli, args, &file).await,
+        None => run_agent(&cli, &RunArgs::default(), &file).await,
+    }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    anyhow::bail!(
-        "cdot-agent is not implemented yet (server {}); see the project's open issues",
-        cli.server
-    )
+async fn run_agent(cli: &Cli, args: &RunArgs, file: &FileConfig) -> anyhow::Result<()> {
+    if args.once {
+        let batch = run::collect_once(Duration::from_secs(1), &[]).await?;
+        println!("{}", serde_json::to_string_pretty(&batch)?);
+        return Ok(());
+    }
+    let settings = cli.agent_settings(args, file);
+    let agent = run::Agent::new(settings).context("cannot start the agent")?;
+    agent.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
 }

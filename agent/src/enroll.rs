@@ -1,0 +1,452 @@
+//! Enrollment and certificate renewal.
+//!
+//! The agent makes its own key pair (the private key never leaves the host): ECDSA P-256
+//! and a CSR whose subject CN is the device name for mutual TLS, or an Ed25519 key whose
+//! public half is sent for JWT authentication. The enrollment request is trusted by a CA
+//! file, or by a pin (`sha256:HEX` of the DER of a certificate in the server's chain).
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use cdot_crds::wire::{EnrollRequest, EnrollResponse, RenewRequest};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rustls::{
+    DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
+    pki_types::{CertificateDer, ServerName, UnixTime},
+};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    AGENT_VERSION,
+    client::{self, AgentClient, ClientAuth, ClientError, RequestError},
+    jwt::{self, JwtSigner},
+    state::{AuthMode, Credentials, Identity, StateError, StatePaths},
+};
+
+/// How the enrollment request trusts the server.
+#[derive(Clone, Debug)]
+pub enum TrustAnchor {
+    /// CA certificate(s), PEM.
+    CaPem(String),
+    /// SHA-256 of the DER of one certificate of the presented chain.
+    Fingerprint([u8; 32]),
+}
+
+/// What `enroll` needs.
+#[derive(Clone, Debug)]
+pub struct EnrollOptions {
+    /// Base URL of the operator (`https://...`).
+    pub server: String,
+    /// The one-time enrollment token.
+    pub token: String,
+    /// Device name; default: the host name, made a valid RFC 1123 name.
+    pub device_name: Option<String>,
+    /// Namespace (client) expected; the operator refuses a token of another namespace.
+    pub namespace: Option<String>,
+    /// Trust for the enrollment connection.
+    pub trust: TrustAnchor,
+    /// Authentication mode after enrollment.
+    pub auth: AuthMode,
+    /// Where key, certificate and identity are stored.
+    pub state_dir: PathBuf,
+    /// Request timeout.
+    pub timeout: Duration,
+}
+
+/// Failure to enroll or renew.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// The fingerprint is not `sha256:` and 64 hex digits.
+    #[error("invalid CA fingerprint {input:?}: expected sha256:<64 hex digits>")]
+    Fingerprint {
+        /// What was given.
+        input: String,
+    },
+    /// Key or CSR generation failed.
+    #[error("failed to generate a key pair or CSR: {0}")]
+    Key(String),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The operator refused or could not be reached.
+    #[error("enrollment with {server} failed: {source}")]
+    Request {
+        /// The server.
+        server: String,
+        /// The cause.
+        #[source]
+        source: Box<RequestError>,
+    },
+    /// The operator's answer is not usable.
+    #[error("enrollment with {server}: {message}")]
+    Response {
+        /// The server.
+        server: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The state directory could not be written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The certificate could not be parsed.
+    #[error("cannot read certificate validity: {0}")]
+    Certificate(String),
+}
+
+/// Parses `sha256:HEX` (colons between bytes allowed, case-insensitive).
+pub fn parse_fingerprint(input: &str) -> Result<[u8; 32], EnrollError> {
+    let err = || EnrollError::Fingerprint {
+        input: input.to_owned(),
+    };
+    let hex_part = input
+        .strip_prefix("sha256:")
+        .or_else(|| input.strip_prefix("SHA256:"))
+        .ok_or_else(err)?;
+    let clean: String = hex_part.chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(clean).map_err(|_| err())?;
+    bytes.try_into().map_err(|_| err())
+}
+
+/// A fresh ECDSA P-256 key and a CSR with subject CN `common_name`: `(key_pem, csr_pem)`.
+pub fn make_csr(common_name: &str) -> Result<(String, String), EnrollError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| EnrollError::Key(e.to_string()))?;
+    let mut params = CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| EnrollError::Key(e.to_string()))?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    let csr = params
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| EnrollError::Key(e.to_string()))?;
+    Ok((key.serialize_pem(), csr))
+}
+
+/// The default device name: the host name as an RFC 1123 subdomain (lowercase; other
+/// characters become `-`).
+pub fn default_device_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| sysinfo::System::host_name().ok())
+        .unwrap_or_default();
+    let name = dns_name(&host);
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// Lowercases and replaces what an RFC 1123 subdomain cannot hold by `-`.
+pub fn dns_name(input: &str) -> String {
+    let mapped: String = input
+        .trim()
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    let labels: Vec<&str> = mapped
+        .split('.')
+        .map(|l| l.trim_matches('-'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut name = labels.join(".");
+    name.truncate(253);
+    name.trim_end_matches(['-', '.']).to_owned()
+}
+
+/// Enrolls: makes a key pair, sends the [`EnrollRequest`], stores what the operator
+/// returned in the state directory, and returns the identity.
+pub async fn enroll(opts: EnrollOptions) -> Result<Identity, EnrollError> {
+    let device_name = opts.device_name.clone().unwrap_or_else(default_device_name);
+    let (key_pem, request) = match opts.auth {
+        AuthMode::Mtls => {
+            let (key_pem, csr_pem) = make_csr(&device_name)?;
+            (
+                key_pem,
+                EnrollRequest {
+                    token: opts.token.clone(),
+                    device_name: device_name.clone(),
+                    namespace: opts.namespace.clone(),
+                    csr_pem: Some(csr_pem),
+                    jwt_public_key: None,
+                    agent_version: AGENT_VERSION.to_owned(),
+                },
+            )
+        }
+        AuthMode::Jwt => {
+            let der = jwt::generate_pkcs8().map_err(|e| EnrollError::Key(e.to_string()))?;
+            let signer =
+                JwtSigner::from_pkcs8(&der, "").map_err(|e| EnrollError::Key(e.to_string()))?;
+            (
+                crate::state::pem_encode(jwt::PEM_LABEL, &der),
+                EnrollRequest {
+                    token: opts.token.clone(),
+                    device_name: device_name.clone(),
+                    namespace: opts.namespace.clone(),
+                    csr_pem: None,
+                    jwt_public_key: Some(signer.public_key_b64()),
+                    agent_version: AGENT_VERSION.to_owned(),
+                },
+            )
+        }
+    };
+
+    let client = match &opts.trust {
+        TrustAnchor::CaPem(pem) => {
+            AgentClient::new(&opts.server, pem, ClientAuth::None, opts.timeout)?
+        }
+        TrustAnchor::Fingerprint(pin) => {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| EnrollError::Key(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                    pin: *pin,
+                    provider,
+                }))
+                .with_no_client_auth();
+            let http = client::base_builder(opts.timeout)
+                .use_preconfigured_tls(tls)
+                .build()
+                .map_err(ClientError::Build)?;
+            AgentClient::with_http(&opts.server, http, None)?
+        }
+    };
+    let url = client.url("enroll");
+    let response = post_enroll(&client, &url, &request)
+        .await
+        .map_err(|source| EnrollError::Request {
+            server: opts.server.clone(),
+            source: Box::new(source),
+        })?;
+
+    let bad = |message: String| EnrollError::Response {
+        server: opts.server.clone(),
+        message,
+    };
+    if crate::state::pem_decode_all("CERTIFICATE", &response.ca_pem).is_empty() {
+        return Err(bad("caPem holds no certificate".into()));
+    }
+    let cert_pem = match opts.auth {
+        AuthMode::Mtls => Some(
+            response
+                .certificate_pem
+                .clone()
+                .ok_or_else(|| bad("no certificatePem in the answer to a CSR".into()))?,
+        ),
+        AuthMode::Jwt => None,
+    };
+    let identity = Identity {
+        namespace: response.namespace,
+        device_name: response.device_name,
+        device_uid: response.device_uid,
+        server: opts.server.trim_end_matches('/').to_owned(),
+        auth: opts.auth,
+    };
+    let creds = Credentials {
+        identity: identity.clone(),
+        key_pem,
+        cert_pem,
+        ca_pem: response.ca_pem,
+    };
+    // The stored credentials must make a working client.
+    AgentClient::from_credentials(&creds, opts.timeout)?;
+    StatePaths::new(&opts.state_dir).save_enrollment(&creds, &response.config)?;
+    tracing::info!(
+        namespace = %identity.namespace,
+        device = %identity.device_name,
+        uid = %identity.device_uid,
+        auth = %identity.auth,
+        state_dir = %opts.state_dir.display(),
+        "enrolled"
+    );
+    Ok(identity)
+}
+
+async fn post_enroll(
+    client: &AgentClient,
+    url: &str,
+    request: &EnrollRequest,
+) -> Result<EnrollResponse, RequestError> {
+    client.post_json::<_, EnrollResponse>(url, request).await
+}
+
+/// Seconds of validity: `(not_before, not_after)` of the first certificate in `pem`.
+pub fn certificate_validity(pem: &str) -> Result<(i64, i64), EnrollError> {
+    let der = crate::state::pem_decode_all("CERTIFICATE", pem)
+        .into_iter()
+        .next()
+        .ok_or_else(|| EnrollError::Certificate("no CERTIFICATE block in PEM".into()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| EnrollError::Certificate(e.to_string()))?;
+    let v = cert.validity();
+    Ok((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
+/// Whether less than a third of the certificate's lifetime remains at `now` (Unix s).
+pub fn renewal_due(cert_pem: &str, now: i64) -> Result<bool, EnrollError> {
+    let (not_before, not_after) = certificate_validity(cert_pem)?;
+    let lifetime = (not_after - not_before).max(0);
+    Ok(not_after - now < lifetime / 3)
+}
+
+/// Renews the client certificate over mutual TLS: a new key and CSR, `POST
+/// /v1/agent/renew`, then key and certificate are replaced as a pair. Returns the new
+/// credentials (build a new client from them).
+pub async fn renew(
+    paths: &StatePaths,
+    creds: &Credentials,
+    client: &AgentClient,
+) -> Result<Credentials, EnrollError> {
+    let (key_pem, csr_pem) = make_csr(&creds.identity.device_name)?;
+    let response = client
+        .renew(&RenewRequest { csr_pem })
+        .await
+        .map_err(|source| EnrollError::Request {
+            server: creds.identity.server.clone(),
+            source: Box::new(source),
+        })?;
+    certificate_validity(&response.certificate_pem)?;
+    paths.replace_key_and_cert(&key_pem, &response.certificate_pem)?;
+    tracing::info!(expiry = %response.certificate_expiry, "client certificate renewed");
+    Ok(Credentials {
+        key_pem,
+        cert_pem: Some(response.certificate_pem),
+        ..creds.clone()
+    })
+}
+
+/// Accepts the server's chain only if one of its certificates has the pinned SHA-256.
+/// Handshake signatures are still verified, so the server must hold the pinned key.
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    /// SHA-256 of a certificate's DER.
+    pub pin: [u8; 32],
+    /// Signature algorithms.
+    pub provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let matches = std::iter::once(end_entity)
+            .chain(intermediates)
+            .any(|c| Sha256::digest(c.as_ref())[..] == self.pin[..]);
+        if matches {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "no certificate in the server's chain has the pinned fingerprint sha256:{}",
+                hex::encode(self.pin)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_become_dns_names() {
+        assert_eq!(dns_name("Web_01.Example.COM\n"), "web-01.example.com");
+        assert_eq!(dns_name("-x-..y"), "x.y");
+        assert!(!default_device_name().is_empty());
+    }
+
+    #[test]
+    fn fingerprints_parse() {
+        let hex64 = "ab".repeat(32);
+        assert_eq!(
+            parse_fingerprint(&format!("sha256:{hex64}")).expect("ok"),
+            [0xab; 32]
+        );
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(
+            parse_fingerprint(&format!("sha256:{colons}")).expect("ok"),
+            [0xab; 32]
+        );
+        assert!(parse_fingerprint(&hex64).is_err());
+        assert!(parse_fingerprint("sha256:abcd").is_err());
+        assert!(parse_fingerprint(&format!("sha256:{}", "zz".repeat(32))).is_err());
+    }
+
+    #[test]
+    fn csr_has_device_name_as_cn_and_key_is_pkcs8() {
+        use x509_parser::prelude::FromDer;
+        let (key_pem, csr_pem) = make_csr("web-1").expect("csr");
+        assert!(key_pem.contains("BEGIN PRIVATE KEY"));
+        let der = crate::state::pem_decode_all("CERTIFICATE REQUEST", &csr_pem)
+            .pop()
+            .expect("csr pem");
+        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+            .expect("parse");
+        let cn = csr
+            .certification_request_info
+            .subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok());
+        assert_eq!(cn, Some("web-1"));
+        csr.verify_signature().expect("self-signed CSR verifies");
+    }
+
+    #[test]
+    fn renewal_is_due_in_the_last_third() {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut params = CertificateParams::new(vec!["x".to_owned()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2030, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2030, 1, 31); // 30 days
+        let pem = params.self_signed(&key).expect("cert").pem();
+        let (nb, na) = certificate_validity(&pem).expect("validity");
+        assert_eq!(na - nb, 30 * 86400);
+        assert!(!renewal_due(&pem, nb + 19 * 86400).expect("due"));
+        assert!(renewal_due(&pem, nb + 21 * 86400).expect("due"));
+        assert!(renewal_due(&pem, na + 1).expect("due"));
+    }
+}

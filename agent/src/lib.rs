@@ -1,0 +1,24 @@
+//! `cdot-agent`: the cdot-rmm endpoint agent.
+//!
+//! It collects host metrics ([`sources::host_metrics`]) and inventory
+//! ([`sources::inventory`]), enrolls with the operator ([`enroll`]), and reports over mutual
+//! TLS or signed JWTs ([`client`], [`jwt`]). Every metrics batch is written to the on-disk
+//! [`spool`] before it is sent and removed only when the operator acknowledges it, so an
+//! operator outage or a restart loses nothing. [`run::Agent`] is the service loop.
+//!
+//! The modules are public so that end-to-end tests and load generators can drive the same
+//! code the binary runs.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod enroll;
+pub mod jwt;
+pub mod run;
+pub mod sources;
+pub mod spool;
+pub mod state;
+
+/// Version of this agent, sent in every report.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,3 @@
+//! Data sources: one folder per component.
+pub mod host_metrics;
+pub mod inventory;
