@@ -151,7 +151,7 @@ impl Default for AgentSettings {
 }
 
 fn default_metrics_interval() -> String {
-    "60s".into()
+    "10s".into()
 }
 fn default_inventory_interval() -> String {
     "6h".into()
@@ -163,7 +163,7 @@ fn default_snmp_port() -> u16 {
     161
 }
 fn default_poll_interval() -> String {
-    "60s".into()
+    "10s".into()
 }
 fn default_snmp_timeout() -> String {
     "2s".into()
@@ -675,7 +675,7 @@ mod tests {
         else {
             panic!("not a resource")
         };
-        assert_eq!(o.spec["agent"]["metricsInterval"], "60s");
+        assert_eq!(o.spec["agent"]["metricsInterval"], "10s");
         assert_eq!(o.spec["snmp"]["port"], 161);
         assert_eq!(o.spec["snmp"]["version"], "V2c");
     }

@@ -22,7 +22,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control plane from a directory of YAML manifests (a git checkout), no cluster needed.
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
     /// Manage API tokens for people and the console.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -42,6 +42,8 @@ pub struct StandaloneArgs {
     pub server: ServerArgs,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub timeseries: crate::jobs::TimeseriesArgs,
     /// How often the manifests are re-read even without a file-system event.
     #[arg(long, env = "CDOT_RESYNC_INTERVAL", value_parser = parse_duration, default_value = "30s")]
     pub resync_interval: Duration,

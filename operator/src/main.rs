@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cdot_operator::telemetry::init(cli.log_format)?;
     match cli.command {
-        Command::Standalone(args) => cdot_operator::standalone::run(args).await,
+        Command::Standalone(args) => cdot_operator::standalone::run(*args).await,
         Command::Token(cmd) => cdot_operator::token::run(cmd),
     }
 }

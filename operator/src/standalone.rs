@@ -14,6 +14,8 @@ use crate::{
     api::agent::AgentPki,
     api::{self, AppState, TokenIndex},
     cli::{ServerArgs, StandaloneArgs},
+    ingest::Ingest,
+    jobs,
     metrics::{Metrics, ResultLabels},
     pki::Authority,
     reconcile,
@@ -82,6 +84,12 @@ async fn serve(
         authority,
         certificate_validity: args.server.agent_certificate_validity,
     }));
+    state.ingest = Ingest::new(args.timeseries.ingest_config());
+    jobs::prepare(&store, &metrics, &args.timeseries)
+        .await
+        .context("failed to prepare the metrics partitions")?;
+    let (jobs_stop, jobs_shutdown) = watch::channel(false);
+    let jobs = jobs::spawn(&state, &args.timeseries, jobs_shutdown);
     let servers = start_servers(&args.server, state.clone(), agent_tls).await?;
 
     let dirs = args.manifests.clone();
@@ -121,6 +129,11 @@ async fn serve(
     }
     for (_, task) in servers {
         task.await.context("HTTP server task failed")??;
+    }
+    // Requests are done: the writers commit what is queued, the flusher writes last reports.
+    let _ = jobs_stop.send(true);
+    for job in jobs {
+        let _ = job.await;
     }
     store.pool().close().await;
     tracing::info!("stopped");

@@ -36,13 +36,18 @@ pub async fn run(
 
 /// Waits for one job, then takes whatever else is queued, up to the group's sample cap.
 async fn next_group(ingest: &Ingest, shutdown: &mut watch::Receiver<bool>) -> Option<Vec<Job>> {
-    let mut rx = ingest.inner.rx.lock().await;
+    // While one writer waits for the queue, the others wait for it; on shutdown a writer
+    // that cannot get the queue at once leaves the draining to the one that has it.
+    let mut rx = tokio::select! {
+        rx = ingest.inner.rx.lock() => rx,
+        () = stopped(shutdown) => ingest.inner.rx.try_lock().ok()?,
+    };
     let first = if *shutdown.borrow() {
         rx.try_recv().ok()?
     } else {
         tokio::select! {
             job = rx.recv() => job?,
-            _ = shutdown.changed() => rx.try_recv().ok()?,
+            () = stopped(shutdown) => rx.try_recv().ok()?,
         }
     };
     let max = ingest.config().max_group_samples;
@@ -58,6 +63,11 @@ async fn next_group(ingest: &Ingest, shutdown: &mut watch::Receiver<bool>) -> Op
         }
     }
     Some(group)
+}
+
+/// Returns once shutdown is requested or its sender is gone.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Commits a group and acknowledges each of its requests. When the group transaction fails,

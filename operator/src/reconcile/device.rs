@@ -185,8 +185,8 @@ mod tests {
 
     #[test]
     fn the_interval_comes_from_the_spec_or_the_agent_default() {
-        // Spec default for an agent section is 60s: 2 minutes is fine, 3m01s is not.
-        let spec = json!({ "class": "Server", "agent": {} });
+        // With 60s, 2 minutes of silence is fine, 3m01s is not.
+        let spec = json!({ "class": "Server", "agent": { "metricsInterval": "60s" } });
         assert_eq!(
             reporting("2026-11-25T09:58:20Z", spec.clone()).ready.0,
             ConditionStatus::True

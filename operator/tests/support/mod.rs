@@ -122,6 +122,33 @@ pub fn create_token(
         .to_owned()
 }
 
+/// Creates a 100-use enrollment token with `cdot-operator token create --type enrollment`.
+pub fn create_enrollment_token(dir: &Path, name: &str, namespace: &str) -> String {
+    let output = Command::new(operator_bin())
+        .args([
+            "token",
+            "create",
+            "--type",
+            "enrollment",
+            "--quiet",
+            "--max-uses",
+            "100",
+        ])
+        .args(["--name", name, "--namespace", namespace, "--out-dir"])
+        .arg(dir)
+        .output()
+        .expect("run token create");
+    assert!(
+        output.status.success(),
+        "token create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
+}
+
 /// A running `cdot-operator standalone`; interrupted (SIGINT) and reaped on drop.
 pub struct Operator {
     child: Option<Child>,
@@ -141,10 +168,29 @@ impl Operator {
         extra: &[&str],
         log_dir: &Path,
     ) -> Self {
-        let port = free_port();
-        let log = log_dir.join(format!("operator-{port}.log"));
+        Self::start_at(
+            (free_port(), free_port()),
+            manifests,
+            database_url,
+            extra,
+            log_dir,
+        )
+        .await
+    }
+
+    /// Starts on given (API, agent API) ports, e.g. to restart where agents expect it.
+    pub async fn start_at(
+        (port, agent_port): (u16, u16),
+        manifests: &[&Path],
+        database_url: Option<&str>,
+        extra: &[&str],
+        log_dir: &Path,
+    ) -> Self {
+        let log = log_dir.join(format!(
+            "operator-{port}-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
         let mut command = Command::new(operator_bin());
-        let agent_port = free_port();
         command
             .arg("standalone")
             .arg("--listen")
@@ -218,6 +264,17 @@ impl Operator {
         }
     }
 
+    /// The (API, agent API) ports.
+    pub fn ports(&self) -> (u16, u16) {
+        let port = |base: &str| {
+            base.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_default()
+        };
+        (port(&self.base), port(&self.agent_base))
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -281,4 +338,21 @@ where
 
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// A binary of another workspace package (`cdot-agent`), built next to this test's own.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run the tests with `cargo nextest run --workspace` or `cargo build -p {name}`",
+        path.display()
+    );
+    path
 }

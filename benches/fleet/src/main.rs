@@ -1,0 +1,357 @@
+//! `cdot-fleet-load`: enrolls N simulated agents and has each report a metrics batch every
+//! interval over its own mutual-TLS connection, like a real fleet. Prints throughput,
+//! ingest latency percentiles and errors; the operator's own counters give stored samples.
+//!
+//! ```text
+//! cdot-fleet-load --server https://127.0.0.1:8443 --ca-cert /var/lib/cdot-rmm/agent-ca.crt \
+//!     --token $ENROLL_TOKEN --agents 10000 --interval 10s --duration 300s \
+//!     --metrics-url http://127.0.0.1:8080/metrics
+//! ```
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use cdot_crds::wire::{EnrollRequest, EnrollResponse, MetricsBatch, Sample};
+use clap::Parser;
+use futures::{StreamExt, stream};
+use hdrhistogram::Histogram;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cdot-fleet-load",
+    about = "Simulated agent fleet for cdot-rmm ingest benchmarks"
+)]
+struct Args {
+    /// Agent API of the operator.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    server: String,
+    /// The operator's agent CA certificate (PEM).
+    #[arg(long)]
+    ca_cert: std::path::PathBuf,
+    /// Enrollment token allowing at least --agents uses.
+    #[arg(long, env = "CDOT_ENROLL_TOKEN")]
+    token: String,
+    /// Number of simulated agents.
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// Reporting interval of every agent.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    interval: Duration,
+    /// How long to report after all agents enrolled.
+    #[arg(long, value_parser = parse_duration, default_value = "300s")]
+    duration: Duration,
+    /// Samples per batch (at most 60 distinct series are generated, then repeated in time).
+    #[arg(long, default_value_t = 60)]
+    samples: usize,
+    /// Parallel enrollments.
+    #[arg(long, default_value_t = 64)]
+    enroll_concurrency: usize,
+    /// Device name prefix.
+    #[arg(long, default_value = "load")]
+    prefix: String,
+    /// The operator's Prometheus endpoint, to read how many samples it stored.
+    #[arg(long)]
+    metrics_url: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    cdot_crds::common::parse_duration(s)
+}
+
+struct Agent {
+    client: reqwest::Client,
+}
+
+#[derive(Default)]
+struct Stats {
+    ok: u64,
+    samples: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let ca_pem = std::fs::read(&args.ca_cert)
+        .with_context(|| format!("failed to read {}", args.ca_cert.display()))?;
+    let ca = reqwest::Certificate::from_pem(&ca_pem)?;
+
+    let started = Instant::now();
+    let agents: Vec<Agent> = stream::iter(0..args.agents)
+        .map(|i| enroll(&args, ca.clone(), i))
+        .buffer_unordered(args.enroll_concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    println!(
+        "enrolled {} agents in {:.1} s",
+        agents.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let stored_before = scrape_stored(&args).await;
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let deadline = Instant::now() + args.duration;
+    let spread = args.interval.as_secs_f64() / args.agents.max(1) as f64;
+    let mut tasks = Vec::with_capacity(agents.len());
+    for (i, agent) in agents.into_iter().enumerate() {
+        let (histogram, stats) = (histogram.clone(), stats.clone());
+        let (interval, samples) = (args.interval, args.samples);
+        let offset = Duration::from_secs_f64(spread * i as f64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let url = format!("{}/v1/agent/metrics", agent_url_base());
+            loop {
+                ticker.tick().await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let body = batch_body(samples);
+                let sent = Instant::now();
+                let result = agent
+                    .client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("content-encoding", "gzip")
+                    .body(body)
+                    .send()
+                    .await;
+                let micros = sent.elapsed().as_micros() as u64;
+                let outcome = match result {
+                    Ok(response) if response.status().is_success() => Ok(()),
+                    Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
+                    Err(e) if e.is_timeout() => Err("timeout".to_owned()),
+                    Err(e) if e.is_connect() => Err("connect".to_owned()),
+                    Err(_) => Err("other".to_owned()),
+                };
+                let mut stats = stats
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match outcome {
+                    Ok(()) => {
+                        stats.ok += 1;
+                        stats.samples += samples as u64;
+                        let _ = histogram
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .record(micros.max(1));
+                    }
+                    Err(kind) => *stats.errors.entry(kind).or_default() += 1,
+                }
+            }
+        }));
+    }
+    report_progress(&stats, &histogram, deadline).await;
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = args.duration.as_secs_f64();
+    let stored_after = scrape_stored(&args).await;
+
+    let stats = stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let histogram = histogram
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "== cdot-fleet-load: {} agents, {} samples every {:?}, {:.0} s ==",
+        args.agents, args.samples, args.interval, elapsed
+    );
+    println!(
+        "batches acknowledged: {} ({:.0}/s)",
+        stats.ok,
+        stats.ok as f64 / elapsed
+    );
+    println!(
+        "samples acknowledged: {} ({:.0}/s)",
+        stats.samples,
+        stats.samples as f64 / elapsed
+    );
+    if let (Some(before), Some(after)) = (stored_before, stored_after) {
+        println!(
+            "samples stored by the operator: {:.0} ({:.0}/s)",
+            after - before,
+            (after - before) / elapsed
+        );
+    }
+    println!(
+        "ingest latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        histogram.max() as f64 / 1000.0
+    );
+    let errors: u64 = stats.errors.values().sum();
+    println!("errors: {errors} {:?}", stats.errors);
+    if errors > 0 {
+        bail!("{errors} requests failed");
+    }
+    Ok(())
+}
+
+/// The URL is the same for every agent; kept in a static so tasks need not clone it.
+static AGENT_BASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn agent_url_base() -> &'static str {
+    AGENT_BASE.get().map_or("", String::as_str)
+}
+
+async fn enroll(args: &Args, ca: reqwest::Certificate, index: usize) -> anyhow::Result<Agent> {
+    let _ = AGENT_BASE.set(args.server.trim_end_matches('/').to_owned());
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .pem()?;
+    let anonymous = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca.clone())
+        .build()?;
+    let request = EnrollRequest {
+        token: args.token.clone(),
+        device_name: format!("{}-{index:05}", args.prefix),
+        namespace: None,
+        csr_pem: Some(csr),
+        jwt_public_key: None,
+        agent_version: "fleet-load".into(),
+    };
+    let response = anonymous
+        .post(format!("{}/v1/agent/enroll", agent_url_base()))
+        .json(&request)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "enrollment of agent {index} failed: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let enrolled: EnrollResponse = response.json().await?;
+    let cert = enrolled
+        .certificate_pem
+        .context("no certificate in the enrollment response")?;
+    let identity =
+        reqwest::Identity::from_pem(format!("{cert}{}", key.serialize_pem()).as_bytes())?;
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .identity(identity)
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    Ok(Agent { client })
+}
+
+/// A gzip-compressed batch of realistic host metrics with valid catalogue labels.
+fn batch_body(samples: usize) -> Vec<u8> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut series: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("cpu", vec![]),
+        ("memory", vec![]),
+        ("memoryUsedBytes", vec![]),
+        ("swap", vec![]),
+        ("swapUsedBytes", vec![]),
+        ("load1", vec![]),
+        ("load5", vec![]),
+        ("load15", vec![]),
+        ("uptime", vec![]),
+        ("processes", vec![]),
+    ];
+    series.extend((0..8).map(|c| ("cpuCore", vec![("core", c.to_string())])));
+    for mount in ["/", "/var", "/home", "/srv"] {
+        series.push(("disk", vec![("mount", mount.to_owned())]));
+        series.push(("diskUsedBytes", vec![("mount", mount.to_owned())]));
+    }
+    for device in ["sda", "sdb"] {
+        series.push(("diskReadBytes", vec![("device", device.to_owned())]));
+        series.push(("diskWriteBytes", vec![("device", device.to_owned())]));
+    }
+    for interface in ["eth0", "eth1", "eth2", "wlan0", "lo"] {
+        for metric in [
+            "networkIn",
+            "networkOut",
+            "networkPacketsIn",
+            "networkPacketsOut",
+            "networkErrors",
+            "networkDrops",
+        ] {
+            series.push((metric, vec![("interface", interface.to_owned())]));
+        }
+    }
+    let samples: Vec<Sample> = (0..samples)
+        .map(|i| {
+            let (name, labels) = &series[i % series.len()];
+            let round = (i / series.len()) as i64;
+            Sample {
+                t: now - round * 1000,
+                n: (*name).to_owned(),
+                l: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+                v: (now % 1000) as f64 / 10.0 + i as f64,
+            }
+        })
+        .collect();
+    let batch = MetricsBatch {
+        batch_id: uuid::Uuid::new_v4(),
+        agent_version: "fleet-load".into(),
+        samples,
+    };
+    let json = serde_json::to_vec(&batch).unwrap_or_default();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = encoder.write_all(&json);
+    encoder.finish().unwrap_or_default()
+}
+
+async fn report_progress(
+    stats: &Mutex<Stats>,
+    histogram: &Mutex<Histogram<u64>>,
+    deadline: Instant,
+) {
+    let mut last = (Instant::now(), 0u64);
+    while Instant::now() < deadline {
+        tokio::time::sleep(
+            Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        let (ok, errors) = {
+            let stats = stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (stats.ok, stats.errors.values().sum::<u64>())
+        };
+        let p99 = histogram
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .value_at_quantile(0.99) as f64
+            / 1000.0;
+        let rate = (ok - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        println!("  {rate:.0} batches/s, p99 so far {p99:.1} ms, errors {errors}");
+        last = (Instant::now(), ok);
+    }
+}
+
+/// `cdot_ingest_samples_total` from the operator's metrics, when given.
+async fn scrape_stored(args: &Args) -> Option<f64> {
+    let url = args.metrics_url.as_ref()?;
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    text.lines()
+        .filter(|l| l.starts_with("cdot_ingest_samples_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
