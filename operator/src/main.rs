@@ -3,6 +3,11 @@ use clap::Parser;
 
 use cdot_operator::cli::{Cli, Command};
 
+/// glibc's allocator spent a quarter of the ingest path's CPU in `malloc`/`free` under a
+/// 4,000-agent load (perf); mimalloc keeps per-thread free lists.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -41,9 +41,13 @@ struct Args {
     /// Reporting interval of every agent.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     interval: Duration,
-    /// How long to report after all agents enrolled.
+    /// How long to measure, after the warm-up.
     #[arg(long, value_parser = parse_duration, default_value = "300s")]
     duration: Duration,
+    /// Reporting before the measurement starts: every agent connects (a TLS handshake each)
+    /// and the operator's caches fill. Reported separately, not part of the figures.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    warmup: Duration,
     /// Samples per batch (at most 60 distinct series are generated, then repeated in time).
     #[arg(long, default_value_t = 60)]
     samples: usize,
@@ -66,11 +70,56 @@ struct Agent {
     client: reqwest::Client,
 }
 
-#[derive(Default)]
 struct Stats {
     ok: u64,
     samples: u64,
     errors: BTreeMap<String, u64>,
+    /// Latency of the measured period, in microseconds.
+    latency: Histogram<u64>,
+    /// Latency since the last progress line.
+    window: Histogram<u64>,
+    window_errors: u64,
+    warmup_ok: u64,
+    warmup_errors: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            ok: 0,
+            samples: 0,
+            errors: BTreeMap::new(),
+            latency: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+            window: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+            window_errors: 0,
+            warmup_ok: 0,
+            warmup_errors: BTreeMap::new(),
+        })
+    }
+
+    fn record(&mut self, measured: bool, micros: u64, samples: usize, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => {
+                let _ = self.window.record(micros.max(1));
+                if measured {
+                    self.ok += 1;
+                    self.samples += samples as u64;
+                    let _ = self.latency.record(micros.max(1));
+                } else {
+                    self.warmup_ok += 1;
+                }
+            }
+            Err(kind) => {
+                self.window_errors += 1;
+                let errors = if measured {
+                    &mut self.errors
+                } else {
+                    &mut self.warmup_errors
+                };
+                *errors.entry(kind).or_default() += 1;
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -94,16 +143,14 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let stored_before = scrape_stored(&args).await;
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
-    let stats = Arc::new(Mutex::new(Stats::default()));
-    let deadline = Instant::now() + args.duration;
+    let stats = Arc::new(Mutex::new(Stats::new()?));
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let deadline = measure_from + args.duration;
     let spread = args.interval.as_secs_f64() / args.agents.max(1) as f64;
     let mut tasks = Vec::with_capacity(agents.len());
     for (i, agent) in agents.into_iter().enumerate() {
-        let (histogram, stats) = (histogram.clone(), stats.clone());
+        let stats = stats.clone();
         let (interval, samples) = (args.interval, args.samples);
         let offset = Duration::from_secs_f64(spread * i as f64);
         tasks.push(tokio::spawn(async move {
@@ -113,11 +160,11 @@ async fn main() -> anyhow::Result<()> {
             let url = format!("{}/v1/agent/metrics", agent_url_base());
             loop {
                 ticker.tick().await;
-                if Instant::now() >= deadline {
+                let sent = Instant::now();
+                if sent >= deadline {
                     break;
                 }
                 let body = batch_body(samples);
-                let sent = Instant::now();
                 let result = agent
                     .client
                     .post(&url)
@@ -134,24 +181,22 @@ async fn main() -> anyhow::Result<()> {
                     Err(e) if e.is_connect() => Err("connect".to_owned()),
                     Err(_) => Err("other".to_owned()),
                 };
-                let mut stats = stats
+                let measured = sent >= measure_from;
+                stats
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match outcome {
-                    Ok(()) => {
-                        stats.ok += 1;
-                        stats.samples += samples as u64;
-                        let _ = histogram
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .record(micros.max(1));
-                    }
-                    Err(kind) => *stats.errors.entry(kind).or_default() += 1,
-                }
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .record(measured, micros, samples, outcome);
             }
         }));
     }
-    report_progress(&stats, &histogram, deadline).await;
+    let progress = tokio::spawn({
+        let stats = stats.clone();
+        async move { report_progress(&stats, deadline).await }
+    });
+    tokio::time::sleep_until(measure_from.into()).await;
+    println!("warm-up done; measuring for {:?}", args.duration);
+    let stored_before = scrape_stored(&args).await;
+    let _ = progress.await;
     for task in tasks {
         let _ = task.await;
     }
@@ -161,13 +206,15 @@ async fn main() -> anyhow::Result<()> {
     let stats = stats
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let histogram = histogram
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let histogram = &stats.latency;
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "== cdot-fleet-load: {} agents, {} samples every {:?}, {:.0} s ==",
-        args.agents, args.samples, args.interval, elapsed
+        "== cdot-fleet-load: {} agents, {} samples every {:?}, measured {:.0} s after a {:?} warm-up ==",
+        args.agents, args.samples, args.interval, elapsed, args.warmup
+    );
+    println!(
+        "warm-up: {} batches acknowledged, errors {:?}",
+        stats.warmup_ok, stats.warmup_errors
     );
     println!(
         "batches acknowledged: {} ({:.0}/s)",
@@ -318,31 +365,29 @@ fn batch_body(samples: usize) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
-async fn report_progress(
-    stats: &Mutex<Stats>,
-    histogram: &Mutex<Histogram<u64>>,
-    deadline: Instant,
-) {
-    let mut last = (Instant::now(), 0u64);
+async fn report_progress(stats: &Mutex<Stats>, deadline: Instant) {
+    let mut last = Instant::now();
     while Instant::now() < deadline {
         tokio::time::sleep(
             Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())),
         )
         .await;
-        let (ok, errors) = {
-            let stats = stats
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            (stats.ok, stats.errors.values().sum::<u64>())
-        };
-        let p99 = histogram
+        let mut stats = stats
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .value_at_quantile(0.99) as f64
-            / 1000.0;
-        let rate = (ok - last.1) as f64 / last.0.elapsed().as_secs_f64();
-        println!("  {rate:.0} batches/s, p99 so far {p99:.1} ms, errors {errors}");
-        last = (Instant::now(), ok);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let window = &stats.window;
+        let ms = |v: u64| v as f64 / 1000.0;
+        println!(
+            "  {:.0} batches/s, latency ms p50 {:.1} p99 {:.1} max {:.1}, errors {}",
+            window.len() as f64 / last.elapsed().as_secs_f64(),
+            ms(window.value_at_quantile(0.5)),
+            ms(window.value_at_quantile(0.99)),
+            ms(window.max()),
+            stats.window_errors,
+        );
+        stats.window.reset();
+        stats.window_errors = 0;
+        last = Instant::now();
     }
 }
 

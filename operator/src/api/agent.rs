@@ -183,7 +183,9 @@ async fn enroll_checked(
         )
         .await?
     {
-        Some(device) => agent_config(&device.spec),
+        Some(device) => serde_json::from_value::<DeviceSpec>(device.spec)
+            .map(|spec| crate::reconcile::device::agent_config(&spec))
+            .unwrap_or_default(),
         None => AgentConfig::default(),
     };
     Ok(EnrollResponse {
@@ -220,25 +222,6 @@ fn enrollment_error(error: EnrollmentError<PkiError>) -> ApiError {
         ),
         EnrollmentError::Credentials(e) => ApiError::internal(&e),
         EnrollmentError::Store(e) => ApiError::internal(&e),
-    }
-}
-
-/// The agent settings a Device's spec asks for.
-pub fn agent_config(spec: &serde_json::Value) -> AgentConfig {
-    let defaults = AgentConfig::default();
-    let Ok(spec) = serde_json::from_value::<DeviceSpec>(spec.clone()) else {
-        return defaults;
-    };
-    let Some(agent) = spec.agent else {
-        return defaults;
-    };
-    let secs = |s: &str, default: u64| {
-        cdot_crds::common::parse_duration(s).map_or(default, |d| d.as_secs().max(1))
-    };
-    AgentConfig {
-        metrics_interval_secs: secs(&agent.metrics_interval, defaults.metrics_interval_secs),
-        inventory_interval_secs: secs(&agent.inventory_interval, defaults.inventory_interval_secs),
-        monitored_services: agent.monitored_services,
     }
 }
 
@@ -370,17 +353,5 @@ mod tests {
             .expect("ok"),
             Some(vec![7u8; 32])
         );
-    }
-
-    #[test]
-    fn agent_config_follows_the_device_spec() {
-        let spec = serde_json::json!({ "class": "Server", "agent": { "metricsInterval": "30s", "inventoryInterval": "1h", "monitoredServices": ["nginx"] } });
-        let config = agent_config(&spec);
-        assert_eq!(
-            (config.metrics_interval_secs, config.inventory_interval_secs),
-            (30, 3600)
-        );
-        assert_eq!(config.monitored_services, ["nginx"]);
-        assert_eq!(agent_config(&serde_json::json!({})), AgentConfig::default());
     }
 }

@@ -85,6 +85,20 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
+        // Every pooled connection busy (e.g. thousands of agents reconnecting at once) is
+        // load, not a fault: 503 tells agents to retry, and their spool keeps the data.
+        if let crate::store::StoreError::Query {
+            source: sqlx::Error::PoolTimedOut,
+            operation,
+        } = &error
+        {
+            tracing::warn!(operation, "database connections exhausted; answering 503");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "the operator is busy; retry later",
+            );
+        }
         Self::internal(&error)
     }
 }

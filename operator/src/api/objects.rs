@@ -49,7 +49,7 @@ pub async fn get(
 /// Checks the namespace (scope first, so that out-of-scope requests learn nothing) and the
 /// resource name.
 fn resolve(principal: &Principal, namespace: &str, resource: &str) -> Result<Kind, ApiError> {
-    if !is_dns_label(namespace) {
+    if !cdot_crds::validation::is_dns1123_label(namespace) {
         return Err(ApiError::bad_request(
             format!("{namespace:?} is not a valid namespace name (RFC 1123 label)"),
             "path.namespace",
@@ -64,28 +64,4 @@ fn resolve(principal: &Principal, namespace: &str, resource: &str) -> Result<Kin
         ))
         .with_field("path.resource")
     })
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_dns_label;
-
-    #[test]
-    fn namespace_names_follow_rfc_1123() {
-        assert!(is_dns_label("acme"));
-        assert!(is_dns_label("client-42"));
-        assert!(!is_dns_label("Acme"));
-        assert!(!is_dns_label("-acme"));
-        assert!(!is_dns_label(""));
-        assert!(!is_dns_label(&"a".repeat(64)));
-    }
 }

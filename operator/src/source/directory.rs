@@ -164,28 +164,22 @@ impl ManifestFiles {
                             errors.push(here(Some("stringData.namespaces".into()), message));
                             continue;
                         }
-                        if let Some(first) =
-                            seen_tokens.insert(token.token_sha256, format!("{file}:{position}"))
-                        {
-                            errors.push(here(
+                        match seen_tokens.insert(token.token_sha256, format!("{file}:{position}")) {
+                            Some(first) => errors.push(here(
                                 Some("stringData.tokenHash".into()),
-                                format!("the same token is already defined at {first}"),
-                            ));
-                            continue;
+                                duplicate_token(&first),
+                            )),
+                            None => snapshot.tokens.push(token),
                         }
-                        snapshot.tokens.push(token);
                     }
                     Ok(Document::EnrollmentToken(token)) => {
-                        if let Some(first) =
-                            seen_tokens.insert(token.token_sha256, format!("{file}:{position}"))
-                        {
-                            errors.push(here(
+                        match seen_tokens.insert(token.token_sha256, format!("{file}:{position}")) {
+                            Some(first) => errors.push(here(
                                 Some("stringData.tokenHash".into()),
-                                format!("the same token is already defined at {first}"),
-                            ));
-                            continue;
+                                duplicate_token(&first),
+                            )),
+                            None => snapshot.enrollment_tokens.push(token),
                         }
-                        snapshot.enrollment_tokens.push(token);
                     }
                     Ok(Document::Secret {
                         namespace,
@@ -221,6 +215,11 @@ fn check_token_scope(token: &ApiToken, system_namespace: &str) -> Result<(), Str
         )),
         None => Ok(()),
     }
+}
+
+/// API and enrollment tokens share one namespace of hashes: a token means one thing.
+fn duplicate_token(first: &str) -> String {
+    format!("the same token is already defined at {first}")
 }
 
 fn describe(value: &Value) -> Option<String> {

@@ -87,28 +87,13 @@ pub fn operator_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cdot-operator")
 }
 
-/// Creates a token with `cdot-operator token create` and returns it; the manifest lands in `dir`.
-pub fn create_token(
-    dir: &Path,
-    name: &str,
-    namespace: &str,
-    role: &str,
-    namespaces: &str,
-) -> String {
+/// Runs `cdot-operator token create --quiet` with `args`, writing the manifest into `dir`,
+/// and returns the token.
+fn token_create(dir: &Path, args: &[&str]) -> String {
     let output = Command::new(operator_bin())
-        .args([
-            "token",
-            "create",
-            "--quiet",
-            "--name",
-            name,
-            "--namespace",
-            namespace,
-            "--role",
-            role,
-        ])
-        .args(["--namespaces", namespaces, "--out-dir"])
+        .args(["token", "create", "--quiet", "--out-dir"])
         .arg(dir)
+        .args(args)
         .output()
         .expect("run token create");
     assert!(
@@ -122,31 +107,44 @@ pub fn create_token(
         .to_owned()
 }
 
-/// Creates a 100-use enrollment token with `cdot-operator token create --type enrollment`.
+/// An API token for people.
+pub fn create_token(
+    dir: &Path,
+    name: &str,
+    namespace: &str,
+    role: &str,
+    namespaces: &str,
+) -> String {
+    token_create(
+        dir,
+        &[
+            "--name",
+            name,
+            "--namespace",
+            namespace,
+            "--role",
+            role,
+            "--namespaces",
+            namespaces,
+        ],
+    )
+}
+
+/// A 100-use agent enrollment token.
 pub fn create_enrollment_token(dir: &Path, name: &str, namespace: &str) -> String {
-    let output = Command::new(operator_bin())
-        .args([
-            "token",
-            "create",
+    token_create(
+        dir,
+        &[
             "--type",
             "enrollment",
-            "--quiet",
             "--max-uses",
             "100",
-        ])
-        .args(["--name", name, "--namespace", namespace, "--out-dir"])
-        .arg(dir)
-        .output()
-        .expect("run token create");
-    assert!(
-        output.status.success(),
-        "token create failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
+            "--name",
+            name,
+            "--namespace",
+            namespace,
+        ],
+    )
 }
 
 /// A running `cdot-operator standalone`; interrupted (SIGINT) and reaped on drop.
