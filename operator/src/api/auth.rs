@@ -3,7 +3,7 @@
 //! Tokens are looked up by their SHA-256, so the plaintext is never stored. A token that
 //! may not see a namespace gets 404 for everything in it, exactly as if the namespace did
 //! not exist, so that names of other tenants' objects do not leak.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use axum::{
     extract::FromRequestParts,
@@ -13,56 +13,32 @@ use cdot_crds::api_token::{ApiToken, Role, hash_token};
 
 use super::{ApiError, AppState};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    /// `namespace/name` of the Secret that defines the token, for audit logs.
-    pub token: String,
-    pub role: Role,
-    pub namespaces: HashSet<String>,
-}
-
+/// Tokens of the applied desired state by their SHA-256.
 #[derive(Debug, Default)]
 pub struct TokenIndex {
-    by_hash: HashMap<[u8; 32], Grant>,
+    by_hash: HashMap<[u8; 32], ApiToken>,
 }
 
 impl TokenIndex {
     pub fn new(tokens: &[ApiToken]) -> Self {
-        let by_hash = tokens
-            .iter()
-            .map(|t| {
-                let grant = Grant {
-                    token: format!("{}/{}", t.namespace, t.name),
-                    role: t.role,
-                    namespaces: t.namespaces.iter().cloned().collect(),
-                };
-                (t.token_sha256, grant)
-            })
-            .collect();
-        Self { by_hash }
+        Self {
+            by_hash: tokens.iter().map(|t| (t.token_sha256, t.clone())).collect(),
+        }
     }
 
-    pub fn len(&self) -> usize {
-        self.by_hash.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
-    }
-
-    pub fn authenticate(&self, token: &str) -> Option<&Grant> {
+    pub fn authenticate(&self, token: &str) -> Option<&ApiToken> {
         self.by_hash.get(&hash_token(token))
     }
 }
 
 /// The caller of a `/v1` route, established from the `Authorization: Bearer` header.
 #[derive(Debug, Clone)]
-pub struct Principal(pub Grant);
+pub struct Principal(pub ApiToken);
 
 impl Principal {
     /// Fails with 404 (not 403) when the namespace is outside the token's scope.
     pub fn require(&self, namespace: &str, role: Role) -> Result<(), ApiError> {
-        if !self.0.namespaces.contains(namespace) && !self.0.namespaces.contains("*") {
+        if !self.0.allows_namespace(namespace) {
             return Err(ApiError::not_found(format!(
                 "namespace {namespace:?} not found"
             )));
@@ -109,7 +85,10 @@ impl FromRequestParts<AppState> for Principal {
         let grant = tokens
             .authenticate(token)
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
-        tracing::Span::current().record("token", grant.token.as_str());
+        tracing::Span::current().record(
+            "token",
+            tracing::field::display(format_args!("{}/{}", grant.namespace, grant.name)),
+        );
         Ok(Principal(grant.clone()))
     }
 }

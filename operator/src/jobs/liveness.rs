@@ -31,11 +31,11 @@ pub async fn run(
 /// Reconciles every Device as of `now` (RFC 3339) and writes the statuses that changed;
 /// returns how many changed.
 pub async fn device_pass(store: &Store, now: &str) -> Result<u64, StoreError> {
-    let objects = store.all_objects().await?;
-    let world = World::new(&objects);
+    // A Device's status depends only on itself: the pass reads devices, not the world.
+    let objects = store.objects_of_kind(Kind::Device).await?;
+    let world = World::new(&[]);
     let patches: Vec<StatusPatch> = objects
         .iter()
-        .filter(|o| o.kind == Kind::Device)
         .map(|o| StatusPatch {
             kind: Kind::Device,
             namespace: o.namespace.clone(),

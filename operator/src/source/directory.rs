@@ -181,13 +181,9 @@ impl ManifestFiles {
                             None => snapshot.enrollment_tokens.push(token),
                         }
                     }
-                    Ok(Document::Secret {
-                        namespace,
-                        name,
-                        data,
-                    }) => {
-                        snapshot.secrets.insert((namespace, name), data);
-                    }
+                    // Plain Secrets (credentials that resources refer to) are validated but not
+                    // kept: nothing reads them yet, and secret values are not held needlessly.
+                    Ok(Document::Secret { .. }) => {}
                     Ok(Document::Ignored { api_version, kind }) => {
                         tracing::debug!(%file, position, %api_version, %kind, "ignoring a document of another API");
                     }

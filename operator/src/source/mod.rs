@@ -1,6 +1,5 @@
 //! Desired-state sources. Standalone mode reads a directory of YAML ([`directory`]) and
 //! watches it ([`watch`]); every source produces the same [`Snapshot`].
-use std::collections::BTreeMap;
 
 use cdot_crds::{api_token::ApiToken, enrollment_token::EnrollmentToken};
 
@@ -15,8 +14,6 @@ pub struct Snapshot {
     pub objects: Vec<DesiredObject>,
     pub tokens: Vec<ApiToken>,
     pub enrollment_tokens: Vec<EnrollmentToken>,
-    /// Names of plain Secrets per namespace (values stay in memory, never logged or served).
-    pub secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
     /// SHA-256 over every file's path and bytes: equal fingerprints mean nothing changed.
     pub fingerprint: String,
 }

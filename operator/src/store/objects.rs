@@ -235,6 +235,18 @@ impl Store {
         Ok(rows.iter().filter_map(decode_object).collect())
     }
 
+    /// Every stored object of one kind, in all namespaces.
+    pub async fn objects_of_kind(&self, kind: Kind) -> Result<Vec<StoredObject>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_OBJECTS} WHERE kind = $1"
+        )))
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list objects of a kind"))?;
+        Ok(rows.iter().filter_map(decode_object).collect())
+    }
+
     pub async fn list_objects(
         &self,
         namespace: &str,
