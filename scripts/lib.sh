@@ -72,3 +72,16 @@ ensure_test_postgres() {
     fi
     echo "postgres://cdot_test:cdot_test@127.0.0.1:5432/postgres"
 }
+
+# The real network peers the collector's tests run in network namespaces: net-snmp's snmpd
+# and snmpget, softflowd (exporter), nfcapd/nfdump (reference collector), ping, ip, tc.
+ensure_network_peers() {
+    local missing=()
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
+    command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || missing+=(snmpd)
+    command -v snmpget >/dev/null 2>&1 || missing+=(snmp)
+    command -v softflowd >/dev/null 2>&1 || [ -x /usr/sbin/softflowd ] || missing+=(softflowd)
+    command -v nfcapd >/dev/null 2>&1 || missing+=(nfdump)
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+}

@@ -105,68 +105,7 @@ impl Cli {
         args: &EnrollArgs,
         file: &FileConfig,
     ) -> Result<EnrollOptions, ConfigError> {
-        let server =
-            args.server
-                .clone()
-                .or_else(|| file.server.clone())
-                .ok_or(ConfigError::Missing {
-                    what: "operator URL",
-                    flag: "--server",
-                    env: "CDOT_SERVER",
-                })?;
-        let token = args
-            .token
-            .clone()
-            .or_else(|| file.enroll_token.clone())
-            .ok_or(ConfigError::Missing {
-                what: "enrollment token",
-                flag: "--token",
-                env: "CDOT_ENROLL_TOKEN",
-            })?;
-        let trust = if let Some(pin) = args.ca_fingerprint.clone().or_else(|| {
-            args.ca_cert
-                .is_none()
-                .then(|| file.ca_fingerprint.clone())
-                .flatten()
-        }) {
-            TrustAnchor::Fingerprint(parse_fingerprint(&pin).map_err(|e| ConfigError::Invalid {
-                what: "CA fingerprint",
-                message: e.to_string(),
-            })?)
-        } else {
-            let path = args
-                .ca_cert
-                .clone()
-                .or_else(|| file.ca_cert.clone())
-                .ok_or(ConfigError::Missing {
-                    what: "server trust (--ca-cert FILE or --ca-fingerprint sha256:HEX)",
-                    flag: "--ca-cert",
-                    env: "CDOT_CA_CERT",
-                })?;
-            let pem = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path, source })?;
-            TrustAnchor::CaPem(pem)
-        };
-        let auth = match &args.auth {
-            Some(a) => a.parse().map_err(|message| ConfigError::Invalid {
-                what: "auth mode",
-                message,
-            })?,
-            None => file.auth.unwrap_or(AuthMode::Mtls),
-        };
-        Ok(EnrollOptions {
-            server,
-            token,
-            device_name: args
-                .device_name
-                .clone()
-                .or_else(|| file.device_name.clone()),
-            namespace: args.namespace.clone(),
-            trust,
-            auth,
-            state_dir: self.state_dir(file),
-            timeout: crate::client::DEFAULT_TIMEOUT,
-        })
+        enroll_options(args, file, self.state_dir(file))
     }
 
     /// Resolves `run` arguments against the config file.
@@ -181,6 +120,78 @@ impl Cli {
             .map(|s| Duration::from_secs(s.max(1)));
         settings
     }
+}
+
+/// Resolves `enroll` arguments (flags and env first, then the config file) into what
+/// [`crate::enroll::enroll`] needs; the collector's `enroll` shares it.
+pub fn enroll_options(
+    args: &EnrollArgs,
+    file: &FileConfig,
+    state_dir: PathBuf,
+) -> Result<EnrollOptions, ConfigError> {
+    let server =
+        args.server
+            .clone()
+            .or_else(|| file.server.clone())
+            .ok_or(ConfigError::Missing {
+                what: "operator URL",
+                flag: "--server",
+                env: "CDOT_SERVER",
+            })?;
+    let token = args
+        .token
+        .clone()
+        .or_else(|| file.enroll_token.clone())
+        .ok_or(ConfigError::Missing {
+            what: "enrollment token",
+            flag: "--token",
+            env: "CDOT_ENROLL_TOKEN",
+        })?;
+    let trust = if let Some(pin) = args.ca_fingerprint.clone().or_else(|| {
+        args.ca_cert
+            .is_none()
+            .then(|| file.ca_fingerprint.clone())
+            .flatten()
+    }) {
+        TrustAnchor::Fingerprint(parse_fingerprint(&pin).map_err(|e| ConfigError::Invalid {
+            what: "CA fingerprint",
+            message: e.to_string(),
+        })?)
+    } else {
+        let path = args
+            .ca_cert
+            .clone()
+            .or_else(|| file.ca_cert.clone())
+            .ok_or(ConfigError::Missing {
+                what: "server trust (--ca-cert FILE or --ca-fingerprint sha256:HEX)",
+                flag: "--ca-cert",
+                env: "CDOT_CA_CERT",
+            })?;
+        let pem = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read { path, source })?;
+        TrustAnchor::CaPem(pem)
+    };
+    let auth = match &args.auth {
+        Some(a) => a.parse().map_err(|message| ConfigError::Invalid {
+            what: "auth mode",
+            message,
+        })?,
+        None => file.auth.unwrap_or(AuthMode::Mtls),
+    };
+    Ok(EnrollOptions {
+        server,
+        token,
+        device_name: args
+            .device_name
+            .clone()
+            .or_else(|| file.device_name.clone()),
+        namespace: args.namespace.clone(),
+        trust,
+        auth,
+        state_dir,
+        timeout: crate::client::DEFAULT_TIMEOUT,
+        device_class: None,
+    })
 }
 
 #[cfg(test)]

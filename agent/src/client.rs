@@ -246,16 +246,30 @@ impl AgentClient {
 
     /// `GET /v1/agent/config`.
     pub async fn config(&self) -> Result<AgentConfig, RequestError> {
-        let url = self.url("config");
-        let req = self.http.get(&url);
-        self.send("GET", url, req).await
+        self.get_json("config").await
     }
 
     /// `POST /v1/agent/metrics` with an already gzip-compressed [`MetricsBatch`].
     pub async fn send_metrics_gz(&self, body_gz: Vec<u8>) -> Result<BatchAck, RequestError> {
-        let url = self.url("metrics");
+        self.post_batch_gz("metrics", body_gz).await
+    }
+
+    /// `POST /v1/agent/{route}` of an already gzip-compressed batch, answered by a [`BatchAck`].
+    pub async fn post_batch_gz(
+        &self,
+        route: &str,
+        body_gz: Vec<u8>,
+    ) -> Result<BatchAck, RequestError> {
+        let url = self.url(route);
         let req = self.gzip_request(self.http.post(&url), body_gz);
         self.send("POST", url, req).await
+    }
+
+    /// `GET /v1/agent/{route}`, JSON answer.
+    pub async fn get_json<T: DeserializeOwned>(&self, route: &str) -> Result<T, RequestError> {
+        let url = self.url(route);
+        let req = self.http.get(&url);
+        self.send("GET", url, req).await
     }
 
     /// `POST /v1/agent/metrics`.

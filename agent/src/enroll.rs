@@ -6,7 +6,10 @@
 //! file, or by a pin (`sha256:HEX` of the DER of a certificate in the server's chain).
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use cdot_crds::wire::{EnrollRequest, EnrollResponse, RenewRequest};
+use cdot_crds::{
+    device::DeviceClass,
+    wire::{EnrollRequest, EnrollResponse, RenewRequest},
+};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls::{
     DigitallySignedStruct, SignatureScheme,
@@ -32,8 +35,8 @@ pub enum TrustAnchor {
     Fingerprint([u8; 32]),
 }
 
-/// What `enroll` needs.
-#[derive(Clone, Debug)]
+/// What `enroll` needs. `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct EnrollOptions {
     /// Base URL of the operator (`https://...`).
     pub server: String,
@@ -51,6 +54,21 @@ pub struct EnrollOptions {
     pub state_dir: PathBuf,
     /// Request timeout.
     pub timeout: Duration,
+    /// Class of the Device the operator creates (`None`: its default; collectors: Collector).
+    pub device_class: Option<DeviceClass>,
+}
+
+impl std::fmt::Debug for EnrollOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollOptions")
+            .field("server", &self.server)
+            .field("device_name", &self.device_name)
+            .field("namespace", &self.namespace)
+            .field("auth", &self.auth)
+            .field("state_dir", &self.state_dir)
+            .field("device_class", &self.device_class)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Failure to enroll or renew.
@@ -174,6 +192,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Identity, EnrollError> {
                     csr_pem: Some(csr_pem),
                     jwt_public_key: None,
                     agent_version: AGENT_VERSION.to_owned(),
+                    device_class: opts.device_class,
                 },
             )
         }
@@ -190,6 +209,7 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Identity, EnrollError> {
                     csr_pem: None,
                     jwt_public_key: Some(signer.public_key_b64()),
                     agent_version: AGENT_VERSION.to_owned(),
+                    device_class: opts.device_class,
                 },
             )
         }
@@ -293,6 +313,42 @@ pub fn renewal_due(cert_pem: &str, now: i64) -> Result<bool, EnrollError> {
     let (not_before, not_after) = certificate_validity(cert_pem)?;
     let lifetime = (not_after - not_before).max(0);
     Ok(not_after - now < lifetime / 3)
+}
+
+/// What a renewal check did.
+pub enum Renewal {
+    /// More than a third of the certificate's life is left (or JWT authentication).
+    NotDue,
+    /// Renewed: use these credentials and this client from now on.
+    Renewed(Box<(Credentials, AgentClient)>),
+    /// Due but failed; try again soon.
+    Failed(EnrollError),
+}
+
+/// Renews the client certificate when a third of its life is left (an unreadable
+/// certificate counts as due). The agent and the collector call this periodically.
+pub async fn renew_if_due(
+    paths: &StatePaths,
+    creds: &Credentials,
+    client: &AgentClient,
+    timeout: Duration,
+) -> Renewal {
+    let Some(cert) = &creds.cert_pem else {
+        return Renewal::NotDue;
+    };
+    match renewal_due(cert, crate::jwt::unix_now()) {
+        Ok(false) => return Renewal::NotDue,
+        Ok(true) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the client certificate; renewing"),
+    }
+    let renewed = renew(paths, creds, client).await.and_then(|creds| {
+        let client = AgentClient::from_credentials(&creds, timeout)?;
+        Ok((creds, client))
+    });
+    match renewed {
+        Ok(pair) => Renewal::Renewed(Box::new(pair)),
+        Err(e) => Renewal::Failed(e),
+    }
 }
 
 /// Renews the client certificate over mutual TLS: a new key and CSR, `POST

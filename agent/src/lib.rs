@@ -13,9 +13,11 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod delivery;
 pub mod enroll;
 pub mod jwt;
 pub mod run;
+pub mod service;
 pub mod sources;
 pub mod spool;
 pub mod state;

@@ -6,6 +6,7 @@ use cdot_agent::{
     cli::{Cli, Command, LogFormat, RunArgs},
     config::FileConfig,
     enroll, run,
+    service::{init_tracing, shutdown_signal},
 };
 use clap::Parser;
 
@@ -51,35 +52,4 @@ async fn run_agent(cli: &Cli, args: &RunArgs, file: &FileConfig) -> anyhow::Resu
     let agent = run::Agent::new(settings).context("cannot start the agent")?;
     agent.run(shutdown_signal()).await?;
     Ok(())
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            std::future::pending::<()>().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }

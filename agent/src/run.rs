@@ -22,7 +22,8 @@ use crate::{
     AGENT_VERSION,
     client::{AgentClient, ClientError, gzip_json},
     config::AgentSettings,
-    enroll,
+    delivery::{self, Delivery},
+    enroll::{self, Renewal},
     jwt::unix_now,
     sources::{
         host_metrics::{CollectError, HostMetrics},
@@ -273,56 +274,17 @@ impl Agent {
     }
 
     async fn send_oldest(&mut self) -> SendOutcome {
-        let Some(entry) = self.spool.oldest().cloned() else {
-            return SendOutcome::Done;
-        };
-        let body = match self.spool.read(&entry) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(batch_id = %entry.batch_id, error = %e, "unreadable spooled batch dropped");
-                if let Err(e) = self.spool.reject(&entry) {
-                    tracing::error!(error = %e, "failed to remove spooled batch");
-                    return SendOutcome::Retry;
-                }
-                return SendOutcome::Done;
-            }
-        };
-        match self.client.send_metrics_gz(body).await {
-            Ok(ack) => {
-                if ack.batch_id != entry.batch_id {
-                    tracing::warn!(sent = %entry.batch_id, acked = %ack.batch_id, "acknowledgement names another batch");
-                }
-                tracing::debug!(batch_id = %entry.batch_id, stored = ack.stored, duplicate = ack.duplicate, "batch acknowledged");
+        match delivery::send_oldest(&mut self.spool, &self.client, "metrics").await {
+            Delivery::Empty => SendOutcome::Done,
+            Delivery::Sent(_) => {
                 AgentStats::inc(&self.stats.batches_sent);
-                if let Err(e) = self.spool.remove(&entry) {
-                    tracing::error!(batch_id = %entry.batch_id, error = %e, "failed to remove acknowledged batch");
-                    return SendOutcome::Retry;
-                }
                 SendOutcome::Done
             }
-            Err(e) if e.is_permanent() => {
-                tracing::error!(
-                    batch_id = %entry.batch_id,
-                    status = ?e.status(),
-                    error = %e,
-                    dropped_total = self.spool.counters().dropped_rejected + 1,
-                    "operator refused metrics batch; dropped"
-                );
+            Delivery::Refused => {
                 AgentStats::inc(&self.stats.batches_rejected);
-                if let Err(e) = self.spool.reject(&entry) {
-                    tracing::error!(batch_id = %entry.batch_id, error = %e, "failed to remove refused batch");
-                    return SendOutcome::Retry;
-                }
                 SendOutcome::Done
             }
-            Err(e) => {
-                tracing::warn!(
-                    batch_id = %entry.batch_id,
-                    kind = e.label(),
-                    error = %e,
-                    spooled = self.spool.len(),
-                    "sending metrics failed; will retry"
-                );
+            Delivery::Retry => {
                 AgentStats::inc(&self.stats.send_retries);
                 SendOutcome::Retry
             }
@@ -368,29 +330,21 @@ impl Agent {
     /// Renews the certificate when due; returns when to check again.
     async fn renew_step(&mut self) -> Duration {
         let check = self.settings.renew_check_interval;
-        let Some(cert) = &self.creds.cert_pem else {
-            return check;
-        };
-        match enroll::renewal_due(cert, unix_now()) {
-            Ok(false) => return check,
-            Ok(true) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the client certificate; renewing");
-            }
-        }
-        let renewed = enroll::renew(&self.paths, &self.creds, &self.client).await;
-        let result = renewed.and_then(|creds| {
-            let client = AgentClient::from_credentials(&creds, self.settings.request_timeout)?;
-            Ok((creds, client))
-        });
-        match result {
-            Ok((creds, client)) => {
-                self.creds = creds;
-                self.client = client;
+        let renewal = enroll::renew_if_due(
+            &self.paths,
+            &self.creds,
+            &self.client,
+            self.settings.request_timeout,
+        )
+        .await;
+        match renewal {
+            Renewal::NotDue => check,
+            Renewal::Renewed(pair) => {
+                (self.creds, self.client) = *pair;
                 AgentStats::inc(&self.stats.renewals);
                 check
             }
-            Err(e) => {
+            Renewal::Failed(e) => {
                 tracing::warn!(error = %e, "certificate renewal failed; will retry");
                 check.min(Duration::from_secs(300))
             }

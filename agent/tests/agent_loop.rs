@@ -213,6 +213,7 @@ async fn enroll_with_pin_then_survive_outage_and_refusal() {
         auth: AuthMode::Jwt,
         state_dir: state.path().to_owned(),
         timeout: Duration::from_secs(5),
+        device_class: None,
     };
     let err = enroll(opts.clone()).await.expect_err("wrong pin");
     assert!(format!("{err:?}").contains("fingerprint"), "{err:?}");

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod pki;
 pub mod reconcile;
+pub mod secrets;
 pub mod source;
 pub mod standalone;
 pub mod store;

@@ -69,6 +69,7 @@ pub struct Metrics {
     pub store_errors: Family<OperationLabels, Counter>,
     pub enrollments: Family<ResultLabels, Counter>,
     pub ingest: IngestMetrics,
+    pub network: NetworkMetrics,
 }
 
 impl Default for Metrics {
@@ -125,6 +126,7 @@ impl Default for Metrics {
             enrollments.clone(),
         );
         let ingest = IngestMetrics::register(&mut registry);
+        let network = NetworkMetrics::register(&mut registry);
         Self {
             registry,
             api_requests,
@@ -137,6 +139,7 @@ impl Default for Metrics {
             store_errors,
             enrollments,
             ingest,
+            network,
         }
     }
 }
@@ -295,6 +298,75 @@ impl IngestMetrics {
                 result: if ok { "ok" } else { "error" }.to_owned(),
             })
             .inc();
+    }
+}
+
+/// Collector batches and the network rollups (`cdot_network_*`).
+#[derive(Clone)]
+pub struct NetworkMetrics {
+    /// Collector batches acknowledged, by result (`stored`, `duplicate`).
+    pub batches: Family<ResultLabels, Counter>,
+    /// Rows committed, by kind (`flows`, `interfaces`, `probes`, `expired` for rows past retention).
+    pub rows: Family<KindLabels, Counter>,
+    /// Collector batches refused, by reason.
+    pub rejected: Family<ReasonLabels, Counter>,
+    /// Duration of storing one collector batch.
+    pub commit_duration: Histogram,
+    /// Seconds between now and each rollup's watermark, by fold.
+    pub rollup_lag: Family<JobLabels, Gauge>,
+}
+
+impl NetworkMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            batches: Family::default(),
+            rows: Family::default(),
+            rejected: Family::default(),
+            commit_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            rollup_lag: Family::default(),
+        };
+        let m = metrics.clone();
+        registry.register(
+            "network_batches",
+            "Collector batches acknowledged by result (stored, duplicate)",
+            m.batches,
+        );
+        registry.register(
+            "network_rows",
+            "Network rows committed by kind (flows, interfaces, probes, expired)",
+            m.rows,
+        );
+        registry.register(
+            "network_rejected",
+            "Collector batches refused by reason",
+            m.rejected,
+        );
+        registry.register(
+            "network_commit_duration_seconds",
+            "Duration of storing one collector batch",
+            m.commit_duration,
+        );
+        registry.register(
+            "network_rollup_lag_seconds",
+            "Seconds between now and each network rollup's watermark",
+            m.rollup_lag,
+        );
+        metrics
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn commit_timer(&self) -> Timer {
+        Timer {
+            histogram: self.commit_duration.clone(),
+            start: Instant::now(),
+        }
     }
 }
 

@@ -287,6 +287,7 @@ impl ManifestSource {
             {
                 Ok(summary) => {
                     self.last_fingerprint = Some(fingerprint);
+                    state.secrets.replace(snapshot.secrets);
                     state.metrics.manifest_errors.set(0);
                     count(&state.metrics, "applied");
                     tracing::info!(

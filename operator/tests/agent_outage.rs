@@ -117,7 +117,8 @@ async fn samples_taken_while_the_operator_is_down_are_stored_exactly_once() {
     let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
     // Exactly once: no series has two samples at the same instant.
     let duplicates: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT series_id, at FROM metric_samples GROUP BY series_id, at HAVING count(*) > 1) d",
+        "SELECT count(*) FROM (SELECT u.series_id, p.at FROM metric_points p, unnest(p.series_ids) AS u(series_id)
+                               GROUP BY 1, 2 HAVING count(*) > 1) d",
     )
     .fetch_one(&mut conn)
     .await
@@ -125,8 +126,9 @@ async fn samples_taken_while_the_operator_is_down_are_stored_exactly_once() {
     assert_eq!(duplicates, 0, "samples stored twice");
     // Every second of the outage has its sample: the uptime series has no gap.
     let rows = sqlx::query(
-        "SELECT extract(epoch FROM s.at)::float8 AS t FROM metric_samples s JOIN metric_series m ON m.id = s.series_id
-         WHERE m.metric = 'uptime' ORDER BY s.at",
+        "SELECT extract(epoch FROM p.at)::float8 AS t
+         FROM metric_points p CROSS JOIN LATERAL unnest(p.series_ids) AS u(series_id) JOIN metric_series m ON m.id = u.series_id
+         WHERE m.metric = 'uptime' ORDER BY p.at",
     )
     .fetch_all(&mut conn)
     .await

@@ -120,6 +120,7 @@ fn mtls_request(token: &str, device: &str, key: &rcgen::KeyPair) -> EnrollReques
         csr_pem: Some(csr(key)),
         jwt_public_key: None,
         agent_version: "0.1.0-test".into(),
+        device_class: None,
     }
 }
 
@@ -351,6 +352,7 @@ async fn signed_jwts_authenticate_agents_behind_tls_terminators() {
         csr_pem: None,
         jwt_public_key: Some(URL_SAFE_NO_PAD.encode(key.public_key().as_ref())),
         agent_version: "0.1.0-test".into(),
+        device_class: None,
     };
     let (status, body) = f.enroll(&request).await;
     assert_eq!(status, StatusCode::OK, "{body}");

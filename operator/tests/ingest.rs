@@ -261,7 +261,11 @@ async fn a_batch_sent_twice_is_stored_once_and_acknowledged_after_commit() {
         json!({ "batchId": body["batchId"], "stored": 5, "duplicate": false })
     );
     // The ack came after the commit: the rows are visible to any other connection now.
-    assert_eq!(h.count("SELECT count(*) FROM metric_samples").await, 5);
+    assert_eq!(
+        h.count("SELECT count(*) FROM metric_points, unnest(series_ids)")
+            .await,
+        5
+    );
     assert_eq!(h.count("SELECT count(*) FROM metric_series").await, 5);
 
     let (status, ack) = h.post_batch(&h.web, &body).await;
@@ -270,7 +274,11 @@ async fn a_batch_sent_twice_is_stored_once_and_acknowledged_after_commit() {
         ack,
         json!({ "batchId": body["batchId"], "stored": 0, "duplicate": true })
     );
-    assert_eq!(h.count("SELECT count(*) FROM metric_samples").await, 5);
+    assert_eq!(
+        h.count("SELECT count(*) FROM metric_points, unnest(series_ids)")
+            .await,
+        5
+    );
     assert_eq!(h.count("SELECT count(*) FROM ingested_batches").await, 1);
 
     // Batch ids are per device: another device may use the same id.
@@ -288,7 +296,11 @@ async fn a_batch_sent_twice_is_stored_once_and_acknowledged_after_commit() {
         })
         .collect();
     assert_eq!(stored.iter().filter(|s| **s).count(), 1, "{acks:?}");
-    assert_eq!(h.count("SELECT count(*) FROM metric_samples").await, 15);
+    assert_eq!(
+        h.count("SELECT count(*) FROM metric_points, unnest(series_ids)")
+            .await,
+        15
+    );
 
     let text = h.state.metrics.render();
     assert!(
@@ -423,7 +435,8 @@ async fn every_validation_rule_refuses_the_whole_batch_with_the_field_path() {
     assert_eq!(h.send(request).await.0, StatusCode::UNAUTHORIZED);
 
     assert_eq!(
-        h.count("SELECT count(*) FROM metric_samples").await,
+        h.count("SELECT count(*) FROM metric_points, unnest(series_ids)")
+            .await,
         0,
         "a refused batch left rows"
     );
@@ -460,7 +473,11 @@ async fn gzip_bodies_are_accepted() {
         (StatusCode::OK, json!(5)),
         "{ack}"
     );
-    assert_eq!(h.count("SELECT count(*) FROM metric_samples").await, 5);
+    assert_eq!(
+        h.count("SELECT count(*) FROM metric_points, unnest(series_ids)")
+            .await,
+        5
+    );
     h.stop().await;
 }
 
@@ -514,7 +531,11 @@ async fn a_full_queue_is_refused_with_retry_after() {
         rx,
     ));
     assert_eq!(waiting.await.expect("request"), StatusCode::OK);
-    assert_eq!(h.count("SELECT count(*) FROM metric_samples").await, 5);
+    assert_eq!(
+        h.count("SELECT count(*) FROM metric_points, unnest(series_ids)")
+            .await,
+        5
+    );
     writer.abort();
     h.stop().await;
 }
@@ -560,18 +581,31 @@ async fn rollups_match_raw_samples_and_serve_queries() {
     // Every rollup row equals the aggregate of its raw samples, and every raw minute is rolled up.
     let mismatches = h
         .count(
-            "SELECT count(*) FROM (
+            "WITH samples AS (
+                 SELECT u.series_id, p.at, u.value
+                 FROM metric_points p, unnest(p.series_ids, p.vals) AS u(series_id, value)
+             ), rollups AS (
+                 SELECT u.series_id, r.bucket, u.min, u.max, u.sum, u.count
+                 FROM metric_points_1m r, unnest(r.series_ids, r.mins, r.maxs, r.sums, r.counts) AS u(series_id, min, max, sum, count)
+             )
+             SELECT count(*) FROM (
                  (SELECT series_id, date_trunc('minute', at, 'UTC') AS bucket, min(value), max(value), sum(value), count(*)
-                  FROM metric_samples GROUP BY 1, 2
-                  EXCEPT SELECT series_id, bucket, min, max, sum, count FROM metric_rollup_1m)
+                  FROM samples GROUP BY 1, 2
+                  EXCEPT SELECT series_id, bucket, min, max, sum, count FROM rollups)
                  UNION ALL
-                 (SELECT series_id, bucket, min, max, sum, count FROM metric_rollup_1m
+                 (SELECT series_id, bucket, min, max, sum, count FROM rollups
                   EXCEPT SELECT series_id, date_trunc('minute', at, 'UTC'), min(value), max(value), sum(value), count(*)
-                  FROM metric_samples GROUP BY 1, 2)) d",
+                  FROM samples GROUP BY 1, 2)) d",
         )
         .await;
     assert_eq!(mismatches, 0);
-    assert_eq!(h.count("SELECT count(*) FROM metric_rollup_1m").await, 4);
+    assert_eq!(
+        h.count("SELECT count(*) FROM metric_points_1m, unnest(series_ids)")
+            .await,
+        4
+    );
+    // One row per device and minute (web-01 reported in two minutes).
+    assert_eq!(h.count("SELECT count(*) FROM metric_points_1m").await, 2);
 
     // Folding again changes nothing: each minute is folded once.
     let again = rollup::fold(&h.store, now).await.expect("fold");
@@ -584,7 +618,10 @@ async fn rollups_match_raw_samples_and_serve_queries() {
     let refold = rollup::fold(&h.store, now).await.expect("fold");
     assert_eq!((refold.refolded, refold.rows), (1, 3), "{refold:?}");
     let row = sqlx::query(
-        "SELECT r.min, r.max, r.sum, r.count FROM metric_rollup_1m r JOIN metric_series s ON s.id = r.series_id
+        "SELECT u.min, u.max, u.sum, u.count
+         FROM metric_points_1m r
+         CROSS JOIN LATERAL unnest(r.series_ids, r.mins, r.maxs, r.sums, r.counts) AS u(series_id, min, max, sum, count)
+         JOIN metric_series s ON s.id = u.series_id
          WHERE s.metric = 'cpu' AND r.bucket = 'epoch'::timestamptz + $1 * interval '1 millisecond'",
     )
     .bind(m1)

@@ -4,7 +4,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use cdot_crds::kind::Kind;
-use cdot_operator::store::{DesiredObject, StatusPatch, Store};
+use cdot_operator::store::{DesiredObject, StatusPatch, Store, heartbeats::Heartbeat};
 use serde_json::json;
 use support::TestDb;
 
@@ -151,4 +151,58 @@ async fn status_patches_merge_and_skip_no_ops() {
         0,
         "an unchanged status was rewritten"
     );
+}
+
+#[tokio::test]
+async fn heartbeats_merge_into_device_status_and_never_move_back() {
+    let (_db, store) = store().await;
+    store
+        .apply_manifests(&[device("web-01", "Web")], &[], &[], "f1")
+        .await
+        .expect("apply");
+    let uid = store
+        .get_object("acme", Kind::Device, "web-01")
+        .await
+        .expect("read")
+        .expect("exists")
+        .uid;
+    let beat = |seen_ms: i64, metrics: Option<serde_json::Value>| Heartbeat {
+        device_uid: uid,
+        agent_version: "0.2.0".into(),
+        last_seen_ms: seen_ms,
+        last_metrics: metrics,
+    };
+    let t = 1_764_064_800_000; // 2025-11-25T10:00:00Z
+    store
+        .record_heartbeats(&[beat(t, Some(json!({ "at": "x", "cpuPercent": 5.0 })))])
+        .await
+        .expect("record");
+    // A replayed, older report neither moves lastSeen back nor erases the summary.
+    store
+        .record_heartbeats(&[beat(t - 60_000, None)])
+        .await
+        .expect("record again");
+    let status = store
+        .get_object("acme", Kind::Device, "web-01")
+        .await
+        .expect("read")
+        .expect("exists")
+        .status;
+    assert_eq!(status["agent"]["lastSeen"], "2025-11-25T10:00:00Z");
+    assert_eq!(status["agent"]["version"], "0.2.0");
+    assert_eq!(status["agent"]["id"], uid.to_string());
+    assert_eq!(status["lastMetrics"]["cpuPercent"], 5.0);
+    let liveness = store.device_liveness().await.expect("liveness");
+    assert_eq!(liveness.len(), 1);
+    assert_eq!(
+        liveness[0].last_seen.as_deref(),
+        Some("2025-11-25T10:00:00Z")
+    );
+
+    // The heartbeat goes with its device.
+    store
+        .apply_manifests(&[], &[], &[], "f2")
+        .await
+        .expect("prune");
+    assert_eq!(store.prune_heartbeats().await.expect("prune"), 1);
 }

@@ -273,6 +273,7 @@ async fn enroll(args: &Args, ca: reqwest::Certificate, index: usize) -> anyhow::
         csr_pem: Some(csr),
         jwt_public_key: None,
         agent_version: "fleet-load".into(),
+        device_class: None,
     };
     let response = anonymous
         .post(format!("{}/v1/agent/enroll", agent_url_base()))

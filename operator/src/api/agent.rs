@@ -138,7 +138,11 @@ async fn enroll_checked(
                 namespace: request.namespace.as_deref(),
                 device_name: &request.device_name,
                 agent_version: &request.agent_version,
-                default_spec: serde_json::to_value(DeviceSpec::default()).unwrap_or_default(),
+                default_spec: serde_json::to_value(DeviceSpec {
+                    class: request.device_class.unwrap_or_default(),
+                    ..DeviceSpec::default()
+                })
+                .unwrap_or_default(),
             },
             |uid, namespace| match (&request.csr_pem, jwt_key) {
                 (Some(csr), _) => {
@@ -295,6 +299,7 @@ mod tests {
             csr_pem: Some("csr".into()),
             jwt_public_key: None,
             agent_version: "0.1.0".into(),
+            device_class: None,
         }
     }
 

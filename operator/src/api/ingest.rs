@@ -14,17 +14,15 @@ use cdot_crds::{
     kind::Kind,
     wire::{AgentConfig, BatchAck, InventoryReport, MAX_BODY_BYTES, MetricsBatch},
 };
-use serde_json::json;
 
 use super::{ApiError, AppState, agent_auth::DeviceIdentity};
 use crate::{
     ingest::{
         Rejection, SubmitError,
-        reports::agent_fields,
         validate::{check_version, decode_body, parse_json, validate_batch},
     },
     reconcile::device::agent_config,
-    store::timeseries::AgentReport,
+    store::{heartbeats::Heartbeat, timeseries::InventoryUpdate},
 };
 
 /// Most packages one inventory report may list.
@@ -82,7 +80,7 @@ fn unavailable(message: &str) -> Refusal {
 }
 
 /// Reads the body (at most [`MAX_BODY_BYTES`] on the wire), decompresses and parses it.
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -209,12 +207,16 @@ pub async fn inventory(
     software.dedup();
     let mut inventory = report.inventory;
     inventory.software_count = Some(u32::try_from(software.len()).unwrap_or(u32::MAX));
-    let update = AgentReport {
+    let update = InventoryUpdate {
         namespace: identity.namespace.clone(),
         name: identity.name.clone(),
-        uid: identity.uid,
-        agent: agent_fields(identity.uid, &report.agent_version, now_ms()),
-        fields: json!({ "inventory": inventory }),
+        inventory: serde_json::to_value(inventory).unwrap_or_default(),
+        heartbeat: Heartbeat {
+            device_uid: identity.uid,
+            agent_version: report.agent_version,
+            last_seen_ms: now_ms(),
+            last_metrics: None,
+        },
     };
     if !state.store.replace_inventory(&update, &software).await? {
         return Err(gone(&identity).into());

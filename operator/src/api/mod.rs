@@ -21,10 +21,13 @@ use crate::{metrics::Metrics, store::Store};
 
 pub mod agent;
 pub mod agent_auth;
+pub mod assignments;
 pub mod auth;
+pub mod collector;
 pub mod error;
 pub mod health;
 pub mod ingest;
+pub mod network;
 pub mod objects;
 pub mod openapi;
 pub mod query;
@@ -47,6 +50,8 @@ pub struct AppState {
     pub reconcile_soon: Arc<tokio::sync::Notify>,
     /// The metrics ingest queue and the latest agent reports (see `crate::ingest`).
     pub ingest: crate::ingest::Ingest,
+    /// Secrets resources refer to (SNMP credentials), from the desired state.
+    pub secrets: Arc<crate::secrets::Secrets>,
 }
 
 impl AppState {
@@ -60,6 +65,7 @@ impl AppState {
             agents: Arc::default(),
             reconcile_soon: Arc::default(),
             ingest: crate::ingest::Ingest::default(),
+            secrets: Arc::default(),
         }
     }
 
@@ -84,7 +90,14 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             get(objects::get),
         )
         .merge(query::routes())
-        .nest("/agent", agent::routes().merge(ingest::routes()));
+        .merge(network::routes())
+        .nest(
+            "/agent",
+            agent::routes()
+                .merge(ingest::routes())
+                .merge(assignments::routes())
+                .merge(collector::routes()),
+        );
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -78,6 +78,7 @@ pub fn build() -> Value {
             }}),
         );
     }
+    super::network::openapi_paths(&mut paths);
     json!({
         "openapi": "3.0.3",
         "info": { "title": "cdot-rmm operator API", "version": env!("CARGO_PKG_VERSION") },

@@ -1,22 +1,19 @@
-//! The latest report of each device, kept in memory and written to Device status in one
-//! statement every couple of seconds: at a thousand reports per second, writing the
-//! objects table per request would cost more than the samples themselves.
+//! The latest report of each device, kept in memory and written as heartbeats in one
+//! statement every couple of seconds: at a thousand reports per second, a write per
+//! request would cost more than the samples themselves.
 use std::{collections::HashMap, sync::Mutex};
 
 use cdot_crds::device::MetricSummary;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::validate::{LatestMetrics, newer};
 use crate::{
     api::agent_auth::DeviceIdentity,
-    store::{Store, StoreError, timeseries::AgentReport},
+    store::{Store, StoreError, heartbeats::Heartbeat},
 };
 
 #[derive(Debug, Clone)]
 struct Entry {
-    namespace: String,
-    name: String,
     version: String,
     last_seen_ms: i64,
     latest: LatestMetrics,
@@ -46,8 +43,6 @@ impl DeviceReports {
     ) {
         let mut devices = self.lock();
         let entry = devices.entry(identity.uid).or_insert_with(|| Entry {
-            namespace: identity.namespace.clone(),
-            name: identity.name.clone(),
             version: String::new(),
             last_seen_ms: 0,
             latest: LatestMetrics::default(),
@@ -69,15 +64,15 @@ impl DeviceReports {
         entry.dirty = true;
     }
 
-    /// The reports changed since the last call, as status merges; they are marked clean.
-    pub fn take_dirty(&self) -> Vec<AgentReport> {
+    /// The reports changed since the last call, as heartbeats; they are marked clean.
+    pub fn take_dirty(&self) -> Vec<Heartbeat> {
         let mut devices = self.lock();
         devices
             .iter_mut()
             .filter(|(_, e)| e.dirty)
             .map(|(uid, e)| {
                 e.dirty = false;
-                to_report(*uid, e)
+                to_heartbeat(*uid, e)
             })
             .collect()
     }
@@ -94,52 +89,39 @@ impl DeviceReports {
 
     /// Writes the changed reports; on failure they stay dirty for the next flush.
     pub async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
-        let reports = self.take_dirty();
-        if reports.is_empty() {
+        let beats = self.take_dirty();
+        if beats.is_empty() {
             return Ok(0);
         }
-        match store.merge_agent_reports(&reports).await {
-            Ok(_) => Ok(reports.len()),
+        match store.record_heartbeats(&beats).await {
+            Ok(_) => Ok(beats.len()),
             Err(e) => {
-                self.mark_dirty(reports.iter().map(|r| r.uid));
+                self.mark_dirty(beats.iter().map(|b| b.device_uid));
                 Err(e)
             }
         }
     }
 }
 
-fn to_report(uid: Uuid, e: &Entry) -> AgentReport {
-    let mut fields = serde_json::Map::new();
+fn to_heartbeat(uid: Uuid, e: &Entry) -> Heartbeat {
     let l = &e.latest;
     let at = [l.cpu, l.memory, l.disk_max]
         .into_iter()
         .flatten()
         .map(|(t, _)| t)
         .max();
-    if let Some(at) = at {
-        let summary = MetricSummary {
-            at: rfc3339_ms(at),
-            cpu_percent: l.cpu.map(|(_, v)| v),
-            memory_percent: l.memory.map(|(_, v)| v),
-            disk_percent_max: l.disk_max.map(|(_, v)| v),
-        };
-        fields.insert(
-            "lastMetrics".into(),
-            serde_json::to_value(summary).unwrap_or_default(),
-        );
+    let last_metrics = at.map(|at| MetricSummary {
+        at: rfc3339_ms(at),
+        cpu_percent: l.cpu.map(|(_, v)| v),
+        memory_percent: l.memory.map(|(_, v)| v),
+        disk_percent_max: l.disk_max.map(|(_, v)| v),
+    });
+    Heartbeat {
+        device_uid: uid,
+        agent_version: e.version.clone(),
+        last_seen_ms: e.last_seen_ms,
+        last_metrics: last_metrics.and_then(|m| serde_json::to_value(m).ok()),
     }
-    AgentReport {
-        namespace: e.namespace.clone(),
-        name: e.name.clone(),
-        uid,
-        agent: agent_fields(uid, &e.version, e.last_seen_ms),
-        fields: Value::Object(fields),
-    }
-}
-
-/// `status.agent` fields a report owns.
-pub fn agent_fields(uid: Uuid, version: &str, seen_ms: i64) -> Value {
-    json!({ "id": uid.to_string(), "version": version, "lastSeen": rfc3339_ms(seen_ms) })
 }
 
 /// RFC 3339 in UTC with second precision, as the rest of the status uses.
@@ -188,10 +170,11 @@ mod tests {
         );
         let dirty = reports.take_dirty();
         assert_eq!(dirty.len(), 1);
-        let report = &dirty[0];
-        assert_eq!(report.agent["lastSeen"], rfc3339_ms(t + 5_000));
-        assert_eq!(report.agent["id"], Uuid::from_u128(7).to_string());
-        let last = &report.fields["lastMetrics"];
+        let beat = &dirty[0];
+        assert_eq!(beat.last_seen_ms, t + 5_000);
+        assert_eq!(beat.device_uid, Uuid::from_u128(7));
+        assert_eq!(beat.agent_version, "0.1.0");
+        let last = beat.last_metrics.as_ref().expect("a metric summary");
         assert_eq!(last["cpuPercent"], 10.0);
         assert_eq!(last["memoryPercent"], 50.0);
         assert_eq!(last["diskPercentMax"], 80.0);

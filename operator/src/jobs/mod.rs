@@ -14,6 +14,7 @@ use crate::{
 };
 
 pub mod liveness;
+pub mod network;
 pub mod partitions;
 pub mod rollup;
 
@@ -44,6 +45,8 @@ pub struct TimeseriesArgs {
     /// How often closed minutes are folded into the 1-minute rollup.
     #[arg(long, env = "CDOT_ROLLUP_INTERVAL", value_parser = crate::cli::parse_duration, default_value = "10s")]
     pub rollup_interval: Duration,
+    #[command(flatten)]
+    pub network: network::NetworkArgs,
 }
 
 impl Default for TimeseriesArgs {
@@ -57,6 +60,7 @@ impl Default for TimeseriesArgs {
             status_flush_interval: Duration::from_secs(2),
             liveness_interval: Duration::from_secs(5),
             rollup_interval: Duration::from_secs(10),
+            network: network::NetworkArgs::default(),
         }
     }
 }
@@ -84,6 +88,13 @@ pub async fn prepare(
         metrics,
         jiff::Timestamp::now().as_millisecond(),
         args,
+    )
+    .await?;
+    network::maintain(
+        store,
+        metrics,
+        jiff::Timestamp::now().as_millisecond(),
+        &args.network,
     )
     .await?;
     Ok(())
@@ -121,6 +132,12 @@ pub fn spawn(
         state.store.clone(),
         state.metrics.clone(),
         args.rollup_interval,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(network::run(
+        state.store.clone(),
+        state.metrics.clone(),
+        args.network.clone(),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(partitions::run(

@@ -27,6 +27,8 @@ pub struct Maintenance {
     pub created: Vec<String>,
     pub dropped: Vec<String>,
     pub batches_forgotten: u64,
+    /// Heartbeats of devices that were deleted.
+    pub heartbeats_forgotten: u64,
 }
 
 pub async fn run(
@@ -98,6 +100,7 @@ pub async fn maintain(
             break;
         }
     }
+    done.heartbeats_forgotten = store.prune_heartbeats().await?;
     for (result, n) in [
         ("created", done.created.len()),
         ("dropped", done.dropped.len()),

@@ -21,16 +21,24 @@ pub fn agent_config(spec: &DeviceSpec) -> AgentConfig {
     let Some(agent) = &spec.agent else {
         return default;
     };
-    let secs = |s: &str, fallback: u64| {
-        parse_duration(s)
-            .map(|d| d.as_secs().max(1))
-            .unwrap_or(fallback)
-    };
     AgentConfig {
-        metrics_interval_secs: secs(&agent.metrics_interval, default.metrics_interval_secs),
-        inventory_interval_secs: secs(&agent.inventory_interval, default.inventory_interval_secs),
+        metrics_interval_secs: duration_secs(
+            &agent.metrics_interval,
+            default.metrics_interval_secs,
+        ),
+        inventory_interval_secs: duration_secs(
+            &agent.inventory_interval,
+            default.inventory_interval_secs,
+        ),
         monitored_services: agent.monitored_services.clone(),
     }
+}
+
+/// Whole seconds of a spec duration, at least 1; `fallback` when it does not parse.
+pub fn duration_secs(s: &str, fallback: u64) -> u64 {
+    parse_duration(s)
+        .map(|d| d.as_secs().max(1))
+        .unwrap_or(fallback)
 }
 
 /// `now` is the pass's time (RFC 3339).
@@ -53,7 +61,7 @@ pub fn observe(
             "MaintenancePaused",
             "monitoring is paused by spec.maintenance.paused",
         ),
-        (false, Some(seen)) if !is_overdue(seen, now, interval) => Observation::ready(
+        (false, Some(_)) if is_ready(paused, last_seen, now, interval) => Observation::ready(
             fields,
             "Reporting",
             format!("the agent reports every {interval}s"),
@@ -89,6 +97,13 @@ pub fn observe(
     };
     observation.extra.push(enrolled);
     observation
+}
+
+/// Whether a device is `Ready` as of `now`: not paused, and its last report at most
+/// [`MISSED_INTERVALS`] metrics intervals old. The liveness pass uses this to find the
+/// devices to reconcile; [`observe`] to decide.
+pub fn is_ready(paused: bool, last_seen: Option<&str>, now: &str, interval_secs: u64) -> bool {
+    !paused && last_seen.is_some_and(|seen| !is_overdue(seen, now, interval_secs))
 }
 
 /// Whether more than [`MISSED_INTERVALS`] intervals passed between `last_seen` and `now`.

@@ -181,9 +181,12 @@ impl ManifestFiles {
                             None => snapshot.enrollment_tokens.push(token),
                         }
                     }
-                    // Plain Secrets (credentials that resources refer to) are validated but not
-                    // kept: nothing reads them yet, and secret values are not held needlessly.
-                    Ok(Document::Secret { .. }) => {}
+                    // Credentials that resources refer to (SNMP): held in memory, never stored.
+                    Ok(Document::Secret {
+                        namespace,
+                        name,
+                        data,
+                    }) => snapshot.secrets.push((namespace, name, data)),
                     Ok(Document::Ignored { api_version, kind }) => {
                         tracing::debug!(%file, position, %api_version, %kind, "ignoring a document of another API");
                     }

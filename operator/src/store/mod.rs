@@ -5,6 +5,8 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub mod agents;
 pub mod embedded;
+pub mod heartbeats;
+pub mod network;
 pub mod objects;
 pub mod timeseries;
 pub mod tokens;

@@ -84,8 +84,9 @@ impl ChangeSummary {
     }
 }
 
-const SELECT_OBJECTS: &str = "SELECT kind, namespace, name, uid, generation, resource_version, labels, annotations, spec, status, \
-     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at FROM objects";
+/// Reads go through the view that merges each device's heartbeat into its status.
+pub(super) const SELECT_OBJECTS: &str = "SELECT kind, namespace, name, uid, generation, resource_version, labels, annotations, spec, status, \
+     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at FROM objects_with_heartbeats";
 
 impl Store {
     /// Makes the stored manifest-managed objects equal to `desired` in one transaction:
@@ -309,7 +310,7 @@ impl Store {
     }
 }
 
-fn decode_object(row: &sqlx::postgres::PgRow) -> Option<StoredObject> {
+pub(super) fn decode_object(row: &sqlx::postgres::PgRow) -> Option<StoredObject> {
     let kind_name: String = row.get("kind");
     // A kind this build does not know (a newer schema) is skipped rather than failing every read.
     let kind = Kind::from_kind_name(&kind_name)?;

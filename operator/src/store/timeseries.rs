@@ -1,17 +1,24 @@
-//! Agent reports in PostgreSQL: the series dictionary, raw samples (partitioned by day),
-//! 1-minute rollups, the idempotency record of batches, installed software, and the
-//! status fields that reports own (`agent`, `lastMetrics`, `inventory`).
+//! Agent reports in PostgreSQL: the series dictionary, raw samples (one row per device and
+//! instant, partitioned by day), 1-minute rollups (one row per device and minute), the
+//! idempotency record of batches, installed software and the inventory in Device status.
 //!
 //! Times cross the boundary as Unix milliseconds (`i64`); SQL converts them with
 //! [`ms`]-style expressions so that no date-time crate feature of sqlx is needed.
+mod points;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use cdot_crds::wire::Package;
+use futures::TryStreamExt;
 use serde_json::Value;
-use sqlx::{PgExecutor, Row};
+use sqlx::Row;
 use uuid::Uuid;
 
-use super::{Store, StoreError};
+use self::points::{MinuteFolds, PointRows};
+use super::{
+    Store, StoreError,
+    heartbeats::{self, Heartbeat},
+};
 
 pub const MINUTE_MS: i64 = 60_000;
 pub const DAY_MS: i64 = 86_400_000;
@@ -40,16 +47,13 @@ pub struct BatchRows<'a> {
     pub values: &'a [f64],
 }
 
-/// Status fields owned by agent reports for one device. `agent` is merged into the stored
-/// `status.agent` key by key (enrollment owns `certificateExpiry`); the keys of `fields`
-/// (e.g. `lastMetrics`, `inventory`) replace the stored ones.
+/// An inventory report of one device: `status.inventory` is replaced, the heartbeat recorded.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AgentReport {
+pub struct InventoryUpdate {
     pub namespace: String,
     pub name: String,
-    pub uid: Uuid,
-    pub agent: Value,
-    pub fields: Value,
+    pub inventory: Value,
+    pub heartbeat: Heartbeat,
 }
 
 /// A time-series table partitioned by day.
@@ -64,8 +68,8 @@ impl Partitioned {
 
     pub fn table(self) -> &'static str {
         match self {
-            Partitioned::Samples => "metric_samples",
-            Partitioned::Rollup => "metric_rollup_1m",
+            Partitioned::Samples => "metric_points",
+            Partitioned::Rollup => "metric_points_1m",
         }
     }
 }
@@ -90,7 +94,7 @@ pub struct FoldSummary {
     pub to_ms: i64,
     /// Minutes before the old watermark folded again because of late samples.
     pub refolded: usize,
-    /// Rollup rows written.
+    /// Series-minutes written (one per series in each device-minute row).
     pub rows: u64,
     /// More work is waiting (the run was capped).
     pub more: bool,
@@ -233,14 +237,10 @@ impl Store {
             .map(|(b, _)| b.values.len())
             .sum();
         if total > 0 {
-            let mut series = Vec::with_capacity(total);
-            let mut times = Vec::with_capacity(total);
-            let mut values = Vec::with_capacity(total);
+            let mut rows = PointRows::default();
             let mut late = BTreeSet::new();
             for (b, _) in batches.iter().zip(&new).filter(|(_, n)| **n) {
-                series.extend_from_slice(b.series_ids);
-                times.extend_from_slice(b.times_ms);
-                values.extend_from_slice(b.values);
+                rows.push_batch(b.device_uid, b.series_ids, b.times_ms, b.values);
                 for t in b.times_ms {
                     let minute = t.div_euclid(MINUTE_MS) * MINUTE_MS;
                     if minute + MINUTE_MS <= late_before_ms {
@@ -249,16 +249,20 @@ impl Store {
                 }
             }
             sqlx::query(
-                "INSERT INTO metric_samples (series_id, at, value)
-                 SELECT s, 'epoch'::timestamptz + t * interval '1 millisecond', v
-                 FROM unnest($1::int8[], $2::int8[], $3::float8[]) AS u(s, t, v)",
+                "INSERT INTO metric_points (device_uid, at, series_ids, vals)
+                 SELECT d, 'epoch'::timestamptz + t * interval '1 millisecond',
+                        ($5::int8[])[f::int4:l::int4], ($6::float8[])[f::int4:l::int4]
+                 FROM unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[]) AS u(d, t, f, l)",
             )
-            .bind(&series)
-            .bind(&times)
-            .bind(&values)
+            .bind(&rows.devices)
+            .bind(&rows.times_ms)
+            .bind(&rows.first)
+            .bind(&rows.last)
+            .bind(&rows.series_ids)
+            .bind(&rows.values)
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::query("insert metric samples"))?;
+            .map_err(StoreError::query("insert metric points"))?;
             if !late.is_empty() {
                 let minutes: Vec<i64> = late.into_iter().collect();
                 sqlx::query(
@@ -278,29 +282,37 @@ impl Store {
         Ok(new)
     }
 
-    /// Writes the report-owned status fields of many devices in one statement. A report for
-    /// a device that no longer exists (or was recreated with another uid) is ignored.
-    pub async fn merge_agent_reports(&self, reports: &[AgentReport]) -> Result<u64, StoreError> {
-        merge_reports(&self.pool, reports).await
-    }
-
-    /// Applies an inventory report: status (`inventory`, `agent`) and the software list,
-    /// replaced whole. False when the device does not exist (nothing is written then).
+    /// Applies an inventory report: `status.inventory`, the heartbeat and the software
+    /// list, replaced whole. False when the device does not exist (nothing is written then).
     pub async fn replace_inventory(
         &self,
-        report: &AgentReport,
+        update: &InventoryUpdate,
         software: &[Package],
     ) -> Result<bool, StoreError> {
+        let uid = update.heartbeat.device_uid;
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(StoreError::query("begin inventory transaction"))?;
-        if merge_reports(&mut *tx, std::slice::from_ref(report)).await? == 0 {
+        let found = sqlx::query(
+            "UPDATE objects SET status = status || jsonb_build_object('inventory', $4::jsonb),
+                                resource_version = nextval('object_resource_version')
+             WHERE kind = 'Device' AND namespace = $1 AND name = $2 AND uid = $3",
+        )
+        .bind(&update.namespace)
+        .bind(&update.name)
+        .bind(uid)
+        .bind(&update.inventory)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("write device inventory"))?;
+        if found.rows_affected() == 0 {
             return Ok(false);
         }
+        heartbeats::record(&mut *tx, std::slice::from_ref(&update.heartbeat)).await?;
         sqlx::query("DELETE FROM device_software WHERE device_uid = $1")
-            .bind(report.uid)
+            .bind(uid)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::query("replace device software"))?;
@@ -311,7 +323,7 @@ impl Store {
              SELECT $1, n, v FROM unnest($2::text[], $3::text[]) AS u(n, v)
              ON CONFLICT DO NOTHING",
         )
-        .bind(report.uid)
+        .bind(uid)
         .bind(&names)
         .bind(&versions)
         .execute(&mut *tx)
@@ -377,16 +389,19 @@ impl Store {
         step_ms: i64,
         source: PointSource,
     ) -> Result<Vec<Point>, StoreError> {
+        // Rows are found by device (the index), then unnested and filtered by series.
         let rows = match source {
             PointSource::Raw => sqlx::query(concat!(
-                "SELECT series_id, ((extract(epoch FROM at) * 1000)::int8 / $4) * $4 AS ts,
-                        avg(value), min(value), max(value)
-                 FROM metric_samples
-                 WHERE series_id = ANY($1) AND at >= ",
+                "SELECT u.s, ((extract(epoch FROM p.at) * 1000)::int8 / $4) * $4 AS ts,
+                        avg(u.v), min(u.v), max(u.v)
+                 FROM metric_points p CROSS JOIN LATERAL unnest(p.series_ids, p.vals) AS u(s, v)
+                 WHERE p.device_uid = ANY(ARRAY(SELECT DISTINCT device_uid FROM metric_series WHERE id = ANY($1)))
+                   AND p.at >= ",
                 ms!(2),
-                " AND at < ",
+                " AND p.at < ",
                 ms!(3),
-                " GROUP BY 1, 2 ORDER BY 1, 2"
+                " AND u.s = ANY($1)
+                 GROUP BY 1, 2 ORDER BY 1, 2"
             ))
             .bind(series)
             .bind(from_ms)
@@ -399,22 +414,26 @@ impl Store {
                 let watermark = self.rollup_watermark().await?;
                 sqlx::query(concat!(
                     "WITH minutes AS (
-                         SELECT series_id, bucket, min, max, sum, count FROM metric_rollup_1m
-                         WHERE series_id = ANY($1) AND bucket >= ",
+                         SELECT u.s AS series_id, r.bucket, u.mn AS min, u.mx AS max, u.sm AS sum, u.c AS count
+                         FROM metric_points_1m r
+                              CROSS JOIN LATERAL unnest(r.series_ids, r.mins, r.maxs, r.sums, r.counts) AS u(s, mn, mx, sm, c)
+                         WHERE r.device_uid = ANY(ARRAY(SELECT DISTINCT device_uid FROM metric_series WHERE id = ANY($1)))
+                           AND u.s = ANY($1) AND r.bucket >= ",
                     ms!(2),
-                    " AND bucket < LEAST(",
+                    " AND r.bucket < LEAST(",
                     ms!(3),
                     ", ",
                     ms!(5),
                     ")
                        UNION ALL
-                         SELECT series_id, date_trunc('minute', at, 'UTC'), min(value), max(value), sum(value), count(*)
-                         FROM metric_samples
-                         WHERE series_id = ANY($1) AND at >= GREATEST(",
+                         SELECT u.s, date_trunc('minute', p.at, 'UTC'), min(u.v), max(u.v), sum(u.v), count(*)
+                         FROM metric_points p CROSS JOIN LATERAL unnest(p.series_ids, p.vals) AS u(s, v)
+                         WHERE p.device_uid = ANY(ARRAY(SELECT DISTINCT device_uid FROM metric_series WHERE id = ANY($1)))
+                           AND u.s = ANY($1) AND p.at >= GREATEST(",
                     ms!(2),
                     ", ",
                     ms!(5),
-                    ") AND at < ",
+                    ") AND p.at < ",
                     ms!(3),
                     " GROUP BY 1, 2
                      )
@@ -452,6 +471,9 @@ impl Store {
     /// minute that ended [`ROLLUP_FOLD_LAG_MS`] before `now_ms` (at most `max_minutes`), plus
     /// up to `max_refold` minutes before the watermark that received late samples. Each
     /// folded minute is computed whole from the raw samples, so folding again is harmless.
+    ///
+    /// A minute is read as its device rows (~60,000 of ~1 KB at 10,000 agents) and
+    /// aggregated here, one minute at a time so that catching up holds one minute in memory.
     pub async fn fold_rollups(
         &self,
         now_ms: i64,
@@ -463,6 +485,11 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query("begin rollup transaction"))?;
+        // One core: a parallel scan would take the CPU the ingest writers need.
+        sqlx::query("SET LOCAL max_parallel_workers_per_gather = 0")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("limit the rollup to one core"))?;
         // The row lock makes operator replicas take turns.
         let watermark: i64 = sqlx::query_scalar(
             "SELECT (extract(epoch FROM watermark) * 1000)::int8 FROM metric_rollup_state WHERE id = 1 FOR UPDATE",
@@ -488,37 +515,15 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .map_err(StoreError::query("take late rollup minutes"))?;
-        let mut ranges: Vec<(i64, i64)> = Vec::new();
         let mut refold: Vec<i64> = dirty.iter().copied().filter(|m| *m < watermark).collect();
         refold.sort_unstable();
-        for minute in &refold {
-            match ranges.last_mut() {
-                Some((_, end)) if *end == *minute => *end += MINUTE_MS,
-                _ => ranges.push((*minute, minute + MINUTE_MS)),
-            }
-        }
-        if new_watermark > watermark {
-            ranges.push((watermark, new_watermark));
-        }
+        let minutes = refold
+            .iter()
+            .copied()
+            .chain((watermark..new_watermark).step_by(MINUTE_MS as usize));
         let mut rows = 0;
-        for (from, to) in ranges {
-            let done = sqlx::query(concat!(
-                "INSERT INTO metric_rollup_1m (series_id, bucket, min, max, sum, count)
-                 SELECT series_id, date_trunc('minute', at, 'UTC'), min(value), max(value), sum(value), count(*)
-                 FROM metric_samples WHERE at >= ",
-                ms!(1),
-                " AND at < ",
-                ms!(2),
-                " GROUP BY 1, 2
-                 ON CONFLICT (series_id, bucket) DO UPDATE SET
-                     min = EXCLUDED.min, max = EXCLUDED.max, sum = EXCLUDED.sum, count = EXCLUDED.count"
-            ))
-            .bind(from)
-            .bind(to)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query("fold metric rollups"))?;
-            rows += done.rows_affected();
+        for minute in minutes {
+            rows += fold_minute(&mut tx, minute).await?;
         }
         sqlx::query(concat!(
             "UPDATE metric_rollup_state SET watermark = ",
@@ -639,42 +644,61 @@ impl Store {
     }
 }
 
-async fn merge_reports<'e>(
-    executor: impl PgExecutor<'e>,
-    reports: &[AgentReport],
-) -> Result<u64, StoreError> {
-    if reports.is_empty() {
+/// Folds one minute of `metric_points` into `metric_points_1m`; returns the series-minutes
+/// written.
+async fn fold_minute(conn: &mut sqlx::PgConnection, minute_ms: i64) -> Result<u64, StoreError> {
+    let mut folds = MinuteFolds::default();
+    let mut points = sqlx::query(concat!(
+        "SELECT device_uid, series_ids, vals FROM metric_points WHERE at >= ",
+        ms!(1),
+        " AND at < ",
+        ms!(2)
+    ))
+    .bind(minute_ms)
+    .bind(minute_ms + MINUTE_MS)
+    .fetch(&mut *conn);
+    while let Some(row) = points
+        .try_next()
+        .await
+        .map_err(StoreError::query("read metric points to fold"))?
+    {
+        let device: Uuid = row.get(0);
+        let series_ids: Vec<i64> = row.get(1);
+        let values: Vec<f64> = row.get(2);
+        folds.add(device, &series_ids, &values);
+    }
+    drop(points);
+    let rows = folds.into_rows();
+    if rows.devices.is_empty() {
         return Ok(0);
     }
-    let namespaces: Vec<&str> = reports.iter().map(|r| r.namespace.as_str()).collect();
-    let names: Vec<&str> = reports.iter().map(|r| r.name.as_str()).collect();
-    let uids: Vec<Uuid> = reports.iter().map(|r| r.uid).collect();
-    let agents: Vec<&Value> = reports.iter().map(|r| &r.agent).collect();
-    let fields: Vec<&Value> = reports.iter().map(|r| &r.fields).collect();
-    let done = sqlx::query(
-        "UPDATE objects o SET
-             status = o.status
-                 || jsonb_build_object('agent',
-                        CASE WHEN jsonb_typeof(o.status->'agent') = 'object' THEN o.status->'agent' ELSE '{}'::jsonb END
-                        || d.agent)
-                 || d.fields,
-             resource_version = nextval('object_resource_version')
-         FROM unnest($1::text[], $2::text[], $3::uuid[], $4::jsonb[], $5::jsonb[])
-              AS d(namespace, name, uid, agent, fields)
-         WHERE o.kind = 'Device' AND o.namespace = d.namespace AND o.name = d.name AND o.uid = d.uid",
-    )
-    .bind(&namespaces)
-    .bind(&names)
-    .bind(&uids)
-    .bind(&agents)
-    .bind(&fields)
-    .execute(executor)
+    sqlx::query(concat!(
+        "INSERT INTO metric_points_1m (device_uid, bucket, series_ids, mins, maxs, sums, counts)
+         SELECT d, ",
+        ms!(1),
+        ", ($5::int8[])[f::int4:l::int4], ($6::float8[])[f::int4:l::int4], ($7::float8[])[f::int4:l::int4],
+                ($8::float8[])[f::int4:l::int4], ($9::int8[])[f::int4:l::int4]
+         FROM unnest($2::uuid[], $3::int8[], $4::int8[]) AS u(d, f, l)
+         ON CONFLICT (device_uid, bucket) DO UPDATE SET
+             series_ids = EXCLUDED.series_ids, mins = EXCLUDED.mins, maxs = EXCLUDED.maxs,
+             sums = EXCLUDED.sums, counts = EXCLUDED.counts"
+    ))
+    .bind(minute_ms)
+    .bind(&rows.devices)
+    .bind(&rows.first)
+    .bind(&rows.last)
+    .bind(&rows.series_ids)
+    .bind(&rows.mins)
+    .bind(&rows.maxs)
+    .bind(&rows.sums)
+    .bind(&rows.counts)
+    .execute(&mut *conn)
     .await
-    .map_err(StoreError::query("merge agent reports"))?;
-    Ok(done.rows_affected())
+    .map_err(StoreError::query("write metric rollups"))?;
+    Ok(rows.series_ids.len() as u64)
 }
 
-/// `metric_samples_p20261125` for the day 2026-11-25 (UTC).
+/// `metric_points_p20261125` for the day 2026-11-25 (UTC).
 pub fn partition_name(table: Partitioned, day: i64) -> String {
     format!("{}_p{}", table.table(), day_string(day, "%Y%m%d"))
 }
@@ -708,7 +732,7 @@ mod tests {
         let day = day_of(1_764_028_800_000); // 2025-11-25T00:00:00Z
         assert_eq!(
             partition_name(Partitioned::Samples, day),
-            "metric_samples_p20251125"
+            "metric_points_p20251125"
         );
         assert_eq!(parse_day("20251125"), Some(day));
         assert_eq!(parse_day("2025112"), None);

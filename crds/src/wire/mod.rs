@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::device::Inventory;
+use crate::device::{DeviceClass, Inventory};
+
+pub mod collector;
 
 /// Path prefix of every agent route.
 pub const AGENT_API_PREFIX: &str = "/v1/agent";
@@ -44,6 +46,10 @@ pub struct EnrollRequest {
     pub jwt_public_key: Option<String>,
     /// Version of the agent binary.
     pub agent_version: String,
+    /// Class of the Device created by this enrollment (default `Other`); a collector sends
+    /// `Collector`. A Device that already exists keeps its spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_class: Option<DeviceClass>,
 }
 
 /// Answer to a successful enrollment.

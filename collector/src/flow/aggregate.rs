@@ -1,0 +1,418 @@
+//! Per-minute aggregation of flow records into [`FlowGroup`]s.
+//!
+//! Records are grouped by (minute, exporter, in_if, out_if) and, inside a group, summed
+//! by (src, dst, proto, src port, dst port). When a minute is flushed each group keeps its
+//! top N keys by bytes and folds the rest into `other`.
+//!
+//! Memory is bounded whatever the input: a group holds at most `key_cap` distinct keys
+//! and all groups together at most `max_keys` (past either, a new key's traffic goes
+//! straight to the group's `other`), and at most `max_groups` groups are open (past that,
+//! records of new groups are refused and counted by the caller).
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use cdot_crds::wire::collector::{Counts, FlowCount, FlowGroup};
+use foldhash::fast::RandomState;
+
+use super::record::FlowRecord;
+
+/// Length of an aggregation interval.
+pub const MINUTE_MS: i64 = 60_000;
+
+/// Start of the minute `unix_ms` falls in.
+pub fn minute_of(unix_ms: i64) -> i64 {
+    unix_ms - unix_ms.rem_euclid(MINUTE_MS)
+}
+
+/// Limits of an [`Aggregator`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Keys kept per group at flush; the rest is folded into `other`.
+    pub top_n: usize,
+    /// Distinct keys one group tracks.
+    pub key_cap: usize,
+    /// Distinct keys all open groups track together.
+    pub max_keys: usize,
+    /// Open groups (minute × exporter × interface pair).
+    pub max_groups: usize,
+}
+
+/// What became of one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    /// Counted under its own key.
+    Key,
+    /// Counted in its group's `other` because a key limit was reached.
+    Other,
+    /// Not counted: it would have opened a group past `max_groups`.
+    Refused,
+}
+
+/// An address as 128 bits plus its family, cheap to hash and compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Addr {
+    bits: u128,
+    v6: bool,
+}
+
+impl From<IpAddr> for Addr {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self {
+                bits: u128::from(u32::from(v4)),
+                v6: false,
+            },
+            IpAddr::V6(v6) => Self {
+                bits: u128::from(v6),
+                v6: true,
+            },
+        }
+    }
+}
+
+impl From<Addr> for IpAddr {
+    fn from(addr: Addr) -> Self {
+        if addr.v6 {
+            IpAddr::V6(Ipv6Addr::from(addr.bits))
+        } else {
+            // Only ever built from a u32 above, so the cast keeps every bit.
+            IpAddr::V4(Ipv4Addr::from(addr.bits as u32))
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct GroupKey {
+    minute_ms: i64,
+    exporter: Addr,
+    in_if: u32,
+    out_if: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlowKey {
+    src: Addr,
+    dst: Addr,
+    proto: u8,
+    sp: u16,
+    dp: u16,
+}
+
+// Hand-written so that a key hashes as three integers instead of field by field.
+impl Hash for FlowKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.src.bits);
+        state.write_u128(self.dst.bits);
+        state.write_u64(
+            u64::from(self.sp)
+                | u64::from(self.dp) << 16
+                | u64::from(self.proto) << 32
+                | u64::from(self.src.v6) << 40
+                | u64::from(self.dst.v6) << 41,
+        );
+    }
+}
+
+impl Hash for GroupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_i64(self.minute_ms);
+        state.write_u128(self.exporter.bits);
+        state.write_u64(u64::from(self.in_if) | u64::from(self.out_if) << 32);
+        state.write_u8(u8::from(self.exporter.v6));
+    }
+}
+
+struct Group {
+    key: GroupKey,
+    flows: HashMap<FlowKey, Counts, RandomState>,
+    other: Counts,
+}
+
+fn add_counts(counts: &mut Counts, bytes: u64, packets: u64) {
+    counts.b = counts.b.saturating_add(bytes);
+    counts.p = counts.p.saturating_add(packets);
+    counts.f = counts.f.saturating_add(1);
+}
+
+/// Sums flow records per minute and interface pair; one per receiving thread.
+pub struct Aggregator {
+    limits: Limits,
+    groups: Vec<Group>,
+    index: HashMap<GroupKey, usize, RandomState>,
+    keys: usize,
+    /// Index of the group the previous record went to: consecutive records of a
+    /// datagram mostly share their interfaces.
+    last: Option<usize>,
+    hasher: RandomState,
+}
+
+impl Aggregator {
+    pub fn new(limits: Limits) -> Self {
+        let hasher = RandomState::default();
+        Self {
+            limits,
+            groups: Vec::new(),
+            index: HashMap::with_hasher(hasher.clone()),
+            keys: 0,
+            last: None,
+            hasher,
+        }
+    }
+
+    /// Counts `record` in the minute starting at `minute_ms`.
+    pub fn add(&mut self, minute_ms: i64, record: &FlowRecord) -> Added {
+        let key = GroupKey {
+            minute_ms,
+            exporter: record.exporter.into(),
+            in_if: record.in_if,
+            out_if: record.out_if,
+        };
+        let Some(at) = self.group_index(key) else {
+            return Added::Refused;
+        };
+        let flow = FlowKey {
+            src: record.src.into(),
+            dst: record.dst.into(),
+            proto: record.proto,
+            sp: record.src_port,
+            dp: record.dst_port,
+        };
+        let group = &mut self.groups[at];
+        if let Some(counts) = group.flows.get_mut(&flow) {
+            add_counts(counts, record.bytes, record.packets);
+            return Added::Key;
+        }
+        if group.flows.len() >= self.limits.key_cap || self.keys >= self.limits.max_keys {
+            add_counts(&mut group.other, record.bytes, record.packets);
+            return Added::Other;
+        }
+        let mut counts = Counts::default();
+        add_counts(&mut counts, record.bytes, record.packets);
+        group.flows.insert(flow, counts);
+        self.keys += 1;
+        Added::Key
+    }
+
+    fn group_index(&mut self, key: GroupKey) -> Option<usize> {
+        if let Some(last) = self.last
+            && self.groups[last].key == key
+        {
+            return Some(last);
+        }
+        let at = match self.index.get(&key) {
+            Some(&at) => at,
+            None if self.groups.len() >= self.limits.max_groups => return None,
+            None => {
+                self.groups.push(Group {
+                    key,
+                    flows: HashMap::with_hasher(self.hasher.clone()),
+                    other: Counts::default(),
+                });
+                let at = self.groups.len() - 1;
+                self.index.insert(key, at);
+                at
+            }
+        };
+        self.last = Some(at);
+        Some(at)
+    }
+
+    /// Number of open groups.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Start of the oldest open minute, if any.
+    pub fn oldest_minute(&self) -> Option<i64> {
+        self.groups.iter().map(|g| g.key.minute_ms).min()
+    }
+
+    /// Takes every group of a minute that started before `before_ms`.
+    pub fn flush_before(&mut self, before_ms: i64) -> Vec<FlowGroup> {
+        if self.oldest_minute().is_none_or(|oldest| oldest >= before_ms) {
+            return Vec::new();
+        }
+        let (closed, open): (Vec<Group>, Vec<Group>) = std::mem::take(&mut self.groups)
+            .into_iter()
+            .partition(|g| g.key.minute_ms < before_ms);
+        self.groups = open;
+        self.index.clear();
+        self.keys = 0;
+        for (at, group) in self.groups.iter().enumerate() {
+            self.index.insert(group.key, at);
+            self.keys += group.flows.len();
+        }
+        self.last = None;
+        closed.into_iter().map(|g| finish(g, self.limits.top_n)).collect()
+    }
+
+    /// Takes every open group (at shutdown).
+    pub fn flush_all(&mut self) -> Vec<FlowGroup> {
+        self.flush_before(i64::MAX)
+    }
+}
+
+/// Keeps the top `top_n` keys by bytes, folds the rest into `other`.
+fn finish(group: Group, top_n: usize) -> FlowGroup {
+    let mut top: Vec<FlowCount> = group
+        .flows
+        .into_iter()
+        .map(|(k, c)| FlowCount {
+            src: k.src.into(),
+            dst: k.dst.into(),
+            proto: k.proto,
+            sp: k.sp,
+            dp: k.dp,
+            b: c.b,
+            p: c.p,
+            f: c.f,
+        })
+        .collect();
+    let order = |a: &FlowCount, b: &FlowCount| {
+        (b.b, b.p, b.f)
+            .cmp(&(a.b, a.p, a.f))
+            .then_with(|| (a.src, a.dst, a.proto, a.sp, a.dp).cmp(&(b.src, b.dst, b.proto, b.sp, b.dp)))
+    };
+    let mut other = group.other;
+    if top.len() > top_n {
+        if top_n > 0 {
+            top.select_nth_unstable_by(top_n - 1, order);
+        }
+        for rest in top.drain(top_n..) {
+            other.b = other.b.saturating_add(rest.b);
+            other.p = other.p.saturating_add(rest.p);
+            other.f = other.f.saturating_add(rest.f);
+        }
+    }
+    top.sort_unstable_by(order);
+    FlowGroup {
+        minute_ms: group.key.minute_ms,
+        exporter: group.key.exporter.into(),
+        in_if: group.key.in_if,
+        out_if: group.key.out_if,
+        top,
+        other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        top_n: 1000,
+        key_cap: 10_000,
+        max_keys: 100_000,
+        max_groups: 100,
+    };
+
+    fn record(src: u8, bytes: u64) -> FlowRecord {
+        FlowRecord {
+            exporter: IpAddr::from([192, 0, 2, 1]),
+            in_if: 1,
+            out_if: 2,
+            src: IpAddr::from([10, 0, 0, src]),
+            dst: "2001:db8::1".parse().expect("ip"),
+            proto: 6,
+            src_port: 1000,
+            dst_port: 443,
+            bytes,
+            packets: 1,
+        }
+    }
+
+    #[test]
+    fn minutes_start_on_the_minute() {
+        assert_eq!(minute_of(1_764_064_859_999), 1_764_064_800_000);
+        assert_eq!(minute_of(1_764_064_860_000), 1_764_064_860_000);
+        assert_eq!(minute_of(-1), -60_000);
+    }
+
+    #[test]
+    fn same_keys_sum_and_groups_split_by_minute_and_interfaces() {
+        let mut agg = Aggregator::new(LIMITS);
+        assert_eq!(agg.add(0, &record(1, 100)), Added::Key);
+        assert_eq!(agg.add(0, &record(1, 50)), Added::Key);
+        assert_eq!(agg.add(60_000, &record(1, 7)), Added::Key);
+        let mut other_if = record(1, 9);
+        other_if.out_if = 3;
+        agg.add(0, &other_if);
+        assert_eq!(agg.groups(), 3);
+        let groups = agg.flush_before(60_000);
+        assert_eq!(groups.len(), 2);
+        let main = groups.iter().find(|g| g.out_if == 2).expect("group");
+        assert_eq!((main.minute_ms, main.in_if), (0, 1));
+        assert_eq!(main.exporter, IpAddr::from([192, 0, 2, 1]));
+        assert_eq!(main.top.len(), 1);
+        assert_eq!((main.top[0].b, main.top[0].p, main.top[0].f), (150, 2, 2));
+        assert_eq!(main.top[0].src, IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(main.top[0].dst, "2001:db8::1".parse::<IpAddr>().expect("ip"));
+        assert_eq!((main.top[0].proto, main.top[0].sp, main.top[0].dp), (6, 1000, 443));
+        assert!(main.other.is_zero());
+        // The next minute is still open, and is flushed later.
+        assert_eq!(agg.groups(), 1);
+        assert!(agg.flush_before(60_000).is_empty());
+        let later = agg.flush_all();
+        assert_eq!(later[0].minute_ms, 60_000);
+        assert_eq!(agg.groups(), 0);
+    }
+
+    #[test]
+    fn top_n_keeps_the_largest_and_folds_the_rest() {
+        let mut agg = Aggregator::new(Limits { top_n: 3, ..LIMITS });
+        for src in 1..=10u8 {
+            agg.add(0, &record(src, u64::from(src) * 10));
+        }
+        let group = &agg.flush_all()[0];
+        let bytes: Vec<u64> = group.top.iter().map(|c| c.b).collect();
+        assert_eq!(bytes, vec![100, 90, 80]);
+        assert_eq!(group.other, Counts { b: 10 + 20 + 30 + 40 + 50 + 60 + 70, p: 7, f: 7 });
+        let mut agg = Aggregator::new(Limits { top_n: 0, ..LIMITS });
+        agg.add(0, &record(1, 5));
+        let group = &agg.flush_all()[0];
+        assert!(group.top.is_empty());
+        assert_eq!(group.other, Counts { b: 5, p: 1, f: 1 });
+    }
+
+    #[test]
+    fn key_cap_sends_new_keys_to_other_but_keeps_counting_known_ones() {
+        let mut agg = Aggregator::new(Limits { key_cap: 2, ..LIMITS });
+        assert_eq!(agg.add(0, &record(1, 10)), Added::Key);
+        assert_eq!(agg.add(0, &record(2, 10)), Added::Key);
+        assert_eq!(agg.add(0, &record(3, 1000)), Added::Other);
+        assert_eq!(agg.add(0, &record(1, 10)), Added::Key);
+        let group = &agg.flush_all()[0];
+        assert_eq!(group.top.len(), 2);
+        assert_eq!(group.top[0].b, 20);
+        assert_eq!(group.other, Counts { b: 1000, p: 1, f: 1 });
+    }
+
+    #[test]
+    fn total_key_and_group_limits_bound_memory() {
+        let mut agg = Aggregator::new(Limits {
+            max_keys: 2,
+            max_groups: 2,
+            ..LIMITS
+        });
+        assert_eq!(agg.add(0, &record(1, 1)), Added::Key);
+        let mut second = record(2, 1);
+        second.in_if = 9;
+        assert_eq!(agg.add(0, &second), Added::Key);
+        assert_eq!(agg.add(0, &record(3, 1)), Added::Other);
+        assert_eq!(agg.add(60_000, &record(1, 1)), Added::Refused);
+        // Flushing frees the budget.
+        assert_eq!(agg.flush_all().len(), 2);
+        assert_eq!(agg.add(60_000, &record(1, 1)), Added::Key);
+    }
+
+    #[test]
+    fn counts_saturate_instead_of_overflowing() {
+        let mut agg = Aggregator::new(LIMITS);
+        agg.add(0, &record(1, u64::MAX));
+        agg.add(0, &record(1, u64::MAX));
+        assert_eq!(agg.flush_all()[0].top[0].b, u64::MAX);
+    }
+}

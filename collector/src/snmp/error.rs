@@ -1,0 +1,114 @@
+//! Errors of SNMP polling. Each names the device and its agent and, for a request, the OID;
+//! none carries a credential.
+use std::fmt;
+
+/// The agent a request went to, as configured: `device (address port N)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    pub device: String,
+    pub address: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "device {} ({} port {})", self.device, self.address, self.port)
+    }
+}
+
+/// Why a poll of one device failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnmpError {
+    #[error("{agent}: interface filter {pattern:?} is not a valid regular expression: {source}")]
+    InvalidFilter {
+        agent: Agent,
+        pattern: String,
+        #[source]
+        source: Box<regex::Error>,
+    },
+    #[error("{agent}: SNMP {version} needs {expected} credentials")]
+    CredentialsMismatch {
+        agent: Agent,
+        version: &'static str,
+        expected: &'static str,
+    },
+    #[error("{agent}: cannot resolve the agent's address: {source}")]
+    Resolve {
+        agent: Agent,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{agent}: the agent's address resolves to nothing")]
+    NoAddress { agent: Agent },
+    #[error("{agent}: cannot open an SNMP session: {message}")]
+    Session { agent: Agent, message: String },
+    #[error("{agent}: {request} of {oid} not answered within {timeout_ms} ms ({attempts} attempts)")]
+    Timeout {
+        agent: Agent,
+        request: &'static str,
+        oid: String,
+        timeout_ms: u64,
+        attempts: u32,
+    },
+    #[error("{agent}: {request} of {oid} failed: {source}")]
+    Protocol {
+        agent: Agent,
+        request: &'static str,
+        oid: String,
+        #[source]
+        source: snmp2::Error,
+    },
+    #[error("{agent}: {request} of {oid} answered with error status {status} at varbind {index}")]
+    ErrorStatus {
+        agent: Agent,
+        request: &'static str,
+        oid: String,
+        status: u32,
+        index: u32,
+    },
+    #[error("{agent}: {oid} is {found}, expected {expected}")]
+    UnexpectedValue {
+        agent: Agent,
+        oid: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("{agent}: {request} of {oid} got an empty response")]
+    EmptyResponse {
+        agent: Agent,
+        request: &'static str,
+        oid: String,
+    },
+    #[error("{agent}: walking {column} the agent returned {oid} after {previous} (OIDs must increase)")]
+    NotIncreasing {
+        agent: Agent,
+        column: String,
+        oid: String,
+        previous: String,
+    },
+    #[error("{agent}: walking {column} passed {limit} rows")]
+    TooManyRows {
+        agent: Agent,
+        column: String,
+        limit: usize,
+    },
+}
+
+impl SnmpError {
+    /// Short label for metrics: never a device name, address or credential.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidFilter { .. } => "invalid_filter",
+            Self::CredentialsMismatch { .. } => "credentials_mismatch",
+            Self::Resolve { .. } | Self::NoAddress { .. } => "resolve",
+            Self::Session { .. } => "session",
+            Self::Timeout { .. } => "timeout",
+            Self::Protocol { .. } => "protocol",
+            Self::ErrorStatus { .. } => "error_status",
+            Self::UnexpectedValue { .. } => "unexpected_value",
+            Self::EmptyResponse { .. } => "empty_response",
+            Self::NotIncreasing { .. } => "not_increasing",
+            Self::TooManyRows { .. } => "too_many_rows",
+        }
+    }
+}

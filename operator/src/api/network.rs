@@ -1,0 +1,923 @@
+//! Network performance queries for people and the console, all under
+//! `/v1/namespaces/{ns}/network/`: top talkers, the interface report, bandwidth and probe
+//! time series, and the per-site summary of what is worst right now.
+//!
+//! Every query reads rollups: flows by minute for ranges up to an hour and by hour beyond
+//! (whole hours then), interfaces and probes by minute up to two days and by hour beyond.
+//! Common parameters: `site`, `device`, `interface`, `from`, `to` (RFC 3339; default the
+//! last hour). A bad parameter is a 400 naming `query.<name>`.
+use std::collections::BTreeMap;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    routing::get,
+};
+use cdot_crds::{api_token::Role, kind::Kind};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, auth::Principal};
+use crate::store::network::{
+    HOUR_MS, MINUTE_MS, floor_to,
+    query::{
+        InterfaceInfo, InterfaceStats, ProbeStats, Rank, Resolution, Scope, TalkerKey, TalkerQuery,
+    },
+};
+
+/// Range of a query without `from`.
+const DEFAULT_RANGE_MS: i64 = HOUR_MS;
+/// Longest range of one query.
+const MAX_RANGE_MS: i64 = 400 * 24 * HOUR_MS;
+/// Flow ranges up to this are read by minute; longer ones by whole hours.
+pub const FLOW_MINUTE_RANGE_MS: i64 = HOUR_MS;
+/// Interface and probe ranges up to this are read by minute; longer ones by hour.
+pub const SAMPLE_MINUTE_RANGE_MS: i64 = 48 * HOUR_MS;
+/// Most points one series may have.
+pub const MAX_POINTS: i64 = 11_000;
+/// Points a series aims at when no step is given.
+const TARGET_POINTS: i64 = 360;
+/// Steps chosen from the range when none is given.
+const STEPS_MS: [i64; 7] = [
+    MINUTE_MS,
+    5 * MINUTE_MS,
+    15 * MINUTE_MS,
+    HOUR_MS,
+    6 * HOUR_MS,
+    24 * HOUR_MS,
+    7 * 24 * HOUR_MS,
+];
+/// Most series (interfaces or probes) one time-series response may have.
+pub const MAX_SERIES: usize = 500;
+/// Most items a ranking may return.
+pub const MAX_LIMIT: i64 = 1000;
+const DEFAULT_LIMIT: i64 = 10;
+/// Window of the site summary without `window`.
+const DEFAULT_WINDOW_MS: i64 = 15 * MINUTE_MS;
+/// Most items per site of the summary without `limit`.
+const DEFAULT_SITE_LIMIT: i64 = 5;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/namespaces/{namespace}/network/top-talkers",
+            get(top_talkers),
+        )
+        .route(
+            "/namespaces/{namespace}/network/interfaces",
+            get(interfaces),
+        )
+        .route(
+            "/namespaces/{namespace}/network/interfaces/bandwidth",
+            get(bandwidth),
+        )
+        .route("/namespaces/{namespace}/network/probes", get(probes))
+        .route("/namespaces/{namespace}/network/sites", get(sites))
+}
+
+/// The query parameters of one request, each taken once; unknown ones are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    values: BTreeMap<String, String>,
+}
+
+impl Params {
+    /// Refuses parameters outside `allowed` and repeated ones.
+    pub fn parse(pairs: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let mut values = BTreeMap::new();
+        for (key, value) in pairs {
+            let field = format!("query.{key}");
+            if !allowed.contains(&key.as_str()) {
+                return Err(ApiError::bad_request(
+                    format!("unknown parameter {key:?}; expected one of {allowed:?}"),
+                    field,
+                ));
+            }
+            if values.insert(key, value).is_some() {
+                return Err(ApiError::bad_request("the parameter is repeated", field));
+            }
+        }
+        Ok(Self { values })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn time(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<jiff::Timestamp>()
+                    .map(|t| t.as_millisecond())
+                    .map_err(|e| {
+                        ApiError::bad_request(
+                            format!("{v:?} is not an RFC 3339 time: {e}"),
+                            format!("query.{key}"),
+                        )
+                    })
+            })
+            .transpose()
+    }
+
+    fn duration_ms(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                cdot_crds::common::parse_duration(v)
+                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                    .map_err(|e| ApiError::bad_request(e, format!("query.{key}")))
+            })
+            .transpose()
+    }
+
+    fn limit(&self, default: i64) -> Result<i64, ApiError> {
+        match self.get("limit") {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        format!("{v:?} is not a number from 1 to {MAX_LIMIT}"),
+                        "query.limit",
+                    )
+                }),
+        }
+    }
+
+    /// `from` and `to` (default: the hour before `now_ms`), checked.
+    pub fn range(&self, now_ms: i64) -> Result<(i64, i64), ApiError> {
+        let to = self.time("to")?.unwrap_or(now_ms);
+        let from = self.time("from")?.unwrap_or(to - DEFAULT_RANGE_MS);
+        if from >= to {
+            return Err(ApiError::bad_request(
+                "from must be before to",
+                "query.from",
+            ));
+        }
+        if to - from > MAX_RANGE_MS {
+            return Err(ApiError::bad_request(
+                format!(
+                    "the range may span at most {} days",
+                    MAX_RANGE_MS / 86_400_000
+                ),
+                "query.from",
+            ));
+        }
+        Ok((from, to))
+    }
+
+    /// The step of a series over `[from, to)`: `step` when given (whole minutes), else the
+    /// smallest of [`STEPS_MS`] giving at most [`TARGET_POINTS`] points.
+    pub fn step(&self, from: i64, to: i64) -> Result<i64, ApiError> {
+        let step = match self.duration_ms("step")? {
+            Some(step) => {
+                if step < MINUTE_MS || step % MINUTE_MS != 0 {
+                    return Err(ApiError::bad_request(
+                        "the step must be a whole number of minutes",
+                        "query.step",
+                    ));
+                }
+                step
+            }
+            None => STEPS_MS
+                .into_iter()
+                .find(|s| ceil_div(to - from, *s) <= TARGET_POINTS)
+                .unwrap_or(STEPS_MS[STEPS_MS.len() - 1]),
+        };
+        let points = ceil_div(to - floor_to(from, step), step);
+        if points > MAX_POINTS {
+            return Err(ApiError::bad_request(
+                format!(
+                    "the query would return {points} points per series; at most {MAX_POINTS} (raise step or narrow from/to)"
+                ),
+                "query.step",
+            ));
+        }
+        Ok(step)
+    }
+}
+
+/// `a / b` rounded up, for positive `b`.
+fn ceil_div(a: i64, b: i64) -> i64 {
+    (a + b - 1).div_euclid(b)
+}
+
+const SCOPE: [&str; 5] = ["site", "device", "interface", "from", "to"];
+
+fn allowed(extra: &[&'static str]) -> Vec<&'static str> {
+    SCOPE.iter().chain(extra).copied().collect()
+}
+
+/// Checks the token and that a named device exists, and returns the scope.
+async fn scope<'a>(
+    state: &AppState,
+    principal: &Principal,
+    namespace: &'a str,
+    params: &'a Params,
+) -> Result<Scope<'a>, ApiError> {
+    principal.require(namespace, Role::Viewer)?;
+    let device = params.get("device");
+    if let Some(name) = device
+        && state
+            .store
+            .get_object(namespace, Kind::Device, name)
+            .await?
+            .is_none()
+    {
+        return Err(
+            ApiError::not_found(format!("Device {namespace}/{name} not found"))
+                .with_field("query.device"),
+        );
+    }
+    Ok(Scope {
+        namespace,
+        site: params.get("site"),
+        device,
+    })
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// `GET /v1/namespaces/{ns}/network/top-talkers?by=&rank=&limit=&...`: the top
+/// (source, destination) pairs, or `by=sources|destinations|protocols|ports`, ranked by
+/// `rank=bytes|packets`, each with its share of all traffic in scope.
+pub async fn top_talkers(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(pairs, &allowed(&["by", "rank", "limit"]))?;
+    let scope = scope(&state, &principal, &namespace, &params).await?;
+    let key = match params.get("by").unwrap_or("pairs") {
+        "pairs" => TalkerKey::Pairs,
+        "sources" => TalkerKey::Sources,
+        "destinations" => TalkerKey::Destinations,
+        "protocols" => TalkerKey::Protocols,
+        "ports" => TalkerKey::Ports,
+        other => {
+            return Err(ApiError::bad_request(
+                format!("{other:?} is not one of pairs, sources, destinations, protocols, ports"),
+                "query.by",
+            ));
+        }
+    };
+    let (rank, rank_name) = match params.get("rank").unwrap_or("bytes") {
+        "bytes" => (Rank::Bytes, "bytes"),
+        "packets" => (Rank::Packets, "packets"),
+        other => {
+            return Err(ApiError::bad_request(
+                format!("{other:?} is not one of bytes, packets"),
+                "query.rank",
+            ));
+        }
+    };
+    let limit = params.limit(DEFAULT_LIMIT)?;
+    let (from, to) = params.range(now_ms())?;
+    // Long ranges read the hour rollup, widened to whole hours.
+    let (resolution, from, to) = if to - from <= FLOW_MINUTE_RANGE_MS {
+        (
+            Resolution::Minute,
+            floor_to(from, MINUTE_MS),
+            floor_to(to + MINUTE_MS - 1, MINUTE_MS),
+        )
+    } else {
+        (
+            Resolution::Hour,
+            floor_to(from, HOUR_MS),
+            floor_to(to + HOUR_MS - 1, HOUR_MS),
+        )
+    };
+    let if_indexes = match params.get("interface") {
+        None => None,
+        Some(interface) => Some(flow_interfaces(&state, scope, interface).await?),
+    };
+    let exporters = state.store.exporters_in(scope).await?;
+    let top = state
+        .store
+        .top_talkers(&TalkerQuery {
+            exporters,
+            if_indexes,
+            key,
+            rank,
+            from_ms: from,
+            to_ms: to,
+            resolution,
+            limit,
+        })
+        .await?;
+    let total = match rank {
+        Rank::Bytes => top.total_bytes,
+        Rank::Packets => top.total_packets,
+    };
+    let share = |v: i64| {
+        if total > 0 {
+            v as f64 / total as f64
+        } else {
+            0.0
+        }
+    };
+    let items: Vec<Value> = top
+        .items
+        .iter()
+        .map(|t| {
+            let mut item = serde_json::Map::new();
+            for (name, v) in [("src", &t.src), ("dst", &t.dst)] {
+                if let Some(v) = v {
+                    item.insert(name.into(), json!(v));
+                }
+            }
+            if let Some(p) = t.proto {
+                item.insert("protocol".into(), json!(p));
+            }
+            if let Some(p) = t.port {
+                item.insert("port".into(), json!(p));
+            }
+            item.insert("bytes".into(), json!(t.bytes));
+            item.insert("packets".into(), json!(t.packets));
+            let v = match rank {
+                Rank::Bytes => t.bytes,
+                Rank::Packets => t.packets,
+            };
+            item.insert("share".into(), json!(share(v)));
+            Value::Object(item)
+        })
+        .collect();
+    let shown_bytes: i64 = top.items.iter().map(|t| t.bytes).sum();
+    let shown_packets: i64 = top.items.iter().map(|t| t.packets).sum();
+    let other_bytes = top.total_bytes - shown_bytes;
+    let other_packets = top.total_packets - shown_packets;
+    Ok(Json(json!({
+        "namespace": namespace,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "resolution": resolution.as_str(),
+        "by": params.get("by").unwrap_or("pairs"),
+        "rank": rank_name,
+        "totalBytes": top.total_bytes,
+        "totalPackets": top.total_packets,
+        "items": items,
+        "other": {
+            "bytes": other_bytes,
+            "packets": other_packets,
+            "share": share(match rank { Rank::Bytes => other_bytes, Rank::Packets => other_packets }),
+        },
+    })))
+}
+
+/// ifIndexes a flow `interface` filter means: the polled interfaces of the device with that
+/// name (or ifIndex), else a bare ifIndex.
+async fn flow_interfaces(
+    state: &AppState,
+    scope: Scope<'_>,
+    interface: &str,
+) -> Result<Vec<i64>, ApiError> {
+    if scope.device.is_none() {
+        return Err(ApiError::bad_request(
+            "an interface filter needs a device",
+            "query.interface",
+        ));
+    }
+    let known: Vec<i64> = state
+        .store
+        .interfaces_in(scope, Some(interface))
+        .await?
+        .iter()
+        .map(|i| i.if_index)
+        .collect();
+    if !known.is_empty() {
+        return Ok(known);
+    }
+    interface
+        .parse::<u32>()
+        .map(|i| vec![i64::from(i)])
+        .map_err(|_| {
+            ApiError::not_found(format!("the device has no interface named {interface:?}"))
+                .with_field("query.interface")
+        })
+}
+
+/// Interfaces and probes: minutes up to two days, hours beyond (widened to whole hours).
+fn sample_resolution(from: i64, to: i64) -> (Resolution, i64, i64) {
+    let size = if to - from <= SAMPLE_MINUTE_RANGE_MS {
+        MINUTE_MS
+    } else {
+        HOUR_MS
+    };
+    let resolution = if size == MINUTE_MS {
+        Resolution::Minute
+    } else {
+        Resolution::Hour
+    };
+    (
+        resolution,
+        floor_to(from, size),
+        floor_to(to + size - 1, size),
+    )
+}
+
+fn utilization(bps: f64, speed_bps: i64) -> Value {
+    if speed_bps > 0 {
+        json!(bps * 100.0 / speed_bps as f64)
+    } else {
+        Value::Null
+    }
+}
+
+fn interface_json(info: &InterfaceInfo, stats: &InterfaceStats) -> Value {
+    let direction = |(avg, p95, max): (f64, f64, f64)| {
+        json!({
+            "avgBps": avg, "p95Bps": p95, "maxBps": max,
+            "avgUtilization": utilization(avg, info.speed_bps),
+            "p95Utilization": utilization(p95, info.speed_bps),
+            "maxUtilization": utilization(max, info.speed_bps),
+        })
+    };
+    json!({
+        "device": info.device,
+        "site": info.site,
+        "interface": info.name,
+        "ifIndex": info.if_index,
+        "alias": info.alias,
+        "speedBps": info.speed_bps,
+        "operStatus": info.oper_status,
+        "samples": stats.samples,
+        "in": direction(stats.in_bps),
+        "out": direction(stats.out_bps),
+        "errors": { "in": stats.in_errors, "out": stats.out_errors },
+        "discards": { "in": stats.in_discards, "out": stats.out_discards },
+        "statusChanges": stats.status_changes,
+    })
+}
+
+/// `GET /v1/namespaces/{ns}/network/interfaces`: per interface average, 95th percentile
+/// (of the minute or hour averages) and maximum utilisation in and out, errors, discards
+/// and ifOperStatus changes. Utilisation is in percent of the interface's current speed.
+pub async fn interfaces(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(pairs, &allowed(&[]))?;
+    let scope = scope(&state, &principal, &namespace, &params).await?;
+    let (from, to) = params.range(now_ms())?;
+    let (resolution, from, to) = sample_resolution(from, to);
+    let infos = state
+        .store
+        .interfaces_in(scope, params.get("interface"))
+        .await?;
+    let ids: Vec<i32> = infos.iter().map(|i| i.id).collect();
+    let stats: BTreeMap<i32, InterfaceStats> = state
+        .store
+        .interface_stats(&ids, from, to, resolution)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect();
+    let items: Vec<Value> = infos
+        .iter()
+        .map(|info| {
+            let empty = InterfaceStats::default();
+            interface_json(info, stats.get(&info.id).unwrap_or(&empty))
+        })
+        .collect();
+    Ok(Json(json!({
+        "namespace": namespace,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "resolution": resolution.as_str(),
+        "items": items,
+    })))
+}
+
+fn too_many_series(n: usize, field: &str) -> ApiError {
+    ApiError::bad_request(
+        format!("{n} series match; at most {MAX_SERIES} (narrow with site, device, {field})"),
+        format!("query.{field}"),
+    )
+}
+
+/// Resolution and bucket-aligned range of a series with `step`.
+fn series_range(from: i64, to: i64, step: i64) -> (Resolution, i64, i64) {
+    let resolution = if step % HOUR_MS == 0 {
+        Resolution::Hour
+    } else {
+        Resolution::Minute
+    };
+    (resolution, floor_to(from, step), to)
+}
+
+/// `GET /v1/namespaces/{ns}/network/interfaces/bandwidth?step=`: per interface
+/// `[ms, avg in, avg out, max in, max out]` in bits/s.
+pub async fn bandwidth(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(pairs, &allowed(&["step"]))?;
+    let scope = scope(&state, &principal, &namespace, &params).await?;
+    let (from, to) = params.range(now_ms())?;
+    let step = params.step(from, to)?;
+    let (resolution, from, to) = series_range(from, to, step);
+    let infos = state
+        .store
+        .interfaces_in(scope, params.get("interface"))
+        .await?;
+    if infos.len() > MAX_SERIES {
+        return Err(too_many_series(infos.len(), "interface"));
+    }
+    let ids: Vec<i32> = infos.iter().map(|i| i.id).collect();
+    let points = state
+        .store
+        .interface_points(&ids, from, to, step, resolution)
+        .await?;
+    let mut by_id: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
+    for (id, ts, in_avg, out_avg, in_max, out_max) in points {
+        by_id
+            .entry(id)
+            .or_default()
+            .push(json!([ts, in_avg, out_avg, in_max, out_max]));
+    }
+    let series: Vec<Value> = infos
+        .iter()
+        .map(|i| {
+            json!({
+                "device": i.device,
+                "site": i.site,
+                "interface": i.name,
+                "ifIndex": i.if_index,
+                "speedBps": i.speed_bps,
+                "points": by_id.remove(&i.id).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "namespace": namespace,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "stepMs": step,
+        "resolution": resolution.as_str(),
+        "columns": ["ms", "inBps", "outBps", "inMaxBps", "outMaxBps"],
+        "series": series,
+    })))
+}
+
+fn probe_point(s: &ProbeStats) -> Value {
+    json!([
+        s.at_ms,
+        s.rtt_avg_ms,
+        s.rtt_min_ms,
+        s.rtt_max_ms,
+        s.jitter_ms,
+        s.loss_percent()
+    ])
+}
+
+/// `GET /v1/namespaces/{ns}/network/probes?probe=&step=`: per probe target
+/// `[ms, rtt avg, rtt min, rtt max, jitter (ms), loss (%)]`.
+pub async fn probes(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(pairs, &["site", "device", "probe", "from", "to", "step"])?;
+    let scope = scope(&state, &principal, &namespace, &params).await?;
+    let (from, to) = params.range(now_ms())?;
+    let step = params.step(from, to)?;
+    let (resolution, from, to) = series_range(from, to, step);
+    let infos = state.store.probes_in(scope, params.get("probe")).await?;
+    if infos.len() > MAX_SERIES {
+        return Err(too_many_series(infos.len(), "probe"));
+    }
+    let ids: Vec<i32> = infos.iter().map(|p| p.id).collect();
+    let mut by_id: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
+    for s in state
+        .store
+        .probe_points(&ids, from, to, step, resolution)
+        .await?
+    {
+        by_id.entry(s.id).or_default().push(probe_point(&s));
+    }
+    let series: Vec<Value> = infos
+        .iter()
+        .map(|p| {
+            json!({
+                "device": p.device,
+                "site": p.site,
+                "probe": p.probe,
+                "target": p.target,
+                "points": by_id.remove(&p.id).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "namespace": namespace,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "stepMs": step,
+        "resolution": resolution.as_str(),
+        "columns": ["ms", "rttAvgMs", "rttMinMs", "rttMaxMs", "jitterMs", "lossPercent"],
+        "series": series,
+    })))
+}
+
+/// How bad an interface is now: down first, then by the higher average utilisation (or
+/// rate, without a speed), then by errors and discards.
+fn interface_badness(info: &InterfaceInfo, s: &InterfaceStats) -> (bool, f64, i64) {
+    let down = info.oper_status.is_some_and(|st| st != 1);
+    let busiest = s.in_bps.0.max(s.out_bps.0);
+    let level = if info.speed_bps > 0 {
+        busiest * 100.0 / info.speed_bps as f64
+    } else {
+        0.0
+    };
+    (
+        down,
+        level,
+        s.in_errors + s.out_errors + s.in_discards + s.out_discards,
+    )
+}
+
+/// `GET /v1/namespaces/{ns}/network/sites?window=15m&limit=5&site=`: per site, the worst
+/// interfaces (down, busiest, most errors) and probe targets (most loss, then slowest) over
+/// the last `window`.
+pub async fn sites(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    let params = Params::parse(pairs, &["site", "window", "limit"])?;
+    let scope = scope(&state, &principal, &namespace, &params).await?;
+    let window = params.duration_ms("window")?.unwrap_or(DEFAULT_WINDOW_MS);
+    if !(MINUTE_MS..=SAMPLE_MINUTE_RANGE_MS).contains(&window) {
+        return Err(ApiError::bad_request(
+            "the window must be from 1m to 48h",
+            "query.window",
+        ));
+    }
+    let limit = usize::try_from(params.limit(DEFAULT_SITE_LIMIT)?).unwrap_or(usize::MAX);
+    let to = floor_to(now_ms() + MINUTE_MS - 1, MINUTE_MS);
+    let from = to - floor_to(window + MINUTE_MS - 1, MINUTE_MS);
+
+    let interfaces = state.store.interfaces_in(scope, None).await?;
+    let ids: Vec<i32> = interfaces.iter().map(|i| i.id).collect();
+    let stats: BTreeMap<i32, InterfaceStats> = state
+        .store
+        .interface_stats(&ids, from, to, Resolution::Minute)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect();
+    let probes = state.store.probes_in(scope, None).await?;
+    let ids: Vec<i32> = probes.iter().map(|p| p.id).collect();
+    // One step spanning the whole window.
+    let probe_stats: BTreeMap<i32, ProbeStats> = state
+        .store
+        .probe_points(&ids, from, to, i64::MAX, Resolution::Minute)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect();
+
+    let mut by_site: BTreeMap<Option<String>, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut ranked: Vec<(&InterfaceInfo, &InterfaceStats)> = interfaces
+        .iter()
+        .filter_map(|i| Some((i, stats.get(&i.id)?)))
+        .collect();
+    ranked.sort_by(|a, b| {
+        let (x, y) = (interface_badness(a.0, a.1), interface_badness(b.0, b.1));
+        y.0.cmp(&x.0).then(y.1.total_cmp(&x.1)).then(y.2.cmp(&x.2))
+    });
+    for (info, s) in ranked {
+        let entry = &mut by_site.entry(info.site.clone()).or_default().0;
+        if entry.len() < limit {
+            entry.push(interface_json(info, s));
+        }
+    }
+    let mut ranked: Vec<(&crate::store::network::query::ProbeInfo, &ProbeStats)> = probes
+        .iter()
+        .filter_map(|p| Some((p, probe_stats.get(&p.id)?)))
+        .collect();
+    ranked.sort_by(|a, b| {
+        let loss = |s: &ProbeStats| s.loss_percent().unwrap_or(0.0);
+        let rtt = |s: &ProbeStats| s.rtt_avg_ms.unwrap_or(f64::INFINITY);
+        loss(b.1)
+            .total_cmp(&loss(a.1))
+            .then(rtt(b.1).total_cmp(&rtt(a.1)))
+    });
+    for (p, s) in ranked {
+        let entry = &mut by_site.entry(p.site.clone()).or_default().1;
+        if entry.len() < limit {
+            entry.push(json!({
+                "device": p.device,
+                "probe": p.probe,
+                "target": p.target,
+                "rttAvgMs": s.rtt_avg_ms,
+                "rttMaxMs": s.rtt_max_ms,
+                "jitterMs": s.jitter_ms,
+                "lossPercent": s.loss_percent(),
+                "sent": s.sent,
+            }));
+        }
+    }
+    let sites: Vec<Value> = by_site
+        .into_iter()
+        .map(|(site, (interfaces, probes))| {
+            json!({ "site": site, "interfaces": interfaces, "probes": probes })
+        })
+        .collect();
+    Ok(Json(json!({
+        "namespace": namespace,
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "sites": sites,
+    })))
+}
+
+/// The routes of this module in the OpenAPI document.
+pub fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
+    let string = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } });
+    let namespace = json!({ "name": "namespace", "in": "path", "required": true, "schema": { "type": "string" } });
+    let scope = [
+        string("site", "only this site (rmm.cdot.io/site)"),
+        string(
+            "device",
+            "only this Device (for flows: the exporter matched to it)",
+        ),
+        string("from", "start, RFC 3339 (default: an hour before `to`)"),
+        string("to", "end, RFC 3339 (default: now)"),
+    ];
+    let interface = string(
+        "interface",
+        "interface name or ifIndex (flows: needs `device`)",
+    );
+    let step = string(
+        "step",
+        "bucket size, whole minutes (default: from the range, about 360 points)",
+    );
+    let ok = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": { "type": "object" } } } });
+    let errors = json!({
+        "400": { "description": "a bad parameter (`field` names it)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+        "401": { "description": "no or unknown token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+        "404": { "description": "namespace outside the token's scope, or unknown device", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+    });
+    let route = |summary: &str, extra: Vec<Value>, response: Value| {
+        let mut parameters = vec![namespace.clone()];
+        parameters.extend(scope.iter().cloned());
+        parameters.extend(extra);
+        let mut responses = errors.clone();
+        if let Some(map) = responses.as_object_mut() {
+            map.insert("200".into(), response);
+        }
+        json!({ "get": { "tags": ["Network"], "summary": summary, "parameters": parameters, "responses": responses } })
+    };
+    paths.insert(
+        "/v1/namespaces/{namespace}/network/top-talkers".into(),
+        route(
+            "Top talkers of flow traffic with their share of the total",
+            vec![
+                interface.clone(),
+                string("by", "pairs (default), sources, destinations, protocols, ports"),
+                string("rank", "bytes (default) or packets"),
+                string("limit", "items, 1 to 1000 (default 10)"),
+            ],
+            ok("`items` ranked, `other`, totals, the `resolution` read (1m, or 1h for ranges over an hour)"),
+        ),
+    );
+    paths.insert(
+        "/v1/namespaces/{namespace}/network/interfaces".into(),
+        route(
+            "Interface report: average, 95th percentile and maximum utilisation, errors, discards, status changes",
+            vec![interface.clone()],
+            ok("`items`, one per interface"),
+        ),
+    );
+    paths.insert(
+        "/v1/namespaces/{namespace}/network/interfaces/bandwidth".into(),
+        route(
+            "Bandwidth per interface at a step",
+            vec![interface, step.clone()],
+            ok("`series` of [ms, inBps, outBps, inMaxBps, outMaxBps]"),
+        ),
+    );
+    paths.insert(
+        "/v1/namespaces/{namespace}/network/probes".into(),
+        route(
+            "Latency, jitter and loss per probe target at a step",
+            vec![string("probe", "probe name"), step],
+            ok("`series` of [ms, rttAvgMs, rttMinMs, rttMaxMs, jitterMs, lossPercent]"),
+        ),
+    );
+    paths.insert(
+        "/v1/namespaces/{namespace}/network/sites".into(),
+        json!({ "get": {
+            "tags": ["Network"],
+            "summary": "Per site, the worst interfaces and probe targets right now",
+            "parameters": [
+                namespace,
+                string("site", "only this site"),
+                string("window", "how far back `now` reaches, 1m to 48h (default 15m)"),
+                string("limit", "items per site and list, 1 to 1000 (default 5)"),
+            ],
+            "responses": errors,
+        }}),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_000_000_000;
+
+    fn params(pairs: &[(&str, &str)], allowed: &[&str]) -> Result<Params, ApiError> {
+        Params::parse(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            allowed,
+        )
+    }
+
+    fn field(e: ApiError) -> String {
+        e.field.unwrap_or_default()
+    }
+
+    #[test]
+    fn steps_follow_the_range_unless_given() {
+        let p = params(&[], &SCOPE).expect("params");
+        assert_eq!(p.step(NOW - HOUR_MS, NOW).expect("step"), MINUTE_MS);
+        assert_eq!(
+            p.step(NOW - 24 * HOUR_MS, NOW).expect("step"),
+            5 * MINUTE_MS
+        );
+        assert_eq!(
+            p.step(NOW - 30 * 24 * HOUR_MS, NOW).expect("step"),
+            6 * HOUR_MS
+        );
+        let p = params(&[("step", "90s")], &["step"]).expect("params");
+        assert_eq!(
+            field(p.step(NOW - HOUR_MS, NOW).expect_err("refused")),
+            "query.step"
+        );
+        let p = params(&[("step", "1m")], &["step"]).expect("params");
+        assert_eq!(
+            field(p.step(NOW - 30 * 24 * HOUR_MS, NOW).expect_err("refused")),
+            "query.step"
+        );
+    }
+
+    #[test]
+    fn bad_parameters_name_their_field() {
+        assert_eq!(
+            field(params(&[("bogus", "1")], &SCOPE).expect_err("refused")),
+            "query.bogus"
+        );
+        assert_eq!(
+            field(params(&[("site", "a"), ("site", "b")], &SCOPE).expect_err("refused")),
+            "query.site"
+        );
+        let p = params(&[("from", "yesterday")], &SCOPE).expect("params");
+        assert_eq!(field(p.range(NOW).expect_err("refused")), "query.from");
+        let p = params(
+            &[
+                ("from", "2025-11-24T17:00:00Z"),
+                ("to", "2025-11-24T16:00:00Z"),
+            ],
+            &SCOPE,
+        )
+        .expect("params");
+        assert_eq!(field(p.range(NOW).expect_err("refused")), "query.from");
+        let p = params(&[("limit", "0")], &["limit"]).expect("params");
+        assert_eq!(field(p.limit(10).expect_err("refused")), "query.limit");
+        let p = params(&[], &SCOPE).expect("params");
+        assert_eq!(p.range(NOW).expect("range"), (NOW - HOUR_MS, NOW));
+    }
+
+    #[test]
+    fn long_sample_ranges_read_whole_hours() {
+        assert_eq!(
+            sample_resolution(NOW - 5 * MINUTE_MS + 1, NOW - 1),
+            (Resolution::Minute, NOW - 5 * MINUTE_MS, NOW)
+        );
+        let (resolution, from, to) = sample_resolution(NOW - 72 * HOUR_MS + 1, NOW);
+        assert_eq!(resolution, Resolution::Hour);
+        assert_eq!((from % HOUR_MS, to % HOUR_MS), (0, 0));
+    }
+}

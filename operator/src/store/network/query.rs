@@ -1,0 +1,456 @@
+//! Reads of network data for the query API: what is in scope (dictionaries), then the
+//! numbers from the rollups (never from raw samples).
+use sqlx::Row;
+
+use super::{HOUR_MS, MINUTE_MS};
+use crate::store::{Store, StoreError};
+
+/// Which rollup a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    Minute,
+    Hour,
+}
+
+impl Resolution {
+    pub fn bucket_ms(self) -> i64 {
+        match self {
+            Resolution::Minute => MINUTE_MS,
+            Resolution::Hour => HOUR_MS,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Minute => "1m",
+            Resolution::Hour => "1h",
+        }
+    }
+}
+
+/// What part of a namespace a query covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    pub namespace: &'a str,
+    pub site: Option<&'a str>,
+    pub device: Option<&'a str>,
+}
+
+/// What top talkers are ranked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TalkerKey {
+    /// (source, destination) pairs.
+    Pairs,
+    Sources,
+    Destinations,
+    Protocols,
+    /// (protocol, service port); the service port is the lower of the two ports.
+    Ports,
+}
+
+impl TalkerKey {
+    fn columns(self, resolution: Resolution) -> (&'static str, &'static str) {
+        let port = match resolution {
+            Resolution::Minute => "LEAST(sp, dp)",
+            Resolution::Hour => "port",
+        };
+        match (self, port) {
+            (TalkerKey::Pairs, _) => ("host(src), host(dst), NULL::int2, NULL::int4", "src, dst"),
+            (TalkerKey::Sources, _) => ("host(src), NULL::text, NULL::int2, NULL::int4", "src"),
+            (TalkerKey::Destinations, _) => {
+                ("NULL::text, host(dst), NULL::int2, NULL::int4", "dst")
+            }
+            (TalkerKey::Protocols, _) => ("NULL::text, NULL::text, proto, NULL::int4", "proto"),
+            (TalkerKey::Ports, "port") => ("NULL::text, NULL::text, proto, port", "proto, port"),
+            (TalkerKey::Ports, _) => (
+                "NULL::text, NULL::text, proto, LEAST(sp, dp)",
+                "proto, LEAST(sp, dp)",
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rank {
+    Bytes,
+    Packets,
+}
+
+/// A top-talkers query over flow rollups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TalkerQuery {
+    pub exporters: Vec<i32>,
+    /// Only traffic in or out of these ifIndexes (of the exporters).
+    pub if_indexes: Option<Vec<i64>>,
+    pub key: TalkerKey,
+    pub rank: Rank,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub resolution: Resolution,
+    pub limit: i64,
+}
+
+/// One ranked key; fields outside the key are `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Talker {
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub proto: Option<i16>,
+    pub port: Option<i32>,
+    pub bytes: i64,
+    pub packets: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopTalkers {
+    pub items: Vec<Talker>,
+    /// All traffic in scope, including what the collectors and the hour rollup kept as "other".
+    pub total_bytes: i64,
+    pub total_packets: i64,
+}
+
+/// A polled interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    pub id: i32,
+    pub device: String,
+    pub site: Option<String>,
+    pub if_index: i64,
+    pub name: String,
+    pub alias: String,
+    pub speed_bps: i64,
+    pub oper_status: Option<i16>,
+}
+
+/// An interface over a time range.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InterfaceStats {
+    pub id: i32,
+    pub samples: i64,
+    /// Average, 95th percentile of the buckets' averages, and maximum (bits/s).
+    pub in_bps: (f64, f64, f64),
+    pub out_bps: (f64, f64, f64),
+    pub in_errors: i64,
+    pub out_errors: i64,
+    pub in_discards: i64,
+    pub out_discards: i64,
+    pub status_changes: i64,
+}
+
+/// Bandwidth of one interface in one step: (interface id, step start ms, avg in, avg out,
+/// max in, max out) in bits/s.
+pub type InterfacePoint = (i32, i64, f64, f64, f64, f64);
+
+/// A probe (device, name, target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeInfo {
+    pub id: i32,
+    pub device: String,
+    pub site: Option<String>,
+    pub probe: String,
+    pub target: String,
+}
+
+/// A probe over a time range or one step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbeStats {
+    pub id: i32,
+    /// Step start (ms) for series points; the range start for summaries.
+    pub at_ms: i64,
+    pub sent: i64,
+    pub received: i64,
+    pub rtt_avg_ms: Option<f64>,
+    pub rtt_min_ms: Option<f64>,
+    pub rtt_max_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+}
+
+impl ProbeStats {
+    /// Share of probes lost, in percent; `None` when nothing was sent.
+    pub fn loss_percent(&self) -> Option<f64> {
+        (self.sent > 0)
+            .then(|| (self.sent - self.received).max(0) as f64 * 100.0 / self.sent as f64)
+    }
+}
+
+impl Store {
+    /// Flow exporters in scope (exporters matched to a Device carry its name).
+    pub async fn exporters_in(&self, scope: Scope<'_>) -> Result<Vec<i32>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT id FROM net_exporters
+             WHERE namespace = $1 AND ($2::text IS NULL OR site = $2)
+               AND ($3::text IS NULL OR device_name = $3)
+             ORDER BY id",
+        )
+        .bind(scope.namespace)
+        .bind(scope.site)
+        .bind(scope.device)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list flow exporters in scope"))
+    }
+
+    /// Interfaces in scope, optionally one by name or ifIndex, by device and ifIndex.
+    pub async fn interfaces_in(
+        &self,
+        scope: Scope<'_>,
+        interface: Option<&str>,
+    ) -> Result<Vec<InterfaceInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, device_name, site, if_index, name, alias, speed_bps, last_status
+             FROM net_interfaces
+             WHERE namespace = $1 AND ($2::text IS NULL OR site = $2)
+               AND ($3::text IS NULL OR device_name = $3)
+               AND ($4::text IS NULL OR name = $4 OR if_index::text = $4)
+             ORDER BY device_name, if_index",
+        )
+        .bind(scope.namespace)
+        .bind(scope.site)
+        .bind(scope.device)
+        .bind(interface)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list interfaces in scope"))?;
+        Ok(rows
+            .iter()
+            .map(|r| InterfaceInfo {
+                id: r.get(0),
+                device: r.get(1),
+                site: r.get(2),
+                if_index: r.get(3),
+                name: r.get(4),
+                alias: r.get(5),
+                speed_bps: r.get(6),
+                oper_status: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Probes in scope, optionally one by name.
+    pub async fn probes_in(
+        &self,
+        scope: Scope<'_>,
+        probe: Option<&str>,
+    ) -> Result<Vec<ProbeInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, device_name, site, probe, target FROM net_probes
+             WHERE namespace = $1 AND ($2::text IS NULL OR site = $2)
+               AND ($3::text IS NULL OR device_name = $3)
+               AND ($4::text IS NULL OR probe = $4)
+             ORDER BY device_name, probe, target",
+        )
+        .bind(scope.namespace)
+        .bind(scope.site)
+        .bind(scope.device)
+        .bind(probe)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list probes in scope"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ProbeInfo {
+                id: r.get(0),
+                device: r.get(1),
+                site: r.get(2),
+                probe: r.get(3),
+                target: r.get(4),
+            })
+            .collect())
+    }
+
+    /// The top keys of the exporters' traffic in `[from, to)`, with the total of all of it.
+    pub async fn top_talkers(&self, q: &TalkerQuery) -> Result<TopTalkers, StoreError> {
+        if q.exporters.is_empty() {
+            return Ok(TopTalkers::default());
+        }
+        let (select, group) = q.key.columns(q.resolution);
+        let (table, time) = match q.resolution {
+            Resolution::Minute => ("net_flows_1m", "minute"),
+            Resolution::Hour => ("net_flows_1h", "hour"),
+        };
+        let interface = if q.if_indexes.is_some() {
+            " AND (in_if = ANY($5) OR out_if = ANY($5))"
+        } else {
+            ""
+        };
+        let (first, second) = match q.rank {
+            Rank::Bytes => ("b", "p"),
+            Rank::Packets => ("p", "b"),
+        };
+        // Fragments are constants of this module; nothing of the request is spliced in.
+        // The "other" rows (src IS NULL) form one group that counts in the totals only.
+        let sql = format!(
+            "SELECT {select}, sum(bytes)::int8 AS b, sum(packets)::int8 AS p,
+                    (sum(sum(bytes)) OVER ())::int8, (sum(sum(packets)) OVER ())::int8,
+                    bool_or(src IS NULL) AS other
+             FROM {table}
+             WHERE exporter_id = ANY($1) AND {time} >= {from} AND {time} < {to}{interface}
+             GROUP BY {group}
+             ORDER BY other, {first} DESC, {second} DESC
+             LIMIT $4",
+            from = at_ms!(2),
+            to = at_ms!(3),
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&q.exporters)
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind(q.limit + 1);
+        if let Some(indexes) = &q.if_indexes {
+            query = query.bind(indexes);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("rank top talkers"))?;
+        let mut out = TopTalkers::default();
+        for r in &rows {
+            out.total_bytes = r.get(6);
+            out.total_packets = r.get(7);
+            if r.get::<bool, _>(8) || out.items.len() as i64 >= q.limit {
+                continue;
+            }
+            out.items.push(Talker {
+                src: r.get(0),
+                dst: r.get(1),
+                proto: r.get(2),
+                port: r.get(3),
+                bytes: r.get(4),
+                packets: r.get(5),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Each interface's averages, 95th percentiles, maxima and counts in `[from, to)`.
+    pub async fn interface_stats(
+        &self,
+        ids: &[i32],
+        from_ms: i64,
+        to_ms: i64,
+        resolution: Resolution,
+    ) -> Result<Vec<InterfaceStats>, StoreError> {
+        const COLUMNS: &str = "interface_id, sum(samples)::int8,
+                sum(in_bps_sum) / sum(samples), percentile_cont(0.95) WITHIN GROUP (ORDER BY in_bps_sum / samples), max(in_bps_max),
+                sum(out_bps_sum) / sum(samples), percentile_cont(0.95) WITHIN GROUP (ORDER BY out_bps_sum / samples), max(out_bps_max),
+                sum(in_errors)::int8, sum(out_errors)::int8, sum(in_discards)::int8, sum(out_discards)::int8,
+                sum(status_changes)::int8";
+        let table = match resolution {
+            Resolution::Minute => "net_if_1m",
+            Resolution::Hour => "net_if_1h",
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {table}
+             WHERE interface_id = ANY($1) AND samples > 0 AND bucket >= {} AND bucket < {}
+             GROUP BY 1 ORDER BY 1",
+            at_ms!(2),
+            at_ms!(3)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("summarise interfaces"))?;
+        Ok(rows
+            .iter()
+            .map(|r| InterfaceStats {
+                id: r.get(0),
+                samples: r.get(1),
+                in_bps: (r.get(2), r.get(3), r.get(4)),
+                out_bps: (r.get(5), r.get(6), r.get(7)),
+                in_errors: r.get(8),
+                out_errors: r.get(9),
+                in_discards: r.get(10),
+                out_discards: r.get(11),
+                status_changes: r.get(12),
+            })
+            .collect())
+    }
+
+    /// Bandwidth points of interfaces in `[from, to)` by `step_ms` (a multiple of the
+    /// resolution), ordered by interface and time.
+    pub async fn interface_points(
+        &self,
+        ids: &[i32],
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+        resolution: Resolution,
+    ) -> Result<Vec<InterfacePoint>, StoreError> {
+        let table = match resolution {
+            Resolution::Minute => "net_if_1m",
+            Resolution::Hour => "net_if_1h",
+        };
+        let sql = format!(
+            "SELECT interface_id, ((extract(epoch FROM bucket) * 1000)::int8 / $4) * $4 AS ts,
+                    sum(in_bps_sum) / sum(samples), sum(out_bps_sum) / sum(samples),
+                    max(in_bps_max), max(out_bps_max)
+             FROM {table}
+             WHERE interface_id = ANY($1) AND samples > 0 AND bucket >= {} AND bucket < {}
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            at_ms!(2),
+            at_ms!(3)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(step_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read interface bandwidth"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect())
+    }
+
+    /// Probe results of `ids` in `[from, to)` by `step_ms`, ordered by probe and time.
+    pub async fn probe_points(
+        &self,
+        ids: &[i32],
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+        resolution: Resolution,
+    ) -> Result<Vec<ProbeStats>, StoreError> {
+        let table = match resolution {
+            Resolution::Minute => "net_probe_1m",
+            Resolution::Hour => "net_probe_1h",
+        };
+        let sql = format!(
+            "SELECT probe_id, ((extract(epoch FROM bucket) * 1000)::int8 / $4) * $4 AS ts,
+                    sum(sent)::int8, sum(received)::int8,
+                    sum(rtt_sum) / NULLIF(sum(rtt_weight), 0), min(rtt_min_ms), max(rtt_max_ms),
+                    sum(jitter_sum) / NULLIF(sum(jitter_count), 0)
+             FROM {table}
+             WHERE probe_id = ANY($1) AND bucket >= {} AND bucket < {}
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            at_ms!(2),
+            at_ms!(3)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(step_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read probe results"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ProbeStats {
+                id: r.get(0),
+                at_ms: r.get(1),
+                sent: r.get(2),
+                received: r.get(3),
+                rtt_avg_ms: r.get(4),
+                rtt_min_ms: r.get(5),
+                rtt_max_ms: r.get(6),
+                jitter_ms: r.get(7),
+            })
+            .collect())
+    }
+}

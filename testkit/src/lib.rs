@@ -1,0 +1,28 @@
+//! Fixtures for the workspace's tests, written once: a PostgreSQL database per test
+//! ([`pg::TestDb`]), network namespaces on a private bridge where real peers (snmpd,
+//! softflowd, ping targets) run ([`netns::Lab`]), net-snmp agents on them
+//! ([`snmpd::Snmpd`]), hosts that answer pings late ([`echo::DelayedEcho`]), and paths of
+//! workspace binaries.
+pub mod bins;
+pub mod echo;
+pub mod netns;
+pub mod pg;
+pub mod snmpd;
+
+use std::net::TcpListener;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// A UDP port on `ip` that was free a moment ago.
+pub fn free_udp_port(ip: std::net::IpAddr) -> u16 {
+    std::net::UdpSocket::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("bind an ephemeral UDP port on {ip}: {e}"))
+}

@@ -1,0 +1,253 @@
+//! Network namespaces for tests with real peers: a private layer-2 segment (a bridge in
+//! its own namespace) that the test process reaches from the root namespace at
+//! `10.231.N.1/24`, and any number of hosts on it (`10.231.N.10`, `.11`, ...), each a
+//! namespace where real programs run: snmpd, softflowd, ping targets, traffic.
+//!
+//! Every lab takes its own /24 (claimed atomically under `/run/cdot-testkit`, so that test
+//! processes running in parallel never share one) and removes its namespaces, links and
+//! child processes when dropped; labs left behind by a killed run are removed by the next.
+//! Needs root (or CAP_NET_ADMIN and CAP_SYS_ADMIN) and `ip` from iproute2.
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::Mutex,
+    time::Duration,
+};
+
+const CLAIMS: &str = "/run/cdot-testkit";
+/// Second octet of every lab subnet: 10.231.N.0/24.
+const OCTET: u8 = 231;
+
+/// A private segment with hosts on it; everything is removed on drop.
+pub struct Lab {
+    subnet: u8,
+    lan: String,
+    root_if: String,
+    hosts: Mutex<Vec<String>>,
+    children: Mutex<Vec<Child>>,
+    claim: PathBuf,
+}
+
+/// One namespace on a [`Lab`]'s segment.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The namespace's name (`ip netns exec NAME ...`).
+    pub ns: String,
+    /// Its address on the segment (interface `eth0`).
+    pub addr: Ipv4Addr,
+}
+
+impl Lab {
+    /// Claims a free /24 and builds the segment; panics with the failing command otherwise.
+    pub fn new() -> Self {
+        remove_stale();
+        std::fs::create_dir_all(CLAIMS).unwrap_or_else(|e| panic!("create {CLAIMS}: {e}"));
+        let pid = std::process::id();
+        let subnet = (1..=250u8)
+            .find(|n| {
+                let claim = PathBuf::from(format!("{CLAIMS}/{n}"));
+                std::fs::create_dir(&claim).is_ok()
+                    && std::fs::write(claim.join("pid"), pid.to_string()).is_ok()
+            })
+            .expect("no free lab subnet under /run/cdot-testkit (250 labs in use?)");
+        let lab = Self {
+            subnet,
+            lan: format!("cdt{subnet}-lan"),
+            root_if: format!("cdt{subnet}r"),
+            hosts: Mutex::new(Vec::new()),
+            children: Mutex::new(Vec::new()),
+            claim: PathBuf::from(format!("{CLAIMS}/{subnet}")),
+        };
+        // Leftovers of a run that died with this subnet claimed.
+        ip(&["netns", "del", &lab.lan]).ok();
+        ip(&["link", "del", &lab.root_if]).ok();
+        for n in 0..64 {
+            ip(&["netns", "del", &format!("cdt{subnet}-h{n}")]).ok();
+        }
+        let lan = lab.lan.as_str();
+        must(&["netns", "add", lan]);
+        must(&["-n", lan, "link", "set", "lo", "up"]);
+        must(&["-n", lan, "link", "add", "br0", "type", "bridge"]);
+        must(&["-n", lan, "link", "set", "br0", "up"]);
+        let peer = format!("cdt{subnet}x");
+        must(&["link", "add", &lab.root_if, "type", "veth", "peer", "name", &peer]);
+        must(&["link", "set", &peer, "netns", lan]);
+        must(&["-n", lan, "link", "set", &peer, "master", "br0", "up"]);
+        must(&["addr", "add", &format!("{}/24", lab.gateway()), "dev", &lab.root_if]);
+        must(&["link", "set", &lab.root_if, "up"]);
+        lab
+    }
+
+    /// The test process's address on the segment (the root namespace's side).
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, OCTET, self.subnet, 1)
+    }
+
+    /// Adds a host namespace on the segment.
+    pub fn add_host(&self) -> Host {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = hosts.len();
+        assert!(n < 64, "a lab holds at most 64 hosts");
+        let subnet = self.subnet;
+        let ns = format!("cdt{subnet}-h{n}");
+        let addr = Ipv4Addr::new(10, OCTET, subnet, 10 + n as u8);
+        let (inside, bridge_side) = (format!("cdt{subnet}h{n}"), format!("cdt{subnet}b{n}"));
+        must(&["netns", "add", &ns]);
+        hosts.push(ns.clone());
+        must(&["-n", &ns, "link", "set", "lo", "up"]);
+        must(&["link", "add", &inside, "type", "veth", "peer", "name", &bridge_side]);
+        must(&["link", "set", &inside, "netns", &ns]);
+        must(&["-n", &ns, "link", "set", &inside, "name", "eth0"]);
+        must(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        must(&["-n", &ns, "link", "set", "eth0", "up"]);
+        must(&["link", "set", &bridge_side, "netns", &self.lan]);
+        must(&["-n", &self.lan, "link", "set", &bridge_side, "master", "br0", "up"]);
+        must(&["-n", &ns, "route", "add", "default", "via", &self.gateway().to_string()]);
+        Host { ns, addr }
+    }
+
+    /// Starts `command` (made with [`Host::command`]) and stops it when the lab is dropped.
+    pub fn spawn(&self, mut command: Command) -> u32 {
+        let child = command
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+        let pid = child.id();
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child);
+        pid
+    }
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Host {
+    /// `program` to run inside this namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.ns, program]);
+        command
+    }
+
+    /// Runs `program args` inside the namespace and returns its output; panics when it fails.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        let output = self
+            .command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} in {}: {e}", self.ns));
+        assert!(
+            output.status.success(),
+            "`{program} {}` in {} failed: {}",
+            args.join(" "),
+            self.ns,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let mut children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        for child in &mut children {
+            // SIGTERM first so that daemons (nfcapd) write what they hold.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for child in &mut children {
+            while std::time::Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.hosts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = ip(&["netns", "del", &self.lan]);
+        let _ = ip(&["link", "del", &self.root_if]);
+        let _ = std::fs::remove_dir_all(&self.claim);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<Output, String> {
+    let output = Command::new("ip")
+        .args(args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run `ip` (install iproute2): {e}"))?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+fn must(args: &[&str]) {
+    if let Err(e) = ip(args) {
+        panic!("{e} (network namespace tests need root)");
+    }
+}
+
+/// Frees the subnets of labs whose process is gone.
+fn remove_stale() {
+    let Ok(entries) = std::fs::read_dir(CLAIMS) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let pid = std::fs::read_to_string(entry.path().join("pid")).unwrap_or_default();
+        let alive = !pid.trim().is_empty() && PathBuf::from(format!("/proc/{}", pid.trim())).exists();
+        if alive {
+            continue;
+        }
+        let Some(subnet) = entry.file_name().to_str().and_then(|s| s.parse::<u8>().ok()) else {
+            continue;
+        };
+        let _ = ip(&["netns", "del", &format!("cdt{subnet}-lan")]);
+        let _ = ip(&["link", "del", &format!("cdt{subnet}r")]);
+        for n in 0..64 {
+            let _ = ip(&["netns", "del", &format!("cdt{subnet}-h{n}")]);
+        }
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two hosts and the test process reach each other over the lab segment.
+    #[test]
+    fn hosts_reach_each_other_and_the_gateway() {
+        let lab = Lab::new();
+        let a = lab.add_host();
+        let b = lab.add_host();
+        a.run("ping", &["-c", "1", "-W", "2", &b.addr.to_string()]);
+        b.run("ping", &["-c", "1", "-W", "2", &lab.gateway().to_string()]);
+        let out = Command::new("ping")
+            .args(["-c", "1", "-W", "2", &a.addr.to_string()])
+            .output()
+            .expect("ping");
+        assert!(out.status.success(), "root namespace reaches host a");
+        let ns = a.ns.clone();
+        drop(lab);
+        let list = ip(&["netns", "list"]).expect("list");
+        assert!(!String::from_utf8_lossy(&list.stdout).contains(&ns));
+    }
+}
