@@ -167,8 +167,8 @@ pub fn enroll_options(
                 flag: "--ca-cert",
                 env: "CDOT_CA_CERT",
             })?;
-        let pem = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Read { path, source })?;
+        let pem =
+            std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?;
         TrustAnchor::CaPem(pem)
     };
     let auth = match &args.auth {

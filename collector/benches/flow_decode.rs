@@ -18,19 +18,31 @@ const MINUTE: i64 = 1_764_064_800_000;
 
 fn flows(datagram: u32) -> Vec<Flow> {
     let first = datagram * RECORDS_PER_DATAGRAM;
-    (first..first + RECORDS_PER_DATAGRAM).map(Flow::v4).collect()
+    (first..first + RECORDS_PER_DATAGRAM)
+        .map(Flow::v4)
+        .collect()
 }
 
 /// The template datagram and the data datagrams of one template-based export.
 fn template_export(version: Version, domain: u32, fields: &[Field]) -> (Vec<u8>, Vec<Vec<u8>>) {
     let template = Builder::new(version, domain).template(256, fields).build();
     let data = (0..DATAGRAMS)
-        .map(|n| Builder::new(version, domain).data(256, fields, &flows(n)).build())
+        .map(|n| {
+            Builder::new(version, domain)
+                .data(256, fields, &flows(n))
+                .build()
+        })
         .collect();
     (template, data)
 }
 
-fn bench(c: &mut Criterion, name: &str, setup: Option<&[u8]>, datagrams: &[Vec<u8>], directly: bool) {
+fn bench(
+    c: &mut Criterion,
+    name: &str,
+    setup: Option<&[u8]>,
+    datagrams: &[Vec<u8>],
+    directly: bool,
+) {
     let source: SocketAddr = "192.0.2.1:2055".parse().expect("address");
     let settings = NetflowSettings {
         decode_directly: directly,
@@ -40,15 +52,21 @@ fn bench(c: &mut Criterion, name: &str, setup: Option<&[u8]>, datagrams: &[Vec<u
     let mut aggregator = Aggregator::new(FlowConfig::default().limits());
     let mut records = Vec::with_capacity(64);
     if let Some(template) = setup {
-        decoder.decode(source, template, &mut records).expect("template");
+        decoder
+            .decode(source, template, &mut records)
+            .expect("template");
     }
     let mut group = c.benchmark_group("flow_decode");
-    group.throughput(Throughput::Elements(u64::from(RECORDS_PER_DATAGRAM * DATAGRAMS)));
+    group.throughput(Throughput::Elements(u64::from(
+        RECORDS_PER_DATAGRAM * DATAGRAMS,
+    )));
     group.bench_function(name, |b| {
         b.iter(|| {
             for datagram in datagrams {
                 records.clear();
-                let decoded = decoder.decode(source, datagram, &mut records).expect("decode");
+                let decoded = decoder
+                    .decode(source, datagram, &mut records)
+                    .expect("decode");
                 black_box(decoded);
                 for record in &records {
                     black_box(aggregator.add(MINUTE, record));
@@ -61,7 +79,9 @@ fn bench(c: &mut Criterion, name: &str, setup: Option<&[u8]>, datagrams: &[Vec<u
 }
 
 fn decode_and_aggregate(c: &mut Criterion) {
-    let v5: Vec<Vec<u8>> = (0..DATAGRAMS).map(|n| synth::v5(&flows(n), 0, 1_764_064_800)).collect();
+    let v5: Vec<Vec<u8>> = (0..DATAGRAMS)
+        .map(|n| synth::v5(&flows(n), 0, 1_764_064_800))
+        .collect();
     bench(c, "v5", None, &v5, true);
     let (template, data) = template_export(Version::V9, 0, synth::SOFTFLOWD_V9_V4);
     bench(c, "v9_softflowd", Some(&template), &data, true);

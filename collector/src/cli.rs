@@ -14,7 +14,13 @@ pub struct Cli {
     #[arg(long, env = "CDOT_COLLECTOR_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
     /// Log format.
-    #[arg(long, env = "CDOT_LOG_FORMAT", global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "CDOT_LOG_FORMAT",
+        global = true,
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -51,7 +57,11 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub flow_top_n: u32,
     /// Address of this collector's own Prometheus `/metrics` (drops per exporter and reason).
-    #[arg(long, env = "CDOT_COLLECTOR_METRICS_LISTEN", default_value = "127.0.0.1:9810")]
+    #[arg(
+        long,
+        env = "CDOT_COLLECTOR_METRICS_LISTEN",
+        default_value = "127.0.0.1:9810"
+    )]
     pub metrics_listen: SocketAddr,
     /// Seconds between batches shipped to the operator.
     #[arg(long, env = "CDOT_SHIP_INTERVAL", default_value_t = 10)]

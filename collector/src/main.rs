@@ -91,7 +91,12 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     )
     .context("cannot start the flow receivers")?;
-    let pollers = snmp::spawn(snmp_targets_rx, interfaces_tx, snmp_metrics, stop_rx.clone());
+    let pollers = snmp::spawn(
+        snmp_targets_rx,
+        interfaces_tx,
+        snmp_metrics,
+        stop_rx.clone(),
+    );
     let probers = probe::spawn(probe_targets_rx, probes_tx, probe_metrics, stop_rx.clone());
     let metrics_server = tokio::spawn(metrics::serve(
         args.metrics_listen,
@@ -117,9 +122,8 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     receivers.stopped().await;
     let _ = pollers.await;
     let _ = probers.await;
-    match metrics_server.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "metrics endpoint failed"),
-        Ok(Ok(())) | Err(_) => {}
+    if let Ok(Err(e)) = metrics_server.await {
+        tracing::warn!(error = %e, "metrics endpoint failed");
     }
     Ok(())
 }

@@ -116,7 +116,12 @@ impl Reporter {
     }
 
     /// Runs until `shutdown` completes and the components have delivered their last output.
-    pub async fn run(mut self, mut inputs: Inputs, outputs: Outputs, shutdown: impl Future<Output = ()>) {
+    pub async fn run(
+        mut self,
+        mut inputs: Inputs,
+        outputs: Outputs,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let mut shutdown = std::pin::pin!(shutdown);
         tracing::info!(
             namespace = %self.creds.identity.namespace,

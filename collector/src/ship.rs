@@ -49,7 +49,9 @@ impl Pending {
             size += item_size;
         };
         for group in flows {
-            place(&mut batches, &mut current, json_len(&group), |b| b.flows.len());
+            place(&mut batches, &mut current, json_len(&group), |b| {
+                b.flows.len()
+            });
             current.flows.push(group);
         }
         for sample in interfaces {
@@ -59,7 +61,9 @@ impl Pending {
             current.interfaces.push(sample);
         }
         for result in probes {
-            place(&mut batches, &mut current, json_len(&result), |b| b.probes.len());
+            place(&mut batches, &mut current, json_len(&result), |b| {
+                b.probes.len()
+            });
             current.probes.push(result);
         }
         if !is_empty(&current) {
@@ -121,7 +125,10 @@ mod tests {
         };
         let batches = pending.take_batches();
         assert!(pending.is_empty());
-        assert!(batches.len() > 1, "200 exporters × 1,000 pairs need several batches");
+        assert!(
+            batches.len() > 1,
+            "200 exporters × 1,000 pairs need several batches"
+        );
         let mut groups = 0;
         for batch in &batches {
             let json = serde_json::to_vec(batch).expect("json");

@@ -99,12 +99,18 @@ fn traffic(lab: &Lab, a: &Host, b: &Host) {
     for size in [3_000_000, 1_500_000, 700_000] {
         a.run(
             "sh",
-            &["-c", &format!("head -c {size} /dev/zero | nc -N -w 5 {b_addr} 5001")],
+            &[
+                "-c",
+                &format!("head -c {size} /dev/zero | nc -N -w 5 {b_addr} 5001"),
+            ],
         );
     }
     a.run(
         "sh",
-        &["-c", &format!("head -c 400000 /dev/urandom | nc -u -w 1 {b_addr} 5002")],
+        &[
+            "-c",
+            &format!("head -c 400000 /dev/urandom | nc -u -w 1 {b_addr} 5002"),
+        ],
     );
     a.run("ping", &["-f", "-c", "400", "-s", "900", "-q", &b_addr]);
     let socket = UdpSocket::bind((lab.gateway(), 0)).expect("bind on the gateway");
@@ -139,7 +145,8 @@ fn export_and_compare(version: &str) -> (Totals, Totals) {
         groups: groups_tx,
         counters: None,
     };
-    let receivers = flow::spawn(config, metrics, sink, shutdown_rx).expect("start the flow receiver");
+    let receivers =
+        flow::spawn(config, metrics, sink, shutdown_rx).expect("start the flow receiver");
     let collector = receivers.netflow_addr().expect("netflow address");
 
     // A second repeater target: the raw datagrams, kept as fuzzing seeds on request.
@@ -188,11 +195,22 @@ fn export_and_compare(version: &str) -> (Totals, Totals) {
             .args(["-i", "eth0", "-d", "-v", version, "-n"])
             .arg(format!("{gateway}:{NFCAPD_PORT}"))
             .args(["-c", path_str(&ctl), "-p", path_str(&pid)])
-            .args(["-t", "maxlife=5", "-t", "udp=2", "-t", "tcp=2", "-t", "icmp=2"])
+            .args([
+                "-t",
+                "maxlife=5",
+                "-t",
+                "udp=2",
+                "-t",
+                "tcp=2",
+                "-t",
+                "icmp=2",
+            ])
             // Not its own export traffic, which would never settle.
             .arg(format!("not udp port {NFCAPD_PORT}")),
     );
-    wait_for("softflowd control socket", Duration::from_secs(10), || ctl.exists());
+    wait_for("softflowd control socket", Duration::from_secs(10), || {
+        ctl.exists()
+    });
 
     traffic(&lab, &a, &b);
 
@@ -201,7 +219,10 @@ fn export_and_compare(version: &str) -> (Totals, Totals) {
         .args(["-c", path_str(&ctl), "shutdown"])
         .output()
         .expect("softflowctl");
-    assert!(shutdown.status.success(), "softflowctl shutdown: {shutdown:?}");
+    assert!(
+        shutdown.status.success(),
+        "softflowctl shutdown: {shutdown:?}"
+    );
     wait_for("softflowd exit", Duration::from_secs(10), || {
         matches!(softflowd.0.try_wait(), Ok(Some(_)))
     });
@@ -209,13 +230,17 @@ fn export_and_compare(version: &str) -> (Totals, Totals) {
 
     // The last exports have crossed loopback once the collector's count stops moving.
     let mut last = (0, Instant::now());
-    wait_for("the collector to receive the last export", Duration::from_secs(20), || {
-        let now = metric_sum(&registry, "cdot_collector_flow_datagrams_total");
-        if now != last.0 {
-            last = (now, Instant::now());
-        }
-        now > 0 && last.1.elapsed() > Duration::from_secs(2)
-    });
+    wait_for(
+        "the collector to receive the last export",
+        Duration::from_secs(20),
+        || {
+            let now = metric_sum(&registry, "cdot_collector_flow_datagrams_total");
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            now > 0 && last.1.elapsed() > Duration::from_secs(2)
+        },
+    );
     let dropped = metric_sum(&registry, "cdot_collector_flow_dropped_total");
     assert_eq!(dropped, 0, "the collector dropped datagrams");
 
@@ -227,7 +252,10 @@ fn export_and_compare(version: &str) -> (Totals, Totals) {
     let mut ours = Totals::new();
     while let Ok(groups) = groups_rx.try_recv() {
         for group in groups {
-            assert!(group.other.is_zero(), "fewer keys than top N: nothing in other");
+            assert!(
+                group.other.is_zero(),
+                "fewer keys than top N: nothing in other"
+            );
             for count in group.top {
                 let entry = ours.entry((count.src, count.dst)).or_default();
                 entry.0 += count.b;
@@ -241,13 +269,28 @@ fn export_and_compare(version: &str) -> (Totals, Totals) {
     let datagrams = captured.join().expect("capture thread");
     assert!(!datagrams.is_empty(), "nfcapd repeated nothing");
     if let Some(dir) = std::env::var_os("CDOT_FLOW_SEEDS") {
-        write_seed(Path::new(&dir), &format!("softflowd-v{version}"), &datagrams);
+        write_seed(
+            Path::new(&dir),
+            &format!("softflowd-v{version}"),
+            &datagrams,
+        );
     }
     let nfdump = Command::new("nfdump")
-        .args(["-R", path_str(&nfcapd_dir), "-q", "-N", "-o", "fmt:%sa %da %byt %pkt"])
+        .args([
+            "-R",
+            path_str(&nfcapd_dir),
+            "-q",
+            "-N",
+            "-o",
+            "fmt:%sa %da %byt %pkt",
+        ])
         .output()
         .expect("run nfdump");
-    assert!(nfdump.status.success(), "nfdump: {}", String::from_utf8_lossy(&nfdump.stderr));
+    assert!(
+        nfdump.status.success(),
+        "nfdump: {}",
+        String::from_utf8_lossy(&nfdump.stderr)
+    );
     let mut theirs = Totals::new();
     for line in String::from_utf8_lossy(&nfdump.stdout).lines() {
         let columns: Vec<&str> = line.split_whitespace().collect();
@@ -309,11 +352,16 @@ fn ipfix_totals_match_nfdump() {
 fn write_synthetic_fuzz_seeds() {
     use cdot_collector::flow::synth::{self, Builder, Flow, SflowBuilder, Version};
 
-    let dir = std::path::PathBuf::from(std::env::var_os("CDOT_FLOW_SEEDS").expect("CDOT_FLOW_SEEDS"));
+    let dir =
+        std::path::PathBuf::from(std::env::var_os("CDOT_FLOW_SEEDS").expect("CDOT_FLOW_SEEDS"));
     let flows: Vec<Flow> = (0..10).map(Flow::v4).collect();
     for (name, version, scope) in [
         ("juniper-v9", Version::V9, synth::JUNIPER_SAMPLING_SCOPE_V9),
-        ("juniper-ipfix", Version::Ipfix, synth::JUNIPER_SAMPLING_SCOPE_IPFIX),
+        (
+            "juniper-ipfix",
+            Version::Ipfix,
+            synth::JUNIPER_SAMPLING_SCOPE_IPFIX,
+        ),
     ] {
         let templates = Builder::new(version, 524_288)
             .template(256, synth::JUNIPER_V4)
@@ -321,12 +369,26 @@ fn write_synthetic_fuzz_seeds() {
             .options_template(258, scope, synth::JUNIPER_SAMPLING_OPTIONS)
             .build();
         let options = Builder::new(version, 524_288)
-            .values(258, &[scope, synth::JUNIPER_SAMPLING_OPTIONS].concat(), &[0, 1000, 2, 60, 15])
+            .values(
+                258,
+                &[scope, synth::JUNIPER_SAMPLING_OPTIONS].concat(),
+                &[0, 1000, 2, 60, 15],
+            )
             .build();
-        let data = Builder::new(version, 524_288).data(256, synth::JUNIPER_V4, &flows).build();
-        write_seed(&dir.join("netflow"), name, &[templates, options, data.clone(), data]);
+        let data = Builder::new(version, 524_288)
+            .data(256, synth::JUNIPER_V4, &flows)
+            .build();
+        write_seed(
+            &dir.join("netflow"),
+            name,
+            &[templates, options, data.clone(), data],
+        );
     }
-    write_seed(&dir.join("netflow"), "v5", &[synth::v5(&flows, 100, 1_764_064_800)]);
+    write_seed(
+        &dir.join("netflow"),
+        "v5",
+        &[synth::v5(&flows, 100, 1_764_064_800)],
+    );
     let frame = synth::ipv4_frame(&[42], 6, [10, 0, 0, 1], [10, 0, 0, 2], 40000, 443, 1400);
     let sflow = SflowBuilder::default()
         .flow(512, 3, 4, &frame, 1422)

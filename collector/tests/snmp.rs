@@ -1,5 +1,5 @@
 //! SNMP polling against net-snmp's snmpd in a lab namespace (needs root, `snmpd` and
-//! `snmp`). The polled interface `q0` is a veth pair to a second host with IPv6 off and
+//! `snmp`). The polled interface `q0` is a veth pair to a second host without IPv6 and
 //! static neighbours, so that it carries exactly the traffic the test sends.
 use std::{
     process::Command,
@@ -53,26 +53,46 @@ impl Site {
         let lab = Lab::new();
         let agent = lab.add_host();
         let peer = lab.add_host();
-        for host in [&agent, &peer] {
-            host.run("sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-        }
         agent.run(
             "ip",
             &[
-                "link", "add", "q0", "address", "02:cd:00:00:00:01", "type", "veth", "peer",
-                "name", "q1", "address", "02:cd:00:00:00:02", "netns", &peer.ns,
+                "link",
+                "add",
+                "q0",
+                "address",
+                "02:cd:00:00:00:01",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "q1",
+                "address",
+                "02:cd:00:00:00:02",
+                "netns",
+                &peer.ns,
             ],
         );
         for (host, link, addr, neighbour, mac) in [
             (&agent, "q0", Q_AGENT, Q_PEER, "02:cd:00:00:00:02"),
             (&peer, "q1", Q_PEER, Q_AGENT, "02:cd:00:00:00:01"),
         ] {
-            host.run("sysctl", &["-qw", &format!("net.ipv6.conf.{link}.disable_ipv6=1")]);
+            // No IPv6 address, so no neighbour discovery or MLD on the link.
+            host.run("ip", &["link", "set", link, "addrgenmode", "none"]);
             host.run("ip", &["addr", "add", &format!("{addr}/30"), "dev", link]);
             host.run("ip", &["link", "set", link, "up"]);
             host.run(
                 "ip",
-                &["neigh", "replace", neighbour, "lladdr", mac, "dev", link, "nud", "permanent"],
+                &[
+                    "neigh",
+                    "replace",
+                    neighbour,
+                    "lladdr",
+                    mac,
+                    "dev",
+                    link,
+                    "nud",
+                    "permanent",
+                ],
             );
         }
         let snmpd = Snmpd::start(&agent, config);
@@ -102,7 +122,18 @@ impl Site {
     fn ping_over_quiet_link(&self, count: u32, size: u32) {
         self.peer.run(
             "ping",
-            &["-q", "-c", &count.to_string(), "-s", &size.to_string(), "-i", "0.01", "-W", "2", Q_AGENT],
+            &[
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-s",
+                &size.to_string(),
+                "-i",
+                "0.01",
+                "-W",
+                "2",
+                Q_AGENT,
+            ],
         );
     }
 }
@@ -142,7 +173,11 @@ fn snmpget(endpoint: &str, args: &[&str], oids: &[String]) -> Vec<u64> {
     );
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .map(|line| line.trim().parse().unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .map(|line| {
+            line.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+        })
         .collect()
 }
 
@@ -175,8 +210,7 @@ async fn agreed_counters(
             .collect();
         let theirs = snmpget(endpoint, args, &oids);
         let after = q0(&poller.read().await.expect("read").interfaces).clone();
-        if traffic(&before) == traffic(&after) && traffic(&after).as_slice() == theirs.as_slice()
-        {
+        if traffic(&before) == traffic(&after) && traffic(&after).as_slice() == theirs.as_slice() {
             let counters = traffic(&after);
             return (after, counters);
         }
@@ -198,7 +232,11 @@ async fn wait_for_counters(poller: &mut Poller, done: impl Fn([u64; 4]) -> bool)
         if done(traffic(&row)) {
             return;
         }
-        assert!(Instant::now() < deadline, "q0 counters stuck at {:?}", traffic(&row));
+        assert!(
+            Instant::now() < deadline,
+            "q0 counters stuck at {:?}",
+            traffic(&row)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -230,7 +268,10 @@ async fn v2c_counters_match_snmpget_and_rates_match_the_traffic_sent() {
     let [sample] = samples.as_slice() else {
         panic!("one sample for q0: {samples:?}");
     };
-    assert_eq!((sample.device.as_str(), sample.name.as_str()), ("edge-1", "q0"));
+    assert_eq!(
+        (sample.device.as_str(), sample.name.as_str()),
+        ("edge-1", "q0")
+    );
     assert_eq!(sample.if_index, row.if_index);
     let secs = sample.interval_ms as f64 / 1_000.0;
     let close = |rate: f64, expected: u64| (rate * secs - expected as f64).abs() < 0.5;
@@ -245,10 +286,34 @@ async fn v2c_counters_match_snmpget_and_rates_match_the_traffic_sent() {
 #[tokio::test]
 async fn v3_auth_priv_with_every_supported_protocol_pair() {
     let users = [
-        ("sha-aes", "SHA", "AES", SnmpAuthProtocol::Sha1, SnmpPrivProtocol::Aes128),
-        ("sha256-aes", "SHA-256", "AES", SnmpAuthProtocol::Sha256, SnmpPrivProtocol::Aes128),
-        ("sha512-aes256", "SHA-512", "AES-256", SnmpAuthProtocol::Sha512, SnmpPrivProtocol::Aes256),
-        ("sha-aes256", "SHA", "AES-256", SnmpAuthProtocol::Sha1, SnmpPrivProtocol::Aes256),
+        (
+            "sha-aes",
+            "SHA",
+            "AES",
+            SnmpAuthProtocol::Sha1,
+            SnmpPrivProtocol::Aes128,
+        ),
+        (
+            "sha256-aes",
+            "SHA-256",
+            "AES",
+            SnmpAuthProtocol::Sha256,
+            SnmpPrivProtocol::Aes128,
+        ),
+        (
+            "sha512-aes256",
+            "SHA-512",
+            "AES-256",
+            SnmpAuthProtocol::Sha512,
+            SnmpPrivProtocol::Aes256,
+        ),
+        (
+            "sha-aes256",
+            "SHA",
+            "AES-256",
+            SnmpAuthProtocol::Sha1,
+            SnmpPrivProtocol::Aes256,
+        ),
     ];
     let mut config = SnmpdConfig::new();
     for (user, auth, privacy, _, _) in users {
@@ -266,12 +331,16 @@ async fn v3_auth_priv_with_every_supported_protocol_pair() {
         .expect("poller");
         let (auth_pass, priv_pass) = (format!("{user}-auth-pass"), format!("{user}-priv-pass"));
         let args = [
-            "-v3", "-l", "authPriv", "-u", user, "-a", auth, "-A", &auth_pass, "-x", privacy,
-            "-X", &priv_pass,
+            "-v3", "-l", "authPriv", "-u", user, "-a", auth, "-A", &auth_pass, "-x", privacy, "-X",
+            &priv_pass,
         ];
         wait_for_counters(&mut poller, |now| now[2] >= 10).await;
         let (row, _) = agreed_counters(&mut poller, &endpoint, &args, HC_COLUMNS).await;
-        assert_eq!(row.counters.map(|c| c.width), Some(CounterWidth::Bits64), "{user}");
+        assert_eq!(
+            row.counters.map(|c| c.width),
+            Some(CounterWidth::Bits64),
+            "{user}"
+        );
     }
 }
 
@@ -365,14 +434,27 @@ async fn an_unanswered_agent_times_out_after_its_retries() {
     let mut poller = Poller::new(target, metrics).expect("poller");
     let started = Instant::now();
     let error = poller.poll().await.expect_err("no agent");
-    assert!(started.elapsed() >= Duration::from_millis(600), "{:?}", started.elapsed());
-    assert!(matches!(error, SnmpError::Timeout { attempts: 3, .. }), "{error:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(error, SnmpError::Timeout { attempts: 3, .. }),
+        "{error:?}"
+    );
     let message = error.to_string();
-    assert!(message.contains("gone-1") && message.contains("1.3.6.1.2.1.1.3.0"), "{message}");
+    assert!(
+        message.contains("gone-1") && message.contains("1.3.6.1.2.1.1.3.0"),
+        "{message}"
+    );
     assert!(!message.contains(COMMUNITY) && !format!("{error:?}").contains(COMMUNITY));
     let mut text = String::new();
     encode(&mut text, &registry).expect("encode");
-    assert!(text.contains("cdot_collector_snmp_timeouts_total 3"), "{text}");
+    assert!(
+        text.contains("cdot_collector_snmp_timeouts_total 3"),
+        "{text}"
+    );
     assert!(!text.contains(COMMUNITY));
 }
 
@@ -393,7 +475,10 @@ async fn the_component_polls_its_targets_follows_changes_and_stops() {
         .expect("samples in time")
         .expect("a batch");
     assert_eq!(batch.len(), 1);
-    assert_eq!((batch[0].device.as_str(), batch[0].name.as_str()), ("edge-1", "q0"));
+    assert_eq!(
+        (batch[0].device.as_str(), batch[0].name.as_str()),
+        ("edge-1", "q0")
+    );
 
     // Renamed device: its poller is replaced and samples come under the new name.
     target.device = "edge-2".into();
@@ -406,7 +491,22 @@ async fn the_component_polls_its_targets_follows_changes_and_stops() {
         }
         panic!("sink closed");
     };
-    tokio::time::timeout(WAIT, renamed).await.expect("samples of the changed target");
+    tokio::time::timeout(WAIT, renamed)
+        .await
+        .expect("samples of the changed target");
+
+    // Removed: its poller stops.
+    targets_tx.send(Vec::new()).expect("update targets");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        if text.contains("cdot_collector_snmp_targets 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     stop.send(true).expect("shutdown");
     tokio::time::timeout(Duration::from_secs(5), component)
@@ -415,6 +515,87 @@ async fn the_component_polls_its_targets_follows_changes_and_stops() {
         .expect("no panic");
     let mut text = String::new();
     encode(&mut text, &registry).expect("encode");
-    assert!(text.contains(r#"cdot_collector_snmp_polls_total{result="ok"}"#), "{text}");
+    assert!(
+        text.contains(r#"cdot_collector_snmp_polls_total{result="ok"}"#),
+        "{text}"
+    );
     assert!(text.contains("cdot_collector_snmp_targets 0"), "{text}");
+}
+
+/// Replies to every request with the next of `replies` (cycling); returns its port.
+async fn bogus_agent(replies: Vec<Vec<u8>>) -> u16 {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 65_536];
+        for reply in replies.iter().cycle() {
+            let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            // Echoing the request back is a well-formed message of the wrong type.
+            let reply = if reply.is_empty() {
+                &buf[..n]
+            } else {
+                reply.as_slice()
+            };
+            let _ = socket.send_to(reply, from).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn garbage_from_the_network_is_an_error_not_a_panic() {
+    // Pseudo-random bytes, BER headers with absurd lengths, truncations, echoes.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut replies: Vec<Vec<u8>> = (0..60)
+        .map(|i| {
+            let len = (i * 7) % 97;
+            (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect()
+        })
+        .collect();
+    replies.extend([
+        vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff, 0x02, 0x01, 0x01],
+        vec![0x30, 0x03, 0x02, 0x01],
+        vec![
+            0x30, 0x0b, 0x02, 0x01, 0x01, 0x04, 0x06, b'p', b'u', b'b', b'l', b'i', b'c',
+        ],
+        vec![0x30, 0x82, 0x00, 0x05, 0xa2, 0x03, 0x02, 0x01, 0x7f],
+        Vec::new(),
+    ]);
+    let port = bogus_agent(replies).await;
+    for credentials in [
+        community(COMMUNITY),
+        usm("sha-aes", SnmpAuthProtocol::Sha1, SnmpPrivProtocol::Aes128),
+    ] {
+        let version = match credentials {
+            SnmpCredentials::Community { .. } => SnmpVersion::V2c,
+            SnmpCredentials::Usm { .. } => SnmpVersion::V3,
+        };
+        let target = SnmpTarget {
+            device: "bogus-1".into(),
+            address: "127.0.0.1".into(),
+            port,
+            version,
+            credentials,
+            poll_interval_secs: 60,
+            timeout_ms: 100,
+            retries: 2,
+            interfaces: Vec::new(),
+        };
+        let mut poller = Poller::new(target, SnmpMetrics::default()).expect("poller");
+        for _ in 0..25 {
+            let error = poller.poll().await.expect_err("garbage is not an answer");
+            assert!(error.to_string().contains("bogus-1"), "{error}");
+        }
+    }
 }

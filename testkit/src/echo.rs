@@ -7,7 +7,6 @@ use std::{
     fs::File,
     io::Read,
     net::{Ipv4Addr, SocketAddrV4},
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -24,12 +23,13 @@ use crate::netns::Host;
 
 const ECHO_REQUEST: u8 = 8;
 const ECHO_REPLY: u8 = 0;
+/// The kernel's own echo replies, off while the responder runs.
+const IGNORE_ECHO: &str = "/proc/sys/net/ipv4/icmp_echo_ignore_all";
 /// How often the responder looks at its queue while no packet arrives.
 const POLL: Duration = Duration::from_millis(1);
 
 /// Answers echo requests to a host after `delay`; the kernel answers again when dropped.
 pub struct DelayedEcho {
-    host: Host,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -37,7 +37,6 @@ pub struct DelayedEcho {
 impl DelayedEcho {
     /// Starts answering pings to `host` `delay` late; panics if that cannot be set up.
     pub fn start(host: &Host, delay: Duration) -> Self {
-        host.run("sysctl", &["-qw", "net.ipv4.icmp_echo_ignore_all=1"]);
         let netns = File::open(format!("/run/netns/{}", host.ns))
             .unwrap_or_else(|e| panic!("open namespace {}: {e}", host.ns));
         let stop = Arc::new(AtomicBool::new(false));
@@ -45,9 +44,11 @@ impl DelayedEcho {
         let thread = std::thread::spawn({
             let stop = stop.clone();
             move || {
-                // Only this thread moves into the host's namespace.
+                // Only this thread moves into the host's namespace, where /proc/sys/net is
+                // the namespace's own.
                 let socket = setns(&netns, CloneFlags::CLONE_NEWNET)
                     .map_err(std::io::Error::from)
+                    .and_then(|()| std::fs::write(IGNORE_ECHO, "1"))
                     .and_then(|()| Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)))
                     .and_then(|socket| socket.set_read_timeout(Some(POLL)).map(|()| socket));
                 let socket = match socket {
@@ -61,15 +62,15 @@ impl DelayedEcho {
                     }
                 };
                 respond(&socket, delay, &stop);
+                let _ = std::fs::write(IGNORE_ECHO, "0");
             }
         });
         match started.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("raw ICMP socket in {}: {e}", host.ns),
+            Ok(Err(e)) => panic!("delayed echo in {}: {e}", host.ns),
             Err(e) => panic!("delayed echo thread for {} died: {e}", host.ns),
         }
         Self {
-            host: host.clone(),
             stop,
             thread: Some(thread),
         }
@@ -82,11 +83,6 @@ impl Drop for DelayedEcho {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        // The namespace may already be gone with its lab.
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &self.host.ns, "sysctl", "-qw"])
-            .arg("net.ipv4.icmp_echo_ignore_all=0")
-            .output();
     }
 }
 
@@ -94,7 +90,10 @@ fn respond(socket: &Socket, delay: Duration, stop: &AtomicBool) {
     let mut pending: VecDeque<(Instant, Vec<u8>, SockAddr)> = VecDeque::new();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
-        while pending.front().is_some_and(|(due, _, _)| *due <= Instant::now()) {
+        while pending
+            .front()
+            .is_some_and(|(due, _, _)| *due <= Instant::now())
+        {
             if let Some((_, reply, to)) = pending.pop_front() {
                 let _ = socket.send_to(&reply, &to);
             }
@@ -131,7 +130,12 @@ fn reply_to(packet: &[u8]) -> Option<(Vec<u8>, Ipv4Addr)> {
 fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
         .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], pair.get(1).copied().unwrap_or(0)])))
+        .map(|pair| {
+            u32::from(u16::from_be_bytes([
+                pair[0],
+                pair.get(1).copied().unwrap_or(0),
+            ]))
+        })
         .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
@@ -145,8 +149,27 @@ mod tests {
 
     #[test]
     fn replies_keep_id_sequence_and_payload_with_a_valid_checksum() {
-        let mut packet = vec![0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
-        let mut icmp = vec![ECHO_REQUEST, 0, 0, 0, 0x12, 0x34, 0, 7, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut packet = vec![
+            0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let mut icmp = vec![
+            ECHO_REQUEST,
+            0,
+            0,
+            0,
+            0x12,
+            0x34,
+            0,
+            7,
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+            7,
+            8,
+        ];
         let sum = checksum(&icmp);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
         packet.extend_from_slice(&icmp);
@@ -154,7 +177,11 @@ mod tests {
         assert_eq!(from, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(reply[0], ECHO_REPLY);
         assert_eq!(reply[4..], icmp[4..]);
-        assert_eq!(checksum(&reply), 0, "a message with its checksum sums to zero");
+        assert_eq!(
+            checksum(&reply),
+            0,
+            "a message with its checksum sums to zero"
+        );
         packet[20] = ECHO_REPLY;
         assert!(reply_to(&packet).is_none(), "replies are not answered");
         assert!(reply_to(&packet[..22]).is_none(), "truncated");

@@ -71,10 +71,25 @@ impl Lab {
         must(&["-n", lan, "link", "add", "br0", "type", "bridge"]);
         must(&["-n", lan, "link", "set", "br0", "up"]);
         let peer = format!("cdt{subnet}x");
-        must(&["link", "add", &lab.root_if, "type", "veth", "peer", "name", &peer]);
+        must(&[
+            "link",
+            "add",
+            &lab.root_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+        ]);
         must(&["link", "set", &peer, "netns", lan]);
         must(&["-n", lan, "link", "set", &peer, "master", "br0", "up"]);
-        must(&["addr", "add", &format!("{}/24", lab.gateway()), "dev", &lab.root_if]);
+        must(&[
+            "addr",
+            "add",
+            &format!("{}/24", lab.gateway()),
+            "dev",
+            &lab.root_if,
+        ]);
         must(&["link", "set", &lab.root_if, "up"]);
         lab
     }
@@ -96,14 +111,48 @@ impl Lab {
         must(&["netns", "add", &ns]);
         hosts.push(ns.clone());
         must(&["-n", &ns, "link", "set", "lo", "up"]);
-        must(&["link", "add", &inside, "type", "veth", "peer", "name", &bridge_side]);
+        must(&[
+            "link",
+            "add",
+            &inside,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &bridge_side,
+        ]);
         must(&["link", "set", &inside, "netns", &ns]);
         must(&["-n", &ns, "link", "set", &inside, "name", "eth0"]);
-        must(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+        must(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ]);
         must(&["-n", &ns, "link", "set", "eth0", "up"]);
         must(&["link", "set", &bridge_side, "netns", &self.lan]);
-        must(&["-n", &self.lan, "link", "set", &bridge_side, "master", "br0", "up"]);
-        must(&["-n", &ns, "route", "add", "default", "via", &self.gateway().to_string()]);
+        must(&[
+            "-n",
+            &self.lan,
+            "link",
+            "set",
+            &bridge_side,
+            "master",
+            "br0",
+            "up",
+        ]);
+        must(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.gateway().to_string(),
+        ]);
         Host { ns, addr }
     }
 
@@ -156,7 +205,8 @@ impl Host {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let mut children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         for child in &mut children {
             // SIGTERM first so that daemons (nfcapd) write what they hold.
             let _ = Command::new("kill").arg(child.id().to_string()).status();
@@ -212,11 +262,16 @@ fn remove_stale() {
     };
     for entry in entries.flatten() {
         let pid = std::fs::read_to_string(entry.path().join("pid")).unwrap_or_default();
-        let alive = !pid.trim().is_empty() && PathBuf::from(format!("/proc/{}", pid.trim())).exists();
+        let alive =
+            !pid.trim().is_empty() && PathBuf::from(format!("/proc/{}", pid.trim())).exists();
         if alive {
             continue;
         }
-        let Some(subnet) = entry.file_name().to_str().and_then(|s| s.parse::<u8>().ok()) else {
+        let Some(subnet) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u8>().ok())
+        else {
             continue;
         };
         let _ = ip(&["netns", "del", &format!("cdt{subnet}-lan")]);

@@ -52,7 +52,10 @@ impl SnmpdConfig {
         let view = format!("cdotview{}", self.views);
         self.lines.push(format!("view {view} included .1"));
         for oid in excluded {
-            self.lines.push(format!("view {view} excluded .{}", oid.trim_start_matches('.')));
+            self.lines.push(format!(
+                "view {view} excluded .{}",
+                oid.trim_start_matches('.')
+            ));
         }
         self.lines
             .push(format!("rocommunity {community} default -V {view}"));
@@ -77,8 +80,9 @@ impl SnmpdConfig {
                 self.lines.push(format!("rouser {name} priv"));
             }
             None => {
-                self.lines
-                    .push(format!("createUser {name} {auth_protocol} \"{auth_password}\""));
+                self.lines.push(format!(
+                    "createUser {name} {auth_protocol} \"{auth_password}\""
+                ));
                 self.lines.push(format!("rouser {name} auth"));
             }
         }
@@ -157,7 +161,10 @@ impl Snmpd {
             .arg(&log)
             .arg("-p")
             .arg(self.dir.join("snmpd.pid"))
-            .arg(format!("--persistentDir={}", self.dir.join("persist").display()))
+            .arg(format!(
+                "--persistentDir={}",
+                self.dir.join("persist").display()
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -167,7 +174,11 @@ impl Snmpd {
         let deadline = Instant::now() + START_TIMEOUT;
         while !self.log().contains(READY_LINE) {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("snmpd in {} exited with {status}: {}", self.host.ns, self.log());
+                panic!(
+                    "snmpd in {} exited with {status}: {}",
+                    self.host.ns,
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,

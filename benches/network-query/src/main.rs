@@ -76,6 +76,9 @@ struct Args {
     /// Keep the database afterwards.
     #[arg(long)]
     keep: bool,
+    /// Measure again on a database kept by an earlier run (--keep) instead of loading one.
+    #[arg(long)]
+    reuse: Option<String>,
 }
 
 /// A small deterministic generator (xorshift64*), so runs are comparable.
@@ -442,6 +445,13 @@ async fn main() -> anyhow::Result<()> {
     if args.namespaces == 0 || args.exporters < args.namespaces {
         bail!("--exporters must be at least --namespaces (and that at least 1)");
     }
+    if let Some(name) = &args.reuse {
+        let base = args
+            .admin_url
+            .rsplit_once('/')
+            .map_or(args.admin_url.as_str(), |(base, _)| base);
+        return run(&args, &format!("{base}/{name}")).await;
+    }
     let (url, name) = create_database(&args.admin_url).await?;
     let result = run(&args, &url).await;
     if !args.keep {
@@ -455,6 +465,16 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
     let store = Store::connect(url, 8).await?;
     let metrics = Arc::new(Metrics::default());
+    if args.reuse.is_some() {
+        // The load ended at the start of an hour: its last full minute tells which.
+        let last: i64 = sqlx::query_scalar(
+            "SELECT (extract(epoch FROM max(minute)) * 1000)::int8 FROM net_flows_1m",
+        )
+        .fetch_one(store.pool())
+        .await?;
+        let tenants = existing_tenants(&store).await?;
+        return query_phase(args, &store, metrics, &tenants, last + MINUTE_MS).await;
+    }
     let now = jiff::Timestamp::now().as_millisecond();
     // Queries end at the start of the current hour: the data before it is complete.
     let end = floor_to(now, HOUR_MS);
@@ -491,7 +511,41 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     sqlx::query("VACUUM ANALYZE").execute(store.pool()).await?;
+    query_phase(args, &store, metrics, &tenants, end).await
+}
 
+/// Namespaces and exporters of a kept database.
+async fn existing_tenants(store: &Store) -> anyhow::Result<Vec<Tenant>> {
+    let rows: Vec<(String, uuid::Uuid, Vec<String>)> = sqlx::query_as(
+        "SELECT namespace, collector_uid, array_agg(device_name ORDER BY device_name)
+         FROM net_exporters GROUP BY 1, 2 ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(namespace, uid, routers)| Tenant {
+            collector: Collector {
+                namespace: namespace.clone(),
+                uid,
+                site: Some("site-0".into()),
+            },
+            namespace,
+            exporters: routers
+                .iter()
+                .filter_map(|r| r.strip_prefix("rtr-")?.parse().ok())
+                .collect(),
+        })
+        .collect())
+}
+
+async fn query_phase(
+    args: &Args,
+    store: &Store,
+    metrics: Arc<Metrics>,
+    tenants: &[Tenant],
+    end: i64,
+) -> anyhow::Result<()> {
     let state = AppState::new(store.clone(), metrics);
     let token = "cdot_bench_viewer";
     state.replace_tokens(TokenIndex::new(&[ApiToken {
@@ -503,14 +557,14 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
     }]));
     let app = api::app(state, Duration::from_secs(60));
     let mut rng = Rng(42);
-    let warmup = queries(&mut rng, &tenants, 20, end, 24 * HOUR_MS);
+    let warmup = queries(&mut rng, tenants, 20, end, 24 * HOUR_MS);
     measure(&app, token, &warmup).await?;
-    let day = queries(&mut rng, &tenants, args.queries, end, 24 * HOUR_MS);
+    let day = queries(&mut rng, tenants, args.queries, end, 24 * HOUR_MS);
     report(
         "top talkers, 24 h (hour rollup)",
         measure(&app, token, &day).await?,
     );
-    let hour = queries(&mut rng, &tenants, args.hour_queries, end, HOUR_MS);
+    let hour = queries(&mut rng, tenants, args.hour_queries, end, HOUR_MS);
     report(
         "top talkers, 1 h (minute table)",
         measure(&app, token, &hour).await?,

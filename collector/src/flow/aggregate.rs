@@ -232,7 +232,10 @@ impl Aggregator {
 
     /// Takes every group of a minute that started before `before_ms`.
     pub fn flush_before(&mut self, before_ms: i64) -> Vec<FlowGroup> {
-        if self.oldest_minute().is_none_or(|oldest| oldest >= before_ms) {
+        if self
+            .oldest_minute()
+            .is_none_or(|oldest| oldest >= before_ms)
+        {
             return Vec::new();
         }
         let (closed, open): (Vec<Group>, Vec<Group>) = std::mem::take(&mut self.groups)
@@ -246,7 +249,10 @@ impl Aggregator {
             self.keys += group.flows.len();
         }
         self.last = None;
-        closed.into_iter().map(|g| finish(g, self.limits.top_n)).collect()
+        closed
+            .into_iter()
+            .map(|g| finish(g, self.limits.top_n))
+            .collect()
     }
 
     /// Takes every open group (at shutdown).
@@ -272,9 +278,9 @@ fn finish(group: Group, top_n: usize) -> FlowGroup {
         })
         .collect();
     let order = |a: &FlowCount, b: &FlowCount| {
-        (b.b, b.p, b.f)
-            .cmp(&(a.b, a.p, a.f))
-            .then_with(|| (a.src, a.dst, a.proto, a.sp, a.dp).cmp(&(b.src, b.dst, b.proto, b.sp, b.dp)))
+        (b.b, b.p, b.f).cmp(&(a.b, a.p, a.f)).then_with(|| {
+            (a.src, a.dst, a.proto, a.sp, a.dp).cmp(&(b.src, b.dst, b.proto, b.sp, b.dp))
+        })
     };
     let mut other = group.other;
     if top.len() > top_n {
@@ -349,8 +355,14 @@ mod tests {
         assert_eq!(main.top.len(), 1);
         assert_eq!((main.top[0].b, main.top[0].p, main.top[0].f), (150, 2, 2));
         assert_eq!(main.top[0].src, IpAddr::from([10, 0, 0, 1]));
-        assert_eq!(main.top[0].dst, "2001:db8::1".parse::<IpAddr>().expect("ip"));
-        assert_eq!((main.top[0].proto, main.top[0].sp, main.top[0].dp), (6, 1000, 443));
+        assert_eq!(
+            main.top[0].dst,
+            "2001:db8::1".parse::<IpAddr>().expect("ip")
+        );
+        assert_eq!(
+            (main.top[0].proto, main.top[0].sp, main.top[0].dp),
+            (6, 1000, 443)
+        );
         assert!(main.other.is_zero());
         // The next minute is still open, and is flushed later.
         assert_eq!(agg.groups(), 1);
@@ -369,7 +381,14 @@ mod tests {
         let group = &agg.flush_all()[0];
         let bytes: Vec<u64> = group.top.iter().map(|c| c.b).collect();
         assert_eq!(bytes, vec![100, 90, 80]);
-        assert_eq!(group.other, Counts { b: 10 + 20 + 30 + 40 + 50 + 60 + 70, p: 7, f: 7 });
+        assert_eq!(
+            group.other,
+            Counts {
+                b: 10 + 20 + 30 + 40 + 50 + 60 + 70,
+                p: 7,
+                f: 7
+            }
+        );
         let mut agg = Aggregator::new(Limits { top_n: 0, ..LIMITS });
         agg.add(0, &record(1, 5));
         let group = &agg.flush_all()[0];
@@ -379,7 +398,10 @@ mod tests {
 
     #[test]
     fn key_cap_sends_new_keys_to_other_but_keeps_counting_known_ones() {
-        let mut agg = Aggregator::new(Limits { key_cap: 2, ..LIMITS });
+        let mut agg = Aggregator::new(Limits {
+            key_cap: 2,
+            ..LIMITS
+        });
         assert_eq!(agg.add(0, &record(1, 10)), Added::Key);
         assert_eq!(agg.add(0, &record(2, 10)), Added::Key);
         assert_eq!(agg.add(0, &record(3, 1000)), Added::Other);
@@ -387,7 +409,14 @@ mod tests {
         let group = &agg.flush_all()[0];
         assert_eq!(group.top.len(), 2);
         assert_eq!(group.top[0].b, 20);
-        assert_eq!(group.other, Counts { b: 1000, p: 1, f: 1 });
+        assert_eq!(
+            group.other,
+            Counts {
+                b: 1000,
+                p: 1,
+                f: 1
+            }
+        );
     }
 
     #[test]

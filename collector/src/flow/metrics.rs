@@ -43,6 +43,10 @@ pub struct FlowMetrics {
     pub dropped: Family<ExporterReasonLabels, Counter>,
     /// Flow records not aggregated, by reason.
     pub dropped_records: Family<ExporterReasonLabels, Counter>,
+    /// NetFlow v9/IPFIX data sets dropped for want of their template: `version` is the
+    /// datagram's, or `pending` for sets the parser held and dropped when their wait
+    /// expired.
+    pub missing_template: Family<ExporterVersionLabels, Counter>,
     /// sFlow interface counter samples decoded.
     pub counter_samples: Family<ExporterVersionLabels, Counter>,
     /// Flow groups handed to the sink.
@@ -80,11 +84,20 @@ impl FlowMetrics {
             metrics.dropped_records.clone(),
         );
         flow.register(
+            "missing_template",
+            "NetFlow v9/IPFIX data sets dropped because their template never arrived, by exporter",
+            metrics.missing_template.clone(),
+        );
+        flow.register(
             "counter_samples",
             "sFlow generic interface counter samples decoded, by exporter",
             metrics.counter_samples.clone(),
         );
-        flow.register("groups", "Per-minute flow groups handed to the shipper", metrics.groups.clone());
+        flow.register(
+            "groups",
+            "Per-minute flow groups handed to the shipper",
+            metrics.groups.clone(),
+        );
         flow.register(
             "sink_dropped",
             "Flow groups and counter samples lost because the shipper's queue was full or closed",
@@ -106,6 +119,7 @@ pub(crate) struct Tally {
     datagrams: HashMap<(IpAddr, &'static str), u64>,
     records: HashMap<(IpAddr, &'static str), u64>,
     counter_samples: HashMap<(IpAddr, &'static str), u64>,
+    missing_template: HashMap<(IpAddr, &'static str), u64>,
     dropped: HashMap<(IpAddr, &'static str), u64>,
     dropped_records: HashMap<(IpAddr, &'static str), u64>,
     labelled: HashSet<IpAddr>,
@@ -118,6 +132,7 @@ impl Tally {
             datagrams: HashMap::new(),
             records: HashMap::new(),
             counter_samples: HashMap::new(),
+            missing_template: HashMap::new(),
             dropped: HashMap::new(),
             dropped_records: HashMap::new(),
             labelled: HashSet::new(),
@@ -140,7 +155,19 @@ impl Tally {
 
     pub(crate) fn counter_samples(&mut self, exporter: IpAddr, n: u64) {
         if n > 0 {
-            *self.counter_samples.entry((exporter, "sflow5")).or_default() += n;
+            *self
+                .counter_samples
+                .entry((exporter, "sflow5"))
+                .or_default() += n;
+        }
+    }
+
+    pub(crate) fn missing_template(&mut self, exporter: IpAddr, version: &'static str, sets: u64) {
+        if sets > 0 {
+            *self
+                .missing_template
+                .entry((exporter, version))
+                .or_default() += sets;
         }
     }
 
@@ -170,6 +197,7 @@ impl Tally {
             (&mut self.datagrams, &self.metrics.datagrams),
             (&mut self.records, &self.metrics.records),
             (&mut self.counter_samples, &self.metrics.counter_samples),
+            (&mut self.missing_template, &self.metrics.missing_template),
         ];
         for (counts, family) in version_families {
             for ((ip, version), n) in counts.drain() {

@@ -178,7 +178,11 @@ impl ScopeState {
     fn rate(&self, values: &Values) -> u64 {
         values
             .own_rate()
-            .or_else(|| values.sampler_id.and_then(|id| self.samplers.get(&id).copied()))
+            .or_else(|| {
+                values
+                    .sampler_id
+                    .and_then(|id| self.samplers.get(&id).copied())
+            })
             .or(self.default_rate)
             .unwrap_or(1)
     }
@@ -236,6 +240,8 @@ pub struct NetflowDecoder {
     parser: AutoScopedParser,
     scopes: HashMap<Scope, ScopeState, RandomState>,
     settings: NetflowSettings,
+    /// The parser's count of pending data sets it dropped, per scope, when last looked at.
+    pending_dropped: HashMap<Scope, u64, RandomState>,
 }
 
 impl NetflowDecoder {
@@ -244,12 +250,51 @@ impl NetflowDecoder {
             parser: new_parser(settings),
             scopes: HashMap::default(),
             settings: *settings,
+            pending_dropped: HashMap::default(),
         }
+    }
+
+    /// Data sets that waited for a template that never came (or that the pending cache
+    /// had no room for), per exporter, since the last call. The parser notices expired
+    /// entries when it next touches its cache, so they are counted somewhat late.
+    pub fn expired_pending(&mut self) -> Vec<(IpAddr, u64)> {
+        let v9 = self.parser.v9_info().into_iter().map(|(key, info)| {
+            let scope = Scope {
+                source: key.addr,
+                version: 9,
+                domain: key.source_id,
+            };
+            (scope, info.v9.metrics.pending_dropped)
+        });
+        let ipfix = self.parser.ipfix_info().into_iter().map(|(key, info)| {
+            let scope = Scope {
+                source: key.addr,
+                version: 10,
+                domain: key.observation_domain_id,
+            };
+            (scope, info.ipfix.metrics.pending_dropped)
+        });
+        let now: Vec<(Scope, u64)> = v9.chain(ipfix).collect();
+        let mut dropped: Vec<(IpAddr, u64)> = Vec::new();
+        for (scope, total) in &now {
+            let before = self.pending_dropped.get(scope).copied().unwrap_or(0);
+            if *total > before {
+                dropped.push((scope.source.ip(), total - before));
+            }
+        }
+        // Sources the parser forgot are forgotten here too.
+        self.pending_dropped = now.into_iter().collect();
+        dropped
     }
 
     /// Decodes one datagram from `source`, appending its flow records to `out`. On error
     /// `out` is left as it was.
-    pub fn decode(&mut self, source: SocketAddr, datagram: &[u8], out: &mut Vec<FlowRecord>) -> Result<Decoded, NetflowError> {
+    pub fn decode(
+        &mut self,
+        source: SocketAddr,
+        datagram: &[u8],
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<Decoded, NetflowError> {
         let version = match be16(datagram, 0) {
             Some(5) => Version::V5,
             Some(9) => Version::V9,
@@ -272,7 +317,13 @@ impl NetflowDecoder {
 
     /// The fast path: a datagram made only of data sets whose templates are compiled and
     /// alive. `None` (and `out` untouched) sends it to the parser instead.
-    fn direct(&self, source: SocketAddr, version: Version, datagram: &[u8], out: &mut Vec<FlowRecord>) -> Option<Decoded> {
+    fn direct(
+        &self,
+        source: SocketAddr,
+        version: Version,
+        datagram: &[u8],
+        out: &mut Vec<FlowRecord>,
+    ) -> Option<Decoded> {
         let (header_len, domain) = header(version, datagram)?;
         let scope = Scope {
             source,
@@ -293,20 +344,22 @@ impl NetflowDecoder {
         let mut whole = true;
         while let (Some(id), Some(len)) = (be16(sets, 0), be16(sets, 2)) {
             let len = usize::from(len);
-            let compiled = state
-                .templates
-                .get(&id)
-                .filter(|c| now.duration_since(c.defined) < self.settings.template_ttl);
+            // Options data (sampling announcements, rare) takes the parser's path.
+            let compiled = state.templates.get(&id).filter(|c| {
+                !c.options && now.duration_since(c.defined) < self.settings.template_ttl
+            });
             let (Some(compiled), true) = (compiled, (4..=sets.len()).contains(&len)) else {
                 whole = false;
                 break;
             };
-            whole = compiled.layout.decode(&sets[4..len], |values| match values.record(exporter, state.rate(values)) {
-                Some(record) => {
-                    out.push(record);
-                    decoded.records += 1;
+            whole = compiled.layout.decode(&sets[4..len], |values| {
+                match values.record(exporter, state.rate(values)) {
+                    Some(record) => {
+                        out.push(record);
+                        decoded.records += 1;
+                    }
+                    None => decoded.no_address += 1,
                 }
-                None => decoded.no_address += 1,
             });
             if !whole {
                 break;
@@ -343,7 +396,11 @@ fn new_parser(settings: &NetflowSettings) -> AutoScopedParser {
 }
 
 /// Reads a record the parser decoded, field by field in template order.
-fn values_of<'a>(pairs: impl Iterator<Item = &'a FieldValue>, roles: &[Option<Role>], buf: &mut Vec<u8>) -> Values {
+fn values_of<'a>(
+    pairs: impl Iterator<Item = &'a FieldValue>,
+    roles: &[Option<Role>],
+    buf: &mut Vec<u8>,
+) -> Values {
     let mut values = Values::default();
     for (value, role) in pairs.zip(roles) {
         if let Some(role) = role {
@@ -358,7 +415,13 @@ fn values_of<'a>(pairs: impl Iterator<Item = &'a FieldValue>, roles: &[Option<Ro
 
 impl NetflowDecoder {
     /// The parser's path: every datagram the fast path does not take.
-    fn generic(&mut self, source: SocketAddr, version: Version, datagram: &[u8], out: &mut Vec<FlowRecord>) -> Result<Decoded, NetflowError> {
+    fn generic(
+        &mut self,
+        source: SocketAddr,
+        version: Version,
+        datagram: &[u8],
+        out: &mut Vec<FlowRecord>,
+    ) -> Result<Decoded, NetflowError> {
         let result = self.parser.parse_from_source(source, datagram);
         if let Some(error) = result.error {
             return Err(NetflowError::Malformed {
@@ -404,7 +467,11 @@ impl NetflowDecoder {
     /// forgotten (the parser caps its sources the same way).
     fn scope(&mut self, scope: Scope) -> &mut ScopeState {
         if !self.scopes.contains_key(&scope) && self.scopes.len() >= MAX_SCOPES {
-            let oldest = self.scopes.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| *k);
+            let oldest = self
+                .scopes
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| *k);
             if let Some(oldest) = oldest {
                 self.scopes.remove(&oldest);
             }
@@ -415,7 +482,13 @@ impl NetflowDecoder {
         })
     }
 
-    fn v9(&mut self, scope: Scope, packet: &v9::V9, out: &mut Vec<FlowRecord>, decoded: &mut Decoded) {
+    fn v9(
+        &mut self,
+        scope: Scope,
+        packet: &v9::V9,
+        out: &mut Vec<FlowRecord>,
+        decoded: &mut Decoded,
+    ) {
         let exporter = scope.source.ip();
         let state = self.scope(scope);
         // Templates first: records replayed from the pending cache may precede them.
@@ -423,14 +496,24 @@ impl NetflowDecoder {
             match &set.body {
                 v9::FlowSetBody::Template(templates) => {
                     for t in &templates.templates {
-                        let fields: Vec<_> = t.fields.iter().map(|f| (f.field_type_number, f.field_length, false, true)).collect();
+                        let fields: Vec<_> = t
+                            .fields
+                            .iter()
+                            .map(|f| (f.field_type_number, f.field_length, false, true))
+                            .collect();
                         state.define(t.template_id, Compiled::new(&fields, false));
                     }
                 }
                 v9::FlowSetBody::OptionsTemplate(templates) => {
                     for t in &templates.templates {
-                        let scope_fields = t.scope_fields.iter().map(|f| (f.field_type_number, f.field_length, false, false));
-                        let option_fields = t.option_fields.iter().map(|f| (f.field_type_number, f.field_length, false, true));
+                        let scope_fields = t
+                            .scope_fields
+                            .iter()
+                            .map(|f| (f.field_type_number, f.field_length, false, false));
+                        let option_fields = t
+                            .option_fields
+                            .iter()
+                            .map(|f| (f.field_type_number, f.field_length, false, true));
                         let fields: Vec<_> = scope_fields.chain(option_fields).collect();
                         state.define(t.template_id, Compiled::new(&fields, true));
                     }
@@ -443,7 +526,11 @@ impl NetflowDecoder {
             match &set.body {
                 v9::FlowSetBody::Data(data) => {
                     // Cloned: counting may update the scope's sampling (slow path only).
-                    let Some((roles, options)) = state.templates.get(&set.header.flowset_id).map(|c| (c.roles.clone(), c.options)) else {
+                    let Some((roles, options)) = state
+                        .templates
+                        .get(&set.header.flowset_id)
+                        .map(|c| (c.roles.clone(), c.options))
+                    else {
                         decoded.no_template += 1;
                         continue;
                     };
@@ -472,27 +559,45 @@ impl NetflowDecoder {
         }
     }
 
-    fn ipfix(&mut self, scope: Scope, packet: &ipfix::IPFix, out: &mut Vec<FlowRecord>, decoded: &mut Decoded) {
+    fn ipfix(
+        &mut self,
+        scope: Scope,
+        packet: &ipfix::IPFix,
+        out: &mut Vec<FlowRecord>,
+        decoded: &mut Decoded,
+    ) {
         let exporter = scope.source.ip();
         let state = self.scope(scope);
-        let template_fields = |fields: &[ipfix::TemplateField], scope_count: usize| -> Vec<(u16, u16, bool, bool)> {
-            fields
-                .iter()
-                .enumerate()
-                .map(|(n, f)| (f.field_type_number, f.field_length, f.enterprise_number.is_some(), n >= scope_count))
-                .collect()
-        };
-        for set in &packet.flowsets {
-            let (templates, options): (&[ipfix::Template], &[ipfix::OptionsTemplate]) = match &set.body {
-                ipfix::FlowSetBody::Template(t) => (std::slice::from_ref(t), &[]),
-                ipfix::FlowSetBody::Templates(t) => (t, &[]),
-                ipfix::FlowSetBody::OptionsTemplate(t) => (&[], std::slice::from_ref(t)),
-                ipfix::FlowSetBody::OptionsTemplates(t) => (&[], t),
-                _ => (&[], &[]),
+        let template_fields =
+            |fields: &[ipfix::TemplateField], scope_count: usize| -> Vec<(u16, u16, bool, bool)> {
+                fields
+                    .iter()
+                    .enumerate()
+                    .map(|(n, f)| {
+                        (
+                            f.field_type_number,
+                            f.field_length,
+                            f.enterprise_number.is_some(),
+                            n >= scope_count,
+                        )
+                    })
+                    .collect()
             };
+        for set in &packet.flowsets {
+            let (templates, options): (&[ipfix::Template], &[ipfix::OptionsTemplate]) =
+                match &set.body {
+                    ipfix::FlowSetBody::Template(t) => (std::slice::from_ref(t), &[]),
+                    ipfix::FlowSetBody::Templates(t) => (t, &[]),
+                    ipfix::FlowSetBody::OptionsTemplate(t) => (&[], std::slice::from_ref(t)),
+                    ipfix::FlowSetBody::OptionsTemplates(t) => (&[], t),
+                    _ => (&[], &[]),
+                };
             for t in templates {
                 // A template with no fields withdraws it (RFC 7011 8.1).
-                state.define(t.template_id, Compiled::new(&template_fields(&t.fields, 0), false));
+                state.define(
+                    t.template_id,
+                    Compiled::new(&template_fields(&t.fields, 0), false),
+                );
             }
             for t in options {
                 let fields = template_fields(&t.fields, usize::from(t.scope_field_count));
@@ -510,7 +615,11 @@ impl NetflowDecoder {
                 }
                 _ => continue,
             };
-            let Some((roles, options)) = state.templates.get(&set.header.header_id).map(|c| (c.roles.clone(), c.options)) else {
+            let Some((roles, options)) = state
+                .templates
+                .get(&set.header.header_id)
+                .map(|c| (c.roles.clone(), c.options))
+            else {
                 decoded.no_template += 1;
                 continue;
             };
@@ -526,7 +635,9 @@ impl ScopeState {
     /// Stores (or, for `None`: withdraws) template `id`.
     fn define(&mut self, id: u16, compiled: Option<Compiled>) {
         match compiled {
-            Some(compiled) if self.templates.len() < MAX_TEMPLATES || self.templates.contains_key(&id) => {
+            Some(compiled)
+                if self.templates.len() < MAX_TEMPLATES || self.templates.contains_key(&id) =>
+            {
                 self.templates.insert(id, compiled);
             }
             Some(_) => {}
@@ -537,7 +648,14 @@ impl ScopeState {
     }
 
     /// Counts a data record, or learns the sampling an options record announces.
-    fn count(&mut self, values: &Values, options: bool, exporter: IpAddr, out: &mut Vec<FlowRecord>, decoded: &mut Decoded) {
+    fn count(
+        &mut self,
+        values: &Values,
+        options: bool,
+        exporter: IpAddr,
+        out: &mut Vec<FlowRecord>,
+        decoded: &mut Decoded,
+    ) {
         if options {
             self.learn_sampling(values);
             return;
@@ -583,7 +701,11 @@ mod tests {
         SocketAddr::from(([192, 0, 2, last], 50_000))
     }
 
-    fn decode_all(decoder: &mut NetflowDecoder, from: SocketAddr, datagrams: &[Vec<u8>]) -> Vec<FlowRecord> {
+    fn decode_all(
+        decoder: &mut NetflowDecoder,
+        from: SocketAddr,
+        datagrams: &[Vec<u8>],
+    ) -> Vec<FlowRecord> {
         let mut out = Vec::new();
         for datagram in datagrams {
             decoder.decode(from, datagram, &mut out).expect("decode");
@@ -618,11 +740,15 @@ mod tests {
         let mut decoder = NetflowDecoder::new(&NetflowSettings::default());
         let batch = flows(0, 30);
         let mut out = Vec::new();
-        let decoded = decoder.decode(source(1), &synth::v5(&batch, 100, 1_764_064_800), &mut out).expect("decode");
+        let decoded = decoder
+            .decode(source(1), &synth::v5(&batch, 100, 1_764_064_800), &mut out)
+            .expect("decode");
         assert_eq!((decoded.version, decoded.records), (Version::V5, 30));
         assert_eq!(out, expected(&batch, source(1).ip(), 100));
         out.clear();
-        decoder.decode(source(1), &synth::v5(&batch, 0, 1), &mut out).expect("decode");
+        decoder
+            .decode(source(1), &synth::v5(&batch, 0, 1), &mut out)
+            .expect("decode");
         assert_eq!(out, expected(&batch, source(1).ip(), 1));
     }
 
@@ -652,7 +778,9 @@ mod tests {
                 .template(256, fields)
                 .data(256, fields, &batch[..10])
                 .build();
-            let second = Builder::new(version, 0).data(256, fields, &batch[10..]).build();
+            let second = Builder::new(version, 0)
+                .data(256, fields, &batch[10..])
+                .build();
             let datagrams = [first, second];
             let mut direct = NetflowDecoder::new(&NetflowSettings::default());
             let mut generic = NetflowDecoder::new(&NetflowSettings {
@@ -660,11 +788,32 @@ mod tests {
                 ..NetflowSettings::default()
             });
             let want = expected(&batch, source(1).ip(), 1);
-            assert_eq!(decode_all(&mut direct, source(1), &datagrams), want, "{version:?}");
-            assert_eq!(decode_all(&mut generic, source(1), &datagrams), want, "{version:?}");
+            assert_eq!(
+                decode_all(&mut direct, source(1), &datagrams),
+                want,
+                "{version:?}"
+            );
+            assert_eq!(
+                decode_all(&mut generic, source(1), &datagrams),
+                want,
+                "{version:?}"
+            );
             // The second datagram really took the direct path.
             let mut out = Vec::new();
-            assert!(direct.direct(source(1), if version == V::V9 { Version::V9 } else { Version::Ipfix }, &datagrams[1], &mut out).is_some());
+            assert!(
+                direct
+                    .direct(
+                        source(1),
+                        if version == V::V9 {
+                            Version::V9
+                        } else {
+                            Version::Ipfix
+                        },
+                        &datagrams[1],
+                        &mut out
+                    )
+                    .is_some()
+            );
         }
     }
 
@@ -703,7 +852,11 @@ mod tests {
             ];
             let mut decoder = NetflowDecoder::new(&NetflowSettings::default());
             let got = decode_all(&mut decoder, source(7), &datagrams);
-            let want = [expected(&v4, source(7).ip(), 1000), expected(&v6, source(7).ip(), 1000)].concat();
+            let want = [
+                expected(&v4, source(7).ip(), 1000),
+                expected(&v6, source(7).ip(), 1000),
+            ]
+            .concat();
             assert_eq!(got, want, "{version:?}");
         }
     }
@@ -711,9 +864,14 @@ mod tests {
     /// Rates per sampler id (Cisco's FLOW_SAMPLER_ID) and rates carried in the record.
     #[test]
     fn sampler_ids_and_per_record_rates() {
-        let with_sampler: Vec<Field> = [synth::SOFTFLOWD_V9_V4, &[Field { id: 48, len: 1 }]].concat();
+        let with_sampler: Vec<Field> =
+            [synth::SOFTFLOWD_V9_V4, &[Field { id: 48, len: 1 }]].concat();
         let with_rate: Vec<Field> = [synth::SOFTFLOWD_V9_V4, &[Field { id: 34, len: 4 }]].concat();
-        let sampler_options = [Field { id: 48, len: 1 }, Field { id: 49, len: 1 }, Field { id: 50, len: 4 }];
+        let sampler_options = [
+            Field { id: 48, len: 1 },
+            Field { id: 49, len: 1 },
+            Field { id: 50, len: 4 },
+        ];
         let scope = [Field { id: 1, len: 4 }];
         let batch = flows(0, 1);
         let mut record = Vec::new();
@@ -729,8 +887,16 @@ mod tests {
                 .options_template(302, &scope, &sampler_options)
                 .build(),
             Builder::new(V::V9, 1)
-                .values(302, &[&scope[..], &sampler_options].concat(), &[0, 1, 2, 10])
-                .values(302, &[&scope[..], &sampler_options].concat(), &[0, 2, 2, 20])
+                .values(
+                    302,
+                    &[&scope[..], &sampler_options].concat(),
+                    &[0, 1, 2, 10],
+                )
+                .values(
+                    302,
+                    &[&scope[..], &sampler_options].concat(),
+                    &[0, 2, 2, 20],
+                )
                 .build(),
         ];
         let mut decoder = NetflowDecoder::new(&NetflowSettings::default());
@@ -752,14 +918,28 @@ mod tests {
     #[test]
     fn templates_are_scoped_by_exporter_and_domain() {
         let v4 = flows(0, 3);
-        let a = Builder::new(V::Ipfix, 1).template(256, synth::SOFTFLOWD_IPFIX_V4).build();
-        let b = Builder::new(V::Ipfix, 2).template(256, synth::JUNIPER_V4).build();
+        let a = Builder::new(V::Ipfix, 1)
+            .template(256, synth::SOFTFLOWD_IPFIX_V4)
+            .build();
+        let b = Builder::new(V::Ipfix, 2)
+            .template(256, synth::JUNIPER_V4)
+            .build();
         let mut decoder = NetflowDecoder::new(&NetflowSettings::default());
         decode_all(&mut decoder, source(1), &[a.clone(), b]);
-        let data_a = Builder::new(V::Ipfix, 1).data(256, synth::SOFTFLOWD_IPFIX_V4, &v4).build();
-        let data_b = Builder::new(V::Ipfix, 2).data(256, synth::JUNIPER_V4, &v4).build();
-        assert_eq!(decode_all(&mut decoder, source(1), &[data_a.clone()]), expected(&v4, source(1).ip(), 1));
-        assert_eq!(decode_all(&mut decoder, source(1), &[data_b]), expected(&v4, source(1).ip(), 1));
+        let data_a = Builder::new(V::Ipfix, 1)
+            .data(256, synth::SOFTFLOWD_IPFIX_V4, &v4)
+            .build();
+        let data_b = Builder::new(V::Ipfix, 2)
+            .data(256, synth::JUNIPER_V4, &v4)
+            .build();
+        assert_eq!(
+            decode_all(&mut decoder, source(1), &[data_a.clone()]),
+            expected(&v4, source(1).ip(), 1)
+        );
+        assert_eq!(
+            decode_all(&mut decoder, source(1), &[data_b]),
+            expected(&v4, source(1).ip(), 1)
+        );
         // Another exporter has not sent template 256 of domain 1: nothing decodes.
         assert!(decode_all(&mut decoder, source(2), &[data_a]).is_empty());
     }
@@ -769,14 +949,42 @@ mod tests {
     #[test]
     fn data_before_its_template_is_replayed_when_it_arrives() {
         let batch = flows(0, 5);
-        let data = Builder::new(V::V9, 0).data(256, synth::SOFTFLOWD_V9_V4, &batch).build();
-        let template = Builder::new(V::V9, 0).template(256, synth::SOFTFLOWD_V9_V4).build();
+        let data = Builder::new(V::V9, 0)
+            .data(256, synth::SOFTFLOWD_V9_V4, &batch)
+            .build();
+        let template = Builder::new(V::V9, 0)
+            .template(256, synth::SOFTFLOWD_V9_V4)
+            .build();
         let mut decoder = NetflowDecoder::new(&NetflowSettings::default());
         let mut out = Vec::new();
-        let decoded = decoder.decode(source(1), &data, &mut out).expect("data first");
+        let decoded = decoder
+            .decode(source(1), &data, &mut out)
+            .expect("data first");
         assert_eq!((decoded.records, out.len()), (0, 0));
-        decoder.decode(source(1), &template, &mut out).expect("template");
+        decoder
+            .decode(source(1), &template, &mut out)
+            .expect("template");
         assert_eq!(out, expected(&batch, source(1).ip(), 1));
+    }
+
+    /// Data whose template never comes is held briefly, then counted as dropped.
+    #[test]
+    fn data_whose_template_never_comes_is_counted_when_dropped() {
+        let settings = NetflowSettings {
+            pending_ttl: Duration::from_millis(1),
+            ..NetflowSettings::default()
+        };
+        let data = Builder::new(V::Ipfix, 3).data(256, synth::SOFTFLOWD_IPFIX_V4, &flows(0, 4)).build();
+        let mut decoder = NetflowDecoder::new(&settings);
+        let mut out = Vec::new();
+        decoder.decode(source(5), &data, &mut out).expect("first");
+        assert!(decoder.expired_pending().is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+        // The parser looks at its pending cache when the next set for it arrives.
+        decoder.decode(source(5), &data, &mut out).expect("second");
+        assert!(out.is_empty());
+        assert_eq!(decoder.expired_pending(), vec![(source(5).ip(), 1)]);
+        assert!(decoder.expired_pending().is_empty());
     }
 
     #[test]
@@ -786,13 +994,21 @@ mod tests {
             ..NetflowSettings::default()
         };
         let batch = flows(0, 2);
-        let template = Builder::new(V::Ipfix, 0).template(256, synth::SOFTFLOWD_IPFIX_V4).build();
-        let data = Builder::new(V::Ipfix, 0).data(256, synth::SOFTFLOWD_IPFIX_V4, &batch).build();
+        let template = Builder::new(V::Ipfix, 0)
+            .template(256, synth::SOFTFLOWD_IPFIX_V4)
+            .build();
+        let data = Builder::new(V::Ipfix, 0)
+            .data(256, synth::SOFTFLOWD_IPFIX_V4, &batch)
+            .build();
         let mut decoder = NetflowDecoder::new(&settings);
         decode_all(&mut decoder, source(1), &[template]);
         std::thread::sleep(Duration::from_millis(20));
         let mut out = Vec::new();
-        assert!(decoder.direct(source(1), Version::Ipfix, &data, &mut out).is_none());
+        assert!(
+            decoder
+                .direct(source(1), Version::Ipfix, &data, &mut out)
+                .is_none()
+        );
     }
 
     #[test]
@@ -800,8 +1016,14 @@ mod tests {
         let batch = flows(0, 30);
         let mut decoder = NetflowDecoder::new(&NetflowSettings::default());
         let mut out = Vec::new();
-        assert_eq!(decoder.decode(source(1), &[0], &mut out), Err(NetflowError::Short(1)));
-        assert_eq!(decoder.decode(source(1), &[0, 7, 0, 0], &mut out), Err(NetflowError::Version(7)));
+        assert_eq!(
+            decoder.decode(source(1), &[0], &mut out),
+            Err(NetflowError::Short(1))
+        );
+        assert_eq!(
+            decoder.decode(source(1), &[0, 7, 0, 0], &mut out),
+            Err(NetflowError::Version(7))
+        );
         let datagrams = [
             synth::v5(&batch, 0, 0),
             Builder::new(V::V9, 0)
@@ -810,7 +1032,11 @@ mod tests {
                 .build(),
             Builder::new(V::Ipfix, 9)
                 .template(256, synth::JUNIPER_V4)
-                .options_template(258, synth::JUNIPER_SAMPLING_SCOPE_IPFIX, synth::JUNIPER_SAMPLING_OPTIONS)
+                .options_template(
+                    258,
+                    synth::JUNIPER_SAMPLING_SCOPE_IPFIX,
+                    synth::JUNIPER_SAMPLING_OPTIONS,
+                )
                 .data(256, synth::JUNIPER_V4, &batch)
                 .build(),
         ];

@@ -44,13 +44,18 @@ pub fn parse_ethernet(frame: &[u8]) -> Result<PacketSummary, HeaderError> {
     let mut ethertype = be16(frame, 12).ok_or(HeaderError::Truncated("ethernet"))?;
     let mut offset = 14;
     for _ in 0..MAX_VLAN_TAGS {
-        if !matches!(ethertype, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD) {
+        if !matches!(
+            ethertype,
+            ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD
+        ) {
             break;
         }
         ethertype = be16(frame, offset + 2).ok_or(HeaderError::Truncated("802.1Q"))?;
         offset += 4;
     }
-    let rest = frame.get(offset..).ok_or(HeaderError::Truncated("ethernet"))?;
+    let rest = frame
+        .get(offset..)
+        .ok_or(HeaderError::Truncated("ethernet"))?;
     match ethertype {
         ETHERTYPE_IPV4 => parse_ipv4(rest),
         ETHERTYPE_IPV6 => parse_ipv6(rest),
@@ -206,7 +211,10 @@ mod tests {
         let summary = parse_ethernet(&frame).expect("parse");
         assert_eq!(summary.src, IpAddr::from([10, 0, 0, 1]));
         assert_eq!(summary.dst, IpAddr::from([10, 0, 0, 2]));
-        assert_eq!((summary.proto, summary.src_port, summary.dst_port), (6, 40000, 443));
+        assert_eq!(
+            (summary.proto, summary.src_port, summary.dst_port),
+            (6, 40000, 443)
+        );
         assert_eq!(summary.ip_len, 1500);
     }
 
@@ -234,7 +242,10 @@ mod tests {
         // Hop-by-hop (8 octets) then a first fragment (offset 0) then UDP.
         let ext = [44, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 1];
         let summary = parse_ip(&ipv6_packet(0, &ext, 5000, 53)).expect("parse");
-        assert_eq!((summary.proto, summary.src_port, summary.dst_port), (17, 5000, 53));
+        assert_eq!(
+            (summary.proto, summary.src_port, summary.dst_port),
+            (17, 5000, 53)
+        );
         assert_eq!(summary.ip_len, 140);
         assert_eq!(summary.src, "2001:db8::1".parse::<IpAddr>().expect("ip"));
         // A later fragment carries no ports.
@@ -245,7 +256,10 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        assert_eq!(parse_ethernet(&[0; 10]), Err(HeaderError::Truncated("ethernet")));
+        assert_eq!(
+            parse_ethernet(&[0; 10]),
+            Err(HeaderError::Truncated("ethernet"))
+        );
         let mut arp = ipv4_frame(&[], 6, [0; 4], [0; 4], 0, 0, 0);
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
         assert_eq!(parse_ethernet(&arp), Err(HeaderError::NotIp(0x0806)));

@@ -41,7 +41,10 @@ pub enum FlowError {
         source: io::Error,
     },
     #[error("cannot start the {protocol} receiving thread: {source}")]
-    Thread { protocol: &'static str, source: io::Error },
+    Thread {
+        protocol: &'static str,
+        source: io::Error,
+    },
 }
 
 /// The running receivers.
@@ -105,7 +108,11 @@ pub(crate) fn spawn(
     Ok(receivers)
 }
 
-fn start<P: Decode + Send + 'static>(protocol: &'static str, worker: Worker, decoder: P) -> Result<(), FlowError> {
+fn start<P: Decode + Send + 'static>(
+    protocol: &'static str,
+    worker: Worker,
+    decoder: P,
+) -> Result<(), FlowError> {
     thread::Builder::new()
         .name(format!("flow-{}", decoder.name()))
         .spawn(move || worker.run(decoder))
@@ -115,8 +122,13 @@ fn start<P: Decode + Send + 'static>(protocol: &'static str, worker: Worker, dec
 
 /// A UDP socket with a large receive buffer and a read timeout for shutdown checks.
 fn bind(protocol: &'static str, addr: SocketAddr, buffer: usize) -> Result<UdpSocket, FlowError> {
-    let error = |source| FlowError::Bind { protocol, addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(error)?;
+    let error = |source| FlowError::Bind {
+        protocol,
+        addr,
+        source,
+    };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(error)?;
     if addr.is_ipv6() {
         // [::] receives IPv4 too, as most people expect of "all addresses".
         socket.set_only_v6(false).map_err(error)?;
@@ -142,11 +154,21 @@ fn now_ms() -> i64 {
 pub(crate) trait Decode {
     fn name(&self) -> &'static str;
     /// Decodes one datagram into `records`, counting it in `tally`.
-    fn datagram(&mut self, source: SocketAddr, data: &[u8], now_ms: i64, records: &mut Vec<FlowRecord>, tally: &mut Tally);
+    fn datagram(
+        &mut self,
+        source: SocketAddr,
+        data: &[u8],
+        now_ms: i64,
+        records: &mut Vec<FlowRecord>,
+        tally: &mut Tally,
+    );
     /// Interface counters decoded since the last call.
     fn take_counters(&mut self) -> Vec<InterfaceCounters> {
         Vec::new()
     }
+
+    /// Counts what only shows over time (about once a second).
+    fn tick(&mut self, _tally: &mut Tally) {}
 }
 
 struct NetflowProtocol {
@@ -158,19 +180,33 @@ impl Decode for NetflowProtocol {
         "netflow"
     }
 
-    fn datagram(&mut self, source: SocketAddr, data: &[u8], _now_ms: i64, records: &mut Vec<FlowRecord>, tally: &mut Tally) {
+    fn datagram(
+        &mut self,
+        source: SocketAddr,
+        data: &[u8],
+        _now_ms: i64,
+        records: &mut Vec<FlowRecord>,
+        tally: &mut Tally,
+    ) {
         let exporter = source.ip();
         match self.decoder.decode(source, data, records) {
             Ok(decoded) => {
                 tally.datagram(exporter, decoded.version.label());
                 tally.records(exporter, decoded.version.label(), decoded.records);
-                tally.dropped_records(exporter, "no_template", decoded.no_template);
+                tally.missing_template(exporter, decoded.version.label(), decoded.no_template);
+                tally.dropped_records(exporter, "no_address", decoded.no_address);
             }
             Err(error) => {
                 tally.datagram(exporter, error.version_label());
                 tally.dropped(exporter, error.reason());
                 tracing::debug!(%source, %error, "dropped a flow datagram");
             }
+        }
+    }
+
+    fn tick(&mut self, tally: &mut Tally) {
+        for (exporter, sets) in self.decoder.expired_pending() {
+            tally.missing_template(exporter, "pending", sets);
         }
     }
 }
@@ -186,7 +222,14 @@ impl Decode for SflowProtocol {
         "sflow"
     }
 
-    fn datagram(&mut self, source: SocketAddr, data: &[u8], now_ms: i64, records: &mut Vec<FlowRecord>, tally: &mut Tally) {
+    fn datagram(
+        &mut self,
+        source: SocketAddr,
+        data: &[u8],
+        now_ms: i64,
+        records: &mut Vec<FlowRecord>,
+        tally: &mut Tally,
+    ) {
         let exporter = source.ip();
         tally.datagram(exporter, "sflow5");
         self.output.clear();
@@ -259,7 +302,13 @@ impl Worker {
                     decoder.datagram(source, &buf[..len], now, &mut records, &mut self.tally);
                     self.aggregate(minute_of(now), &records);
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => {
                     self.tally.metrics().receive_errors.inc();
                     tracing::warn!(error = %e, "flow socket receive failed");
@@ -270,6 +319,7 @@ impl Worker {
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
                 let closed = minute_of(now_ms().saturating_sub(self.flush_delay_ms));
+                decoder.tick(&mut self.tally);
                 let groups = self.aggregator.flush_before(closed);
                 self.ship(groups, decoder.take_counters());
             }
@@ -289,7 +339,8 @@ impl Worker {
         if refused > 0
             && let Some(first) = records.first()
         {
-            self.tally.dropped_records(first.exporter, "group_limit", refused);
+            self.tally
+                .dropped_records(first.exporter, "group_limit", refused);
         }
     }
 
@@ -323,6 +374,8 @@ fn lost<T>(metrics: &FlowMetrics, error: &TrySendError<T>, n: u64) {
     };
     metrics
         .sink_dropped
-        .get_or_create(&ReasonLabels { reason: reason.to_owned() })
+        .get_or_create(&ReasonLabels {
+            reason: reason.to_owned(),
+        })
         .inc_by(n);
 }

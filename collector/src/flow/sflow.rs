@@ -108,7 +108,11 @@ struct Agent {
 }
 
 /// Decodes one datagram into `out` (appending). On error `out` is left as it was.
-pub fn decode(datagram: &[u8], received_ms: i64, out: &mut SflowOutput) -> Result<IpAddr, SflowError> {
+pub fn decode(
+    datagram: &[u8],
+    received_ms: i64,
+    out: &mut SflowOutput,
+) -> Result<IpAddr, SflowError> {
     let (flows, counters, unusable) = (out.flows.len(), out.counters.len(), out.unusable_samples);
     let result = decode_datagram(datagram, received_ms, out);
     if result.is_err() {
@@ -119,7 +123,11 @@ pub fn decode(datagram: &[u8], received_ms: i64, out: &mut SflowOutput) -> Resul
     result
 }
 
-fn decode_datagram(datagram: &[u8], received_ms: i64, out: &mut SflowOutput) -> Result<IpAddr, SflowError> {
+fn decode_datagram(
+    datagram: &[u8],
+    received_ms: i64,
+    out: &mut SflowOutput,
+) -> Result<IpAddr, SflowError> {
     let mut r = Xdr::new(datagram);
     let version = r.u32("header")?;
     if version != 5 {
@@ -151,7 +159,12 @@ fn decode_datagram(datagram: &[u8], received_ms: i64, out: &mut SflowOutput) -> 
     Ok(agent.address)
 }
 
-fn flow_sample(r: &mut Xdr<'_>, expanded: bool, agent: &Agent, out: &mut SflowOutput) -> Result<(), SflowError> {
+fn flow_sample(
+    r: &mut Xdr<'_>,
+    expanded: bool,
+    agent: &Agent,
+    out: &mut SflowOutput,
+) -> Result<(), SflowError> {
     r.u32("flow sample")?; // sequence number
     r.u32("flow sample")?; // source id (type and index)
     if expanded {
@@ -163,9 +176,15 @@ fn flow_sample(r: &mut Xdr<'_>, expanded: bool, agent: &Agent, out: &mut SflowOu
     let (in_if, out_if) = if expanded {
         let (in_format, in_value) = (r.u32("flow sample")?, r.u32("flow sample")?);
         let (out_format, out_value) = (r.u32("flow sample")?, r.u32("flow sample")?);
-        (expanded_if(in_format, in_value), expanded_if(out_format, out_value))
+        (
+            expanded_if(in_format, in_value),
+            expanded_if(out_format, out_value),
+        )
     } else {
-        (compact_if(r.u32("flow sample")?), compact_if(r.u32("flow sample")?))
+        (
+            compact_if(r.u32("flow sample")?),
+            compact_if(r.u32("flow sample")?),
+        )
     };
     let records = r.u32("flow sample")?;
     let mut found = None;
@@ -264,7 +283,12 @@ fn sampled_ip(r: &mut Xdr<'_>, v6: bool) -> Result<Option<PacketSummary>, SflowE
     }))
 }
 
-fn counter_sample(r: &mut Xdr<'_>, expanded: bool, agent: &Agent, out: &mut SflowOutput) -> Result<(), SflowError> {
+fn counter_sample(
+    r: &mut Xdr<'_>,
+    expanded: bool,
+    agent: &Agent,
+    out: &mut SflowOutput,
+) -> Result<(), SflowError> {
     let sequence = r.u32("counter sample")?;
     r.u32("counter sample")?; // source id (type and index)
     if expanded {
@@ -276,13 +300,18 @@ fn counter_sample(r: &mut Xdr<'_>, expanded: bool, agent: &Agent, out: &mut Sflo
         let length = r.u32("counter record header")?;
         let mut body = r.opaque(length, "counter record")?;
         if format == 1 {
-            out.counters.push(generic_counters(&mut body, sequence, agent)?);
+            out.counters
+                .push(generic_counters(&mut body, sequence, agent)?);
         }
     }
     Ok(())
 }
 
-fn generic_counters(r: &mut Xdr<'_>, sequence: u32, agent: &Agent) -> Result<InterfaceCounters, SflowError> {
+fn generic_counters(
+    r: &mut Xdr<'_>,
+    sequence: u32,
+    agent: &Agent,
+) -> Result<InterfaceCounters, SflowError> {
     const WHAT: &str = "generic interface counters";
     Ok(InterfaceCounters {
         received_ms: agent.received_ms,
@@ -378,8 +407,8 @@ impl<'a> Xdr<'a> {
     /// The next `length` bytes as their own reader, then the XDR padding to 4 bytes.
     fn opaque(&mut self, length: u32, what: &'static str) -> Result<Xdr<'a>, SflowError> {
         let length = usize::try_from(length).map_err(|_| self.truncated(what))?;
-        let padded = length.checked_add(3).map(|l| l & !3).ok_or_else(|| self.truncated(what))?;
-        if self.buf.len() - self.pos < padded {
+        let left = self.buf.len() - self.pos;
+        if left < length {
             return Err(self.truncated(what));
         }
         let sub = Xdr {
@@ -388,7 +417,9 @@ impl<'a> Xdr<'a> {
             base: self.base + self.pos,
             total: self.total,
         };
-        self.pos += padded;
+        // Some agents leave out the padding of the last opaque of a record.
+        let padded = length.saturating_add(3) & !3;
+        self.pos += padded.min(left);
         Ok(sub)
     }
 
@@ -405,7 +436,9 @@ mod tests {
     #[test]
     fn flow_samples_scale_by_the_sampling_rate() {
         let frame = ipv4_frame(&[100], 6, [10, 0, 0, 1], [10, 0, 0, 2], 40000, 443, 1400);
-        let datagram = Builder::default().flow(512, 3, 0x3fff_ffff, &frame, 1422).build([192, 0, 2, 1]);
+        let datagram = Builder::default()
+            .flow(512, 3, 0x3fff_ffff, &frame, 1422)
+            .build([192, 0, 2, 1]);
         let mut out = SflowOutput::default();
         let agent = decode(&datagram, 0, &mut out).expect("decode");
         assert_eq!(agent, IpAddr::from([192, 0, 2, 1]));
@@ -428,14 +461,29 @@ mod tests {
 
     #[test]
     fn counter_samples_become_interface_counters() {
-        let datagram = Builder::default().counters(7, 1 << 40, 99).build([192, 0, 2, 9]);
+        let datagram = Builder::default()
+            .counters(7, 1 << 40, 99)
+            .build([192, 0, 2, 9]);
         let mut out = SflowOutput::default();
         decode(&datagram, 1_000, &mut out).expect("decode");
         assert!(out.flows.is_empty());
         let counters = &out.counters[0];
-        assert_eq!((counters.if_index, counters.in_octets, counters.out_octets), (7, 1 << 40, 99));
-        assert_eq!((counters.speed_bps, counters.status, counters.uptime_ms), (1_000_000_000, 3, 123_456));
-        assert_eq!((counters.in_ucast_pkts, counters.in_unknown_protos, counters.promiscuous), (1, 6, 16));
+        assert_eq!(
+            (counters.if_index, counters.in_octets, counters.out_octets),
+            (7, 1 << 40, 99)
+        );
+        assert_eq!(
+            (counters.speed_bps, counters.status, counters.uptime_ms),
+            (1_000_000_000, 3, 123_456)
+        );
+        assert_eq!(
+            (
+                counters.in_ucast_pkts,
+                counters.in_unknown_protos,
+                counters.promiscuous
+            ),
+            (1, 6, 16)
+        );
         assert_eq!(counters.received_ms, 1_000);
     }
 
@@ -443,7 +491,9 @@ mod tests {
     fn non_ip_samples_are_counted_not_kept() {
         let mut arp = ipv4_frame(&[], 6, [0; 4], [0; 4], 0, 0, 0);
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-        let datagram = Builder::default().flow(1, 1, 2, &arp, 64).build([192, 0, 2, 1]);
+        let datagram = Builder::default()
+            .flow(1, 1, 2, &arp, 64)
+            .build([192, 0, 2, 1]);
         let mut out = SflowOutput::default();
         decode(&datagram, 0, &mut out).expect("decode");
         assert_eq!((out.flows.len(), out.unusable_samples), (0, 1));
@@ -468,11 +518,17 @@ mod tests {
         assert_eq!(decode(&v4, 0, &mut out), Err(SflowError::Version(4)));
         let mut bad_address = datagram.clone();
         bad_address[7] = 9;
-        assert_eq!(decode(&bad_address, 0, &mut out), Err(SflowError::AddressType(9)));
+        assert_eq!(
+            decode(&bad_address, 0, &mut out),
+            Err(SflowError::AddressType(9))
+        );
         // A sample length far past the end.
         let mut long = datagram;
-        long[28..32].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(decode(&long, 0, &mut out), Err(SflowError::Truncated { what: "sample", .. })));
+        long[32..36].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            decode(&long, 0, &mut out),
+            Err(SflowError::Truncated { what: "sample", .. })
+        ));
     }
 
     #[test]

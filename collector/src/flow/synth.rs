@@ -182,7 +182,11 @@ pub fn put_record(out: &mut Vec<u8>, fields: &[Field], flow: &Flow) {
     for field in fields {
         match field.id {
             8 | 12 | 27 | 28 => {
-                let addr = if matches!(field.id, 8 | 27) { flow.src } else { flow.dst };
+                let addr = if matches!(field.id, 8 | 27) {
+                    flow.src
+                } else {
+                    flow.dst
+                };
                 put_addr(out, addr, field.len);
             }
             1 => put_uint(out, flow.bytes, field.len),
@@ -209,7 +213,11 @@ pub fn v5(flows: &[Flow], sampling_interval: u16, unix_secs: u32) -> Vec<u8> {
     out.extend_from_slice(&1u32.to_be_bytes());
     out.extend_from_slice(&[0, 0]);
     // Top two bits: mode 1 (deterministic) when sampling.
-    let sampling = if sampling_interval > 1 { 0x4000 | (sampling_interval & 0x3fff) } else { 0 };
+    let sampling = if sampling_interval > 1 {
+        0x4000 | (sampling_interval & 0x3fff)
+    } else {
+        0
+    };
     out.extend_from_slice(&sampling.to_be_bytes());
     for flow in flows {
         put_addr(&mut out, flow.src, 4);
@@ -259,7 +267,8 @@ impl Builder {
     fn set(&mut self, id: u16, body: &[u8]) {
         let padded = body.len().next_multiple_of(4);
         self.sets.extend_from_slice(&id.to_be_bytes());
-        self.sets.extend_from_slice(&((padded + 4) as u16).to_be_bytes());
+        self.sets
+            .extend_from_slice(&((padded + 4) as u16).to_be_bytes());
         self.sets.extend_from_slice(body);
         self.sets.resize(self.sets.len() + padded - body.len(), 0);
     }
@@ -363,7 +372,15 @@ impl Builder {
 
 /// An Ethernet frame with optional VLAN tags around an IPv4 packet with a TCP or UDP
 /// header.
-pub fn ipv4_frame(vlans: &[u16], proto: u8, src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, total_len: u16) -> Vec<u8> {
+pub fn ipv4_frame(
+    vlans: &[u16],
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    sp: u16,
+    dp: u16,
+    total_len: u16,
+) -> Vec<u8> {
     let mut frame = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
     for vlan in vlans {
         frame.extend_from_slice(&0x8100u16.to_be_bytes());
@@ -400,13 +417,21 @@ fn opaque(buf: &mut Vec<u8>, format: u32, body: &[u8]) {
 
 impl SflowBuilder {
     /// A compact flow sample with one raw-header record of an Ethernet frame.
-    pub fn flow(mut self, rate: u32, in_if: u32, out_if: u32, frame: &[u8], frame_length: u32) -> Self {
+    pub fn flow(
+        mut self,
+        rate: u32,
+        in_if: u32,
+        out_if: u32,
+        frame: &[u8],
+        frame_length: u32,
+    ) -> Self {
         let mut record = Vec::new();
         put(&mut record, 1);
         put(&mut record, frame_length);
         put(&mut record, 4);
         put(&mut record, frame.len() as u32);
         record.extend_from_slice(frame);
+        record.resize(record.len().next_multiple_of(4), 0);
         let mut sample = Vec::new();
         for value in [7, 3, rate, 1000, 0, in_if, out_if, 1] {
             put(&mut sample, value);

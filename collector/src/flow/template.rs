@@ -79,7 +79,10 @@ pub(crate) struct Slot {
 pub(crate) enum Layout {
     /// Every field has a fixed length: records are `record_len` bytes apart and the
     /// fields that matter sit at known offsets.
-    Fixed { record_len: usize, slots: Box<[Slot]> },
+    Fixed {
+        record_len: usize,
+        slots: Box<[Slot]>,
+    },
     /// Some field is variable-length (IPFIX length 65535): each record is walked.
     Variable { fields: Box<[(u16, Option<Role>)]> },
 }
@@ -155,7 +158,10 @@ impl Values {
 
     /// Bytes and packets the record counts, before sampling.
     pub(crate) fn counts(&self) -> (u64, u64) {
-        (self.bytes.map_or(0, |b| b.1), self.packets.map_or(0, |p| p.1))
+        (
+            self.bytes.map_or(0, |b| b.1),
+            self.packets.map_or(0, |p| p.1),
+        )
     }
 
     /// A sampling rate the record states about itself.
@@ -208,7 +214,9 @@ pub(crate) fn uint(bytes: &[u8]) -> u64 {
 
 fn addr(bytes: &[u8]) -> Option<IpAddr> {
     match bytes.len() {
-        4 => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+        4 => Some(IpAddr::V4(Ipv4Addr::new(
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ))),
         16 => {
             let mut octets = [0u8; 16];
             octets.copy_from_slice(bytes);
@@ -303,7 +311,12 @@ impl Layout {
 /// The role of a template field: none for enterprise elements, for options scope fields
 /// (`role_allowed` false; in v9 their ids are scope types, not elements) and for fields
 /// too short or too long for what their role reads (kept as padding).
-pub(crate) fn role_of_field(id: u16, len: u16, enterprise: bool, role_allowed: bool) -> Option<Role> {
+pub(crate) fn role_of_field(
+    id: u16,
+    len: u16,
+    enterprise: bool,
+    role_allowed: bool,
+) -> Option<Role> {
     if enterprise || !role_allowed {
         return None;
     }
@@ -352,12 +365,20 @@ mod tests {
         }
         body.extend_from_slice(&[0, 0, 0]);
         let mut seen = Vec::new();
-        assert!(layout.decode(&body, |v| seen.push(v.record(IpAddr::from([192, 0, 2, 1]), 1))));
+        assert!(layout.decode(&body, |v| {
+            seen.push(v.record(IpAddr::from([192, 0, 2, 1]), 1))
+        }));
         assert_eq!(seen.len(), 5);
         for (record, flow) in seen.iter().zip(&flows) {
             let record = record.expect("addresses");
-            assert_eq!((record.src, record.dst, record.proto), (flow.src, flow.dst, flow.proto));
-            assert_eq!((record.src_port, record.dst_port), (flow.src_port, flow.dst_port));
+            assert_eq!(
+                (record.src, record.dst, record.proto),
+                (flow.src, flow.dst, flow.proto)
+            );
+            assert_eq!(
+                (record.src_port, record.dst_port),
+                (flow.src_port, flow.dst_port)
+            );
             assert_eq!((record.in_if, record.out_if), (flow.in_if, flow.out_if));
             assert_eq!((record.bytes, record.packets), (flow.bytes, flow.packets));
         }
@@ -366,7 +387,12 @@ mod tests {
     #[test]
     fn variable_length_fields_are_walked() {
         // sourceIPv4Address, a variable-length string (3 bytes, then 300), octetDeltaCount.
-        let layout = Layout::compile([(8, 4, false, true), (82, VARIABLE, false, true), (1, 4, false, true)]).expect("layout");
+        let layout = Layout::compile([
+            (8, 4, false, true),
+            (82, VARIABLE, false, true),
+            (1, 4, false, true),
+        ])
+        .expect("layout");
         assert!(matches!(layout, Layout::Variable { .. }));
         let mut body = vec![10, 0, 0, 1, 3, b'a', b'b', b'c', 0, 0, 1, 0];
         body.extend_from_slice(&[10, 0, 0, 2, 255, 1, 44]);
@@ -376,7 +402,10 @@ mod tests {
         assert!(layout.decode(&body, |v| bytes.push((v.src, v.counts().0))));
         assert_eq!(
             bytes,
-            vec![(Some(IpAddr::from([10, 0, 0, 1])), 256), (Some(IpAddr::from([10, 0, 0, 2])), 7)]
+            vec![
+                (Some(IpAddr::from([10, 0, 0, 1])), 256),
+                (Some(IpAddr::from([10, 0, 0, 2])), 7)
+            ]
         );
         // A length past the end stops the walk.
         assert!(!layout.decode(&[10, 0, 0, 1, 200, 1], |_| {}));
@@ -384,8 +413,13 @@ mod tests {
 
     #[test]
     fn byte_counters_prefer_delta_and_add_up_nsel_halves() {
-        let layout = Layout::compile([(231, 4, false, true), (232, 4, false, true), (8, 4, false, true), (12, 4, false, true)])
-            .expect("layout");
+        let layout = Layout::compile([
+            (231, 4, false, true),
+            (232, 4, false, true),
+            (8, 4, false, true),
+            (12, 4, false, true),
+        ])
+        .expect("layout");
         let body = [0, 0, 0, 100, 0, 0, 0, 20, 1, 1, 1, 1, 2, 2, 2, 2];
         let mut counts = None;
         layout.decode(&body, |v| counts = Some(v.counts()));
@@ -398,8 +432,13 @@ mod tests {
     fn scope_enterprise_and_odd_length_fields_never_count() {
         // v9 scope type 1 (System) must not read as IN_BYTES; an enterprise element 1
         // is not octetDeltaCount; a 3-byte address is padding.
-        let layout = Layout::compile([(1, 4, false, false), (1, 4, true, true), (8, 3, false, true), (34, 4, false, true)])
-            .expect("layout");
+        let layout = Layout::compile([
+            (1, 4, false, false),
+            (1, 4, true, true),
+            (8, 3, false, true),
+            (34, 4, false, true),
+        ])
+        .expect("layout");
         let body = [0, 0, 0, 9, 0, 0, 0, 9, 1, 2, 3, 0, 0, 0, 100];
         let mut values = None;
         layout.decode(&body, |v| values = Some(*v));

@@ -26,7 +26,9 @@ pub enum ProbeError {
     },
     #[error("{probe}: the target resolves to no address")]
     NoAddress { probe: ProbeId },
-    #[error("{probe}: cannot open an {family} ICMP socket (needs root, CAP_NET_RAW or net.ipv4.ping_group_range): {source}")]
+    #[error(
+        "{probe}: cannot open an {family} ICMP socket (needs root, CAP_NET_RAW or net.ipv4.ping_group_range): {source}"
+    )]
     Socket {
         probe: ProbeId,
         family: &'static str,

@@ -91,7 +91,11 @@ impl Prober {
         result
     }
 
-    async fn echoes(&self, target: &ProbeTarget, plan: RoundPlan) -> Result<ProbeResult, ProbeError> {
+    async fn echoes(
+        &self,
+        target: &ProbeTarget,
+        plan: RoundPlan,
+    ) -> Result<ProbeResult, ProbeError> {
         let id = ProbeId {
             device: target.device.clone(),
             probe: target.name.clone(),

@@ -132,8 +132,17 @@ mod tests {
         metrics.echoes_sent.inc_by(5);
         let mut text = String::new();
         encode(&mut text, &registry).expect("encode");
-        assert!(text.contains(r#"cdot_collector_probe_rounds_total{result="ok"} 1"#), "{text}");
-        assert!(text.contains(r#"cdot_collector_probe_skipped_total{type="tcp"} 1"#), "{text}");
-        assert!(text.contains("cdot_collector_probe_echoes_sent_total 5"), "{text}");
+        assert!(
+            text.contains(r#"cdot_collector_probe_rounds_total{result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cdot_collector_probe_skipped_total{type="tcp"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("cdot_collector_probe_echoes_sent_total 5"),
+            "{text}"
+        );
     }
 }

@@ -108,7 +108,9 @@ fn reconcile(
         }
     }
     let active = next.values().filter(|(_, handle)| handle.is_some()).count();
-    metrics.targets.set(i64::try_from(active).unwrap_or(i64::MAX));
+    metrics
+        .targets
+        .set(i64::try_from(active).unwrap_or(i64::MAX));
     *running = next;
 }
 

@@ -108,7 +108,10 @@ mod tests {
 
     #[test]
     fn sub_millisecond_round_trips_keep_their_precision() {
-        let stats = summarise(&[Some(Duration::from_micros(250)), Some(Duration::from_micros(750))]);
+        let stats = summarise(&[
+            Some(Duration::from_micros(250)),
+            Some(Duration::from_micros(750)),
+        ]);
         let close = |v: Option<f64>| v.is_some_and(|v| (v - 0.5).abs() < 1e-9);
         assert!(close(stats.rtt_avg_ms), "{stats:?}");
         assert!(close(stats.jitter_ms), "{stats:?}");

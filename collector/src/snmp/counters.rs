@@ -135,9 +135,8 @@ pub fn rates(
         in_discards: delta32(prev.in_discards, cur.in_discards),
         out_discards: delta32(prev.out_discards, cur.out_discards),
     };
-    let implausible = |bps: f64| {
-        utilisation(bps, speed_bps).is_some_and(|u| u > MAX_PLAUSIBLE_UTILISATION)
-    };
+    let implausible =
+        |bps: f64| utilisation(bps, speed_bps).is_some_and(|u| u > MAX_PLAUSIBLE_UTILISATION);
     if width == CounterWidth::Bits32 && (implausible(rates.in_bps) || implausible(rates.out_bps)) {
         return Err(NoRate::Implausible);
     }

@@ -1,6 +1,6 @@
 //! Errors of SNMP polling. Each names the device and its agent and, for a request, the OID;
 //! none carries a credential.
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 /// The agent a request went to, as configured: `device (address port N)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,39 +12,45 @@ pub struct Agent {
 
 impl fmt::Display for Agent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "device {} ({} port {})", self.device, self.address, self.port)
+        write!(
+            f,
+            "device {} ({} port {})",
+            self.device, self.address, self.port
+        )
     }
 }
 
-/// Why a poll of one device failed.
+/// Why a poll of one device failed. (The agent is shared: errors stay small.)
 #[derive(Debug, thiserror::Error)]
 pub enum SnmpError {
     #[error("{agent}: interface filter {pattern:?} is not a valid regular expression: {source}")]
     InvalidFilter {
-        agent: Agent,
+        agent: Arc<Agent>,
         pattern: String,
         #[source]
         source: Box<regex::Error>,
     },
     #[error("{agent}: SNMP {version} needs {expected} credentials")]
     CredentialsMismatch {
-        agent: Agent,
+        agent: Arc<Agent>,
         version: &'static str,
         expected: &'static str,
     },
     #[error("{agent}: cannot resolve the agent's address: {source}")]
     Resolve {
-        agent: Agent,
+        agent: Arc<Agent>,
         #[source]
         source: std::io::Error,
     },
     #[error("{agent}: the agent's address resolves to nothing")]
-    NoAddress { agent: Agent },
+    NoAddress { agent: Arc<Agent> },
     #[error("{agent}: cannot open an SNMP session: {message}")]
-    Session { agent: Agent, message: String },
-    #[error("{agent}: {request} of {oid} not answered within {timeout_ms} ms ({attempts} attempts)")]
+    Session { agent: Arc<Agent>, message: String },
+    #[error(
+        "{agent}: {request} of {oid} not answered within {timeout_ms} ms ({attempts} attempts)"
+    )]
     Timeout {
-        agent: Agent,
+        agent: Arc<Agent>,
         request: &'static str,
         oid: String,
         timeout_ms: u64,
@@ -52,7 +58,7 @@ pub enum SnmpError {
     },
     #[error("{agent}: {request} of {oid} failed: {source}")]
     Protocol {
-        agent: Agent,
+        agent: Arc<Agent>,
         request: &'static str,
         oid: String,
         #[source]
@@ -60,7 +66,7 @@ pub enum SnmpError {
     },
     #[error("{agent}: {request} of {oid} answered with error status {status} at varbind {index}")]
     ErrorStatus {
-        agent: Agent,
+        agent: Arc<Agent>,
         request: &'static str,
         oid: String,
         status: u32,
@@ -68,27 +74,29 @@ pub enum SnmpError {
     },
     #[error("{agent}: {oid} is {found}, expected {expected}")]
     UnexpectedValue {
-        agent: Agent,
+        agent: Arc<Agent>,
         oid: String,
         expected: &'static str,
         found: String,
     },
     #[error("{agent}: {request} of {oid} got an empty response")]
     EmptyResponse {
-        agent: Agent,
+        agent: Arc<Agent>,
         request: &'static str,
         oid: String,
     },
-    #[error("{agent}: walking {column} the agent returned {oid} after {previous} (OIDs must increase)")]
+    #[error(
+        "{agent}: walking {column} the agent returned {oid} after {previous} (OIDs must increase)"
+    )]
     NotIncreasing {
-        agent: Agent,
+        agent: Arc<Agent>,
         column: String,
         oid: String,
         previous: String,
     },
     #[error("{agent}: walking {column} passed {limit} rows")]
     TooManyRows {
-        agent: Agent,
+        agent: Arc<Agent>,
         column: String,
         limit: usize,
     },

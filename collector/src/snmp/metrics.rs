@@ -128,10 +128,27 @@ mod tests {
         metrics.timeouts.inc();
         let mut text = String::new();
         encode(&mut text, &registry).expect("encode");
-        assert!(text.contains(r#"cdot_collector_snmp_polls_total{result="ok"} 1"#), "{text}");
-        assert!(text.contains(r#"cdot_collector_snmp_errors_total{reason="timeout"} 1"#), "{text}");
-        assert!(text.contains("cdot_collector_snmp_timeouts_total 1"), "{text}");
-        assert!(text.contains(r#"cdot_collector_snmp_intervals_skipped_total{reason="agent_restarted"} 1"#), "{text}");
-        assert!(text.contains("cdot_collector_snmp_poll_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(r#"cdot_collector_snmp_polls_total{result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"cdot_collector_snmp_errors_total{reason="timeout"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("cdot_collector_snmp_timeouts_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"cdot_collector_snmp_intervals_skipped_total{reason="agent_restarted"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("cdot_collector_snmp_poll_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

@@ -27,10 +27,7 @@ pub const IF_ALIAS: &[u64] = &[1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 18];
 
 /// `1.3.6.1...` for messages.
 pub fn dotted(oid: &[u64]) -> String {
-    oid.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
+    oid.iter().map(u64::to_string).collect::<Vec<_>>().join(".")
 }
 
 #[cfg(test)]

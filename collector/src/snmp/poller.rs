@@ -2,6 +2,7 @@
 //! target asks for, and turn counter deltas since the previous poll into samples.
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -113,11 +114,11 @@ impl Poller {
     /// A poller for `target`; fails on an invalid interface filter or credentials that do
     /// not fit the SNMP version. Nothing is sent yet.
     pub fn new(target: SnmpTarget, metrics: SnmpMetrics) -> Result<Self, SnmpError> {
-        let agent = Agent {
+        let agent = Arc::new(Agent {
             device: target.device.clone(),
             address: target.address.clone(),
             port: target.port,
-        };
+        });
         let filters = target
             .interfaces
             .iter()
@@ -264,7 +265,10 @@ impl Poller {
 
 /// Interfaces by ifIndex from the main columns, keeping the selected ones; each with its
 /// errors and discards, for 32-bit counters to be added to.
-fn interface_rows(main: &[Vec<Row>], filters: &[Regex]) -> BTreeMap<u32, (ErrorCounters, InterfaceRow)> {
+fn interface_rows(
+    main: &[Vec<Row>],
+    filters: &[Regex],
+) -> BTreeMap<u32, (ErrorCounters, InterfaceRow)> {
     let by_index = index_columns(main);
     let mut rows = BTreeMap::new();
     for (if_index, values) in by_index {
@@ -272,8 +276,14 @@ fn interface_rows(main: &[Vec<Row>], filters: &[Regex]) -> BTreeMap<u32, (ErrorC
         let number = |c: usize| values[c].and_then(SnmpValue::as_u64);
         let descr = text(C_DESCR);
         let if_name = text(C_NAME);
-        let name = if if_name.is_empty() { descr.clone() } else { if_name };
-        let oper_status = number(C_OPER_STATUS).and_then(|v| u8::try_from(v).ok()).unwrap_or(0);
+        let name = if if_name.is_empty() {
+            descr.clone()
+        } else {
+            if_name
+        };
+        let oper_status = number(C_OPER_STATUS)
+            .and_then(|v| u8::try_from(v).ok())
+            .unwrap_or(0);
         if !selected(filters, &name, &descr, oper_status) {
             continue;
         }
@@ -428,7 +438,10 @@ mod tests {
     }
 
     fn regexes(patterns: &[&str]) -> Vec<Regex> {
-        patterns.iter().map(|p| Regex::new(p).expect("regex")).collect()
+        patterns
+            .iter()
+            .map(|p| Regex::new(p).expect("regex"))
+            .collect()
     }
 
     #[test]
@@ -444,7 +457,10 @@ mod tests {
         assert_eq!(names, ["lo", "eth1"]);
         let (errors, eth1) = &rows[&3];
         assert_eq!(*errors, [1, 2, 3, 4]);
-        assert_eq!(eth1.speed_bps, 10_000_000_000, "ifHighSpeed wins over a saturated ifSpeed");
+        assert_eq!(
+            eth1.speed_bps, 10_000_000_000,
+            "ifHighSpeed wins over a saturated ifSpeed"
+        );
         assert_eq!(eth1.alias, "uplink");
         let counters = eth1.counters.expect("64-bit counters");
         assert_eq!(counters.width, CounterWidth::Bits64);
@@ -466,22 +482,38 @@ mod tests {
 
     #[test]
     fn rows_without_64_bit_counters_take_the_32_bit_ones() {
-        let main = main_columns(&[(1, "eth0", "eth0", 1, None), (2, "eth1", "eth1", 1, Some(5))]);
+        let main = main_columns(&[
+            (1, "eth0", "eth0", 1, None),
+            (2, "eth1", "eth1", 1, Some(5)),
+        ]);
         let mut rows = interface_rows(&main, &[]);
         assert!(rows[&1].1.counters.is_none());
         let counter32: Vec<Vec<Row>> = [100, 7, 200, 9]
             .into_iter()
-            .map(|v| vec![(vec![1], SnmpValue::Counter32(v)), (vec![2], SnmpValue::Counter32(1))])
+            .map(|v| {
+                vec![
+                    (vec![1], SnmpValue::Counter32(v)),
+                    (vec![2], SnmpValue::Counter32(1)),
+                ]
+            })
             .collect();
         add_counter32(&mut rows, &counter32);
         let eth0 = rows[&1].1.counters.expect("32-bit counters");
         assert_eq!(eth0.width, CounterWidth::Bits32);
         assert_eq!(
-            (eth0.in_octets, eth0.in_ucast_pkts, eth0.out_octets, eth0.out_ucast_pkts),
+            (
+                eth0.in_octets,
+                eth0.in_ucast_pkts,
+                eth0.out_octets,
+                eth0.out_ucast_pkts
+            ),
             (100, 7, 200, 9)
         );
         assert_eq!((eth0.in_discards, eth0.out_errors), (1, 4));
-        assert_eq!(rows[&2].1.counters.map(|c| c.width), Some(CounterWidth::Bits64));
+        assert_eq!(
+            rows[&2].1.counters.map(|c| c.width),
+            Some(CounterWidth::Bits64)
+        );
     }
 
     #[test]

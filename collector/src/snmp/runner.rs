@@ -80,7 +80,8 @@ fn reconcile(
                 if let Some((_, handle)) = previous {
                     handle.abort();
                 }
-                let handle = tasks.spawn(poll_target(target.clone(), sink.clone(), metrics.clone()));
+                let handle =
+                    tasks.spawn(poll_target(target.clone(), sink.clone(), metrics.clone()));
                 next.insert(key, (target, handle));
             }
         }
@@ -90,7 +91,9 @@ fn reconcile(
         handle.abort();
     }
     *running = next;
-    metrics.targets.set(i64::try_from(running.len()).unwrap_or(i64::MAX));
+    metrics
+        .targets
+        .set(i64::try_from(running.len()).unwrap_or(i64::MAX));
 }
 
 /// Polls one target until aborted or until `sink` closes.
@@ -152,7 +155,9 @@ async fn poll_target(
 /// Where in the first interval a device's polls fall: fixed per device, so that many
 /// devices do not all poll at the same instant.
 fn spread(device: &str, interval: Duration) -> Duration {
-    let window = u64::try_from(interval.min(MAX_SPREAD).as_millis()).unwrap_or(1).max(1);
+    let window = u64::try_from(interval.min(MAX_SPREAD).as_millis())
+        .unwrap_or(1)
+        .max(1);
     let mut hasher = DefaultHasher::new();
     device.hash(&mut hasher);
     Duration::from_millis(hasher.finish() % window)
@@ -167,7 +172,10 @@ mod tests {
         for device in ["a", "core-sw-1", "fw"] {
             assert!(spread(device, Duration::from_secs(1)) < Duration::from_secs(1));
             assert!(spread(device, Duration::from_secs(300)) < MAX_SPREAD);
-            assert_eq!(spread(device, Duration::from_secs(60)), spread(device, Duration::from_secs(60)));
+            assert_eq!(
+                spread(device, Duration::from_secs(60)),
+                spread(device, Duration::from_secs(60))
+            );
         }
     }
 }

@@ -3,6 +3,7 @@
 //! session's receive buffer into owned values.
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -172,11 +173,17 @@ impl Request<'_> {
     }
 }
 
+/// How the session authenticates, checked against the version when it is made.
+enum Security {
+    V1(Vec<u8>),
+    V2c(Vec<u8>),
+    V3(Box<v3::Security>),
+}
+
 /// A session to one agent; reconnects (and rediscovers a v3 engine) after a failure.
 pub struct Session {
-    agent: Agent,
-    version: SnmpVersion,
-    credentials: SnmpCredentials,
+    agent: Arc<Agent>,
+    security: Security,
     timeout: Duration,
     retries: u8,
     inner: Option<AsyncSession>,
@@ -186,28 +193,36 @@ pub struct Session {
 impl Session {
     /// A session for `target`; nothing is sent before the first request. `timeouts`
     /// counts requests that were not answered in time (each attempt).
-    pub fn new(target: &SnmpTarget, agent: Agent, timeouts: Counter) -> Result<Self, SnmpError> {
-        let matches = matches!(
-            (target.version, &target.credentials),
-            (SnmpVersion::V1 | SnmpVersion::V2c, SnmpCredentials::Community { .. })
-                | (SnmpVersion::V3, SnmpCredentials::Usm { .. })
-        );
-        if !matches {
-            let (version, expected) = match target.version {
-                SnmpVersion::V1 => ("v1", "community"),
-                SnmpVersion::V2c => ("v2c", "community"),
-                SnmpVersion::V3 => ("v3", "user (USM)"),
-            };
-            return Err(SnmpError::CredentialsMismatch {
-                agent,
-                version,
-                expected,
-            });
-        }
+    pub fn new(
+        target: &SnmpTarget,
+        agent: Arc<Agent>,
+        timeouts: Counter,
+    ) -> Result<Self, SnmpError> {
+        let mismatch = |version, expected| SnmpError::CredentialsMismatch {
+            agent: agent.clone(),
+            version,
+            expected,
+        };
+        let security = match (target.version, &target.credentials) {
+            (SnmpVersion::V1, SnmpCredentials::Community { community }) => {
+                Security::V1(community.as_bytes().to_vec())
+            }
+            (SnmpVersion::V2c, SnmpCredentials::Community { community }) => {
+                Security::V2c(community.as_bytes().to_vec())
+            }
+            (SnmpVersion::V3, credentials @ SnmpCredentials::Usm { .. }) => {
+                let security = usm_security(credentials).ok_or_else(|| {
+                    mismatch("v3", "a privacy password with the privacy protocol")
+                })?;
+                Security::V3(Box::new(security))
+            }
+            (SnmpVersion::V1, _) => return Err(mismatch("v1", "community")),
+            (SnmpVersion::V2c, _) => return Err(mismatch("v2c", "community")),
+            (SnmpVersion::V3, _) => return Err(mismatch("v3", "user (USM)")),
+        };
         Ok(Self {
             agent,
-            version: target.version,
-            credentials: target.credentials.clone(),
+            security,
             timeout: Duration::from_millis(target.timeout_ms).max(MIN_TIMEOUT),
             retries: target.retries,
             inner: None,
@@ -217,10 +232,10 @@ impl Session {
 
     /// Whether GETBULK is available (v2c and v3).
     pub fn has_bulk(&self) -> bool {
-        self.version != SnmpVersion::V1
+        !matches!(self.security, Security::V1(_))
     }
 
-    pub fn agent(&self) -> &Agent {
+    pub fn agent(&self) -> &Arc<Agent> {
         &self.agent
     }
 
@@ -322,75 +337,64 @@ impl Session {
             message: e.to_string(),
         };
         let request_id = first_request_id();
-        match (&self.version, &self.credentials) {
-            (SnmpVersion::V1, SnmpCredentials::Community { community }) => {
-                AsyncSession::new_v1(addr, community.as_bytes(), request_id)
-                    .await
-                    .map_err(|e| session_error(&e))
-            }
-            (SnmpVersion::V2c, SnmpCredentials::Community { community }) => {
-                AsyncSession::new_v2c(addr, community.as_bytes(), request_id)
-                    .await
-                    .map_err(|e| session_error(&e))
-            }
-            (SnmpVersion::V3, SnmpCredentials::Usm { .. }) => {
-                let mut session = AsyncSession::new_v3(addr, request_id, self.security())
+        match &self.security {
+            Security::V1(community) => AsyncSession::new_v1(addr, community, request_id)
+                .await
+                .map_err(|e| session_error(&e)),
+            Security::V2c(community) => AsyncSession::new_v2c(addr, community, request_id)
+                .await
+                .map_err(|e| session_error(&e)),
+            Security::V3(security) => {
+                let security = v3::Security::clone(security);
+                let mut session = AsyncSession::new_v3(addr, request_id, security)
                     .await
                     .map_err(|e| session_error(&e))?;
                 // Engine discovery: learns the agent's engine id, boots and time.
                 session.init().await.map_err(|e| session_error(&e))?;
                 Ok(session)
             }
-            (version, _) => Err(SnmpError::CredentialsMismatch {
-                agent: self.agent.clone(),
-                version: match version {
-                    SnmpVersion::V1 => "v1",
-                    SnmpVersion::V2c => "v2c",
-                    SnmpVersion::V3 => "v3",
-                },
-                expected: "matching",
-            }),
         }
     }
+}
 
-    /// v3 security parameters from the target's USM credentials.
-    fn security(&self) -> v3::Security {
-        let SnmpCredentials::Usm {
-            username,
-            auth_protocol,
-            auth_password,
-            priv_protocol,
-            priv_password,
-        } = &self.credentials
-        else {
-            return v3::Security::new(&[], &[]);
-        };
-        let auth_protocol = match auth_protocol {
-            SnmpAuthProtocol::Sha1 => v3::AuthProtocol::Sha1,
-            SnmpAuthProtocol::Sha256 => v3::AuthProtocol::Sha256,
-            SnmpAuthProtocol::Sha512 => v3::AuthProtocol::Sha512,
-        };
-        let security = v3::Security::new(username.as_bytes(), auth_password.as_bytes())
-            .with_auth_protocol(auth_protocol);
-        let Some(priv_protocol) = priv_protocol else {
-            return security.with_auth(v3::Auth::AuthNoPriv);
-        };
-        let cipher = match priv_protocol {
-            SnmpPrivProtocol::Aes128 => v3::Cipher::Aes128,
-            SnmpPrivProtocol::Aes256 => v3::Cipher::Aes256,
-        };
-        let security = security.with_auth(v3::Auth::AuthPriv {
-            cipher,
-            privacy_password: priv_password.as_deref().unwrap_or_default().as_bytes().to_vec(),
-        });
-        if cipher.priv_key_needs_extension(&auth_protocol) {
-            // AES-256 with SHA-1: the key is stretched the way net-snmp's "AES-256" does
-            // (draft-blumenthal-aes-usm); Cisco's "AES-256C" variant is Reeder's.
-            security.with_key_extension_method(v3::KeyExtension::Blumenthal)
-        } else {
-            security
-        }
-    }
+/// v3 security parameters from USM credentials; `None` for a privacy protocol without
+/// a password.
+fn usm_security(credentials: &SnmpCredentials) -> Option<v3::Security> {
+    let SnmpCredentials::Usm {
+        username,
+        auth_protocol,
+        auth_password,
+        priv_protocol,
+        priv_password,
+    } = credentials
+    else {
+        return None;
+    };
+    let auth_protocol = match auth_protocol {
+        SnmpAuthProtocol::Sha1 => v3::AuthProtocol::Sha1,
+        SnmpAuthProtocol::Sha256 => v3::AuthProtocol::Sha256,
+        SnmpAuthProtocol::Sha512 => v3::AuthProtocol::Sha512,
+    };
+    let security = v3::Security::new(username.as_bytes(), auth_password.as_bytes())
+        .with_auth_protocol(auth_protocol);
+    let Some(priv_protocol) = priv_protocol else {
+        return Some(security.with_auth(v3::Auth::AuthNoPriv));
+    };
+    let cipher = match priv_protocol {
+        SnmpPrivProtocol::Aes128 => v3::Cipher::Aes128,
+        SnmpPrivProtocol::Aes256 => v3::Cipher::Aes256,
+    };
+    let security = security.with_auth(v3::Auth::AuthPriv {
+        cipher,
+        privacy_password: priv_password.as_ref()?.as_bytes().to_vec(),
+    });
+    Some(if cipher.priv_key_needs_extension(&auth_protocol) {
+        // AES-256 with SHA-1: the key is stretched the way net-snmp's "AES-256" does
+        // (draft-blumenthal-aes-usm); Cisco's "AES-256C" variant is Reeder's.
+        security.with_key_extension_method(v3::KeyExtension::Blumenthal)
+    } else {
+        security
+    })
 }
 
 async fn execute(
@@ -425,6 +429,71 @@ fn first_request_id() -> i32 {
 mod tests {
     use super::*;
 
+    fn target(version: SnmpVersion, credentials: SnmpCredentials) -> SnmpTarget {
+        SnmpTarget {
+            device: "sw1".into(),
+            address: "192.0.2.1".into(),
+            port: 161,
+            version,
+            credentials,
+            poll_interval_secs: 60,
+            timeout_ms: 1_000,
+            retries: 1,
+            interfaces: Vec::new(),
+        }
+    }
+
+    fn agent() -> Arc<Agent> {
+        Arc::new(Agent {
+            device: "sw1".into(),
+            address: "192.0.2.1".into(),
+            port: 161,
+        })
+    }
+
+    fn usm(priv_password: Option<&str>) -> SnmpCredentials {
+        SnmpCredentials::Usm {
+            username: "monitor".into(),
+            auth_protocol: SnmpAuthProtocol::Sha256,
+            auth_password: "auth-s3cret".into(),
+            priv_protocol: Some(SnmpPrivProtocol::Aes256),
+            priv_password: priv_password.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn credentials_must_fit_the_version_and_errors_never_show_them() {
+        let community = SnmpCredentials::Community {
+            community: "c0mmunity-s3cret".into(),
+        };
+        let refused = [
+            target(SnmpVersion::V3, community.clone()),
+            target(SnmpVersion::V2c, usm(Some("priv-s3cret"))),
+            target(SnmpVersion::V1, usm(Some("priv-s3cret"))),
+            target(SnmpVersion::V3, usm(None)),
+        ];
+        for target in refused {
+            let Err(error) = Session::new(&target, agent(), Counter::default()) else {
+                panic!("{target:?} accepted");
+            };
+            assert!(matches!(error, SnmpError::CredentialsMismatch { .. }));
+            let shown = format!("{error} {error:?}");
+            assert!(
+                shown.contains("sw1") && !shown.contains("s3cret"),
+                "{shown}"
+            );
+        }
+        for (version, credentials) in [
+            (SnmpVersion::V1, community.clone()),
+            (SnmpVersion::V2c, community),
+            (SnmpVersion::V3, usm(Some("priv-s3cret"))),
+        ] {
+            let session = Session::new(&target(version, credentials), agent(), Counter::default())
+                .expect("accepted");
+            assert_eq!(session.has_bulk(), version != SnmpVersion::V1);
+        }
+    }
+
     #[test]
     fn values_as_numbers_and_text() {
         assert_eq!(SnmpValue::Counter64(u64::MAX).as_u64(), Some(u64::MAX));
@@ -433,11 +502,15 @@ mod tests {
         assert_eq!(SnmpValue::Integer(-1).as_u64(), None);
         assert_eq!(SnmpValue::OctetString(b"1".to_vec()).as_u64(), None);
         assert_eq!(
-            SnmpValue::OctetString(b"eth0\0".to_vec()).as_text().as_deref(),
+            SnmpValue::OctetString(b"eth0\0".to_vec())
+                .as_text()
+                .as_deref(),
             Some("eth0")
         );
         assert_eq!(
-            SnmpValue::OctetString(vec![0xff, b'a']).as_text().as_deref(),
+            SnmpValue::OctetString(vec![0xff, b'a'])
+                .as_text()
+                .as_deref(),
             Some("\u{fffd}a")
         );
         assert_eq!(SnmpValue::Integer(1).as_text(), None);

@@ -1,5 +1,7 @@
 //! Walking table columns: GETBULK over all columns at once (v2c, v3), or GETNEXT column
 //! by column (v1). `snmp2` has no walk of its own.
+use std::sync::Arc;
+
 use super::{
     error::{Agent, SnmpError},
     oids::dotted,
@@ -38,7 +40,12 @@ pub async fn walk_columns(
                 max_repetitions /= 2;
                 continue;
             }
-            check_status(session, request, response.error_status, response.error_index)?;
+            check_status(
+                session,
+                request,
+                response.error_status,
+                response.error_index,
+            )?;
             if response.varbinds.is_empty() {
                 return Err(SnmpError::EmptyResponse {
                     agent: session.agent().clone(),
@@ -56,7 +63,12 @@ pub async fn walk_columns(
                     walk.finish(column);
                     continue;
                 }
-                check_status(session, request, response.error_status, response.error_index)?;
+                check_status(
+                    session,
+                    request,
+                    response.error_status,
+                    response.error_index,
+                )?;
                 let Some(varbind) = response.varbinds.into_iter().next() else {
                     return Err(SnmpError::EmptyResponse {
                         agent: session.agent().clone(),
@@ -113,7 +125,9 @@ impl<'a> Walk<'a> {
     }
 
     fn cursor(&self, column: usize) -> &[u64] {
-        self.cursors[column].as_deref().unwrap_or(self.columns[column])
+        self.cursors[column]
+            .as_deref()
+            .unwrap_or(self.columns[column])
     }
 
     fn finish(&mut self, column: usize) {
@@ -124,7 +138,7 @@ impl<'a> Walk<'a> {
     /// repetition r holds one varbind per requested column, in request order.
     fn accept_bulk(
         &mut self,
-        agent: &Agent,
+        agent: &Arc<Agent>,
         active: &[usize],
         varbinds: Vec<Varbind>,
     ) -> Result<(), SnmpError> {
@@ -135,7 +149,12 @@ impl<'a> Walk<'a> {
     }
 
     /// Takes one varbind returned for `column`: a row, or the end of the column.
-    fn accept(&mut self, agent: &Agent, column: usize, varbind: Varbind) -> Result<(), SnmpError> {
+    fn accept(
+        &mut self,
+        agent: &Arc<Agent>,
+        column: usize,
+        varbind: Varbind,
+    ) -> Result<(), SnmpError> {
         let prefix = self.columns[column];
         let Some(cursor) = &self.cursors[column] else {
             // Ended earlier in this response; GETBULK keeps repeating past the end.
@@ -175,12 +194,12 @@ mod tests {
     const A: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 2];
     const B: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 8];
 
-    fn agent() -> Agent {
-        Agent {
+    fn agent() -> Arc<Agent> {
+        Arc::new(Agent {
             device: "sw1".into(),
             address: "192.0.2.1".into(),
             port: 161,
-        }
+        })
     }
 
     fn vb(column: &[u64], index: u64, value: SnmpValue) -> Varbind {
@@ -231,7 +250,10 @@ mod tests {
             .accept(&agent(), 0, vb(A, 5, SnmpValue::Integer(1)))
             .expect_err("repeated OID");
         assert!(matches!(error, SnmpError::NotIncreasing { .. }), "{error}");
-        assert!(error.to_string().contains("1.3.6.1.2.1.2.2.1.2.5"), "{error}");
+        assert!(
+            error.to_string().contains("1.3.6.1.2.1.2.2.1.2.5"),
+            "{error}"
+        );
     }
 
     #[test]

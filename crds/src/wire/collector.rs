@@ -326,6 +326,12 @@ mod tests {
             r#"{"type":"usm","username":"u","authProtocol":"SHA","authPassword":"a","privProtocol":"AES","privPassword":"p"}"#,
         )
         .expect("usm");
-        assert!(matches!(creds, SnmpCredentials::Usm { priv_protocol: Some(SnmpPrivProtocol::Aes128), .. }));
+        assert!(matches!(
+            creds,
+            SnmpCredentials::Usm {
+                priv_protocol: Some(SnmpPrivProtocol::Aes128),
+                ..
+            }
+        ));
     }
 }

@@ -1,5 +1,5 @@
 //! The rollup job: folds closed minutes (and minutes that received late samples) into
-//! `metric_rollup_1m`, each minute once unless late samples arrive for it.
+//! `metric_points_1m`, each minute once unless late samples arrive for it.
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::watch;

@@ -23,6 +23,16 @@ pub struct Liveness {
     pub ready: Option<String>,
 }
 
+/// namespace, name, metricsInterval, paused, lastSeen, Ready status.
+type LivenessRow = (
+    String,
+    String,
+    Option<String>,
+    Option<bool>,
+    Option<String>,
+    Option<String>,
+);
+
 /// The latest report of one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heartbeat {
@@ -44,7 +54,7 @@ impl Store {
     /// The liveness inputs of every Device: a narrow read, so that the liveness pass can
     /// find the few devices whose `Ready` changes without decoding all of them.
     pub async fn device_liveness(&self) -> Result<Vec<Liveness>, StoreError> {
-        let rows: Vec<(String, String, Option<String>, Option<bool>, Option<String>, Option<String>)> =
+        let rows: Vec<LivenessRow> =
             sqlx::query_as(
                 // Base tables, not the view: no merged status documents are built, and
                 // containment tests the Ready condition without expanding the array.

@@ -648,7 +648,7 @@ impl Store {
 /// written.
 async fn fold_minute(conn: &mut sqlx::PgConnection, minute_ms: i64) -> Result<u64, StoreError> {
     let mut folds = MinuteFolds::default();
-    let mut points = sqlx::query(concat!(
+    let mut points = sqlx::query_as::<_, (Uuid, Vec<i64>, Vec<f64>)>(concat!(
         "SELECT device_uid, series_ids, vals FROM metric_points WHERE at >= ",
         ms!(1),
         " AND at < ",
@@ -657,14 +657,11 @@ async fn fold_minute(conn: &mut sqlx::PgConnection, minute_ms: i64) -> Result<u6
     .bind(minute_ms)
     .bind(minute_ms + MINUTE_MS)
     .fetch(&mut *conn);
-    while let Some(row) = points
+    while let Some((device, series_ids, values)) = points
         .try_next()
         .await
         .map_err(StoreError::query("read metric points to fold"))?
     {
-        let device: Uuid = row.get(0);
-        let series_ids: Vec<i64> = row.get(1);
-        let values: Vec<f64> = row.get(2);
         folds.add(device, &series_ids, &values);
     }
     drop(points);

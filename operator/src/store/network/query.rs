@@ -2,7 +2,6 @@
 //! numbers from the rollups (never from raw samples).
 use sqlx::Row;
 
-use super::{HOUR_MS, MINUTE_MS};
 use crate::store::{Store, StoreError};
 
 /// Which rollup a query reads.
@@ -13,13 +12,6 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    pub fn bucket_ms(self) -> i64 {
-        match self {
-            Resolution::Minute => MINUTE_MS,
-            Resolution::Hour => HOUR_MS,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Resolution::Minute => "1m",

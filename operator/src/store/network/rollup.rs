@@ -326,17 +326,6 @@ impl Store {
         })
     }
 
-    /// Every bucket before this time (ms) has been folded by `fold`.
-    pub async fn network_watermark(&self, fold: Fold) -> Result<i64, StoreError> {
-        sqlx::query_scalar(
-            "SELECT (extract(epoch FROM watermark) * 1000)::int8 FROM net_rollup_state WHERE fold = $1",
-        )
-        .bind(fold.name())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(StoreError::query("read network rollup watermark"))
-    }
-
     /// Sets the watermark of `fold` (start-up of bulk loads and tests).
     pub async fn set_network_watermark(&self, fold: Fold, ms: i64) -> Result<(), StoreError> {
         sqlx::query(concat!(

@@ -317,7 +317,7 @@ async fn write_flows(
 
 /// Flow rows laid out as arrays for one `unnest` insert.
 #[derive(Default)]
-pub struct FlowColumns {
+struct FlowColumns {
     exporter: Vec<i32>,
     minute: Vec<i64>,
     in_if: Vec<i64>,
@@ -333,10 +333,10 @@ pub struct FlowColumns {
 }
 
 /// (src, dst, protocol, source port, destination port) of a top key; `None` for "other".
-pub type FlowKey = Option<(IpAddr, IpAddr, u8, u16, u16)>;
+type FlowKey = Option<(IpAddr, IpAddr, u8, u16, u16)>;
 
 impl FlowColumns {
-    pub fn with_capacity(n: usize) -> Self {
+    fn with_capacity(n: usize) -> Self {
         Self {
             exporter: Vec::with_capacity(n),
             minute: Vec::with_capacity(n),
@@ -355,7 +355,7 @@ impl FlowColumns {
 
     /// One row: (exporter id, minute ms, in ifIndex, out ifIndex), key, (bytes, packets, flows).
     /// Counts were checked to fit `i64` by validation; larger ones saturate.
-    pub fn push(&mut self, at: (i32, i64, u32, u32), key: FlowKey, counts: (u64, u64, u64)) {
+    fn push(&mut self, at: (i32, i64, u32, u32), key: FlowKey, counts: (u64, u64, u64)) {
         let signed = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.exporter.push(at.0);
         self.minute.push(at.1);
@@ -371,15 +371,11 @@ impl FlowColumns {
         self.flows.push(signed(counts.2));
     }
 
-    pub fn len(&self) -> usize {
-        self.exporter.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.exporter.is_empty()
     }
 
-    pub async fn insert(&self, tx: &mut Transaction<'_, Postgres>) -> Result<u64, StoreError> {
+    async fn insert(&self, tx: &mut Transaction<'_, Postgres>) -> Result<u64, StoreError> {
         if self.is_empty() {
             return Ok(0);
         }
@@ -406,41 +402,6 @@ impl FlowColumns {
         .await
         .map_err(StoreError::query("insert flow rows"))?;
         Ok(done.rows_affected())
-    }
-}
-
-impl Store {
-    /// Exporter ids of `addresses` seen by `collector`, created when new (bulk loaders).
-    pub async fn flow_exporters(
-        &self,
-        collector: &Collector,
-        addresses: &BTreeSet<IpAddr>,
-    ) -> Result<HashMap<IpAddr, i32>, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::query("begin exporter transaction"))?;
-        let ids = exporter_ids(&mut tx, collector, addresses).await?;
-        tx.commit()
-            .await
-            .map_err(StoreError::query("commit exporter transaction"))?;
-        Ok(ids)
-    }
-
-    /// Inserts prepared flow rows in one transaction (bulk loaders and benchmarks; the
-    /// collector route goes through [`Store::write_collector_batch`]).
-    pub async fn insert_flow_rows(&self, rows: &FlowColumns) -> Result<u64, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::query("begin flow transaction"))?;
-        let n = rows.insert(&mut tx).await?;
-        tx.commit()
-            .await
-            .map_err(StoreError::query("commit flow transaction"))?;
-        Ok(n)
     }
 }
 
