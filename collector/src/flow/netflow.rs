@@ -974,7 +974,9 @@ mod tests {
             pending_ttl: Duration::from_millis(1),
             ..NetflowSettings::default()
         };
-        let data = Builder::new(V::Ipfix, 3).data(256, synth::SOFTFLOWD_IPFIX_V4, &flows(0, 4)).build();
+        let data = Builder::new(V::Ipfix, 3)
+            .data(256, synth::SOFTFLOWD_IPFIX_V4, &flows(0, 4))
+            .build();
         let mut decoder = NetflowDecoder::new(&settings);
         let mut out = Vec::new();
         decoder.decode(source(5), &data, &mut out).expect("first");

@@ -823,6 +823,13 @@ pub fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
             ok("`series` of [ms, rttAvgMs, rttMinMs, rttMaxMs, jitterMs, lossPercent]"),
         ),
     );
+    let mut responses = errors;
+    if let Some(map) = responses.as_object_mut() {
+        map.insert(
+            "200".into(),
+            ok("`sites`, each with its worst `interfaces` and `probes`"),
+        );
+    }
     paths.insert(
         "/v1/namespaces/{namespace}/network/sites".into(),
         json!({ "get": {
@@ -834,7 +841,7 @@ pub fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
                 string("window", "how far back `now` reaches, 1m to 48h (default 15m)"),
                 string("limit", "items per site and list, 1 to 1000 (default 5)"),
             ],
-            "responses": errors,
+            "responses": responses,
         }}),
     );
 }

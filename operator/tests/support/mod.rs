@@ -3,85 +3,13 @@
 #![allow(dead_code)] // each test binary uses a different part of the fixtures
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use sqlx::Connection;
-
-/// Server the per-test databases are created on; the README's test command starts it.
-pub fn admin_url() -> String {
-    std::env::var("CDOT_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh database, dropped when the value is dropped.
-pub struct TestDb {
-    pub url: String,
-    name: String,
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        let name = format!("cdot_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = admin_url();
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot reach the test PostgreSQL at {admin} (set CDOT_TEST_DATABASE_URL): {e}"
-                )
-            });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let _ = conn.close().await;
-        let base = admin
-            .rsplit_once('/')
-            .map_or(admin.as_str(), |(base, _)| base)
-            .to_owned();
-        Self {
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs outside any runtime guarantee: use a private one on a plain thread.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+#[allow(unused_imports)] // as above: not every test binary uses every fixture
+pub use cdot_testkit::{bins::workspace_bin, free_port, pg::TestDb};
 
 pub fn operator_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cdot-operator")
@@ -336,21 +264,4 @@ where
 
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
-}
-
-/// A binary of another workspace package (`cdot-agent`), built next to this test's own.
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} not built; run the tests with `cargo nextest run --workspace` or `cargo build -p {name}`",
-        path.display()
-    );
-    path
 }
