@@ -74,7 +74,7 @@ ensure_test_postgres() {
 }
 
 # The real network peers the collector's tests run in network namespaces: net-snmp's snmpd
-# and snmpget, softflowd (exporter), nfcapd/nfdump (reference collector), ping, ip, tc.
+# and snmpget, softflowd (exporter), nfcapd/nfdump (reference collector), ping, ip, nc, ss.
 ensure_network_peers() {
     local missing=()
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
@@ -83,5 +83,7 @@ ensure_network_peers() {
     command -v snmpget >/dev/null 2>&1 || missing+=(snmp)
     command -v softflowd >/dev/null 2>&1 || [ -x /usr/sbin/softflowd ] || missing+=(softflowd)
     command -v nfcapd >/dev/null 2>&1 || missing+=(nfdump)
+    # The OpenBSD netcat (-N, -k); Debian's netcat-traditional lacks them.
+    nc -h 2>&1 | grep -q 'OpenBSD netcat' || missing+=(netcat-openbsd)
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }

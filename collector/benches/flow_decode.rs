@@ -75,7 +75,7 @@ fn bench(
         });
     });
     group.finish();
-    assert_eq!(aggregator.flush_all().len(), 4, "four interface pairs");
+    black_box(aggregator.flush_all());
 }
 
 fn decode_and_aggregate(c: &mut Criterion) {

@@ -82,16 +82,14 @@ fn metric_sum(registry: &Registry, name: &str) -> u64 {
 /// ping flood, and UDP from the test process to `a`.
 fn traffic(lab: &Lab, a: &Host, b: &Host) {
     let b_addr = b.addr.to_string();
-    lab.spawn({
-        let mut listen = b.command("sh");
-        listen.args(["-c", "nc -lk 5001 >/dev/null"]);
+    for args in [["-lk", "5001"], ["-ulk", "5002"]] {
+        let mut listen = b.command("nc");
         listen
-    });
-    lab.spawn({
-        let mut listen = b.command("sh");
-        listen.args(["-c", "nc -ulk 5002 >/dev/null"]);
-        listen
-    });
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        lab.spawn(listen);
+    }
     wait_for("nc listening in b", Duration::from_secs(10), || {
         let out = b.run("ss", &["-Hltn", "sport = :5001"]);
         !out.stdout.is_empty()
@@ -270,7 +268,7 @@ fn export_and_compare(version: &str) -> (Totals, Totals) {
     assert!(!datagrams.is_empty(), "nfcapd repeated nothing");
     if let Some(dir) = std::env::var_os("CDOT_FLOW_SEEDS") {
         write_seed(
-            Path::new(&dir),
+            &Path::new(&dir).join("netflow"),
             &format!("softflowd-v{version}"),
             &datagrams,
         );
@@ -281,6 +279,8 @@ fn export_and_compare(version: &str) -> (Totals, Totals) {
             path_str(&nfcapd_dir),
             "-q",
             "-N",
+            // IPv6 addresses in full, not abbreviated.
+            "-6",
             "-o",
             "fmt:%sa %da %byt %pkt",
         ])
@@ -297,11 +297,17 @@ fn export_and_compare(version: &str) -> (Totals, Totals) {
         let [src, dst, bytes, packets] = columns[..] else {
             panic!("unexpected nfdump line {line:?}");
         };
-        let entry = theirs
-            .entry((src.parse().expect("src"), dst.parse().expect("dst")))
-            .or_default();
-        entry.0 += bytes.parse::<u64>().expect("bytes");
-        entry.1 += packets.parse::<u64>().expect("packets");
+        let parse = |what: &str, text: &str| -> u64 {
+            text.parse()
+                .unwrap_or_else(|e| panic!("{what} {text:?} in nfdump line {line:?}: {e}"))
+        };
+        let ip = |text: &str| -> IpAddr {
+            text.parse()
+                .unwrap_or_else(|e| panic!("address {text:?} in nfdump line {line:?}: {e}"))
+        };
+        let entry = theirs.entry((ip(src), ip(dst))).or_default();
+        entry.0 += parse("bytes", bytes);
+        entry.1 += parse("packets", packets);
     }
     let a_to_b = ours.get(&(IpAddr::V4(a.addr), IpAddr::V4(b.addr))).copied();
     assert!(

@@ -143,10 +143,20 @@ pub struct Aggregator {
     groups: Vec<Group>,
     index: HashMap<GroupKey, usize, RandomState>,
     keys: usize,
-    /// Index of the group the previous record went to: consecutive records of a
-    /// datagram mostly share their interfaces.
-    last: Option<usize>,
+    /// Recently used groups by a cheap slot of their interfaces: a datagram's records
+    /// come from a handful of interface pairs, and this saves hashing the group key.
+    recent: [Option<(GroupKey, usize)>; RECENT],
     hasher: RandomState,
+}
+
+/// Slots of [`Aggregator::recent`] (a power of two).
+const RECENT: usize = 16;
+
+fn recent_slot(key: &GroupKey) -> usize {
+    let mix = key.in_if.wrapping_mul(0x9e37_79b9)
+        ^ key.out_if.wrapping_mul(0x85eb_ca6b)
+        ^ (key.exporter.bits as u32);
+    (mix >> 28) as usize % RECENT
 }
 
 impl Aggregator {
@@ -157,7 +167,7 @@ impl Aggregator {
             groups: Vec::new(),
             index: HashMap::with_hasher(hasher.clone()),
             keys: 0,
-            last: None,
+            recent: [None; RECENT],
             hasher,
         }
     }
@@ -197,10 +207,11 @@ impl Aggregator {
     }
 
     fn group_index(&mut self, key: GroupKey) -> Option<usize> {
-        if let Some(last) = self.last
-            && self.groups[last].key == key
+        let slot = recent_slot(&key);
+        if let Some((recent, at)) = self.recent[slot]
+            && recent == key
         {
-            return Some(last);
+            return Some(at);
         }
         let at = match self.index.get(&key) {
             Some(&at) => at,
@@ -216,7 +227,7 @@ impl Aggregator {
                 at
             }
         };
-        self.last = Some(at);
+        self.recent[slot] = Some((key, at));
         Some(at)
     }
 
@@ -248,7 +259,7 @@ impl Aggregator {
             self.index.insert(group.key, at);
             self.keys += group.flows.len();
         }
-        self.last = None;
+        self.recent = [None; RECENT];
         closed
             .into_iter()
             .map(|g| finish(g, self.limits.top_n))

@@ -933,7 +933,7 @@ mod tests {
             .data(256, synth::JUNIPER_V4, &v4)
             .build();
         assert_eq!(
-            decode_all(&mut decoder, source(1), &[data_a.clone()]),
+            decode_all(&mut decoder, source(1), std::slice::from_ref(&data_a)),
             expected(&v4, source(1).ip(), 1)
         );
         assert_eq!(

@@ -145,7 +145,7 @@ impl Flow {
         Self {
             src: IpAddr::from((0x0a00_0000 | (n % 4096)).to_be_bytes()),
             dst: IpAddr::from((0xc633_6400 | (n % 251)).to_be_bytes()),
-            proto: if n % 5 == 0 { 17 } else { 6 },
+            proto: if n.is_multiple_of(5) { 17 } else { 6 },
             src_port: 1024 + (n % 50_000) as u16,
             dst_port: [443, 80, 53, 22][(n % 4) as usize],
             in_if: 1 + n % 4,

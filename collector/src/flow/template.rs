@@ -208,6 +208,16 @@ pub(crate) fn rate(interval: Option<u64>, space: Option<u64>) -> Option<u64> {
 
 /// A big-endian unsigned integer of up to 8 bytes (longer values keep their low 8).
 pub(crate) fn uint(bytes: &[u8]) -> u64 {
+    // The usual widths first: this runs for every field of every record.
+    if let Ok(b) = <[u8; 4]>::try_from(bytes) {
+        return u64::from(u32::from_be_bytes(b));
+    }
+    if let Ok(b) = <[u8; 2]>::try_from(bytes) {
+        return u64::from(u16::from_be_bytes(b));
+    }
+    if let Ok(b) = <[u8; 8]>::try_from(bytes) {
+        return u64::from_be_bytes(b);
+    }
     let tail = &bytes[bytes.len().saturating_sub(8)..];
     tail.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b))
 }
