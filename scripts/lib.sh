@@ -78,8 +78,6 @@ ensure_test_postgres() {
 ensure_network_peers() {
     local missing=()
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-    # Tests stop daemons with the kill program (not the shell builtin).
-    [ -x /usr/bin/kill ] || [ -x /bin/kill ] || missing+=(procps)
     command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
     command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || missing+=(snmpd)
     command -v snmpget >/dev/null 2>&1 || missing+=(snmp)

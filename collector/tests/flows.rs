@@ -9,13 +9,16 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr, UdpSocket},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use cdot_collector::flow::{self, FlowConfig, FlowMetrics, FlowSink};
 use cdot_crds::wire::collector::FlowGroup;
-use cdot_testkit::netns::{Host, Lab};
+use cdot_testkit::{
+    netns::{Host, Lab},
+    process::Daemon,
+};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 use tokio::sync::{mpsc, watch};
 
@@ -24,41 +27,6 @@ type Totals = BTreeMap<(IpAddr, IpAddr), (u64, u64)>;
 
 /// Port nfcapd listens on, on the lab's gateway address (unique per lab).
 const NFCAPD_PORT: u16 = 9995;
-
-/// A child process stopped with SIGTERM (so nfcapd writes its file) when dropped.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(command: &mut Command) -> Self {
-        let child = command
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
-        Self(child)
-    }
-
-    /// SIGTERM, then waits up to 10 s for the exit.
-    fn stop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            self.stop();
-        }
-    }
-}
 
 fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

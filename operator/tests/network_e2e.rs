@@ -10,30 +10,13 @@ mod support;
 
 use std::{
     net::UdpSocket,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use cdot_testkit::netns::Lab;
+use cdot_testkit::{netns::Lab, process::Daemon};
 use serde_json::Value;
 use support::{Operator, TestDb, create_token, free_port, wait_for, workspace_bin};
-
-/// A child process stopped with SIGTERM (then killed) when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        for _ in 0..100 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test]
 async fn flows_exported_by_softflowd_reach_the_top_talkers_api() {
@@ -201,9 +184,7 @@ async fn flows_exported_by_softflowd_reach_the_top_talkers_api() {
     }
 
     // Stopping the collector flushes the open minute and delivers it before exiting.
-    let _ = Command::new("kill")
-        .arg(running.0.id().to_string())
-        .status();
+    cdot_testkit::process::sigterm(&running.0);
     let status = tokio::task::spawn_blocking(move || {
         let mut running = running;
         let status = running.0.wait();
@@ -215,7 +196,13 @@ async fn flows_exported_by_softflowd_reach_the_top_talkers_api() {
     .0;
     assert!(status.success(), "collector exit: {status}");
 
-    let url = format!("{}/v1/namespaces/acme/network/top-talkers", operator.base);
+    // Ranges up to 15 minutes are read from the minute table, which has every batch as it
+    // lands (ten, so that the range is still short when the last try asks).
+    let from = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(10);
+    let url = format!(
+        "{}/v1/namespaces/acme/network/top-talkers?from={from}",
+        operator.base
+    );
     let body: Value = wait_for(Duration::from_secs(20), || async {
         let body: Value = http
             .get(&url)

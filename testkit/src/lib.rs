@@ -1,12 +1,13 @@
 //! Fixtures for the workspace's tests, written once: a PostgreSQL database per test
 //! ([`pg::TestDb`]), network namespaces on a private bridge where real peers (snmpd,
 //! softflowd, ping targets) run ([`netns::Lab`]), net-snmp agents on them
-//! ([`snmpd::Snmpd`]), hosts that answer pings late ([`echo::DelayedEcho`]), and paths of
+//! ([`snmpd::Snmpd`]), daemons stopped gracefully ([`process::Daemon`]), hosts that answer pings late ([`echo::DelayedEcho`]), and paths of
 //! workspace binaries.
 pub mod bins;
 pub mod echo;
 pub mod netns;
 pub mod pg;
+pub mod process;
 pub mod snmpd;
 
 use std::net::TcpListener;

@@ -43,13 +43,8 @@ impl Lab {
     pub fn new() -> Self {
         remove_stale();
         std::fs::create_dir_all(CLAIMS).unwrap_or_else(|e| panic!("create {CLAIMS}: {e}"));
-        let pid = std::process::id();
         let subnet = (1..=250u8)
-            .find(|n| {
-                let claim = PathBuf::from(format!("{CLAIMS}/{n}"));
-                std::fs::create_dir(&claim).is_ok()
-                    && std::fs::write(claim.join("pid"), pid.to_string()).is_ok()
-            })
+            .find(|n| claim(*n))
             .expect("no free lab subnet under /run/cdot-testkit (250 labs in use?)");
         let lab = Self {
             subnet,
@@ -207,20 +202,16 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let mut children =
             std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
-        for child in &mut children {
+        for child in &children {
             // SIGTERM first so that daemons (nfcapd) write what they hold.
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            crate::process::sigterm(child);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         for child in &mut children {
-            while std::time::Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if !crate::process::wait_until(child, deadline) {
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         for ns in self.hosts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = ip(&["netns", "del", ns]);
@@ -256,6 +247,24 @@ fn must(args: &[&str]) {
 }
 
 /// Frees the subnets of labs whose process is gone.
+/// Claims subnet `n`: the claim appears whole, pid inside, by renaming a private directory
+/// (a directory that existed empty for a moment could be taken for a dead run's by another
+/// test's [`remove_stale`], which then deletes the namespaces being built).
+fn claim(n: u8) -> bool {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let pid = std::process::id();
+    let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = PathBuf::from(format!("{CLAIMS}/.claim-{pid}-{unique}"));
+    let staged = std::fs::create_dir(&staging).is_ok()
+        && std::fs::write(staging.join("pid"), pid.to_string()).is_ok();
+    // rename(2) fails when the target is a directory with a pid file in it: claimed.
+    let claimed = staged && std::fs::rename(&staging, format!("{CLAIMS}/{n}")).is_ok();
+    if !claimed {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    claimed
+}
+
 fn remove_stale() {
     let Ok(entries) = std::fs::read_dir(CLAIMS) else {
         return;
@@ -267,11 +276,12 @@ fn remove_stale() {
         if alive {
             continue;
         }
-        let Some(subnet) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u8>().ok())
-        else {
+        let name = entry.file_name();
+        let name = name.to_str().unwrap_or_default();
+        let Ok(subnet) = name.parse::<u8>() else {
+            if name.starts_with(".claim-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
             continue;
         };
         let _ = ip(&["netns", "del", &format!("cdt{subnet}-lan")]);
