@@ -20,7 +20,10 @@ use cdot_operator::{
     metrics::Metrics,
     store::{
         Store,
-        network::{HOUR_MS, MINUTE_MS, NetTable, day_of, floor_to, rollup::Fold},
+        network::{
+            HOUR_MS, MINUTE_MS, NetTable, day_of, floor_to, partition_name,
+            rollup::{FLOW_EXPORTER_TOP_N, Fold},
+        },
     },
 };
 use serde_json::{Value, json};
@@ -499,12 +502,12 @@ async fn queries_return_the_numbers_of_known_data() {
     assert_eq!(h.post(&h.collector, &body).await.0, StatusCode::OK);
     h.fold().await;
 
-    // Top talkers by minute over the hour holding the data.
+    // Top talkers over the hour holding the data: by 10 minutes (from the site rollup).
     let range = format!("from={}&to={}", rfc3339(hour), rfc3339(hour + HOUR_MS));
     let base = "/v1/namespaces/acme/network";
     let (status, top) = h.get(&format!("{base}/top-talkers?{range}")).await;
     assert_eq!(status, StatusCode::OK, "{top}");
-    assert_eq!(top["resolution"], "1m");
+    assert_eq!(top["resolution"], "10m");
     assert_eq!(
         (top["totalBytes"].clone(), top["totalPackets"].clone()),
         (json!(16000), json!(64))
@@ -559,7 +562,12 @@ async fn queries_return_the_numbers_of_known_data() {
         json!({ "protocol": 6, "bytes": 12000, "packets": 30, "share": 0.75 })
     );
 
-    // The same over a day comes from the hour rollup, with the same numbers.
+    // The same by minute over the two minutes, and by hour over a day.
+    let minutes = format!("from={}&to={}", rfc3339(m1), rfc3339(m1 + 2 * MINUTE_MS));
+    let (_, by_minute) = h.get(&format!("{base}/top-talkers?{minutes}")).await;
+    assert_eq!(by_minute["resolution"], "1m");
+    assert_eq!(by_minute["items"], top["items"]);
+    assert_eq!(by_minute["other"], top["other"]);
     let day = format!("from={}&to={}", rfc3339(now - 24 * HOUR_MS), rfc3339(now));
     let (status, daily) = h.get(&format!("{base}/top-talkers?{day}")).await;
     assert_eq!(status, StatusCode::OK, "{daily}");
@@ -810,7 +818,11 @@ async fn rollups_keep_the_top_keys_refold_late_rows_and_retention_drops_partitio
         Vec::new(),
     );
     assert_eq!(h.post(&h.collector, &late).await.0, StatusCode::OK);
-    assert_eq!(h.count("SELECT count(*) FROM net_rollup_dirty").await, 2);
+    assert_eq!(
+        h.count("SELECT count(*) FROM net_rollup_dirty").await,
+        3,
+        "the flows' 10 minutes and hour, the interface's minute"
+    );
     h.fold().await;
     assert_eq!(
         h.count("SELECT sum(bytes)::int8 FROM net_flows_1h").await,
@@ -829,7 +841,7 @@ async fn rollups_keep_the_top_keys_refold_late_rows_and_retention_drops_partitio
     for table in [NetTable::Flows1m, NetTable::Flows1h, NetTable::Interfaces1h] {
         assert!(
             h.store
-                .create_net_partition(table, today - 20)
+                .create_partition(table, today - 20)
                 .await
                 .expect("create")
         );
@@ -843,29 +855,29 @@ async fn rollups_keep_the_top_keys_refold_late_rows_and_retention_drops_partitio
         .expect("maintain");
     assert!(
         done.dropped
-            .contains(&NetTable::Flows1m.partition(today - 20)),
+            .contains(&partition_name(NetTable::Flows1m, today - 20)),
         "{done:?}"
     );
     assert!(
         !done
             .dropped
-            .contains(&NetTable::Flows1h.partition(today - 20)),
+            .contains(&partition_name(NetTable::Flows1h, today - 20)),
         "{done:?}"
     );
     assert!(
         !done
             .dropped
-            .contains(&NetTable::Interfaces1h.partition(today - 20)),
+            .contains(&partition_name(NetTable::Interfaces1h, today - 20)),
         "{done:?}"
     );
     assert!(
         done.created
-            .contains(&NetTable::ProbeSamples.partition(today + 3)),
+            .contains(&partition_name(NetTable::ProbeSamples, today + 3)),
         "{done:?}"
     );
     let flows: Vec<i64> = h
         .store
-        .net_partitions(NetTable::Flows1m)
+        .partitions(NetTable::Flows1m)
         .await
         .expect("partitions")
         .into_iter()
@@ -886,4 +898,171 @@ async fn rollups_keep_the_top_keys_refold_late_rows_and_retention_drops_partitio
         (StatusCode::OK, json!(0)),
         "{ack}"
     );
+}
+
+/// The flow rollups that must add up to the minute table.
+const FLOW_ROLLUPS: [&str; 4] = [
+    "net_flows_10m",
+    "net_flows_1h",
+    "net_flows_site_10m",
+    "net_flows_site_1h",
+];
+
+/// Sum of bytes of `table` (a constant of the test).
+async fn bytes_of(store: &Store, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COALESCE(sum(bytes), 0)::int8 FROM {table}"
+    )))
+    .fetch_one(store.pool())
+    .await
+    .expect("sum of bytes")
+}
+
+/// Bytes in the minute table between two RFC 3339 times, of exporters matching `filter`.
+async fn minute_bytes(store: &Store, answer: &Value, filter: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COALESCE(sum(f.bytes), 0)::int8 FROM net_flows_1m f
+         JOIN net_exporters e ON e.id = f.exporter_id
+         WHERE f.minute >= $1::timestamptz AND f.minute < $2::timestamptz AND {filter}"
+    )))
+    .bind(answer["from"].as_str().expect("from"))
+    .bind(answer["to"].as_str().expect("to"))
+    .fetch_one(store.pool())
+    .await
+    .expect("minute bytes")
+}
+
+#[tokio::test]
+async fn flow_tiers_match_the_minutes_follow_the_range_and_refold_late_rows() {
+    let h = Harness::start().await;
+    device(
+        &h.store,
+        "acme",
+        "paris-rtr",
+        json!({ "class": "Router", "site": "paris", "managementAddresses": ["10.0.0.2"] }),
+    )
+    .await;
+    let now = now_ms();
+    let start = floor_to(now, HOUR_MS) - 3 * HOUR_MS;
+    h.fold_from(start).await;
+    // Every 7th minute of two hours: core-rtr (london) with 120 keys, more than an exporter
+    // bucket keeps, paris-rtr with 3; both with an "other" total.
+    let flows: Vec<Value> = (0..120i64)
+        .step_by(7)
+        .flat_map(|m| {
+            [("10.0.0.1", 120u64), ("10.0.0.2", 3)].map(|(exporter, keys)| {
+                let top: Vec<Value> = (0..keys)
+                    .map(|k| {
+                        count(
+                            &format!("192.0.2.{}", k + 1),
+                            "198.51.100.1",
+                            6,
+                            40_000 + m as u16,
+                            443,
+                            1000 + k * 10 + m as u64,
+                            1 + k % 3,
+                        )
+                    })
+                    .collect();
+                json!({
+                    "minuteMs": start + m * MINUTE_MS, "exporter": exporter, "inIf": 1, "outIf": 2,
+                    "top": top, "other": { "b": 500, "p": 2, "f": 1 },
+                })
+            })
+        })
+        .collect();
+    let body = batch(flows, Vec::new(), Vec::new());
+    assert_eq!(h.post(&h.collector, &body).await.0, StatusCode::OK);
+    h.fold().await;
+
+    // Every tier adds up to the minute table; exporter buckets keep their top keys only.
+    let minute_total = bytes_of(&h.store, "net_flows_1m").await;
+    for table in FLOW_ROLLUPS {
+        assert_eq!(bytes_of(&h.store, table).await, minute_total, "{table}");
+    }
+    assert_eq!(
+        h.count(
+            "SELECT max(n) FROM (SELECT count(*) AS n FROM net_flows_10m
+             WHERE src IS NOT NULL GROUP BY exporter_id, bucket) k"
+        )
+        .await,
+        FLOW_EXPORTER_TOP_N
+    );
+    assert_eq!(
+        h.count("SELECT count(DISTINCT site) FROM net_flows_site_1h")
+            .await,
+        2
+    );
+
+    // The rollup read follows the range; totals equal the minutes of the widened range, and
+    // the largest pair (in every top) is exact.
+    let base = "/v1/namespaces/acme/network/top-talkers";
+    let cases = [
+        (start + 7 * MINUTE_MS, start + 17 * MINUTE_MS, "1m"),
+        (start + 5 * MINUTE_MS, start + 65 * MINUTE_MS, "10m"),
+        (start, start + 2 * HOUR_MS, "10m"),
+        (now - 24 * HOUR_MS, now, "1h"),
+    ];
+    for (from, to, resolution) in cases {
+        let range = format!("from={}&to={}", rfc3339(from), rfc3339(to));
+        for (filter, sql) in [
+            ("", "true"),
+            ("&site=paris", "e.site = 'paris'"),
+            ("&device=core-rtr", "e.device_name = 'core-rtr'"),
+        ] {
+            let (status, top) = h.get(&format!("{base}?{range}{filter}")).await;
+            assert_eq!(status, StatusCode::OK, "{top}");
+            assert_eq!(top["resolution"], resolution, "{range}{filter}");
+            let want = minute_bytes(&h.store, &top, sql).await;
+            assert!(want > 0, "{range}{filter}");
+            assert_eq!(top["totalBytes"], want, "{range}{filter}: {top}");
+            let first = &top["items"][0];
+            let pair_sql = format!(
+                "{sql} AND f.src = '{}' AND f.dst = '{}'",
+                first["src"].as_str().unwrap_or_default(),
+                first["dst"].as_str().unwrap_or_default()
+            );
+            assert_eq!(
+                first["bytes"],
+                minute_bytes(&h.store, &top, &pair_sql).await,
+                "{range}{filter}: {top}"
+            );
+        }
+    }
+    let paris = format!(
+        "{base}?site=paris&from={}&to={}",
+        rfc3339(start),
+        rfc3339(start + 2 * HOUR_MS)
+    );
+    let (_, answer) = h.get(&paris).await;
+    assert_eq!(
+        answer["items"].as_array().map(Vec::len),
+        Some(3),
+        "{answer}"
+    );
+
+    // A late minute of folded buckets: the exporter rollups and, through them, the site
+    // rollups are folded again.
+    let late = batch(
+        vec![json!({
+            "minuteMs": start + 8 * MINUTE_MS, "exporter": "10.0.0.2", "inIf": 1, "outIf": 2,
+            "top": [count("192.0.2.200", "198.51.100.9", 17, 53, 5353, 70_000, 70)],
+            "other": { "b": 30, "p": 1, "f": 1 },
+        })],
+        Vec::new(),
+        Vec::new(),
+    );
+    assert_eq!(h.post(&h.collector, &late).await.0, StatusCode::OK);
+    assert_eq!(h.count("SELECT count(*) FROM net_rollup_dirty").await, 2);
+    h.fold().await;
+    assert_eq!(h.count("SELECT count(*) FROM net_rollup_dirty").await, 0);
+    for table in FLOW_ROLLUPS {
+        assert_eq!(
+            bytes_of(&h.store, table).await,
+            minute_total + 70_030,
+            "{table}"
+        );
+    }
+    let (_, refolded) = h.get(&paris).await;
+    assert_eq!(refolded["items"][0]["src"], "192.0.2.200", "{refolded}");
 }

@@ -2,8 +2,10 @@
 //! `/v1/namespaces/{ns}/network/`: top talkers, the interface report, bandwidth and probe
 //! time series, and the per-site summary of what is worst right now.
 //!
-//! Every query reads rollups: flows by minute for ranges up to an hour and by hour beyond
-//! (whole hours then), interfaces and probes by minute up to two days and by hour beyond.
+//! Every query reads rollups: flows by minute for ranges up to 15 minutes, by 10 minutes up
+//! to 6 hours and by hour beyond (widened to whole buckets; without a device from the
+//! per-site rollups, ADR 12), interfaces and probes by minute up to two days and by hour
+//! beyond.
 //! Common parameters: `site`, `device`, `interface`, `from`, `to` (RFC 3339; default the
 //! last hour). A bad parameter is a 400 naming `query.<name>`.
 use std::collections::BTreeMap;
@@ -20,7 +22,8 @@ use super::{ApiError, AppState, auth::Principal};
 use crate::store::network::{
     HOUR_MS, MINUTE_MS, floor_to,
     query::{
-        InterfaceInfo, InterfaceStats, ProbeStats, Rank, Resolution, Scope, TalkerKey, TalkerQuery,
+        FlowResolution, FlowScope, InterfaceInfo, InterfaceStats, ProbeStats, Rank, Resolution,
+        Scope, TalkerKey, TalkerQuery,
     },
 };
 
@@ -28,8 +31,10 @@ use crate::store::network::{
 const DEFAULT_RANGE_MS: i64 = HOUR_MS;
 /// Longest range of one query.
 const MAX_RANGE_MS: i64 = 400 * 24 * HOUR_MS;
-/// Flow ranges up to this are read by minute; longer ones by whole hours.
-pub const FLOW_MINUTE_RANGE_MS: i64 = HOUR_MS;
+/// Flow ranges up to this are read by minute.
+pub const FLOW_MINUTE_RANGE_MS: i64 = 15 * MINUTE_MS;
+/// Longer flow ranges up to this are read by 10 minutes; longer ones by hour.
+pub const FLOW_TEN_MINUTE_RANGE_MS: i64 = 6 * HOUR_MS;
 /// Interface and probe ranges up to this are read by minute; longer ones by hour.
 pub const SAMPLE_MINUTE_RANGE_MS: i64 = 48 * HOUR_MS;
 /// Most points one series may have.
@@ -285,30 +290,28 @@ pub async fn top_talkers(
     };
     let limit = params.limit(DEFAULT_LIMIT)?;
     let (from, to) = params.range(now_ms())?;
-    // Long ranges read the hour rollup, widened to whole hours.
-    let (resolution, from, to) = if to - from <= FLOW_MINUTE_RANGE_MS {
-        (
-            Resolution::Minute,
-            floor_to(from, MINUTE_MS),
-            floor_to(to + MINUTE_MS - 1, MINUTE_MS),
-        )
-    } else {
-        (
-            Resolution::Hour,
-            floor_to(from, HOUR_MS),
-            floor_to(to + HOUR_MS - 1, HOUR_MS),
-        )
+    let (resolution, from, to) = flow_resolution(from, to);
+    // Without a device (and so without an interface) the per-site rollups answer.
+    let flows = match (scope.device, params.get("interface")) {
+        (None, None) => FlowScope::Site {
+            namespace: namespace.clone(),
+            site: scope.site.map(str::to_owned),
+        },
+        (_, interface) => {
+            let if_indexes = match interface {
+                None => None,
+                Some(interface) => Some(flow_interfaces(&state, scope, interface).await?),
+            };
+            FlowScope::Exporters {
+                ids: state.store.exporters_in(scope).await?,
+                if_indexes,
+            }
+        }
     };
-    let if_indexes = match params.get("interface") {
-        None => None,
-        Some(interface) => Some(flow_interfaces(&state, scope, interface).await?),
-    };
-    let exporters = state.store.exporters_in(scope).await?;
     let top = state
         .store
         .top_talkers(&TalkerQuery {
-            exporters,
-            if_indexes,
+            scope: flows,
             key,
             rank,
             from_ms: from,
@@ -408,23 +411,34 @@ async fn flow_interfaces(
         })
 }
 
+/// `[from, to)` widened to whole buckets of `size`.
+fn widen(from: i64, to: i64, size: i64) -> (i64, i64) {
+    (floor_to(from, size), floor_to(to + size - 1, size))
+}
+
+/// Flows: the finest rollup that keeps a query small for the range (see
+/// [`FLOW_MINUTE_RANGE_MS`], [`FLOW_TEN_MINUTE_RANGE_MS`]), with the range widened to it.
+pub fn flow_resolution(from: i64, to: i64) -> (FlowResolution, i64, i64) {
+    let resolution = if to - from <= FLOW_MINUTE_RANGE_MS {
+        FlowResolution::Minute
+    } else if to - from <= FLOW_TEN_MINUTE_RANGE_MS {
+        FlowResolution::TenMinutes
+    } else {
+        FlowResolution::Hour
+    };
+    let (from, to) = widen(from, to, resolution.bucket_ms());
+    (resolution, from, to)
+}
+
 /// Interfaces and probes: minutes up to two days, hours beyond (widened to whole hours).
 fn sample_resolution(from: i64, to: i64) -> (Resolution, i64, i64) {
-    let size = if to - from <= SAMPLE_MINUTE_RANGE_MS {
-        MINUTE_MS
+    let (resolution, size) = if to - from <= SAMPLE_MINUTE_RANGE_MS {
+        (Resolution::Minute, MINUTE_MS)
     } else {
-        HOUR_MS
+        (Resolution::Hour, HOUR_MS)
     };
-    let resolution = if size == MINUTE_MS {
-        Resolution::Minute
-    } else {
-        Resolution::Hour
-    };
-    (
-        resolution,
-        floor_to(from, size),
-        floor_to(to + size - 1, size),
-    )
+    let (from, to) = widen(from, to, size);
+    (resolution, from, to)
 }
 
 fn utilization(bps: f64, speed_bps: i64) -> Value {
@@ -509,14 +523,43 @@ fn too_many_series(n: usize, field: &str) -> ApiError {
     )
 }
 
-/// Resolution and bucket-aligned range of a series with `step`.
-fn series_range(from: i64, to: i64, step: i64) -> (Resolution, i64, i64) {
-    let resolution = if step % HOUR_MS == 0 {
-        Resolution::Hour
-    } else {
-        Resolution::Minute
-    };
-    (resolution, floor_to(from, step), to)
+/// Range, step and resolution of a series request: the range starts at a whole step.
+struct SeriesWindow {
+    from: i64,
+    to: i64,
+    step: i64,
+    resolution: Resolution,
+}
+
+impl SeriesWindow {
+    fn of(params: &Params) -> Result<Self, ApiError> {
+        let (from, to) = params.range(now_ms())?;
+        let step = params.step(from, to)?;
+        let resolution = if step % HOUR_MS == 0 {
+            Resolution::Hour
+        } else {
+            Resolution::Minute
+        };
+        Ok(Self {
+            from: floor_to(from, step),
+            to,
+            step,
+            resolution,
+        })
+    }
+
+    /// The response: the window, the point `columns` and the `series`.
+    fn response(&self, namespace: &str, columns: &[&str], series: Vec<Value>) -> Json<Value> {
+        Json(json!({
+            "namespace": namespace,
+            "from": rfc3339(self.from),
+            "to": rfc3339(self.to),
+            "stepMs": self.step,
+            "resolution": self.resolution.as_str(),
+            "columns": columns,
+            "series": series,
+        }))
+    }
 }
 
 /// `GET /v1/namespaces/{ns}/network/interfaces/bandwidth?step=`: per interface
@@ -529,9 +572,7 @@ pub async fn bandwidth(
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(pairs, &allowed(&["step"]))?;
     let scope = scope(&state, &principal, &namespace, &params).await?;
-    let (from, to) = params.range(now_ms())?;
-    let step = params.step(from, to)?;
-    let (resolution, from, to) = series_range(from, to, step);
+    let window = SeriesWindow::of(&params)?;
     let infos = state
         .store
         .interfaces_in(scope, params.get("interface"))
@@ -542,7 +583,7 @@ pub async fn bandwidth(
     let ids: Vec<i32> = infos.iter().map(|i| i.id).collect();
     let points = state
         .store
-        .interface_points(&ids, from, to, step, resolution)
+        .interface_points(&ids, window.from, window.to, window.step, window.resolution)
         .await?;
     let mut by_id: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
     for (id, ts, in_avg, out_avg, in_max, out_max) in points {
@@ -564,15 +605,11 @@ pub async fn bandwidth(
             })
         })
         .collect();
-    Ok(Json(json!({
-        "namespace": namespace,
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "stepMs": step,
-        "resolution": resolution.as_str(),
-        "columns": ["ms", "inBps", "outBps", "inMaxBps", "outMaxBps"],
-        "series": series,
-    })))
+    Ok(window.response(
+        &namespace,
+        &["ms", "inBps", "outBps", "inMaxBps", "outMaxBps"],
+        series,
+    ))
 }
 
 fn probe_point(s: &ProbeStats) -> Value {
@@ -596,9 +633,7 @@ pub async fn probes(
 ) -> Result<Json<Value>, ApiError> {
     let params = Params::parse(pairs, &["site", "device", "probe", "from", "to", "step"])?;
     let scope = scope(&state, &principal, &namespace, &params).await?;
-    let (from, to) = params.range(now_ms())?;
-    let step = params.step(from, to)?;
-    let (resolution, from, to) = series_range(from, to, step);
+    let window = SeriesWindow::of(&params)?;
     let infos = state.store.probes_in(scope, params.get("probe")).await?;
     if infos.len() > MAX_SERIES {
         return Err(too_many_series(infos.len(), "probe"));
@@ -607,7 +642,7 @@ pub async fn probes(
     let mut by_id: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
     for s in state
         .store
-        .probe_points(&ids, from, to, step, resolution)
+        .probe_points(&ids, window.from, window.to, window.step, window.resolution)
         .await?
     {
         by_id.entry(s.id).or_default().push(probe_point(&s));
@@ -624,15 +659,18 @@ pub async fn probes(
             })
         })
         .collect();
-    Ok(Json(json!({
-        "namespace": namespace,
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "stepMs": step,
-        "resolution": resolution.as_str(),
-        "columns": ["ms", "rttAvgMs", "rttMinMs", "rttMaxMs", "jitterMs", "lossPercent"],
-        "series": series,
-    })))
+    Ok(window.response(
+        &namespace,
+        &[
+            "ms",
+            "rttAvgMs",
+            "rttMinMs",
+            "rttMaxMs",
+            "jitterMs",
+            "lossPercent",
+        ],
+        series,
+    ))
 }
 
 /// How bad an interface is now: down first, then by the higher average utilisation (or
@@ -796,7 +834,7 @@ pub fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
                 string("rank", "bytes (default) or packets"),
                 string("limit", "items, 1 to 1000 (default 10)"),
             ],
-            ok("`items` ranked, `other`, totals, the `resolution` read (1m, or 1h for ranges over an hour)"),
+            ok("`items` ranked, `other`, totals, the `resolution` read (1m up to 15 minutes, 10m up to 6 hours, else 1h)"),
         ),
     );
     paths.insert(
@@ -915,6 +953,26 @@ mod tests {
         assert_eq!(field(p.limit(10).expect_err("refused")), "query.limit");
         let p = params(&[], &SCOPE).expect("params");
         assert_eq!(p.range(NOW).expect("range"), (NOW - HOUR_MS, NOW));
+    }
+
+    #[test]
+    fn flow_ranges_pick_the_rollup_and_widen_to_its_buckets() {
+        assert_eq!(
+            flow_resolution(NOW - 15 * MINUTE_MS + 1, NOW - 1),
+            (FlowResolution::Minute, NOW - 15 * MINUTE_MS, NOW)
+        );
+        assert_eq!(
+            flow_resolution(NOW - HOUR_MS + 1, NOW - 5 * MINUTE_MS),
+            (FlowResolution::TenMinutes, NOW - HOUR_MS, NOW)
+        );
+        assert_eq!(
+            flow_resolution(NOW - 6 * HOUR_MS, NOW).0,
+            FlowResolution::TenMinutes
+        );
+        assert_eq!(
+            flow_resolution(NOW - 6 * HOUR_MS - 1, NOW),
+            (FlowResolution::Hour, NOW - 7 * HOUR_MS, NOW)
+        );
     }
 
     #[test]

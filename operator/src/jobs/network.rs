@@ -1,28 +1,30 @@
-//! The network data job: folds collector data into the 1-minute and 1-hour rollups, and
-//! keeps the daily partitions of every network table (created ahead, dropped by retention).
+//! The network data job: folds collector data into the rollups (1-minute, 10-minute, 1-hour,
+//! per exporter and per site), and keeps the daily partitions of every network table
+//! (created ahead, dropped by retention).
 use std::{sync::Arc, time::Duration};
 
 use clap::Args;
 use tokio::sync::watch;
 
+use super::partitions::{keep_days, report, whole_days};
 use crate::{
-    metrics::{Metrics, ResultLabels},
+    metrics::Metrics,
     store::{
         Store, StoreError,
         network::{
-            DAY_MS, NetTable, day_of,
+            DAY_MS, HOUR_MS, NetTable, day_of,
             rollup::{Fold, FoldStep},
         },
     },
 };
 
-/// Days of partitions created ahead of today.
-pub const DAYS_AHEAD: i64 = 2;
 /// Buckets one fold transaction folds at most (catching up after downtime goes in steps).
 pub const MAX_BUCKETS_PER_FOLD: i64 = 10;
 /// Late buckets one fold transaction folds again at most.
 pub const MAX_REFOLD_PER_FOLD: i64 = 30;
-/// How often the open hour is folded provisionally, so that queries over hours see it.
+/// How often the open hour is folded provisionally, so that queries over hours see it;
+/// shorter buckets in proportion (the open 10 minutes every 50 s: hour-long ranges read
+/// them, and should lag the minutes little).
 pub const PROVISIONAL_EVERY_MS: i64 = 5 * 60_000;
 /// Steps one run takes per fold at most before it yields to the next tick.
 const MAX_STEPS_PER_RUN: usize = 30;
@@ -34,7 +36,12 @@ pub struct NetworkArgs {
     /// How long per-minute flow aggregates are kept (whole days, rounded up).
     #[arg(long, env = "CDOT_NETWORK_FLOW_RETENTION", value_parser = crate::cli::parse_duration, default_value = "7d")]
     pub network_flow_retention: Duration,
-    /// How long hourly flow rollups (top keys per exporter) are kept.
+    /// How long 10-minute flow rollups (top keys per exporter and per site) are kept (never
+    /// less than the minutes).
+    #[arg(long, env = "CDOT_NETWORK_FLOW_10M_RETENTION", value_parser = crate::cli::parse_duration, default_value = "30d")]
+    pub network_flow_10m_retention: Duration,
+    /// How long hourly flow rollups (top keys per exporter and per site) are kept (never
+    /// less than the 10-minute ones).
     #[arg(long, env = "CDOT_NETWORK_FLOW_ROLLUP_RETENTION", value_parser = crate::cli::parse_duration, default_value = "90d")]
     pub network_flow_rollup_retention: Duration,
     /// How long raw interface samples and probe results are kept.
@@ -55,6 +62,7 @@ impl Default for NetworkArgs {
     fn default() -> Self {
         Self {
             network_flow_retention: Duration::from_secs(7 * 86_400),
+            network_flow_10m_retention: Duration::from_secs(30 * 86_400),
             network_flow_rollup_retention: Duration::from_secs(90 * 86_400),
             network_sample_retention: Duration::from_secs(7 * 86_400),
             network_rollup_1m_retention: Duration::from_secs(30 * 86_400),
@@ -70,9 +78,13 @@ impl NetworkArgs {
         let samples = whole_days(self.network_sample_retention);
         let minutes = whole_days(self.network_rollup_1m_retention).max(samples);
         let flows = whole_days(self.network_flow_retention);
+        let flows_10m = whole_days(self.network_flow_10m_retention).max(flows);
         match table {
             NetTable::Flows1m => flows,
-            NetTable::Flows1h => whole_days(self.network_flow_rollup_retention).max(flows),
+            NetTable::Flows10m | NetTable::FlowSites10m => flows_10m,
+            NetTable::Flows1h | NetTable::FlowSites1h => {
+                whole_days(self.network_flow_rollup_retention).max(flows_10m)
+            }
             NetTable::InterfaceSamples | NetTable::ProbeSamples => samples,
             NetTable::Interfaces1m | NetTable::Probes1m => minutes,
             NetTable::Interfaces1h | NetTable::Probes1h => {
@@ -80,12 +92,6 @@ impl NetworkArgs {
             }
         }
     }
-}
-
-fn whole_days(d: Duration) -> i64 {
-    i64::try_from(d.as_millis().div_ceil(DAY_MS as u128))
-        .unwrap_or(i64::MAX / 2)
-        .max(1)
 }
 
 /// What one partition maintenance run did.
@@ -109,16 +115,15 @@ pub async fn maintain(
     let mut done = Maintenance::default();
     for table in NetTable::ALL {
         let kept = args.retention_days(table);
-        for day in (today - kept.min(accepted_days))..=(today + DAYS_AHEAD) {
-            if store.create_net_partition(table, day).await? {
-                done.created.push(table.partition(day));
-            }
-        }
-        done.dropped.extend(
-            store
-                .drop_net_partitions_before(table, today - kept)
-                .await?,
-        );
+        keep_days(
+            store,
+            table,
+            today,
+            (kept.min(accepted_days), kept),
+            &mut done.created,
+            &mut done.dropped,
+        )
+        .await?;
     }
     let oldest_source = [
         NetTable::Flows1m,
@@ -132,26 +137,13 @@ pub async fn maintain(
     store
         .prune_network_dirty((today - oldest_source) * DAY_MS)
         .await?;
-    for (result, n) in [
-        ("created", done.created.len()),
-        ("dropped", done.dropped.len()),
-    ] {
-        metrics
-            .ingest
-            .partitions
-            .get_or_create(&ResultLabels {
-                result: result.into(),
-            })
-            .inc_by(n as u64);
-    }
-    if !done.created.is_empty() || !done.dropped.is_empty() {
-        tracing::info!(created = ?done.created, dropped = ?done.dropped, "network partitions maintained");
-    }
+    report(metrics, "network_partitions", &done.created, &done.dropped);
     Ok(done)
 }
 
 /// Folds every rollup until caught up with `now_ms` (or the per-run cap); returns the
-/// last step of each.
+/// last step of each. The open bucket of an hour fold is folded again after
+/// `provisional_every_ms`, of a shorter fold after the same share of its length.
 pub async fn fold(
     store: &Store,
     now_ms: i64,
@@ -159,16 +151,11 @@ pub async fn fold(
 ) -> Result<Vec<(Fold, FoldStep)>, StoreError> {
     let mut last = Vec::with_capacity(Fold::ALL.len());
     for f in Fold::ALL {
+        let every = provisional_every_ms.saturating_mul(f.bucket_ms()) / HOUR_MS;
         let mut step = FoldStep::default();
         for _ in 0..MAX_STEPS_PER_RUN {
             step = store
-                .fold_network(
-                    f,
-                    now_ms,
-                    MAX_BUCKETS_PER_FOLD,
-                    MAX_REFOLD_PER_FOLD,
-                    provisional_every_ms,
-                )
+                .fold_network(f, now_ms, MAX_BUCKETS_PER_FOLD, MAX_REFOLD_PER_FOLD, every)
                 .await?;
             if step.rows > 0 || step.refolded > 0 {
                 tracing::debug!(fold = f.name(), ?step, "network buckets folded");

@@ -9,7 +9,8 @@ use crate::{
     metrics::{Metrics, ResultLabels},
     store::{
         Store, StoreError,
-        timeseries::{DAY_MS, Partitioned, day_of},
+        partitions::{DAY_MS, DailyTable, day_of, partition_name},
+        timeseries::Partitioned,
     },
 };
 
@@ -54,10 +55,47 @@ pub async fn run(
     }
 }
 
-fn whole_days(d: Duration) -> i64 {
+/// A retention setting in whole days, rounded up, at least one.
+pub(crate) fn whole_days(d: Duration) -> i64 {
     i64::try_from(d.as_millis().div_ceil(DAY_MS as u128))
         .unwrap_or(i64::MAX / 2)
         .max(1)
+}
+
+/// Creates the partitions of `table` from `back` days before `today` to [`DAYS_AHEAD`]
+/// after it, and drops those older than `kept` days; adds their names to `created` and
+/// `dropped`.
+pub(crate) async fn keep_days(
+    store: &Store,
+    table: impl DailyTable,
+    today: i64,
+    (back, kept): (i64, i64),
+    created: &mut Vec<String>,
+    dropped: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    for day in (today - back)..=(today + DAYS_AHEAD) {
+        if store.create_partition(table, day).await? {
+            created.push(partition_name(table, day));
+        }
+    }
+    dropped.extend(store.drop_partitions_before(table, today - kept).await?);
+    Ok(())
+}
+
+/// Counts the partitions a run of `job` created and dropped, and logs them.
+pub(crate) fn report(metrics: &Metrics, job: &str, created: &[String], dropped: &[String]) {
+    for (result, n) in [("created", created.len()), ("dropped", dropped.len())] {
+        metrics
+            .ingest
+            .partitions
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc_by(n as u64);
+    }
+    if !created.is_empty() || !dropped.is_empty() {
+        tracing::info!(job, ?created, ?dropped, "partitions maintained");
+    }
 }
 
 /// Makes the partitions match `now_ms` and the retention settings.
@@ -73,24 +111,23 @@ pub async fn maintain(
     let mut done = Maintenance::default();
     // Raw samples are accepted back to the retention horizon; their minutes may be folded,
     // so both tables need partitions from there on.
-    for table in Partitioned::ALL {
-        for day in (today - raw_days)..=(today + DAYS_AHEAD) {
-            if store.create_partition(table, day).await? {
-                done.created
-                    .push(crate::store::timeseries::partition_name(table, day));
-            }
-        }
+    for (table, kept) in [
+        (Partitioned::Samples, raw_days),
+        (Partitioned::Rollup, rollup_days),
+    ] {
+        keep_days(
+            store,
+            table,
+            today,
+            (raw_days, kept),
+            &mut done.created,
+            &mut done.dropped,
+        )
+        .await?;
     }
-    done.dropped.extend(
-        store
-            .drop_partitions_before(Partitioned::Samples, today - raw_days)
-            .await?,
-    );
-    done.dropped.extend(
-        store
-            .drop_partitions_before(Partitioned::Rollup, today - rollup_days)
-            .await?,
-    );
+    store
+        .prune_rollup_dirty((today - raw_days) * DAY_MS)
+        .await?;
     loop {
         let n = store
             .prune_ingested_batches(now_ms - DEDUP_WINDOW_MS, PRUNE_CHUNK)
@@ -101,20 +138,6 @@ pub async fn maintain(
         }
     }
     done.heartbeats_forgotten = store.prune_heartbeats().await?;
-    for (result, n) in [
-        ("created", done.created.len()),
-        ("dropped", done.dropped.len()),
-    ] {
-        metrics
-            .ingest
-            .partitions
-            .get_or_create(&ResultLabels {
-                result: result.into(),
-            })
-            .inc_by(n as u64);
-    }
-    if !done.created.is_empty() || !done.dropped.is_empty() {
-        tracing::info!(created = ?done.created, dropped = ?done.dropped, "metric partitions maintained");
-    }
+    report(metrics, "partitions", &done.created, &done.dropped);
     Ok(done)
 }

@@ -8,6 +8,7 @@ pub mod embedded;
 pub mod heartbeats;
 pub mod network;
 pub mod objects;
+pub mod partitions;
 pub mod timeseries;
 pub mod tokens;
 

@@ -20,8 +20,10 @@ use super::{
     heartbeats::{self, Heartbeat},
 };
 
+use super::partitions::DailyTable;
+pub use super::partitions::{DAY_MS, day_of, partition_name};
+
 pub const MINUTE_MS: i64 = 60_000;
-pub const DAY_MS: i64 = 86_400_000;
 /// A minute is folded into the rollup once it ended this long ago (in-flight batches land).
 pub const ROLLUP_FOLD_LAG_MS: i64 = 60_000;
 /// Samples of minutes that ended this long before their commit may already be folded: their
@@ -65,8 +67,10 @@ pub enum Partitioned {
 
 impl Partitioned {
     pub const ALL: [Partitioned; 2] = [Partitioned::Samples, Partitioned::Rollup];
+}
 
-    pub fn table(self) -> &'static str {
+impl DailyTable for Partitioned {
+    fn table(self) -> &'static str {
         match self {
             Partitioned::Samples => "metric_points",
             Partitioned::Rollup => "metric_points_1m",
@@ -546,81 +550,17 @@ impl Store {
         })
     }
 
-    /// Partitions of a table: (name, first day as days since the Unix epoch).
-    pub async fn partitions(&self, table: Partitioned) -> Result<Vec<(String, i64)>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = $1::regclass ORDER BY 1",
-        )
-        .bind(table.table())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query("list partitions"))?;
-        Ok(names
-            .into_iter()
-            .filter_map(|name| {
-                let day = name
-                    .strip_prefix(table.table())
-                    .and_then(|s| s.strip_prefix("_p"))
-                    .and_then(parse_day)?;
-                Some((name, day))
-            })
-            .collect())
-    }
-
-    /// Creates the partition of `table` for `day` (days since the Unix epoch) unless it
-    /// exists; true when it was created.
-    pub async fn create_partition(&self, table: Partitioned, day: i64) -> Result<bool, StoreError> {
-        let name = partition_name(table, day);
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(&name)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query("look up partition"))?;
-        if exists {
-            return Ok(false);
-        }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table}
-             FOR VALUES FROM ('{from} 00:00:00+00') TO ('{to} 00:00:00+00')",
-            table = table.table(),
-            from = day_string(day, "%Y-%m-%d"),
-            to = day_string(day + 1, "%Y-%m-%d"),
-        )))
+    /// Forgets late minutes before `before_ms` (their samples' partitions were dropped).
+    pub async fn prune_rollup_dirty(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(concat!(
+            "DELETE FROM metric_rollup_dirty WHERE bucket < ",
+            ms!(1)
+        ))
+        .bind(before_ms)
         .execute(&self.pool)
         .await
-        .map_err(StoreError::query("create partition"))?;
-        Ok(true)
-    }
-
-    /// Drops the partitions of `table` whose day is before `first_kept_day`; returns their names.
-    pub async fn drop_partitions_before(
-        &self,
-        table: Partitioned,
-        first_kept_day: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut dropped = Vec::new();
-        for (name, day) in self.partitions(table).await? {
-            if day < first_kept_day {
-                // The name came from pg_class and matched our own pattern.
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}")))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(StoreError::query("drop partition"))?;
-                dropped.push(name);
-            }
-        }
-        if !dropped.is_empty() && table == Partitioned::Samples {
-            sqlx::query(concat!(
-                "DELETE FROM metric_rollup_dirty WHERE bucket < ",
-                ms!(1)
-            ))
-            .bind(first_kept_day * DAY_MS)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::query("prune late rollup minutes"))?;
-        }
-        Ok(dropped)
+        .map_err(StoreError::query("prune late rollup minutes"))?;
+        Ok(done.rows_affected())
     }
 
     /// Forgets batch ids received before `before_ms`, at most `limit` rows; returns how many.
@@ -693,47 +633,4 @@ async fn fold_minute(conn: &mut sqlx::PgConnection, minute_ms: i64) -> Result<u6
     .await
     .map_err(StoreError::query("write metric rollups"))?;
     Ok(rows.series_ids.len() as u64)
-}
-
-/// `metric_points_p20261125` for the day 2026-11-25 (UTC).
-pub fn partition_name(table: Partitioned, day: i64) -> String {
-    format!("{}_p{}", table.table(), day_string(day, "%Y%m%d"))
-}
-
-/// Days since the Unix epoch of a UTC time in milliseconds.
-pub fn day_of(ms: i64) -> i64 {
-    ms.div_euclid(DAY_MS)
-}
-
-fn day_string(day: i64, format: &str) -> String {
-    jiff::Timestamp::from_second(day * 86_400)
-        .map(|t| t.strftime(format).to_string())
-        .unwrap_or_default()
-}
-
-fn parse_day(s: &str) -> Option<i64> {
-    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let date = jiff::civil::Date::strptime("%Y%m%d", s).ok()?;
-    let ts = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
-    Some(ts.as_second().div_euclid(86_400))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partition_names_round_trip_days() {
-        let day = day_of(1_764_028_800_000); // 2025-11-25T00:00:00Z
-        assert_eq!(
-            partition_name(Partitioned::Samples, day),
-            "metric_points_p20251125"
-        );
-        assert_eq!(parse_day("20251125"), Some(day));
-        assert_eq!(parse_day("2025112"), None);
-        assert_eq!(parse_day("20251340"), None);
-        assert_eq!(day_of(-1), -1);
-    }
 }

@@ -1,7 +1,8 @@
 //! Reads of network data for the query API: what is in scope (dictionaries), then the
 //! numbers from the rollups (never from raw samples).
-use sqlx::Row;
+use sqlx::{Row, postgres::PgRow};
 
+use super::{HOUR_MS, MINUTE_MS, TEN_MINUTES_MS};
 use crate::store::{Store, StoreError};
 
 /// Which rollup a query reads.
@@ -16,6 +17,54 @@ impl Resolution {
         match self {
             Resolution::Minute => "1m",
             Resolution::Hour => "1h",
+        }
+    }
+
+    /// The minute or the hour table.
+    fn of(self, minute: &'static str, hour: &'static str) -> &'static str {
+        match self {
+            Resolution::Minute => minute,
+            Resolution::Hour => hour,
+        }
+    }
+}
+
+/// SQL for "in the namespace `$1`, site `$2` and device `$3`" (`NULL`: any) of a dictionary.
+macro_rules! in_scope {
+    () => {
+        "namespace = $1 AND ($2::text IS NULL OR site = $2) AND ($3::text IS NULL OR device_name = $3)"
+    };
+}
+
+/// SQL for the start (Unix ms) of the step `$4` that holds a rollup row's bucket.
+macro_rules! step_start {
+    () => {
+        "((extract(epoch FROM bucket) * 1000)::int8 / $4) * $4"
+    };
+}
+
+/// Which flow rollup a top-talkers query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowResolution {
+    Minute,
+    TenMinutes,
+    Hour,
+}
+
+impl FlowResolution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowResolution::Minute => "1m",
+            FlowResolution::TenMinutes => "10m",
+            FlowResolution::Hour => "1h",
+        }
+    }
+
+    pub fn bucket_ms(self) -> i64 {
+        match self {
+            FlowResolution::Minute => MINUTE_MS,
+            FlowResolution::TenMinutes => TEN_MINUTES_MS,
+            FlowResolution::Hour => HOUR_MS,
         }
     }
 }
@@ -41,10 +90,10 @@ pub enum TalkerKey {
 }
 
 impl TalkerKey {
-    fn columns(self, resolution: Resolution) -> (&'static str, &'static str) {
+    fn columns(self, resolution: FlowResolution) -> (&'static str, &'static str) {
         let port = match resolution {
-            Resolution::Minute => "LEAST(sp, dp)",
-            Resolution::Hour => "port",
+            FlowResolution::Minute => "LEAST(sp, dp)",
+            FlowResolution::TenMinutes | FlowResolution::Hour => "port",
         };
         match (self, port) {
             (TalkerKey::Pairs, _) => ("host(src), host(dst), NULL::int2, NULL::int4", "src, dst"),
@@ -68,17 +117,32 @@ pub enum Rank {
     Packets,
 }
 
+/// Whose flows a top-talkers query adds up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowScope {
+    /// These exporters, optionally only traffic in or out of these ifIndexes: read from the
+    /// per-exporter rollups.
+    Exporters {
+        ids: Vec<i32>,
+        if_indexes: Option<Vec<i64>>,
+    },
+    /// Every exporter of a namespace, or of one of its sites: read from the per-site
+    /// rollups (by minute, from the exporters' minutes).
+    Site {
+        namespace: String,
+        site: Option<String>,
+    },
+}
+
 /// A top-talkers query over flow rollups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TalkerQuery {
-    pub exporters: Vec<i32>,
-    /// Only traffic in or out of these ifIndexes (of the exporters).
-    pub if_indexes: Option<Vec<i64>>,
+    pub scope: FlowScope,
     pub key: TalkerKey,
     pub rank: Rank,
     pub from_ms: i64,
     pub to_ms: i64,
-    pub resolution: Resolution,
+    pub resolution: FlowResolution,
     pub limit: i64,
 }
 
@@ -168,12 +232,11 @@ impl ProbeStats {
 impl Store {
     /// Flow exporters in scope (exporters matched to a Device carry its name).
     pub async fn exporters_in(&self, scope: Scope<'_>) -> Result<Vec<i32>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT id FROM net_exporters
-             WHERE namespace = $1 AND ($2::text IS NULL OR site = $2)
-               AND ($3::text IS NULL OR device_name = $3)
-             ORDER BY id",
-        )
+        sqlx::query_scalar(concat!(
+            "SELECT id FROM net_exporters WHERE ",
+            in_scope!(),
+            " ORDER BY id"
+        ))
         .bind(scope.namespace)
         .bind(scope.site)
         .bind(scope.device)
@@ -188,21 +251,16 @@ impl Store {
         scope: Scope<'_>,
         interface: Option<&str>,
     ) -> Result<Vec<InterfaceInfo>, StoreError> {
-        let rows = sqlx::query(
+        let sql = concat!(
             "SELECT id, device_name, site, if_index, name, alias, speed_bps, last_status
-             FROM net_interfaces
-             WHERE namespace = $1 AND ($2::text IS NULL OR site = $2)
-               AND ($3::text IS NULL OR device_name = $3)
-               AND ($4::text IS NULL OR name = $4 OR if_index::text = $4)
-             ORDER BY device_name, if_index",
-        )
-        .bind(scope.namespace)
-        .bind(scope.site)
-        .bind(scope.device)
-        .bind(interface)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query("list interfaces in scope"))?;
+             FROM net_interfaces WHERE ",
+            in_scope!(),
+            " AND ($4::text IS NULL OR name = $4 OR if_index::text = $4)
+             ORDER BY device_name, if_index"
+        );
+        let rows = self
+            .named_in_scope(sql, scope, interface, "list interfaces in scope")
+            .await?;
         Ok(rows
             .iter()
             .map(|r| InterfaceInfo {
@@ -224,20 +282,14 @@ impl Store {
         scope: Scope<'_>,
         probe: Option<&str>,
     ) -> Result<Vec<ProbeInfo>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, device_name, site, probe, target FROM net_probes
-             WHERE namespace = $1 AND ($2::text IS NULL OR site = $2)
-               AND ($3::text IS NULL OR device_name = $3)
-               AND ($4::text IS NULL OR probe = $4)
-             ORDER BY device_name, probe, target",
-        )
-        .bind(scope.namespace)
-        .bind(scope.site)
-        .bind(scope.device)
-        .bind(probe)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::query("list probes in scope"))?;
+        let sql = concat!(
+            "SELECT id, device_name, site, probe, target FROM net_probes WHERE ",
+            in_scope!(),
+            " AND ($4::text IS NULL OR probe = $4) ORDER BY device_name, probe, target"
+        );
+        let rows = self
+            .named_in_scope(sql, scope, probe, "list probes in scope")
+            .await?;
         Ok(rows
             .iter()
             .map(|r| ProbeInfo {
@@ -250,20 +302,42 @@ impl Store {
             .collect())
     }
 
-    /// The top keys of the exporters' traffic in `[from, to)`, with the total of all of it.
+    /// The top keys of the traffic in scope in `[from, to)`, with the total of all of it.
+    #[tracing::instrument(skip(self), fields(resolution = q.resolution.as_str()))]
     pub async fn top_talkers(&self, q: &TalkerQuery) -> Result<TopTalkers, StoreError> {
-        if q.exporters.is_empty() {
-            return Ok(TopTalkers::default());
-        }
         let (select, group) = q.key.columns(q.resolution);
-        let (table, time) = match q.resolution {
-            Resolution::Minute => ("net_flows_1m", "minute"),
-            Resolution::Hour => ("net_flows_1h", "hour"),
+        let (table, time) = match (&q.scope, q.resolution) {
+            (_, FlowResolution::Minute) => ("net_flows_1m", "minute"),
+            (FlowScope::Exporters { .. }, FlowResolution::TenMinutes) => {
+                ("net_flows_10m", "bucket")
+            }
+            (FlowScope::Exporters { .. }, FlowResolution::Hour) => ("net_flows_1h", "hour"),
+            (FlowScope::Site { .. }, FlowResolution::TenMinutes) => {
+                ("net_flows_site_10m", "bucket")
+            }
+            (FlowScope::Site { .. }, FlowResolution::Hour) => ("net_flows_site_1h", "bucket"),
         };
-        let interface = if q.if_indexes.is_some() {
-            " AND (in_if = ANY($5) OR out_if = ANY($5))"
-        } else {
-            ""
+        let scope = match (&q.scope, q.resolution) {
+            (FlowScope::Exporters { ids, .. }, _) if ids.is_empty() => {
+                return Ok(TopTalkers::default());
+            }
+            (
+                FlowScope::Exporters {
+                    if_indexes: None, ..
+                },
+                _,
+            ) => "exporter_id = ANY($4)",
+            (FlowScope::Exporters { .. }, _) => {
+                "exporter_id = ANY($4) AND (in_if = ANY($5) OR out_if = ANY($5))"
+            }
+            (FlowScope::Site { site: None, .. }, FlowResolution::Minute) => {
+                "exporter_id IN (SELECT id FROM net_exporters WHERE namespace = $4)"
+            }
+            (FlowScope::Site { .. }, FlowResolution::Minute) => {
+                "exporter_id IN (SELECT id FROM net_exporters WHERE namespace = $4 AND site = $5)"
+            }
+            (FlowScope::Site { site: None, .. }, _) => "namespace = $4",
+            (FlowScope::Site { .. }, _) => "namespace = $4 AND site = $5",
         };
         let (first, second) = match q.rank {
             Rank::Bytes => ("b", "p"),
@@ -276,21 +350,30 @@ impl Store {
                     (sum(sum(bytes)) OVER ())::int8, (sum(sum(packets)) OVER ())::int8,
                     bool_or(src IS NULL) AS other
              FROM {table}
-             WHERE exporter_id = ANY($1) AND {time} >= {from} AND {time} < {to}{interface}
+             WHERE {time} >= {from} AND {time} < {to} AND {scope}
              GROUP BY {group}
              ORDER BY other, {first} DESC, {second} DESC
-             LIMIT $4",
-            from = at_ms!(2),
-            to = at_ms!(3),
+             LIMIT $3",
+            from = at_ms!(1),
+            to = at_ms!(2),
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&q.exporters)
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(q.from_ms)
             .bind(q.to_ms)
             .bind(q.limit + 1);
-        if let Some(indexes) = &q.if_indexes {
-            query = query.bind(indexes);
-        }
+        // `$5` only where the scope has it: PostgreSQL refuses parameters a query lacks.
+        let query = match &q.scope {
+            FlowScope::Exporters {
+                ids,
+                if_indexes: Some(indexes),
+            } => query.bind(ids).bind(indexes),
+            FlowScope::Exporters { ids, .. } => query.bind(ids),
+            FlowScope::Site {
+                namespace,
+                site: Some(site),
+            } => query.bind(namespace).bind(site),
+            FlowScope::Site { namespace, .. } => query.bind(namespace),
+        };
         let rows = query
             .fetch_all(&self.pool)
             .await
@@ -322,29 +405,18 @@ impl Store {
         to_ms: i64,
         resolution: Resolution,
     ) -> Result<Vec<InterfaceStats>, StoreError> {
-        const COLUMNS: &str = "interface_id, sum(samples)::int8,
+        let read = RollupRead {
+            select: "interface_id, sum(samples)::int8,
                 sum(in_bps_sum) / sum(samples), percentile_cont(0.95) WITHIN GROUP (ORDER BY in_bps_sum / samples), max(in_bps_max),
                 sum(out_bps_sum) / sum(samples), percentile_cont(0.95) WITHIN GROUP (ORDER BY out_bps_sum / samples), max(out_bps_max),
                 sum(in_errors)::int8, sum(out_errors)::int8, sum(in_discards)::int8, sum(out_discards)::int8,
-                sum(status_changes)::int8";
-        let table = match resolution {
-            Resolution::Minute => "net_if_1m",
-            Resolution::Hour => "net_if_1h",
+                sum(status_changes)::int8",
+            table: resolution.of("net_if_1m", "net_if_1h"),
+            filter: "interface_id = ANY($1) AND samples > 0",
+            group: "1",
+            operation: "summarise interfaces",
         };
-        let sql = format!(
-            "SELECT {COLUMNS} FROM {table}
-             WHERE interface_id = ANY($1) AND samples > 0 AND bucket >= {} AND bucket < {}
-             GROUP BY 1 ORDER BY 1",
-            at_ms!(2),
-            at_ms!(3)
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ids)
-            .bind(from_ms)
-            .bind(to_ms)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("summarise interfaces"))?;
+        let rows = self.rollup_rows(read, ids, (from_ms, to_ms), None).await?;
         Ok(rows
             .iter()
             .map(|r| InterfaceStats {
@@ -371,28 +443,21 @@ impl Store {
         step_ms: i64,
         resolution: Resolution,
     ) -> Result<Vec<InterfacePoint>, StoreError> {
-        let table = match resolution {
-            Resolution::Minute => "net_if_1m",
-            Resolution::Hour => "net_if_1h",
+        let read = RollupRead {
+            select: concat!(
+                "interface_id, ",
+                step_start!(),
+                ", sum(in_bps_sum) / sum(samples), sum(out_bps_sum) / sum(samples),
+                 max(in_bps_max), max(out_bps_max)"
+            ),
+            table: resolution.of("net_if_1m", "net_if_1h"),
+            filter: "interface_id = ANY($1) AND samples > 0",
+            group: "1, 2",
+            operation: "read interface bandwidth",
         };
-        let sql = format!(
-            "SELECT interface_id, ((extract(epoch FROM bucket) * 1000)::int8 / $4) * $4 AS ts,
-                    sum(in_bps_sum) / sum(samples), sum(out_bps_sum) / sum(samples),
-                    max(in_bps_max), max(out_bps_max)
-             FROM {table}
-             WHERE interface_id = ANY($1) AND samples > 0 AND bucket >= {} AND bucket < {}
-             GROUP BY 1, 2 ORDER BY 1, 2",
-            at_ms!(2),
-            at_ms!(3)
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ids)
-            .bind(from_ms)
-            .bind(to_ms)
-            .bind(step_ms)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("read interface bandwidth"))?;
+        let rows = self
+            .rollup_rows(read, ids, (from_ms, to_ms), Some(step_ms))
+            .await?;
         Ok(rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
@@ -408,29 +473,22 @@ impl Store {
         step_ms: i64,
         resolution: Resolution,
     ) -> Result<Vec<ProbeStats>, StoreError> {
-        let table = match resolution {
-            Resolution::Minute => "net_probe_1m",
-            Resolution::Hour => "net_probe_1h",
+        let read = RollupRead {
+            select: concat!(
+                "probe_id, ",
+                step_start!(),
+                ", sum(sent)::int8, sum(received)::int8,
+                 sum(rtt_sum) / NULLIF(sum(rtt_weight), 0), min(rtt_min_ms), max(rtt_max_ms),
+                 sum(jitter_sum) / NULLIF(sum(jitter_count), 0)"
+            ),
+            table: resolution.of("net_probe_1m", "net_probe_1h"),
+            filter: "probe_id = ANY($1)",
+            group: "1, 2",
+            operation: "read probe results",
         };
-        let sql = format!(
-            "SELECT probe_id, ((extract(epoch FROM bucket) * 1000)::int8 / $4) * $4 AS ts,
-                    sum(sent)::int8, sum(received)::int8,
-                    sum(rtt_sum) / NULLIF(sum(rtt_weight), 0), min(rtt_min_ms), max(rtt_max_ms),
-                    sum(jitter_sum) / NULLIF(sum(jitter_count), 0)
-             FROM {table}
-             WHERE probe_id = ANY($1) AND bucket >= {} AND bucket < {}
-             GROUP BY 1, 2 ORDER BY 1, 2",
-            at_ms!(2),
-            at_ms!(3)
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ids)
-            .bind(from_ms)
-            .bind(to_ms)
-            .bind(step_ms)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::query("read probe results"))?;
+        let rows = self
+            .rollup_rows(read, ids, (from_ms, to_ms), Some(step_ms))
+            .await?;
         Ok(rows
             .iter()
             .map(|r| ProbeStats {
@@ -445,4 +503,70 @@ impl Store {
             })
             .collect())
     }
+
+    /// Rows of a dictionary `sql` in `scope` (`$1` to `$3`) with `$4` an optional name.
+    async fn named_in_scope(
+        &self,
+        sql: &'static str,
+        scope: Scope<'_>,
+        name: Option<&str>,
+        operation: &'static str,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        sqlx::query(sql)
+            .bind(scope.namespace)
+            .bind(scope.site)
+            .bind(scope.device)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(operation))
+    }
+
+    /// Runs `read` over the buckets in `[from, to)` of the ids `$1`, with `$4` the step of
+    /// a series.
+    async fn rollup_rows(
+        &self,
+        read: RollupRead,
+        ids: &[i32],
+        (from_ms, to_ms): (i64, i64),
+        step_ms: Option<i64>,
+    ) -> Result<Vec<PgRow>, StoreError> {
+        let RollupRead {
+            select,
+            table,
+            filter,
+            group,
+            operation,
+        } = read;
+        // Every fragment is a constant of this module.
+        let sql = format!(
+            "SELECT {select} FROM {table}
+             WHERE {filter} AND bucket >= {} AND bucket < {}
+             GROUP BY {group} ORDER BY {group}",
+            at_ms!(2),
+            at_ms!(3)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .bind(from_ms)
+            .bind(to_ms);
+        if let Some(step) = step_ms {
+            query = query.bind(step);
+        }
+        query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query(operation))
+    }
+}
+
+/// One read of an interface or probe rollup (see [`Store::rollup_rows`]).
+struct RollupRead {
+    select: &'static str,
+    table: &'static str,
+    filter: &'static str,
+    /// The leading columns grouped and ordered by.
+    group: &'static str,
+    /// What failed, for the error.
+    operation: &'static str,
 }

@@ -1,35 +1,46 @@
 //! Rollups of network data ("folds"): interface and probe samples into 1-minute buckets,
-//! those into 1-hour buckets, and flow minutes into hours keeping the top keys.
+//! those into 1-hour buckets; flow minutes into 10-minute and hour buckets per exporter
+//! keeping the top keys, and those into per-site buckets keeping the site's top keys.
 //!
 //! Each fold has a watermark: every bucket before it has been folded. A bucket is folded by
 //! deleting its rollup rows and computing them whole from the source, so folding again (late
-//! rows, the provisional fold of the open hour) is harmless.
+//! rows, the provisional fold of the open bucket) is harmless.
 use sqlx::{Postgres, Transaction};
 
-use super::{HOUR_MS, MINUTE_MS, floor_to};
+use super::{HOUR_MS, MINUTE_MS, TEN_MINUTES_MS, floor_to};
 use crate::store::{Store, StoreError};
 
 /// A bucket is folded once it ended this long ago (in-flight batches land first).
 pub const FOLD_LAG_MS: i64 = 60_000;
-/// Keys one exporter keeps per hour in `net_flows_1h` (the rest goes to "other").
-pub const FLOW_HOUR_TOP_N: i64 = 100;
+/// Keys one exporter keeps per bucket in `net_flows_10m` and `net_flows_1h` (the rest goes
+/// to "other").
+pub const FLOW_EXPORTER_TOP_N: i64 = 100;
+/// Keys one site keeps per bucket in `net_flows_site_10m` and `net_flows_site_1h`: enough
+/// for the largest ranking (`limit` 1000 over a few sites) to rank from whole keys.
+pub const FLOW_SITE_TOP_N: i64 = 500;
 
 /// One rollup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fold {
     Interfaces1m,
     Probes1m,
+    Flows10m,
     Flows1h,
+    FlowSites10m,
+    FlowSites1h,
     Interfaces1h,
     Probes1h,
 }
 
 impl Fold {
     /// Sources before the rollups that read them.
-    pub const ALL: [Fold; 5] = [
+    pub const ALL: [Fold; 8] = [
         Fold::Interfaces1m,
         Fold::Probes1m,
+        Fold::Flows10m,
         Fold::Flows1h,
+        Fold::FlowSites10m,
+        Fold::FlowSites1h,
         Fold::Interfaces1h,
         Fold::Probes1h,
     ];
@@ -38,7 +49,10 @@ impl Fold {
         match self {
             Fold::Interfaces1m => "interfaces_1m",
             Fold::Probes1m => "probes_1m",
+            Fold::Flows10m => "flows_10m",
             Fold::Flows1h => "flows_1h",
+            Fold::FlowSites10m => "flow_sites_10m",
+            Fold::FlowSites1h => "flow_sites_1h",
             Fold::Interfaces1h => "interfaces_1h",
             Fold::Probes1h => "probes_1h",
         }
@@ -47,7 +61,8 @@ impl Fold {
     pub fn bucket_ms(self) -> i64 {
         match self {
             Fold::Interfaces1m | Fold::Probes1m => MINUTE_MS,
-            Fold::Flows1h | Fold::Interfaces1h | Fold::Probes1h => HOUR_MS,
+            Fold::Flows10m | Fold::FlowSites10m => TEN_MINUTES_MS,
+            Fold::Flows1h | Fold::FlowSites1h | Fold::Interfaces1h | Fold::Probes1h => HOUR_MS,
         }
     }
 
@@ -56,6 +71,8 @@ impl Fold {
         match self {
             Fold::Interfaces1h => Some(Fold::Interfaces1m),
             Fold::Probes1h => Some(Fold::Probes1m),
+            Fold::FlowSites10m => Some(Fold::Flows10m),
+            Fold::FlowSites1h => Some(Fold::Flows1h),
             _ => None,
         }
     }
@@ -65,46 +82,46 @@ impl Fold {
         match self {
             Fold::Interfaces1m => Some(Fold::Interfaces1h),
             Fold::Probes1m => Some(Fold::Probes1h),
+            Fold::Flows10m => Some(Fold::FlowSites10m),
+            Fold::Flows1h => Some(Fold::FlowSites1h),
             _ => None,
         }
     }
 
-    fn delete_sql(self) -> &'static str {
+    /// The rollup table and its time column.
+    fn target(self) -> (&'static str, &'static str) {
         match self {
-            Fold::Interfaces1m => concat!(
-                "DELETE FROM net_if_1m WHERE bucket >= ",
-                at_ms!(1),
-                " AND bucket < ",
-                at_ms!(2)
-            ),
-            Fold::Interfaces1h => concat!(
-                "DELETE FROM net_if_1h WHERE bucket >= ",
-                at_ms!(1),
-                " AND bucket < ",
-                at_ms!(2)
-            ),
-            Fold::Probes1m => concat!(
-                "DELETE FROM net_probe_1m WHERE bucket >= ",
-                at_ms!(1),
-                " AND bucket < ",
-                at_ms!(2)
-            ),
-            Fold::Probes1h => concat!(
-                "DELETE FROM net_probe_1h WHERE bucket >= ",
-                at_ms!(1),
-                " AND bucket < ",
-                at_ms!(2)
-            ),
-            Fold::Flows1h => concat!(
-                "DELETE FROM net_flows_1h WHERE hour >= ",
-                at_ms!(1),
-                " AND hour < ",
-                at_ms!(2)
-            ),
+            Fold::Interfaces1m => ("net_if_1m", "bucket"),
+            Fold::Interfaces1h => ("net_if_1h", "bucket"),
+            Fold::Probes1m => ("net_probe_1m", "bucket"),
+            Fold::Probes1h => ("net_probe_1h", "bucket"),
+            Fold::Flows10m => ("net_flows_10m", "bucket"),
+            Fold::Flows1h => ("net_flows_1h", "hour"),
+            Fold::FlowSites10m => ("net_flows_site_10m", "bucket"),
+            Fold::FlowSites1h => ("net_flows_site_1h", "bucket"),
         }
     }
 
-    fn insert_sql(self) -> &'static str {
+    /// Keys kept per bucket and exporter or site (bound as `$3` of the fold).
+    fn top_n(self) -> Option<i64> {
+        match self {
+            Fold::Flows10m | Fold::Flows1h => Some(FLOW_EXPORTER_TOP_N),
+            Fold::FlowSites10m | Fold::FlowSites1h => Some(FLOW_SITE_TOP_N),
+            _ => None,
+        }
+    }
+
+    fn delete_sql(self) -> String {
+        let (table, time) = self.target();
+        format!(
+            "DELETE FROM {table} WHERE {time} >= {} AND {time} < {}",
+            at_ms!(1),
+            at_ms!(2)
+        )
+    }
+
+    fn insert_sql(self) -> String {
+        let (table, time) = self.target();
         match self {
             Fold::Interfaces1m => concat!(
                 "INSERT INTO net_if_1m
@@ -117,7 +134,8 @@ impl Fold {
                 " AND at < ",
                 at_ms!(2),
                 " GROUP BY 1, 2"
-            ),
+            )
+            .to_owned(),
             Fold::Interfaces1h => concat!(
                 "INSERT INTO net_if_1h
                  SELECT interface_id, date_trunc('hour', bucket, 'UTC'), sum(samples),
@@ -130,7 +148,8 @@ impl Fold {
                 " AND bucket < ",
                 at_ms!(2),
                 " GROUP BY 1, 2"
-            ),
+            )
+            .to_owned(),
             Fold::Probes1m => concat!(
                 "INSERT INTO net_probe_1m
                  SELECT probe_id, date_trunc('minute', at, 'UTC'), count(*), sum(sent), sum(received),
@@ -142,7 +161,8 @@ impl Fold {
                 " AND at < ",
                 at_ms!(2),
                 " GROUP BY 1, 2"
-            ),
+            )
+            .to_owned(),
             Fold::Probes1h => concat!(
                 "INSERT INTO net_probe_1h
                  SELECT probe_id, date_trunc('hour', bucket, 'UTC'), sum(samples), sum(sent), sum(received),
@@ -153,33 +173,67 @@ impl Fold {
                 " AND bucket < ",
                 at_ms!(2),
                 " GROUP BY 1, 2"
-            ),
-            // Ranked per (exporter, hour); everything outside the top $3 is summed into the
-            // "other" row of its interface pair, so per-interface totals stay exact.
-            Fold::Flows1h => concat!(
+            )
+            .to_owned(),
+            // Ranked per (exporter, bucket); everything outside the top $3 is summed into
+            // the "other" row of its interface pair, so per-interface totals stay exact.
+            Fold::Flows10m | Fold::Flows1h => format!(
                 "WITH keyed AS (
-                     SELECT exporter_id, date_trunc('hour', minute, 'UTC') AS hour, in_if, out_if,
-                            src, dst, proto, LEAST(sp, dp) AS port,
+                     SELECT exporter_id, date_bin(interval '{size} milliseconds', minute, 'epoch'::timestamptz) AS bucket,
+                            in_if, out_if, src, dst, proto, LEAST(sp, dp) AS port,
                             sum(bytes) AS b, sum(packets) AS p, sum(flows) AS f
-                     FROM net_flows_1m WHERE minute >= ",
-                at_ms!(1),
-                " AND minute < ",
-                at_ms!(2),
-                " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+                     FROM net_flows_1m WHERE minute >= {from} AND minute < {to}
+                     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
                  ), ranked AS (
-                     SELECT *, row_number() OVER (PARTITION BY exporter_id, hour ORDER BY b DESC, p DESC) AS rn
+                     SELECT *, row_number() OVER (PARTITION BY exporter_id, bucket ORDER BY b DESC, p DESC) AS rn
                      FROM keyed WHERE src IS NOT NULL
                  )
-                 INSERT INTO net_flows_1h (exporter_id, hour, in_if, out_if, src, dst, proto, port, bytes, packets, flows)
-                 SELECT exporter_id, hour, in_if, out_if, src, dst, proto, port, b, p, f
+                 INSERT INTO {table} (exporter_id, {time}, in_if, out_if, src, dst, proto, port, bytes, packets, flows)
+                 SELECT exporter_id, bucket, in_if, out_if, src, dst, proto, port, b, p, f
                  FROM ranked WHERE rn <= $3
                  UNION ALL
-                 SELECT exporter_id, hour, in_if, out_if, NULL, NULL, NULL, NULL, sum(b), sum(p), sum(f)
-                 FROM (SELECT exporter_id, hour, in_if, out_if, b, p, f FROM ranked WHERE rn > $3
+                 SELECT exporter_id, bucket, in_if, out_if, NULL, NULL, NULL, NULL, sum(b), sum(p), sum(f)
+                 FROM (SELECT exporter_id, bucket, in_if, out_if, b, p, f FROM ranked WHERE rn > $3
                        UNION ALL
-                       SELECT exporter_id, hour, in_if, out_if, b, p, f FROM keyed WHERE src IS NULL) o
-                 GROUP BY 1, 2, 3, 4"
+                       SELECT exporter_id, bucket, in_if, out_if, b, p, f FROM keyed WHERE src IS NULL) o
+                 GROUP BY 1, 2, 3, 4",
+                size = self.bucket_ms(),
+                from = at_ms!(1),
+                to = at_ms!(2),
             ),
+            // The exporter rollup of the same bucket size by (namespace, site): its kept
+            // keys ranked again over the site's exporters and interfaces, the rest and its
+            // "other" rows summed into one "other" row per site and bucket.
+            Fold::FlowSites10m | Fold::FlowSites1h => {
+                let (source, source_time) = match self {
+                    Fold::FlowSites10m => Fold::Flows10m.target(),
+                    _ => Fold::Flows1h.target(),
+                };
+                format!(
+                    "WITH keyed AS (
+                         SELECT e.namespace, COALESCE(e.site, '') AS site, r.{source_time} AS bucket,
+                                r.src, r.dst, r.proto, r.port,
+                                sum(r.bytes) AS b, sum(r.packets) AS p, sum(r.flows) AS f
+                         FROM {source} r JOIN net_exporters e ON e.id = r.exporter_id
+                         WHERE r.{source_time} >= {from} AND r.{source_time} < {to}
+                         GROUP BY 1, 2, 3, 4, 5, 6, 7
+                     ), ranked AS (
+                         SELECT *, row_number() OVER (PARTITION BY namespace, site, bucket ORDER BY b DESC, p DESC) AS rn
+                         FROM keyed WHERE src IS NOT NULL
+                     )
+                     INSERT INTO {table} (namespace, site, {time}, src, dst, proto, port, bytes, packets, flows)
+                     SELECT namespace, site, bucket, src, dst, proto, port, b, p, f
+                     FROM ranked WHERE rn <= $3
+                     UNION ALL
+                     SELECT namespace, site, bucket, NULL, NULL, NULL, NULL, sum(b), sum(p), sum(f)
+                     FROM (SELECT namespace, site, bucket, b, p, f FROM ranked WHERE rn > $3
+                           UNION ALL
+                           SELECT namespace, site, bucket, b, p, f FROM keyed WHERE src IS NULL) o
+                     GROUP BY 1, 2, 3",
+                    from = at_ms!(1),
+                    to = at_ms!(2),
+                )
+            }
         }
     }
 }
@@ -203,7 +257,9 @@ pub struct FoldStep {
 impl Store {
     /// One step of `fold` as of `now_ms`: the closed buckets from the watermark on (at most
     /// `max_buckets`), up to `max_refold` late buckets, and, for hour folds once caught up,
-    /// the open hour when it was last folded `provisional_every_ms` or longer ago.
+    /// the open bucket (of folds longer than a minute) when it was last folded
+    /// `provisional_every_ms` or longer ago.
+    #[tracing::instrument(skip(self), fields(fold = fold.name()))]
     pub async fn fold_network(
         &self,
         fold: Fold,
@@ -272,7 +328,8 @@ impl Store {
         if new_watermark > watermark {
             ranges.push((watermark, new_watermark));
         }
-        let provisional = size == HOUR_MS
+        // Buckets longer than a minute are seen by queries before they close.
+        let provisional = size > MINUTE_MS
             && new_watermark == target
             && now_ms - FOLD_LAG_MS > new_watermark
             && provisional_at.is_none_or(|at| now_ms - at >= provisional_every_ms);
@@ -371,15 +428,18 @@ async fn fold_range(
     from: i64,
     to: i64,
 ) -> Result<u64, StoreError> {
-    sqlx::query(fold.delete_sql())
+    // The SQL is built from this module's constants only.
+    sqlx::query(sqlx::AssertSqlSafe(fold.delete_sql()))
         .bind(from)
         .bind(to)
         .execute(&mut **tx)
         .await
         .map_err(StoreError::query("clear network rollup buckets"))?;
-    let mut insert = sqlx::query(fold.insert_sql()).bind(from).bind(to);
-    if fold == Fold::Flows1h {
-        insert = insert.bind(FLOW_HOUR_TOP_N);
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(fold.insert_sql()))
+        .bind(from)
+        .bind(to);
+    if let Some(n) = fold.top_n() {
+        insert = insert.bind(n);
     }
     let done = insert
         .execute(&mut **tx)

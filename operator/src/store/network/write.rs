@@ -9,11 +9,18 @@ use cdot_crds::wire::collector::CollectorBatch;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{DAY_MS, HOUR_MS, MINUTE_MS, NetTable, floor_to};
+use super::{NetTable, day_of, floor_to, partition_name, rollup::Fold};
 use crate::store::{
     Store, StoreError,
     heartbeats::{self, Heartbeat},
 };
+
+/// `sqlx::query(sql)` with the arguments bound in order as `$1`, `$2`, ...
+macro_rules! bound {
+    ($sql:expr, $($arg:expr),+ $(,)?) => {
+        sqlx::query($sql)$(.bind($arg))+
+    };
+}
 
 /// Rows of buckets that ended this long before their commit may already be folded: their
 /// bucket is marked for folding again (half the fold lag, as for agent metrics).
@@ -162,13 +169,13 @@ async fn existing_partitions(
 ) -> Result<HashSet<String>, StoreError> {
     let mut wanted = BTreeSet::new();
     for g in &batch.flows {
-        wanted.insert(NetTable::Flows1m.partition(g.minute_ms.div_euclid(DAY_MS)));
+        wanted.insert(partition_name(NetTable::Flows1m, day_of(g.minute_ms)));
     }
     for s in &batch.interfaces {
-        wanted.insert(NetTable::InterfaceSamples.partition(s.t.div_euclid(DAY_MS)));
+        wanted.insert(partition_name(NetTable::InterfaceSamples, day_of(s.t)));
     }
     for p in &batch.probes {
-        wanted.insert(NetTable::ProbeSamples.partition(p.t.div_euclid(DAY_MS)));
+        wanted.insert(partition_name(NetTable::ProbeSamples, day_of(p.t)));
     }
     let wanted: Vec<String> = wanted.into_iter().collect();
     let found: Vec<String> = sqlx::query_scalar(
@@ -195,10 +202,11 @@ impl Late {
         }
     }
 
-    fn note(&mut self, fold: &'static str, t: i64, size: i64) {
+    fn note(&mut self, fold: Fold, t: i64) {
+        let size = fold.bucket_ms();
         let bucket = floor_to(t, size);
         if bucket + size <= self.before_ms {
-            self.buckets.insert((fold, bucket));
+            self.buckets.insert((fold.name(), bucket));
         }
     }
 
@@ -283,7 +291,7 @@ async fn write_flows(
     let groups: Vec<_> = batch
         .flows
         .iter()
-        .filter(|g| existing.contains(&NetTable::Flows1m.partition(g.minute_ms.div_euclid(DAY_MS))))
+        .filter(|g| existing.contains(&partition_name(NetTable::Flows1m, day_of(g.minute_ms))))
         .collect();
     if groups.is_empty() {
         return Ok(0);
@@ -296,7 +304,8 @@ async fn write_flows(
         let Some(&exporter) = ids.get(&g.exporter) else {
             continue;
         };
-        late.note("flows_1h", g.minute_ms, HOUR_MS);
+        late.note(Fold::Flows10m, g.minute_ms);
+        late.note(Fold::Flows1h, g.minute_ms);
         for c in &g.top {
             cols.push(
                 (exporter, g.minute_ms, g.in_if, g.out_if),
@@ -379,25 +388,25 @@ impl FlowColumns {
         if self.is_empty() {
             return Ok(0);
         }
-        let done = sqlx::query(
+        let done = bound!(
             "INSERT INTO net_flows_1m (exporter_id, minute, in_if, out_if, src, dst, proto, sp, dp, bytes, packets, flows)
              SELECT e, 'epoch'::timestamptz + m * interval '1 millisecond', i, o, s::inet, d::inet, pr, sp, dp, b, p, f
              FROM unnest($1::int4[], $2::int8[], $3::int8[], $4::int8[], $5::text[], $6::text[],
                          $7::int2[], $8::int4[], $9::int4[], $10::int8[], $11::int8[], $12::int8[])
                   AS u(e, m, i, o, s, d, pr, sp, dp, b, p, f)",
+            &self.exporter,
+            &self.minute,
+            &self.in_if,
+            &self.out_if,
+            &self.src,
+            &self.dst,
+            &self.proto,
+            &self.sp,
+            &self.dp,
+            &self.bytes,
+            &self.packets,
+            &self.flows,
         )
-        .bind(&self.exporter)
-        .bind(&self.minute)
-        .bind(&self.in_if)
-        .bind(&self.out_if)
-        .bind(&self.src)
-        .bind(&self.dst)
-        .bind(&self.proto)
-        .bind(&self.sp)
-        .bind(&self.dp)
-        .bind(&self.bytes)
-        .bind(&self.packets)
-        .bind(&self.flows)
         .execute(&mut **tx)
         .await
         .map_err(StoreError::query("insert flow rows"))?;
@@ -419,7 +428,7 @@ async fn write_interfaces(
         let Some(device) = devices.get(&s.device) else {
             continue;
         };
-        if existing.contains(&NetTable::InterfaceSamples.partition(s.t.div_euclid(DAY_MS))) {
+        if existing.contains(&partition_name(NetTable::InterfaceSamples, day_of(s.t))) {
             by_key.entry((device.uid, s.if_index)).or_default().push(i);
         }
     }
@@ -451,21 +460,21 @@ async fn write_interfaces(
                 .or(collector.site.as_deref())
         })
         .collect();
-    sqlx::query(
+    bound!(
         "INSERT INTO net_interfaces (device_uid, if_index, namespace, device_name, site, name, alias, speed_bps)
          SELECT d, i, $3, n, s, nm, a, sp
          FROM unnest($1::uuid[], $2::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[])
               AS u(d, i, n, s, nm, a, sp)
          ON CONFLICT (device_uid, if_index) DO NOTHING",
+        &uids,
+        &indexes,
+        &collector.namespace,
+        &device_names,
+        &sites,
+        &names,
+        &aliases,
+        &speeds,
     )
-    .bind(&uids)
-    .bind(&indexes)
-    .bind(&collector.namespace)
-    .bind(&device_names)
-    .bind(&sites)
-    .bind(&names)
-    .bind(&aliases)
-    .bind(&speeds)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::query("record interfaces"))?;
@@ -508,7 +517,7 @@ async fn write_interfaces(
             if last.is_none_or(|(at, _)| s.t > at) {
                 last = Some((s.t, status));
             }
-            late.note("interfaces_1m", s.t, MINUTE_MS);
+            late.note(Fold::Interfaces1m, s.t);
             cols.push(id, s, changed);
         }
         if let Some(i) = samples.last() {
@@ -540,7 +549,7 @@ async fn write_interfaces(
         })
         .collect();
     // Names, speed and status follow the newest poll; a replayed older poll changes nothing.
-    sqlx::query(
+    bound!(
         "UPDATE net_interfaces n SET
              name = u.name, alias = u.alias, speed_bps = u.speed, site = u.site,
              last_status = u.status::int2,
@@ -549,14 +558,14 @@ async fn write_interfaces(
               AS u(id, at, status, speed, name, alias, site)
          WHERE n.id = u.id
            AND (n.last_at IS NULL OR n.last_at < 'epoch'::timestamptz + u.at * interval '1 millisecond')",
+        &ids,
+        &at,
+        &status,
+        &speed,
+        &name,
+        &alias,
+        &site,
     )
-    .bind(&ids)
-    .bind(&at)
-    .bind(&status)
-    .bind(&speed)
-    .bind(&name)
-    .bind(&alias)
-    .bind(&site)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::query("update interfaces"))?;
@@ -604,26 +613,26 @@ impl InterfaceColumns {
         }
         let [in_bps, out_bps, in_pps, out_pps] = &self.rates;
         let [in_err, out_err, in_disc, out_disc] = &self.counters;
-        let done = sqlx::query(
+        let done = bound!(
             "INSERT INTO net_if_samples (interface_id, at, oper_status, status_changed, in_bps, out_bps,
                                          in_pps, out_pps, in_errors, out_errors, in_discards, out_discards)
              SELECT i, 'epoch'::timestamptz + t * interval '1 millisecond', s, c, ib, ob, ip, op, ie, oe, id, od
              FROM unnest($1::int4[], $2::int8[], $3::int2[], $4::bool[], $5::float8[], $6::float8[],
                          $7::float8[], $8::float8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[])
                   AS u(i, t, s, c, ib, ob, ip, op, ie, oe, id, od)",
+            &self.id,
+            &self.at,
+            &self.status,
+            &self.changed,
+            in_bps,
+            out_bps,
+            in_pps,
+            out_pps,
+            in_err,
+            out_err,
+            in_disc,
+            out_disc,
         )
-        .bind(&self.id)
-        .bind(&self.at)
-        .bind(&self.status)
-        .bind(&self.changed)
-        .bind(in_bps)
-        .bind(out_bps)
-        .bind(in_pps)
-        .bind(out_pps)
-        .bind(in_err)
-        .bind(out_err)
-        .bind(in_disc)
-        .bind(out_disc)
         .execute(&mut **tx)
         .await
         .map_err(StoreError::query("insert interface samples"))?;
@@ -642,7 +651,7 @@ async fn write_probes(
     let kept: Vec<(&DeviceRef, &cdot_crds::wire::collector::ProbeResult)> = batch
         .probes
         .iter()
-        .filter(|p| existing.contains(&NetTable::ProbeSamples.partition(p.t.div_euclid(DAY_MS))))
+        .filter(|p| existing.contains(&partition_name(NetTable::ProbeSamples, day_of(p.t))))
         .filter_map(|p| Some((devices.get(&p.device)?, p)))
         .collect();
     if kept.is_empty() {
@@ -665,19 +674,19 @@ async fn write_probes(
     let targets: Vec<&str> = keys.iter().map(|k| k.2).collect();
     let names: Vec<&str> = keys.iter().map(|k| k.3).collect();
     let sites: Vec<Option<&str>> = keys.iter().map(|k| k.4).collect();
-    sqlx::query(
+    bound!(
         "INSERT INTO net_probes AS p (device_uid, probe, target, namespace, device_name, site)
          SELECT d, pr, t, $4, n, s FROM unnest($1::uuid[], $2::text[], $3::text[], $5::text[], $6::text[])
               AS u(d, pr, t, n, s)
          ON CONFLICT (device_uid, probe, target) DO UPDATE SET site = EXCLUDED.site
          WHERE p.site IS DISTINCT FROM EXCLUDED.site",
+        &uids,
+        &probes,
+        &targets,
+        &collector.namespace,
+        &names,
+        &sites,
     )
-    .bind(&uids)
-    .bind(&probes)
-    .bind(&targets)
-    .bind(&collector.namespace)
-    .bind(&names)
-    .bind(&sites)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::query("record probes"))?;
@@ -705,7 +714,7 @@ async fn write_probes(
         let Some(probe) = ids.get(&(d.uid, p.probe.clone(), p.target.clone())) else {
             continue;
         };
-        late.note("probes_1m", p.t, MINUTE_MS);
+        late.note(Fold::Probes1m, p.t);
         id.push(*probe);
         at.push(p.t);
         sent.push(i32::try_from(p.sent).unwrap_or(i32::MAX));
@@ -718,20 +727,20 @@ async fn write_probes(
         }
     }
     let [min, avg, max, jitter] = &rtt;
-    let done = sqlx::query(
+    let done = bound!(
         "INSERT INTO net_probe_samples (probe_id, at, sent, received, rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms)
          SELECT i, 'epoch'::timestamptz + t * interval '1 millisecond', s, r, mn, av, mx, j
          FROM unnest($1::int4[], $2::int8[], $3::int4[], $4::int4[], $5::float8[], $6::float8[],
                      $7::float8[], $8::float8[]) AS u(i, t, s, r, mn, av, mx, j)",
+        &id,
+        &at,
+        &sent,
+        &received,
+        min,
+        avg,
+        max,
+        jitter,
     )
-    .bind(&id)
-    .bind(&at)
-    .bind(&sent)
-    .bind(&received)
-    .bind(min)
-    .bind(avg)
-    .bind(max)
-    .bind(jitter)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::query("insert probe samples"))?;
