@@ -56,6 +56,10 @@ pub struct RunArgs {
     #[arg(long, env = "CDOT_FLOW_TOP_N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub flow_top_n: u32,
+    /// Receive buffer (SO_RCVBUF) of each flow socket in bytes: what absorbs bursts while
+    /// the receiving thread is busy. The kernel caps it at `net.core.rmem_max`.
+    #[arg(long, env = "CDOT_FLOW_RECEIVE_BUFFER", default_value_t = 32 << 20)]
+    pub flow_receive_buffer: usize,
     /// Address of this collector's own Prometheus `/metrics` (drops per exporter and reason).
     #[arg(
         long,

@@ -74,23 +74,33 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let (probes_tx, probes_rx) = mpsc::channel(QUEUE);
     let (snmp_targets_tx, snmp_targets_rx) = watch::channel(Vec::new());
     let (probe_targets_tx, probe_targets_rx) = watch::channel(Vec::new());
+    let (devices_tx, devices_rx) = watch::channel(Vec::new());
+    let (counters_tx, counters_rx) = mpsc::channel(QUEUE);
 
     let flow_config = FlowConfig {
         netflow_listen: (!args.no_netflow).then_some(args.netflow_listen),
         sflow_listen: (!args.no_sflow).then_some(args.sflow_listen),
         top_n: args.flow_top_n as usize,
+        receive_buffer_bytes: args.flow_receive_buffer,
         ..FlowConfig::default()
     };
     let receivers = flow::spawn(
         flow_config,
-        flow_metrics,
+        flow_metrics.clone(),
         FlowSink {
             groups: flows_tx,
-            counters: None,
+            counters: Some(counters_tx),
         },
         stop_rx.clone(),
     )
     .context("cannot start the flow receivers")?;
+    let sflow_interfaces = flow::interfaces::spawn(
+        counters_rx,
+        devices_rx,
+        snmp_targets_rx.clone(),
+        interfaces_tx.clone(),
+        flow_metrics.clone(),
+    );
     let pollers = snmp::spawn(
         snmp_targets_rx,
         interfaces_tx,
@@ -114,12 +124,14 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
             Outputs {
                 snmp_targets: snmp_targets_tx,
                 probe_targets: probe_targets_tx,
+                devices: devices_tx,
                 stop_components: stop_tx,
             },
             shutdown_signal(),
         )
         .await;
     receivers.stopped().await;
+    let _ = sflow_interfaces.await;
     let _ = pollers.await;
     let _ = probers.await;
     if let Ok(Err(e)) = metrics_server.await {

@@ -13,7 +13,8 @@ use cdot_agent::{
     state::{Credentials, StateError, StatePaths},
 };
 use cdot_crds::wire::collector::{
-    CollectorAssignments, FlowGroup, InterfaceSample, ProbeResult, ProbeTarget, SnmpTarget,
+    CollectorAssignments, FlowGroup, InterfaceSample, ProbeResult, ProbeTarget, SiteDevice,
+    SnmpTarget,
 };
 use tokio::{
     sync::{mpsc, watch},
@@ -78,6 +79,8 @@ pub struct Inputs {
 pub struct Outputs {
     pub snmp_targets: watch::Sender<Vec<SnmpTarget>>,
     pub probe_targets: watch::Sender<Vec<ProbeTarget>>,
+    /// Devices and their addresses, to attribute sFlow counters.
+    pub devices: watch::Sender<Vec<SiteDevice>>,
     /// Set to true to stop the components.
     pub stop_components: watch::Sender<bool>,
 }
@@ -253,8 +256,16 @@ impl Reporter {
                 tracing::debug!(
                     snmp = assignments.snmp.len(),
                     probes = assignments.probes.len(),
+                    devices = assignments.devices.len(),
                     "assignments fetched"
                 );
+                outputs.devices.send_if_modified(|devices| {
+                    let changed = *devices != assignments.devices;
+                    if changed {
+                        *devices = assignments.devices;
+                    }
+                    changed
+                });
                 outputs.snmp_targets.send_if_modified(|targets| {
                     let changed = *targets != assignments.snmp;
                     if changed {

@@ -49,6 +49,10 @@ pub struct FlowMetrics {
     pub missing_template: Family<ExporterVersionLabels, Counter>,
     /// sFlow interface counter samples decoded.
     pub counter_samples: Family<ExporterVersionLabels, Counter>,
+    /// sFlow counter samples that became no interface sample, by reason.
+    pub counter_samples_unused: Family<ReasonLabels, Counter>,
+    /// Interface samples made of sFlow counter samples.
+    pub interface_samples: Counter,
     /// Flow groups handed to the sink.
     pub groups: Counter,
     /// Flow groups or counter samples lost because the sink was full or closed.
@@ -94,6 +98,16 @@ impl FlowMetrics {
             metrics.counter_samples.clone(),
         );
         flow.register(
+            "counter_samples_unused",
+            "sFlow counter samples that became no interface sample, by reason (unknown_agent, snmp_polled, baseline, stale, agent_restarted, counter_reset, ...)",
+            metrics.counter_samples_unused.clone(),
+        );
+        flow.register(
+            "interface_samples",
+            "Interface samples made of sFlow counter samples",
+            metrics.interface_samples.clone(),
+        );
+        flow.register(
             "groups",
             "Per-minute flow groups handed to the shipper",
             metrics.groups.clone(),
@@ -109,6 +123,15 @@ impl FlowMetrics {
             metrics.receive_errors.clone(),
         );
         metrics
+    }
+
+    /// The counter of sFlow counter samples unused for `reason`.
+    pub fn counter_sample_unused(&self, reason: &'static str) -> Counter {
+        self.counter_samples_unused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .clone()
     }
 }
 

@@ -19,6 +19,7 @@
 //! proportion to what a datagram claims; a datagram they refuse is counted in
 //! `cdot_collector_flow_dropped_total{exporter,reason}` and dropped whole.
 pub mod aggregate;
+pub mod interfaces;
 pub mod metrics;
 pub mod netflow;
 pub mod packet;
@@ -106,8 +107,8 @@ impl FlowConfig {
 pub struct FlowSink {
     /// Closed minutes, one `Vec` per receiver and minute.
     pub groups: mpsc::Sender<Vec<FlowGroup>>,
-    /// sFlow interface counter samples, about once a second while they arrive;
-    /// `None` discards them.
+    /// sFlow interface counter samples, about once a second while they arrive (for
+    /// [`interfaces::spawn`]); `None` discards them.
     pub counters: Option<mpsc::Sender<Vec<InterfaceCounters>>>,
 }
 

@@ -488,6 +488,43 @@ mod tests {
     }
 
     #[test]
+    fn every_generic_counter_field_decodes() {
+        let expected = InterfaceCounters {
+            received_ms: 5,
+            agent: IpAddr::from([192, 0, 2, 7]),
+            sub_agent_id: 0,
+            uptime_ms: 7_000_000,
+            sequence: 77,
+            if_index: 12,
+            if_type: 6,
+            speed_bps: 10_000_000_000,
+            direction: 1,
+            status: 3,
+            in_octets: u64::MAX - 1,
+            in_ucast_pkts: 1,
+            in_multicast_pkts: 2,
+            in_broadcast_pkts: 3,
+            in_discards: 4,
+            in_errors: 5,
+            in_unknown_protos: 6,
+            out_octets: 1 << 33,
+            out_ucast_pkts: 7,
+            out_multicast_pkts: 8,
+            out_broadcast_pkts: 9,
+            out_discards: 10,
+            out_errors: 11,
+            promiscuous: 2,
+        };
+        let datagram = Builder::default()
+            .interface_counters(&expected)
+            .uptime(7_000_000)
+            .build([192, 0, 2, 7]);
+        let mut out = SflowOutput::default();
+        decode(&datagram, 5, &mut out).expect("decode");
+        assert_eq!(out.counters, vec![expected]);
+    }
+
+    #[test]
     fn non_ip_samples_are_counted_not_kept() {
         let mut arp = ipv4_frame(&[], 6, [0; 4], [0; 4], 0, 0, 0);
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());

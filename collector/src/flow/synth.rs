@@ -2,6 +2,8 @@
 //! NetFlow v5, v9 and IPFIX datagrams, for tests, benchmarks and fuzzing seeds.
 use std::net::IpAddr;
 
+use super::sflow::InterfaceCounters;
+
 /// A template field: information element id (enterprise bit included) and length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
@@ -402,6 +404,8 @@ pub fn ipv4_frame(
 #[derive(Default)]
 pub struct SflowBuilder {
     samples: Vec<Vec<u8>>,
+    /// Agent uptime in milliseconds; 123,456 when not set.
+    uptime_ms: Option<u32>,
 }
 
 fn put(buf: &mut Vec<u8>, value: u32) {
@@ -472,13 +476,62 @@ impl SflowBuilder {
         self
     }
 
+    /// An expanded counter sample with the generic interface counters of `c` (its agent,
+    /// sub-agent, uptime and arrival time are the datagram's, not the sample's).
+    pub fn interface_counters(mut self, c: &InterfaceCounters) -> Self {
+        let mut record = Vec::new();
+        put(&mut record, c.if_index);
+        put(&mut record, c.if_type);
+        record.extend_from_slice(&c.speed_bps.to_be_bytes());
+        put(&mut record, c.direction);
+        put(&mut record, c.status);
+        record.extend_from_slice(&c.in_octets.to_be_bytes());
+        for v in [
+            c.in_ucast_pkts,
+            c.in_multicast_pkts,
+            c.in_broadcast_pkts,
+            c.in_discards,
+            c.in_errors,
+            c.in_unknown_protos,
+        ] {
+            put(&mut record, v);
+        }
+        record.extend_from_slice(&c.out_octets.to_be_bytes());
+        for v in [
+            c.out_ucast_pkts,
+            c.out_multicast_pkts,
+            c.out_broadcast_pkts,
+            c.out_discards,
+            c.out_errors,
+            c.promiscuous,
+        ] {
+            put(&mut record, v);
+        }
+        let mut sample = Vec::new();
+        for value in [c.sequence, 0, c.if_index, 1] {
+            put(&mut sample, value);
+        }
+        opaque(&mut sample, 1, &record);
+        let mut wrapped = Vec::new();
+        opaque(&mut wrapped, 4, &sample);
+        self.samples.push(wrapped);
+        self
+    }
+
+    /// The agent uptime the datagram carries, in milliseconds.
+    pub fn uptime(mut self, uptime_ms: u32) -> Self {
+        self.uptime_ms = Some(uptime_ms);
+        self
+    }
+
     pub fn build(&self, agent: [u8; 4]) -> Vec<u8> {
         let mut datagram = Vec::new();
         for value in [5, 1] {
             put(&mut datagram, value);
         }
         datagram.extend_from_slice(&agent);
-        for value in [0, 42, 123_456, self.samples.len() as u32] {
+        let uptime = self.uptime_ms.unwrap_or(123_456);
+        for value in [0, 42, uptime, self.samples.len() as u32] {
             put(&mut datagram, value);
         }
         for sample in &self.samples {

@@ -24,8 +24,11 @@ pub enum CounterWidth {
 /// The counters of one interface at one poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CounterSet {
-    /// Width of the octet and packet counters (errors and discards are always 32-bit).
+    /// Width of the octet counters (errors and discards are always 32-bit).
     pub width: CounterWidth,
+    /// Width of the unicast packet counters: the octets' over SNMP, 32 bits in sFlow's
+    /// generic interface counters (whose octets are 64-bit).
+    pub packet_width: CounterWidth,
     pub in_octets: u64,
     pub out_octets: u64,
     pub in_ucast_pkts: u64,
@@ -112,7 +115,7 @@ pub fn rates(
     elapsed: Duration,
     speed_bps: u64,
 ) -> Result<Rates, NoRate> {
-    if prev.width != cur.width {
+    if prev.width != cur.width || prev.packet_width != cur.packet_width {
         return Err(NoRate::WidthChanged);
     }
     let secs = elapsed.as_secs_f64();
@@ -120,11 +123,11 @@ pub fn rates(
         return Err(NoRate::NoInterval);
     }
     let width = cur.width;
-    let counter = |p: u64, c: u64| delta(p, c, width).ok_or(NoRate::CounterReset);
-    let in_octets = counter(prev.in_octets, cur.in_octets)?;
-    let out_octets = counter(prev.out_octets, cur.out_octets)?;
-    let in_pkts = counter(prev.in_ucast_pkts, cur.in_ucast_pkts)?;
-    let out_pkts = counter(prev.out_ucast_pkts, cur.out_ucast_pkts)?;
+    let counter = |p: u64, c: u64, w| delta(p, c, w).ok_or(NoRate::CounterReset);
+    let in_octets = counter(prev.in_octets, cur.in_octets, width)?;
+    let out_octets = counter(prev.out_octets, cur.out_octets, width)?;
+    let in_pkts = counter(prev.in_ucast_pkts, cur.in_ucast_pkts, cur.packet_width)?;
+    let out_pkts = counter(prev.out_ucast_pkts, cur.out_ucast_pkts, cur.packet_width)?;
     let rates = Rates {
         in_bps: in_octets as f64 * 8.0 / secs,
         out_bps: out_octets as f64 * 8.0 / secs,
@@ -150,6 +153,7 @@ mod tests {
     fn set(width: CounterWidth, octets: u64, pkts: u64) -> CounterSet {
         CounterSet {
             width,
+            packet_width: width,
             in_octets: octets,
             out_octets: octets / 2,
             in_ucast_pkts: pkts,
@@ -203,6 +207,24 @@ mod tests {
         let r = rates(&prev, &cur, Duration::from_secs(2), 10_000_000).expect("rates");
         assert_eq!(r.in_bps, 2_000.0 * 8.0 / 2.0);
         assert_eq!(r.out_bps, 8_000.0);
+    }
+
+    #[test]
+    fn packet_counters_of_their_own_width_wrap_on_their_own() {
+        // sFlow: 64-bit octets, 32-bit packets.
+        let mut prev = set(CounterWidth::Bits64, 1_000, u64::from(u32::MAX) - 9);
+        prev.packet_width = CounterWidth::Bits32;
+        let mut cur = set(CounterWidth::Bits64, 2_000, 10);
+        cur.packet_width = CounterWidth::Bits32;
+        cur.out_ucast_pkts = prev.out_ucast_pkts;
+        let r = rates(&prev, &cur, Duration::from_secs(1), 0).expect("rates");
+        assert_eq!((r.in_bps, r.in_pps, r.out_pps), (8_000.0, 20.0, 0.0));
+        let mut narrower = cur;
+        narrower.packet_width = CounterWidth::Bits64;
+        assert_eq!(
+            rates(&prev, &narrower, Duration::from_secs(1), 0),
+            Err(NoRate::WidthChanged)
+        );
     }
 
     #[test]

@@ -301,6 +301,7 @@ fn interface_rows(
             (Some(in_octets), Some(in_pkts), Some(out_octets), Some(out_pkts)) => {
                 Some(CounterSet {
                     width: CounterWidth::Bits64,
+                    packet_width: CounterWidth::Bits64,
                     in_octets,
                     out_octets,
                     in_ucast_pkts: in_pkts,
@@ -384,6 +385,7 @@ fn add_counter32(rows: &mut BTreeMap<u32, (ErrorCounters, InterfaceRow)>, counte
             let [in_discards, in_errors, out_discards, out_errors] = *errors;
             row.counters = Some(CounterSet {
                 width: CounterWidth::Bits32,
+                packet_width: CounterWidth::Bits32,
                 in_octets,
                 out_octets,
                 in_ucast_pkts: in_pkts,

@@ -20,8 +20,9 @@ pub const MAX_ITEMS_PER_BATCH: usize = 100_000;
 
 /// `GET /v1/agent/collector/assignments`: everything this collector polls and probes now.
 /// Fetched at start and every minute; a change takes effect on the next poll.
+/// Unknown fields are ignored: an older collector keeps working with a newer operator.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CollectorAssignments {
     /// The collector's site (`spec.site` of its Device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +33,21 @@ pub struct CollectorAssignments {
     /// Probes this collector runs (its site's devices' `spec.probes`).
     #[serde(default)]
     pub probes: Vec<ProbeTarget>,
+    /// Devices of the collector's site and those it polls, with their addresses, so that
+    /// what a device pushes by itself (sFlow counter samples) is attributed to it. Older
+    /// operators leave it out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<SiteDevice>,
+}
+
+/// A Device and the addresses it sends from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteDevice {
+    /// Device name (in the collector's namespace).
+    pub device: String,
+    /// `spec.managementAddresses` and `spec.snmp.address`: IP addresses or host names.
+    pub addresses: Vec<String>,
 }
 
 /// One device to poll over SNMP.
@@ -292,6 +308,20 @@ mod tests {
         let shown = format!("{v2:?} {v3:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("monitor"));
+    }
+
+    #[test]
+    fn assignments_of_operators_without_devices_still_decode() {
+        let old: CollectorAssignments =
+            serde_json::from_str(r#"{"site":"london","snmp":[],"probes":[]}"#).expect("old");
+        assert!(old.devices.is_empty());
+        let json = serde_json::to_string(&old).expect("json");
+        assert!(!json.contains("devices"), "{json}");
+        let new: CollectorAssignments = serde_json::from_str(
+            r#"{"devices":[{"device":"sw-1","addresses":["10.0.0.2","sw-1.lan"]}]}"#,
+        )
+        .expect("new");
+        assert_eq!(new.devices[0].addresses, ["10.0.0.2", "sw-1.lan"]);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use cdot_crds::{
     device::{DeviceSpec, SnmpVersion},
     kind::Kind,
     wire::collector::{
-        CollectorAssignments, ProbeTarget, SnmpAuthProtocol, SnmpCredentials, SnmpPrivProtocol,
-        SnmpTarget,
+        CollectorAssignments, ProbeTarget, SiteDevice, SnmpAuthProtocol, SnmpCredentials,
+        SnmpPrivProtocol, SnmpTarget,
     },
 };
 
@@ -108,6 +108,21 @@ pub fn assign(
                         device.name, snmp.credentials_secret_ref.name
                     )),
                 },
+            }
+        }
+        if same_site || polled_here {
+            // sFlow agents push interface counters from these addresses (ADR 9).
+            let mut addresses = spec.management_addresses.clone();
+            if let Some(address) = spec.snmp.as_ref().and_then(|s| s.address.clone())
+                && !addresses.contains(&address)
+            {
+                addresses.push(address);
+            }
+            if !addresses.is_empty() {
+                out.devices.push(SiteDevice {
+                    device: device.name.clone(),
+                    addresses,
+                });
             }
         }
         if mine || same_site || polled_here {
@@ -279,6 +294,19 @@ mod tests {
         ));
         let probes: Vec<&str> = out.probes.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(probes, ["gw"]);
+        let addressed: Vec<(&str, &[String])> = out
+            .devices
+            .iter()
+            .map(|d| (d.device.as_str(), d.addresses.as_slice()))
+            .collect();
+        assert_eq!(
+            addressed,
+            [
+                ("sw-1", &["10.0.0.2".to_owned()][..]),
+                ("rtr-leeds", &["10.9.0.1".to_owned()][..]),
+                ("fw-1", &["10.0.0.3".to_owned()][..]),
+            ]
+        );
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("fw-1") && problems[0].contains("username"));
         assert!(
