@@ -109,6 +109,12 @@ pub enum EnrollError {
     /// The certificate could not be parsed.
     #[error("cannot read certificate validity: {0}")]
     Certificate(String),
+    /// The state directory already holds an identity and enrolling again was not forced.
+    #[error("already enrolled ({} exists); use --force to enroll again", .identity.display())]
+    AlreadyEnrolled {
+        /// The identity file found.
+        identity: PathBuf,
+    },
 }
 
 /// Parses `sha256:HEX` (colons between bytes allowed, case-insensitive).
@@ -288,6 +294,21 @@ pub async fn enroll(opts: EnrollOptions) -> Result<Identity, EnrollError> {
     Ok(identity)
 }
 
+/// Enrolls like [`enroll`], but refuses when the state directory already holds an
+/// identity unless `force` is set (the `--force` of both `enroll` commands).
+pub async fn enroll_unless_enrolled(
+    opts: EnrollOptions,
+    force: bool,
+) -> Result<Identity, EnrollError> {
+    let paths = StatePaths::new(&opts.state_dir);
+    if paths.is_enrolled() && !force {
+        return Err(EnrollError::AlreadyEnrolled {
+            identity: paths.identity(),
+        });
+    }
+    enroll(opts).await
+}
+
 async fn post_enroll(
     client: &AgentClient,
     url: &str,
@@ -315,22 +336,37 @@ pub fn renewal_due(cert_pem: &str, now: i64) -> Result<bool, EnrollError> {
     Ok(not_after - now < lifetime / 3)
 }
 
+/// How soon, at the latest, a renewal that was due but failed is tried again.
+const RENEW_RETRY: Duration = Duration::from_secs(300);
+
 /// What a renewal check did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Renewal {
     /// More than a third of the certificate's life is left (or JWT authentication).
     NotDue,
-    /// Renewed: use these credentials and this client from now on.
-    Renewed(Box<(Credentials, AgentClient)>),
-    /// Due but failed; try again soon.
-    Failed(EnrollError),
+    /// Renewed: the new credentials and client are in place.
+    Renewed,
+    /// Due but failed (logged); try again soon.
+    Failed,
+}
+
+impl Renewal {
+    /// When to check again: after `check`, but within five minutes after a failure.
+    pub fn next_check(self, check: Duration) -> Duration {
+        match self {
+            Self::NotDue | Self::Renewed => check,
+            Self::Failed => check.min(RENEW_RETRY),
+        }
+    }
 }
 
 /// Renews the client certificate when a third of its life is left (an unreadable
-/// certificate counts as due). The agent and the collector call this periodically.
+/// certificate counts as due) and puts the new credentials and a client built from them
+/// in place of `creds` and `client`. The agent and the collector call this periodically.
 pub async fn renew_if_due(
     paths: &StatePaths,
-    creds: &Credentials,
-    client: &AgentClient,
+    creds: &mut Credentials,
+    client: &mut AgentClient,
     timeout: Duration,
 ) -> Renewal {
     let Some(cert) = &creds.cert_pem else {
@@ -341,13 +377,19 @@ pub async fn renew_if_due(
         Ok(true) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the client certificate; renewing"),
     }
-    let renewed = renew(paths, creds, client).await.and_then(|creds| {
-        let client = AgentClient::from_credentials(&creds, timeout)?;
-        Ok((creds, client))
+    let renewed = renew(paths, creds, client).await.and_then(|new_creds| {
+        let new_client = AgentClient::from_credentials(&new_creds, timeout)?;
+        Ok((new_creds, new_client))
     });
     match renewed {
-        Ok(pair) => Renewal::Renewed(Box::new(pair)),
-        Err(e) => Renewal::Failed(e),
+        Ok(pair) => {
+            (*creds, *client) = pair;
+            Renewal::Renewed
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "certificate renewal failed; will retry");
+            Renewal::Failed
+        }
     }
 }
 

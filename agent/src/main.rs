@@ -23,14 +23,7 @@ async fn main() -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Enroll(args)) => {
             let opts = cli.enroll_options(args, &file)?;
-            let paths = cdot_agent::state::StatePaths::new(&opts.state_dir);
-            if paths.is_enrolled() && !args.force {
-                anyhow::bail!(
-                    "already enrolled ({} exists); use --force to enroll again",
-                    paths.identity().display()
-                );
-            }
-            let identity = enroll::enroll(opts).await?;
+            let identity = enroll::enroll_unless_enrolled(opts, args.force).await?;
             println!(
                 "enrolled as {}/{} ({})",
                 identity.namespace, identity.device_name, identity.device_uid

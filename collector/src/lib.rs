@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+mod component;
 pub mod flow;
 pub mod metrics;
 pub mod probe;

@@ -6,7 +6,6 @@ use cdot_agent::{
     config::FileConfig,
     enroll,
     service::{init_tracing, shutdown_signal},
-    state::StatePaths,
 };
 use cdot_collector::{
     cli::{Cli, Command, RunArgs},
@@ -33,14 +32,7 @@ async fn main() -> anyhow::Result<()> {
             let mut opts =
                 cdot_agent::cli::enroll_options(args, &FileConfig::default(), cli.state_dir())?;
             opts.device_class = Some(DeviceClass::Collector);
-            let paths = StatePaths::new(&opts.state_dir);
-            if paths.is_enrolled() && !args.force {
-                anyhow::bail!(
-                    "already enrolled ({} exists); use --force to enroll again",
-                    paths.identity().display()
-                );
-            }
-            let identity = enroll::enroll(opts).await?;
+            let identity = enroll::enroll_unless_enrolled(opts, args.force).await?;
             println!(
                 "enrolled as collector {}/{} ({})",
                 identity.namespace, identity.device_name, identity.device_uid

@@ -14,9 +14,16 @@ use prometheus_client::{
 };
 use tokio::sync::watch;
 
+/// Labels of a family by result, e.g. `{result="ok"}`; shared by the components.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: String,
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Labels of a family by reason, e.g. `{reason="timeout"}`; shared by the components.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 /// Counters of the reporter (batches by outcome, spool size and drops).
@@ -54,12 +61,8 @@ impl ReporterMetrics {
         metrics
     }
 
-    pub fn batch(&self, result: &str) {
-        self.batches
-            .get_or_create(&ResultLabels {
-                result: result.to_owned(),
-            })
-            .inc();
+    pub fn batch(&self, result: &'static str) {
+        self.batches.get_or_create(&ResultLabels { result }).inc();
     }
 
     pub fn set_spool(&self, spool: &Spool) {

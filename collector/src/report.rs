@@ -288,25 +288,12 @@ impl Reporter {
     }
 
     async fn renew_step(&mut self) -> Duration {
-        let check = self.settings.renew_check_interval;
-        let renewal = enroll::renew_if_due(
-            &self.paths,
-            &self.creds,
-            &self.client,
-            self.settings.request_timeout,
-        )
-        .await;
-        match renewal {
-            Renewal::NotDue => check,
-            Renewal::Renewed(pair) => {
-                (self.creds, self.client) = *pair;
-                tracing::info!("client certificate renewed");
-                check
-            }
-            Renewal::Failed(e) => {
-                tracing::warn!(error = %e, "certificate renewal failed; will retry");
-                check.min(Duration::from_secs(300))
-            }
+        let timeout = self.settings.request_timeout;
+        let renewal =
+            enroll::renew_if_due(&self.paths, &mut self.creds, &mut self.client, timeout).await;
+        if renewal == Renewal::Renewed {
+            tracing::info!("client certificate renewed");
         }
+        renewal.next_check(self.settings.renew_check_interval)
     }
 }

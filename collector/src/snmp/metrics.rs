@@ -1,7 +1,6 @@
 //! Prometheus metrics of SNMP polling (`cdot_collector_snmp_*`). Labels are results and
 //! reasons only: never a device, address, community or user.
 use prometheus_client::{
-    encoding::EncodeLabelSet,
     metrics::{
         counter::Counter,
         family::Family,
@@ -11,15 +10,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: &'static str,
-}
+use crate::metrics::{ReasonLabels, ResultLabels};
 
 /// Counters of the SNMP poller; clones share the same series.
 #[derive(Clone, Debug)]

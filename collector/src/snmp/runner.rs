@@ -1,99 +1,80 @@
 //! The SNMP component: one task per target polling at the target's interval, restarted
 //! when the target changes, stopped when it goes away or on shutdown.
 use std::{
-    collections::HashMap,
+    future::Future,
     hash::{DefaultHasher, Hash, Hasher},
     time::Duration,
 };
 
 use cdot_crds::wire::collector::{InterfaceSample, SnmpTarget};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::{
     sync::{mpsc, watch},
-    task::{AbortHandle, JoinHandle, JoinSet},
+    task::JoinHandle,
     time::{Instant, MissedTickBehavior},
 };
 use tracing::{debug, info, warn};
 
 use super::{SnmpError, metrics::SnmpMetrics, poller::Poller};
+use crate::component::{self, Component};
 
 /// Polls of different devices with the same interval are spread over at most this much.
 const MAX_SPREAD: Duration = Duration::from_secs(15);
-
-/// A target's identity: a changed target with the same key replaces the old one.
-type Key = (String, String, u16);
 
 /// Starts the SNMP component. It polls every target of `targets` (the latest value) at its
 /// interval and sends each poll's samples to `sink`; a changed target restarts its poller,
 /// a removed one stops. It ends when `shutdown` becomes true (or its sender is dropped), or
 /// when `sink` is closed.
 pub fn spawn(
-    mut targets: watch::Receiver<Vec<SnmpTarget>>,
+    targets: watch::Receiver<Vec<SnmpTarget>>,
     sink: mpsc::Sender<Vec<InterfaceSample>>,
     metrics: SnmpMetrics,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tasks = JoinSet::new();
-        let mut running: HashMap<Key, (SnmpTarget, AbortHandle)> = HashMap::new();
-        let mut targets_open = true;
-        loop {
-            if targets_open {
-                let wanted = targets.borrow_and_update().clone();
-                reconcile(&mut running, &mut tasks, wanted, &sink, &metrics);
-            }
-            tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => break,
-                _ = sink.closed() => break,
-                changed = targets.changed(), if targets_open => {
-                    // Without a sender the last targets are kept until shutdown.
-                    targets_open = changed.is_ok();
-                }
-                Some(_) = tasks.join_next() => {}
-            }
-        }
-        tasks.shutdown().await;
-        metrics.targets.set(0);
-        debug!("SNMP polling stopped");
-    })
+    component::spawn(Targets { metrics }, targets, sink, shutdown)
 }
 
-/// Starts, restarts and stops per-target tasks so that exactly `wanted` run.
-fn reconcile(
-    running: &mut HashMap<Key, (SnmpTarget, AbortHandle)>,
-    tasks: &mut JoinSet<()>,
-    wanted: Vec<SnmpTarget>,
-    sink: &mpsc::Sender<Vec<InterfaceSample>>,
-    metrics: &SnmpMetrics,
-) {
-    let mut next = HashMap::with_capacity(wanted.len());
-    for target in wanted {
-        let key = (target.device.clone(), target.address.clone(), target.port);
-        if next.contains_key(&key) {
-            warn!(device = %target.device, address = %target.address, "duplicate SNMP target ignored");
-            continue;
-        }
-        match running.remove(&key) {
-            Some((current, handle)) if current == target => {
-                next.insert(key, (current, handle));
-            }
-            previous => {
-                if let Some((_, handle)) = previous {
-                    handle.abort();
-                }
-                let handle =
-                    tasks.spawn(poll_target(target.clone(), sink.clone(), metrics.clone()));
-                next.insert(key, (target, handle));
-            }
-        }
+/// One polling task per SNMP target.
+struct Targets {
+    metrics: SnmpMetrics,
+}
+
+impl Component for Targets {
+    type Target = SnmpTarget;
+    type Key = (String, String, u16);
+    type Output = Vec<InterfaceSample>;
+
+    fn key(target: &SnmpTarget) -> Self::Key {
+        (target.device.clone(), target.address.clone(), target.port)
     }
-    for (_, (target, handle)) in running.drain() {
+
+    fn start(
+        &self,
+        target: &SnmpTarget,
+        sink: &mpsc::Sender<Vec<InterfaceSample>>,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        Some(poll_target(
+            target.clone(),
+            sink.clone(),
+            self.metrics.clone(),
+        ))
+    }
+
+    fn running(&self) -> &Gauge {
+        &self.metrics.targets
+    }
+
+    fn duplicate(&self, target: &SnmpTarget) {
+        warn!(device = %target.device, address = %target.address, "duplicate SNMP target ignored");
+    }
+
+    fn removed(&self, target: &SnmpTarget) {
         debug!(device = %target.device, "SNMP target removed");
-        handle.abort();
     }
-    *running = next;
-    metrics
-        .targets
-        .set(i64::try_from(running.len()).unwrap_or(i64::MAX));
+
+    fn stopped(&self) {
+        debug!("SNMP polling stopped");
+    }
 }
 
 /// Polls one target until aborted or until `sink` closes.
