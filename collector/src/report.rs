@@ -259,27 +259,9 @@ impl Reporter {
                     devices = assignments.devices.len(),
                     "assignments fetched"
                 );
-                outputs.devices.send_if_modified(|devices| {
-                    let changed = *devices != assignments.devices;
-                    if changed {
-                        *devices = assignments.devices;
-                    }
-                    changed
-                });
-                outputs.snmp_targets.send_if_modified(|targets| {
-                    let changed = *targets != assignments.snmp;
-                    if changed {
-                        *targets = assignments.snmp;
-                    }
-                    changed
-                });
-                outputs.probe_targets.send_if_modified(|targets| {
-                    let changed = *targets != assignments.probes;
-                    if changed {
-                        *targets = assignments.probes;
-                    }
-                    changed
-                });
+                publish(&outputs.devices, assignments.devices);
+                publish(&outputs.snmp_targets, assignments.snmp);
+                publish(&outputs.probe_targets, assignments.probes);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "failed to fetch assignments; keeping the last ones")
@@ -296,4 +278,16 @@ impl Reporter {
         }
         renewal.next_check(self.settings.renew_check_interval)
     }
+}
+
+/// Sends `value` unless it equals the current one, so that components restart nothing
+/// when the assignments did not change.
+fn publish<T: PartialEq>(sender: &watch::Sender<T>, value: T) {
+    sender.send_if_modified(|current| {
+        let changed = *current != value;
+        if changed {
+            *current = value;
+        }
+        changed
+    });
 }

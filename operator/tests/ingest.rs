@@ -21,7 +21,8 @@ use cdot_operator::{
     metrics::Metrics,
     store::{
         Store,
-        timeseries::{Partitioned, day_of, partition_name},
+        partitions::{day_of, partition_name},
+        timeseries::Partitioned,
     },
 };
 use serde_json::{Value, json};

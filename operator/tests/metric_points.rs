@@ -10,9 +10,9 @@ use cdot_operator::{
     metrics::Metrics,
     store::{
         Store,
+        partitions::{day_of, partition_name},
         timeseries::{
             BatchRows, LATE_SAMPLE_MS, MINUTE_MS, Partitioned, Point, PointSource, SeriesKey,
-            day_of, partition_name,
         },
     },
 };

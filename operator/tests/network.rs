@@ -21,9 +21,10 @@ use cdot_operator::{
     store::{
         Store,
         network::{
-            HOUR_MS, MINUTE_MS, NetTable, day_of, floor_to, partition_name,
+            HOUR_MS, MINUTE_MS, NetTable, floor_to,
             rollup::{FLOW_EXPORTER_TOP_N, Fold},
         },
+        partitions::{day_of, partition_name},
     },
 };
 use serde_json::{Value, json};

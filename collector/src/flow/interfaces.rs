@@ -248,15 +248,21 @@ pub fn convert(
 /// `counters` closes (the receivers stopped) or `sink` does.
 pub fn spawn(
     mut counters: mpsc::Receiver<Vec<InterfaceCounters>>,
-    devices: watch::Receiver<Vec<SiteDevice>>,
-    snmp: watch::Receiver<Vec<SnmpTarget>>,
+    mut devices: watch::Receiver<Vec<SiteDevice>>,
+    mut snmp: watch::Receiver<Vec<SnmpTarget>>,
     sink: mpsc::Sender<Vec<InterfaceSample>>,
     metrics: FlowMetrics,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut rates = CounterRates::default();
+        let mut attribution =
+            Attribution::new(&devices.borrow_and_update(), &snmp.borrow_and_update());
         while let Some(batch) = counters.recv().await {
-            let attribution = Attribution::new(&devices.borrow(), &snmp.borrow());
+            // Rebuilt only when the assignments changed (they are fetched every minute).
+            if devices.has_changed().unwrap_or(false) || snmp.has_changed().unwrap_or(false) {
+                attribution =
+                    Attribution::new(&devices.borrow_and_update(), &snmp.borrow_and_update());
+            }
             if let Some(newest) = batch.iter().map(|c| c.received_ms).max() {
                 rates.forget_silent(newest);
             }

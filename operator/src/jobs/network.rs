@@ -12,9 +12,10 @@ use crate::{
     store::{
         Store, StoreError,
         network::{
-            DAY_MS, HOUR_MS, NetTable, day_of,
+            HOUR_MS, NetTable,
             rollup::{Fold, FoldStep},
         },
+        partitions::{DAY_MS, day_of},
     },
 };
 

@@ -21,7 +21,6 @@ use super::{
 };
 
 use super::partitions::DailyTable;
-pub use super::partitions::{DAY_MS, day_of, partition_name};
 
 pub const MINUTE_MS: i64 = 60_000;
 /// A minute is folded into the rollup once it ended this long ago (in-flight batches land).

@@ -5,7 +5,6 @@
 //!
 //! Times cross the boundary as Unix milliseconds (`i64`), as in [`super::timeseries`].
 use super::partitions::DailyTable;
-pub use super::partitions::{DAY_MS, day_of, partition_name};
 
 /// SQL for "Unix milliseconds to timestamptz" of parameter `$n`.
 macro_rules! at_ms {
@@ -84,6 +83,7 @@ pub fn floor_to(ms: i64, size_ms: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::partitions::{day_of, partition_name};
 
     #[test]
     fn tables_name_their_partitions_and_buckets_floor() {

@@ -9,7 +9,8 @@ use cdot_crds::wire::collector::CollectorBatch;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::{NetTable, day_of, floor_to, partition_name, rollup::Fold};
+use super::{NetTable, floor_to, rollup::Fold};
+use crate::store::partitions::{day_of, partition_name};
 use crate::store::{
     Store, StoreError,
     heartbeats::{self, Heartbeat},
