@@ -38,6 +38,10 @@ pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "rmm.cdot.io/v1alpha1";
 /// Label naming the site (a client's location) of a device or scan.
 pub const SITE_LABEL: &str = "rmm.cdot.io/site";
+/// Label of objects the system created: `enrollment` (an agent enrolled), `discovery`.
+pub const ORIGIN_LABEL: &str = "rmm.cdot.io/origin";
+/// Label of enrolled Devices: the enrollment token (Secret name) the agent used.
+pub const ENROLLMENT_TOKEN_LABEL: &str = "rmm.cdot.io/enrollment-token";
 /// Category shared by all kinds, so `kubectl get rmm` lists them all.
 pub const CATEGORY: &str = "rmm";
 

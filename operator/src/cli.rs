@@ -23,6 +23,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the control plane from a directory of YAML manifests (a git checkout), no cluster needed.
     Standalone(Box<StandaloneArgs>),
+    /// Run in a Kubernetes cluster: desired state from the API server (kubeconfig or the
+    /// in-cluster service account), status through the status subresource.
+    Run(Box<RunArgs>),
     /// Manage API tokens for people and the console.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -47,6 +50,37 @@ pub struct StandaloneArgs {
     /// How often the manifests are re-read even without a file-system event.
     #[arg(long, env = "CDOT_RESYNC_INTERVAL", value_parser = parse_duration, default_value = "30s")]
     pub resync_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Watch only this namespace; every namespace when absent.
+    #[arg(long, env = "CDOT_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Namespace of the leader-election Lease (in a cluster: the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease; replicas with the same name elect one leader.
+    #[arg(long, env = "CDOT_LEASE_NAME", default_value = "cdot-operator")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease [default: host name and process id].
+    #[arg(long, env = "POD_NAME", default_value_t = crate::kubernetes::default_identity())]
+    pub identity: String,
+    /// How long the Lease holds without renewal; a new leader takes over after it.
+    #[arg(long, env = "CDOT_LEASE_DURATION", value_parser = parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// Every object is reconciled this often even without a change (±10 %).
+    #[arg(long, env = "CDOT_RESYNC_INTERVAL", value_parser = parse_duration, default_value = "10m")]
+    pub resync_interval: Duration,
+    /// Reconciles of one kind running at once.
+    #[arg(long, env = "CDOT_RECONCILE_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub timeseries: crate::jobs::TimeseriesArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,16 +1,20 @@
 //! The cdot-rmm operator: desired-state sources, reconcilers, the HTTP API and the store.
 //!
-//! Both sources of desired state (a directory of YAML in standalone mode, Kubernetes
-//! watches later) feed the same [`reconcile`] functions and the same [`store`].
+//! Both sources of desired state (a directory of YAML in [`standalone`] mode, the API
+//! server's watches in [`kubernetes`] mode) feed the same [`reconcile`] functions and the
+//! same [`store`]; [`server`] is what both modes serve.
 
 pub mod api;
+pub mod changes;
 pub mod cli;
 pub mod ingest;
+pub mod kubernetes;
 pub mod jobs;
 pub mod metrics;
 pub mod pki;
 pub mod reconcile;
 pub mod secrets;
+pub mod server;
 pub mod source;
 pub mod standalone;
 pub mod store;

@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     cdot_operator::telemetry::init(cli.log_format)?;
     match cli.command {
         Command::Standalone(args) => cdot_operator::standalone::run(*args).await,
+        Command::Run(args) => cdot_operator::kubernetes::run(*args).await,
         Command::Token(cmd) => cdot_operator::token::run(cmd),
     }
 }

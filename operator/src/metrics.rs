@@ -39,6 +39,12 @@ pub struct ReconcileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileErrorLabels {
+    pub kind: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -63,6 +69,9 @@ pub struct Metrics {
     pub api_request_duration: Family<RouteLabels, Histogram, DurationBuckets>,
     pub reconciles: Family<ReconcileLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram, DurationBuckets>,
+    pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+    /// 1 while this replica holds the controllers' Lease (Kubernetes mode).
+    pub leader: Gauge,
     pub manifest_loads: Family<ResultLabels, Counter>,
     pub manifest_errors: Gauge,
     pub objects: Family<KindLabels, Gauge>,
@@ -96,8 +105,20 @@ impl Default for Metrics {
         let reconcile_duration = Family::new_with_constructor(DurationBuckets);
         registry.register(
             "reconcile_duration_seconds",
-            "Duration of one reconcile pass over a kind",
+            "Duration of one reconcile pass over a kind (standalone) or of one object (Kubernetes)",
             reconcile_duration.clone(),
+        );
+        let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by kind and what failed; each is retried with backoff",
+            reconcile_errors.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the controllers' Lease (Kubernetes mode)",
+            leader.clone(),
         );
         let manifest_loads = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -133,6 +154,8 @@ impl Default for Metrics {
             api_request_duration,
             reconciles,
             reconcile_duration,
+            reconcile_errors,
+            leader,
             manifest_loads,
             manifest_errors,
             objects,

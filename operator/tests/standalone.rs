@@ -157,8 +157,8 @@ async fn serves_the_examples_with_status_and_keeps_tenants_apart() {
                     .as_array()
                     .expect("conditions")
                     .iter()
-                    .find(|c| c["type"] == "Invalid")
-                    .expect("Invalid condition");
+                    .find(|c| c["type"] == "Degraded")
+                    .expect("Degraded condition");
                 assert_eq!(invalid["status"], "False", "{wait}");
             }
         }

@@ -17,6 +17,7 @@ use cdot_crds::{
 
 use super::{ApiError, AppState, agent_auth::DeviceIdentity};
 use crate::{
+    kubernetes::devices::{ClusterDevices, NewDevice},
     metrics::ResultLabels,
     pki::{Authority, PkiError},
     store::agents::{AgentCredentials, EnrollmentError, EnrollmentRefusal, EnrollmentRequest},
@@ -129,6 +130,14 @@ async fn enroll_checked(
 ) -> Result<EnrollResponse, ApiError> {
     let jwt_key = check_request(request)?;
     let pki = pki(state)?;
+    let default_spec = serde_json::to_value(DeviceSpec {
+        class: request.device_class.unwrap_or_default(),
+        ..DeviceSpec::default()
+    })
+    .unwrap_or_default();
+    if let Some(devices) = &state.devices {
+        create_in_cluster(state, devices, request, &default_spec).await?;
+    }
     let mut issued = None;
     let enrolled = state
         .store
@@ -138,11 +147,7 @@ async fn enroll_checked(
                 namespace: request.namespace.as_deref(),
                 device_name: &request.device_name,
                 agent_version: &request.agent_version,
-                default_spec: serde_json::to_value(DeviceSpec {
-                    class: request.device_class.unwrap_or_default(),
-                    ..DeviceSpec::default()
-                })
-                .unwrap_or_default(),
+                default_spec,
             },
             |uid, namespace| match (&request.csr_pem, jwt_key) {
                 (Some(csr), _) => {
@@ -169,7 +174,9 @@ async fn enroll_checked(
         .await
         .map_err(enrollment_error)?;
     state.agents.forget(enrolled.device_uid);
-    state.reconcile_soon.notify_one();
+    state
+        .changes
+        .changed(cdot_crds::Kind::Device, &enrolled.namespace, &enrolled.device_name);
     tracing::info!(
         namespace = %enrolled.namespace,
         device = %enrolled.device_name,
@@ -201,6 +208,58 @@ async fn enroll_checked(
         ca_pem: pki.authority.ca_pem().to_owned(),
         config,
     })
+}
+
+/// Kubernetes mode: a token that will be accepted, for a Device that does not exist yet,
+/// first creates the Device through the API server. Refusals are left to the enrollment
+/// transaction, so they read the same in both modes.
+async fn create_in_cluster(
+    state: &AppState,
+    devices: &ClusterDevices,
+    request: &EnrollRequest,
+    spec: &serde_json::Value,
+) -> Result<(), ApiError> {
+    let hash = hash_token(request.token.trim());
+    let token = state
+        .store
+        .usable_enrollment_token(&hash)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let Some((namespace, token_name, labels)) = token else {
+        return Ok(());
+    };
+    if request.namespace.as_ref().is_some_and(|ns| *ns != namespace) {
+        return Ok(());
+    }
+    let exists = state
+        .store
+        .get_object(&namespace, cdot_crds::Kind::Device, &request.device_name)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    devices
+        .ensure(
+            &state.store,
+            NewDevice {
+                namespace: &namespace,
+                name: &request.device_name,
+                token_name: &token_name,
+                labels: &labels,
+                spec,
+            },
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "enrollment could not create its Device");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("the Device could not be created in the cluster; try again: {e}"),
+            )
+        })
 }
 
 fn enrollment_error(error: EnrollmentError<PkiError>) -> ApiError {

@@ -46,12 +46,14 @@ pub struct AppState {
     /// The CA for agent enrollment; `None` where enrollment is not served.
     pub pki: Option<Arc<agent::AgentPki>>,
     pub agents: Arc<agent_auth::AgentCache>,
-    /// Asks the control loop for a reconcile pass soon (e.g. after an enrollment).
-    pub reconcile_soon: Arc<tokio::sync::Notify>,
+    /// Tells the control loop which objects to reconcile soon (e.g. after an enrollment).
+    pub changes: crate::changes::Changes,
     /// The metrics ingest queue and the latest agent reports (see `crate::ingest`).
     pub ingest: crate::ingest::Ingest,
     /// Secrets resources refer to (SNMP credentials), from the desired state.
     pub secrets: Arc<crate::secrets::Secrets>,
+    /// Kubernetes mode: enrollment creates Devices through the API server.
+    pub devices: Option<Arc<crate::kubernetes::devices::ClusterDevices>>,
 }
 
 impl AppState {
@@ -63,9 +65,10 @@ impl AppState {
             ready: Arc::default(),
             pki: None,
             agents: Arc::default(),
-            reconcile_soon: Arc::default(),
+            changes: crate::changes::Changes::default(),
             ingest: crate::ingest::Ingest::default(),
             secrets: Arc::default(),
+            devices: None,
         }
     }
 

@@ -7,6 +7,7 @@ use cdot_crds::{kind::Kind, wire::AgentConfig};
 use tokio::sync::watch;
 
 use crate::{
+    changes::Changes,
     metrics::Metrics,
     reconcile::{self, World, device},
     store::{StatusPatch, Store, StoreError, heartbeats::Liveness},
@@ -14,6 +15,7 @@ use crate::{
 
 pub async fn run(
     store: Store,
+    changes: Changes,
     metrics: Arc<Metrics>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -23,15 +25,20 @@ pub async fn run(
         let _timer = metrics.ingest.job_timer("liveness");
         let result = device_pass(&store, &reconcile::now_rfc3339()).await;
         metrics.ingest.job_run("liveness", result.is_ok());
-        if let Err(e) = result {
-            super::failed(&metrics, "device liveness pass", &e);
+        match result {
+            Ok(changed) => {
+                for (namespace, name) in changed {
+                    changes.changed(Kind::Device, &namespace, &name);
+                }
+            }
+            Err(e) => super::failed(&metrics, "device liveness pass", &e),
         }
     }
 }
 
 /// Reconciles, as of `now` (RFC 3339), every Device whose `Ready` would change, and writes
-/// their statuses; returns how many changed.
-pub async fn device_pass(store: &Store, now: &str) -> Result<u64, StoreError> {
+/// their statuses; returns their namespaces and names.
+pub async fn device_pass(store: &Store, now: &str) -> Result<Vec<(String, String)>, StoreError> {
     let candidates: Vec<(String, String)> = store
         .device_liveness()
         .await?
@@ -40,7 +47,7 @@ pub async fn device_pass(store: &Store, now: &str) -> Result<u64, StoreError> {
         .map(|d| (d.namespace, d.name))
         .collect();
     if candidates.is_empty() {
-        return Ok(0);
+        return Ok(candidates);
     }
     // A Device's status depends only on itself: the pass reads devices, not the world.
     let objects = store.devices_named(&candidates).await?;
@@ -58,7 +65,7 @@ pub async fn device_pass(store: &Store, now: &str) -> Result<u64, StoreError> {
     if changed > 0 {
         tracing::debug!(changed, "device statuses updated by the liveness pass");
     }
-    Ok(changed)
+    Ok(candidates)
 }
 
 /// Whether the stored `Ready` differs from what the device reconciler would decide now.

@@ -124,6 +124,7 @@ pub fn spawn(
     )));
     tasks.push(tokio::spawn(liveness::run(
         state.store.clone(),
+        state.changes.clone(),
         state.metrics.clone(),
         args.liveness_interval,
         shutdown.clone(),

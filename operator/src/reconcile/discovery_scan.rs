@@ -41,7 +41,7 @@ pub fn observe(spec: &DiscoveryScanSpec, object: &StoredObject, world: &World<'_
                     && selection
                         .selector
                         .as_ref()
-                        .is_none_or(|s| selector_matches(s, &device.labels))
+                        .is_none_or(|s| selector_matches(s, device.labels))
             }
             _ => site.is_none_or(|site| {
                 device.labels.get(SITE_LABEL).map(String::as_str) == Some(site)

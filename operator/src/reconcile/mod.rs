@@ -11,6 +11,8 @@ use cdot_crds::{
     kind::Kind,
     validation::{FieldError, Validate},
 };
+use std::collections::BTreeMap;
+
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
@@ -23,36 +25,71 @@ pub mod alert_rule;
 pub mod conditions;
 pub mod device;
 pub mod discovery_scan;
+pub mod events;
 pub mod notification_channel;
 pub mod patch_policy;
 pub mod workflow;
 
 pub use conditions::merge_conditions;
 
-/// Everything a reconciler may look at besides its own object.
+/// What a reconciler may know of another object: enough to match selectors and references.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    pub kind: Kind,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub spec: &'a Value,
+}
+
+impl<'a> From<&'a StoredObject> for Peer<'a> {
+    fn from(o: &'a StoredObject) -> Self {
+        Self {
+            kind: o.kind,
+            namespace: &o.namespace,
+            name: &o.name,
+            labels: &o.labels,
+            spec: &o.spec,
+        }
+    }
+}
+
+/// Everything a reconciler may look at besides its own object. Borrowed, so each desired-
+/// state source builds it from what it already holds (stored rows, a watch cache).
 pub struct World<'a> {
-    objects: &'a [StoredObject],
+    objects: Vec<Peer<'a>>,
 }
 
 impl<'a> World<'a> {
     pub fn new(objects: &'a [StoredObject]) -> Self {
+        Self::from_peers(objects.iter().map(Peer::from).collect())
+    }
+
+    pub fn from_peers(objects: Vec<Peer<'a>>) -> Self {
         Self { objects }
     }
 
-    pub fn of_kind(
-        &self,
-        namespace: &'a str,
-        kind: Kind,
-    ) -> impl Iterator<Item = &'a StoredObject> + 'a {
+    pub fn of_kind(&self, namespace: &str, kind: Kind) -> impl Iterator<Item = Peer<'a>> + '_ {
+        let namespace = namespace.to_owned();
         self.objects
             .iter()
             .filter(move |o| o.kind == kind && o.namespace == namespace)
+            .copied()
     }
 
     pub fn exists(&self, namespace: &str, kind: Kind, name: &str) -> bool {
         self.objects
             .iter()
             .any(|o| o.kind == kind && o.namespace == namespace && o.name == name)
+    }
+}
+
+/// The kinds a kind's reconciler reads from the [`World`]; a Device needs none.
+pub fn depends_on(kind: Kind) -> &'static [Kind] {
+    match kind {
+        Kind::Device | Kind::NotificationChannel => &[],
+        Kind::AlertRule => &[Kind::Device, Kind::NotificationChannel],
+        Kind::PatchPolicy | Kind::Workflow | Kind::DiscoveryScan => &[Kind::Device],
     }
 }
 
@@ -133,7 +170,7 @@ fn pipeline<S: DeserializeOwned + Validate>(
             let (status, reason, message) = observation.ready;
             wanted.push(Condition::new("Ready", status, reason, message, now));
             wanted.push(Condition::new(
-                "Invalid",
+                "Degraded",
                 ConditionStatus::False,
                 "Valid",
                 "the spec passed validation",
@@ -157,18 +194,27 @@ fn pipeline<S: DeserializeOwned + Validate>(
                 "Ready",
                 ConditionStatus::False,
                 "Invalid",
-                "the spec is invalid; see the Invalid condition",
+                "the spec is invalid; see the Degraded condition",
                 now,
             ));
             wanted.push(Condition::new(
-                "Invalid",
+                DEGRADED,
                 ConditionStatus::True,
-                "ValidationFailed",
+                VALIDATION_FAILED,
                 message,
                 now,
             ));
         }
     }
+    // Written together with `observedGeneration`: whoever reads this status sees the
+    // outcome for that generation, so nothing is left in progress.
+    wanted.push(Condition::new(
+        "Reconciling",
+        ConditionStatus::False,
+        "Reconciled",
+        format!("generation {} is reconciled", object.generation),
+        now,
+    ));
     let previous: Vec<Condition> = object
         .status
         .get("conditions")
@@ -203,6 +249,9 @@ pub async fn run_pass(store: &Store, metrics: &Metrics) -> Result<(), StoreError
             count += 1;
             let span = tracing::info_span!("reconcile", kind = kind.as_str(), namespace = %object.namespace, name = %object.name);
             let status = span.in_scope(|| reconcile(object, &world, &now));
+            for told in events::transitions(kind, &object.status, &status) {
+                tracing::info!(kind = kind.as_str(), namespace = %object.namespace, name = %object.name, reason = told.reason, "{}", told.note);
+            }
             let result = if is_invalid(&status) { "invalid" } else { "ok" };
             metrics
                 .reconciles
@@ -232,10 +281,15 @@ pub async fn run_pass(store: &Store, metrics: &Metrics) -> Result<(), StoreError
     Ok(())
 }
 
-fn is_invalid(status: &Value) -> bool {
+/// The condition that says a spec is invalid (status `True`, reason [`VALIDATION_FAILED`]).
+pub const DEGRADED: &str = "Degraded";
+pub const VALIDATION_FAILED: &str = "ValidationFailed";
+
+/// Whether a status computed by [`reconcile`] refuses the spec.
+pub fn is_invalid(status: &Value) -> bool {
     status["conditions"].as_array().is_some_and(|c| {
         c.iter()
-            .any(|c| c["type"] == "Invalid" && c["status"] == "True")
+            .any(|c| c["type"] == DEGRADED && c["status"] == "True")
     })
 }
 
@@ -293,7 +347,8 @@ pub(crate) mod tests {
         device.generation = 4;
         let status = reconcile(&device, &World::new(&[]), "2026-11-25T10:00:00Z");
         assert_eq!(status["observedGeneration"], 4);
-        assert_eq!(condition(&status, "Invalid")["status"], "False");
+        assert_eq!(condition(&status, "Degraded")["status"], "False");
+        assert_eq!(condition(&status, "Reconciling")["status"], "False");
         assert_eq!(condition(&status, "Ready")["observedGeneration"], 4);
     }
 
@@ -307,7 +362,7 @@ pub(crate) mod tests {
             json!({}),
         );
         let status = reconcile(&device, &World::new(&[]), "2026-11-25T10:00:00Z");
-        let invalid = condition(&status, "Invalid");
+        let invalid = condition(&status, "Degraded");
         assert_eq!(invalid["status"], "True");
         assert!(
             invalid["message"]

@@ -16,9 +16,9 @@ use crate::store::StoredObject;
 pub fn observe(spec: &PatchPolicySpec, object: &StoredObject, world: &World<'_>) -> Observation {
     let previous: PatchPolicyStatus =
         serde_json::from_value(object.status.clone()).unwrap_or_default();
-    let in_scope: Vec<&StoredObject> = world
+    let in_scope: Vec<super::Peer<'_>> = world
         .of_kind(&object.namespace, Kind::Device)
-        .filter(|device| selector_matches(&spec.selector, &device.labels))
+        .filter(|device| selector_matches(&spec.selector, device.labels))
         .collect();
     let mut rings: Vec<RingStatus> = spec
         .rings
@@ -38,7 +38,7 @@ pub fn observe(spec: &PatchPolicySpec, object: &StoredObject, world: &World<'_>)
         let ring = spec.rings.iter().position(|ring| {
             ring.selector
                 .as_ref()
-                .is_none_or(|s| selector_matches(s, &device.labels))
+                .is_none_or(|s| selector_matches(s, device.labels))
         });
         match ring {
             Some(index) => rings[index].devices += 1,

@@ -8,7 +8,7 @@ use crate::store::StoredObject;
 pub fn observe(spec: &WorkflowSpec, object: &StoredObject, world: &World<'_>) -> Observation {
     let matched = world
         .of_kind(&object.namespace, Kind::Device)
-        .filter(|device| selector_matches(&spec.selector, &device.labels))
+        .filter(|device| selector_matches(&spec.selector, device.labels))
         .count();
     let fields = json!({ "matchedDevices": matched });
     let namespace = object.namespace.as_str();

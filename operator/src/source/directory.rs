@@ -9,10 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use cdot_crds::{
-    api_token::ApiToken,
-    manifest::{self, Document},
-};
+use cdot_crds::manifest::{self, Document};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -106,7 +103,7 @@ impl ManifestFiles {
             ..Snapshot::default()
         };
         let mut seen: HashMap<(String, String, String), String> = HashMap::new();
-        let mut seen_tokens: HashMap<[u8; 32], String> = HashMap::new();
+        let mut tokens = super::TokenSet::new(system_namespace);
 
         for (file, bytes) in &self.files {
             let Ok(text) = std::str::from_utf8(bytes) else {
@@ -160,25 +157,15 @@ impl ManifestFiles {
                         });
                     }
                     Ok(Document::ApiToken(token)) => {
-                        if let Err(message) = check_token_scope(&token, system_namespace) {
-                            errors.push(here(Some("stringData.namespaces".into()), message));
-                            continue;
-                        }
-                        match seen_tokens.insert(token.token_sha256, format!("{file}:{position}")) {
-                            Some(first) => errors.push(here(
-                                Some("stringData.tokenHash".into()),
-                                duplicate_token(&first),
-                            )),
-                            None => snapshot.tokens.push(token),
+                        if let Err(e) = tokens.add_api_token(token, format!("{file}:{position}")) {
+                            errors.push(here(Some(e.path.into()), e.message));
                         }
                     }
                     Ok(Document::EnrollmentToken(token)) => {
-                        match seen_tokens.insert(token.token_sha256, format!("{file}:{position}")) {
-                            Some(first) => errors.push(here(
-                                Some("stringData.tokenHash".into()),
-                                duplicate_token(&first),
-                            )),
-                            None => snapshot.enrollment_tokens.push(token),
+                        if let Err(e) =
+                            tokens.add_enrollment_token(token, format!("{file}:{position}"))
+                        {
+                            errors.push(here(Some(e.path.into()), e.message));
                         }
                     }
                     // Credentials that resources refer to (SNMP): held in memory, never stored.
@@ -193,32 +180,13 @@ impl ManifestFiles {
                 }
             }
         }
+        (snapshot.tokens, snapshot.enrollment_tokens) = tokens.into_parts();
         if errors.is_empty() {
             Ok(snapshot)
         } else {
             Err(errors)
         }
     }
-}
-
-/// Only tokens defined in the system namespace may reach other namespaces: a tenant who can
-/// write Secrets in its own namespace must not be able to grant itself another tenant's data.
-fn check_token_scope(token: &ApiToken, system_namespace: &str) -> Result<(), String> {
-    if token.namespace == system_namespace {
-        return Ok(());
-    }
-    match token.namespaces.iter().find(|ns| **ns != token.namespace) {
-        Some(other) => Err(format!(
-            "a token defined in namespace {:?} may only grant {:?}, not {other:?}; define it in {system_namespace:?} to span namespaces",
-            token.namespace, token.namespace
-        )),
-        None => Ok(()),
-    }
-}
-
-/// API and enrollment tokens share one namespace of hashes: a token means one thing.
-fn duplicate_token(first: &str) -> String {
-    format!("the same token is already defined at {first}")
 }
 
 fn describe(value: &Value) -> Option<String> {

@@ -152,6 +152,30 @@ impl Store {
         Ok(())
     }
 
+    /// The namespace, name and labels of an enrollment token that would be accepted now,
+    /// without consuming a use; `None` when [`Store::enroll`] would refuse it.
+    pub async fn usable_enrollment_token(
+        &self,
+        token_sha256: &[u8; 32],
+    ) -> Result<Option<(String, String, BTreeMap<String, String>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT namespace, name, labels FROM enrollment_tokens
+             WHERE token_sha256 = $1 AND (expires_at IS NULL OR expires_at > now()) AND uses < max_uses",
+        )
+        .bind(token_sha256.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::query("look up an enrollment token"))?;
+        Ok(row.map(|row| {
+            let labels: Value = row.get("labels");
+            (
+                row.get("namespace"),
+                row.get("name"),
+                serde_json::from_value(labels).unwrap_or_default(),
+            )
+        }))
+    }
+
     /// Enrolls a device in one transaction: consumes one use of the token, finds or creates
     /// the Device, issues credentials through `issue` and records the agent. Nothing is
     /// consumed when any step fails.

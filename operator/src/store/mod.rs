@@ -4,6 +4,7 @@ use std::time::Duration;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 pub mod agents;
+pub mod cluster;
 pub mod embedded;
 pub mod heartbeats;
 pub mod network;
@@ -25,6 +26,12 @@ pub enum StoreError {
         operation: &'static str,
         source: sqlx::Error,
     },
+    #[error("{kind} {namespace}/{name} was deleted while it was being stored")]
+    Vanished {
+        kind: cdot_crds::kind::Kind,
+        namespace: String,
+        name: String,
+    },
 }
 
 impl StoreError {
@@ -38,6 +45,7 @@ impl StoreError {
             StoreError::Connect { .. } => "connect",
             StoreError::Migrate(_) => "migrate",
             StoreError::Query { operation, .. } => operation,
+            StoreError::Vanished { .. } => "vanished",
         }
     }
 }

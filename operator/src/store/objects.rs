@@ -165,23 +165,7 @@ impl Store {
         .map_err(StoreError::query("prune manifest objects"))?;
         summary.deleted = u32::try_from(deleted.rows_affected()).unwrap_or(u32::MAX);
 
-        sqlx::query("DELETE FROM api_tokens")
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query("replace api tokens"))?;
-        for token in tokens {
-            sqlx::query("INSERT INTO api_tokens (namespace, name, token_sha256, role, namespaces) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&token.namespace)
-                .bind(&token.name)
-                .bind(token.token_sha256.as_slice())
-                .bind(token.role.as_str())
-                .bind(&token.namespaces)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query("replace api tokens"))?;
-        }
-
-        Store::replace_enrollment_tokens(&mut tx, enrollment_tokens).await?;
+        super::tokens::write_tokens(&mut tx, tokens, enrollment_tokens).await?;
 
         sqlx::query(
             "INSERT INTO manifest_loads (fingerprint, applied, created, updated, deleted) VALUES ($1, true, $2, $3, $4)",

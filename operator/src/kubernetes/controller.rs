@@ -1,0 +1,474 @@
+//! One kube-rs `Controller` per kind, all running the same pipeline:
+//!
+//! finalizer (kinds that own something outside the API) → mirror the object into the store
+//! → [`reconcile::reconcile`] (the function standalone mode runs) → status subresource patch
+//! when it changed → Events for the transitions → requeue at the resync interval.
+//!
+//! Watches pass only changes a reconcile can act on (generation, labels, finalizers,
+//! deletion): the operator's own status patches do not wake it again. What changes outside
+//! the API (an enrollment, a device going silent) arrives through [`Changes`].
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use cdot_crds::kind::Kind;
+use futures::{StreamExt, future::BoxFuture};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DynamicObject, Patch, PatchParams},
+    runtime::{
+        Controller, PredicateConfig, WatchStreamExt,
+        controller::{self, Action},
+        events::{Event, EventType, Recorder, Reporter},
+        finalizer::{self, finalizer},
+        reflector::{self, ObjectRef, Store as Cache},
+        watcher,
+    },
+};
+use rand::Rng;
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use crate::{
+    changes::{Changes, ObjectKey},
+    metrics::{Metrics, ReconcileErrorLabels, ReconcileLabels},
+    reconcile::{self, Peer, World, events::Severity},
+    store::{StatusPatch, Store, StoreError, cluster::ClusterObject},
+};
+
+use super::api_resource;
+
+/// The finalizer of kinds whose deletion must clean up outside the API server.
+pub const FINALIZER: &str = "rmm.cdot.io/cleanup";
+
+/// The Events' reporting controller.
+pub const CONTROLLER_NAME: &str = "cdot-operator";
+
+/// kubectl's copy of the last applied manifest: large, and of no use to reconcilers.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Whether deleting an object of `kind` must wait for the operator: a Device has an agent
+/// identity and inventory in the store, a scan may be running on a collector, a workflow
+/// may have steps pending.
+pub fn has_finalizer(kind: Kind) -> bool {
+    matches!(kind, Kind::Device | Kind::DiscoveryScan | Kind::Workflow)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("failed to write the status of {kind} {namespace}/{name}: {source}")]
+    Status {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("{kind} {name} has no namespace or uid; only namespaced objects from the API server are reconciled")]
+    Malformed { kind: Kind, name: String },
+    #[error("finalizer {FINALIZER}: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A short, low-cardinality label for metrics.
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Store(_) => "store",
+            Error::Status { .. } => "status",
+            Error::Malformed { .. } => "malformed",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// What every kind's controller shares.
+pub struct Shared {
+    pub client: Client,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub resync: Duration,
+    /// The watch caches of the kinds reconcilers read (see [`reconcile::depends_on`]).
+    caches: HashMap<Kind, Cache<DynamicObject>>,
+    /// Consecutive failures per object, for the error backoff; cleared on success.
+    failures: Mutex<HashMap<ObjectRef<DynamicObject>, u32>>,
+}
+
+impl Shared {
+    pub fn new(
+        client: Client,
+        store: Store,
+        metrics: Arc<Metrics>,
+        identity: &str,
+        resync: Duration,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.into(),
+                instance: Some(identity.to_owned()),
+            },
+        );
+        Self {
+            client,
+            store,
+            metrics,
+            recorder,
+            resync,
+            caches: HashMap::new(),
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// The context one kind's controller passes to its reconciles.
+pub struct KindContext {
+    pub kind: Kind,
+    pub api: Api<DynamicObject>,
+    pub shared: Arc<Shared>,
+}
+
+/// Runs a controller per kind until `stop` resolves; reconciles of every kind use `shared`.
+/// `namespace` limits the watches to one namespace.
+pub async fn run(
+    mut shared: Shared,
+    namespace: Option<&str>,
+    concurrency: u16,
+    changes: &Changes,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let mut streams = Vec::new();
+    let mut controllers = Vec::new();
+    for kind in Kind::ALL {
+        let resource = api_resource(kind);
+        let api = match namespace {
+            Some(ns) => Api::namespaced_with(shared.client.clone(), ns, &resource),
+            None => Api::all_with(shared.client.clone(), &resource),
+        };
+        let writer = reflector::store::Writer::new(resource.clone());
+        let cache = writer.as_reader();
+        // Only what a reconcile acts on passes: not the operator's own status writes.
+        let objects = watcher(api.clone(), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(wakes_reconcile, PredicateConfig::default());
+        shared.caches.insert(kind, cache.clone());
+        controllers.push((kind, api, objects, cache));
+    }
+    let shared = Arc::new(shared);
+    for (kind, api, objects, cache) in controllers {
+        let context = Arc::new(KindContext {
+            kind,
+            api,
+            shared: shared.clone(),
+        });
+        let triggers = requests_for(kind, changes.subscribe());
+        let stream = Controller::for_stream_with(objects, cache, api_resource(kind))
+            .with_config(controller::Config::default().concurrency(concurrency))
+            .reconcile_on(triggers)
+            .graceful_shutdown_on(stop.clone())
+            .run(reconcile_object, error_policy, context)
+            .for_each(|_| futures::future::ready(()));
+        streams.push(stream);
+    }
+    futures::future::join_all(streams).await;
+}
+
+/// Hashes what should wake a reconcile: spec (through generation), labels, finalizers and
+/// the start of a deletion.
+fn wakes_reconcile(object: &DynamicObject) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    object.metadata.generation.hash(&mut hasher);
+    object.metadata.labels.hash(&mut hasher);
+    object.metadata.finalizers.hash(&mut hasher);
+    object
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut hasher);
+    object.metadata.uid.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The changed objects of `kind` named on `changes`, as reconcile requests.
+fn requests_for(
+    kind: Kind,
+    changes: broadcast::Receiver<ObjectKey>,
+) -> impl futures::Stream<Item = ObjectRef<DynamicObject>> + Send + 'static {
+    futures::stream::unfold(changes, move |mut changes| async move {
+        loop {
+            match changes.recv().await {
+                Ok(key) if key.kind == kind => {
+                    let object = ObjectRef::new_with(&key.name, api_resource(kind))
+                        .within(&key.namespace);
+                    return Some((object, changes));
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// The controller's reconcile: through the finalizer where the kind has one.
+pub fn reconcile_object(
+    object: Arc<DynamicObject>,
+    context: Arc<KindContext>,
+) -> BoxFuture<'static, Result<Action, Error>> {
+    Box::pin(async move {
+        let kind = context.kind;
+        let span = tracing::info_span!("reconcile", kind = kind.as_str(), namespace = object.namespace().unwrap_or_default(), name = %object.name_any());
+        let _timer = context.shared.metrics.reconcile_timer(kind.as_str());
+        tracing::Instrument::instrument(
+            async {
+                if has_finalizer(kind) {
+                    let api = context.api_for(&object);
+                    finalizer(&api, FINALIZER, object, |event| async {
+                        match event {
+                            finalizer::Event::Apply(object) => apply(&object, &context).await,
+                            finalizer::Event::Cleanup(object) => cleanup(&object, &context).await,
+                        }
+                    })
+                    .await
+                    .map_err(|e| Error::Finalizer(Box::new(e)))
+                } else {
+                    apply(&object, &context).await
+                }
+            },
+            span,
+        )
+        .await
+    })
+}
+
+impl KindContext {
+    /// The API of the object's own namespace: writes go there even when watching all.
+    fn api_for(&self, object: &DynamicObject) -> Api<DynamicObject> {
+        match object.namespace() {
+            Some(ns) => Api::namespaced_with(self.shared.client.clone(), &ns, &api_resource(self.kind)),
+            None => self.api.clone(),
+        }
+    }
+
+    fn count(&self, result: &str) {
+        self.shared
+            .metrics
+            .reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: self.kind.as_str().into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+}
+
+/// Mirror, reconcile, write status, tell transitions.
+async fn apply(object: &DynamicObject, context: &KindContext) -> Result<Action, Error> {
+    let kind = context.kind;
+    let shared = &context.shared;
+    let mirrored = cluster_object(kind, object)?;
+    let stored = shared.store.mirror_object(&mirrored).await?;
+
+    let snapshots: Vec<(Kind, Vec<Arc<DynamicObject>>)> = reconcile::depends_on(kind)
+        .iter()
+        .filter_map(|k| shared.caches.get(k).map(|cache| (*k, cache.state())))
+        .collect();
+    let world = World::from_peers(
+        snapshots
+            .iter()
+            .flat_map(|(k, objects)| objects.iter().filter_map(move |o| peer(*k, o)))
+            .collect(),
+    );
+    let now = reconcile::now_rfc3339();
+    let status = reconcile::reconcile(&stored, &world, &now);
+    drop(world);
+    context.count(if reconcile::is_invalid(&status) {
+        "invalid"
+    } else {
+        "ok"
+    });
+
+    shared
+        .store
+        .patch_statuses(&[StatusPatch {
+            kind,
+            namespace: mirrored.namespace.clone(),
+            name: mirrored.name.clone(),
+            status: status.clone(),
+        }])
+        .await?;
+
+    let patch = cluster_status(kind, &status, &stored.status);
+    let current = &mirrored.status;
+    if changes_status(current, &patch) {
+        let api = context.api_for(object);
+        api.patch_status(
+            &mirrored.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": patch })),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            kind,
+            namespace: mirrored.namespace.clone(),
+            name: mirrored.name.clone(),
+            source,
+        })?;
+        let after = merged(current, &patch);
+        for told in reconcile::events::transitions(kind, current, &after) {
+            let event = Event {
+                type_: match told.severity {
+                    Severity::Normal => EventType::Normal,
+                    Severity::Warning => EventType::Warning,
+                },
+                reason: told.reason.into(),
+                note: Some(told.note),
+                action: told.action.into(),
+                secondary: None,
+            };
+            let reference = object.object_ref(&api_resource(kind));
+            if let Err(e) = shared.recorder.publish(&event, &reference).await {
+                // An Event is a courtesy; the status already says it.
+                tracing::warn!(error = %e, reason = told.reason, "failed to publish an event");
+            }
+        }
+    }
+    if let Ok(mut failures) = shared.failures.lock() {
+        failures.remove(&ObjectRef::from_obj_with(object, api_resource(kind)));
+    }
+    Ok(Action::requeue(jitter(shared.resync)))
+}
+
+/// The object is going: forget what the store holds for it, then let it go.
+async fn cleanup(object: &DynamicObject, context: &KindContext) -> Result<Action, Error> {
+    let mirrored = cluster_object(context.kind, object)?;
+    let removed = context
+        .shared
+        .store
+        .forget_object(
+            context.kind,
+            &mirrored.namespace,
+            &mirrored.name,
+            mirrored.uid,
+        )
+        .await?;
+    context.count("cleanup");
+    tracing::info!(removed, "deleted; its stored state is gone");
+    Ok(Action::await_change())
+}
+
+/// Exponential backoff with jitter per object: 1 s, 2 s, 4 s … up to 5 minutes.
+pub fn error_policy(object: Arc<DynamicObject>, error: &Error, context: Arc<KindContext>) -> Action {
+    let kind = context.kind;
+    context.count("error");
+    context
+        .shared
+        .metrics
+        .reconcile_errors
+        .get_or_create(&ReconcileErrorLabels {
+            kind: kind.as_str().into(),
+            error: error.metric_label().into(),
+        })
+        .inc();
+    let failures = match context.shared.failures.lock() {
+        Ok(mut failures) => {
+            let n = failures
+                .entry(ObjectRef::from_obj_with(&*object, api_resource(kind)))
+                .or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = backoff(failures);
+    tracing::warn!(kind = kind.as_str(), namespace = object.namespace().unwrap_or_default(), name = %object.name_any(), failures, retry_in = ?delay, "reconcile failed: {error}");
+    Action::requeue(delay)
+}
+
+/// The delay after `failures` consecutive failures, before jitter.
+pub fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(9));
+    jitter(base.min(Duration::from_secs(300)))
+}
+
+/// ±10 %, so that objects created together do not retry or resync together.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.9..1.1))
+}
+
+fn cluster_object(kind: Kind, object: &DynamicObject) -> Result<ClusterObject, Error> {
+    let malformed = || Error::Malformed {
+        kind,
+        name: object.name_any(),
+    };
+    let uid = object
+        .metadata
+        .uid
+        .as_deref()
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(malformed)?;
+    let mut annotations = object.annotations().clone();
+    annotations.remove(LAST_APPLIED);
+    Ok(ClusterObject {
+        kind,
+        namespace: object.namespace().ok_or_else(malformed)?,
+        name: object.name_any(),
+        uid,
+        generation: object.metadata.generation.unwrap_or(1),
+        labels: object.labels().clone(),
+        annotations,
+        spec: object.data.get("spec").cloned().unwrap_or_else(|| json!({})),
+        status: object
+            .data
+            .get("status")
+            .cloned()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({})),
+    })
+}
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+static NO_SPEC: Value = Value::Null;
+
+fn peer(kind: Kind, object: &DynamicObject) -> Option<Peer<'_>> {
+    Some(Peer {
+        kind,
+        namespace: object.metadata.namespace.as_deref()?,
+        name: object.metadata.name.as_deref()?,
+        labels: object.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+        spec: object.data.get("spec").unwrap_or(&NO_SPEC),
+    })
+}
+
+/// The status written to the API server: what the reconciler decided, and for a Device the
+/// agent identity the store holds (not the last-seen time, which moves with every report
+/// and would turn each report into a write to the API server).
+pub fn cluster_status(kind: Kind, decided: &Value, stored: &Value) -> Map<String, Value> {
+    let mut patch = decided.as_object().cloned().unwrap_or_default();
+    if kind == Kind::Device
+        && let Some(agent) = stored.get("agent").and_then(Value::as_object)
+    {
+        let mut agent = agent.clone();
+        agent.remove("lastSeen");
+        patch.insert("agent".into(), Value::Object(agent));
+    }
+    patch
+}
+
+/// Whether merging `patch` into `current` changes anything.
+fn changes_status(current: &Value, patch: &Map<String, Value>) -> bool {
+    patch.iter().any(|(k, v)| current.get(k) != Some(v))
+}
+
+fn merged(current: &Value, patch: &Map<String, Value>) -> Value {
+    let mut out = current.as_object().cloned().unwrap_or_default();
+    out.extend(patch.clone());
+    Value::Object(out)
+}

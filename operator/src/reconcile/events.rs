@@ -1,0 +1,186 @@
+//! The transitions worth telling people about, found by comparing an object's status before
+//! and after a change. Pure: Kubernetes mode publishes them as Events, standalone mode logs
+//! them; both see the same list.
+use cdot_crds::kind::Kind;
+use serde_json::Value;
+
+use super::DEGRADED;
+
+/// Whether an event reports normal progress or something a person should look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+/// One transition: `reason` is a CamelCase word (the Event's reason), `action` what the
+/// operator did or saw, `note` a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub severity: Severity,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: String,
+}
+
+/// The transitions between `before` and `after`, statuses of an object of `kind`.
+pub fn transitions(kind: Kind, before: &Value, after: &Value) -> Vec<Transition> {
+    let mut out = Vec::new();
+    let became = |type_: &str, status: &str| {
+        let now = condition(after, type_);
+        let was = condition(before, type_);
+        now.is_some_and(|c| c["status"] == status)
+            && was.is_none_or(|c| c["status"] != status)
+    };
+    let message = |type_: &str| {
+        condition(after, type_)
+            .and_then(|c| c["message"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if became(DEGRADED, "True") {
+        out.push(Transition {
+            severity: Severity::Warning,
+            reason: "InvalidSpec",
+            action: "Validate",
+            note: message(DEGRADED),
+        });
+    }
+    match kind {
+        Kind::Device => {
+            if became("Enrolled", "True") {
+                out.push(Transition {
+                    severity: Severity::Normal,
+                    reason: "Enrolled",
+                    action: "Enroll",
+                    note: message("Enrolled"),
+                });
+            }
+            let reason = |s: &Value| {
+                condition(s, "Ready").and_then(|c| c["reason"].as_str().map(str::to_owned))
+            };
+            match (reason(before).as_deref(), reason(after).as_deref()) {
+                (Some(was), Some("Offline")) if was != "Offline" => out.push(Transition {
+                    severity: Severity::Warning,
+                    reason: "Offline",
+                    action: "Monitor",
+                    note: message("Ready"),
+                }),
+                (Some("Offline"), Some("Reporting")) => out.push(Transition {
+                    severity: Severity::Normal,
+                    reason: "Online",
+                    action: "Monitor",
+                    note: "the agent reports again".into(),
+                }),
+                _ => {}
+            }
+        }
+        Kind::DiscoveryScan => {
+            let phase = |s: &Value| s["phase"].as_str().map(str::to_owned);
+            match (phase(before).as_deref(), phase(after).as_deref()) {
+                (was, Some(now @ ("Succeeded" | "Failed"))) if was != Some(now) => {
+                    let scanned = &after["progress"]["scanned"];
+                    let total = &after["progress"]["total"];
+                    out.push(Transition {
+                        severity: if now == "Failed" {
+                            Severity::Warning
+                        } else {
+                            Severity::Normal
+                        },
+                        reason: if now == "Failed" {
+                            "ScanFailed"
+                        } else {
+                            "ScanFinished"
+                        },
+                        action: "Scan",
+                        note: format!("scan {}: {scanned} of {total} addresses", now.to_lowercase()),
+                    });
+                }
+                _ => {}
+            }
+        }
+        Kind::PatchPolicy => {
+            let failed = |s: &Value, ring: &str| {
+                s["rings"]
+                    .as_array()
+                    .and_then(|rings| rings.iter().find(|r| r["name"] == ring))
+                    .and_then(|r| r["failed"].as_u64())
+                    .unwrap_or(0)
+            };
+            for ring in after["rings"].as_array().into_iter().flatten() {
+                let name = ring["name"].as_str().unwrap_or_default();
+                let (was, now) = (failed(before, name), failed(after, name));
+                if now > was {
+                    out.push(Transition {
+                        severity: Severity::Warning,
+                        reason: "PatchFailed",
+                        action: "Patch",
+                        note: format!(
+                            "{} more device(s) failed to patch in ring {name} ({now} in all)",
+                            now - was
+                        ),
+                    });
+                }
+            }
+        }
+        Kind::AlertRule | Kind::NotificationChannel | Kind::Workflow => {}
+    }
+    out
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn ready(reason: &str, status: &str) -> Value {
+        json!({ "type": "Ready", "status": status, "reason": reason, "message": "m" })
+    }
+
+    #[test]
+    fn a_device_going_offline_and_back_is_told_once_each_way() {
+        let reporting = json!({ "conditions": [ready("Reporting", "True")] });
+        let offline = json!({ "conditions": [ready("Offline", "False")] });
+        let down = transitions(Kind::Device, &reporting, &offline);
+        assert_eq!(down.len(), 1);
+        assert_eq!((down[0].reason, down[0].severity), ("Offline", Severity::Warning));
+        assert!(transitions(Kind::Device, &offline, &offline).is_empty());
+        assert_eq!(transitions(Kind::Device, &offline, &reporting)[0].reason, "Online");
+    }
+
+    #[test]
+    fn enrollment_and_invalid_specs_are_told() {
+        let enrolled = json!({ "conditions": [{ "type": "Enrolled", "status": "True", "message": "agent a1 enrolled" }] });
+        let told = transitions(Kind::Device, &json!({}), &enrolled);
+        assert_eq!(told[0].reason, "Enrolled");
+        assert_eq!(told[0].note, "agent a1 enrolled");
+
+        let invalid = json!({ "conditions": [{ "type": "Degraded", "status": "True", "message": "spec.for: bad duration" }] });
+        let told = transitions(Kind::AlertRule, &json!({}), &invalid);
+        assert_eq!(told[0].reason, "InvalidSpec");
+        assert!(transitions(Kind::AlertRule, &invalid, &invalid).is_empty());
+    }
+
+    #[test]
+    fn scans_finishing_and_patches_failing_are_told() {
+        let running = json!({ "phase": "Running" });
+        let done = json!({ "phase": "Succeeded", "progress": { "scanned": 254, "total": 254 } });
+        let told = transitions(Kind::DiscoveryScan, &running, &done);
+        assert_eq!(told[0].reason, "ScanFinished");
+        assert_eq!(told[0].note, "scan succeeded: 254 of 254 addresses");
+
+        let before = json!({ "rings": [{ "name": "pilot", "failed": 1 }] });
+        let after = json!({ "rings": [{ "name": "pilot", "failed": 3 }] });
+        let told = transitions(Kind::PatchPolicy, &before, &after);
+        assert_eq!(told[0].reason, "PatchFailed");
+        assert!(told[0].note.starts_with("2 more"), "{}", told[0].note);
+    }
+}

@@ -1,0 +1,207 @@
+//! What both modes serve: the database (given, or an embedded PostgreSQL), the agent CA,
+//! the background jobs and the two HTTP listeners. Standalone and Kubernetes mode differ
+//! only in where desired state comes from and where status goes.
+use std::{future::Future, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{
+    api::{self, AppState, agent::AgentPki},
+    cli::{DatabaseArgs, ServerArgs},
+    ingest::Ingest,
+    jobs::{self, TimeseriesArgs},
+    metrics::Metrics,
+    pki::Authority,
+    store::{Store, embedded::EmbeddedPostgres},
+};
+
+/// A receiver that turns `true` on SIGTERM or Ctrl-C.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Runs `serve` with the database URL of `args`, or with an embedded PostgreSQL started
+/// for it (and stopped after it, whatever it returned).
+pub async fn with_database<F, Fut>(args: &DatabaseArgs, serve: F) -> anyhow::Result<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    if let Some(url) = args.database_url.clone() {
+        return serve(url).await;
+    }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::store::embedded::default_data_dir);
+    let bin_dir = args.postgres_bin_dir.clone();
+    let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, bin_dir.as_deref()))
+        .await?
+        .context("failed to start the embedded PostgreSQL")?;
+    let result = match pg.database_url().await {
+        Ok(url) => serve(url).await,
+        Err(e) => Err(anyhow::Error::new(e).context("failed to create the embedded database")),
+    };
+    tokio::task::spawn_blocking(move || pg.stop())
+        .await?
+        .context("failed to stop the embedded PostgreSQL")?;
+    result
+}
+
+/// The running API and jobs; [`Server::stop`] takes them down in order.
+pub struct Server {
+    pub state: AppState,
+    servers: Vec<(axum_server::Handle<SocketAddr>, ServerTask)>,
+    jobs: Vec<JoinHandle<()>>,
+    jobs_stop: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Connects (running migrations), loads or creates the agent CA, prepares partitions,
+    /// starts the jobs and both listeners. Not ready until the caller says so.
+    pub async fn start(
+        url: &str,
+        server: &ServerArgs,
+        database: &DatabaseArgs,
+        timeseries: &TimeseriesArgs,
+    ) -> anyhow::Result<Self> {
+        let store = Store::connect(url, database.database_max_connections).await?;
+        let metrics = Arc::new(Metrics::default());
+        let mut state = AppState::new(store.clone(), metrics.clone());
+        let authority = Authority::load_or_create(&store)
+            .await
+            .context("failed to load the agent CA")?;
+        let data_dir = database
+            .data_dir
+            .clone()
+            .unwrap_or_else(crate::store::embedded::default_data_dir);
+        publish_ca(&authority, &data_dir);
+        let agent_tls = authority.agent_server_config(&server.agent_hostnames)?;
+        state.pki = Some(Arc::new(AgentPki {
+            authority,
+            certificate_validity: server.agent_certificate_validity,
+        }));
+        state.ingest = Ingest::new(timeseries.ingest_config());
+        jobs::prepare(&store, &metrics, timeseries)
+            .await
+            .context("failed to prepare the metrics partitions")?;
+        let (jobs_stop, jobs_shutdown) = watch::channel(false);
+        let jobs = jobs::spawn(&state, timeseries, jobs_shutdown);
+        let servers = start_servers(server, state.clone(), agent_tls).await?;
+        Ok(Self {
+            state,
+            servers,
+            jobs,
+            jobs_stop,
+        })
+    }
+
+    /// Stops taking requests, lets the writers commit what is queued, closes the pool.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for (handle, _) in &self.servers {
+            handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        }
+        for (_, task) in self.servers {
+            task.await.context("HTTP server task failed")??;
+        }
+        let _ = self.jobs_stop.send(true);
+        for job in self.jobs {
+            let _ = job.await;
+        }
+        self.state.store.pool().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// The people API (`--listen`, HTTP or HTTPS) and the agent API (`--agent-listen`, HTTPS
+/// with optional client certificates) serve the same routes; identities decide access.
+async fn start_servers(
+    args: &ServerArgs,
+    state: AppState,
+    agent_tls: Arc<rustls::ServerConfig>,
+) -> anyhow::Result<Vec<(axum_server::Handle<SocketAddr>, ServerTask)>> {
+    let app = api::app(state, args.request_timeout);
+    let bind = |address: SocketAddr| -> anyhow::Result<std::net::TcpListener> {
+        let listener = std::net::TcpListener::bind(address)
+            .with_context(|| format!("failed to listen on {address}"))?;
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    };
+
+    let listener = bind(args.listen)?;
+    let address = listener.local_addr()?;
+    let handle = axum_server::Handle::new();
+    let people = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "failed to load TLS certificate {} and key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone());
+            println!("cdot-operator: API listening on https://{address}");
+            tokio::spawn(server.serve(app.clone().into_make_service()))
+        }
+        _ => {
+            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            println!("cdot-operator: API listening on http://{address}");
+            tokio::spawn(server.serve(app.clone().into_make_service()))
+        }
+    };
+    tracing::info!(%address, tls = args.tls_cert.is_some(), "API listening");
+
+    let agent_listener = bind(args.agent_listen)?;
+    let agent_address = agent_listener.local_addr()?;
+    let agent_handle = axum_server::Handle::new();
+    let server =
+        axum_server::from_tcp_rustls(agent_listener, RustlsConfig::from_config(agent_tls))?
+            .handle(agent_handle.clone());
+    let agents = tokio::spawn(server.serve(app.into_make_service()));
+    println!("cdot-operator: agent API listening on https://{agent_address}");
+    tracing::info!(address = %agent_address, "agent API listening");
+    Ok(vec![(handle, people), (agent_handle, agents)])
+}
+
+/// Logs the CA fingerprint agents pin and leaves the CA certificate (public) in the data
+/// directory for local agents.
+fn publish_ca(authority: &Authority, dir: &Path) {
+    let fingerprint = authority.fingerprint();
+    println!("cdot-operator: agent CA fingerprint {fingerprint}");
+    tracing::info!(%fingerprint, "agent certificate authority");
+    let path = dir.join("agent-ca.crt");
+    match std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, authority.ca_pem())) {
+        Ok(()) => tracing::info!(path = %path.display(), "wrote the agent CA certificate"),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the agent CA certificate")
+        }
+    }
+}
+
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
