@@ -103,8 +103,9 @@ async fn serve(args: &RunArgs, url: String, shutdown: watch::Receiver<bool>) -> 
         let mut to_lead = leading.clone();
         let mut stopping = shutdown.clone();
         tokio::select! {
-            _ = to_lead.wait_for(|leading| *leading) => {}
+            biased;
             _ = stopping.wait_for(|stop| *stop) => break,
+            _ = to_lead.wait_for(|leading| *leading) => {}
         }
         tracing::info!(%identity, "leading: starting the controllers");
         state.metrics.leader.set(1);

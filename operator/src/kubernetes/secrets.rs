@@ -157,9 +157,10 @@ async fn watch_secrets(
                     Err(e) => tracing::warn!(error = %e, "watching Secrets failed; retrying"),
                 }
                 // Nothing is applied before every watch has listed: half a token set would
-                // revoke the other half.
-                if pending && due.is_none() && listed.iter().all(|done| *done) {
-                    due = Some(Instant::now() + DEBOUNCE);
+                // revoke the other half. A change also cuts short the wait of a retry.
+                if pending && listed.iter().all(|done| *done) {
+                    let soon = Instant::now() + DEBOUNCE;
+                    due = Some(due.map_or(soon, |due| due.min(soon)));
                 }
             }
             () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {

@@ -109,3 +109,57 @@ fn check_token_scope(token: &ApiToken, system_namespace: &str) -> Result<(), Str
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cdot_crds::api_token::{Role, format_token_hash, hash_token, render_token_secret};
+
+    use super::directory::ManifestFiles;
+
+    /// A manifest directory still refuses the whole set for one bad token, with its position.
+    #[test]
+    fn a_manifest_directory_applies_the_token_rules() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let grabby = render_token_secret(
+            "grabby",
+            "acme",
+            Role::Viewer,
+            &["acme".into(), "globex".into()],
+            "t1",
+        );
+        let ops = render_token_secret("ops", "cdot-system", Role::Admin, &["*".into()], "t2");
+        let copy = format!(
+            "apiVersion: v1\nkind: Secret\ntype: rmm.cdot.io/enrollment-token\nmetadata: {{name: copy, namespace: acme}}\nstringData:\n  tokenHash: \"{}\"\n",
+            format_token_hash(&hash_token("t2"))
+        );
+        std::fs::write(
+            dir.path().join("tokens.yaml"),
+            format!("{ops}---\n{grabby}---\n{copy}"),
+        )
+        .expect("write manifests");
+        let errors = ManifestFiles::read(&[dir.path().to_path_buf()])
+            .parse("cdot-system")
+            .expect_err("refused");
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.document, e.path.as_deref().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            found,
+            [(2, "stringData.namespaces"), (3, "stringData.tokenHash")]
+        );
+        assert!(
+            errors[1]
+                .message
+                .ends_with("already defined at tokens.yaml:1"),
+            "{}",
+            errors[1]
+        );
+
+        std::fs::write(dir.path().join("tokens.yaml"), ops).expect("write manifests");
+        let snapshot = ManifestFiles::read(&[dir.path().to_path_buf()])
+            .parse("cdot-system")
+            .expect("valid");
+        assert_eq!(snapshot.tokens.len(), 1);
+    }
+}

@@ -106,8 +106,42 @@ impl Operator {
 
     /// Starts on given (API, agent API) ports, e.g. to restart where agents expect it.
     pub async fn start_at(
-        (port, agent_port): (u16, u16),
+        ports: (u16, u16),
         manifests: &[&Path],
+        database_url: Option<&str>,
+        extra: &[&str],
+        log_dir: &Path,
+    ) -> Self {
+        let mut command = Command::new(operator_bin());
+        command.arg("standalone");
+        for dir in manifests {
+            command.arg("--manifests").arg(dir);
+        }
+        Self::launch(command, ports, database_url, extra, log_dir).await
+    }
+
+    /// Starts `cdot-operator run` (Kubernetes mode) against the API server of `kubeconfig`.
+    pub async fn start_in_cluster(
+        kubeconfig: &Path,
+        database_url: &str,
+        extra: &[&str],
+        log_dir: &Path,
+    ) -> Self {
+        let mut command = Command::new(operator_bin());
+        command.arg("run").env("KUBECONFIG", kubeconfig);
+        Self::launch(
+            command,
+            (free_port(), free_port()),
+            Some(database_url),
+            extra,
+            log_dir,
+        )
+        .await
+    }
+
+    async fn launch(
+        mut command: Command,
+        (port, agent_port): (u16, u16),
         database_url: Option<&str>,
         extra: &[&str],
         log_dir: &Path,
@@ -116,9 +150,7 @@ impl Operator {
             "operator-{port}-{}.log",
             uuid::Uuid::new_v4().simple()
         ));
-        let mut command = Command::new(operator_bin());
         command
-            .arg("standalone")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--agent-listen")
@@ -127,9 +159,6 @@ impl Operator {
             command
                 .arg("--data-dir")
                 .arg(log_dir.join(format!("data-{port}")));
-        }
-        for dir in manifests {
-            command.arg("--manifests").arg(dir);
         }
         command
             .args(extra)

@@ -1,0 +1,358 @@
+//! Emulator tests of Kubernetes mode: the real `cdot-operator run` binary against a
+//! Kubernetes API *emulator* (PyPI's kmock plus our shim, `cdot_testkit::kube_emulator`) on a
+//! random loopback port, with a real PostgreSQL. No API server can run on this machine, so
+//! these prove the wiring (watches, status subresource, finalizers, Events, Leases, kubectl),
+//! not API-server semantics such as validation, admission or RBAC.
+mod support;
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use cdot_testkit::kube_emulator::KubeEmulator;
+use serde_json::{Value, json};
+use support::{Operator, TestDb, examples_dir};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn get(k8s: &KubeEmulator, path: &str) -> Option<Value> {
+    let response = k8s.request("GET", path, "application/json", "");
+    match response.status {
+        200 => Some(serde_json::from_str(&response.body).expect("JSON from the emulator")),
+        404 => None,
+        status => panic!("GET {path}: {status} {}", response.body),
+    }
+}
+
+fn send(k8s: &KubeEmulator, method: &str, path: &str, content_type: &str, body: &Value) -> Value {
+    let response = k8s.request(method, path, content_type, &body.to_string());
+    assert!(
+        (200..300).contains(&response.status),
+        "{method} {path}: {} {}",
+        response.status,
+        response.body
+    );
+    serde_json::from_str(&response.body).expect("JSON from the emulator")
+}
+
+fn path(plural: &str, namespace: &str, name: &str) -> String {
+    format!("/apis/rmm.cdot.io/v1alpha1/namespaces/{namespace}/{plural}/{name}")
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Waits until `check` holds for the object at `path`, and returns it.
+fn wait_for(
+    k8s: &KubeEmulator,
+    operator: &Operator,
+    path: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(object) = get(k8s, path)
+            && check(&object)
+        {
+            return object;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: not {what} within {WAIT:?}: {:#}\noperator log:\n{}",
+            get(k8s, path).unwrap_or_default(),
+            operator.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn reconciled(object: &Value) -> bool {
+    object["status"]["observedGeneration"] == object["metadata"]["generation"]
+        && condition(object, "Ready").is_some()
+}
+
+fn ready(object: &Value) -> bool {
+    reconciled(object) && condition(object, "Ready").is_some_and(|c| c["status"] == "True")
+}
+
+async fn operator(k8s: &KubeEmulator, db: &TestDb, dir: &Path, identity: &str) -> Operator {
+    Operator::start_in_cluster(
+        k8s.kubeconfig(),
+        &db.url,
+        &[
+            "--identity",
+            identity,
+            "--lease-duration",
+            "3s",
+            "--lease-namespace",
+            "cdot-system",
+        ],
+        dir,
+    )
+    .await
+}
+
+fn channel() -> Value {
+    json!({
+        "apiVersion": "rmm.cdot.io/v1alpha1", "kind": "NotificationChannel",
+        "metadata": { "name": "ops", "namespace": "acme" },
+        "spec": { "type": "Webhook", "webhook": { "urlSecretRef": { "name": "hook", "key": "url" } } },
+    })
+}
+
+fn rule(window: &str) -> Value {
+    json!({
+        "apiVersion": "rmm.cdot.io/v1alpha1", "kind": "AlertRule",
+        "metadata": { "name": "cpu-high", "namespace": "acme" },
+        "spec": {
+            "selector": { "matchLabels": { "role": "server" } },
+            "metric": "cpu",
+            "reduce": { "function": "avg", "window": window },
+            "condition": { "op": ">", "threshold": 90 },
+            "severity": "Critical",
+            "channels": ["ops"],
+        },
+    })
+}
+
+fn device(name: &str) -> Value {
+    json!({
+        "apiVersion": "rmm.cdot.io/v1alpha1", "kind": "Device",
+        "metadata": { "name": name, "namespace": "acme", "labels": { "role": "server" } },
+        "spec": { "class": "Server" },
+    })
+}
+
+fn create(k8s: &KubeEmulator, plural: &str, object: &Value) -> Value {
+    send(
+        k8s,
+        "POST",
+        &format!("/apis/rmm.cdot.io/v1alpha1/namespaces/acme/{plural}"),
+        "application/json",
+        object,
+    )
+}
+
+async fn metric(operator: &Operator, name: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", operator.base))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Create → Ready, spec edit → new observedGeneration, an invalid spec → Degraded and a
+/// Warning Event, delete → the finalizer cleans the store up and lets the object go.
+#[tokio::test(flavor = "multi_thread")]
+async fn emulator_objects_go_from_created_to_ready_to_deleted() {
+    let k8s = KubeEmulator::start();
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let operator = operator(&k8s, &db, dir.path(), "solo").await;
+
+    create(&k8s, "notificationchannels", &channel());
+    create(&k8s, "alertrules", &rule("5m"));
+    create(&k8s, "devices", &device("web-01"));
+
+    let rule_path = path("alertrules", "acme", "cpu-high");
+    let first = wait_for(&k8s, &operator, &rule_path, "Ready", ready);
+    assert_eq!(first["status"]["observedGeneration"], 1);
+    assert_eq!(first["status"]["matchedDevices"], 1, "{first:#}");
+    assert_eq!(first["spec"], rule("5m")["spec"], "status writes never touch spec");
+
+    let device_path = path("devices", "acme", "web-01");
+    let device = wait_for(&k8s, &operator, &device_path, "reconciled", reconciled);
+    assert_eq!(device["metadata"]["finalizers"], json!(["rmm.cdot.io/cleanup"]));
+    assert_eq!(condition(&device, "Ready").expect("Ready")["reason"], "NotReporting");
+
+    // A spec edit: the generation moves and the status follows it.
+    send(
+        &k8s,
+        "PATCH",
+        &rule_path,
+        "application/merge-patch+json",
+        &json!({ "spec": { "reduce": { "window": "10m" } } }),
+    );
+    let edited = wait_for(&k8s, &operator, &rule_path, "at generation 2", |o| {
+        o["metadata"]["generation"] == 2 && ready(o)
+    });
+    assert_eq!(edited["status"]["observedGeneration"], 2);
+
+    // An invalid edit: Degraded with the field, and a Warning Event.
+    send(
+        &k8s,
+        "PATCH",
+        &rule_path,
+        "application/merge-patch+json",
+        &json!({ "spec": { "reduce": { "window": "soon" } } }),
+    );
+    let invalid = wait_for(&k8s, &operator, &rule_path, "Degraded", |o| {
+        o["status"]["observedGeneration"] == 3
+            && condition(o, "Degraded").is_some_and(|c| c["status"] == "True")
+    });
+    let message = condition(&invalid, "Degraded").expect("Degraded")["message"]
+        .as_str()
+        .expect("message")
+        .to_owned();
+    assert!(message.contains("spec.reduce.window"), "{message}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = get(&k8s, "/apis/events.k8s.io/v1/namespaces/acme/events").expect("events");
+        let told = events["items"].as_array().into_iter().flatten().any(|e| {
+            e["reason"] == "InvalidSpec"
+                && e["type"] == "Warning"
+                && e["regarding"]["name"] == "cpu-high"
+        });
+        if told {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no InvalidSpec event: {events:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Delete with the finalizer: the store forgets the device, then the object goes.
+    let response = k8s.request("DELETE", &device_path, "application/json", "");
+    assert!(response.status < 300, "{}", response.body);
+    let deadline = Instant::now() + WAIT;
+    while get(&k8s, &device_path).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the Device was not released:\n{}",
+            operator.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM objects WHERE kind = 'Device' AND name = 'web-01'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(left, 0, "the store still holds the deleted Device");
+}
+
+/// Two replicas share the Lease: one leads and reconciles, the other only serves; when
+/// the leader stops, the other takes over.
+#[tokio::test(flavor = "multi_thread")]
+async fn emulator_two_replicas_elect_one_leader() {
+    let k8s = KubeEmulator::start();
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = operator(&k8s, &db, dir.path(), "replica-a").await;
+    let b = operator(&k8s, &db, dir.path(), "replica-b").await;
+
+    let lease_path = "/apis/coordination.k8s.io/v1/namespaces/cdot-system/leases/cdot-operator";
+    let deadline = Instant::now() + WAIT;
+    let holder = loop {
+        if let Some(lease) = get(&k8s, lease_path)
+            && let Some(holder) = lease["spec"]["holderIdentity"].as_str()
+        {
+            break holder.to_owned();
+        }
+        assert!(Instant::now() < deadline, "nobody took the Lease:\n{}", a.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(holder, "replica-a", "the first replica started leads");
+
+    create(&k8s, "notificationchannels", &channel());
+    wait_for(
+        &k8s,
+        &a,
+        &path("notificationchannels", "acme", "ops"),
+        "reconciled",
+        reconciled,
+    );
+    assert_eq!(metric(&a, "cdot_leader").await, 1.0);
+    assert_eq!(metric(&b, "cdot_leader").await, 0.0);
+    assert!(metric(&a, "cdot_reconcile_total").await >= 1.0);
+    assert_eq!(
+        metric(&b, "cdot_reconcile_total").await,
+        0.0,
+        "a replica that does not lead reconciled"
+    );
+    // Both serve the API.
+    for replica in [&a, &b] {
+        let status = reqwest::get(format!("{}/readyz", replica.base))
+            .await
+            .expect("readyz")
+            .status();
+        assert!(status.is_success());
+    }
+
+    // The leader stops (releasing the Lease); the other takes over and reconciles.
+    assert!(a.interrupt().success());
+    create(&k8s, "devices", &device("after-failover"));
+    wait_for(
+        &k8s,
+        &b,
+        &path("devices", "acme", "after-failover"),
+        "reconciled by the new leader",
+        reconciled,
+    );
+    assert_eq!(metric(&b, "cdot_leader").await, 1.0);
+    let lease = get(&k8s, lease_path).expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+}
+
+/// `kubectl apply --validate=false -f examples/` against the emulator, and every object it
+/// created is reconciled at its generation.
+#[tokio::test(flavor = "multi_thread")]
+async fn emulator_kubectl_apply_of_the_examples_is_reconciled() {
+    let k8s = KubeEmulator::start();
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let operator = operator(&k8s, &db, dir.path(), "solo").await;
+
+    let examples = examples_dir();
+    let out = k8s.kubectl(&[
+        "apply",
+        "--validate=false",
+        "-R",
+        "-f",
+        examples.to_str().expect("path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "kubectl apply failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut total = 0;
+    for plural in [
+        "devices",
+        "alertrules",
+        "notificationchannels",
+        "patchpolicies",
+        "workflows",
+        "discoveryscans",
+    ] {
+        let list = get(&k8s, &format!("/apis/rmm.cdot.io/v1alpha1/{plural}")).expect("list");
+        for item in list["items"].as_array().expect("items") {
+            let object_path = path(
+                plural,
+                item["metadata"]["namespace"].as_str().expect("namespace"),
+                item["metadata"]["name"].as_str().expect("name"),
+            );
+            let done = wait_for(&k8s, &operator, &object_path, "reconciled", reconciled);
+            assert!(
+                condition(&done, "Degraded").is_some_and(|c| c["status"] == "False"),
+                "an example is invalid: {done:#}"
+            );
+            total += 1;
+        }
+    }
+    assert!(total >= 10, "only {total} example objects were applied");
+}
