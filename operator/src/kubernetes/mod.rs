@@ -67,7 +67,7 @@ async fn serve(args: &RunArgs, url: String, shutdown: watch::Receiver<bool>) -> 
     let state = server.state.clone();
 
     let (synced_tx, mut synced) = watch::channel(false);
-    let secrets = tokio::spawn(secrets_run(
+    let secrets = tokio::spawn(secrets::run(
         client.clone(),
         args.namespace.clone(),
         args.server.system_namespace.clone(),
@@ -245,5 +245,3 @@ mod tests {
         }
     }
 }
-// TEMP until secrets.rs lands
-async fn secrets_run(_c: Client, _w: Option<String>, _s: String, _st: crate::api::AppState, synced: watch::Sender<bool>, _stop: watch::Receiver<bool>) { let _ = synced.send(true); }
