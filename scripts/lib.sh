@@ -87,3 +87,28 @@ ensure_network_peers() {
     nc -h 2>&1 | grep -q 'OpenBSD netcat' || missing+=(netcat-openbsd)
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
+
+# The Kubernetes API emulator of the operator's tests (testkit/emulator: PyPI's kmock plus a
+# shim) in a venv of its own, reinstalled only when testkit/emulator/requirements.txt changes.
+# Exports CDOT_KUBE_EMULATOR_PYTHON, the venv's python, which the Rust fixture
+# (cdot_testkit::kube_emulator) runs. Call it in this shell, not in $(...).
+ensure_kube_emulator() {
+    local root req venv want
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    req="$root/testkit/emulator/requirements.txt"
+    venv="${XDG_CACHE_HOME:-$HOME/.cache}/cdot-rmm/kube-emulator-venv"
+    want=$(sha256sum "$req" | cut -d' ' -f1)
+    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+        command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+        # Debian ships ensurepip (which `python3 -m venv` needs) in python3-venv.
+        python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3-venv
+        log "creating the Kubernetes API emulator's venv in $venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$req" >&2 \
+            || die "pip install -r $req failed (PyPI must be reachable, or set PIP_INDEX_URL / PIP_FIND_LINKS)"
+        "$venv/bin/python" -c 'import kmock, yaml' || die "the venv in $venv cannot import kmock"
+        echo "$want" >"$venv/.requirements.sha256"
+    fi
+    export CDOT_KUBE_EMULATOR_PYTHON="$venv/bin/python"
+}

@@ -5,6 +5,7 @@
 //! workspace binaries.
 pub mod bins;
 pub mod echo;
+pub mod kube_emulator;
 pub mod netns;
 pub mod pg;
 pub mod process;
