@@ -172,9 +172,9 @@ async fn emulator_objects_go_from_created_to_ready_to_deleted() {
     assert_eq!(first["spec"], rule("5m")["spec"], "status writes never touch spec");
 
     let device_path = path("devices", "acme", "web-01");
-    let device = wait_for(&k8s, &operator, &device_path, "reconciled", reconciled);
-    assert_eq!(device["metadata"]["finalizers"], json!(["rmm.cdot.io/cleanup"]));
-    assert_eq!(condition(&device, "Ready").expect("Ready")["reason"], "NotReporting");
+    let web = wait_for(&k8s, &operator, &device_path, "reconciled", reconciled);
+    assert_eq!(web["metadata"]["finalizers"], json!(["rmm.cdot.io/cleanup"]));
+    assert_eq!(condition(&web, "Ready").expect("Ready")["reason"], "NotReporting");
 
     // A spec edit: the generation moves and the status follows it.
     send(
@@ -188,6 +188,12 @@ async fn emulator_objects_go_from_created_to_ready_to_deleted() {
         o["metadata"]["generation"] == 2 && ready(o)
     });
     assert_eq!(edited["status"]["observedGeneration"], 2);
+
+    // Another matching Device: the rule's count follows without a change of its own.
+    create(&k8s, "devices", &device("web-02"));
+    wait_for(&k8s, &operator, &rule_path, "matching 2 devices", |o| {
+        o["status"]["matchedDevices"] == 2
+    });
 
     // An invalid edit: Degraded with the field, and a Warning Event.
     send(

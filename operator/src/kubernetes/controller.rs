@@ -8,7 +8,7 @@
 //! deletion): the operator's own status patches do not wake it again. What changes outside
 //! the API (an enrollment, a device going silent) arrives through [`Changes`].
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     hash::{Hash, Hasher},
     sync::{Arc, Mutex},
     time::Duration,
@@ -43,6 +43,9 @@ use super::api_resource;
 
 /// The finalizer of kinds whose deletion must clean up outside the API server.
 pub const FINALIZER: &str = "rmm.cdot.io/cleanup";
+
+/// How long changes of peers gather before dependents are reconciled.
+const DEPENDENTS_DELAY: Duration = Duration::from_secs(5);
 
 /// The Events' reporting controller.
 pub const CONTROLLER_NAME: &str = "cdot-operator";
@@ -97,6 +100,8 @@ pub struct Shared {
     caches: HashMap<Kind, Cache<DynamicObject>>,
     /// Consecutive failures per object, for the error backoff; cleared on success.
     failures: Mutex<HashMap<ObjectRef<DynamicObject>, u32>>,
+    /// (kind, namespace) whose objects changed since dependents were last told.
+    changed_peers: Mutex<HashSet<(Kind, String)>>,
 }
 
 impl Shared {
@@ -122,6 +127,54 @@ impl Shared {
             resync,
             caches: HashMap::new(),
             failures: Mutex::default(),
+            changed_peers: Mutex::default(),
+        }
+    }
+
+    /// Notes that objects of `kind` in `namespace` changed, for [`tell_dependents`].
+    fn changed_peers(&self, kind: Kind, namespace: &str) {
+        if let Ok(mut changed) = self.changed_peers.lock() {
+            changed.insert((kind, namespace.to_owned()));
+        }
+    }
+}
+
+/// Every [`DEPENDENTS_DELAY`], asks for a reconcile of each object whose reconciler reads a
+/// kind that changed in its namespace (an AlertRule's matched Devices, its channels). The
+/// delay folds a burst (10,000 Devices applied at once) into a few passes.
+async fn tell_dependents(shared: Arc<Shared>, changes: Changes, stop: impl std::future::Future<Output = ()>) {
+    let mut every = tokio::time::interval(DEPENDENTS_DELAY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = every.tick() => {}
+        }
+        let changed = match shared.changed_peers.lock() {
+            Ok(mut changed) => std::mem::take(&mut *changed),
+            Err(_) => continue,
+        };
+        for kind in Kind::ALL {
+            let Some(cache) = shared.caches.get(&kind) else {
+                continue;
+            };
+            let reads = reconcile::depends_on(kind);
+            let namespaces: HashSet<&str> = changed
+                .iter()
+                .filter(|(k, _)| reads.contains(k))
+                .map(|(_, ns)| ns.as_str())
+                .collect();
+            if namespaces.is_empty() {
+                continue;
+            }
+            for object in cache.state() {
+                if let (Some(ns), Some(name)) = (&object.metadata.namespace, &object.metadata.name)
+                    && namespaces.contains(ns.as_str())
+                {
+                    changes.changed(kind, ns, name);
+                }
+            }
         }
     }
 }
@@ -162,6 +215,7 @@ pub async fn run(
         controllers.push((kind, api, objects, cache));
     }
     let shared = Arc::new(shared);
+    let dependents = tokio::spawn(tell_dependents(shared.clone(), changes.clone(), stop.clone()));
     for (kind, api, objects, cache) in controllers {
         let context = Arc::new(KindContext {
             kind,
@@ -178,6 +232,7 @@ pub async fn run(
         streams.push(stream);
     }
     futures::future::join_all(streams).await;
+    let _ = dependents.await;
 }
 
 /// Hashes what should wake a reconcile: spec (through generation), labels, finalizers and
@@ -274,7 +329,10 @@ async fn apply(object: &DynamicObject, context: &KindContext) -> Result<Action, 
     let kind = context.kind;
     let shared = &context.shared;
     let mirrored = cluster_object(kind, object)?;
-    let stored = shared.store.mirror_object(&mirrored).await?;
+    let (stored, changed) = shared.store.mirror_object(&mirrored).await?;
+    if changed {
+        shared.changed_peers(kind, &mirrored.namespace);
+    }
 
     let snapshots: Vec<(Kind, Vec<Arc<DynamicObject>>)> = reconcile::depends_on(kind)
         .iter()
@@ -359,6 +417,7 @@ async fn cleanup(object: &DynamicObject, context: &KindContext) -> Result<Action
             mirrored.uid,
         )
         .await?;
+    context.shared.changed_peers(context.kind, &mirrored.namespace);
     context.count("cleanup");
     tracing::info!(removed, "deleted; its stored state is gone");
     Ok(Action::await_change())

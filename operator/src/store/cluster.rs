@@ -31,9 +31,13 @@ pub struct ClusterObject {
 
 impl Store {
     /// Makes the stored copy of `object` current and returns it as reconcilers read it (with
-    /// heartbeat fields merged into status). Writes nothing when nothing changed.
-    pub async fn mirror_object(&self, object: &ClusterObject) -> Result<StoredObject, StoreError> {
-        sqlx::query(
+    /// heartbeat fields merged into status), and whether anything changed (nothing is
+    /// written when nothing did).
+    pub async fn mirror_object(
+        &self,
+        object: &ClusterObject,
+    ) -> Result<(StoredObject, bool), StoreError> {
+        let changed = sqlx::query(
             "INSERT INTO objects (namespace, kind, name, uid, generation, labels, annotations, spec, status, managed_by, source)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'kubernetes', 'kubernetes')
              ON CONFLICT (namespace, kind, name) DO UPDATE SET
@@ -65,14 +69,18 @@ impl Store {
         .bind(&object.status)
         .execute(&self.pool)
         .await
-        .map_err(StoreError::query("mirror a cluster object"))?;
-        self.get_object(&object.namespace, object.kind, &object.name)
+        .map_err(StoreError::query("mirror a cluster object"))?
+        .rows_affected()
+            > 0;
+        let stored = self
+            .get_object(&object.namespace, object.kind, &object.name)
             .await?
             .ok_or(StoreError::Vanished {
                 kind: object.kind,
                 namespace: object.namespace.clone(),
                 name: object.name.clone(),
-            })
+            })?;
+        Ok((stored, changed))
     }
 
     /// Removes the stored copy of a deleted object, if it is still the one with `uid`, and
