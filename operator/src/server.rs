@@ -44,9 +44,10 @@ where
         .clone()
         .unwrap_or_else(crate::store::embedded::default_data_dir);
     let bin_dir = args.postgres_bin_dir.clone();
-    let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, bin_dir.as_deref()))
-        .await?
-        .context("failed to start the embedded PostgreSQL")?;
+    let pg =
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, bin_dir.as_deref()))
+            .await?
+            .context("failed to start the embedded PostgreSQL")?;
     let result = match pg.database_url().await {
         Ok(url) => serve(url).await,
         Err(e) => Err(anyhow::Error::new(e).context("failed to create the embedded database")),
@@ -192,7 +193,6 @@ fn publish_ca(authority: &Authority, dir: &Path) {
         }
     }
 }
-
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -17,12 +17,7 @@ use cdot_operator::{
     store::Store,
 };
 use http::{Request, Response};
-use kube::{
-    Api, Client,
-    api::DynamicObject,
-    client::Body,
-    runtime::controller::Action,
-};
+use kube::{Api, Client, api::DynamicObject, client::Body, runtime::controller::Action};
 use serde_json::{Value, json};
 use support::TestDb;
 use tower_test::mock::{self, Handle};
@@ -74,7 +69,9 @@ struct Harness {
 impl Harness {
     async fn new() -> Self {
         let db = TestDb::create().await;
-        let store = Store::connect(&db.url, 4).await.expect("connect and migrate");
+        let store = Store::connect(&db.url, 4)
+            .await
+            .expect("connect and migrate");
         let (service, server) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         Self {
@@ -162,11 +159,19 @@ fn valid() -> Value {
 }
 
 fn reconciled() -> Value {
-    condition("Reconciling", "False", "Reconciled", "generation 2 is reconciled")
+    condition(
+        "Reconciling",
+        "False",
+        "Reconciled",
+        "generation 2 is reconciled",
+    )
 }
 
 fn path(kind: Kind, name: &str) -> String {
-    format!("/apis/rmm.cdot.io/v1alpha1/namespaces/acme/{}/{name}", kind.plural())
+    format!(
+        "/apis/rmm.cdot.io/v1alpha1/namespaces/acme/{}/{name}",
+        kind.plural()
+    )
 }
 
 #[tokio::test]
@@ -190,7 +195,11 @@ async fn a_new_device_first_gets_the_finalizer() {
         ])
     );
     let action = task.await.expect("task").expect("reconcile");
-    assert_eq!(action, Action::await_change(), "the patch itself wakes the next reconcile");
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "the patch itself wakes the next reconcile"
+    );
 }
 
 #[tokio::test]
@@ -207,7 +216,10 @@ async fn a_device_with_the_finalizer_gets_its_status_through_the_subresource() {
     let patch = next(&mut h.server, device).await;
     assert_eq!(
         (patch.method.as_str(), patch.path.as_str()),
-        ("PATCH", format!("{}/status", path(Kind::Device, "web-01")).as_str())
+        (
+            "PATCH",
+            format!("{}/status", path(Kind::Device, "web-01")).as_str()
+        )
     );
     assert_eq!(
         without_times(patch.body),
@@ -223,7 +235,10 @@ async fn a_device_with_the_finalizer_gets_its_status_through_the_subresource() {
         }})
     );
     let action = task.await.expect("task").expect("reconcile");
-    assert!(action != Action::await_change(), "requeued for the resync: {action:?}");
+    assert!(
+        action != Action::await_change(),
+        "requeued for the resync: {action:?}"
+    );
 
     // The store mirrors the object under the API server's uid and generation.
     let stored = h
@@ -232,8 +247,17 @@ async fn a_device_with_the_finalizer_gets_its_status_through_the_subresource() {
         .await
         .expect("read")
         .expect("mirrored");
-    assert_eq!(stored.uid.to_string(), "6f1c1f4e-5d8b-4c1e-9a51-0a3f0d7c1b01");
-    assert_eq!((stored.generation, stored.status["observedGeneration"].clone()), (2, json!(2)));
+    assert_eq!(
+        stored.uid.to_string(),
+        "6f1c1f4e-5d8b-4c1e-9a51-0a3f0d7c1b01"
+    );
+    assert_eq!(
+        (
+            stored.generation,
+            stored.status["observedGeneration"].clone()
+        ),
+        (2, json!(2))
+    );
 }
 
 #[tokio::test]
@@ -270,14 +294,20 @@ async fn an_invalid_alert_rule_is_degraded_and_gets_a_warning_event() {
     let task = h.reconcile(Kind::AlertRule, rule.clone());
 
     let patch = next(&mut h.server, rule).await;
-    assert_eq!(patch.path, format!("{}/status", path(Kind::AlertRule, "cpu-high")));
+    assert_eq!(
+        patch.path,
+        format!("{}/status", path(Kind::AlertRule, "cpu-high"))
+    );
     let status = &patch.body["status"];
     assert_eq!(status["observedGeneration"], 2);
     let degraded = status["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == "Degraded"))
         .expect("Degraded condition");
-    assert_eq!((&degraded["status"], &degraded["reason"]), (&json!("True"), &json!("ValidationFailed")));
+    assert_eq!(
+        (&degraded["status"], &degraded["reason"]),
+        (&json!("True"), &json!("ValidationFailed"))
+    );
     let message = degraded["message"].as_str().expect("message").to_owned();
     assert!(message.contains("spec."), "names the field: {message}");
 
@@ -293,7 +323,10 @@ async fn an_invalid_alert_rule_is_degraded_and_gets_a_warning_event() {
     assert_eq!(event.body["reportingController"], "cdot-operator");
     assert_eq!(event.body["regarding"]["kind"], "AlertRule");
     assert_eq!(event.body["regarding"]["name"], "cpu-high");
-    assert_eq!(event.body["regarding"]["uid"], "6f1c1f4e-5d8b-4c1e-9a51-0a3f0d7c1b01");
+    assert_eq!(
+        event.body["regarding"]["uid"],
+        "6f1c1f4e-5d8b-4c1e-9a51-0a3f0d7c1b01"
+    );
     task.await.expect("task").expect("reconcile");
 }
 
@@ -337,7 +370,10 @@ async fn each_kind_writes_its_own_status_fields() {
             Kind::NotificationChannel | Kind::Device => &[],
         };
         for field in owned {
-            assert!(status.get(*field).is_some(), "{kind} status lacks {field}: {status}");
+            assert!(
+                status.get(*field).is_some(),
+                "{kind} status lacks {field}: {status}"
+            );
         }
         task.await.expect("task").expect("reconcile");
     }
@@ -356,7 +392,13 @@ async fn deleting_a_device_forgets_it_in_the_store_then_removes_the_finalizer() 
     let task = h.reconcile(Kind::Device, device.clone());
     next(&mut h.server, device.clone()).await;
     task.await.expect("task").expect("reconcile");
-    assert!(h.store.get_object("acme", Kind::Device, "web-01").await.expect("read").is_some());
+    assert!(
+        h.store
+            .get_object("acme", Kind::Device, "web-01")
+            .await
+            .expect("read")
+            .is_some()
+    );
 
     let mut deleting = device;
     deleting["metadata"]["deletionTimestamp"] = json!("2026-11-26T10:00:00Z");
@@ -375,7 +417,11 @@ async fn deleting_a_device_forgets_it_in_the_store_then_removes_the_finalizer() 
     );
     task.await.expect("task").expect("cleanup");
     assert!(
-        h.store.get_object("acme", Kind::Device, "web-01").await.expect("read").is_none(),
+        h.store
+            .get_object("acme", Kind::Device, "web-01")
+            .await
+            .expect("read")
+            .is_none(),
         "the store still holds the deleted Device"
     );
 }

@@ -169,12 +169,22 @@ async fn emulator_objects_go_from_created_to_ready_to_deleted() {
     let first = wait_for(&k8s, &operator, &rule_path, "Ready", ready);
     assert_eq!(first["status"]["observedGeneration"], 1);
     assert_eq!(first["status"]["matchedDevices"], 1, "{first:#}");
-    assert_eq!(first["spec"], rule("5m")["spec"], "status writes never touch spec");
+    assert_eq!(
+        first["spec"],
+        rule("5m")["spec"],
+        "status writes never touch spec"
+    );
 
     let device_path = path("devices", "acme", "web-01");
     let web = wait_for(&k8s, &operator, &device_path, "reconciled", reconciled);
-    assert_eq!(web["metadata"]["finalizers"], json!(["rmm.cdot.io/cleanup"]));
-    assert_eq!(condition(&web, "Ready").expect("Ready")["reason"], "NotReporting");
+    assert_eq!(
+        web["metadata"]["finalizers"],
+        json!(["rmm.cdot.io/cleanup"])
+    );
+    assert_eq!(
+        condition(&web, "Ready").expect("Ready")["reason"],
+        "NotReporting"
+    );
 
     // A spec edit: the generation moves and the status follows it.
     send(
@@ -223,7 +233,10 @@ async fn emulator_objects_go_from_created_to_ready_to_deleted() {
         if told {
             break;
         }
-        assert!(Instant::now() < deadline, "no InvalidSpec event: {events:#}");
+        assert!(
+            Instant::now() < deadline,
+            "no InvalidSpec event: {events:#}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -267,7 +280,11 @@ async fn emulator_two_replicas_elect_one_leader() {
         {
             break holder.to_owned();
         }
-        assert!(Instant::now() < deadline, "nobody took the Lease:\n{}", a.logs());
+        assert!(
+            Instant::now() < deadline,
+            "nobody took the Lease:\n{}",
+            a.logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(holder, "replica-a", "the first replica started leads");

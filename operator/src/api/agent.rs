@@ -174,9 +174,11 @@ async fn enroll_checked(
         .await
         .map_err(enrollment_error)?;
     state.agents.forget(enrolled.device_uid);
-    state
-        .changes
-        .changed(cdot_crds::Kind::Device, &enrolled.namespace, &enrolled.device_name);
+    state.changes.changed(
+        cdot_crds::Kind::Device,
+        &enrolled.namespace,
+        &enrolled.device_name,
+    );
     tracing::info!(
         namespace = %enrolled.namespace,
         device = %enrolled.device_name,
@@ -228,7 +230,11 @@ async fn create_in_cluster(
     let Some((namespace, token_name, labels)) = token else {
         return Ok(());
     };
-    if request.namespace.as_ref().is_some_and(|ns| *ns != namespace) {
+    if request
+        .namespace
+        .as_ref()
+        .is_some_and(|ns| *ns != namespace)
+    {
         return Ok(());
     }
     let exists = state

@@ -71,7 +71,9 @@ pub enum Error {
         name: String,
         source: kube::Error,
     },
-    #[error("{kind} {name} has no namespace or uid; only namespaced objects from the API server are reconciled")]
+    #[error(
+        "{kind} {name} has no namespace or uid; only namespaced objects from the API server are reconciled"
+    )]
     Malformed { kind: Kind, name: String },
     #[error("finalizer {FINALIZER}: {0}")]
     Finalizer(#[source] Box<finalizer::Error<Error>>),
@@ -142,7 +144,11 @@ impl Shared {
 /// Every [`DEPENDENTS_DELAY`], asks for a reconcile of each object whose reconciler reads a
 /// kind that changed in its namespace (an AlertRule's matched Devices, its channels). The
 /// delay folds a burst (10,000 Devices applied at once) into a few passes.
-async fn tell_dependents(shared: Arc<Shared>, changes: Changes, stop: impl std::future::Future<Output = ()>) {
+async fn tell_dependents(
+    shared: Arc<Shared>,
+    changes: Changes,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let mut every = tokio::time::interval(DEPENDENTS_DELAY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
@@ -215,7 +221,11 @@ pub async fn run(
         controllers.push((kind, api, objects, cache));
     }
     let shared = Arc::new(shared);
-    let dependents = tokio::spawn(tell_dependents(shared.clone(), changes.clone(), stop.clone()));
+    let dependents = tokio::spawn(tell_dependents(
+        shared.clone(),
+        changes.clone(),
+        stop.clone(),
+    ));
     for (kind, api, objects, cache) in controllers {
         let context = Arc::new(KindContext {
             kind,
@@ -261,8 +271,8 @@ fn requests_for(
         loop {
             match changes.recv().await {
                 Ok(key) if key.kind == kind => {
-                    let object = ObjectRef::new_with(&key.name, api_resource(kind))
-                        .within(&key.namespace);
+                    let object =
+                        ObjectRef::new_with(&key.name, api_resource(kind)).within(&key.namespace);
                     return Some((object, changes));
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -307,7 +317,9 @@ impl KindContext {
     /// The API of the object's own namespace: writes go there even when watching all.
     fn api_for(&self, object: &DynamicObject) -> Api<DynamicObject> {
         match object.namespace() {
-            Some(ns) => Api::namespaced_with(self.shared.client.clone(), &ns, &api_resource(self.kind)),
+            Some(ns) => {
+                Api::namespaced_with(self.shared.client.clone(), &ns, &api_resource(self.kind))
+            }
             None => self.api.clone(),
         }
     }
@@ -417,14 +429,20 @@ async fn cleanup(object: &DynamicObject, context: &KindContext) -> Result<Action
             mirrored.uid,
         )
         .await?;
-    context.shared.changed_peers(context.kind, &mirrored.namespace);
+    context
+        .shared
+        .changed_peers(context.kind, &mirrored.namespace);
     context.count("cleanup");
     tracing::info!(removed, "deleted; its stored state is gone");
     Ok(Action::await_change())
 }
 
 /// Exponential backoff with jitter per object: 1 s, 2 s, 4 s … up to 5 minutes.
-pub fn error_policy(object: Arc<DynamicObject>, error: &Error, context: Arc<KindContext>) -> Action {
+pub fn error_policy(
+    object: Arc<DynamicObject>,
+    error: &Error,
+    context: Arc<KindContext>,
+) -> Action {
     let kind = context.kind;
     context.count("error");
     context
@@ -483,7 +501,11 @@ fn cluster_object(kind: Kind, object: &DynamicObject) -> Result<ClusterObject, E
         generation: object.metadata.generation.unwrap_or(1),
         labels: object.labels().clone(),
         annotations,
-        spec: object.data.get("spec").cloned().unwrap_or_else(|| json!({})),
+        spec: object
+            .data
+            .get("spec")
+            .cloned()
+            .unwrap_or_else(|| json!({})),
         status: object
             .data
             .get("status")

@@ -61,13 +61,15 @@ impl ClusterDevices {
         let object = match api.get_opt(device.name).await.map_err(error)? {
             Some(existing) => existing,
             None => {
-                let new: DynamicObject =
-                    serde_json::from_value(enrolled_device(&device)).map_err(|e| {
-                        error(kube::Error::SerdeError(e))
-                    })?;
+                let new: DynamicObject = serde_json::from_value(enrolled_device(&device))
+                    .map_err(|e| error(kube::Error::SerdeError(e)))?;
                 match api.create(&PostParams::default(), &new).await {
                     Ok(created) => {
-                        tracing::info!(namespace = device.namespace, name = device.name, "created the enrolling Device in the API server");
+                        tracing::info!(
+                            namespace = device.namespace,
+                            name = device.name,
+                            "created the enrolling Device in the API server"
+                        );
                         created
                     }
                     // Another replica or a person was quicker: use theirs.
@@ -96,7 +98,11 @@ impl ClusterDevices {
                 generation: object.metadata.generation.unwrap_or(1),
                 labels: object.metadata.labels.clone().unwrap_or_default(),
                 annotations: BTreeMap::new(),
-                spec: object.data.get("spec").cloned().unwrap_or_else(|| json!({})),
+                spec: object
+                    .data
+                    .get("spec")
+                    .cloned()
+                    .unwrap_or_else(|| json!({})),
                 status: json!({ "source": "Agent" }),
             })
             .await?;
@@ -131,8 +137,14 @@ mod tests {
             labels: &labels,
             spec: &json!({ "class": "Workstation" }),
         });
-        assert_eq!(manifest["metadata"]["labels"]["rmm.cdot.io/origin"], "enrollment");
-        assert_eq!(manifest["metadata"]["labels"]["rmm.cdot.io/enrollment-token"], "laptops");
+        assert_eq!(
+            manifest["metadata"]["labels"]["rmm.cdot.io/origin"],
+            "enrollment"
+        );
+        assert_eq!(
+            manifest["metadata"]["labels"]["rmm.cdot.io/enrollment-token"],
+            "laptops"
+        );
         assert_eq!(manifest["metadata"]["labels"]["rmm.cdot.io/site"], "london");
         assert_eq!(manifest["spec"]["class"], "Workstation");
     }

@@ -98,9 +98,9 @@ pub async fn try_acquire_or_renew(
     let spec = lease.spec.clone().unwrap_or_default();
     let mine = spec.holder_identity.as_deref() == Some(config.identity.as_str());
     let expired = spec.renew_time.as_ref().is_none_or(|renewed| {
-        let lasts = spec
-            .lease_duration_seconds
-            .map_or(config.duration, |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        let lasts = spec.lease_duration_seconds.map_or(config.duration, |s| {
+            Duration::from_secs(u64::try_from(s).unwrap_or(0))
+        });
         let lasts = jiff::SignedDuration::try_from(lasts).unwrap_or(jiff::SignedDuration::MAX);
         renewed.0.saturating_add(lasts).unwrap_or(Timestamp::MAX) < now
     }) || spec.holder_identity.as_deref().is_none_or(str::is_empty);
@@ -117,7 +117,10 @@ pub async fn try_acquire_or_renew(
     };
     let mut updated = lease;
     updated.spec = Some(held_spec(config, acquired, now, transitions));
-    match api.replace(&config.name, &PostParams::default(), &updated).await {
+    match api
+        .replace(&config.name, &PostParams::default(), &updated)
+        .await
+    {
         Ok(_) => Ok(true),
         Err(e) if is_conflict(&e) => Ok(false),
         Err(e) => Err(e),
@@ -137,15 +140,25 @@ async fn release(api: &Api<Lease>, config: &LeaseConfig) {
     }
     spec.holder_identity = None;
     spec.renew_time = None;
-    if let Err(e) = api.replace(&config.name, &PostParams::default(), &lease).await {
+    if let Err(e) = api
+        .replace(&config.name, &PostParams::default(), &lease)
+        .await
+    {
         tracing::warn!(lease = %config.name, error = %e, "leader election: could not release the Lease");
     }
 }
 
-fn held_spec(config: &LeaseConfig, acquired: Timestamp, now: Timestamp, transitions: i32) -> LeaseSpec {
+fn held_spec(
+    config: &LeaseConfig,
+    acquired: Timestamp,
+    now: Timestamp,
+    transitions: i32,
+) -> LeaseSpec {
     LeaseSpec {
         holder_identity: Some(config.identity.clone()),
-        lease_duration_seconds: Some(i32::try_from(config.duration.as_secs().max(1)).unwrap_or(i32::MAX)),
+        lease_duration_seconds: Some(
+            i32::try_from(config.duration.as_secs().max(1)).unwrap_or(i32::MAX),
+        ),
         acquire_time: Some(MicroTime(acquired)),
         renew_time: Some(MicroTime(now)),
         lease_transitions: Some(transitions),

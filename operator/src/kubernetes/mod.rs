@@ -167,7 +167,10 @@ mod tests {
     type Grant = (String, String, String);
 
     fn chart_rules() -> Vec<(String, BTreeSet<Grant>)> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/cdot-rmm/files/rbac-rules.yaml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/cdot-rmm/files/rbac-rules.yaml"
+        );
         let text = std::fs::read_to_string(path).expect("read the chart's RBAC rules");
         let sections: serde_json::Map<String, Value> =
             serde_saphyr::from_str(&text).expect("parse the chart's RBAC rules");

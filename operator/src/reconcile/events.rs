@@ -29,8 +29,7 @@ pub fn transitions(kind: Kind, before: &Value, after: &Value) -> Vec<Transition>
     let became = |type_: &str, status: &str| {
         let now = condition(after, type_);
         let was = condition(before, type_);
-        now.is_some_and(|c| c["status"] == status)
-            && was.is_none_or(|c| c["status"] != status)
+        now.is_some_and(|c| c["status"] == status) && was.is_none_or(|c| c["status"] != status)
     };
     let message = |type_: &str| {
         condition(after, type_)
@@ -93,7 +92,10 @@ pub fn transitions(kind: Kind, before: &Value, after: &Value) -> Vec<Transition>
                             "ScanFinished"
                         },
                         action: "Scan",
-                        note: format!("scan {}: {scanned} of {total} addresses", now.to_lowercase()),
+                        note: format!(
+                            "scan {}: {scanned} of {total} addresses",
+                            now.to_lowercase()
+                        ),
                     });
                 }
                 _ => {}
@@ -151,9 +153,15 @@ mod tests {
         let offline = json!({ "conditions": [ready("Offline", "False")] });
         let down = transitions(Kind::Device, &reporting, &offline);
         assert_eq!(down.len(), 1);
-        assert_eq!((down[0].reason, down[0].severity), ("Offline", Severity::Warning));
+        assert_eq!(
+            (down[0].reason, down[0].severity),
+            ("Offline", Severity::Warning)
+        );
         assert!(transitions(Kind::Device, &offline, &offline).is_empty());
-        assert_eq!(transitions(Kind::Device, &offline, &reporting)[0].reason, "Online");
+        assert_eq!(
+            transitions(Kind::Device, &offline, &reporting)[0].reason,
+            "Online"
+        );
     }
 
     #[test]
