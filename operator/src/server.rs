@@ -12,6 +12,7 @@ use crate::{
     cli::{DatabaseArgs, ServerArgs},
     ingest::Ingest,
     jobs::{self, TimeseriesArgs},
+    kubernetes::devices::ClusterDevices,
     metrics::Metrics,
     pki::Authority,
     store::{Store, embedded::EmbeddedPostgres},
@@ -68,16 +69,19 @@ pub struct Server {
 
 impl Server {
     /// Connects (running migrations), loads or creates the agent CA, prepares partitions,
-    /// starts the jobs and both listeners. Not ready until the caller says so.
+    /// starts the jobs and both listeners. Not ready until the caller says so. `devices`:
+    /// where enrollment creates Devices in Kubernetes mode.
     pub async fn start(
         url: &str,
         server: &ServerArgs,
         database: &DatabaseArgs,
         timeseries: &TimeseriesArgs,
+        devices: Option<Arc<ClusterDevices>>,
     ) -> anyhow::Result<Self> {
         let store = Store::connect(url, database.database_max_connections).await?;
         let metrics = Arc::new(Metrics::default());
         let mut state = AppState::new(store.clone(), metrics.clone());
+        state.devices = devices;
         let authority = Authority::load_or_create(&store)
             .await
             .context("failed to load the agent CA")?;

@@ -32,7 +32,7 @@ async fn serve(
     url: String,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let server = Server::start(&url, &args.server, &args.database, &args.timeseries).await?;
+    let server = Server::start(&url, &args.server, &args.database, &args.timeseries, None).await?;
     let state = server.state.clone();
 
     let dirs = args.manifests.clone();

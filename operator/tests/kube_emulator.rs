@@ -379,3 +379,85 @@ async fn emulator_kubectl_apply_of_the_examples_is_reconciled() {
     }
     assert!(total >= 10, "only {total} example objects were applied");
 }
+
+/// An agent enrolling in Kubernetes mode: the token comes from a Secret in the API server,
+/// the Device is created through the API server with labels that say where it came from,
+/// and the Enrolled transition is an Event.
+#[tokio::test(flavor = "multi_thread")]
+async fn emulator_enrollment_creates_the_device_through_the_api_server() {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    use cdot_crds::api_token::{format_token_hash, hash_token};
+    use ring::signature::KeyPair as _;
+
+    let k8s = KubeEmulator::start();
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    send(
+        &k8s,
+        "POST",
+        "/api/v1/namespaces/acme/secrets",
+        "application/json",
+        &json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "rmm.cdot.io/enrollment-token",
+            "metadata": { "name": "laptops", "namespace": "acme" },
+            "stringData": {
+                "tokenHash": format_token_hash(&hash_token("cdot_laptops")),
+                "maxUses": "5",
+                "labels": "rmm.cdot.io/site=london",
+            },
+        }),
+    );
+    let operator = operator(&k8s, &db, dir.path(), "solo").await;
+
+    let key = ring::signature::Ed25519KeyPair::from_pkcs8(
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .expect("key")
+            .as_ref(),
+    )
+    .expect("key pair");
+    let client = support::insecure_client();
+    let response = client
+        .post(format!("{}/v1/agent/enroll", operator.agent_base))
+        .json(&cdot_crds::wire::EnrollRequest {
+            token: "cdot_laptops".into(),
+            device_name: "pc-7".into(),
+            namespace: None,
+            csr_pem: None,
+            jwt_public_key: Some(URL_SAFE_NO_PAD.encode(key.public_key().as_ref())),
+            agent_version: "0.1.0-test".into(),
+            device_class: Some(cdot_crds::device::DeviceClass::Workstation),
+        })
+        .send()
+        .await
+        .expect("enroll");
+    let status = response.status();
+    let body = response.text().await.expect("body");
+    assert!(status.is_success(), "{status}: {body}\n{}", operator.logs());
+
+    let device_path = path("devices", "acme", "pc-7");
+    let device = wait_for(&k8s, &operator, &device_path, "enrolled", |o| {
+        reconciled(o) && condition(o, "Enrolled").is_some_and(|c| c["status"] == "True")
+    });
+    let labels = &device["metadata"]["labels"];
+    assert_eq!(labels["rmm.cdot.io/origin"], "enrollment", "{device:#}");
+    assert_eq!(labels["rmm.cdot.io/enrollment-token"], "laptops");
+    assert_eq!(labels["rmm.cdot.io/site"], "london", "the token's labels");
+    assert_eq!(device["spec"]["class"], "Workstation");
+    assert_eq!(device["status"]["source"], "Agent");
+    assert!(device["status"]["agent"]["id"].is_string(), "{device:#}");
+    assert!(
+        device["status"]["agent"].get("lastSeen").is_none(),
+        "the report time stays out of the API server"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = get(&k8s, "/apis/events.k8s.io/v1/namespaces/acme/events").expect("events");
+        if events["items"].as_array().into_iter().flatten().any(|e| {
+            e["reason"] == "Enrolled" && e["regarding"]["name"] == "pc-7" && e["type"] == "Normal"
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Enrolled event: {events:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -62,8 +62,15 @@ async fn serve(args: &RunArgs, url: String, shutdown: watch::Receiver<bool>) -> 
     let client = Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (KUBECONFIG, ~/.kube/config or the in-cluster service account)")?;
-    let mut server = Server::start(&url, &args.server, &args.database, &args.timeseries).await?;
-    server.state.devices = Some(Arc::new(devices::ClusterDevices::new(client.clone())));
+    let devices = Arc::new(devices::ClusterDevices::new(client.clone()));
+    let server = Server::start(
+        &url,
+        &args.server,
+        &args.database,
+        &args.timeseries,
+        Some(devices),
+    )
+    .await?;
     let state = server.state.clone();
 
     let (synced_tx, mut synced) = watch::channel(false);
