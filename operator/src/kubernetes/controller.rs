@@ -11,7 +11,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     hash::{Hash, Hasher},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use cdot_crds::kind::Kind;
@@ -44,8 +44,10 @@ use super::api_resource;
 /// The finalizer of kinds whose deletion must clean up outside the API server.
 pub const FINALIZER: &str = "rmm.cdot.io/cleanup";
 
-/// How long changes of peers gather before dependents are reconciled.
-const DEPENDENTS_DELAY: Duration = Duration::from_secs(5);
+/// Dependents are reconciled once their peers were quiet this long...
+const DEPENDENTS_QUIET: Duration = Duration::from_secs(3);
+/// ... or, while peers keep changing, this long after the first change.
+const DEPENDENTS_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// The Events' reporting controller.
 pub const CONTROLLER_NAME: &str = "cdot-operator";
@@ -102,8 +104,9 @@ pub struct Shared {
     caches: HashMap<Kind, Cache<DynamicObject>>,
     /// Consecutive failures per object, for the error backoff; cleared on success.
     failures: Mutex<HashMap<ObjectRef<DynamicObject>, u32>>,
-    /// (kind, namespace) whose objects changed since dependents were last told.
-    changed_peers: Mutex<HashSet<(Kind, String)>>,
+    /// (kind, namespace) whose objects changed since dependents were last told: when first
+    /// and when last.
+    changed_peers: Mutex<HashMap<(Kind, String), (Instant, Instant)>>,
 }
 
 impl Shared {
@@ -135,21 +138,26 @@ impl Shared {
 
     /// Notes that objects of `kind` in `namespace` changed, for [`tell_dependents`].
     fn changed_peers(&self, kind: Kind, namespace: &str) {
+        let now = Instant::now();
         if let Ok(mut changed) = self.changed_peers.lock() {
-            changed.insert((kind, namespace.to_owned()));
+            changed
+                .entry((kind, namespace.to_owned()))
+                .and_modify(|(_, last)| *last = now)
+                .or_insert((now, now));
         }
     }
 }
 
-/// Every [`DEPENDENTS_DELAY`], asks for a reconcile of each object whose reconciler reads a
-/// kind that changed in its namespace (an AlertRule's matched Devices, its channels). The
-/// delay folds a burst (10,000 Devices applied at once) into a few passes.
+/// Asks for a reconcile of each object whose reconciler reads a kind that changed in its
+/// namespace (an AlertRule's matched Devices, its channels). Changes are gathered until the
+/// peers are quiet for [`DEPENDENTS_QUIET`] (at most [`DEPENDENTS_MAX_DELAY`]), so 10,000
+/// Devices applied at once cost one or two passes over the rules, not one per Device.
 async fn tell_dependents(
     shared: Arc<Shared>,
     changes: Changes,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut every = tokio::time::interval(DEPENDENTS_DELAY);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
@@ -157,10 +165,25 @@ async fn tell_dependents(
             () = &mut stop => return,
             _ = every.tick() => {}
         }
-        let changed = match shared.changed_peers.lock() {
-            Ok(mut changed) => std::mem::take(&mut *changed),
+        let now = Instant::now();
+        let changed: HashSet<(Kind, String)> = match shared.changed_peers.lock() {
+            Ok(mut pending) => {
+                let due: Vec<(Kind, String)> = pending
+                    .iter()
+                    .filter(|(_, (first, last))| {
+                        now - *last >= DEPENDENTS_QUIET || now - *first >= DEPENDENTS_MAX_DELAY
+                    })
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                due.into_iter()
+                    .filter(|key| pending.remove(key).is_some())
+                    .collect()
+            }
             Err(_) => continue,
         };
+        if changed.is_empty() {
+            continue;
+        }
         for kind in Kind::ALL {
             let Some(cache) = shared.caches.get(&kind) else {
                 continue;
