@@ -576,3 +576,54 @@ fn merged(current: &Value, patch: &Map<String, Value>) -> Value {
     out.extend(patch.clone());
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_five_minutes_with_jitter() {
+        let within = |d: Duration, secs: f64| {
+            let s = d.as_secs_f64();
+            (secs * 0.9..=secs * 1.1).contains(&s)
+        };
+        assert!(within(backoff(1), 1.0));
+        assert!(within(backoff(2), 2.0));
+        assert!(within(backoff(5), 16.0));
+        assert!(within(backoff(9), 256.0));
+        assert!(within(backoff(10), 300.0), "capped");
+        assert!(within(backoff(u32::MAX), 300.0), "no overflow");
+        let spread: HashSet<u128> = (0..20).map(|_| backoff(3).as_millis()).collect();
+        assert!(spread.len() > 1, "jittered");
+    }
+
+    #[test]
+    fn the_status_written_to_the_api_server_leaves_out_the_report_time() {
+        let decided = json!({ "observedGeneration": 3, "conditions": [] });
+        let stored = json!({ "agent": { "id": "a1", "version": "0.1.0", "lastSeen": "2026-11-26T10:00:00Z" }, "lastMetrics": {} });
+        let patch = cluster_status(Kind::Device, &decided, &stored);
+        assert_eq!(patch["agent"], json!({ "id": "a1", "version": "0.1.0" }));
+        assert!(!patch.contains_key("lastMetrics"));
+        assert!(!cluster_status(Kind::AlertRule, &decided, &stored).contains_key("agent"));
+    }
+
+    #[test]
+    fn only_changes_a_reconcile_acts_on_wake_it() {
+        let object = |generation: i64, status: &str| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": "rmm.cdot.io/v1alpha1", "kind": "Device",
+                "metadata": { "name": "a", "namespace": "acme", "generation": generation, "uid": "u" },
+                "status": { "phase": status },
+            }))
+            .expect("object")
+        };
+        assert_eq!(
+            wakes_reconcile(&object(1, "x")),
+            wakes_reconcile(&object(1, "y"))
+        );
+        assert_ne!(
+            wakes_reconcile(&object(1, "x")),
+            wakes_reconcile(&object(2, "x"))
+        );
+    }
+}
