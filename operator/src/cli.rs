@@ -42,11 +42,7 @@ pub struct StandaloneArgs {
     )]
     pub manifests: Vec<PathBuf>,
     #[command(flatten)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub timeseries: crate::jobs::TimeseriesArgs,
+    pub serve: ServeArgs,
     /// How often the manifests are re-read even without a file-system event.
     #[arg(long, env = "CDOT_RESYNC_INTERVAL", value_parser = parse_duration, default_value = "30s")]
     pub resync_interval: Duration,
@@ -75,6 +71,13 @@ pub struct RunArgs {
     /// Reconciles of one kind running at once.
     #[arg(long, env = "CDOT_RECONCILE_CONCURRENCY", default_value_t = 32)]
     pub concurrency: u16,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// What both modes serve: the HTTP API, the database and the metrics store.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
@@ -211,8 +214,24 @@ mod tests {
         let Command::Standalone(args) = cli.command else {
             panic!("expected standalone")
         };
-        assert_eq!(args.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(args.serve.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(args.resync_interval, Duration::from_secs(30));
-        assert!(args.database.database_url.is_none() || std::env::var("DATABASE_URL").is_ok());
+        assert!(
+            args.serve.database.database_url.is_none() || std::env::var("DATABASE_URL").is_ok()
+        );
+    }
+
+    #[test]
+    fn run_defaults_work_in_a_cluster() {
+        let cli =
+            Cli::try_parse_from(["cdot-operator", "run", "--namespace", "acme"]).expect("parse");
+        let Command::Run(args) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(args.namespace.as_deref(), Some("acme"));
+        assert_eq!(args.lease_name, "cdot-operator");
+        assert_eq!(args.lease_duration, Duration::from_secs(15));
+        assert_eq!(args.resync_interval, Duration::from_secs(600));
+        assert!(!args.identity.is_empty());
     }
 }

@@ -9,9 +9,9 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     api::{self, AppState, agent::AgentPki},
-    cli::{DatabaseArgs, ServerArgs},
+    cli::{DatabaseArgs, ServeArgs, ServerArgs},
     ingest::Ingest,
-    jobs::{self, TimeseriesArgs},
+    jobs,
     kubernetes::devices::ClusterDevices,
     metrics::Metrics,
     pki::Authority,
@@ -73,11 +73,10 @@ impl Server {
     /// where enrollment creates Devices in Kubernetes mode.
     pub async fn start(
         url: &str,
-        server: &ServerArgs,
-        database: &DatabaseArgs,
-        timeseries: &TimeseriesArgs,
+        args: &ServeArgs,
         devices: Option<Arc<ClusterDevices>>,
     ) -> anyhow::Result<Self> {
+        let (server, database, timeseries) = (&args.server, &args.database, &args.timeseries);
         let store = Store::connect(url, database.database_max_connections).await?;
         let metrics = Arc::new(Metrics::default());
         let mut state = AppState::new(store.clone(), metrics.clone());

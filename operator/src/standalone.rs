@@ -24,7 +24,7 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let shutdown = server::shutdown_signal();
-    server::with_database(&args.database, |url| serve(&args, url, shutdown)).await
+    server::with_database(&args.serve.database, |url| serve(&args, url, shutdown)).await
 }
 
 async fn serve(
@@ -32,7 +32,7 @@ async fn serve(
     url: String,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let server = Server::start(&url, &args.server, &args.database, &args.timeseries, None).await?;
+    let server = Server::start(&url, &args.serve, None).await?;
     let state = server.state.clone();
 
     let dirs = args.manifests.clone();
@@ -45,8 +45,12 @@ async fn serve(
     }
     let (_watch, mut changes) =
         fswatch::watch(&dirs).context("failed to watch the manifest directories")?;
-    let mut source =
-        ManifestSource::new(dirs, args.server.system_namespace.clone(), &state.store).await?;
+    let mut source = ManifestSource::new(
+        dirs,
+        args.serve.server.system_namespace.clone(),
+        &state.store,
+    )
+    .await?;
     source.sync(&state).await;
     state.set_ready();
     tracing::info!("ready");

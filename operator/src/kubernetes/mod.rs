@@ -55,7 +55,7 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = server::shutdown_signal();
-    server::with_database(&args.database, |url| serve(&args, url, shutdown)).await
+    server::with_database(&args.serve.database, |url| serve(&args, url, shutdown)).await
 }
 
 async fn serve(args: &RunArgs, url: String, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -63,21 +63,14 @@ async fn serve(args: &RunArgs, url: String, shutdown: watch::Receiver<bool>) -> 
         .await
         .context("failed to configure the Kubernetes client (KUBECONFIG, ~/.kube/config or the in-cluster service account)")?;
     let devices = Arc::new(devices::ClusterDevices::new(client.clone()));
-    let server = Server::start(
-        &url,
-        &args.server,
-        &args.database,
-        &args.timeseries,
-        Some(devices),
-    )
-    .await?;
+    let server = Server::start(&url, &args.serve, Some(devices)).await?;
     let state = server.state.clone();
 
     let (synced_tx, mut synced) = watch::channel(false);
     let secrets = tokio::spawn(secrets::run(
         client.clone(),
         args.namespace.clone(),
-        args.server.system_namespace.clone(),
+        args.serve.server.system_namespace.clone(),
         state.clone(),
         synced_tx,
         shutdown.clone(),
