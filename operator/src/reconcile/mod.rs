@@ -89,7 +89,8 @@ pub fn depends_on(kind: Kind) -> &'static [Kind] {
     match kind {
         Kind::Device | Kind::NotificationChannel => &[],
         Kind::AlertRule => &[Kind::Device, Kind::NotificationChannel],
-        Kind::PatchPolicy | Kind::Workflow | Kind::DiscoveryScan => &[Kind::Device],
+        Kind::Workflow => &[Kind::Device, Kind::AlertRule, Kind::NotificationChannel],
+        Kind::PatchPolicy | Kind::DiscoveryScan => &[Kind::Device],
     }
 }
 
@@ -372,6 +373,62 @@ pub(crate) mod tests {
             "{invalid}"
         );
         assert_eq!(condition(&status, "Ready")["reason"], "Invalid");
+    }
+
+    /// Every object of examples/, as stored.
+    fn examples() -> Vec<StoredObject> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+        let mut out = Vec::new();
+        for namespace in ["acme", "globex"] {
+            let dir = std::path::Path::new(root).join(namespace);
+            for file in std::fs::read_dir(&dir).expect("examples").flatten() {
+                let text = std::fs::read_to_string(file.path()).expect("read");
+                for doc in cdot_crds::manifest::split_documents_indexed(&text).expect("split") {
+                    let v = doc.value;
+                    let Some(kind) = v["kind"].as_str().and_then(Kind::from_kind_name) else {
+                        continue;
+                    };
+                    let mut object = stored(
+                        kind.as_str(),
+                        v["metadata"]["namespace"].as_str().expect("namespace"),
+                        v["metadata"]["name"].as_str().expect("name"),
+                        v["spec"].clone(),
+                        json!({}),
+                    );
+                    object.labels =
+                        serde_json::from_value(v["metadata"]["labels"].clone()).unwrap_or_default();
+                    out.push(object);
+                }
+            }
+        }
+        out
+    }
+
+    /// Kubernetes mode gives each reconciler only the kinds [`depends_on`] names; that must
+    /// decide exactly what the whole world decides.
+    #[test]
+    fn depends_on_names_every_kind_a_reconciler_reads() {
+        let objects = examples();
+        assert!(objects.len() > 10);
+        let everything = World::new(&objects);
+        for object in &objects {
+            let reads = depends_on(object.kind);
+            let narrow = World::from_peers(
+                objects
+                    .iter()
+                    .filter(|o| reads.contains(&o.kind))
+                    .map(Peer::from)
+                    .collect(),
+            );
+            assert_eq!(
+                reconcile(object, &everything, "t"),
+                reconcile(object, &narrow, "t"),
+                "{} {}/{} reads a kind depends_on does not name",
+                object.kind,
+                object.namespace,
+                object.name
+            );
+        }
     }
 
     #[test]
