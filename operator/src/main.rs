@@ -11,6 +11,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // One TLS implementation for every listener and client (axum-server, kube, sqlx).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     cdot_operator::telemetry::init(cli.log_format)?;
     match cli.command {
         Command::Standalone(args) => cdot_operator::standalone::run(*args).await,

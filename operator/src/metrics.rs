@@ -402,6 +402,16 @@ impl Metrics {
         out
     }
 
+    /// Counts one reconcile of `kind` with `result` (`ok`, `invalid`, `error`, `cleanup`).
+    pub fn count_reconcile(&self, kind: &str, result: &str) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn reconcile_timer(&self, kind: &str) -> Timer {
         Timer {
             histogram: self.reconcile_duration.get_or_create_owned(&KindLabels {

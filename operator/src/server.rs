@@ -20,7 +20,6 @@ use crate::{
 
 /// A receiver that turns `true` on SIGTERM or Ctrl-C.
 pub fn shutdown_signal() -> watch::Receiver<bool> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -34,12 +34,12 @@ use tokio::sync::broadcast;
 
 use crate::{
     changes::{Changes, ObjectKey},
-    metrics::{Metrics, ReconcileErrorLabels, ReconcileLabels},
+    metrics::{Metrics, ReconcileErrorLabels},
     reconcile::{self, Peer, World, events::Severity},
     store::{StatusPatch, Store, StoreError, cluster::ClusterObject},
 };
 
-use super::api_resource;
+use super::{LAST_APPLIED, api_resource};
 
 /// The finalizer of kinds whose deletion must clean up outside the API server.
 pub const FINALIZER: &str = "rmm.cdot.io/cleanup";
@@ -51,9 +51,6 @@ const DEPENDENTS_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// The Events' reporting controller.
 pub const CONTROLLER_NAME: &str = "cdot-operator";
-
-/// kubectl's copy of the last applied manifest: large, and of no use to reconcilers.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Whether deleting an object of `kind` must wait for the operator: a Device has an agent
 /// identity and inventory in the store, a scan may be running on a collector, a workflow
@@ -350,12 +347,7 @@ impl KindContext {
     fn count(&self, result: &str) {
         self.shared
             .metrics
-            .reconciles
-            .get_or_create(&ReconcileLabels {
-                kind: self.kind.as_str().into(),
-                result: result.into(),
-            })
-            .inc();
+            .count_reconcile(self.kind.as_str(), result);
     }
 }
 
@@ -382,21 +374,22 @@ async fn apply(object: &DynamicObject, context: &KindContext) -> Result<Action, 
     let now = reconcile::now_rfc3339();
     let status = reconcile::reconcile(&stored, &world, &now);
     drop(world);
-    context.count(if reconcile::is_invalid(&status) {
-        "invalid"
-    } else {
-        "ok"
-    });
+    context.count(reconcile::outcome(&status));
 
-    shared
-        .store
-        .patch_statuses(&[StatusPatch {
-            kind,
-            namespace: mirrored.namespace.clone(),
-            name: mirrored.name.clone(),
-            status: status.clone(),
-        }])
-        .await?;
+    if status
+        .as_object()
+        .is_some_and(|fields| changes_status(&stored.status, fields))
+    {
+        shared
+            .store
+            .patch_statuses(&[StatusPatch {
+                kind,
+                namespace: mirrored.namespace.clone(),
+                name: mirrored.name.clone(),
+                status: status.clone(),
+            }])
+            .await?;
+    }
 
     let patch = cluster_status(kind, &status, &stored.status);
     let current = &mirrored.status;
@@ -492,7 +485,8 @@ pub fn error_policy(
     Action::requeue(delay)
 }
 
-/// The delay after `failures` consecutive failures, before jitter.
+/// The delay after `failures` consecutive failures: doubling from 1 s, capped at 5 min,
+/// then jittered.
 pub fn backoff(failures: u32) -> Duration {
     let base = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(9));
     jitter(base.min(Duration::from_secs(300)))

@@ -22,6 +22,10 @@ pub mod devices;
 pub mod leader;
 pub mod secrets;
 
+/// kubectl's copy of the last applied manifest: large, of no use to reconcilers, and for a
+/// Secret a second copy of its data. Dropped from everything the operator keeps.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The dynamic API resource of a kind.
 pub fn api_resource(kind: Kind) -> ApiResource {
     ApiResource {

@@ -50,6 +50,8 @@ use crate::{
     source::TokenSet,
 };
 
+use super::LAST_APPLIED;
+
 /// How long changes are collected before the tokens are rebuilt: a `kubectl apply` of many
 /// Secrets makes one rebuild.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -65,9 +67,6 @@ pub const SKIPPED_TYPES: &[&str] = &[
     "kubernetes.io/dockercfg",
     "bootstrap.kubernetes.io/token",
 ];
-
-/// kubectl's copy of the last applied manifest: for a Secret it holds the data again.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Watches Secrets in the watched namespace (all when `watched` is None) and in the system
 /// namespace, and keeps API tokens, enrollment tokens and referenced Secrets current.
@@ -321,11 +320,7 @@ pub struct Refused {
 impl Refused {
     /// `path: message; path: message`.
     pub fn reasons(&self) -> String {
-        self.errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
+        cdot_crds::validation::describe_errors(&self.errors)
     }
 }
 

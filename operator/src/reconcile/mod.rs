@@ -17,7 +17,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
 use crate::{
-    metrics::{Metrics, ReconcileLabels},
+    metrics::Metrics,
     store::{StatusPatch, Store, StoreError, StoredObject},
 };
 
@@ -186,11 +186,7 @@ fn pipeline<S: DeserializeOwned + Validate>(
             patch = observation.fields;
         }
         None => {
-            let message = errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
+            let message = cdot_crds::validation::describe_errors(&errors);
             wanted.push(Condition::new(
                 "Ready",
                 ConditionStatus::False,
@@ -253,14 +249,7 @@ pub async fn run_pass(store: &Store, metrics: &Metrics) -> Result<(), StoreError
             for told in events::transitions(kind, &object.status, &status) {
                 tracing::info!(kind = kind.as_str(), namespace = %object.namespace, name = %object.name, reason = told.reason, "{}", told.note);
             }
-            let result = if is_invalid(&status) { "invalid" } else { "ok" };
-            metrics
-                .reconciles
-                .get_or_create(&ReconcileLabels {
-                    kind: kind.as_str().into(),
-                    result: result.into(),
-                })
-                .inc();
+            metrics.count_reconcile(kind.as_str(), outcome(&status));
             patches.push(StatusPatch {
                 kind,
                 namespace: object.namespace.clone(),
@@ -285,6 +274,11 @@ pub async fn run_pass(store: &Store, metrics: &Metrics) -> Result<(), StoreError
 /// The condition that says a spec is invalid (status `True`, reason [`VALIDATION_FAILED`]).
 pub const DEGRADED: &str = "Degraded";
 pub const VALIDATION_FAILED: &str = "ValidationFailed";
+
+/// The reconcile metric's result for a status computed by [`reconcile`].
+pub fn outcome(status: &Value) -> &'static str {
+    if is_invalid(status) { "invalid" } else { "ok" }
+}
 
 /// Whether a status computed by [`reconcile`] refuses the spec.
 pub fn is_invalid(status: &Value) -> bool {
