@@ -16,7 +16,14 @@ pub struct ApiError {
     /// Path of the request field that is wrong, e.g. `path.namespace` or `spec.targets[1]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Seconds a client should wait before retrying (`Retry-After`); every 503 and 429
+    /// carries one, [`DEFAULT_RETRY_AFTER_SECS`] unless set.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
+
+/// `Retry-After` of a 503 or 429 that names no other delay.
+pub const DEFAULT_RETRY_AFTER_SECS: u64 = 2;
 
 impl ApiError {
     pub fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
@@ -25,7 +32,19 @@ impl ApiError {
             reason,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
+    }
+
+    /// Asks the client to wait `seconds` before retrying.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// 503: trying again later can succeed (the database is down or every connection busy).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", message)
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -79,7 +98,26 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         response
+    }
+}
+
+/// Gives every 503 and 429 a `Retry-After`, whichever handler or layer produced it, so
+/// agents, collectors and people's clients all know to come back (and when).
+pub fn ensure_retry_after(response: &mut Response) {
+    let status = response.status();
+    if (status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS)
+        && !response.headers().contains_key(header::RETRY_AFTER)
+    {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(DEFAULT_RETRY_AFTER_SECS),
+        );
     }
 }
 

@@ -137,8 +137,9 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().to_string();
     let timer = state.metrics.request_timer(&route);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     drop(timer);
+    error::ensure_retry_after(&mut response);
     state
         .metrics
         .api_requests
@@ -148,5 +149,5 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
             status: response.status().as_u16(),
         })
         .inc();
-    response.into_response()
+    response
 }
