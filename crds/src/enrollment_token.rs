@@ -10,9 +10,14 @@
 //!   expires: "2026-12-31T00:00:00Z"   # optional; RFC 3339
 //!   maxUses: "25"                     # optional; default 1 (one-time)
 //!   labels: "rmm.cdot.io/site=london,role=laptop"   # optional; put on enrolled Devices
+//!   device: "web-01"                  # optional; see below
 //! ```
 //!
-//! A token belongs to its namespace: devices that enroll with it are created there.
+//! A token belongs to its namespace: devices that enroll with it are created there. A token
+//! enrolls new Devices and claims declared Devices that no agent has enrolled yet; it never
+//! takes over a Device whose agent is enrolled. Only a token bound to one Device (`device`)
+//! may enroll that Device again, replacing (and so revoking) its current credentials, and
+//! it enrolls no other (ADR 15).
 use std::{collections::BTreeMap, fmt};
 
 use crate::{
@@ -38,6 +43,9 @@ pub struct EnrollmentToken {
     pub max_uses: u32,
     /// Labels put on Devices created by this token.
     pub labels: BTreeMap<String, String>,
+    /// The only Device this token enrolls, replacing its agent's credentials if it has
+    /// one (re-enrollment); `None` = any new or never-enrolled Device of the namespace.
+    pub device: Option<String>,
 }
 
 impl fmt::Debug for EnrollmentToken {
@@ -48,6 +56,7 @@ impl fmt::Debug for EnrollmentToken {
             .field("expires", &self.expires)
             .field("max_uses", &self.max_uses)
             .field("labels", &self.labels)
+            .field("device", &self.device)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +128,16 @@ impl EnrollmentToken {
                 }
             }
         }
+        let device = text("device", &mut errs).filter(|d| {
+            let valid = crate::validation::is_dns1123_subdomain(d);
+            if !valid {
+                errs.push(FieldError::new(
+                    "stringData.device",
+                    format!("{d:?} is not a valid Device name (lowercase RFC 1123 subdomain)"),
+                ));
+            }
+            valid
+        });
         match hash {
             Some(token_sha256) if errs.is_empty() => Ok(EnrollmentToken {
                 name: name.to_owned(),
@@ -127,19 +146,22 @@ impl EnrollmentToken {
                 expires,
                 max_uses,
                 labels,
+                device,
             }),
             _ => Err(errs),
         }
     }
 }
 
-/// Renders the Secret document for a new enrollment token (only its hash is written).
+/// Renders the Secret document for a new enrollment token (only its hash is written);
+/// `device` binds it to that Device (re-enrollment).
 pub fn render_enrollment_secret(
     name: &str,
     namespace: &str,
     token: &str,
     expires: Option<jiff::Timestamp>,
     max_uses: u32,
+    device: Option<&str>,
 ) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let mut out = format!(
@@ -150,6 +172,9 @@ pub fn render_enrollment_secret(
     );
     if let Some(expires) = expires {
         out.push_str(&format!("  expires: {}\n", q(&expires.to_string())));
+    }
+    if let Some(device) = device {
+        out.push_str(&format!("  device: {}\n", q(device)));
     }
     out
 }
@@ -202,6 +227,7 @@ mod tests {
                 ("expires", "tomorrow"),
                 ("maxUses", "0"),
                 ("labels", "=x"),
+                ("device", "Web_01"),
             ]),
         )
         .expect_err("invalid");
@@ -212,22 +238,35 @@ mod tests {
                 "stringData.tokenHash",
                 "stringData.expires",
                 "stringData.maxUses",
-                "stringData.labels"
+                "stringData.labels",
+                "stringData.device"
             ]
         );
     }
 
     #[test]
     fn rendered_secret_round_trips() {
-        let yaml = render_enrollment_secret("laptops", "acme", "cdot_enroll_x", None, 3);
+        let yaml = render_enrollment_secret("laptops", "acme", "cdot_enroll_x", None, 3, None);
         let value: serde_json::Value = serde_saphyr::from_str(&yaml).expect("yaml");
         let doc = crate::manifest::validate_document(&value).expect("valid");
         let crate::manifest::Document::EnrollmentToken(t) = doc else {
             panic!("not an enrollment token: {doc:?}")
         };
         assert_eq!(
-            (t.max_uses, t.token_sha256),
-            (3, hash_token("cdot_enroll_x"))
+            (t.max_uses, t.token_sha256, t.device),
+            (3, hash_token("cdot_enroll_x"), None)
         );
+    }
+
+    #[test]
+    fn a_token_bound_to_a_device_round_trips() {
+        let yaml =
+            render_enrollment_secret("web-01-again", "acme", "cdot_x", None, 1, Some("web-01"));
+        let value: serde_json::Value = serde_saphyr::from_str(&yaml).expect("yaml");
+        let doc = crate::manifest::validate_document(&value).expect("valid");
+        let crate::manifest::Document::EnrollmentToken(t) = doc else {
+            panic!("not an enrollment token: {doc:?}")
+        };
+        assert_eq!(t.device.as_deref(), Some("web-01"));
     }
 }

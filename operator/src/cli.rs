@@ -177,6 +177,11 @@ pub struct TokenCreateArgs {
     /// Enrollment tokens: how many agents may enroll with it.
     #[arg(long, default_value_t = 1)]
     pub max_uses: u32,
+    /// Enrollment tokens: bind the token to this one Device, so that it may enroll it again
+    /// (a reinstalled host) and revoke the credentials of the agent enrolled there now.
+    /// Without it, a token never takes over a Device that already has an enrolled agent.
+    #[arg(long)]
+    pub device: Option<String>,
     /// Directory to write `<name>.yaml` into; prints the manifest to stdout when absent.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,

@@ -38,6 +38,10 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
     let token = generate();
     let manifest = match args.token_type {
         TokenType::Api => {
+            anyhow::ensure!(
+                args.device.is_none(),
+                "--device binds enrollment tokens; add --type enrollment"
+            );
             render_token_secret(&args.name, &args.namespace, role, &namespaces, &token)
         }
         TokenType::Enrollment => {
@@ -47,7 +51,20 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                 .map(|d| jiff::Timestamp::now().checked_add(jiff::SignedDuration::try_from(d)?))
                 .transpose()
                 .context("--expires-in is too long")?;
-            render_enrollment_secret(&args.name, &args.namespace, &token, expires, args.max_uses)
+            if let Some(device) = &args.device {
+                anyhow::ensure!(
+                    cdot_crds::validation::is_dns1123_subdomain(device),
+                    "--device {device:?} is not a valid Device name (lowercase RFC 1123 subdomain)"
+                );
+            }
+            render_enrollment_secret(
+                &args.name,
+                &args.namespace,
+                &token,
+                expires,
+                args.max_uses,
+                args.device.as_deref(),
+            )
         }
     };
     match &args.out_dir {

@@ -35,6 +35,16 @@ fn enrollment_token(
     std::fs::write(dir.join(format!("{name}.yaml")), yaml).expect("write");
 }
 
+/// Writes an enrollment token Secret bound to one Device (re-enrollment).
+fn bound_token(dir: &Path, name: &str, namespace: &str, token: &str, device: &str) {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\ntype: rmm.cdot.io/enrollment-token\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
+         stringData:\n  tokenHash: \"{}\"\n  device: {device}\n",
+        format_token_hash(&hash_token(token))
+    );
+    std::fs::write(dir.join(format!("{name}.yaml")), yaml).expect("write");
+}
+
 struct Fixture {
     _db: TestDb,
     _tmp: tempfile::TempDir,
@@ -58,6 +68,27 @@ async fn fixture() -> Fixture {
         5,
         Some("2020-01-01T00:00:00Z"),
     );
+    bound_token(
+        &manifests,
+        "web-01-again",
+        "acme",
+        "cdot_web_01_again",
+        "web-01",
+    );
+    bound_token(
+        &manifests,
+        "kiosk-again",
+        "acme",
+        "cdot_kiosk_again",
+        "kiosk-02",
+    );
+    // Declared in git, never enrolled: a token of the namespace may claim it.
+    std::fs::write(
+        manifests.join("printer.yaml"),
+        "apiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata:\n  name: printer-01\n  namespace: acme\n\
+         spec:\n  class: Printer\n  site: london\n",
+    )
+    .expect("write");
     let viewer = create_token(&manifests, "viewer", "acme", "viewer", "acme");
     let operator = Operator::start(&[&manifests], Some(&db.url), &[], tmp.path()).await;
     let ca_pem =
@@ -320,6 +351,195 @@ async fn agent_routes_need_the_devices_own_credentials() {
             .expect("config")
             .status(),
         StatusCode::OK
+    );
+}
+
+impl Fixture {
+    /// The status of `GET /v1/agent/config` with these credentials (mutual TLS).
+    async fn config_status(&self, cert: &str, key: &rcgen::KeyPair) -> StatusCode {
+        self.client(Some((cert, &key.serialize_pem())))
+            .get(format!("{}/v1/agent/config", self.operator.agent_base))
+            .send()
+            .await
+            .expect("config")
+            .status()
+    }
+
+    async fn enroll_ok(&self, request: &EnrollRequest) -> EnrollResponse {
+        let (status, body) = self.enroll(request).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_value(body).expect("EnrollResponse")
+    }
+}
+
+/// Issue 11: any token of a namespace used to take over an enrolled Device (same uid, a
+/// new certificate, the old one still working). Now only a token bound to the Device
+/// re-enrolls it, and that revokes the replaced credentials at once.
+#[tokio::test]
+async fn enrolled_devices_cannot_be_taken_over() {
+    let f = fixture().await;
+    let key_a = rcgen::KeyPair::generate().expect("key");
+    let first = f
+        .enroll_ok(&mtls_request("cdot_fleet", "web-01", &key_a))
+        .await;
+    let cert_a = first.certificate_pem.clone().expect("certificate");
+    assert_eq!(f.config_status(&cert_a, &key_a).await, StatusCode::OK);
+
+    // A namespace token onto the enrolled Device: 409, saying how to re-enroll.
+    let key_x = rcgen::KeyPair::generate().expect("key");
+    let (status, body) = f
+        .enroll(&mtls_request("cdot_fleet", "web-01", &key_x))
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str(), body["reason"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            Some("deviceName"),
+            Some("AlreadyEnrolled")
+        ),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("acme/web-01")
+            && message.contains("--device web-01")
+            && message.contains("acme/fleet"),
+        "{message}"
+    );
+    // Nor with a JWT key instead of a certificate.
+    let jwt_onto_web = EnrollRequest {
+        csr_pem: None,
+        jwt_public_key: Some(URL_SAFE_NO_PAD.encode(ed25519().public_key().as_ref())),
+        ..mtls_request("cdot_fleet", "web-01", &key_x)
+    };
+    assert_eq!(f.enroll(&jwt_onto_web).await.0, StatusCode::CONFLICT);
+    assert_eq!(f.config_status(&cert_a, &key_a).await, StatusCode::OK);
+
+    // A Device declared in git and never enrolled is claimed once, then protected too.
+    let key_p = rcgen::KeyPair::generate().expect("key");
+    let printer = f
+        .enroll_ok(&mtls_request("cdot_fleet", "printer-01", &key_p))
+        .await;
+    assert!(printer.certificate_pem.is_some());
+    assert_eq!(
+        f.enroll(&mtls_request("cdot_fleet", "printer-01", &key_x))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+
+    // A bound token enrolls only its Device...
+    let (status, body) = f
+        .enroll(&mtls_request("cdot_web_01_again", "web-02", &key_x))
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::FORBIDDEN, Some("deviceName")),
+        "{body}"
+    );
+    // ...and re-enrolling it keeps the uid and revokes the old certificate at once.
+    let key_b = rcgen::KeyPair::generate().expect("key");
+    let second = f
+        .enroll_ok(&mtls_request("cdot_web_01_again", "web-01", &key_b))
+        .await;
+    assert_eq!(second.device_uid, first.device_uid);
+    let cert_b = second.certificate_pem.clone().expect("certificate");
+    assert_eq!(
+        f.config_status(&cert_a, &key_a).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(f.config_status(&cert_b, &key_b).await, StatusCode::OK);
+
+    // Renewal: the presented certificate works until the renewed one is first used.
+    let key_c = rcgen::KeyPair::generate().expect("key");
+    let response = f
+        .client(Some((&cert_b, &key_b.serialize_pem())))
+        .post(format!("{}/v1/agent/renew", f.operator.agent_base))
+        .json(&json!({ "csrPem": csr(&key_c) }))
+        .send()
+        .await
+        .expect("renew");
+    assert_eq!(response.status(), StatusCode::OK);
+    let cert_c = response
+        .json::<RenewResponse>()
+        .await
+        .expect("RenewResponse")
+        .certificate_pem;
+    assert_eq!(f.config_status(&cert_b, &key_b).await, StatusCode::OK);
+    assert_eq!(f.config_status(&cert_c, &key_c).await, StatusCode::OK);
+    assert_eq!(
+        f.config_status(&cert_b, &key_b).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // JWT identities: re-enrollment replaces the key, and the old key's JWTs stop working.
+    let (old_key, new_key) = (ed25519(), ed25519());
+    let jwt_request = |token: &str, key: &Ed25519KeyPair| EnrollRequest {
+        csr_pem: None,
+        jwt_public_key: Some(URL_SAFE_NO_PAD.encode(key.public_key().as_ref())),
+        ..mtls_request(token, "kiosk-02", &key_x)
+    };
+    let kiosk = f.enroll_ok(&jwt_request("cdot_fleet", &old_key)).await;
+    assert_eq!(
+        f.enroll(&jwt_request("cdot_fleet", &new_key)).await.0,
+        StatusCode::CONFLICT
+    );
+    f.enroll_ok(&jwt_request("cdot_kiosk_again", &new_key))
+        .await;
+    let config = format!("{}/v1/agent/config", f.operator.base);
+    let status = |key: &Ed25519KeyPair| {
+        reqwest::Client::new()
+            .get(&config)
+            .bearer_auth(jwt(key, kiosk.device_uid, 300))
+            .send()
+    };
+    assert_eq!(
+        status(&old_key).await.expect("config").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(&new_key).await.expect("config").status(),
+        StatusCode::OK
+    );
+}
+
+/// Two operators on one database, as replicas are: a re-enrollment through one revokes the
+/// old certificate on the other at once, although the other had it cached.
+#[tokio::test]
+async fn a_re_enrollment_revokes_on_every_replica() {
+    let f = fixture().await;
+    let other_dir = tempfile::tempdir().expect("tmp");
+    let manifests = f._tmp.path().join("repo");
+    let db_url = f._db.url.clone();
+    let other = Operator::start(&[&manifests], Some(&db_url), &[], other_dir.path()).await;
+    let key_a = rcgen::KeyPair::generate().expect("key");
+    let cert_a = f
+        .enroll_ok(&mtls_request("cdot_fleet", "web-01", &key_a))
+        .await
+        .certificate_pem
+        .expect("certificate");
+    let on_other = |cert: String, key: String| {
+        let client = f.client(Some((&cert, &key)));
+        let url = format!("{}/v1/agent/config", other.agent_base);
+        async move { client.get(url).send().await.expect("config").status() }
+    };
+    // The other replica learns (and caches) the current certificate.
+    assert_eq!(
+        on_other(cert_a.clone(), key_a.serialize_pem()).await,
+        StatusCode::OK
+    );
+    let key_b = rcgen::KeyPair::generate().expect("key");
+    f.enroll_ok(&mtls_request("cdot_web_01_again", "web-01", &key_b))
+        .await;
+    let revoked = wait_for(Duration::from_secs(2), || {
+        let status = on_other(cert_a.clone(), key_a.serialize_pem());
+        async move { (status.await == StatusCode::UNAUTHORIZED).then_some(()) }
+    })
+    .await;
+    assert!(
+        revoked.is_some(),
+        "the other replica still accepts the replaced certificate:\n{}",
+        other.logs()
     );
 }
 

@@ -227,13 +227,18 @@ async fn create_in_cluster(
         .usable_enrollment_token(&hash)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let Some((namespace, token_name, labels)) = token else {
+    let Some(token) = token else {
         return Ok(());
     };
+    let namespace = token.namespace;
     if request
         .namespace
         .as_ref()
         .is_some_and(|ns| *ns != namespace)
+        || token
+            .device
+            .as_ref()
+            .is_some_and(|device| *device != request.device_name)
     {
         return Ok(());
     }
@@ -252,8 +257,8 @@ async fn create_in_cluster(
             NewDevice {
                 namespace: &namespace,
                 name: &request.device_name,
-                token_name: &token_name,
-                labels: &labels,
+                token_name: &token.name,
+                labels: &token.labels,
                 spec,
             },
         )
@@ -283,6 +288,14 @@ fn enrollment_error(error: EnrollmentError<PkiError>) -> ApiError {
                     ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
                         .with_field("namespace")
                 }
+                EnrollmentRefusal::WrongDevice { .. } => {
+                    ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
+                        .with_field("deviceName")
+                }
+                EnrollmentRefusal::AlreadyEnrolled { .. } => {
+                    ApiError::new(StatusCode::CONFLICT, "AlreadyEnrolled", message)
+                        .with_field("deviceName")
+                }
             }
         }
         EnrollmentError::Credentials(PkiError::Csr(e)) => ApiError::bad_request(
@@ -295,7 +308,10 @@ fn enrollment_error(error: EnrollmentError<PkiError>) -> ApiError {
 }
 
 /// Renewal must present the current certificate: a JWT cannot renew a certificate.
-struct ClientCertificate;
+struct ClientCertificate {
+    /// Serial (hex) of the presented certificate.
+    serial: String,
+}
 
 impl FromRequestParts<AppState> for ClientCertificate {
     type Rejection = ApiError;
@@ -304,22 +320,22 @@ impl FromRequestParts<AppState> for ClientCertificate {
         parts: &mut Parts,
         _state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if super::agent_auth::has_client_certificate(parts) {
-            Ok(ClientCertificate)
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "renewal needs the current client certificate (mutual TLS)",
-            ))
-        }
+        super::agent_auth::client_certificate_serial(parts)
+            .map(|serial| ClientCertificate { serial })
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "renewal needs the current client certificate (mutual TLS)",
+                )
+            })
     }
 }
 
 /// `POST /v1/agent/renew`: a new certificate for the same identity.
 async fn renew(
     State(state): State<AppState>,
-    _certificate: ClientCertificate,
+    certificate: ClientCertificate,
     identity: DeviceIdentity,
     body: Result<Json<RenewRequest>, JsonRejection>,
 ) -> Result<Json<RenewResponse>, ApiError> {
@@ -343,8 +359,9 @@ async fn renew(
         })?;
     state
         .store
-        .renew_agent_certificate(identity.uid, &cert.serial, cert.expiry)
+        .renew_agent_certificate(identity.uid, &certificate.serial, &cert.serial, cert.expiry)
         .await?;
+    state.agents.forget(identity.uid);
     tracing::info!(namespace = %identity.namespace, device = %identity.name, expiry = %cert.expiry, "agent certificate renewed");
     Ok(Json(RenewResponse {
         certificate_expiry: cert.expiry.to_string(),

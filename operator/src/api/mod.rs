@@ -12,7 +12,7 @@ use axum::{
     extract::{MatchedPath, Request, State},
     http::StatusCode,
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
 };
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};

@@ -117,6 +117,11 @@ pub fn spawn(
             shutdown.clone(),
         )));
     }
+    tasks.push(tokio::spawn(crate::api::agent_auth::follow_revocations(
+        state.store.clone(),
+        state.agents.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(flush_reports(
         state.clone(),
         args.status_flush_interval,

@@ -226,6 +226,13 @@ pub fn device_uid_from_certificate(der: &[u8]) -> Option<Uuid> {
     })
 }
 
+/// The serial (hex, without leading zero bytes) of a DER certificate.
+pub fn certificate_serial(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let serial = hex::encode(cert.raw_serial());
+    Some(crate::store::agents::normalize_serial(&serial).to_owned())
+}
+
 fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();

@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use super::{Store, StoreError};
 
+/// Channel on which a re-enrollment announces the uid whose old credentials it revoked.
+pub const REVOKED_CHANNEL: &str = "cdot_agent_revoked";
+
 /// How an agent authenticates after enrollment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentCredentials {
@@ -56,6 +59,28 @@ pub enum EnrollmentRefusal {
         name: String,
         requested: String,
     },
+    #[error(
+        "enrollment token {namespace}/{name} is bound to Device {device:?} and cannot enroll {requested:?}"
+    )]
+    WrongDevice {
+        namespace: String,
+        name: String,
+        device: String,
+        requested: String,
+    },
+    #[error(
+        "Device {namespace}/{device} already has an enrolled agent (enrolled at {enrolled_at} with token {enrolled_with}); \
+         to enroll it again (a reinstalled host), an admin issues a token bound to it: \
+         `cdot-operator token create --type enrollment --namespace {namespace} --name {device}-reenroll --device {device}` \
+         and applies it with the manifests; the new enrollment revokes the current agent's credentials. \
+         Otherwise choose another --device-name"
+    )]
+    AlreadyEnrolled {
+        namespace: String,
+        device: String,
+        enrolled_at: String,
+        enrolled_with: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +109,46 @@ pub struct AgentRecord {
     pub name: String,
     pub uid: Uuid,
     pub jwt_public_key: Option<Vec<u8>>,
+    /// Serial (hex) of the certificate the agent holds now (mutual TLS).
+    pub certificate_serial: Option<String>,
+    /// Serial of the certificate before the last renewal, until the new one is first used.
+    pub previous_certificate_serial: Option<String>,
+}
+
+impl AgentRecord {
+    /// Whether a certificate with this serial (hex) is the agent's current one (`Some(true)`),
+    /// the one before its last renewal (`Some(false)`), or neither: replaced by a later
+    /// enrollment, so refused (`None`).
+    pub fn certificate_is_current(&self, serial: &str) -> Option<bool> {
+        let serial = normalize_serial(serial);
+        let matches = |s: &Option<String>| s.as_deref().map(normalize_serial) == Some(serial);
+        if matches(&self.certificate_serial) {
+            Some(true)
+        } else if matches(&self.previous_certificate_serial) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// A serial in hex without leading zero bytes (DER integers drop them).
+pub fn normalize_serial(serial: &str) -> &str {
+    let mut s = serial;
+    while s.len() > 2 && s.starts_with("00") {
+        s = &s[2..];
+    }
+    s
+}
+
+/// An enrollment token that would be accepted now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsableToken {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// The one Device the token is bound to (re-enrollment), if any.
+    pub device: Option<String>,
 }
 
 impl Store {
@@ -130,14 +195,15 @@ impl Store {
         .map_err(StoreError::query("prune enrollment tokens"))?;
         for token in tokens {
             sqlx::query(
-                "INSERT INTO enrollment_tokens (namespace, name, token_sha256, expires_at, max_uses, labels)
-                 VALUES ($1, $2, $3, $4::timestamptz, $5, $6)
+                "INSERT INTO enrollment_tokens (namespace, name, token_sha256, expires_at, max_uses, labels, device)
+                 VALUES ($1, $2, $3, $4::timestamptz, $5, $6, $7)
                  ON CONFLICT (namespace, name) DO UPDATE SET
                      uses = CASE WHEN enrollment_tokens.token_sha256 = EXCLUDED.token_sha256 THEN enrollment_tokens.uses ELSE 0 END,
                      token_sha256 = EXCLUDED.token_sha256,
                      expires_at = EXCLUDED.expires_at,
                      max_uses = EXCLUDED.max_uses,
-                     labels = EXCLUDED.labels",
+                     labels = EXCLUDED.labels,
+                     device = EXCLUDED.device",
             )
             .bind(&token.namespace)
             .bind(&token.name)
@@ -145,6 +211,7 @@ impl Store {
             .bind(token.expires.map(|t| t.to_string()))
             .bind(i32::try_from(token.max_uses).unwrap_or(i32::MAX))
             .bind(json!(token.labels))
+            .bind(&token.device)
             .execute(&mut **tx)
             .await
             .map_err(StoreError::query("store enrollment tokens"))?;
@@ -152,33 +219,35 @@ impl Store {
         Ok(())
     }
 
-    /// The namespace, name and labels of an enrollment token that would be accepted now,
-    /// without consuming a use; `None` when [`Store::enroll`] would refuse it.
+    /// The enrollment token that would be accepted now, without consuming a use; `None`
+    /// when [`Store::enroll`] would refuse it.
     pub async fn usable_enrollment_token(
         &self,
         token_sha256: &[u8; 32],
-    ) -> Result<Option<(String, String, BTreeMap<String, String>)>, StoreError> {
+    ) -> Result<Option<UsableToken>, StoreError> {
         let row = sqlx::query(
-            "SELECT namespace, name, labels FROM enrollment_tokens
+            "SELECT namespace, name, labels, device FROM enrollment_tokens
              WHERE token_sha256 = $1 AND (expires_at IS NULL OR expires_at > now()) AND uses < max_uses",
         )
         .bind(token_sha256.as_slice())
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::query("look up an enrollment token"))?;
-        Ok(row.map(|row| {
-            let labels: Value = row.get("labels");
-            (
-                row.get("namespace"),
-                row.get("name"),
-                serde_json::from_value(labels).unwrap_or_default(),
-            )
+        Ok(row.map(|row| UsableToken {
+            namespace: row.get("namespace"),
+            name: row.get("name"),
+            labels: serde_json::from_value(row.get("labels")).unwrap_or_default(),
+            device: row.get("device"),
         }))
     }
 
     /// Enrolls a device in one transaction: consumes one use of the token, finds or creates
     /// the Device, issues credentials through `issue` and records the agent. Nothing is
     /// consumed when any step fails.
+    ///
+    /// A Device whose agent is enrolled is refused ([`EnrollmentRefusal::AlreadyEnrolled`])
+    /// unless the token is bound to it; then the new credentials replace the old ones, which
+    /// stop working at once (ADR 15).
     pub async fn enroll<E>(
         &self,
         request: EnrollmentRequest<'_>,
@@ -192,7 +261,7 @@ impl Store {
         let token = sqlx::query(
             "UPDATE enrollment_tokens SET uses = uses + 1
              WHERE token_sha256 = $1 AND (expires_at IS NULL OR expires_at > now()) AND uses < max_uses
-             RETURNING namespace, name, labels",
+             RETURNING namespace, name, labels, device",
         )
         .bind(request.token_sha256.as_slice())
         .fetch_optional(&mut *tx)
@@ -215,6 +284,17 @@ impl Store {
                 },
             ));
         }
+        let bound_to: Option<String> = token.get("device");
+        if let Some(device) = &bound_to
+            && device != request.device_name
+        {
+            return Err(EnrollmentError::Refused(EnrollmentRefusal::WrongDevice {
+                namespace,
+                name: token_name,
+                device: device.clone(),
+                requested: request.device_name.to_owned(),
+            }));
+        }
         let labels: BTreeMap<String, String> =
             serde_json::from_value(token.get("labels")).unwrap_or_default();
 
@@ -225,7 +305,37 @@ impl Store {
             .await
             .map_err(StoreError::query("find the enrolling device"))?;
         let (uid, created) = match existing {
-            Some(row) => (row.get::<Uuid, _>("uid"), false),
+            Some(row) => {
+                let uid = row.get::<Uuid, _>("uid");
+                let enrolled = sqlx::query(
+                    "SELECT enrolled_with, to_char(enrolled_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS enrolled_at
+                     FROM agents WHERE uid = $1",
+                )
+                .bind(uid)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::query("find the enrolling device's agent"))?;
+                if let Some(agent) = enrolled {
+                    if bound_to.is_none() {
+                        return Err(EnrollmentError::Refused(
+                            EnrollmentRefusal::AlreadyEnrolled {
+                                namespace,
+                                device: request.device_name.to_owned(),
+                                enrolled_at: agent.get("enrolled_at"),
+                                enrolled_with: agent.get("enrolled_with"),
+                            },
+                        ));
+                    }
+                    // Delivered at commit: every replica drops the replaced credentials.
+                    sqlx::query("SELECT pg_notify($1, $2::text)")
+                        .bind(REVOKED_CHANNEL)
+                        .bind(uid)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::query("announce a re-enrollment"))?;
+                }
+                (uid, false)
+            }
             None => {
                 let row = sqlx::query(
                     "INSERT INTO objects (namespace, kind, name, uid, labels, spec, status, managed_by, source)
@@ -268,7 +378,8 @@ impl Store {
             "INSERT INTO agents (uid, namespace, name, auth, jwt_public_key, certificate_serial, certificate_expiry, agent_version, enrolled_with)
              VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $8, $9)
              ON CONFLICT (uid) DO UPDATE SET auth = EXCLUDED.auth, jwt_public_key = EXCLUDED.jwt_public_key,
-                 certificate_serial = EXCLUDED.certificate_serial, certificate_expiry = EXCLUDED.certificate_expiry,
+                 certificate_serial = EXCLUDED.certificate_serial, previous_certificate_serial = NULL,
+                 certificate_expiry = EXCLUDED.certificate_expiry,
                  agent_version = EXCLUDED.agent_version, enrolled_with = EXCLUDED.enrolled_with, enrolled_at = now()",
         )
         .bind(uid)
@@ -340,7 +451,7 @@ impl Store {
     /// The agent with this uid, if its Device still exists (deleting the Device revokes it).
     pub async fn agent(&self, uid: Uuid) -> Result<Option<AgentRecord>, StoreError> {
         let row = sqlx::query(
-            "SELECT a.namespace, a.name, a.jwt_public_key FROM agents a
+            "SELECT a.namespace, a.name, a.jwt_public_key, a.certificate_serial, a.previous_certificate_serial FROM agents a
              JOIN objects o ON o.kind = 'Device' AND o.namespace = a.namespace AND o.name = a.name AND o.uid = a.uid
              WHERE a.uid = $1",
         )
@@ -353,13 +464,29 @@ impl Store {
             name: row.get("name"),
             uid,
             jwt_public_key: row.get("jwt_public_key"),
+            certificate_serial: row.get("certificate_serial"),
+            previous_certificate_serial: row.get("previous_certificate_serial"),
         }))
     }
 
-    /// Records a renewed certificate.
+    /// The agent presented its renewed certificate: the one before it stops working.
+    pub async fn forget_previous_certificate(&self, uid: Uuid) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agents SET previous_certificate_serial = NULL WHERE uid = $1")
+            .bind(uid)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::query(
+                "forget a renewed agent's previous certificate",
+            ))?;
+        Ok(())
+    }
+
+    /// Records a renewed certificate. The certificate the agent presented to renew stays
+    /// valid until the agent first uses the new one, so a lost answer does not lock it out.
     pub async fn renew_agent_certificate(
         &self,
         uid: Uuid,
+        presented_serial: &str,
         serial: &str,
         expiry: jiff::Timestamp,
     ) -> Result<(), StoreError> {
@@ -369,13 +496,17 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query("begin renewal"))?;
-        sqlx::query("UPDATE agents SET certificate_serial = $2, certificate_expiry = $3::timestamptz WHERE uid = $1")
-            .bind(uid)
-            .bind(serial)
-            .bind(&expiry)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query("record a renewed certificate"))?;
+        sqlx::query(
+            "UPDATE agents SET previous_certificate_serial = $4,
+                 certificate_serial = $2, certificate_expiry = $3::timestamptz WHERE uid = $1",
+        )
+        .bind(uid)
+        .bind(serial)
+        .bind(&expiry)
+        .bind(presented_serial)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("record a renewed certificate"))?;
         sqlx::query(
             "UPDATE objects SET status = jsonb_set(status, '{agent,certificateExpiry}', to_jsonb($2::text)),
                                 resource_version = nextval('object_resource_version')
