@@ -79,6 +79,7 @@ pub struct Metrics {
     pub enrollments: Family<ResultLabels, Counter>,
     pub ingest: IngestMetrics,
     pub network: NetworkMetrics,
+    pub database: DatabaseMetrics,
 }
 
 impl Default for Metrics {
@@ -148,6 +149,7 @@ impl Default for Metrics {
         );
         let ingest = IngestMetrics::register(&mut registry);
         let network = NetworkMetrics::register(&mut registry);
+        let database = DatabaseMetrics::register(&mut registry);
         Self {
             registry,
             api_requests,
@@ -163,7 +165,41 @@ impl Default for Metrics {
             enrollments,
             ingest,
             network,
+            database,
         }
+    }
+}
+
+/// The database's availability (`cdot_database_*`, `cdot_embedded_postgres_*`).
+#[derive(Clone, Debug, Default)]
+pub struct DatabaseMetrics {
+    /// 1 while the database answers, 0 while requests that need it are refused.
+    pub up: Gauge,
+    /// Times the database stopped answering.
+    pub outages: Counter,
+    /// Times the embedded PostgreSQL was found dead and started again.
+    pub embedded_restarts: Counter,
+}
+
+impl DatabaseMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "database_up",
+            "1 while PostgreSQL answers; 0 while requests that need it are refused with 503",
+            metrics.up.clone(),
+        );
+        registry.register(
+            "database_outages",
+            "Times PostgreSQL stopped answering",
+            metrics.outages.clone(),
+        );
+        registry.register(
+            "embedded_postgres_restarts",
+            "Times the embedded PostgreSQL was found dead and restarted (crash recovery)",
+            metrics.embedded_restarts.clone(),
+        );
+        metrics
     }
 }
 

@@ -30,8 +30,13 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 }
 
 /// Runs `serve` with the database URL of `args`, or with an embedded PostgreSQL started
-/// for it (and stopped after it, whatever it returned).
-pub async fn with_database<F, Fut>(args: &DatabaseArgs, serve: F) -> anyhow::Result<()>
+/// for it, supervised (restarted if it dies) while `serve` runs, and stopped after it,
+/// whatever it returned.
+pub async fn with_database<F, Fut>(
+    args: &DatabaseArgs,
+    metrics: &Metrics,
+    serve: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -48,10 +53,19 @@ where
         tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, bin_dir.as_deref()))
             .await?
             .context("failed to start the embedded PostgreSQL")?;
+    let pg = Arc::new(pg);
+    let (stop_supervisor, supervisor_stop) = watch::channel(false);
+    let supervisor = tokio::spawn(crate::store::embedded::supervise(
+        pg.clone(),
+        metrics.database.embedded_restarts.clone(),
+        supervisor_stop,
+    ));
     let result = match pg.database_url().await {
         Ok(url) => serve(url).await,
         Err(e) => Err(anyhow::Error::new(e).context("failed to create the embedded database")),
     };
+    let _ = stop_supervisor.send(true);
+    let _ = supervisor.await;
     tokio::task::spawn_blocking(move || pg.stop())
         .await?
         .context("failed to stop the embedded PostgreSQL")?;
@@ -74,10 +88,10 @@ impl Server {
         url: &str,
         args: &ServeArgs,
         devices: Option<Arc<ClusterDevices>>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let (server, database, timeseries) = (&args.server, &args.database, &args.timeseries);
         let store = Store::connect(url, database.database_max_connections).await?;
-        let metrics = Arc::new(Metrics::default());
         let mut state = AppState::new(store.clone(), metrics.clone());
         state.devices = devices;
         let authority = Authority::load_or_create(&store)

@@ -4,7 +4,7 @@
 //! manifests → ready. Then every file-system event (debounced) and every resync interval
 //! re-reads the manifests, applies a valid change set in one transaction (or refuses it
 //! whole and keeps serving the last good state), and reconciles.
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -24,15 +24,20 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let shutdown = server::shutdown_signal();
-    server::with_database(&args.serve.database, |url| serve(&args, url, shutdown)).await
+    let metrics = Arc::new(Metrics::default());
+    server::with_database(&args.serve.database, &metrics, |url| {
+        serve(&args, url, metrics.clone(), shutdown)
+    })
+    .await
 }
 
 async fn serve(
     args: &StandaloneArgs,
     url: String,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let server = Server::start(&url, &args.serve, None).await?;
+    let server = Server::start(&url, &args.serve, None, metrics).await?;
     let state = server.state.clone();
 
     let dirs = args.manifests.clone();

@@ -417,6 +417,7 @@ async fn embedded_postgres_is_started_and_stopped_on_ctrl_c() {
         "embedded server not running from the data dir"
     );
 
+    let port = std::fs::read_to_string(data_dir.join("postgres.port")).expect("postgres.port");
     let exit = operator.interrupt();
     assert!(exit.success(), "exit status {exit}:\n{}", operator.logs());
     assert!(
@@ -430,9 +431,14 @@ async fn embedded_postgres_is_started_and_stopped_on_ctrl_c() {
         operator.logs()
     );
 
-    // A second start reuses the cluster and its data.
+    // A second start reuses the cluster and its data, on the same port while it is free.
     let operator =
         Operator::start(&[&manifests], None, &["--data-dir", data_arg], tmp.path()).await;
+    assert_eq!(
+        std::fs::read_to_string(data_dir.join("postgres.port")).expect("postgres.port"),
+        port,
+        "the embedded PostgreSQL moved to another port"
+    );
     let (status, _) = get_json(
         &insecure_client(),
         &format!("{}/v1/namespaces/acme/devices/web-01", operator.base),

@@ -131,11 +131,12 @@ impl From<crate::store::StoreError> for ApiError {
         } = &error
         {
             tracing::warn!(operation, "database connections exhausted; answering 503");
-            return Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "the operator is busy; retry later",
-            );
+            return Self::unavailable("the operator is busy; retry later");
+        }
+        // The database is down or restarting: the client's retry will succeed later.
+        if error.is_unavailable() {
+            tracing::warn!(%error, "database unreachable; answering 503");
+            return Self::unavailable("the database is unavailable; retry later");
         }
         Self::internal(&error)
     }

@@ -12,7 +12,7 @@ use axum::{
     extract::{MatchedPath, Request, State},
     http::StatusCode,
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
     routing::get,
 };
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
@@ -109,6 +109,10 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            require_database,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             record_request,
         ))
         .layer(TimeoutLayer::with_status_code(
@@ -127,6 +131,30 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// Routes that answer without the database.
+fn needs_database(path: &str) -> bool {
+    path.starts_with("/v1/") && !matches!(path, "/v1/openapi.json" | "/v1/agent/ca.pem")
+}
+
+/// While the database is down, requests that need it are answered 503 (with `Retry-After`)
+/// at once, and those already waiting on it are cut short, instead of each waiting out the
+/// pool's acquire timeout. Nothing is lost: nothing was acknowledged, and agents and
+/// collectors keep their batches spooled until a later try is.
+async fn require_database(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !needs_database(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let unavailable =
+        || ApiError::unavailable("the database is unavailable; retry later").into_response();
+    if !state.store.is_up() {
+        return unavailable();
+    }
+    tokio::select! {
+        response = next.run(request) => response,
+        () = state.store.health().down() => unavailable(),
+    }
 }
 
 /// Counts every request by route template (never the raw path: names stay out of labels).

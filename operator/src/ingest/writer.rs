@@ -87,13 +87,18 @@ pub async fn write_group(ingest: &Ingest, store: &Store, metrics: &IngestMetrics
         Err(error) => {
             metrics.write_errors.inc();
             tracing::error!(%error, batches = jobs.len(), "failed to store a group of metrics batches");
-            if jobs.len() == 1 {
+            // Down (or one batch alone): retrying batch by batch would only wait longer.
+            if jobs.len() == 1 || !store.is_up() {
                 for job in jobs {
                     acknowledge(metrics, job, Err(SubmitError::WriteFailed));
                 }
                 return;
             }
             for job in jobs {
+                if !store.is_up() {
+                    acknowledge(metrics, job, Err(SubmitError::WriteFailed));
+                    continue;
+                }
                 let result = commit(ingest, store, std::slice::from_ref(&job)).await;
                 match result {
                     Ok(mut acks) => match acks.pop() {

@@ -117,6 +117,11 @@ pub fn spawn(
             shutdown.clone(),
         )));
     }
+    tasks.push(tokio::spawn(crate::store::health::watch(
+        state.store.clone(),
+        state.metrics.database.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(crate::api::agent_auth::follow_revocations(
         state.store.clone(),
         state.agents.clone(),

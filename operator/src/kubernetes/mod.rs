@@ -59,15 +59,24 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = server::shutdown_signal();
-    server::with_database(&args.serve.database, |url| serve(&args, url, shutdown)).await
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    server::with_database(&args.serve.database, &metrics, |url| {
+        serve(&args, url, metrics.clone(), shutdown)
+    })
+    .await
 }
 
-async fn serve(args: &RunArgs, url: String, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn serve(
+    args: &RunArgs,
+    url: String,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (KUBECONFIG, ~/.kube/config or the in-cluster service account)")?;
     let devices = Arc::new(devices::ClusterDevices::new(client.clone()));
-    let server = Server::start(&url, &args.serve, Some(devices)).await?;
+    let server = Server::start(&url, &args.serve, Some(devices), metrics).await?;
     let state = server.state.clone();
 
     let (synced_tx, mut synced) = watch::channel(false);

@@ -1,15 +1,28 @@
 //! A private PostgreSQL cluster for standalone mode, made with the system's `initdb` and
 //! `pg_ctl`: no service to install or configure, stopped when the operator exits.
 //!
-//! The cluster listens on 127.0.0.1 only, on a free port, with SCRAM password
-//! authentication; the password is generated once and kept in the data directory (0600).
-//! As root, the server runs as the `postgres` user, because PostgreSQL refuses to run as root.
+//! The cluster listens on 127.0.0.1 only, with SCRAM password authentication; the password
+//! is generated once and kept in the data directory (0600). The port is chosen once and
+//! kept (`postgres.port`) while it is free, so a `psql` user finds the server again. As
+//! root, the server runs as the `postgres` user, because PostgreSQL refuses to run as root.
+//!
+//! [`supervise`] watches the server's process: if it dies (OOM killer, `kill -9`), it is
+//! started again on the same port, PostgreSQL's crash recovery replays the WAL, and the
+//! operator's pool reconnects by itself.
 use std::{
     net::TcpListener,
     os::unix::fs::{PermissionsExt, chown},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
 };
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::watch;
 
 use rand::{Rng, distr::Alphanumeric};
 
@@ -86,7 +99,7 @@ pub struct EmbeddedPostgres {
     port: u16,
     password: String,
     run_as: Option<(u32, u32)>,
-    running: bool,
+    running: AtomicBool,
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin` holding `initdb` and `pg_ctl`.
@@ -138,9 +151,7 @@ impl EmbeddedPostgres {
 
         std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
         let data_dir = data_dir.canonicalize().map_err(io_err(data_dir))?;
-        if run_as.is_some() {
-            check_reachable_by_others(&data_dir)?;
-        }
+        secure_data_dir(&data_dir, run_as)?;
         let pgdata = data_dir.join("postgres");
         let password_file = data_dir.join("postgres.password");
         let mut server = Self {
@@ -149,7 +160,7 @@ impl EmbeddedPostgres {
             port: 0,
             password: String::new(),
             run_as,
-            running: false,
+            running: AtomicBool::new(false),
         };
 
         if !server.pgdata.join("PG_VERSION").exists() {
@@ -160,24 +171,53 @@ impl EmbeddedPostgres {
             .trim()
             .to_owned();
         server.stop_stale();
-        server.port = free_port().map_err(io_err(&server.pgdata))?;
-        server.pg_ctl(&[
+        server.port = kept_port(&data_dir.join("postgres.port"))?;
+        server.launch()?;
+        tracing::info!(pgdata = %server.pgdata.display(), port = server.port, "embedded PostgreSQL started");
+        Ok(server)
+    }
+
+    /// Starts the server process (after a crash, PostgreSQL recovers from its WAL first).
+    fn launch(&self) -> Result<(), EmbeddedError> {
+        self.pg_ctl(&[
             "start",
             "-w",
             "-t",
             "60",
             "-l",
-            &server.pgdata.join("server.log").to_string_lossy(),
+            &self.pgdata.join("server.log").to_string_lossy(),
             "-o",
             &format!(
                 "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories='' {}",
-                server.port,
+                self.port,
                 tuning(total_memory_bytes())
             ),
         ])?;
-        server.running = true;
-        tracing::info!(pgdata = %server.pgdata.display(), port = server.port, "embedded PostgreSQL started");
-        Ok(server)
+        self.running.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the postmaster named in `postmaster.pid` is still running.
+    pub fn is_alive(&self) -> bool {
+        let Ok(pid_file) = std::fs::read_to_string(self.pgdata.join("postmaster.pid")) else {
+            return false;
+        };
+        let Some(pid) = pid_file
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+        else {
+            return false;
+        };
+        // A zombie (dead, not yet reaped by its parent) answers signal 0 too.
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+                Some(state == 'Z' || state == 'X')
+            })
+            .unwrap_or(false);
+        !zombie && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
     }
 
     fn init(&self, password_file: &Path) -> Result<(), EmbeddedError> {
@@ -259,8 +299,8 @@ impl EmbeddedPostgres {
     }
 
     /// Stops the server (fast shutdown: open transactions are rolled back, data is flushed).
-    pub fn stop(mut self) -> Result<(), EmbeddedError> {
-        self.running = false;
+    pub fn stop(&self) -> Result<(), EmbeddedError> {
+        self.running.store(false, Ordering::Release);
         self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"])?;
         tracing::info!(pgdata = %self.pgdata.display(), "embedded PostgreSQL stopped");
         Ok(())
@@ -305,7 +345,7 @@ impl EmbeddedPostgres {
 
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
-        if self.running {
+        if self.running.load(Ordering::Acquire) {
             let _ = self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
         }
     }
@@ -323,8 +363,98 @@ fn write_private(path: &Path, contents: &str) -> Result<(), EmbeddedError> {
     file.write_all(contents.as_bytes()).map_err(io_err(path))
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// How often [`supervise`] looks at the server's process.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest wait between two failed restarts.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Restarts the server whenever its process is gone, until `stop` turns true; counts each
+/// restart in `restarts`. Failed restarts (its old backends may still hold the shared
+/// memory for a moment) are retried with backoff.
+pub async fn supervise(
+    server: Arc<EmbeddedPostgres>,
+    restarts: Counter,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = SUPERVISE_INTERVAL;
+    let mut died_at: Option<Instant> = None;
+    loop {
+        let pause = if died_at.is_some() {
+            backoff
+        } else {
+            SUPERVISE_INTERVAL
+        };
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        let checked = server.clone();
+        if tokio::task::spawn_blocking(move || checked.is_alive())
+            .await
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        if *stop.borrow() || !server.running.load(Ordering::Acquire) {
+            return;
+        }
+        let since = *died_at.get_or_insert_with(|| {
+            tracing::error!(pgdata = %server.pgdata.display(), port = server.port, "the embedded PostgreSQL died; restarting it (crash recovery)");
+            Instant::now()
+        });
+        let restarting = server.clone();
+        match tokio::task::spawn_blocking(move || restarting.launch()).await {
+            Ok(Ok(())) => {
+                restarts.inc();
+                tracing::warn!(
+                    port = server.port,
+                    down_for_ms = since.elapsed().as_millis() as u64,
+                    "the embedded PostgreSQL was restarted after it died"
+                );
+                died_at = None;
+                backoff = SUPERVISE_INTERVAL;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "failed to restart the embedded PostgreSQL");
+                backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+            }
+            Err(e) => tracing::error!(error = %e, "the restart task failed"),
+        }
+    }
+}
+
+/// The port kept in `file` if it is free now, else a new free one (then kept).
+fn kept_port(file: &Path) -> Result<u16, EmbeddedError> {
+    let kept = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .filter(|&port| port != 0 && TcpListener::bind(("127.0.0.1", port)).is_ok());
+    if let Some(port) = kept {
+        return Ok(port);
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(io_err(file))?
+        .port();
+    std::fs::write(file, format!("{port}\n")).map_err(io_err(file))?;
+    Ok(port)
+}
+
+/// The data directory holds the database password and the whole cluster: only its owner
+/// may list it (0700). As root the server runs as `postgres`, which must still reach its
+/// cluster inside: then the directory is root:postgres 0710 (search, no listing).
+fn secure_data_dir(dir: &Path, run_as: Option<(u32, u32)>) -> Result<(), EmbeddedError> {
+    let mode = match run_as {
+        None => 0o700,
+        Some((_, gid)) => {
+            if let Some(parent) = dir.parent() {
+                check_reachable_by_others(parent)?;
+            }
+            chown(dir, None, Some(gid)).map_err(io_err(dir))?;
+            0o710
+        }
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io_err(dir))
 }
 
 /// The server user must be able to search every ancestor of the data directory.

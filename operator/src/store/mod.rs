@@ -6,6 +6,7 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 pub mod agents;
 pub mod cluster;
 pub mod embedded;
+pub mod health;
 pub mod heartbeats;
 pub mod network;
 pub mod objects;
@@ -40,6 +41,26 @@ impl StoreError {
     }
 
     /// A short, low-cardinality label for metrics.
+    /// Whether the database could not be reached (as opposed to refusing a statement): the
+    /// request may succeed later, so it is answered 503.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Query { source, .. } = self else {
+            return matches!(self, StoreError::Connect { .. });
+        };
+        match source {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // Class 08: connection exception; 57P0x: the server is shutting down, crashed or
+            // still starting.
+            sqlx::Error::Database(e) => e
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            _ => false,
+        }
+    }
+
     pub fn metric_label(&self) -> &'static str {
         match self {
             StoreError::Connect { .. } => "connect",
@@ -54,6 +75,7 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    health: std::sync::Arc<health::Health>,
 }
 
 impl Store {
@@ -69,15 +91,23 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            health: std::sync::Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    /// Whether the database answers, as the [`health::watch`] task last saw it.
+    pub fn health(&self) -> &health::Health {
+        &self.health
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.health.is_up()
     }
 }
 
