@@ -171,12 +171,22 @@ async fn start_servers(
                 })?;
             let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone());
             println!("cdot-operator: API listening on https://{address}");
-            tokio::spawn(server.serve(app.clone().into_make_service_with_connect_info::<SocketAddr>()))
+            tokio::spawn(
+                server.serve(
+                    app.clone()
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                ),
+            )
         }
         _ => {
             let server = axum_server::from_tcp(listener)?.handle(handle.clone());
             println!("cdot-operator: API listening on http://{address}");
-            tokio::spawn(server.serve(app.clone().into_make_service_with_connect_info::<SocketAddr>()))
+            tokio::spawn(
+                server.serve(
+                    app.clone()
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                ),
+            )
         }
     };
     tracing::info!(%address, tls = args.tls_cert.is_some(), "API listening");
@@ -187,7 +197,8 @@ async fn start_servers(
     let server =
         axum_server::from_tcp_rustls(agent_listener, RustlsConfig::from_config(agent_tls))?
             .handle(agent_handle.clone());
-    let agents = tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
+    let agents =
+        tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
     println!("cdot-operator: agent API listening on https://{agent_address}");
     tracing::info!(address = %agent_address, "agent API listening");
     Ok(vec![(handle, people), (agent_handle, agents)])

@@ -46,7 +46,10 @@ async fn impossible_names_and_unknown_parameters_are_400_before_any_query() {
         ("/v1/namespaces/ac%00me/devices", "path.namespace"),
         ("/v1/namespaces/acme/dev%00ices/lon-dc01", "path.resource"),
         ("/v1/namespaces/acme/devices/a%00b/software", "path.name"),
-        ("/v1/namespaces/acme/devices/lon-dc01/metrics/cp%00u", "path.metric"),
+        (
+            "/v1/namespaces/acme/devices/lon-dc01/metrics/cp%00u",
+            "path.metric",
+        ),
         ("/v1/namespaces/acme/devices/a%00b/metrics/cpu", "path.name"),
         ("/v1/namespaces/a%00b/network/sites", "path.namespace"),
         ("/v1/namespaces/acme/devices/Not_A_Name", "path.name"),
@@ -62,14 +65,35 @@ async fn impossible_names_and_unknown_parameters_are_400_before_any_query() {
     }
     // Query values that no stored name can have, and unknown parameters, everywhere.
     for (path, expected) in [
-        ("/v1/namespaces/acme/network/interfaces?device=a%00b", "query.device"),
-        ("/v1/namespaces/acme/network/interfaces?site=a%00b", "query.site"),
-        ("/v1/namespaces/acme/network/top-talkers?device=NOT%20A%20NAME", "query.device"),
+        (
+            "/v1/namespaces/acme/network/interfaces?device=a%00b",
+            "query.device",
+        ),
+        (
+            "/v1/namespaces/acme/network/interfaces?site=a%00b",
+            "query.site",
+        ),
+        (
+            "/v1/namespaces/acme/network/top-talkers?device=NOT%20A%20NAME",
+            "query.device",
+        ),
         ("/v1/namespaces/acme/network/probes?bogus=1", "query.bogus"),
-        ("/v1/namespaces/acme/devices?labelSelector=a", "query.labelSelector"),
-        ("/v1/namespaces/acme/devices/lon-dc01?watch=1", "query.watch"),
-        ("/v1/namespaces/acme/devices/lon-dc01/software?limit=5", "query.limit"),
-        ("/v1/namespaces/acme/devices/lon-dc01/metrics/cpu?limit=5", "query.limit"),
+        (
+            "/v1/namespaces/acme/devices?labelSelector=a",
+            "query.labelSelector",
+        ),
+        (
+            "/v1/namespaces/acme/devices/lon-dc01?watch=1",
+            "query.watch",
+        ),
+        (
+            "/v1/namespaces/acme/devices/lon-dc01/software?limit=5",
+            "query.limit",
+        ),
+        (
+            "/v1/namespaces/acme/devices/lon-dc01/metrics/cpu?limit=5",
+            "query.limit",
+        ),
         (
             "/v1/namespaces/acme/devices/lon-dc01/metrics/disk?labels.mount=a%00",
             "query.labels.mount",
@@ -130,7 +154,10 @@ async fn a_64_mb_body_is_answered_413_not_reset() {
         ("POST", format!("{}/v1/agent/metrics", operator.agent_base)),
         ("PUT", format!("{}/v1/agent/inventory", operator.agent_base)),
         ("POST", format!("{}/v1/agent/renew", operator.agent_base)),
-        ("POST", format!("{}/v1/agent/collector/batches", operator.base)),
+        (
+            "POST",
+            format!("{}/v1/agent/collector/batches", operator.base),
+        ),
     ] {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let (status, body) = call(
@@ -142,7 +169,11 @@ async fn a_64_mb_body_is_answered_413_not_reset() {
         .await;
         assert_eq!(
             (status, body["reason"].as_str(), field(&body)),
-            (StatusCode::PAYLOAD_TOO_LARGE, Some("PayloadTooLarge"), "body"),
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some("PayloadTooLarge"),
+                "body"
+            ),
             "{method} {url}: {body}"
         );
     }
@@ -156,7 +187,10 @@ async fn a_64_mb_body_is_answered_413_not_reset() {
         ("/v1/agent/metrics", "401"),
     ] {
         let (written, head) = chunked_post(&address, path, BIG).await;
-        assert!(written, "{path}: the server reset the connection while the client wrote");
+        assert!(
+            written,
+            "{path}: the server reset the connection while the client wrote"
+        );
         assert!(
             head.starts_with(&format!("HTTP/1.1 {expected}")),
             "{path}: {head}"
@@ -296,10 +330,7 @@ async fn every_route_of_the_router_is_in_the_openapi_document() {
     );
     // The router lists its route templates only in its Debug form.
     let debug = format!("{app:?}");
-    let routes: BTreeSet<&str> = debug
-        .split('"')
-        .filter(|s| s.starts_with("/v1/"))
-        .collect();
+    let routes: BTreeSet<&str> = debug.split('"').filter(|s| s.starts_with("/v1/")).collect();
     assert!(
         routes.contains("/v1/namespaces/{namespace}/devices/{name}/metrics/{metric}"),
         "the router's routes were not found in its Debug form: {debug}"
@@ -318,7 +349,10 @@ async fn every_route_of_the_router_is_in_the_openapi_document() {
         .filter(|r| !r.starts_with("/v1/namespaces/{namespace}/{resource}"))
         .collect();
     let missing: Vec<&&str> = routes.difference(&documented).collect();
-    assert!(missing.is_empty(), "routes missing from the document: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
     // And the document promises nothing the router does not serve.
     let served = |path: &str| {
         routes.contains(path)

@@ -206,12 +206,18 @@ fn agent_paths(paths: &mut Map<String, Value>) {
         (
             "/v1/agent/config",
             "get",
-            route("The agent's configuration from its Device's spec", json!({ "200": object_response("the configuration") })),
+            route(
+                "The agent's configuration from its Device's spec",
+                json!({ "200": object_response("the configuration") }),
+            ),
         ),
         (
             "/v1/agent/collector/assignments",
             "get",
-            route("What a collector polls and probes", json!({ "200": object_response("the assignments") })),
+            route(
+                "What a collector polls and probes",
+                json!({ "200": object_response("the assignments") }),
+            ),
         ),
         ("/v1/agent/collector/batches", "post", batches),
     ] {

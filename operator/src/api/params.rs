@@ -210,8 +210,11 @@ mod tests {
             field(Params::parse(pairs(&[("device", "a\0b")]), &["device"]).expect_err("refused")),
             "query.device"
         );
-        let p = Params::parse(pairs(&[("site", ""), ("device", "web")]), &["site", "device"])
-            .expect("params");
+        let p = Params::parse(
+            pairs(&[("site", ""), ("device", "web")]),
+            &["site", "device"],
+        )
+        .expect("params");
         assert_eq!((p.get("site"), p.get("device")), (None, Some("web")));
     }
 }

@@ -53,7 +53,10 @@ impl SeriesQuery {
         metric_labels: &[&str],
         now_ms: i64,
     ) -> Result<Self, ApiError> {
-        let label_keys: Vec<String> = metric_labels.iter().map(|l| format!("labels.{l}")).collect();
+        let label_keys: Vec<String> = metric_labels
+            .iter()
+            .map(|l| format!("labels.{l}"))
+            .collect();
         let mut allowed = vec!["from", "to", "step"];
         allowed.extend(label_keys.iter().map(String::as_str));
         let params = Params::parse(pairs, &allowed)?;
@@ -148,11 +151,7 @@ pub async fn series(
         ))
         .with_field("path.metric")
     })?;
-    let query = SeriesQuery::parse(
-        pairs,
-        info.labels,
-        jiff::Timestamp::now().as_millisecond(),
-    )?;
+    let query = SeriesQuery::parse(pairs, info.labels, jiff::Timestamp::now().as_millisecond())?;
     let device = device(&state, &namespace, &name).await?;
     let series = state
         .store

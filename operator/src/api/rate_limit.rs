@@ -205,7 +205,10 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..4u8 {
             assert_eq!(
-                l.check(IpAddr::from([10, 0, 0, i]), t0 + Duration::from_secs(u64::from(i))),
+                l.check(
+                    IpAddr::from([10, 0, 0, i]),
+                    t0 + Duration::from_secs(u64::from(i))
+                ),
                 Ok(())
             );
         }
