@@ -119,6 +119,15 @@ pub struct ServerArgs {
     /// Longest time one API request may take.
     #[arg(long, env = "CDOT_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub request_timeout: Duration,
+    /// Enrollments a source address may make per minute, sustained (`/v1/agent/enroll`;
+    /// IPv6 addresses count by /64); 0 turns the limit off. A fleet enrolling behind one
+    /// NAT shares one address: with the defaults, 100 devices enroll at once and 60 more
+    /// every minute (1000 in about 15 minutes); refused agents are told when to retry.
+    #[arg(long, env = "CDOT_ENROLL_RATE_LIMIT", default_value_t = 60)]
+    pub enroll_rate_limit: u32,
+    /// Enrollments a source address may make at once before the rate limit applies.
+    #[arg(long, env = "CDOT_ENROLL_BURST", default_value_t = 100)]
+    pub enroll_burst: u32,
 }
 
 #[derive(Debug, Args)]

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub objects: Family<KindLabels, Gauge>,
     pub store_errors: Family<OperationLabels, Counter>,
     pub enrollments: Family<ResultLabels, Counter>,
+    /// Enrollment requests refused by the per-address rate limit.
+    pub enroll_rate_limited: Counter,
     pub ingest: IngestMetrics,
     pub network: NetworkMetrics,
     pub database: DatabaseMetrics,
@@ -147,6 +149,12 @@ impl Default for Metrics {
             "Agent enrollments by result (enrolled, refused, failed)",
             enrollments.clone(),
         );
+        let enroll_rate_limited = Counter::default();
+        registry.register(
+            "agent_enroll_rate_limited",
+            "Enrollment requests refused with 429 by the per-source-address rate limit",
+            enroll_rate_limited.clone(),
+        );
         let ingest = IngestMetrics::register(&mut registry);
         let network = NetworkMetrics::register(&mut registry);
         let database = DatabaseMetrics::register(&mut registry);
@@ -163,6 +171,7 @@ impl Default for Metrics {
             objects,
             store_errors,
             enrollments,
+            enroll_rate_limited,
             ingest,
             network,
             database,

@@ -8,7 +8,11 @@ use axum_server::tls_rustls::RustlsConfig;
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    api::{self, AppState, agent::AgentPki},
+    api::{
+        self, AppState,
+        agent::AgentPki,
+        rate_limit::{MAX_ADDRESSES, Rate, RateLimiter},
+    },
     cli::{DatabaseArgs, ServeArgs, ServerArgs},
     ingest::Ingest,
     jobs,
@@ -108,6 +112,13 @@ impl Server {
             certificate_validity: server.agent_certificate_validity,
         }));
         state.ingest = Ingest::new(timeseries.ingest_config());
+        state.enroll_limiter = Arc::new(RateLimiter::new(
+            (server.enroll_rate_limit > 0).then(|| Rate {
+                burst: server.enroll_burst,
+                interval: Duration::from_secs(60) / server.enroll_rate_limit,
+            }),
+            MAX_ADDRESSES,
+        ));
         jobs::prepare(&store, &metrics, timeseries)
             .await
             .context("failed to prepare the metrics partitions")?;
@@ -144,6 +155,7 @@ type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
 /// The people API (`--listen`, HTTP or HTTPS) and the agent API (`--agent-listen`, HTTPS
 /// with optional client certificates) serve the same routes; identities decide access.
+/// Both pass the peer address on (the enrollment rate limit counts by it).
 async fn start_servers(
     args: &ServerArgs,
     state: AppState,
@@ -173,12 +185,22 @@ async fn start_servers(
                 })?;
             let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone());
             println!("cdot-operator: API listening on https://{address}");
-            tokio::spawn(server.serve(app.clone().into_make_service()))
+            tokio::spawn(
+                server.serve(
+                    app.clone()
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                ),
+            )
         }
         _ => {
             let server = axum_server::from_tcp(listener)?.handle(handle.clone());
             println!("cdot-operator: API listening on http://{address}");
-            tokio::spawn(server.serve(app.clone().into_make_service()))
+            tokio::spawn(
+                server.serve(
+                    app.clone()
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                ),
+            )
         }
     };
     tracing::info!(%address, tls = args.tls_cert.is_some(), "API listening");
@@ -189,7 +211,8 @@ async fn start_servers(
     let server =
         axum_server::from_tcp_rustls(agent_listener, RustlsConfig::from_config(agent_tls))?
             .handle(agent_handle.clone());
-    let agents = tokio::spawn(server.serve(app.into_make_service()));
+    let agents =
+        tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
     println!("cdot-operator: agent API listening on https://{agent_address}");
     tracing::info!(address = %agent_address, "agent API listening");
     Ok(vec![(handle, people), (agent_handle, agents)])

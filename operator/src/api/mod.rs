@@ -12,7 +12,7 @@ use axum::{
     extract::{MatchedPath, Request, State},
     http::StatusCode,
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
 };
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
@@ -23,6 +23,7 @@ pub mod agent;
 pub mod agent_auth;
 pub mod assignments;
 pub mod auth;
+pub mod body_limit;
 pub mod collector;
 pub mod error;
 pub mod health;
@@ -30,7 +31,9 @@ pub mod ingest;
 pub mod network;
 pub mod objects;
 pub mod openapi;
+pub mod params;
 pub mod query;
+pub mod rate_limit;
 
 pub use auth::TokenIndex;
 pub use error::ApiError;
@@ -54,6 +57,8 @@ pub struct AppState {
     pub secrets: Arc<crate::secrets::Secrets>,
     /// Kubernetes mode: enrollment creates Devices through the API server.
     pub devices: Option<Arc<crate::kubernetes::devices::ClusterDevices>>,
+    /// Enrollment attempts per source address (no limit unless set).
+    pub enroll_limiter: Arc<rate_limit::RateLimiter>,
 }
 
 impl AppState {
@@ -69,6 +74,7 @@ impl AppState {
             ingest: crate::ingest::Ingest::default(),
             secrets: Arc::default(),
             devices: None,
+            enroll_limiter: Arc::default(),
         }
     }
 
@@ -85,12 +91,17 @@ impl AppState {
 }
 
 pub fn app(state: AppState, request_timeout: Duration) -> Router {
+    // Routes that take no query parameters refuse any, as the others refuse unknown ones.
+    let no_query = || middleware::from_fn(params::refuse_query);
     let v1 = Router::new()
-        .route("/openapi.json", get(openapi::document))
-        .route("/namespaces/{namespace}/{resource}", get(objects::list))
+        .route("/openapi.json", get(openapi::document).layer(no_query()))
+        .route(
+            "/namespaces/{namespace}/{resource}",
+            get(objects::list).layer(no_query()),
+        )
         .route(
             "/namespaces/{namespace}/{resource}/{name}",
-            get(objects::get),
+            get(objects::get).layer(no_query()),
         )
         .merge(query::routes())
         .merge(network::routes())
@@ -99,14 +110,24 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             agent::routes()
                 .merge(ingest::routes())
                 .merge(assignments::routes())
-                .merge(collector::routes()),
+                .merge(collector::routes())
+                .route_layer(no_query())
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    rate_limit::enroll,
+                )),
         );
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route_layer(no_query())
         .nest("/v1", v1)
         .fallback(|| async { ApiError::not_found("no such route") })
+        // Before any handler: names that cannot exist, then bodies too large (outermost,
+        // so that it also drains what an inner refusal left unread).
+        .layer(middleware::from_fn(params::check_path))
+        .layer(middleware::from_fn(body_limit::guard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_database,

@@ -18,7 +18,7 @@ use axum::{
 use cdot_crds::{api_token::Role, kind::Kind};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, auth::Principal};
+use super::{ApiError, AppState, auth::Principal, params::Params};
 use crate::store::network::{
     HOUR_MS, MINUTE_MS, floor_to,
     query::{
@@ -79,38 +79,8 @@ pub fn routes() -> Router<AppState> {
         .route("/namespaces/{namespace}/network/sites", get(sites))
 }
 
-/// The query parameters of one request, each taken once; unknown ones are refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Params {
-    values: BTreeMap<String, String>,
-}
-
+/// The network routes' readings of their parameters.
 impl Params {
-    /// Refuses parameters outside `allowed` and repeated ones.
-    pub fn parse(pairs: Vec<(String, String)>, allowed: &[&str]) -> Result<Self, ApiError> {
-        let mut values = BTreeMap::new();
-        for (key, value) in pairs {
-            let field = format!("query.{key}");
-            if !allowed.contains(&key.as_str()) {
-                return Err(ApiError::bad_request(
-                    format!("unknown parameter {key:?}; expected one of {allowed:?}"),
-                    field,
-                ));
-            }
-            if values.insert(key, value).is_some() {
-                return Err(ApiError::bad_request("the parameter is repeated", field));
-            }
-        }
-        Ok(Self { values })
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.values
-            .get(key)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
     fn time(&self, key: &str) -> Result<Option<i64>, ApiError> {
         self.get(key)
             .map(|v| {
@@ -225,6 +195,14 @@ async fn scope<'a>(
 ) -> Result<Scope<'a>, ApiError> {
     principal.require(namespace, Role::Viewer)?;
     let device = params.get("device");
+    if let Some(name) = device
+        && !cdot_crds::validation::is_dns1123_subdomain(name)
+    {
+        return Err(ApiError::bad_request(
+            format!("{name:?} is not a Device name (RFC 1123 subdomain)"),
+            "query.device",
+        ));
+    }
     if let Some(name) = device
         && state
             .store

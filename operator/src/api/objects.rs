@@ -46,15 +46,9 @@ pub async fn get(
     }
 }
 
-/// Checks the namespace (scope first, so that out-of-scope requests learn nothing) and the
-/// resource name.
+/// Checks the scope (first, so that out-of-scope requests learn nothing) and the resource
+/// name; `params::check_path` already refused names that cannot exist.
 fn resolve(principal: &Principal, namespace: &str, resource: &str) -> Result<Kind, ApiError> {
-    if !cdot_crds::validation::is_dns1123_label(namespace) {
-        return Err(ApiError::bad_request(
-            format!("{namespace:?} is not a valid namespace name (RFC 1123 label)"),
-            "path.namespace",
-        ));
-    }
     principal.require(namespace, Role::Viewer)?;
     Kind::from_path_segment(resource).ok_or_else(|| {
         let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();

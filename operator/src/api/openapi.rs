@@ -78,6 +78,12 @@ pub fn build() -> Value {
             }}),
         );
     }
+    paths.insert(
+        "/v1/openapi.json".into(),
+        json!({ "get": { "summary": "This document", "security": [], "responses": { "200": object_response("the OpenAPI 3 document") } } }),
+    );
+    device_paths(&mut paths, &namespace);
+    agent_paths(&mut paths);
     super::network::openapi_paths(&mut paths);
     json!({
         "openapi": "3.0.3",
@@ -89,6 +95,134 @@ pub fn build() -> Value {
         "security": [{ "bearer": [] }],
         "paths": paths,
     })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": description, "schema": { "type": "string" } })
+}
+
+fn object_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "type": "object" } } } })
+}
+
+/// A Device's metric time series and installed software (`api::query`).
+fn device_paths(paths: &mut Map<String, Value>, namespace: &Value) {
+    let name = path_param("name", "the Device");
+    let query = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } });
+    paths.insert(
+        "/v1/namespaces/{namespace}/devices/{name}/metrics/{metric}".into(),
+        json!({ "get": {
+            "tags": ["Device"],
+            "summary": "A metric's time series of one Device: [ms, avg, min, max] per step",
+            "parameters": [
+                namespace,
+                name,
+                path_param("metric", "a metric of the catalogue, e.g. cpu, disk, networkIn"),
+                query("from", "start, RFC 3339 (default: an hour before `to`)"),
+                query("to", "end, RFC 3339 (default: now)"),
+                query("step", "bucket size, at least 1s; whole minutes from 1m, read from the 1-minute rollup (default 1m)"),
+                { "name": "labels", "in": "query", "required": false, "style": "deepObject", "explode": true,
+                  "description": "`labels.<name>=<value>`: only series with that label value (the metric's labels only)",
+                  "schema": { "type": "object", "additionalProperties": { "type": "string" } } },
+            ],
+            "responses": {
+                "200": object_response("`series`, each with its `labels` and `points`, and the `stepMs` and `source` (raw or rollup) read"),
+                "400": error_response("a bad parameter (`field` names it)"),
+                "401": error_response("no or unknown token"),
+                "404": error_response("unknown metric or Device, or outside the token's scope"),
+            }
+        }}),
+    );
+    paths.insert(
+        "/v1/namespaces/{namespace}/devices/{name}/software".into(),
+        json!({ "get": {
+            "tags": ["Device"],
+            "summary": "Installed software of one Device, from its agent's inventory",
+            "parameters": [namespace, name],
+            "responses": {
+                "200": object_response("`items` of {name, version}"),
+                "401": error_response("no or unknown token"),
+                "404": error_response("unknown Device, or outside the token's scope"),
+            }
+        }}),
+    );
+}
+
+/// The agent and collector routes (agent listener; mutual TLS or a signed JWT, except
+/// enrollment, which takes an enrollment token in its body).
+fn agent_paths(paths: &mut Map<String, Value>) {
+    let route = |summary: &str, responses: Value| {
+        let mut all = json!({
+            "401": error_response("no client certificate or valid JWT"),
+            "413": error_response("the body is larger than 4 MiB"),
+            "503": error_response("the operator is busy; retry after `Retry-After` seconds"),
+        });
+        if let (Some(all), Some(more)) = (all.as_object_mut(), responses.as_object()) {
+            all.extend(more.clone());
+        }
+        json!({ "tags": ["Agent"], "summary": summary, "security": [], "responses": all })
+    };
+    let body = |operation: &mut Value| {
+        operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "type": "object" } } } });
+    };
+    let mut enroll = route(
+        "Enroll a device with a one-time enrollment token: its identity and credentials",
+        json!({
+            "200": object_response("the Device's identity, certificate or JWT key binding, CA and agent configuration"),
+            "400": error_response("a bad field (`field` names it)"),
+            "429": error_response("too many enrollments from this address; retry after `Retry-After` seconds"),
+        }),
+    );
+    body(&mut enroll);
+    let mut renew = route(
+        "A new client certificate for the same identity (mutual TLS only)",
+        json!({ "200": object_response("the certificate"), "403": error_response("no client certificate") }),
+    );
+    body(&mut renew);
+    let mut metrics = route(
+        "A metrics batch (gzip allowed); answered once committed",
+        json!({ "200": object_response("the batch acknowledgement"), "400": error_response("a bad sample (`field` names it)") }),
+    );
+    body(&mut metrics);
+    let mut inventory = route(
+        "The device's hardware and software inventory",
+        json!({ "200": object_response("accepted"), "400": error_response("a bad field (`field` names it)") }),
+    );
+    body(&mut inventory);
+    let mut batches = route(
+        "A collector's batch of interface, flow and probe aggregates; answered once committed",
+        json!({ "200": object_response("the batch acknowledgement"), "400": error_response("a bad field (`field` names it)"), "403": error_response("the device is not a Collector") }),
+    );
+    body(&mut batches);
+    let ca = json!({ "tags": ["Agent"], "summary": "The agent CA certificate (PEM)", "security": [], "responses": {
+        "200": { "description": "PEM", "content": { "text/plain": { "schema": { "type": "string" } } } },
+    } });
+    for (path, method, operation) in [
+        ("/v1/agent/enroll", "post", enroll),
+        ("/v1/agent/renew", "post", renew),
+        ("/v1/agent/ca.pem", "get", ca),
+        ("/v1/agent/metrics", "post", metrics),
+        ("/v1/agent/inventory", "put", inventory),
+        (
+            "/v1/agent/config",
+            "get",
+            route(
+                "The agent's configuration from its Device's spec",
+                json!({ "200": object_response("the configuration") }),
+            ),
+        ),
+        (
+            "/v1/agent/collector/assignments",
+            "get",
+            route(
+                "What a collector polls and probes",
+                json!({ "200": object_response("the assignments") }),
+            ),
+        ),
+        ("/v1/agent/collector/batches", "post", batches),
+    ] {
+        paths.insert(path.into(), json!({ method: operation }));
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use axum::{
 use cdot_crds::{api_token::Role, kind::Kind, metrics_catalog::CATALOG};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, auth::Principal};
+use super::{ApiError, AppState, auth::Principal, params::Params};
 use crate::store::{
     StoredObject,
     timeseries::{MINUTE_MS, PointSource},
@@ -32,7 +32,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/namespaces/{namespace}/devices/{name}/software",
-            get(software),
+            get(software).layer(axum::middleware::from_fn(super::params::refuse_query)),
         )
 }
 
@@ -49,17 +49,24 @@ impl SeriesQuery {
     /// Parses `from`, `to` (RFC 3339), `step` (duration) and `labels.<name>` parameters of
     /// a query for `metric`, with `now_ms` as the default end.
     pub fn parse(
-        params: &[(String, String)],
+        pairs: Vec<(String, String)>,
         metric_labels: &[&str],
         now_ms: i64,
     ) -> Result<Self, ApiError> {
+        let label_keys: Vec<String> = metric_labels
+            .iter()
+            .map(|l| format!("labels.{l}"))
+            .collect();
+        let mut allowed = vec!["from", "to", "step"];
+        allowed.extend(label_keys.iter().map(String::as_str));
+        let params = Params::parse(pairs, &allowed)?;
         let mut from = None;
         let mut to = None;
         let mut step = DEFAULT_STEP_MS;
         let mut labels = BTreeMap::new();
-        for (key, value) in params {
+        for (key, value) in params.iter() {
             let field = format!("query.{key}");
-            match key.as_str() {
+            match key {
                 "from" => from = Some(parse_time(value, &field)?),
                 "to" => to = Some(parse_time(value, &field)?),
                 "step" => {
@@ -76,27 +83,11 @@ impl SeriesQuery {
                         ));
                     }
                 }
-                _ => match key.strip_prefix("labels.") {
-                    Some(label) if metric_labels.contains(&label) => {
-                        labels.insert(label.to_owned(), value.clone());
+                _ => {
+                    if let Some(label) = key.strip_prefix("labels.") {
+                        labels.insert(label.to_owned(), value.to_owned());
                     }
-                    Some(label) => {
-                        return Err(ApiError::bad_request(
-                            format!(
-                                "the metric has no label {label:?}; its labels: {metric_labels:?}"
-                            ),
-                            field,
-                        ));
-                    }
-                    None => {
-                        return Err(ApiError::bad_request(
-                            format!(
-                                "unknown parameter {key:?}; expected from, to, step, labels.<name>"
-                            ),
-                            field,
-                        ));
-                    }
-                },
+                }
             }
         }
         let to_ms = to.unwrap_or(now_ms);
@@ -151,7 +142,7 @@ pub async fn series(
     State(state): State<AppState>,
     principal: Principal,
     Path((namespace, name, metric)): Path<(String, String, String)>,
-    Query(params): Query<Vec<(String, String)>>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(&namespace, Role::Viewer)?;
     let info = CATALOG.iter().find(|m| m.name == metric).ok_or_else(|| {
@@ -160,11 +151,7 @@ pub async fn series(
         ))
         .with_field("path.metric")
     })?;
-    let query = SeriesQuery::parse(
-        &params,
-        info.labels,
-        jiff::Timestamp::now().as_millisecond(),
-    )?;
+    let query = SeriesQuery::parse(pairs, info.labels, jiff::Timestamp::now().as_millisecond())?;
     let device = device(&state, &namespace, &name).await?;
     let series = state
         .store
@@ -253,13 +240,13 @@ mod tests {
 
     #[test]
     fn defaults_are_the_last_hour_by_minute_from_the_rollup() {
-        let q = SeriesQuery::parse(&[], &[], NOW).expect("query");
+        let q = SeriesQuery::parse(Vec::new(), &[], NOW).expect("query");
         assert_eq!(
             (q.from_ms, q.to_ms, q.step_ms),
             (NOW - 3_600_000, NOW, 60_000)
         );
         assert_eq!(q.source(), PointSource::Rollup);
-        let q = SeriesQuery::parse(&params(&[("step", "10s")]), &[], NOW).expect("query");
+        let q = SeriesQuery::parse(params(&[("step", "10s")]), &[], NOW).expect("query");
         assert_eq!(q.source(), PointSource::Raw);
     }
 
@@ -267,23 +254,23 @@ mod tests {
     fn each_bad_parameter_names_its_field() {
         assert_eq!(
             field(SeriesQuery::parse(
-                &params(&[("from", "yesterday")]),
+                params(&[("from", "yesterday")]),
                 &[],
                 NOW
             )),
             "query.from"
         );
         assert_eq!(
-            field(SeriesQuery::parse(&params(&[("step", "90s")]), &[], NOW)),
+            field(SeriesQuery::parse(params(&[("step", "90s")]), &[], NOW)),
             "query.step"
         );
         assert_eq!(
-            field(SeriesQuery::parse(&params(&[("step", "1ms")]), &[], NOW)),
+            field(SeriesQuery::parse(params(&[("step", "1ms")]), &[], NOW)),
             "query.step"
         );
         assert_eq!(
             field(SeriesQuery::parse(
-                &params(&[("from", "2020-01-01T00:00:00Z"), ("step", "1s")]),
+                params(&[("from", "2020-01-01T00:00:00Z"), ("step", "1s")]),
                 &[],
                 NOW
             )),
@@ -292,19 +279,19 @@ mod tests {
         );
         assert_eq!(
             field(SeriesQuery::parse(
-                &params(&[("labels.mount", "/")]),
+                params(&[("labels.mount", "/")]),
                 &[],
                 NOW
             )),
             "query.labels.mount"
         );
         assert_eq!(
-            field(SeriesQuery::parse(&params(&[("limit", "5")]), &[], NOW)),
+            field(SeriesQuery::parse(params(&[("limit", "5")]), &[], NOW)),
             "query.limit"
         );
         assert_eq!(
             field(SeriesQuery::parse(
-                &params(&[
+                params(&[
                     ("from", "2025-11-24T17:00:00Z"),
                     ("to", "2025-11-24T16:00:00Z")
                 ]),
@@ -314,7 +301,7 @@ mod tests {
             "query.from"
         );
         let q =
-            SeriesQuery::parse(&params(&[("labels.mount", "/")]), &["mount"], NOW).expect("query");
+            SeriesQuery::parse(params(&[("labels.mount", "/")]), &["mount"], NOW).expect("query");
         assert_eq!(q.labels["mount"], "/");
     }
 }

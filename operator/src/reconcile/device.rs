@@ -64,7 +64,9 @@ pub fn observe(
         (false, Some(_)) if is_ready(paused, last_seen, now, interval) => Observation::ready(
             fields,
             "Reporting",
-            format!("the agent reports every {interval}s"),
+            // The interval the agent is sent (`GET /v1/agent/config`); an agent started
+            // with a local override reports at its own pace, which the operator cannot see.
+            format!("the agent reports; it is configured to report every {interval}s"),
         ),
         (false, Some(seen)) => Observation::not_ready(
             fields,
@@ -216,6 +218,26 @@ mod tests {
             reporting("2026-11-25T09:59:49Z", spec).ready.0,
             ConditionStatus::False
         );
+    }
+
+    #[test]
+    fn the_ready_message_names_the_interval_the_agent_is_sent() {
+        let spec = json!({ "class": "Server", "agent": { "metricsInterval": "1m" } });
+        let o = reporting("2026-11-25T09:59:50Z", spec.clone());
+        let sent = agent_config(&serde_json::from_value(spec).expect("spec")).metrics_interval_secs;
+        assert_eq!(sent, 60);
+        assert_eq!(
+            o.ready.2,
+            "the agent reports; it is configured to report every 60s"
+        );
+        let o = reporting("2026-11-25T09:59:50Z", json!({ "class": "Server" }));
+        assert!(o.ready.2.ends_with("every 10s"), "{}", o.ready.2);
+        let o = reporting(
+            "2026-11-25T09:55:00Z",
+            json!({ "class": "Server", "agent": { "metricsInterval": "2m" } }),
+        );
+        assert_eq!(o.ready.0, ConditionStatus::True);
+        assert!(o.ready.2.ends_with("every 120s"), "{}", o.ready.2);
     }
 
     #[test]
