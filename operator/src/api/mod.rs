@@ -12,7 +12,7 @@ use axum::{
     extract::{MatchedPath, Request, State},
     http::StatusCode,
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
     routing::get,
 };
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
@@ -124,14 +124,15 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route_layer(no_query())
         .nest("/v1", v1)
         .fallback(|| async { ApiError::not_found("no such route") })
-        // Before any handler: names that cannot exist, then bodies too large (outermost,
-        // so that it also drains what an inner refusal left unread).
-        .layer(middleware::from_fn(params::check_path))
-        .layer(middleware::from_fn(body_limit::guard))
+        // Before any handler: the database being down, names that cannot exist, then
+        // bodies too large (outermost, so that it also drains what an inner refusal left
+        // unread).
         .layer(middleware::from_fn_with_state(
             state.clone(),
             require_database,
         ))
+        .layer(middleware::from_fn(params::check_path))
+        .layer(middleware::from_fn(body_limit::guard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
