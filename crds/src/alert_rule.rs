@@ -12,7 +12,7 @@ use crate::{
         Condition, DURATION_PATTERN, LabelSelector, check_duration_into, check_unique,
         validate_selector,
     },
-    excerpt::{excerpt, path_key},
+    excerpt::{excerpt, inline},
     validation::{
         Errors, FieldError, Validate, check_label_key, check_label_value, is_dns1123_subdomain,
     },
@@ -293,7 +293,7 @@ impl Validate for AlertRuleSpec {
         for (k, v) in &self.series {
             if !info.labels.contains(&k.as_str()) {
                 errs.push(
-                    format!("spec.series.{}", path_key(k)),
+                    format!("spec.series.{}", inline(k)),
                     if info.labels.is_empty() {
                         format!("metric {} has no series labels", info.name)
                     } else {
@@ -308,7 +308,7 @@ impl Validate for AlertRuleSpec {
             }
             if v.is_empty() {
                 errs.push(
-                    format!("spec.series.{}", path_key(k)),
+                    format!("spec.series.{}", inline(k)),
                     "value must not be empty (use \"*\" for any)",
                 );
             }

@@ -44,13 +44,13 @@ impl fmt::Display for Excerpt<'_> {
     }
 }
 
-/// A map key of the input as one segment of a field path (`metadata.labels.<key>`): as it
-/// is when short and printable, else as its [`excerpt`].
-pub fn path_key(key: &str) -> Cow<'_, str> {
-    if key.len() <= EXCERPT_CHARS && !key.chars().any(char::is_control) {
-        Cow::Borrowed(key)
+/// A short name from the input as it is (a map key in a field path, an object's name):
+/// unchanged when short and printable, else as its [`excerpt`].
+pub fn inline(text: &str) -> Cow<'_, str> {
+    if text.len() <= EXCERPT_CHARS && !text.chars().any(char::is_control) {
+        Cow::Borrowed(text)
     } else {
-        Cow::Owned(excerpt(key).to_string())
+        Cow::Owned(excerpt(text).to_string())
     }
 }
 
@@ -203,13 +203,13 @@ mod tests {
     }
 
     #[test]
-    fn path_keys_stay_readable() {
-        assert_eq!(path_key("rmm.cdot.io/site"), "rmm.cdot.io/site");
+    fn short_names_stay_unquoted() {
+        assert_eq!(inline("rmm.cdot.io/site"), "rmm.cdot.io/site");
         assert_eq!(
-            path_key(&"k".repeat(1000)),
+            inline(&"k".repeat(1000)),
             format!("\"{}…\" (1000 bytes)", "k".repeat(64))
         );
-        assert_eq!(path_key("a\nb"), "\"a\\nb\"");
+        assert_eq!(inline("a\nb"), "\"a\\nb\"");
     }
 
     #[test]

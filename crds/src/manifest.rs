@@ -21,7 +21,7 @@ use crate::{
     device::DeviceSpec,
     discovery_scan::DiscoveryScanSpec,
     enrollment_token::{self, EnrollmentToken},
-    excerpt::{MAX_MESSAGE_CHARS, clip, excerpt, excerpt_value, path_key},
+    excerpt::{MAX_MESSAGE_CHARS, clip, excerpt, excerpt_value, inline},
     notification_channel::NotificationChannelSpec,
     patch_policy::PatchPolicySpec,
     validation::{check_label_key, check_label_value, is_dns1123_label, is_dns1123_subdomain},
@@ -266,7 +266,7 @@ fn string_map(
                     Value::String(s) => {
                         out.insert(k.clone(), s.clone());
                     }
-                    _ => errs.push(err(format!("{path}.{}", path_key(k)), "must be a string")),
+                    _ => errs.push(err(format!("{path}.{}", inline(k)), "must be a string")),
                 }
             }
         }
@@ -325,16 +325,16 @@ fn check_metadata(doc: &Value, errs: &mut Vec<FieldError>) -> Meta {
     m.labels = string_map(meta.get("labels"), "metadata.labels", errs);
     for (k, v) in &m.labels {
         if let Err(e) = check_label_key(k) {
-            errs.push(err(format!("metadata.labels.{}", path_key(k)), e));
+            errs.push(err(format!("metadata.labels.{}", inline(k)), e));
         }
         if let Err(e) = check_label_value(v) {
-            errs.push(err(format!("metadata.labels.{}", path_key(k)), e));
+            errs.push(err(format!("metadata.labels.{}", inline(k)), e));
         }
     }
     m.annotations = string_map(meta.get("annotations"), "metadata.annotations", errs);
     for k in m.annotations.keys() {
         if let Err(e) = check_label_key(k) {
-            errs.push(err(format!("metadata.annotations.{}", path_key(k)), e));
+            errs.push(err(format!("metadata.annotations.{}", inline(k)), e));
         }
     }
     m
@@ -411,7 +411,7 @@ fn pointer_to_path(pointer: &str, instance: &Value) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(&path_key(&seg));
+                out.push_str(&inline(&seg));
                 cur = other.and_then(|v| v.get(&seg));
             }
         }
@@ -482,7 +482,7 @@ fn serde_path(path: &serde_path_to_error::Path) -> String {
             Segment::Seq { index } => out.push_str(&format!("[{index}]")),
             Segment::Map { key } => {
                 out.push('.');
-                out.push_str(&path_key(key));
+                out.push_str(&inline(key));
             }
             Segment::Enum { variant } => {
                 out.push('.');
@@ -634,7 +634,7 @@ fn secret(value: &Value) -> Result<Document, Vec<FieldError>> {
                         data.insert(k.clone(), bytes);
                     }
                     _ => errs.push(err(
-                        format!("data.{}", path_key(k)),
+                        format!("data.{}", inline(k)),
                         "must be a base64 string",
                     )),
                 }
