@@ -234,6 +234,25 @@ mod tests {
     }
 
     #[test]
+    fn the_manifest_size_limit_is_a_positive_byte_count() {
+        let parse = |value: &str| {
+            Cli::try_parse_from([
+                "cdot-operator",
+                "standalone",
+                "--manifests",
+                "examples",
+                "--max-manifest-bytes",
+                value,
+            ])
+        };
+        let Command::Standalone(args) = parse("1024").expect("parse").command else {
+            panic!("expected standalone")
+        };
+        assert_eq!(args.max_manifest_bytes, 1024);
+        assert!(parse("0").is_err() && parse("4MiB").is_err());
+    }
+
+    #[test]
     fn run_defaults_work_in_a_cluster() {
         let cli =
             Cli::try_parse_from(["cdot-operator", "run", "--namespace", "acme"]).expect("parse");

@@ -370,3 +370,123 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    const DEVICE: &str = "apiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {name: a, namespace: acme}\nspec: {class: Server}\n";
+
+    fn read(dir: &Path, max_file_bytes: u64) -> Result<Snapshot, Vec<LoadError>> {
+        ManifestFiles::read(&[dir.to_path_buf()], ReadLimits { max_file_bytes }).parse("cdot-system")
+    }
+
+    /// A file over the limit is refused by its size: a sparse 5 GiB file is refused at once,
+    /// which reading it could not be.
+    #[test]
+    fn a_file_over_the_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.yaml"), DEVICE).expect("write");
+        let big = std::fs::File::create(dir.path().join("big.yaml")).expect("create");
+        big.set_len(5 << 30).expect("sparse file");
+        let started = Instant::now();
+        let errors = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect_err("refused");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "big.yaml: file is 5368709120 bytes, more than the limit of 4194304 bytes (--max-manifest-bytes); split it or raise the limit"
+        );
+
+        // At the limit exactly, the file is read.
+        std::fs::remove_file(dir.path().join("big.yaml")).expect("rm");
+        let limit = DEVICE.len() as u64;
+        assert_eq!(read(dir.path(), limit).expect("valid").objects.len(), 1);
+        let errors = read(dir.path(), limit - 1).expect_err("refused");
+        assert!(
+            errors[0]
+                .message
+                .starts_with(&format!("file is {limit} bytes, more than the limit of {}", limit - 1)),
+            "{}",
+            errors[0]
+        );
+    }
+
+    /// The size is enforced while reading too: a file that reports 0 bytes but yields more
+    /// (here /dev/zero, as a file that grows between the size check and the read) is cut at
+    /// the limit.
+    #[test]
+    fn a_file_growing_past_the_limit_is_refused_while_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.yaml")).expect("symlink");
+        let errors = read(dir.path(), 1 << 20).expect_err("refused");
+        assert_eq!(
+            errors[0].to_string(),
+            "zero.yaml: file grew past the limit of 1048576 bytes (--max-manifest-bytes) while it was read"
+        );
+    }
+
+    /// The set as a whole is bounded: past 16 times the file limit, the rest is not read.
+    #[test]
+    fn the_whole_set_is_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let limit = 1000;
+        let padding = format!("# {}\n", "x".repeat(850));
+        for i in 0..20 {
+            let device = DEVICE.replace("name: a", &format!("name: d{i:02}"));
+            std::fs::write(dir.path().join(format!("d{i:02}.yaml")), format!("{padding}{device}"))
+                .expect("write");
+        }
+        // Each file is below the limit, and 16 of them fit.
+        let size = std::fs::metadata(dir.path().join("d00.yaml")).expect("stat").len();
+        assert!(size < limit && size * 16 < limit * 16, "{size}");
+        let errors = read(dir.path(), limit).expect_err("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "d16.yaml: the manifest files hold more than 16000 bytes in all (16 times --max-manifest-bytes); this file and the rest are not read"
+        );
+        for i in 16..20 {
+            std::fs::remove_file(dir.path().join(format!("d{i:02}.yaml"))).expect("rm");
+        }
+        assert_eq!(read(dir.path(), limit).expect("valid").objects.len(), 16);
+    }
+
+    /// A refusal with many errors is reported by its first errors and a count, and every
+    /// line stays short even for a huge value, name or kind.
+    #[test]
+    fn a_refusal_report_is_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Three values of 1 MiB: below the file limit, so every gate sees them.
+        let huge = "x".repeat(1 << 20);
+        let mut text = format!(
+            "apiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {{name: {huge}, namespace: acme}}\nspec: {{class: {huge}}}\n---\napiVersion: example.com/v1\nkind: {huge}\n"
+        );
+        for i in 0..50 {
+            text.push_str(&format!("---\napiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {{name: d{i}, namespace: acme}}\nspec: {{class: Toaster}}\n"));
+        }
+        std::fs::write(dir.path().join("bad.yaml"), text).expect("write");
+        let errors = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect_err("refused");
+        assert!(errors.len() > 50, "{}: {:.500}", errors.len(), errors[0]);
+        let lines = report_lines(&errors);
+        assert_eq!(lines.len(), MAX_REPORTED_ERRORS + 1);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(format!("... and {} more errors", errors.len() - MAX_REPORTED_ERRORS).as_str())
+        );
+        assert!(
+            lines[0].starts_with(&format!(
+                "bad.yaml:1: Device acme/\"{}…\" (1048576 bytes): metadata.name: \"",
+                "x".repeat(64)
+            )),
+            "{:.500}",
+            lines[0]
+        );
+        for line in &lines {
+            assert!(line.len() < 1500, "{} bytes: {line:.2000}", line.len());
+        }
+        assert!(lines.iter().map(String::len).sum::<usize>() < 16 << 10);
+    }
+}
