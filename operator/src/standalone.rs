@@ -109,15 +109,14 @@ impl ManifestSource {
     #[tracing::instrument(name = "manifest_sync", skip_all)]
     async fn sync(&mut self, state: &AppState) {
         let (dirs, limits) = (self.dirs.clone(), self.limits);
-        let files = match tokio::task::spawn_blocking(move || ManifestFiles::read(&dirs, limits))
-            .await
-        {
-            Ok(files) => files,
-            Err(e) => {
-                tracing::error!(error = %e, "manifest reader task failed");
-                return;
-            }
-        };
+        let files =
+            match tokio::task::spawn_blocking(move || ManifestFiles::read(&dirs, limits)).await {
+                Ok(files) => files,
+                Err(e) => {
+                    tracing::error!(error = %e, "manifest reader task failed");
+                    return;
+                }
+            };
         let fingerprint = files.fingerprint();
         if self.last_fingerprint.as_deref() == Some(fingerprint.as_str()) {
             count(&state.metrics, "unchanged");

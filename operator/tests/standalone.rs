@@ -436,7 +436,11 @@ async fn huge_manifests_are_refused_with_short_errors_and_bounded_memory() {
     let stored = wait_for(Duration::from_secs(30), || stored_refusal(&pool, 1))
         .await
         .unwrap_or_else(|| panic!("3 MiB value not refused:\n{:.4000}", operator.logs()));
-    assert!(stored.len() < 4096, "stored error of {} bytes", stored.len());
+    assert!(
+        stored.len() < 4096,
+        "stored error of {} bytes",
+        stored.len()
+    );
     let expected = format!(
         "huge.yaml:1: Device acme/pc-99: spec.displayName: \\\"{}…\\\" (3145728 bytes) is longer than 128 characters",
         "a".repeat(64)
@@ -453,7 +457,11 @@ async fn huge_manifests_are_refused_with_short_errors_and_bounded_memory() {
         .await
         .unwrap_or_else(|| panic!("50 MB file not refused:\n{:.4000}", operator.logs()));
     let refused_in = started.elapsed();
-    assert!(stored.len() < 4096, "stored error of {} bytes", stored.len());
+    assert!(
+        stored.len() < 4096,
+        "stored error of {} bytes",
+        stored.len()
+    );
     let expected = format!(
         "huge.yaml: file is {} bytes, more than the limit of 4194304 bytes (--max-manifest-bytes)",
         huge_device(0).len() + (50 << 20)

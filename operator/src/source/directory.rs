@@ -98,9 +98,7 @@ enum ReadError {
         "file is {size} bytes, more than the limit of {limit} bytes (--max-manifest-bytes); split it or raise the limit"
     )]
     TooLarge { size: u64, limit: u64 },
-    #[error(
-        "file grew past the limit of {limit} bytes (--max-manifest-bytes) while it was read"
-    )]
+    #[error("file grew past the limit of {limit} bytes (--max-manifest-bytes) while it was read")]
     Grew { limit: u64 },
     #[error(
         "the manifest files hold more than {limit} bytes in all (16 times --max-manifest-bytes); this file and the rest are not read"
@@ -380,7 +378,8 @@ mod tests {
     const DEVICE: &str = "apiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {name: a, namespace: acme}\nspec: {class: Server}\n";
 
     fn read(dir: &Path, max_file_bytes: u64) -> Result<Snapshot, Vec<LoadError>> {
-        ManifestFiles::read(&[dir.to_path_buf()], ReadLimits { max_file_bytes }).parse("cdot-system")
+        ManifestFiles::read(&[dir.to_path_buf()], ReadLimits { max_file_bytes })
+            .parse("cdot-system")
     }
 
     /// A file over the limit is refused by its size: a sparse 5 GiB file is refused at once,
@@ -393,7 +392,11 @@ mod tests {
         big.set_len(5 << 30).expect("sparse file");
         let started = Instant::now();
         let errors = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect_err("refused");
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(
             errors[0].to_string(),
@@ -406,9 +409,10 @@ mod tests {
         assert_eq!(read(dir.path(), limit).expect("valid").objects.len(), 1);
         let errors = read(dir.path(), limit - 1).expect_err("refused");
         assert!(
-            errors[0]
-                .message
-                .starts_with(&format!("file is {limit} bytes, more than the limit of {}", limit - 1)),
+            errors[0].message.starts_with(&format!(
+                "file is {limit} bytes, more than the limit of {}",
+                limit - 1
+            )),
             "{}",
             errors[0]
         );
@@ -436,11 +440,16 @@ mod tests {
         let padding = format!("# {}\n", "x".repeat(850));
         for i in 0..20 {
             let device = DEVICE.replace("name: a", &format!("name: d{i:02}"));
-            std::fs::write(dir.path().join(format!("d{i:02}.yaml")), format!("{padding}{device}"))
-                .expect("write");
+            std::fs::write(
+                dir.path().join(format!("d{i:02}.yaml")),
+                format!("{padding}{device}"),
+            )
+            .expect("write");
         }
         // Each file is below the limit, and 16 of them fit.
-        let size = std::fs::metadata(dir.path().join("d00.yaml")).expect("stat").len();
+        let size = std::fs::metadata(dir.path().join("d00.yaml"))
+            .expect("stat")
+            .len();
         assert!(size < limit && size * 16 < limit * 16, "{size}");
         let errors = read(dir.path(), limit).expect_err("refused");
         assert_eq!(errors.len(), 1, "{errors:?}");
