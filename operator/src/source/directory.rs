@@ -101,7 +101,8 @@ enum ReadError {
     #[error("file grew past the limit of {limit} bytes (--max-manifest-bytes) while it was read")]
     Grew { limit: u64 },
     #[error(
-        "the manifest files hold more than {limit} bytes in all (16 times --max-manifest-bytes); this file and the rest are not read"
+        "the manifest files hold more than {limit} bytes in all ({factor} times --max-manifest-bytes); this file and the rest are not read",
+        factor = TOTAL_BYTES_PER_FILE_LIMIT
     )]
     SetTooLarge { limit: u64 },
 }
@@ -162,8 +163,7 @@ impl ManifestFiles {
             for path in paths {
                 let shown = display_path(dir, &path, dirs.len() > 1);
                 let room = limits.max_total_bytes().saturating_sub(total);
-                let read = read_bounded(&path, limits, room);
-                match read {
+                match read_bounded(&path, limits, room) {
                     Ok(bytes) => {
                         total += bytes.len() as u64;
                         out.files.push((shown, bytes));
