@@ -12,6 +12,7 @@ use crate::{
         Condition, DURATION_PATTERN, LabelSelector, check_duration_into, check_unique,
         validate_selector,
     },
+    excerpt::{excerpt, inline},
     validation::{
         Errors, FieldError, Validate, check_label_key, check_label_value, is_dns1123_subdomain,
     },
@@ -292,21 +293,22 @@ impl Validate for AlertRuleSpec {
         for (k, v) in &self.series {
             if !info.labels.contains(&k.as_str()) {
                 errs.push(
-                    format!("spec.series.{k}"),
+                    format!("spec.series.{}", inline(k)),
                     if info.labels.is_empty() {
                         format!("metric {} has no series labels", info.name)
                     } else {
                         format!(
-                            "metric {} has series labels {}; not {k:?}",
+                            "metric {} has series labels {}; not {}",
                             info.name,
-                            info.labels.join(", ")
+                            info.labels.join(", "),
+                            excerpt(k)
                         )
                     },
                 );
             }
             if v.is_empty() {
                 errs.push(
-                    format!("spec.series.{k}"),
+                    format!("spec.series.{}", inline(k)),
                     "value must not be empty (use \"*\" for any)",
                 );
             }
@@ -358,7 +360,7 @@ impl Validate for AlertRuleSpec {
             if !is_dns1123_subdomain(c) {
                 errs.push(
                     format!("spec.channels[{i}]"),
-                    format!("{c:?} is not a valid NotificationChannel name"),
+                    format!("{} is not a valid NotificationChannel name", excerpt(c)),
                 );
             }
         }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     FieldError,
+    excerpt::excerpt,
     validation::{is_dns1123_label, is_dns1123_subdomain},
 };
 
@@ -131,7 +132,10 @@ impl ApiToken {
             None => {
                 errs.push(FieldError::new(
                     "stringData.role",
-                    format!("unknown role {r:?}: expected viewer, operator or admin"),
+                    format!(
+                        "unknown role {}: expected viewer, operator or admin",
+                        excerpt(&r)
+                    ),
                 ));
                 None
             }
@@ -153,7 +157,7 @@ impl ApiToken {
                 if n != "*" && !is_dns1123_label(n) {
                     errs.push(FieldError::new(
                         "stringData.namespaces",
-                        format!("{n:?} is not a valid namespace name"),
+                        format!("{} is not a valid namespace name", excerpt(n)),
                     ));
                 }
             }

@@ -8,7 +8,10 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSel
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::validation::{Errors, check_label_key, check_label_value, is_dns1123_subdomain};
+use crate::{
+    excerpt::excerpt,
+    validation::{Errors, check_label_key, check_label_value, is_dns1123_subdomain},
+};
 
 /// Schema pattern of a duration: one or more `<integer><unit>` with unit `ms`, `s`, `m`,
 /// `h`, `d` or `w`, e.g. `30s`, `5m`, `1h30m`, `7d`.
@@ -91,8 +94,8 @@ impl SecretKeyRef {
             errs.push(
                 format!("{path}.name"),
                 format!(
-                    "Secret name {:?} is not a valid RFC 1123 subdomain",
-                    self.name
+                    "Secret name {} is not a valid RFC 1123 subdomain",
+                    excerpt(&self.name)
                 ),
             );
         }
@@ -100,8 +103,8 @@ impl SecretKeyRef {
             errs.push(
                 format!("{path}.key"),
                 format!(
-                    "Secret key {:?} must be alphanumerics, '-', '_' or '.'",
-                    self.key
+                    "Secret key {} must be alphanumerics, '-', '_' or '.'",
+                    excerpt(&self.key)
                 ),
             );
         }
@@ -124,8 +127,8 @@ impl SecretRef {
             errs.push(
                 format!("{path}.name"),
                 format!(
-                    "Secret name {:?} is not a valid RFC 1123 subdomain",
-                    self.name
+                    "Secret name {} is not a valid RFC 1123 subdomain",
+                    excerpt(&self.name)
                 ),
             );
         }
@@ -269,7 +272,10 @@ pub(crate) fn validate_selector(selector: &LabelSelector, path: &str, errs: &mut
             }
             other => errs.push(
                 format!("{p}.operator"),
-                format!("unknown operator {other:?}; expected In, NotIn, Exists or DoesNotExist"),
+                format!(
+                    "unknown operator {}; expected In, NotIn, Exists or DoesNotExist",
+                    excerpt(other)
+                ),
             ),
         }
     }
@@ -279,7 +285,8 @@ pub(crate) fn validate_selector(selector: &LabelSelector, path: &str, errs: &mut
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || {
         format!(
-            "invalid duration {s:?}: expected e.g. 30s, 5m, 1h30m, 7d (units ms, s, m, h, d, w)"
+            "invalid duration {}: expected e.g. 30s, 5m, 1h30m, 7d (units ms, s, m, h, d, w)",
+            excerpt(s)
         )
     };
     if s.is_empty() {
@@ -321,7 +328,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Parses a time of day `HH:MM` into (hour, minute).
 pub fn parse_time_of_day(s: &str) -> Result<(u8, u8), String> {
-    let err = || format!("invalid time of day {s:?}: expected HH:MM (00:00 to 23:59)");
+    let err = || {
+        format!(
+            "invalid time of day {}: expected HH:MM (00:00 to 23:59)",
+            excerpt(s)
+        )
+    };
     let (h, m) = s.split_once(':').ok_or_else(err)?;
     if h.len() != 2 || m.len() != 2 {
         return Err(err());
@@ -337,7 +349,10 @@ pub fn parse_time_of_day(s: &str) -> Result<(u8, u8), String> {
 /// Checks an IANA time zone name (e.g. `Europe/London`, `UTC`) against the bundled tz database.
 pub fn check_time_zone(name: &str) -> Result<(), String> {
     jiff::tz::TimeZone::get(name).map(|_| ()).map_err(|_| {
-        format!("unknown time zone {name:?}: expected an IANA name such as Europe/London")
+        format!(
+            "unknown time zone {}: expected an IANA name such as Europe/London",
+            excerpt(name)
+        )
     })
 }
 
@@ -346,9 +361,12 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     if let Ok(net) = s.parse::<IpNet>() {
         return Ok(net);
     }
-    s.parse::<IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| format!("invalid CIDR or address {s:?}: expected e.g. 192.168.1.0/24"))
+    s.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        format!(
+            "invalid CIDR or address {}: expected e.g. 192.168.1.0/24",
+            excerpt(s)
+        )
+    })
 }
 
 /// Checks a five-field cron schedule (minute hour day-of-month month day-of-week, with
@@ -358,13 +376,14 @@ pub fn check_cron(s: &str) -> Result<(), String> {
     if let Some(m) = s.strip_prefix('@') {
         return match m {
             "yearly" | "annually" | "monthly" | "weekly" | "daily" | "hourly" => Ok(()),
-            _ => Err(format!("unknown cron macro {s:?}")),
+            _ => Err(format!("unknown cron macro {}", excerpt(s))),
         };
     }
     let fields: Vec<&str> = s.split_whitespace().collect();
     if fields.len() != 5 {
         return Err(format!(
-            "cron schedule {s:?} must have 5 fields (minute hour day-of-month month day-of-week), found {}",
+            "cron schedule {} must have 5 fields (minute hour day-of-month month day-of-week), found {}",
+            excerpt(s),
             fields.len()
         ));
     }
@@ -386,7 +405,7 @@ pub fn check_cron(s: &str) -> Result<(), String> {
             }
             let n: u32 = v
                 .parse()
-                .map_err(|_| format!("cron {name} field: {v:?} is not a number"))?;
+                .map_err(|_| format!("cron {name} field: {} is not a number", excerpt(v)))?;
             if n < min || n > max {
                 return Err(format!("cron {name} field: {n} is outside {min}-{max}"));
             }
@@ -398,9 +417,9 @@ pub fn check_cron(s: &str) -> Result<(), String> {
                 None => (part, None),
             };
             if let Some(st) = step {
-                let st: u32 = st
-                    .parse()
-                    .map_err(|_| format!("cron {name} field: step {st:?} is not a number"))?;
+                let st: u32 = st.parse().map_err(|_| {
+                    format!("cron {name} field: step {} is not a number", excerpt(st))
+                })?;
                 if st == 0 {
                     return Err(format!("cron {name} field: step must be at least 1"));
                 }
@@ -436,8 +455,10 @@ pub fn check_site_label(
         (Some(site), Some(label)) if site != label => Some(crate::FieldError::new(
             "spec.site",
             format!(
-                "spec.site {site:?} disagrees with label {}={label:?}; set both to the same site or drop one",
-                crate::SITE_LABEL
+                "spec.site {} disagrees with label {}={}; set both to the same site or drop one",
+                excerpt(site),
+                crate::SITE_LABEL,
+                excerpt(label)
             ),
         )),
         _ => None,
@@ -462,7 +483,8 @@ pub fn check_host(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{s:?} is neither an IP address nor a DNS host name"
+            "{} is neither an IP address nor a DNS host name",
+            excerpt(s)
         ))
     }
 }
@@ -493,7 +515,10 @@ pub(crate) fn check_unique<'a>(
     let mut seen = std::collections::BTreeSet::new();
     for (i, item) in items.into_iter().enumerate() {
         if !seen.insert(item) {
-            errs.push(format!("{path}[{i}]"), format!("duplicate {what} {item:?}"));
+            errs.push(
+                format!("{path}[{i}]"),
+                format!("duplicate {what} {}", excerpt(item)),
+            );
         }
     }
 }

@@ -23,6 +23,7 @@ use std::{collections::BTreeMap, fmt};
 use crate::{
     FieldError,
     api_token::{format_token_hash, hash_token, parse_token_hash},
+    excerpt::excerpt,
 };
 
 /// `type` of an enrollment token Secret.
@@ -93,7 +94,7 @@ impl EnrollmentToken {
                 .map_err(|err| {
                     errs.push(FieldError::new(
                         "stringData.expires",
-                        format!("{e:?} is not an RFC 3339 time: {err}"),
+                        format!("{} is not an RFC 3339 time: {err}", excerpt(&e)),
                     ))
                 })
                 .ok()
@@ -105,7 +106,7 @@ impl EnrollmentToken {
                 _ => {
                     errs.push(FieldError::new(
                         "stringData.maxUses",
-                        format!("{m:?} is not a whole number of at least 1"),
+                        format!("{} is not a whole number of at least 1", excerpt(&m)),
                     ));
                     1
                 }
@@ -123,7 +124,7 @@ impl EnrollmentToken {
                     }
                     _ => errs.push(FieldError::new(
                         "stringData.labels",
-                        format!("{pair:?} is not a valid key=value label"),
+                        format!("{} is not a valid key=value label", excerpt(pair)),
                     )),
                 }
             }

@@ -19,6 +19,7 @@ pub mod crdgen;
 pub mod device;
 pub mod discovery_scan;
 pub mod enrollment_token;
+pub mod excerpt;
 pub mod kind;
 pub mod manifest;
 pub mod metrics_catalog;

@@ -21,6 +21,7 @@ use crate::{
     device::DeviceSpec,
     discovery_scan::DiscoveryScanSpec,
     enrollment_token::{self, EnrollmentToken},
+    excerpt::{MAX_MESSAGE_CHARS, clip, excerpt, excerpt_value, inline},
     notification_channel::NotificationChannelSpec,
     patch_policy::PatchPolicySpec,
     validation::{check_label_key, check_label_value, is_dns1123_label, is_dns1123_subdomain},
@@ -199,7 +200,8 @@ pub fn split_documents_indexed(text: &str) -> Result<Vec<RawDocument>, ManifestE
                 doc: index,
                 line: l.max(1) + line as u64 - 1,
                 column: c.max(1),
-                message: first_line(&e.to_string()),
+                // The parser may quote the offending line, which can be the whole file.
+                message: clip(first_line(&e.to_string()), MAX_MESSAGE_CHARS).into_owned(),
             }
         })?;
         if value.is_null() {
@@ -210,8 +212,8 @@ pub fn split_documents_indexed(text: &str) -> Result<Vec<RawDocument>, ManifestE
     Ok(out)
 }
 
-fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().to_owned()
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
 }
 
 /// Splits multi-document YAML into its non-empty documents (use [`split_documents_indexed`]
@@ -264,7 +266,7 @@ fn string_map(
                     Value::String(s) => {
                         out.insert(k.clone(), s.clone());
                     }
-                    _ => errs.push(err(format!("{path}.{k}"), "must be a string")),
+                    _ => errs.push(err(format!("{path}.{}", inline(k)), "must be a string")),
                 }
             }
         }
@@ -300,7 +302,8 @@ fn check_metadata(doc: &Value, errs: &mut Vec<FieldError>) -> Meta {
         Some(n) if !is_dns1123_subdomain(n) => errs.push(err(
             "metadata.name",
             format!(
-                "{n:?} must be a lowercase RFC 1123 subdomain (a-z, 0-9, '-', '.'; at most 253)"
+                "{} must be a lowercase RFC 1123 subdomain (a-z, 0-9, '-', '.'; at most 253)",
+                excerpt(n)
             ),
         )),
         Some(n) => m.name = n.to_owned(),
@@ -312,23 +315,26 @@ fn check_metadata(doc: &Value, errs: &mut Vec<FieldError>) -> Meta {
         )),
         Some(n) if !is_dns1123_label(n) => errs.push(err(
             "metadata.namespace",
-            format!("{n:?} must be a lowercase RFC 1123 label (a-z, 0-9, '-'; at most 63)"),
+            format!(
+                "{} must be a lowercase RFC 1123 label (a-z, 0-9, '-'; at most 63)",
+                excerpt(n)
+            ),
         )),
         Some(n) => m.namespace = n.to_owned(),
     }
     m.labels = string_map(meta.get("labels"), "metadata.labels", errs);
     for (k, v) in &m.labels {
         if let Err(e) = check_label_key(k) {
-            errs.push(err(format!("metadata.labels.{k}"), e));
+            errs.push(err(format!("metadata.labels.{}", inline(k)), e));
         }
         if let Err(e) = check_label_value(v) {
-            errs.push(err(format!("metadata.labels.{k}"), e));
+            errs.push(err(format!("metadata.labels.{}", inline(k)), e));
         }
     }
     m.annotations = string_map(meta.get("annotations"), "metadata.annotations", errs);
     for k in m.annotations.keys() {
         if let Err(e) = check_label_key(k) {
-            errs.push(err(format!("metadata.annotations.{k}"), e));
+            errs.push(err(format!("metadata.annotations.{}", inline(k)), e));
         }
     }
     m
@@ -405,7 +411,7 @@ fn pointer_to_path(pointer: &str, instance: &Value) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(&seg);
+                out.push_str(&inline(&seg));
                 cur = other.and_then(|v| v.get(&seg));
             }
         }
@@ -435,9 +441,37 @@ fn schema_errors(kind: Kind, doc: &Value) -> Vec<FieldError> {
         if path.is_empty() {
             path = ".".into();
         }
-        out.push(err(path, e.to_string()));
+        out.push(err(path, schema_message(&e)));
     }
     out
+}
+
+/// Field names listed in one "unknown fields" message.
+const MAX_LISTED_FIELDS: usize = 5;
+
+/// The validator's message with the offending value (which it would print whole) replaced by
+/// its excerpt, and unknown field names excerpted and counted.
+fn schema_message(e: &jsonschema::ValidationError<'_>) -> String {
+    use std::fmt::Write as _;
+    if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = e.kind() {
+        let mut message = String::from("unknown field");
+        if unexpected.len() > 1 {
+            message.push('s');
+        }
+        for (i, name) in unexpected.iter().take(MAX_LISTED_FIELDS).enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            let _ = write!(message, "{sep}{}", excerpt(name));
+        }
+        if unexpected.len() > MAX_LISTED_FIELDS {
+            let _ = write!(
+                message,
+                " and {} more",
+                unexpected.len() - MAX_LISTED_FIELDS
+            );
+        }
+        return message;
+    }
+    e.masked_with(excerpt_value(e.instance())).to_string()
 }
 
 fn serde_path(path: &serde_path_to_error::Path) -> String {
@@ -448,7 +482,7 @@ fn serde_path(path: &serde_path_to_error::Path) -> String {
             Segment::Seq { index } => out.push_str(&format!("[{index}]")),
             Segment::Map { key } => {
                 out.push('.');
-                out.push_str(key);
+                out.push_str(&inline(key));
             }
             Segment::Enum { variant } => {
                 out.push('.');
@@ -478,6 +512,7 @@ where
         Err(e) => {
             let path = serde_path(e.path());
             if !errs.iter().any(|x| x.path == path) {
+                // serde quotes the offending value whole; FieldError bounds the message.
                 errs.push(err(path, first_line(&e.inner().to_string())));
             }
             None
@@ -515,7 +550,11 @@ pub fn validate_document(value: &Value) -> Result<Document, Vec<FieldError>> {
     if api_version != crate::API_VERSION {
         errs.push(err(
             "apiVersion",
-            format!("{api_version:?} is not served; use {}", crate::API_VERSION),
+            format!(
+                "{} is not served; use {}",
+                excerpt(api_version),
+                crate::API_VERSION
+            ),
         ));
     }
     let kind = Kind::from_kind_name(kind_str);
@@ -523,7 +562,8 @@ pub fn validate_document(value: &Value) -> Result<Document, Vec<FieldError>> {
         errs.push(err(
             "kind",
             format!(
-                "unknown kind {kind_str:?} in {}; expected one of {}",
+                "unknown kind {} in {}; expected one of {}",
+                excerpt(kind_str),
                 crate::GROUP,
                 Kind::ALL.map(Kind::as_str).join(", ")
             ),
@@ -593,7 +633,10 @@ fn secret(value: &Value) -> Result<Document, Vec<FieldError>> {
                     Some(Ok(bytes)) => {
                         data.insert(k.clone(), bytes);
                     }
-                    _ => errs.push(err(format!("data.{k}"), "must be a base64 string")),
+                    _ => errs.push(err(
+                        format!("data.{}", inline(k)),
+                        "must be a base64 string",
+                    )),
                 }
             }
         }
@@ -756,6 +799,46 @@ mod tests {
             "spec": {"displayName": null, "snmp": null}
         }));
         assert!(d.is_ok(), "{d:?}");
+    }
+
+    /// Every gate that quotes the input (metadata checks, the schema, typed deserialization,
+    /// the kind's rules, the YAML parser) quotes a huge value as a short excerpt.
+    #[test]
+    fn huge_values_are_quoted_short() {
+        let huge = "x".repeat(3 << 20);
+        let documents = [
+            json!({"apiVersion": "rmm.cdot.io/v1alpha1", "kind": "Device",
+                "metadata": {"name": huge, "namespace": huge,
+                    "labels": {"role": huge}, "annotations": {(huge.clone()): "a"}},
+                "spec": {"class": huge, "displayName": huge, (huge.clone()): 1}}),
+            json!({"apiVersion": "rmm.cdot.io/v1alpha1", "kind": "DiscoveryScan",
+                "metadata": {"name": "a", "namespace": "b"},
+                "spec": {"targets": [huge, {"a": huge}], "schedule": huge, "timeout": huge}}),
+            json!({"apiVersion": "rmm.cdot.io/v1alpha1", "kind": "Device",
+                "metadata": {"name": "a", "namespace": "b"}, "spec": {(huge.clone()): 1}}),
+            json!({"apiVersion": "rmm.cdot.io/v1alpha1", "kind": huge}),
+            json!({"apiVersion": format!("rmm.cdot.io/{huge}"), "kind": "Device"}),
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "rmm.cdot.io/api-token",
+                "metadata": {"name": "a", "namespace": "b"},
+                "stringData": {"tokenHash": huge, "role": huge, "namespaces": huge}}),
+        ];
+        for document in documents {
+            let errors = validate_document(&document).expect_err("invalid");
+            let rendered = crate::validation::describe_errors(&errors);
+            assert!(
+                rendered.len() < 16 << 10,
+                "{} bytes: {rendered:.2000}",
+                rendered.len()
+            );
+            for e in &errors {
+                assert!(e.to_string().len() < 1024, "{e:.2000}");
+            }
+            assert!(rendered.contains("…\" (31457"), "{rendered}");
+        }
+
+        let yaml = format!("a: [1\nb: {huge}\n");
+        let e = split_documents(&yaml).expect_err("invalid YAML");
+        assert!(e.to_string().len() < 1024, "{e:.2000}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::{
         Condition, DURATION_PATTERN, SecretKeyRef, SecretRef, check_duration_into, check_host,
         check_unique,
     },
+    excerpt::excerpt,
     validation::{Errors, FieldError, Validate},
 };
 
@@ -285,7 +286,7 @@ fn check_email(s: &str) -> Result<(), String> {
         {
             Ok(())
         }
-        _ => Err(format!("{s:?} is not an email address")),
+        _ => Err(format!("{} is not an email address", excerpt(s))),
     }
 }
 
@@ -296,7 +297,7 @@ fn check_header_name(s: &str) -> Result<(), String> {
     {
         Ok(())
     } else {
-        Err(format!("{s:?} is not a valid HTTP header name"))
+        Err(format!("{} is not a valid HTTP header name", excerpt(s)))
     }
 }
 

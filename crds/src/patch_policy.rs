@@ -9,6 +9,7 @@ use crate::{
         Condition, DURATION_PATTERN, LabelSelector, TimeWindow, check_duration_into, check_unique,
         validate_selector,
     },
+    excerpt::excerpt,
     validation::{Errors, FieldError, Validate, is_dns1123_label},
 };
 
@@ -270,7 +271,7 @@ impl Validate for PatchPolicySpec {
             if !is_dns1123_label(&r.name) {
                 errs.push(
                     format!("{path}.name"),
-                    format!("{:?} is not an RFC 1123 label", r.name),
+                    format!("{} is not an RFC 1123 label", excerpt(&r.name)),
                 );
             }
             if let Some(j) = catch_all {

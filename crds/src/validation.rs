@@ -1,8 +1,10 @@
 //! Field errors and the per-kind validation of what a schema cannot say.
 
-use std::{collections::BTreeMap, fmt};
+use std::{borrow::Cow, collections::BTreeMap, fmt};
 
 use serde::Serialize;
+
+use crate::excerpt::{MAX_MESSAGE_CHARS, MAX_PATH_CHARS, clip, excerpt};
 
 /// One problem with one field of a document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -14,11 +16,14 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    /// A new error at `path`.
+    /// A new error at `path`. Both parts may carry input (a map key, a parser's message that
+    /// quotes a value), so both are bounded here: a log line or a stored load error stays short
+    /// whatever the document holds. Messages should still quote values with
+    /// [`excerpt`](crate::excerpt::excerpt), so that the part after the value is kept.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            path: path.into(),
-            message: message.into(),
+            path: bounded(path.into(), MAX_PATH_CHARS),
+            message: bounded(message.into(), MAX_MESSAGE_CHARS),
         }
     }
 }
@@ -30,6 +35,13 @@ pub fn describe_errors(errors: &[FieldError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+fn bounded(text: String, max_chars: usize) -> String {
+    match clip(&text, max_chars) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(clipped) => clipped,
+    }
 }
 
 impl fmt::Display for FieldError {
@@ -116,12 +128,14 @@ pub fn check_label_key(key: &str) -> Result<(), String> {
         && !is_dns1123_subdomain(p)
     {
         return Err(format!(
-            "label key {key:?}: prefix must be a lowercase RFC 1123 DNS subdomain"
+            "label key {}: prefix must be a lowercase RFC 1123 DNS subdomain",
+            excerpt(key)
         ));
     }
     if !is_qualified_name_part(name) {
         return Err(format!(
-            "label key {key:?}: name must be 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+            "label key {}: name must be 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric",
+            excerpt(key)
         ));
     }
     Ok(())
@@ -134,7 +148,8 @@ pub fn check_label_value(value: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "label value {value:?} must be empty or 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+            "label value {} must be empty or 1-63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric",
+            excerpt(value)
         ))
     }
 }
@@ -163,6 +178,27 @@ mod tests {
         assert!(check_label_value("").is_ok());
         assert!(check_label_value("london-1").is_ok());
         assert!(check_label_value("has space").is_err());
+    }
+
+    #[test]
+    fn field_errors_stay_short_whatever_the_input() {
+        let huge = "k".repeat(3 << 20);
+        let e = FieldError::new(
+            format!("metadata.labels.{huge}"),
+            check_label_value(&huge).expect_err("too long"),
+        );
+        assert!(e.to_string().len() < 1024, "{} bytes", e.to_string().len());
+        assert!(
+            e.path
+                .contains(&format!("… ({} bytes in all) …", huge.len() + 16)),
+            "{}",
+            e.path
+        );
+        assert!(
+            e.message.contains("(3145728 bytes) must be empty or 1-63"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::{
         CRON_PATTERN, Condition, DURATION_PATTERN, LabelSelector, check_cron, check_duration_into,
         check_time_zone, check_unique, validate_selector,
     },
+    excerpt::excerpt,
     validation::{Errors, FieldError, Validate, is_dns1123_label, is_dns1123_subdomain},
 };
 
@@ -406,7 +407,7 @@ impl Validate for WorkflowSpec {
         {
             errs.push(
                 format!("{tp}.alertRule"),
-                format!("{r:?} is not a valid AlertRule name"),
+                format!("{} is not a valid AlertRule name", excerpt(r)),
             );
         }
         if is(TriggerType::ServiceFailed) && t.count.unwrap_or(1) > 1 && t.within.is_none() {
@@ -455,7 +456,7 @@ impl Validate for WorkflowSpec {
             if !is_dns1123_label(&s.name) {
                 errs.push(
                     format!("{p}.name"),
-                    format!("{:?} is not an RFC 1123 label", s.name),
+                    format!("{} is not an RFC 1123 label", excerpt(&s.name)),
                 );
             }
             let need = |errs: &mut Errors, present: bool, wanted: bool, field: &str| match (
@@ -518,7 +519,7 @@ impl Validate for WorkflowSpec {
             {
                 errs.push(
                     format!("{p}.channel"),
-                    format!("{c:?} is not a valid NotificationChannel name"),
+                    format!("{} is not a valid NotificationChannel name", excerpt(c)),
                 );
             }
             if let Some(d) = &s.duration

@@ -46,6 +46,15 @@ pub struct StandaloneArgs {
     /// How often the manifests are re-read even without a file-system event.
     #[arg(long, env = "CDOT_RESYNC_INTERVAL", value_parser = parse_duration, default_value = "30s")]
     pub resync_interval: Duration,
+    /// Largest manifest file in bytes; a larger file refuses the change set unread. All files
+    /// together may hold 16 times this.
+    #[arg(
+        long,
+        env = "CDOT_MAX_MANIFEST_BYTES",
+        default_value_t = crate::source::directory::DEFAULT_MAX_FILE_BYTES,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub max_manifest_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -231,8 +240,30 @@ mod tests {
         assert_eq!(args.serve.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(args.resync_interval, Duration::from_secs(30));
         assert!(
+            args.max_manifest_bytes == 4 << 20 || std::env::var("CDOT_MAX_MANIFEST_BYTES").is_ok()
+        );
+        assert!(
             args.serve.database.database_url.is_none() || std::env::var("DATABASE_URL").is_ok()
         );
+    }
+
+    #[test]
+    fn the_manifest_size_limit_is_a_positive_byte_count() {
+        let parse = |value: &str| {
+            Cli::try_parse_from([
+                "cdot-operator",
+                "standalone",
+                "--manifests",
+                "examples",
+                "--max-manifest-bytes",
+                value,
+            ])
+        };
+        let Command::Standalone(args) = parse("1024").expect("parse").command else {
+            panic!("expected standalone")
+        };
+        assert_eq!(args.max_manifest_bytes, 1024);
+        assert!(parse("0").is_err() && parse("4MiB").is_err());
     }
 
     #[test]

@@ -15,7 +15,10 @@ use crate::{
     metrics::{Metrics, ResultLabels},
     reconcile,
     server::{self, Server},
-    source::{directory::ManifestFiles, watch as fswatch},
+    source::{
+        directory::{self, ManifestFiles, ReadLimits},
+        watch as fswatch,
+    },
     store::Store,
 };
 
@@ -50,8 +53,12 @@ async fn serve(
     }
     let (_watch, mut changes) =
         fswatch::watch(&dirs).context("failed to watch the manifest directories")?;
+    let limits = ReadLimits {
+        max_file_bytes: args.max_manifest_bytes,
+    };
     let mut source = ManifestSource::new(
         dirs,
+        limits,
         args.serve.server.system_namespace.clone(),
         &state.store,
     )
@@ -82,6 +89,7 @@ async fn serve(
 /// The manifest directories and what was last seen of them.
 struct ManifestSource {
     dirs: Vec<PathBuf>,
+    limits: ReadLimits,
     system_namespace: String,
     last_fingerprint: Option<String>,
 }
@@ -89,12 +97,14 @@ struct ManifestSource {
 impl ManifestSource {
     async fn new(
         dirs: Vec<PathBuf>,
+        limits: ReadLimits,
         system_namespace: String,
         store: &Store,
     ) -> anyhow::Result<Self> {
         let last_fingerprint = store.last_applied_fingerprint().await?;
         Ok(Self {
             dirs,
+            limits,
             system_namespace,
             last_fingerprint,
         })
@@ -103,14 +113,15 @@ impl ManifestSource {
     /// Reads the directories, applies a changed and valid set, then reconciles everything.
     #[tracing::instrument(name = "manifest_sync", skip_all)]
     async fn sync(&mut self, state: &AppState) {
-        let dirs = self.dirs.clone();
-        let files = match tokio::task::spawn_blocking(move || ManifestFiles::read(&dirs)).await {
-            Ok(files) => files,
-            Err(e) => {
-                tracing::error!(error = %e, "manifest reader task failed");
-                return;
-            }
-        };
+        let (dirs, limits) = (self.dirs.clone(), self.limits);
+        let files =
+            match tokio::task::spawn_blocking(move || ManifestFiles::read(&dirs, limits)).await {
+                Ok(files) => files,
+                Err(e) => {
+                    tracing::error!(error = %e, "manifest reader task failed");
+                    return;
+                }
+            };
         let fingerprint = files.fingerprint();
         if self.last_fingerprint.as_deref() == Some(fingerprint.as_str()) {
             count(&state.metrics, "unchanged");
@@ -173,14 +184,15 @@ impl ManifestSource {
                 self.last_fingerprint = Some(fingerprint.clone());
                 state.metrics.manifest_errors.set(errors.len() as i64);
                 count(&state.metrics, "refused");
-                for error in &errors {
-                    tracing::error!("invalid manifest: {error}");
+                // Bounded: the first errors, each quoting input as a short excerpt.
+                let lines = directory::report_lines(&errors);
+                for line in &lines {
+                    tracing::error!("invalid manifest: {line}");
                 }
                 tracing::error!(
                     errors = errors.len(),
                     "change set refused; still serving the last applied state"
                 );
-                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 if let Err(e) = state
                     .store
                     .record_refused_manifests(&fingerprint, &lines)

@@ -382,6 +382,116 @@ async fn state_survives_a_restart_with_an_invalid_checkout() {
     );
 }
 
+/// Writes `text` to `name` in `dir` at once (through a hidden file and a rename), so the
+/// watcher never sees half a file.
+fn write_whole(dir: &Path, name: &str, text: &str) {
+    let partial = dir.join(format!(".{name}.partial"));
+    std::fs::write(&partial, text).expect("write");
+    std::fs::rename(&partial, dir.join(name)).expect("rename");
+}
+
+/// The error lines stored with the newest refused change set, once there are `refusals`.
+async fn stored_refusal(pool: &sqlx::PgPool, refusals: i64) -> Option<String> {
+    sqlx::query_scalar::<_, String>(
+        "SELECT errors::text FROM manifest_loads WHERE NOT applied
+         AND (SELECT count(*) FROM manifest_loads WHERE NOT applied) >= $1
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(refusals)
+    .fetch_optional(pool)
+    .await
+    .expect("read manifest_loads")
+}
+
+/// Huge input is refused without being echoed (issue 11): a value of 3 MiB (below the file
+/// limit) is quoted as a short excerpt with its length, and a 50 MB file is refused by its
+/// size without being read. The stored load error and the log lines stay small, memory does
+/// not follow the input, and the last good state keeps serving.
+#[tokio::test]
+async fn huge_manifests_are_refused_with_short_errors_and_bounded_memory() {
+    let db = TestDb::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let manifests = tmp.path().join("repo");
+    std::fs::create_dir_all(&manifests).expect("mkdir");
+    std::fs::write(manifests.join("devices.yaml"), DEVICES).expect("write");
+    let token = create_token(
+        &manifests.join("tokens"),
+        "acme-viewer",
+        "acme",
+        "viewer",
+        "acme",
+    );
+    let operator = Operator::start(&[&manifests], Some(&db.url), &[], tmp.path()).await;
+    let client = insecure_client();
+    let huge_device = |bytes: usize| {
+        format!(
+            "apiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {{name: pc-99, namespace: acme}}\nspec:\n  class: Workstation\n  displayName: {}\n",
+            "a".repeat(bytes)
+        )
+    };
+
+    // A 3 MiB value where at most 128 characters are allowed.
+    write_whole(&manifests, "huge.yaml", &huge_device(3 << 20));
+    let stored = wait_for(Duration::from_secs(30), || stored_refusal(&pool, 1))
+        .await
+        .unwrap_or_else(|| panic!("3 MiB value not refused:\n{:.4000}", operator.logs()));
+    assert!(
+        stored.len() < 4096,
+        "stored error of {} bytes",
+        stored.len()
+    );
+    let expected = format!(
+        "huge.yaml:1: Device acme/pc-99: spec.displayName: \\\"{}…\\\" (3145728 bytes) is longer than 128 characters",
+        "a".repeat(64)
+    );
+    assert!(stored.contains(&expected), "{stored}");
+
+    // A 50 MB file: refused by its size, never read.
+    let peak_before = operator.peak_rss_kib();
+    let text = huge_device(50 << 20);
+    write_whole(&manifests, "huge.yaml", &text);
+    drop(text);
+    let started = std::time::Instant::now();
+    let stored = wait_for(Duration::from_secs(30), || stored_refusal(&pool, 2))
+        .await
+        .unwrap_or_else(|| panic!("50 MB file not refused:\n{:.4000}", operator.logs()));
+    let refused_in = started.elapsed();
+    assert!(
+        stored.len() < 4096,
+        "stored error of {} bytes",
+        stored.len()
+    );
+    let expected = format!(
+        "huge.yaml: file is {} bytes, more than the limit of 4194304 bytes (--max-manifest-bytes)",
+        huge_device(0).len() + (50 << 20)
+    );
+    assert!(stored.contains(&expected), "{stored}");
+    let growth_kib = operator.peak_rss_kib().saturating_sub(peak_before);
+    assert!(
+        growth_kib < 16 << 10,
+        "peak memory grew by {growth_kib} KiB for a file that is never read"
+    );
+    assert!(refused_in < Duration::from_secs(5), "{refused_in:?}");
+
+    let logs = operator.logs();
+    let refusals: Vec<_> = logs
+        .lines()
+        .filter(|l| l.contains("invalid manifest"))
+        .collect();
+    assert_eq!(refusals.len(), 2, "{logs:.4000}");
+    for line in refusals {
+        assert!(line.len() < 1024, "log line of {} bytes", line.len());
+    }
+    assert!(logs.len() < 256 << 10, "log of {} bytes", logs.len());
+
+    // The last good state keeps serving; the huge device never arrived.
+    let devices = format!("{}/v1/namespaces/acme/devices", operator.base);
+    let (status, body) = get_json(&client, &devices, &token).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(2), "{body}");
+}
+
 /// Without a database URL the operator runs a private PostgreSQL under `--data-dir` and stops
 /// it cleanly on Ctrl-C (SIGINT).
 #[tokio::test]

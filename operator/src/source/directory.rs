@@ -3,13 +3,22 @@
 //!
 //! Any invalid document refuses the whole change set; every error names the file, the
 //! document's position in it, the object and the field path.
+//!
+//! Memory and messages stay bounded whatever the checkout holds: a file larger than
+//! [`ReadLimits::max_file_bytes`] is refused by its size before it is read (and while it is
+//! read, should it grow), the whole set is bounded too, errors quote input as short excerpts,
+//! and a refusal is reported by its first [`MAX_REPORTED_ERRORS`] errors.
 use std::{
     collections::HashMap,
     fmt,
+    io::Read as _,
     path::{Path, PathBuf},
 };
 
-use cdot_crds::manifest::{self, Document};
+use cdot_crds::{
+    excerpt::{MAX_PATH_CHARS, clip, inline},
+    manifest::{self, Document},
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -46,6 +55,88 @@ impl fmt::Display for LoadError {
     }
 }
 
+/// Default largest manifest file: far above any hand-written set of resources (the examples
+/// are a few KiB), and small enough that parsing it (a parsed document takes several times its
+/// text) cannot strain memory.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// The whole set may hold this many times the per-file limit (64 MiB at the default).
+pub const TOTAL_BYTES_PER_FILE_LIMIT: u64 = 16;
+
+/// Errors of a refused set that are logged one per line and stored; the rest are counted.
+pub const MAX_REPORTED_ERRORS: usize = 20;
+
+/// How much of a checkout is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Largest file, in bytes (`--max-manifest-bytes`).
+    pub max_file_bytes: u64,
+}
+
+impl ReadLimits {
+    /// Largest sum of all files' sizes.
+    pub fn max_total_bytes(&self) -> u64 {
+        self.max_file_bytes
+            .saturating_mul(TOTAL_BYTES_PER_FILE_LIMIT)
+    }
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+        }
+    }
+}
+
+/// Why a manifest file was not read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("cannot read file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "file is {size} bytes, more than the limit of {limit} bytes (--max-manifest-bytes); split it or raise the limit"
+    )]
+    TooLarge { size: u64, limit: u64 },
+    #[error("file grew past the limit of {limit} bytes (--max-manifest-bytes) while it was read")]
+    Grew { limit: u64 },
+    #[error(
+        "the manifest files hold more than {limit} bytes in all ({factor} times --max-manifest-bytes); this file and the rest are not read",
+        factor = TOTAL_BYTES_PER_FILE_LIMIT
+    )]
+    SetTooLarge { limit: u64 },
+}
+
+/// Reads a file of at most `limits.max_file_bytes`, and at most `room` bytes (what is left of
+/// the set's total). Refused by its size before reading, and by what was read should it grow
+/// in between: no more than the limit and one byte is ever held.
+fn read_bounded(path: &Path, limits: ReadLimits, room: u64) -> Result<Vec<u8>, ReadError> {
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let set_too_large = ReadError::SetTooLarge {
+        limit: limits.max_total_bytes(),
+    };
+    if size > limits.max_file_bytes {
+        return Err(ReadError::TooLarge {
+            size,
+            limit: limits.max_file_bytes,
+        });
+    }
+    if size > room {
+        return Err(set_too_large);
+    }
+    let cap = limits.max_file_bytes.min(room);
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or_default());
+    file.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
+    match bytes.len() as u64 {
+        read if read <= cap => Ok(bytes),
+        _ if cap < limits.max_file_bytes => Err(set_too_large),
+        _ => Err(ReadError::Grew {
+            limit: limits.max_file_bytes,
+        }),
+    }
+}
+
 /// Files of a manifest set, read once so that the fingerprint and the parse see the same bytes.
 #[derive(Debug, Default)]
 pub struct ManifestFiles {
@@ -54,9 +145,11 @@ pub struct ManifestFiles {
 }
 
 impl ManifestFiles {
-    /// Reads every YAML file below `dirs`, skipping hidden entries such as `.git`.
-    pub fn read(dirs: &[PathBuf]) -> Self {
+    /// Reads every YAML file below `dirs`, skipping hidden entries such as `.git`, within
+    /// `limits`.
+    pub fn read(dirs: &[PathBuf], limits: ReadLimits) -> Self {
         let mut out = Self::default();
+        let mut total: u64 = 0;
         for dir in dirs {
             let mut paths = Vec::new();
             if let Err(e) = collect_yaml(dir, &mut paths) {
@@ -69,11 +162,18 @@ impl ManifestFiles {
             paths.sort();
             for path in paths {
                 let shown = display_path(dir, &path, dirs.len() > 1);
-                match std::fs::read(&path) {
-                    Ok(bytes) => out.files.push((shown, bytes)),
-                    Err(e) => out
-                        .errors
-                        .push(file_error(shown, format!("cannot read file: {e}"))),
+                let room = limits.max_total_bytes().saturating_sub(total);
+                match read_bounded(&path, limits, room) {
+                    Ok(bytes) => {
+                        total += bytes.len() as u64;
+                        out.files.push((shown, bytes));
+                    }
+                    // The set is refused anyway: reading on would only hold more memory.
+                    Err(e @ ReadError::SetTooLarge { .. }) => {
+                        out.errors.push(file_error(shown, e.to_string()));
+                        return out;
+                    }
+                    Err(e) => out.errors.push(file_error(shown, e.to_string())),
                 }
             }
         }
@@ -175,6 +275,7 @@ impl ManifestFiles {
                         data,
                     }) => snapshot.secrets.push((namespace, name, data)),
                     Ok(Document::Ignored { api_version, kind }) => {
+                        let (api_version, kind) = (inline(&api_version), inline(&kind));
                         tracing::debug!(%file, position, %api_version, %kind, "ignoring a document of another API");
                     }
                 }
@@ -190,21 +291,40 @@ impl ManifestFiles {
 }
 
 fn describe(value: &Value) -> Option<String> {
-    let kind = value.get("kind")?.as_str()?;
+    let kind = inline(value.get("kind")?.as_str()?);
     let meta = value.get("metadata");
-    let name = meta
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("<no name>");
+    let name = inline(
+        meta.and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("<no name>"),
+    );
     Some(
         match meta
             .and_then(|m| m.get("namespace"))
             .and_then(Value::as_str)
         {
-            Some(ns) => format!("{kind} {ns}/{name}"),
+            Some(ns) => format!("{kind} {}/{name}", inline(ns)),
             None => format!("{kind} {name}"),
         },
     )
+}
+
+/// The lines that report a refused set, for the log and the stored load: the first
+/// [`MAX_REPORTED_ERRORS`] errors, then how many more there are. Each line is bounded, so the
+/// report is too, whatever the checkout holds.
+pub fn report_lines(errors: &[LoadError]) -> Vec<String> {
+    let mut lines: Vec<String> = errors
+        .iter()
+        .take(MAX_REPORTED_ERRORS)
+        .map(ToString::to_string)
+        .collect();
+    if errors.len() > MAX_REPORTED_ERRORS {
+        lines.push(format!(
+            "... and {} more errors",
+            errors.len() - MAX_REPORTED_ERRORS
+        ));
+    }
+    lines
 }
 
 fn file_error(file: String, message: String) -> LoadError {
@@ -219,11 +339,13 @@ fn file_error(file: String, message: String) -> LoadError {
 
 fn display_path(dir: &Path, path: &Path, qualify: bool) -> String {
     let relative = path.strip_prefix(dir).unwrap_or(path);
-    if qualify {
+    let shown = if qualify {
         dir.join(relative).display().to_string()
     } else {
         relative.display().to_string()
-    }
+    };
+    // A file's path comes from the checkout too, and names every error of the file.
+    clip(&shown, MAX_PATH_CHARS).into_owned()
 }
 
 fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -245,4 +367,135 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    const DEVICE: &str = "apiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {name: a, namespace: acme}\nspec: {class: Server}\n";
+
+    fn read(dir: &Path, max_file_bytes: u64) -> Result<Snapshot, Vec<LoadError>> {
+        ManifestFiles::read(&[dir.to_path_buf()], ReadLimits { max_file_bytes })
+            .parse("cdot-system")
+    }
+
+    /// A file over the limit is refused by its size: a sparse 5 GiB file is refused at once,
+    /// which reading it could not be.
+    #[test]
+    fn a_file_over_the_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.yaml"), DEVICE).expect("write");
+        let big = std::fs::File::create(dir.path().join("big.yaml")).expect("create");
+        big.set_len(5 << 30).expect("sparse file");
+        let started = Instant::now();
+        let errors = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect_err("refused");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "big.yaml: file is 5368709120 bytes, more than the limit of 4194304 bytes (--max-manifest-bytes); split it or raise the limit"
+        );
+
+        // At the limit exactly, the file is read.
+        std::fs::remove_file(dir.path().join("big.yaml")).expect("rm");
+        let limit = DEVICE.len() as u64;
+        assert_eq!(read(dir.path(), limit).expect("valid").objects.len(), 1);
+        let errors = read(dir.path(), limit - 1).expect_err("refused");
+        assert!(
+            errors[0].message.starts_with(&format!(
+                "file is {limit} bytes, more than the limit of {}",
+                limit - 1
+            )),
+            "{}",
+            errors[0]
+        );
+    }
+
+    /// The size is enforced while reading too: a file that reports 0 bytes but yields more
+    /// (here /dev/zero, as a file that grows between the size check and the read) is cut at
+    /// the limit.
+    #[test]
+    fn a_file_growing_past_the_limit_is_refused_while_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.yaml")).expect("symlink");
+        let errors = read(dir.path(), 1 << 20).expect_err("refused");
+        assert_eq!(
+            errors[0].to_string(),
+            "zero.yaml: file grew past the limit of 1048576 bytes (--max-manifest-bytes) while it was read"
+        );
+    }
+
+    /// The set as a whole is bounded: past 16 times the file limit, the rest is not read.
+    #[test]
+    fn the_whole_set_is_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let limit = 1000;
+        let padding = format!("# {}\n", "x".repeat(850));
+        for i in 0..20 {
+            let device = DEVICE.replace("name: a", &format!("name: d{i:02}"));
+            std::fs::write(
+                dir.path().join(format!("d{i:02}.yaml")),
+                format!("{padding}{device}"),
+            )
+            .expect("write");
+        }
+        // Each file is below the limit, and 16 of them fit.
+        let size = std::fs::metadata(dir.path().join("d00.yaml"))
+            .expect("stat")
+            .len();
+        assert!(size < limit && size * 16 < limit * 16, "{size}");
+        let errors = read(dir.path(), limit).expect_err("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "d16.yaml: the manifest files hold more than 16000 bytes in all (16 times --max-manifest-bytes); this file and the rest are not read"
+        );
+        for i in 16..20 {
+            std::fs::remove_file(dir.path().join(format!("d{i:02}.yaml"))).expect("rm");
+        }
+        assert_eq!(read(dir.path(), limit).expect("valid").objects.len(), 16);
+    }
+
+    /// A refusal with many errors is reported by its first errors and a count, and every
+    /// line stays short even for a huge value, name or kind.
+    #[test]
+    fn a_refusal_report_is_bounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Three values of 1 MiB: below the file limit, so every gate sees them.
+        let huge = "x".repeat(1 << 20);
+        let mut text = format!(
+            "apiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {{name: {huge}, namespace: acme}}\nspec: {{class: {huge}}}\n---\napiVersion: example.com/v1\nkind: {huge}\n"
+        );
+        for i in 0..50 {
+            text.push_str(&format!("---\napiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {{name: d{i}, namespace: acme}}\nspec: {{class: Toaster}}\n"));
+        }
+        std::fs::write(dir.path().join("bad.yaml"), text).expect("write");
+        let errors = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect_err("refused");
+        assert!(errors.len() > 50, "{}: {:.500}", errors.len(), errors[0]);
+        let lines = report_lines(&errors);
+        assert_eq!(lines.len(), MAX_REPORTED_ERRORS + 1);
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some(format!("... and {} more errors", errors.len() - MAX_REPORTED_ERRORS).as_str())
+        );
+        assert!(
+            lines[0].starts_with(&format!(
+                "bad.yaml:1: Device acme/\"{}…\" (1048576 bytes): metadata.name: \"",
+                "x".repeat(64)
+            )),
+            "{:.500}",
+            lines[0]
+        );
+        for line in &lines {
+            assert!(line.len() < 1500, "{} bytes: {line:.2000}", line.len());
+        }
+        assert!(lines.iter().map(String::len).sum::<usize>() < 16 << 10);
+    }
 }

@@ -114,7 +114,7 @@ fn check_token_scope(token: &ApiToken, system_namespace: &str) -> Result<(), Str
 mod tests {
     use cdot_crds::api_token::{Role, format_token_hash, hash_token, render_token_secret};
 
-    use super::directory::ManifestFiles;
+    use super::directory::{ManifestFiles, ReadLimits};
 
     /// A manifest directory still refuses the whole set for one bad token, with its position.
     #[test]
@@ -137,7 +137,7 @@ mod tests {
             format!("{ops}---\n{grabby}---\n{copy}"),
         )
         .expect("write manifests");
-        let errors = ManifestFiles::read(&[dir.path().to_path_buf()])
+        let errors = ManifestFiles::read(&[dir.path().to_path_buf()], ReadLimits::default())
             .parse("cdot-system")
             .expect_err("refused");
         let found: Vec<_> = errors
@@ -157,7 +157,7 @@ mod tests {
         );
 
         std::fs::write(dir.path().join("tokens.yaml"), ops).expect("write manifests");
-        let snapshot = ManifestFiles::read(&[dir.path().to_path_buf()])
+        let snapshot = ManifestFiles::read(&[dir.path().to_path_buf()], ReadLimits::default())
             .parse("cdot-system")
             .expect("valid");
         assert_eq!(snapshot.tokens.len(), 1);
