@@ -334,6 +334,10 @@ pub struct AgentStatus {
     /// Expiry of the agent's client certificate (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_expiry: Option<String>,
+    /// Seconds between reports as the agent says it runs (it may override the interval of
+    /// `spec.agent.metricsInterval` locally); liveness allows three of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_interval_seconds: Option<u64>,
 }
 
 /// Hardware and software inventory.

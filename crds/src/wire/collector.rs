@@ -174,6 +174,10 @@ pub struct CollectorBatch {
     pub interfaces: Vec<InterfaceSample>,
     #[serde(default)]
     pub probes: Vec<ProbeResult>,
+    /// Seconds between the collector's batches (`--ship-interval`), so that its Device's
+    /// liveness follows it; absent from older collectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<u32>,
 }
 
 /// Flow traffic of one minute through one exporter's interface pair: the top keys by bytes

@@ -127,6 +127,10 @@ pub struct MetricsBatch {
     pub agent_version: String,
     /// The samples, each a catalogue metric (see `metrics_catalog`).
     pub samples: Vec<Sample>,
+    /// Seconds between the agent's samples as it really runs (a local override included),
+    /// so that liveness and the Device's `Ready` message follow it; absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<u32>,
 }
 
 /// One measurement. Short field names: a batch holds thousands of them.

@@ -125,6 +125,7 @@ pub fn validate_batch(batch: &CollectorBatch, now_ms: i64) -> Result<(), Rejecti
     check_text(&batch.collector_version, MAX_VERSION_LEN, || {
         "collectorVersion".into()
     })?;
+    crate::ingest::validate::check_interval(batch.interval_secs)?;
     let flow_rows: usize = batch.flows.iter().map(|g| g.top.len() + 1).sum();
     for (field, n) in [
         ("flows", flow_rows),
@@ -378,6 +379,7 @@ mod tests {
         CollectorBatch {
             batch_id: Uuid::nil(),
             collector_version: "0.1.0".into(),
+            interval_secs: Some(10),
             flows: vec![FlowGroup {
                 minute_ms: NOW - MINUTE_MS,
                 exporter: "10.0.0.1".parse().expect("ip"),

@@ -137,6 +137,7 @@ pub async fn metrics(
     })?;
     let version = batch.agent_version.clone();
     let latest = batch.latest;
+    let every = batch.interval_secs;
     match state
         .ingest
         .submit(&state.metrics.ingest, identity.clone(), batch)
@@ -146,7 +147,7 @@ pub async fn metrics(
             state
                 .ingest
                 .reports()
-                .observe(&identity, &version, now_ms(), &latest);
+                .observe(&identity, &version, every, now_ms(), &latest);
             Ok(Json(ack))
         }
         Err(SubmitError::QueueFull) => {
@@ -216,6 +217,7 @@ pub async fn inventory(
             agent_version: report.agent_version,
             last_seen_ms: now_ms(),
             last_metrics: None,
+            report_interval_secs: None,
         },
     };
     if !state.store.replace_inventory(&update, &software).await? {

@@ -15,6 +15,7 @@ use crate::{
 #[derive(Debug, Clone)]
 struct Entry {
     version: String,
+    report_interval_secs: Option<u32>,
     last_seen_ms: i64,
     latest: LatestMetrics,
     dirty: bool,
@@ -38,12 +39,14 @@ impl DeviceReports {
         &self,
         identity: &DeviceIdentity,
         version: &str,
+        report_interval_secs: Option<u32>,
         seen_ms: i64,
         latest: &LatestMetrics,
     ) {
         let mut devices = self.lock();
         let entry = devices.entry(identity.uid).or_insert_with(|| Entry {
             version: String::new(),
+            report_interval_secs: None,
             last_seen_ms: 0,
             latest: LatestMetrics::default(),
             dirty: true,
@@ -52,6 +55,9 @@ impl DeviceReports {
             version.clone_into(&mut entry.version);
         }
         entry.last_seen_ms = entry.last_seen_ms.max(seen_ms);
+        if report_interval_secs.is_some() {
+            entry.report_interval_secs = report_interval_secs;
+        }
         for (slot, new) in [
             (&mut entry.latest.cpu, latest.cpu),
             (&mut entry.latest.memory, latest.memory),
@@ -121,6 +127,7 @@ fn to_heartbeat(uid: Uuid, e: &Entry) -> Heartbeat {
         agent_version: e.version.clone(),
         last_seen_ms: e.last_seen_ms,
         last_metrics: last_metrics.and_then(|m| serde_json::to_value(m).ok()),
+        report_interval_secs: e.report_interval_secs,
     }
 }
 
@@ -150,6 +157,7 @@ mod tests {
         reports.observe(
             &identity(),
             "0.1.0",
+            Some(10),
             t,
             &LatestMetrics {
                 cpu: Some((t, 10.0)),
@@ -161,6 +169,7 @@ mod tests {
         reports.observe(
             &identity(),
             "0.1.0",
+            Some(10),
             t + 5_000,
             &LatestMetrics {
                 cpu: Some((t - 60_000, 99.0)),

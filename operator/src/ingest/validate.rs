@@ -55,6 +55,23 @@ pub struct ValidatedBatch {
     pub times_ms: Vec<i64>,
     pub values: Vec<f64>,
     pub latest: LatestMetrics,
+    /// Seconds between the agent's samples, as it says.
+    pub interval_secs: Option<u32>,
+}
+
+/// Longest interval an agent or collector may say it reports at (a day).
+pub const MAX_REPORT_INTERVAL_SECS: u32 = 86_400;
+
+/// Checks a reported interval (`intervalSecs`).
+pub fn check_interval(interval_secs: Option<u32>) -> Result<(), Rejection> {
+    match interval_secs {
+        Some(s) if s == 0 || s > MAX_REPORT_INTERVAL_SECS => Err(Rejection::bad(
+            "bad_interval",
+            "intervalSecs".to_owned(),
+            format!("intervalSecs {s} is not between 1 and {MAX_REPORT_INTERVAL_SECS}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl ValidatedBatch {
@@ -152,6 +169,7 @@ pub fn validate_batch(
     now_ms: i64,
 ) -> Result<ValidatedBatch, Rejection> {
     check_version(&batch.agent_version)?;
+    check_interval(batch.interval_secs)?;
     if batch.samples.len() > MAX_SAMPLES_PER_BATCH {
         return Err(Rejection::new(
             ApiError::new(
@@ -174,6 +192,7 @@ pub fn validate_batch(
         times_ms: Vec::with_capacity(n),
         values: Vec::with_capacity(n),
         latest: LatestMetrics::default(),
+        interval_secs: batch.interval_secs,
     };
     let oldest = now_ms - MAX_SAMPLE_AGE_MS;
     let newest = now_ms + MAX_FUTURE_SKEW_MS;
@@ -307,6 +326,7 @@ mod tests {
             batch_id: Uuid::nil(),
             agent_version: "0.1.0".into(),
             samples,
+            interval_secs: Some(10),
         }
     }
 

@@ -71,10 +71,11 @@ pub async fn device_pass(store: &Store, now: &str) -> Result<Vec<(String, String
 /// Whether the stored `Ready` differs from what the device reconciler would decide now.
 fn ready_changes(d: &Liveness, now: &str) -> bool {
     let default = AgentConfig::default().metrics_interval_secs;
-    let interval = d
+    let configured = d
         .metrics_interval
         .as_deref()
         .map_or(default, |s| device::duration_secs(s, default));
+    let interval = device::liveness_interval(configured, d.report_interval_secs);
     let ready = device::is_ready(d.paused, d.last_seen.as_deref(), now, interval);
     d.ready.as_deref() != Some(if ready { "True" } else { "False" })
 }
@@ -88,6 +89,7 @@ mod tests {
             namespace: "acme".into(),
             name: "web-01".into(),
             metrics_interval: Some("10s".into()),
+            report_interval_secs: None,
             paused: false,
             last_seen: last_seen.map(Into::into),
             ready: ready.map(Into::into),

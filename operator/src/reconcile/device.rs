@@ -12,6 +12,23 @@ use serde_json::json;
 use super::{Observation, World};
 use crate::store::StoredObject;
 
+/// The interval liveness allows three of: the one the agent says it reports at (it may
+/// override the configured one locally), else the configured one.
+pub fn liveness_interval(configured: u64, reported: Option<u64>) -> u64 {
+    reported.filter(|&s| s > 0).unwrap_or(configured)
+}
+
+/// Says how often the agent really reports, and the configured interval when it differs.
+fn ready_message(configured: u64, reported: Option<u64>) -> String {
+    match reported {
+        Some(every) if every > 0 && every != configured => format!(
+            "the agent reports every {every}s (a local override; spec.agent.metricsInterval asks for {configured}s)"
+        ),
+        Some(every) if every > 0 => format!("the agent reports every {every}s"),
+        _ => format!("the agent reports; it is configured to report every {configured}s"),
+    }
+}
+
 /// A device that missed this many metrics intervals is offline.
 pub const MISSED_INTERVALS: i64 = 3;
 
@@ -54,7 +71,9 @@ pub fn observe(
     let fields = json!({ "source": source });
     let paused = spec.maintenance.as_ref().is_some_and(|m| m.paused);
     let last_seen = status.agent.as_ref().and_then(|a| a.last_seen.as_deref());
-    let interval = agent_config(spec).metrics_interval_secs;
+    let configured = agent_config(spec).metrics_interval_secs;
+    let reported = status.agent.as_ref().and_then(|a| a.report_interval_seconds);
+    let interval = liveness_interval(configured, reported);
     let mut observation = match (paused, last_seen) {
         (true, _) => Observation::not_ready(
             fields,
@@ -64,9 +83,7 @@ pub fn observe(
         (false, Some(_)) if is_ready(paused, last_seen, now, interval) => Observation::ready(
             fields,
             "Reporting",
-            // The interval the agent is sent (`GET /v1/agent/config`); an agent started
-            // with a local override reports at its own pace, which the operator cannot see.
-            format!("the agent reports; it is configured to report every {interval}s"),
+            ready_message(configured, reported),
         ),
         (false, Some(seen)) => Observation::not_ready(
             fields,
@@ -238,6 +255,36 @@ mod tests {
         );
         assert_eq!(o.ready.0, ConditionStatus::True);
         assert!(o.ready.2.ends_with("every 120s"), "{}", o.ready.2);
+    }
+
+    /// Issue 11: the message said "every 10s" whatever the agent really did.
+    #[test]
+    fn an_agent_reporting_at_its_own_interval_is_judged_by_it() {
+        let with_interval = |last_seen: &str, every: u64| {
+            let status = json!({ "source": "Agent", "agent": {
+                "id": "a1", "version": "0.1.0", "lastSeen": last_seen, "reportIntervalSeconds": every } });
+            let device = stored("Device", "acme", "web-01", json!({ "class": "Server" }), status);
+            let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
+            observe(&spec, &device, &World::new(&[]), NOW)
+        };
+        // Every second, while the spec asks for 10 s: the message says both.
+        let o = with_interval("2026-11-25T09:59:59Z", 1);
+        assert_eq!(o.ready.0, ConditionStatus::True);
+        assert_eq!(
+            o.ready.2,
+            "the agent reports every 1s (a local override; spec.agent.metricsInterval asks for 10s)"
+        );
+        // Three of its own intervals missed is offline, though three of 10 s are not.
+        let o = with_interval("2026-11-25T09:59:55Z", 1);
+        assert_eq!((o.ready.0, o.ready.1), (ConditionStatus::False, "Offline"));
+        assert!(o.ready.2.contains("intervals of 1s"), "{}", o.ready.2);
+        // A slower agent is not called offline at the spec's pace.
+        let o = with_interval("2026-11-25T09:58:30Z", 60);
+        assert_eq!(o.ready.0, ConditionStatus::True);
+        assert_eq!(
+            with_interval("2026-11-25T09:59:59Z", 10).ready.2,
+            "the agent reports every 10s"
+        );
     }
 
     #[test]

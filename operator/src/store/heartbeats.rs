@@ -15,6 +15,8 @@ pub struct Liveness {
     pub name: String,
     /// `spec.agent.metricsInterval`, when set.
     pub metrics_interval: Option<String>,
+    /// The interval the agent says it reports at, when it said.
+    pub report_interval_secs: Option<u64>,
     /// `spec.maintenance.paused`.
     pub paused: bool,
     /// `status.agent.lastSeen` (RFC 3339), when the device ever reported.
@@ -28,6 +30,7 @@ type LivenessRow = (
     String,
     String,
     Option<String>,
+    Option<i32>,
     Option<bool>,
     Option<String>,
     Option<String>,
@@ -42,6 +45,8 @@ pub struct Heartbeat {
     pub last_seen_ms: i64,
     /// `lastMetrics` ([`cdot_crds::device::MetricSummary`]); `None` keeps the stored one.
     pub last_metrics: Option<Value>,
+    /// Seconds between reports as the agent says; `None` keeps the stored one.
+    pub report_interval_secs: Option<u32>,
 }
 
 impl Store {
@@ -58,7 +63,7 @@ impl Store {
             sqlx::query_as(
                 // Base tables, not the view: no merged status documents are built, and
                 // containment tests the Ready condition without expanding the array.
-                "SELECT o.namespace, o.name, o.spec->'agent'->>'metricsInterval',
+                "SELECT o.namespace, o.name, o.spec->'agent'->>'metricsInterval', h.report_interval_secs,
                         (o.spec->'maintenance'->>'paused')::boolean,
                         coalesce(to_char(h.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                                  o.status->'agent'->>'lastSeen'),
@@ -75,10 +80,11 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(namespace, name, metrics_interval, paused, last_seen, ready)| Liveness {
+                |(namespace, name, metrics_interval, reported, paused, last_seen, ready)| Liveness {
                     namespace,
                     name,
                     metrics_interval,
+                    report_interval_secs: reported.and_then(|s: i32| u64::try_from(s).ok()),
                     paused: paused.unwrap_or(false),
                     last_seen,
                     ready,
@@ -131,19 +137,25 @@ pub(super) async fn record<'e>(
     let versions: Vec<&str> = beats.iter().map(|b| b.agent_version.as_str()).collect();
     let seen: Vec<i64> = beats.iter().map(|b| b.last_seen_ms).collect();
     let metrics: Vec<Option<&Value>> = beats.iter().map(|b| b.last_metrics.as_ref()).collect();
+    let intervals: Vec<Option<i32>> = beats
+        .iter()
+        .map(|b| b.report_interval_secs.and_then(|s| i32::try_from(s).ok()))
+        .collect();
     let done = sqlx::query(
-        "INSERT INTO device_heartbeats AS h (device_uid, agent_version, last_seen, last_metrics)
-         SELECT uid, version, 'epoch'::timestamptz + seen * interval '1 millisecond', metrics
-         FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::jsonb[]) AS d(uid, version, seen, metrics)
+        "INSERT INTO device_heartbeats AS h (device_uid, agent_version, last_seen, last_metrics, report_interval_secs)
+         SELECT uid, version, 'epoch'::timestamptz + seen * interval '1 millisecond', metrics, every
+         FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::jsonb[], $5::int4[]) AS d(uid, version, seen, metrics, every)
          ON CONFLICT (device_uid) DO UPDATE SET
              agent_version = excluded.agent_version,
              last_seen = greatest(h.last_seen, excluded.last_seen),
-             last_metrics = coalesce(excluded.last_metrics, h.last_metrics)",
+             last_metrics = coalesce(excluded.last_metrics, h.last_metrics),
+             report_interval_secs = coalesce(excluded.report_interval_secs, h.report_interval_secs)",
     )
     .bind(&uids)
     .bind(&versions)
     .bind(&seen)
     .bind(&metrics)
+    .bind(&intervals)
     .execute(executor)
     .await
     .map_err(StoreError::query("record device heartbeats"))?;

@@ -153,6 +153,7 @@ impl Store {
                 agent_version: collector_version.to_owned(),
                 last_seen_ms: now_ms,
                 last_metrics: None,
+                report_interval_secs: batch.interval_secs,
             }],
         )
         .await?;
