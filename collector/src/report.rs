@@ -126,11 +126,6 @@ impl Reporter {
         })
     }
 
-    /// The spool (batches waiting), shared with the running tasks.
-    pub fn spool(&self) -> SharedSpool {
-        self.spool.clone()
-    }
-
     /// Runs until `shutdown` completes and the components have delivered their last output.
     pub async fn run(
         mut self,
@@ -195,7 +190,8 @@ impl Reporter {
             }
         }
         self.spool_pending();
-        self.final_drain(&client_rx.borrow().clone()).await;
+        let client = client_rx.borrow().clone();
+        self.final_drain(&client).await;
         tracing::info!(
             spooled = self.spool.lock().len(),
             "collector stopped; unsent batches stay in the spool"
