@@ -154,7 +154,7 @@ async fn sampling_goes_on_while_the_operator_hangs() {
     wait_for(
         "requests stuck on the operator",
         Duration::from_secs(10),
-        || operator.held() >= 2,
+        || operator.held() >= 3,
     )
     .await;
     let hang = Duration::from_secs(10);

@@ -229,7 +229,8 @@ async fn batches_are_spooled_while_the_operator_hangs() {
         || operator.held() >= 1,
     )
     .await;
-    let hang = Duration::from_secs(10);
+    // Ship ticks at 0 s (little or nothing to cut yet), 1 s, ..., 10 s: ten batches.
+    let hang = Duration::from_millis(10_500);
     tokio::time::sleep_until(started + hang).await;
     let in_spool = spooled(&paths);
     eprintln!(
