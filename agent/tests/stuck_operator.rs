@@ -239,3 +239,84 @@ fn ca() -> String {
         .expect("cert")
         .pem()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_spool_drops_the_batch_in_flight_and_its_late_ack_is_harmless() {
+    let acked: Acked = Arc::default();
+    let (backend, ca_pem) = start_operator(acked.clone()).await;
+    let operator = FreezableProxy::start(backend).await;
+    operator.freeze();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = enrolled_state(dir.path(), operator.addr(), ca_pem);
+
+    let mut settings = AgentSettings::new(dir.path());
+    settings.metrics_interval_override = Some(Duration::from_millis(200));
+    settings.inventory_interval_override = Some(Duration::from_secs(3600));
+    settings.request_timeout = Duration::from_secs(60);
+    // A few batches' worth: the oldest, the one being sent, is soon dropped.
+    settings.spool_max_bytes = 8 * 1024;
+    let agent = Agent::new(settings).expect("agent");
+    let (stats, spool) = (agent.stats(), agent.spool());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(agent.run(async {
+        let _ = stop_rx.await;
+    }));
+
+    let first = {
+        let spool = spool.clone();
+        let mut first = None;
+        wait_for("the first batch spooled", Duration::from_secs(10), || {
+            first = spool.lock().oldest().map(|e| e.batch_id);
+            first.is_some()
+        })
+        .await;
+        first.expect("first batch")
+    };
+    let watched = spool.clone();
+    wait_for(
+        "the full spool dropping batches",
+        Duration::from_secs(30),
+        || {
+            let spool = watched.lock();
+            spool.counters().dropped_full >= 2 && !spool.entries().any(|e| e.batch_id == first)
+        },
+    )
+    .await;
+
+    operator.thaw();
+    let stats_now = stats.clone();
+    wait_for("the late acknowledgement", Duration::from_secs(30), || {
+        AgentStats::get(&stats_now.acks_after_drop) >= 1
+    })
+    .await;
+    stop_tx.send(()).expect("stop");
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops promptly")
+        .expect("task")
+        .expect("run ok");
+
+    let acked = acked.lock().expect("lock").clone();
+    assert_eq!(
+        acked.first(),
+        Some(&first),
+        "the batch in flight got through"
+    );
+    let mut unique = acked.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), acked.len(), "no batch delivered twice");
+    // Every batch collected was delivered, dropped (counted once) or is still spooled.
+    let spool = spool.lock();
+    let (sent, late) = (
+        AgentStats::get(&stats.batches_sent),
+        AgentStats::get(&stats.acks_after_drop),
+    );
+    assert_eq!(sent, acked.len() as u64);
+    assert_eq!(
+        AgentStats::get(&stats.batches_collected),
+        sent - late + spool.counters().dropped_full + spool.len() as u64
+    );
+    assert_eq!(spool.counters().dropped_rejected, 0);
+    assert_eq!(spooled(&paths).len(), spool.len());
+}

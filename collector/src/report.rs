@@ -242,10 +242,9 @@ impl Reporter {
     }
 
     /// Writes everything pending to the spool, one file per batch; true when a batch was
-    /// spooled.
+    /// spooled. Batches are compressed outside the lock, which delivery needs too.
     fn spool_pending(&mut self) -> bool {
         let mut spooled = false;
-        let mut spool = self.spool.lock();
         for batch in self.pending.take_batches() {
             let body = match gzip_json(&batch) {
                 Ok(body) => body,
@@ -255,7 +254,8 @@ impl Reporter {
                     continue;
                 }
             };
-            match spool.push(batch.batch_id, &body) {
+            let pushed = self.spool.lock().push(batch.batch_id, &body);
+            match pushed {
                 Ok(_) => {
                     self.metrics.batch("spooled");
                     spooled = true;
@@ -267,7 +267,7 @@ impl Reporter {
                 }
             }
         }
-        self.metrics.set_spool(&spool);
+        self.metrics.set_spool(&self.spool.lock());
         spooled
     }
 
