@@ -157,17 +157,18 @@ async fn sampling_goes_on_while_the_operator_hangs() {
         || operator.held() >= 3,
     )
     .await;
-    let hang = Duration::from_secs(10);
+    // Samples at 0 s, 1 s, ..., 10 s; measured between two of them.
+    let hang = Duration::from_millis(10_500);
     tokio::time::sleep_until(started + hang).await;
     let taken = AgentStats::get(&stats.batches_collected);
     let in_spool = spooled(&paths);
     eprintln!(
         "operator frozen for {:?}: {taken} samples taken at a 1 s interval (expected {}), {} in the spool",
         started.elapsed(),
-        hang.as_secs(),
+        hang.as_secs() + 1,
         in_spool.len()
     );
-    assert!(taken >= 9, "only {taken} samples in {hang:?} at 1 s");
+    assert!(taken >= 10, "only {taken} samples in {hang:?} at 1 s");
     assert_eq!(in_spool.len() as u64, taken, "every sample is in the spool");
     assert_eq!(AgentStats::get(&stats.batches_spooled), taken);
     assert!(acked.lock().expect("lock").is_empty(), "nothing answered");
@@ -204,12 +205,24 @@ async fn sampling_goes_on_while_the_operator_hangs() {
     assert_eq!(unique.len(), acked.len(), "no batch delivered twice");
     // Nothing collected is lost: what was not delivered is still spooled.
     let left = spooled(&paths);
-    assert!(left.iter().all(|id| !acked.contains(id)), "{left:?}");
+    let abandoned = abandoned_at_stop(&acked, &left);
     assert_eq!(
-        (acked.len() + left.len()) as u64,
+        (acked.len() + left.len() - abandoned) as u64,
         AgentStats::get(&stats.batches_collected)
     );
-    assert_eq!(AgentStats::get(&stats.batches_sent), acked.len() as u64);
+    assert_eq!(
+        AgentStats::get(&stats.batches_sent),
+        (acked.len() - abandoned) as u64
+    );
+}
+
+/// Batches both acknowledged by the operator and still spooled: a send abandoned at stop
+/// may have reached the operator before its answer came back. The batch is sent again on
+/// the next start (its id makes that harmless). One at most: delivery sends one at a time.
+fn abandoned_at_stop(acked: &[Uuid], left: &[Uuid]) -> usize {
+    let both: Vec<&Uuid> = left.iter().filter(|id| acked.contains(id)).collect();
+    assert!(both.len() <= 1, "acknowledged yet spooled: {both:?}");
+    both.len()
 }
 
 #[test]
@@ -312,7 +325,11 @@ async fn full_spool_drops_the_batch_in_flight_and_its_late_ack_is_harmless() {
         AgentStats::get(&stats.batches_sent),
         AgentStats::get(&stats.acks_after_drop),
     );
-    assert_eq!(sent, acked.len() as u64);
+    let left: Vec<Uuid> = spool.entries().map(|e| e.batch_id).collect();
+    assert_eq!(
+        sent,
+        (acked.len() - abandoned_at_stop(&acked, &left)) as u64
+    );
     assert_eq!(
         AgentStats::get(&stats.batches_collected),
         sent - late + spool.counters().dropped_full + spool.len() as u64

@@ -176,7 +176,7 @@ async fn batches_are_spooled_while_the_operator_hangs() {
     };
     let reporter = Reporter::new(dir.path(), settings, metrics).expect("reporter");
 
-    // A probe component: one result every 100 ms until told to stop (or paused).
+    // A probe component: one result every 100 ms until told to stop or to finish.
     let (stop_components, mut components_stop) = watch::channel(false);
     let (probes_tx, probes_rx) = mpsc::channel(256);
     let (fed, paused) = (
@@ -192,7 +192,7 @@ async fn batches_are_spooled_while_the_operator_hangs() {
                 _ = tick.tick() => {}
             }
             if paused_by.load(Ordering::SeqCst) {
-                continue;
+                break;
             }
             let seq = fed_by.load(Ordering::SeqCst);
             // The reporter must keep reading: a full queue would block the component.
@@ -266,15 +266,19 @@ async fn batches_are_spooled_while_the_operator_hangs() {
         },
     )
     .await;
-    // Let the rest through before stopping, so that no send is in flight then.
+    // The component finishes; everything it produced is delivered and acknowledged before
+    // the shutdown, so that no send is in flight then (it would be abandoned and sent again
+    // by the final drain, which the operator's batch ids make harmless but this test counts).
     paused.store(true, Ordering::SeqCst);
+    component.await.expect("component");
     let total = fed.load(Ordering::SeqCst);
     wait_for(
-        "every probe result delivered",
+        "every probe result delivered and acknowledged",
         Duration::from_secs(30),
         || {
             let received = received_now.lock().expect("lock");
             received.iter().map(|(_, s)| s.len() as i64).sum::<i64>() >= total
+                && batches_counter(&registry, "sent") == received.len() as u64
         },
     )
     .await;
@@ -283,7 +287,6 @@ async fn batches_are_spooled_while_the_operator_hangs() {
         .await
         .expect("stops promptly")
         .expect("reporter task");
-    component.await.expect("component");
 
     let received = received.lock().expect("lock").clone();
     let ids: Vec<Uuid> = received.iter().map(|(id, _)| *id).collect();
