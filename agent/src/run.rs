@@ -1,10 +1,18 @@
-//! The service loop: collect metrics every interval into the spool, drain the spool in
-//! order, keep the configuration fresh, send the inventory when it changed (and every
-//! inventory interval), renew the certificate, and stop cleanly on the shutdown signal.
+//! The running agent: tasks that never wait on each other.
 //!
-//! Shutdown is checked between steps, never inside one: a send in progress finishes (or
-//! times out), and a batch collected is already in the spool, so nothing is lost.
+//! * **Sampling** collects metrics every interval and writes each batch to the spool,
+//!   whatever delivery is doing: nothing is lost only if it is collected, and an operator
+//!   that hangs (a frozen process, a stuck database) must not stop collection.
+//! * **Delivery** drains the spool oldest first, with backoff
+//!   ([`DeliveryLoop`](crate::delivery::DeliveryLoop)).
+//! * **Configuration**, **inventory** and **certificate renewal** each run on their own
+//!   schedule; a stuck request holds up only its own task. Renewal hands the new client to
+//!   the others through a watch channel; the configuration reaches sampling the same way.
+//!
+//! On the shutdown signal every task stops at once: a request in flight is abandoned, and
+//! its batch, like every batch collected, is already in the spool.
 use std::{
+    collections::HashMap,
     future::Future,
     sync::{
         Arc,
@@ -15,25 +23,35 @@ use std::{
 
 use cdot_crds::wire::{AgentConfig, MetricsBatch};
 use serde::{Deserialize, Serialize};
-use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tokio::{
+    sync::{Notify, Semaphore, watch},
+    task::{Id, JoinSet},
+    time::MissedTickBehavior,
+};
 use uuid::Uuid;
 
 use crate::{
     AGENT_VERSION,
     client::{AgentClient, ClientError, gzip_json},
     config::AgentSettings,
-    delivery::{self, Delivery},
+    delivery::{Delivery, DeliveryLoop},
     enroll::{self, Renewal},
     jwt::unix_now,
+    service::{stopped, unless_stopped},
     sources::{
         host_metrics::{CollectError, HostMetrics},
         inventory,
     },
-    spool::{Spool, SpoolError},
+    spool::{SharedSpool, Spool, SpoolError},
     state::{self, AuthMode, Credentials, StateError, StatePaths},
 };
 
-/// Failure to start the agent.
+/// Batches that could not be spooled and are being sent directly, at most.
+const DIRECT_SENDS: usize = 4;
+/// Pause before trying again after a failed inventory.
+const INVENTORY_RETRY: Duration = Duration::from_secs(60);
+
+/// Failure to start the agent, or of one of its tasks.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Identity files are missing or broken.
@@ -48,17 +66,31 @@ pub enum RunError {
     /// The collector cannot start.
     #[error(transparent)]
     Collect(#[from] CollectError),
+    /// A task ended before the shutdown signal (it panicked).
+    #[error("agent task {task} stopped unexpectedly: {message}")]
+    Task {
+        /// The task.
+        task: &'static str,
+        /// What it ended with.
+        message: String,
+    },
 }
 
 /// Counters of a running agent (shared; read them from a test while it runs).
 #[derive(Debug, Default)]
 pub struct AgentStats {
-    /// Batches collected and spooled.
+    /// Batches collected (samples taken).
     pub batches_collected: AtomicU64,
+    /// Batches written to the spool.
+    pub batches_spooled: AtomicU64,
     /// Batches acknowledged by the operator.
     pub batches_sent: AtomicU64,
     /// Batches refused permanently and dropped.
     pub batches_rejected: AtomicU64,
+    /// Batches neither spooled nor delivered (spool unwritable and direct send failed).
+    pub batches_lost: AtomicU64,
+    /// Acknowledgements of batches the full spool had dropped while they were in flight.
+    pub acks_after_drop: AtomicU64,
     /// Failed attempts that will be retried.
     pub send_retries: AtomicU64,
     /// Inventory reports accepted.
@@ -75,6 +107,22 @@ impl AgentStats {
     fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn delivered(&self, outcome: &Delivery) {
+        match outcome {
+            Delivery::Empty => {}
+            Delivery::Sent {
+                already_dropped, ..
+            } => {
+                Self::inc(&self.batches_sent);
+                if *already_dropped {
+                    Self::inc(&self.acks_after_drop);
+                }
+            }
+            Delivery::Refused => Self::inc(&self.batches_rejected),
+            Delivery::Retry => Self::inc(&self.send_retries),
+        }
+    }
 }
 
 /// What was last sent as inventory (persisted).
@@ -85,18 +133,13 @@ struct InventoryState {
     sent_at: i64,
 }
 
-enum SendOutcome {
-    Done,
-    Retry,
-}
-
-/// The running agent.
+/// The agent, ready to run.
 pub struct Agent {
     settings: AgentSettings,
     paths: StatePaths,
     creds: Credentials,
     client: AgentClient,
-    spool: Spool,
+    spool: SharedSpool,
     config: AgentConfig,
     metrics: HostMetrics,
     stats: Arc<AgentStats>,
@@ -112,10 +155,12 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// Loads the identity from the state directory and opens the spool.
+    /// Loads the identity from the state directory, closes the directory to others (0700:
+    /// a release before this one left it open) and opens the spool.
     pub fn new(settings: AgentSettings) -> Result<Self, RunError> {
         let paths = StatePaths::new(&settings.state_dir);
         let creds = paths.load()?;
+        paths.create_dir()?;
         let client = AgentClient::from_credentials(&creds, settings.request_timeout)?;
         let spool = Spool::open(paths.spool(), settings.spool_max_bytes)?;
         let config = paths.load_config().unwrap_or_default();
@@ -123,7 +168,7 @@ impl Agent {
             paths,
             creds,
             client,
-            spool,
+            spool: SharedSpool::new(spool),
             config,
             metrics: HostMetrics::new()?,
             settings,
@@ -131,179 +176,322 @@ impl Agent {
         })
     }
 
-    /// Counters, shared with the running loop.
+    /// Counters, shared with the running tasks.
     pub fn stats(&self) -> Arc<AgentStats> {
         self.stats.clone()
     }
 
-    /// The spool (batches waiting).
-    pub fn spool(&self) -> &Spool {
-        &self.spool
+    /// The spool (batches waiting), shared with the running tasks.
+    pub fn spool(&self) -> SharedSpool {
+        self.spool.clone()
     }
 
-    /// Runs until `shutdown` completes.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-        let mut shutdown = std::pin::pin!(shutdown);
+    /// Runs until `shutdown` completes, or fails when a task ends early.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let Self {
+            settings,
+            paths,
+            creds,
+            client,
+            spool,
+            config,
+            metrics,
+            stats,
+        } = self;
         tracing::info!(
-            namespace = %self.creds.identity.namespace,
-            device = %self.creds.identity.device_name,
-            server = %self.creds.identity.server,
-            spooled = self.spool.len(),
+            namespace = %creds.identity.namespace,
+            device = %creds.identity.device_name,
+            server = %creds.identity.server,
+            spooled = spool.lock().len(),
             "agent started"
         );
-        self.refresh_config().await;
-        let mut metrics_every = self.metrics_interval();
-        let mut metrics_tick = tokio::time::interval(metrics_every);
-        metrics_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let now = Instant::now();
-        let mut next_config = now + self.settings.config_refresh_interval;
-        let mut next_inventory = now;
-        let mut next_renew = now;
-        let mut next_drain = now;
-        let mut backoff = self.settings.retry_backoff_min;
-        let mut backing_off = false;
-        let renews = self.creds.identity.auth == AuthMode::Mtls;
+        let (stop_tx, stop) = watch::channel(false);
+        let (client_tx, client_rx) = watch::channel(client);
+        let (config_tx, config_rx) = watch::channel(config);
+        let wake = Arc::new(Notify::new());
+        let mut tasks = Tasks::default();
 
+        let sampler = Sampler {
+            metrics,
+            spool: spool.clone(),
+            wake: wake.clone(),
+            stats: stats.clone(),
+            config: config_rx.clone(),
+            interval_override: settings.metrics_interval_override,
+            direct: Arc::new(Semaphore::new(DIRECT_SENDS)),
+            client: client_rx.clone(),
+        };
+        tasks.spawn("sampling", sampler.run(stop.clone()));
+        let delivery = DeliveryLoop {
+            spool: spool.clone(),
+            client: client_rx.clone(),
+            route: "metrics",
+            backoff_min: settings.retry_backoff_min,
+            backoff_max: settings.retry_backoff_max,
+            wake,
+        };
+        let delivery_stats = stats.clone();
+        tasks.spawn(
+            "delivery",
+            delivery.run(stop.clone(), move |outcome| {
+                delivery_stats.delivered(outcome)
+            }),
+        );
+        tasks.spawn(
+            "configuration",
+            refresh_config(
+                client_rx.clone(),
+                config_tx,
+                paths.clone(),
+                settings.config_refresh_interval,
+                stop.clone(),
+            ),
+        );
+        let inventory = Inventory {
+            client: client_rx,
+            config: config_rx,
+            paths: paths.clone(),
+            settings: settings.clone(),
+            stats: stats.clone(),
+        };
+        tasks.spawn("inventory", inventory.run(stop.clone()));
+        if creds.identity.auth == AuthMode::Mtls {
+            let renewer = Renewer {
+                paths,
+                creds,
+                client: client_tx,
+                settings,
+                stats,
+            };
+            tasks.spawn("renewal", renewer.run(stop.clone()));
+        }
+
+        let failed = tokio::select! {
+            () = shutdown => None,
+            Some((task, message)) = tasks.next_ended() => {
+                tracing::error!(task, error = %message, "agent task stopped unexpectedly; stopping the agent");
+                Some(RunError::Task { task, message })
+            }
+        };
+        stop_tx.send_replace(true);
+        while let Some((task, message)) = tasks.next_ended().await {
+            tracing::error!(task, error = %message, "agent task failed while stopping");
+        }
+        tracing::info!(
+            spooled = spool.lock().len(),
+            "stopped; unsent batches stay in the spool"
+        );
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// The agent's tasks, by name.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    names: HashMap<Id, &'static str>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// The next task to end, and how; None when all have ended.
+    async fn next_ended(&mut self) -> Option<(&'static str, String)> {
+        let (id, message) = match self.set.join_next_with_id().await? {
+            Ok((id, ())) => (id, "returned".to_owned()),
+            Err(e) => (e.id(), e.to_string()),
+        };
+        Some((self.names.get(&id).copied().unwrap_or("unknown"), message))
+    }
+}
+
+fn metrics_interval(config: &AgentConfig, override_: Option<Duration>) -> Duration {
+    override_.unwrap_or(Duration::from_secs(config.metrics_interval_secs.max(1)))
+}
+
+/// Collects a batch every metrics interval and spools it.
+struct Sampler {
+    metrics: HostMetrics,
+    spool: SharedSpool,
+    /// Tells delivery that a batch is waiting.
+    wake: Arc<Notify>,
+    stats: Arc<AgentStats>,
+    config: watch::Receiver<AgentConfig>,
+    interval_override: Option<Duration>,
+    /// Room for direct sends of batches the spool could not take.
+    direct: Arc<Semaphore>,
+    client: watch::Receiver<AgentClient>,
+}
+
+impl Sampler {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut every = metrics_interval(&self.config.borrow(), self.interval_override);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut config_open = true;
         loop {
             tokio::select! {
                 biased;
-                () = &mut shutdown => break,
-                _ = metrics_tick.tick() => {
-                    self.collect_and_spool().await;
-                    if !backing_off {
-                        next_drain = Instant::now();
+                () = stopped(&mut stop) => return,
+                _ = tick.tick() => self.sample(),
+                changed = self.config.changed(), if config_open => {
+                    if changed.is_err() {
+                        config_open = false;
+                        continue;
                     }
-                }
-                () = sleep_until(next_drain), if !self.spool.is_empty() => {
-                    match self.send_oldest().await {
-                        SendOutcome::Done => {
-                            backoff = self.settings.retry_backoff_min;
-                            backing_off = false;
-                            next_drain = Instant::now();
-                        }
-                        SendOutcome::Retry => {
-                            next_drain = Instant::now() + backoff;
-                            backoff = (backoff * 2).min(self.settings.retry_backoff_max);
-                            backing_off = true;
-                        }
+                    let new = metrics_interval(&self.config.borrow_and_update(), self.interval_override);
+                    if new != every {
+                        tracing::info!(seconds = new.as_secs_f64(), "metrics interval changed");
+                        every = new;
+                        tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
                     }
-                }
-                () = sleep_until(next_config) => {
-                    self.refresh_config().await;
-                    next_config = Instant::now() + self.settings.config_refresh_interval;
-                    let every = self.metrics_interval();
-                    if every != metrics_every {
-                        tracing::info!(seconds = every.as_secs_f64(), "metrics interval changed");
-                        metrics_every = every;
-                        metrics_tick = tokio::time::interval_at(Instant::now() + every, every);
-                        metrics_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                    }
-                }
-                () = sleep_until(next_inventory) => {
-                    next_inventory = Instant::now() + self.inventory_step().await;
-                }
-                () = sleep_until(next_renew), if renews => {
-                    next_renew = Instant::now() + self.renew_step().await;
                 }
             }
         }
-        tracing::info!(
-            spooled = self.spool.len(),
-            "shutting down; unsent batches stay in the spool"
-        );
-        Ok(())
     }
 
-    fn metrics_interval(&self) -> Duration {
-        self.settings
-            .metrics_interval_override
-            .unwrap_or(Duration::from_secs(
-                self.config.metrics_interval_secs.max(1),
-            ))
+    fn sample(&mut self) {
+        let services = self.config.borrow().monitored_services.clone();
+        let batch = MetricsBatch {
+            batch_id: Uuid::new_v4(),
+            agent_version: AGENT_VERSION.to_owned(),
+            samples: self.metrics.collect(&services),
+        };
+        let body = match gzip_json(&batch) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(batch_id = %batch.batch_id, error = %e, "failed to encode metrics batch; lost");
+                AgentStats::inc(&self.stats.batches_lost);
+                return;
+            }
+        };
+        AgentStats::inc(&self.stats.batches_collected);
+        let pushed = self.spool.lock().push(batch.batch_id, &body);
+        match pushed {
+            Ok(_) => {
+                AgentStats::inc(&self.stats.batches_spooled);
+                self.wake.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(batch_id = %batch.batch_id, error = %e, "failed to spool metrics batch; sending it directly");
+                self.send_directly(batch.batch_id, body);
+            }
+        }
     }
 
-    fn inventory_interval(&self) -> Duration {
-        self.settings
-            .inventory_interval_override
-            .unwrap_or(Duration::from_secs(
-                self.config.inventory_interval_secs.max(60),
-            ))
+    /// Cannot persist (disk full, read-only): still try to deliver this one, once, in a
+    /// task of its own so that sampling goes on.
+    fn send_directly(&self, batch_id: Uuid, body: Vec<u8>) {
+        let Ok(permit) = self.direct.clone().try_acquire_owned() else {
+            tracing::error!(%batch_id, in_flight = DIRECT_SENDS, "metrics batch lost: too many direct sends waiting");
+            AgentStats::inc(&self.stats.batches_lost);
+            return;
+        };
+        let client = self.client.borrow().clone();
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match client.send_metrics_gz(body).await {
+                Ok(_) => AgentStats::inc(&stats.batches_sent),
+                Err(e) => {
+                    tracing::error!(%batch_id, error = %e, "metrics batch lost");
+                    AgentStats::inc(&stats.batches_lost);
+                }
+            }
+        });
     }
+}
 
-    async fn refresh_config(&mut self) {
-        match self.client.config().await {
-            Ok(config) => {
-                if config != self.config {
-                    tracing::info!(?config, "configuration updated");
-                    if let Err(e) = self.paths.save_config(&config) {
+/// Fetches the configuration every `every` and publishes it when it changed.
+async fn refresh_config(
+    client: watch::Receiver<AgentClient>,
+    config: watch::Sender<AgentConfig>,
+    paths: StatePaths,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let current = client.borrow().clone();
+        let Some(fetched) = unless_stopped(&mut stop, current.config()).await else {
+            return;
+        };
+        match fetched {
+            Ok(new) => {
+                if new != *config.borrow() {
+                    tracing::info!(config = ?new, "configuration updated");
+                    if let Err(e) = paths.save_config(&new) {
                         tracing::warn!(error = %e, "failed to cache the configuration");
                     }
-                    self.config = config;
+                    config.send_replace(new);
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "failed to fetch the configuration; keeping the last one")
             }
         }
+        if unless_stopped(&mut stop, tokio::time::sleep(every))
+            .await
+            .is_none()
+        {
+            return;
+        }
     }
+}
 
-    async fn collect_and_spool(&mut self) {
-        let batch = MetricsBatch {
-            batch_id: Uuid::new_v4(),
-            agent_version: AGENT_VERSION.to_owned(),
-            samples: self.metrics.collect(&self.config.monitored_services),
-        };
-        let body = match gzip_json(&batch) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(batch_id = %batch.batch_id, error = %e, "failed to encode metrics batch");
+/// Sends the inventory when it changed, and every inventory interval.
+struct Inventory {
+    client: watch::Receiver<AgentClient>,
+    config: watch::Receiver<AgentConfig>,
+    paths: StatePaths,
+    settings: AgentSettings,
+    stats: Arc<AgentStats>,
+}
+
+impl Inventory {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        while let Some(wait) = unless_stopped(&mut stop, self.step()).await {
+            if unless_stopped(&mut stop, tokio::time::sleep(wait))
+                .await
+                .is_none()
+            {
                 return;
             }
-        };
-        AgentStats::inc(&self.stats.batches_collected);
-        if let Err(e) = self.spool.push(batch.batch_id, &body) {
-            // Cannot persist (disk full, read-only): still try to deliver this one.
-            tracing::error!(batch_id = %batch.batch_id, error = %e, "failed to spool metrics batch; sending it directly");
-            match self.client.send_metrics_gz(body).await {
-                Ok(_) => AgentStats::inc(&self.stats.batches_sent),
-                Err(e) => {
-                    tracing::error!(batch_id = %batch.batch_id, error = %e, "metrics batch lost")
-                }
-            }
         }
     }
 
-    async fn send_oldest(&mut self) -> SendOutcome {
-        match delivery::send_oldest(&mut self.spool, &self.client, "metrics").await {
-            Delivery::Empty => SendOutcome::Done,
-            Delivery::Sent(_) => {
-                AgentStats::inc(&self.stats.batches_sent);
-                SendOutcome::Done
-            }
-            Delivery::Refused => {
-                AgentStats::inc(&self.stats.batches_rejected);
-                SendOutcome::Done
-            }
-            Delivery::Retry => {
-                AgentStats::inc(&self.stats.send_retries);
-                SendOutcome::Retry
-            }
-        }
+    fn interval(&self) -> Duration {
+        self.settings
+            .inventory_interval_override
+            .unwrap_or(Duration::from_secs(
+                self.config.borrow().inventory_interval_secs.max(60),
+            ))
     }
 
     /// Sends the inventory if it changed or is due; returns when to check again.
-    async fn inventory_step(&mut self) -> Duration {
+    async fn step(&self) -> Duration {
         let check = self.settings.inventory_check_interval;
-        let report = inventory::collect();
+        // Reading the package database takes a while: off the tasks' threads.
+        let report = match tokio::task::spawn_blocking(inventory::collect).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!(error = %e, "collecting the inventory failed; will retry");
+                return check.min(INVENTORY_RETRY);
+            }
+        };
         let hash = inventory::report_hash(&report);
         let path = self.paths.inventory_state();
         let last: InventoryState = state::read_json(&path).unwrap_or_default();
-        let interval = self.inventory_interval();
+        let interval = self.interval();
         let age = Duration::from_secs(u64::try_from(unix_now() - last.sent_at).unwrap_or(0));
         if last.hash == hash && age < interval {
             return check.min(interval - age);
         }
-        match self.client.put_inventory(&report).await {
+        let client = self.client.borrow().clone();
+        match client.put_inventory(&report).await {
             Ok(()) => {
                 tracing::info!(
                     packages = report.software.len(),
@@ -322,20 +510,46 @@ impl Agent {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "sending inventory failed; will retry");
-                check.min(Duration::from_secs(60))
+                check.min(INVENTORY_RETRY)
             }
         }
     }
+}
 
-    /// Renews the certificate when due; returns when to check again.
-    async fn renew_step(&mut self) -> Duration {
-        let timeout = self.settings.request_timeout;
-        let renewal =
-            enroll::renew_if_due(&self.paths, &mut self.creds, &mut self.client, timeout).await;
-        if renewal == Renewal::Renewed {
-            AgentStats::inc(&self.stats.renewals);
+/// Renews the certificate when due and hands the new client to the other tasks.
+struct Renewer {
+    paths: StatePaths,
+    creds: Credentials,
+    client: watch::Sender<AgentClient>,
+    settings: AgentSettings,
+    stats: Arc<AgentStats>,
+}
+
+impl Renewer {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut client = self.client.borrow().clone();
+        loop {
+            let renew = enroll::renew_if_due(
+                &self.paths,
+                &mut self.creds,
+                &mut client,
+                self.settings.request_timeout,
+            );
+            let Some(renewal) = unless_stopped(&mut stop, renew).await else {
+                return;
+            };
+            if renewal == Renewal::Renewed {
+                AgentStats::inc(&self.stats.renewals);
+                self.client.send_replace(client.clone());
+            }
+            let wait = renewal.next_check(self.settings.renew_check_interval);
+            if unless_stopped(&mut stop, tokio::time::sleep(wait))
+                .await
+                .is_none()
+            {
+                return;
+            }
         }
-        renewal.next_check(self.settings.renew_check_interval)
     }
 }
 

@@ -1,6 +1,28 @@
 //! What both service binaries (agent and collector) need at their edge: logging set up
-//! from the chosen format, and the shutdown signal.
+//! from the chosen format, the shutdown signal, and the stop signal of their tasks.
+use std::future::Future;
+
+use tokio::sync::watch;
+
 use crate::cli::LogFormat;
+
+/// Completes once `stop` is true or its sender is gone: how a service's tasks learn that
+/// they must end.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Runs `work` unless `stop` comes first (then `work` is dropped and None returned).
+pub async fn unless_stopped<F: Future>(
+    stop: &mut watch::Receiver<bool>,
+    work: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        () = stopped(stop) => None,
+        output = work => Some(output),
+    }
+}
 
 /// Completes on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {

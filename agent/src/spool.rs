@@ -8,10 +8,18 @@
 //! * Bounded by size: when a new batch would exceed the bound, the oldest batches are
 //!   dropped and counted in `counters.json` (persisted) and in the log.
 //! * Files that do not match the naming pattern are ignored (and left alone).
+//! * Private: the directory is 0700 (created so, and tightened at every open, so that an
+//!   upgrade from a release that made it 0755 closes it), the batch files 0600.
+//! * Shared by the task that fills it and the task that drains it as a [`SharedSpool`]:
+//!   every operation is a short file operation under a lock that is never held across a
+//!   request, so a batch can be spooled while another one is on its way.
 use std::{
     collections::VecDeque,
-    fs, io,
+    fs::{self, DirBuilder},
+    io,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use serde::{Deserialize, Serialize};
@@ -94,10 +102,22 @@ impl Spool {
     /// a previous run are kept; temporary files of an interrupted write are removed.
     pub fn open(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Self, SpoolError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| SpoolError::Io {
-            action: "create",
-            path: dir.clone(),
-            source,
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| SpoolError::Io {
+                action: "create",
+                path: dir.clone(),
+                source,
+            })?;
+        // `create` leaves an existing directory's mode alone.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            SpoolError::Io {
+                action: "set permissions 0700 of",
+                path: dir.clone(),
+                source,
+            }
         })?;
         let mut entries = Vec::new();
         let read_dir = fs::read_dir(&dir).map_err(|source| SpoolError::Io {
@@ -207,19 +227,26 @@ impl Spool {
         })
     }
 
-    /// Removes an acknowledged batch.
-    pub fn remove(&mut self, entry: &SpoolEntry) -> Result<(), SpoolError> {
+    /// Removes an acknowledged batch. Returns false when it was no longer spooled: the
+    /// bound dropped it while it was being sent.
+    pub fn remove(&mut self, entry: &SpoolEntry) -> Result<bool, SpoolError> {
         self.remove_file(entry)
     }
 
-    /// Removes a batch the operator refused permanently, and counts it.
-    pub fn reject(&mut self, entry: &SpoolEntry) -> Result<(), SpoolError> {
-        self.remove_file(entry)?;
+    /// Removes a batch the operator refused permanently, and counts it, unless the bound
+    /// had already dropped (and counted) it. Returns whether it was still spooled.
+    pub fn reject(&mut self, entry: &SpoolEntry) -> Result<bool, SpoolError> {
+        if !self.remove_file(entry)? {
+            return Ok(false);
+        }
         self.counters.dropped_rejected += 1;
-        self.save_counters()
+        self.save_counters()?;
+        Ok(true)
     }
 
-    fn remove_file(&mut self, entry: &SpoolEntry) -> Result<(), SpoolError> {
+    /// Removes a batch's file and index entry; false when it had neither. Sequence numbers
+    /// are never reused, so a stale entry cannot remove a newer batch.
+    fn remove_file(&mut self, entry: &SpoolEntry) -> Result<bool, SpoolError> {
         let path = self.dir.join(entry.file_name());
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -236,8 +263,9 @@ impl Spool {
             && let Some(removed) = self.entries.remove(pos)
         {
             self.total_bytes -= removed.bytes;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     fn save_counters(&self) -> Result<(), SpoolError> {
@@ -268,6 +296,24 @@ impl Spool {
     /// Drop counters (persisted across restarts).
     pub fn counters(&self) -> SpoolCounters {
         self.counters
+    }
+}
+
+/// The spool shared between the task that fills it and the task that drains it.
+#[derive(Clone, Debug)]
+pub struct SharedSpool(Arc<Mutex<Spool>>);
+
+impl SharedSpool {
+    /// Shares `spool`.
+    pub fn new(spool: Spool) -> Self {
+        Self(Arc::new(Mutex::new(spool)))
+    }
+
+    /// Locks the spool. Hold the guard for file operations only, never across an
+    /// `.await`. A panic while it was held leaves the index as consistent as the files
+    /// (each operation updates the index after its file), so a poisoned lock is taken over.
+    pub fn lock(&self) -> MutexGuard<'_, Spool> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -391,5 +437,54 @@ mod tests {
             .flatten()
             .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"));
         assert!(!tmp_left);
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn directory_is_private_and_an_open_one_is_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fresh = dir.path().join("state/spool");
+        Spool::open(&fresh, DEFAULT_MAX_BYTES).expect("open");
+        assert_eq!(mode(&fresh), 0o700);
+
+        // A spool left world-readable by an older release is tightened when opened.
+        let old = dir.path().join("old-spool");
+        fs::create_dir(&old).expect("mkdir");
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut spool = Spool::open(&old, DEFAULT_MAX_BYTES).expect("open");
+        assert_eq!(mode(&old), 0o700);
+        let entry = spool.push(Uuid::new_v4(), b"x").expect("push");
+        assert_eq!(mode(&old.join(entry.file_name())), 0o600);
+    }
+
+    #[test]
+    fn answer_for_a_batch_the_bound_dropped_is_harmless() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 60).expect("open");
+        spool.push(Uuid::new_v4(), &[1u8; 30]).expect("push");
+        let in_flight = spool.oldest().cloned().expect("oldest");
+        spool.push(Uuid::new_v4(), &[2u8; 30]).expect("push");
+        // Full while the oldest is being sent: it is dropped under the sender's feet.
+        let newest = spool.push(Uuid::new_v4(), &[3u8; 30]).expect("push");
+        assert_eq!(spool.counters().dropped_full, 1);
+        assert!(!spool.entries().any(|e| e.seq == in_flight.seq));
+
+        // Its acknowledgement or refusal then finds nothing, and takes nothing else.
+        assert!(!spool.remove(&in_flight).expect("remove"));
+        assert!(!spool.reject(&in_flight).expect("reject"));
+        assert_eq!(
+            spool.counters(),
+            SpoolCounters {
+                dropped_full: 1,
+                dropped_rejected: 0
+            },
+            "a dropped batch is counted once"
+        );
+        assert_eq!(spool.len(), 2);
+        assert_eq!(spool.total_bytes(), 60);
+        assert_eq!(spool.entries().last(), Some(&newest));
     }
 }

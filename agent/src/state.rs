@@ -1,7 +1,7 @@
 //! The agent's identity on disk: key, certificate, CA, identity JSON, and the helpers that
 //! write them atomically (temporary file, fsync, rename, fsync of the directory).
 //!
-//! Layout of the state directory:
+//! Layout of the state directory (0700: [`StatePaths::create_dir`]):
 //!
 //! | file | content |
 //! |---|---|
@@ -11,7 +11,7 @@
 //! | `identity.json` | [`Identity`] |
 //! | `config.json` | last [`AgentConfig`] received |
 //! | `inventory.json` | hash and time of the last inventory sent |
-//! | `spool/` | the [`Spool`](crate::spool::Spool) |
+//! | `spool/` (0700) | the [`Spool`](crate::spool::Spool) |
 //!
 //! Renewal replaces key and certificate as a pair: both are first written as `*.new`
 //! (key first, then certificate); once `cert.pem.new` exists the pair is complete and is
@@ -181,7 +181,8 @@ impl StatePaths {
         PathBuf::from(s)
     }
 
-    /// Creates the state directory (0700) if needed.
+    /// Creates the state directory if needed, and makes it 0700 whether new or not: it
+    /// holds the key, and a release before this one could leave it open.
     pub fn create_dir(&self) -> Result<(), StateError> {
         fs::create_dir_all(&self.dir).map_err(|source| StateError::Io {
             action: "create directory",

@@ -40,7 +40,7 @@ impl ReporterMetrics {
         let metrics = Self::default();
         registry.register(
             "cdot_collector_batches",
-            "Collector batches by outcome (spooled, sent, refused, retry, spool_failed, encode_failed)",
+            "Collector batches by outcome (spooled, sent, sent_after_drop, refused, retry, spool_failed, encode_failed)",
             metrics.batches.clone(),
         );
         registry.register(

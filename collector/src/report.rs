@@ -1,15 +1,20 @@
 //! The reporter: gathers what the components produce, cuts it into batches every ship
-//! interval, writes each batch to the on-disk spool before sending it, drains the spool in
-//! order, keeps the components' targets fresh from the operator, and renews the client
-//! certificate. On shutdown it stops the components, waits for their last output (flows of
-//! the current minute included), spools it and makes one last delivery attempt.
-use std::{future::Future, time::Duration};
+//! interval and writes each batch to the on-disk spool. Delivery (the spool drained in
+//! order), the assignments (the components' targets kept fresh from the operator) and
+//! certificate renewal run in tasks of their own, so a slow or frozen operator stops none
+//! of the gathering and spooling: the components' queues keep flowing.
+//!
+//! On shutdown it stops the components, waits for their last output (flows of the current
+//! minute included), stops the other tasks (a send in flight is abandoned; its batch stays
+//! in the spool), spools the last output and makes one last delivery attempt.
+use std::{future::Future, sync::Arc, time::Duration};
 
 use cdot_agent::{
     client::{AgentClient, gzip_json},
-    delivery::{self, Delivery},
+    delivery::{self, Delivery, DeliveryLoop},
     enroll::{self, Renewal},
-    spool::{Spool, SpoolError},
+    service::unless_stopped,
+    spool::{SharedSpool, Spool, SpoolError},
     state::{Credentials, StateError, StatePaths},
 };
 use cdot_crds::wire::collector::{
@@ -17,8 +22,9 @@ use cdot_crds::wire::collector::{
     SnmpTarget,
 };
 use tokio::{
-    sync::{mpsc, watch},
-    time::{Instant, MissedTickBehavior, sleep_until},
+    sync::{Notify, mpsc, watch},
+    task::JoinHandle,
+    time::{Instant, MissedTickBehavior},
 };
 
 use crate::{metrics::ReporterMetrics, ship::Pending};
@@ -85,19 +91,20 @@ pub struct Outputs {
     pub stop_components: watch::Sender<bool>,
 }
 
-/// The running reporter.
+/// The reporter, ready to run.
 pub struct Reporter {
     settings: ReporterSettings,
     paths: StatePaths,
     creds: Credentials,
     client: AgentClient,
-    spool: Spool,
+    spool: SharedSpool,
     metrics: ReporterMetrics,
     pending: Pending,
 }
 
 impl Reporter {
-    /// Loads the identity from `state_dir` and opens the spool.
+    /// Loads the identity from `state_dir`, closes the directory to others (0700: a
+    /// release before this one left it open) and opens the spool.
     pub fn new(
         state_dir: &std::path::Path,
         settings: ReporterSettings,
@@ -105,6 +112,7 @@ impl Reporter {
     ) -> Result<Self, ReportError> {
         let paths = StatePaths::new(state_dir);
         let creds = paths.load()?;
+        paths.create_dir()?;
         let client = AgentClient::from_credentials(&creds, settings.request_timeout)?;
         let spool = Spool::open(paths.spool(), settings.spool_max_bytes)?;
         Ok(Self {
@@ -112,7 +120,7 @@ impl Reporter {
             paths,
             creds,
             client,
-            spool,
+            spool: SharedSpool::new(spool),
             metrics,
             pending: Pending::default(),
         })
@@ -130,23 +138,26 @@ impl Reporter {
             namespace = %self.creds.identity.namespace,
             collector = %self.creds.identity.device_name,
             server = %self.creds.identity.server,
-            spooled = self.spool.len(),
+            spooled = self.spool.lock().len(),
             "collector reporting"
         );
+        let (stop_tx, stop) = watch::channel(false);
+        let (client_tx, client_rx) = watch::channel(self.client.clone());
+        let wake = Arc::new(Notify::new());
+        let tasks = self.spawn_tasks(
+            outputs.targets(),
+            client_tx,
+            client_rx.clone(),
+            wake.clone(),
+            stop,
+        );
+
         let mut ship_tick = tokio::time::interval(self.settings.ship_interval);
         ship_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let now = Instant::now();
-        let mut next_assignments = now;
-        let mut next_renew = now;
-        let mut next_drain = now;
-        let mut backoff = self.settings.retry_backoff_min;
         let mut stopping = false;
         let (mut flows_open, mut interfaces_open, mut probes_open) = (true, true, true);
-
-        loop {
-            if stopping && !flows_open && !interfaces_open && !probes_open {
-                break;
-            }
+        // Nothing in this loop waits on the operator.
+        while !stopping || flows_open || interfaces_open || probes_open {
             tokio::select! {
                 biased;
                 () = &mut shutdown, if !stopping => {
@@ -166,43 +177,74 @@ impl Reporter {
                     None => probes_open = false,
                 },
                 _ = ship_tick.tick(), if !stopping => {
-                    self.spool_pending();
-                    next_drain = next_drain.min(Instant::now());
-                }
-                () = sleep_until(next_drain), if !stopping && !self.spool.is_empty() => {
-                    if self.deliver_one().await {
-                        backoff = self.settings.retry_backoff_min;
-                        next_drain = Instant::now();
-                    } else {
-                        next_drain = Instant::now() + backoff;
-                        backoff = (backoff * 2).min(self.settings.retry_backoff_max);
+                    if self.spool_pending() {
+                        wake.notify_one();
                     }
                 }
-                () = sleep_until(next_assignments), if !stopping => {
-                    self.refresh_assignments(&outputs).await;
-                    next_assignments = Instant::now() + self.settings.assignments_refresh;
-                }
-                () = sleep_until(next_renew), if !stopping => {
-                    next_renew = Instant::now() + self.renew_step().await;
-                }
+            }
+        }
+        stop_tx.send_replace(true);
+        for (task, handle) in tasks {
+            if let Err(e) = handle.await {
+                tracing::error!(task, error = %e, "reporter task failed");
             }
         }
         self.spool_pending();
-        let deadline = Instant::now() + self.settings.final_drain;
-        while !self.spool.is_empty() && Instant::now() < deadline {
-            let delivered = tokio::time::timeout_at(deadline, self.deliver_one()).await;
-            if !matches!(delivered, Ok(true)) {
-                break;
-            }
-        }
+        let client = client_rx.borrow().clone();
+        self.final_drain(&client).await;
         tracing::info!(
-            spooled = self.spool.len(),
+            spooled = self.spool.lock().len(),
             "collector stopped; unsent batches stay in the spool"
         );
     }
 
-    /// Writes everything pending to the spool, one file per batch.
-    fn spool_pending(&mut self) {
+    /// Starts delivery, the assignments and renewal, each in a task of its own.
+    fn spawn_tasks(
+        &self,
+        targets: Targets,
+        client_tx: watch::Sender<AgentClient>,
+        client_rx: watch::Receiver<AgentClient>,
+        wake: Arc<Notify>,
+        stop: watch::Receiver<bool>,
+    ) -> Vec<(&'static str, JoinHandle<()>)> {
+        let delivery = DeliveryLoop {
+            spool: self.spool.clone(),
+            client: client_rx.clone(),
+            route: BATCH_ROUTE,
+            backoff_min: self.settings.retry_backoff_min,
+            backoff_max: self.settings.retry_backoff_max,
+            wake,
+        };
+        let (metrics, spool) = (self.metrics.clone(), self.spool.clone());
+        let on_outcome = move |outcome: &Delivery| record(&metrics, &spool, outcome);
+        let renewer = Renewer {
+            paths: self.paths.clone(),
+            creds: self.creds.clone(),
+            client: client_tx,
+            settings: self.settings.clone(),
+        };
+        vec![
+            (
+                "delivery",
+                tokio::spawn(delivery.run(stop.clone(), on_outcome)),
+            ),
+            (
+                "assignments",
+                tokio::spawn(refresh_assignments(
+                    client_rx,
+                    targets,
+                    self.settings.assignments_refresh,
+                    stop.clone(),
+                )),
+            ),
+            ("renewal", tokio::spawn(renewer.run(stop))),
+        ]
+    }
+
+    /// Writes everything pending to the spool, one file per batch; true when a batch was
+    /// spooled. Batches are compressed outside the lock, which delivery needs too.
+    fn spool_pending(&mut self) -> bool {
+        let mut spooled = false;
         for batch in self.pending.take_batches() {
             let body = match gzip_json(&batch) {
                 Ok(body) => body,
@@ -212,8 +254,12 @@ impl Reporter {
                     continue;
                 }
             };
-            match self.spool.push(batch.batch_id, &body) {
-                Ok(_) => self.metrics.batch("spooled"),
+            let pushed = self.spool.lock().push(batch.batch_id, &body);
+            match pushed {
+                Ok(_) => {
+                    self.metrics.batch("spooled");
+                    spooled = true;
+                }
                 Err(e) => {
                     // Nothing else can hold it: the loss is logged and counted.
                     tracing::error!(batch_id = %batch.batch_id, error = %e, "failed to spool collector batch; dropped");
@@ -221,37 +267,76 @@ impl Reporter {
                 }
             }
         }
-        self.metrics.set_spool(&self.spool);
+        self.metrics.set_spool(&self.spool.lock());
+        spooled
     }
 
-    /// One delivery attempt; true when the spool moved (sent or refused).
-    async fn deliver_one(&mut self) -> bool {
-        let outcome = delivery::send_oldest(&mut self.spool, &self.client, BATCH_ROUTE).await;
-        let moved = match outcome {
-            Delivery::Empty => true,
-            Delivery::Sent(_) => {
-                self.metrics.batch("sent");
-                true
+    /// The last delivery attempt on shutdown, bounded by `final_drain`.
+    async fn final_drain(&self, client: &AgentClient) {
+        let deadline = Instant::now() + self.settings.final_drain;
+        while Instant::now() < deadline {
+            let attempt = delivery::send_oldest(&self.spool, client, BATCH_ROUTE);
+            let Ok(outcome) = tokio::time::timeout_at(deadline, attempt).await else {
+                break;
+            };
+            record(&self.metrics, &self.spool, &outcome);
+            if matches!(outcome, Delivery::Empty | Delivery::Retry) {
+                break;
             }
-            Delivery::Refused => {
-                self.metrics.batch("refused");
-                true
+        }
+    }
+}
+
+/// Counts a delivery attempt and updates the spool gauges.
+fn record(metrics: &ReporterMetrics, spool: &SharedSpool, outcome: &Delivery) {
+    match outcome {
+        Delivery::Empty => {}
+        Delivery::Sent {
+            already_dropped, ..
+        } => {
+            metrics.batch("sent");
+            if *already_dropped {
+                // Counted as dropped when the full spool let it go; the operator has it.
+                metrics.batch("sent_after_drop");
             }
-            Delivery::Retry => {
-                self.metrics.batch("retry");
-                false
-            }
+        }
+        Delivery::Refused => metrics.batch("refused"),
+        Delivery::Retry => metrics.batch("retry"),
+    }
+    metrics.set_spool(&spool.lock());
+}
+
+/// The senders of what the operator assigns to the components.
+struct Targets {
+    snmp: watch::Sender<Vec<SnmpTarget>>,
+    probes: watch::Sender<Vec<ProbeTarget>>,
+    devices: watch::Sender<Vec<SiteDevice>>,
+}
+
+impl Outputs {
+    fn targets(&self) -> Targets {
+        Targets {
+            snmp: self.snmp_targets.clone(),
+            probes: self.probe_targets.clone(),
+            devices: self.devices.clone(),
+        }
+    }
+}
+
+/// Fetches the assignments every `every` and hands them to the components.
+async fn refresh_assignments(
+    client: watch::Receiver<AgentClient>,
+    targets: Targets,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let current = client.borrow().clone();
+        let fetch = current.get_json::<CollectorAssignments>(ASSIGNMENTS_ROUTE);
+        let Some(fetched) = unless_stopped(&mut stop, fetch).await else {
+            return;
         };
-        self.metrics.set_spool(&self.spool);
-        moved
-    }
-
-    async fn refresh_assignments(&mut self, outputs: &Outputs) {
-        match self
-            .client
-            .get_json::<CollectorAssignments>(ASSIGNMENTS_ROUTE)
-            .await
-        {
+        match fetched {
             Ok(assignments) => {
                 tracing::debug!(
                     snmp = assignments.snmp.len(),
@@ -259,24 +344,56 @@ impl Reporter {
                     devices = assignments.devices.len(),
                     "assignments fetched"
                 );
-                publish(&outputs.devices, assignments.devices);
-                publish(&outputs.snmp_targets, assignments.snmp);
-                publish(&outputs.probe_targets, assignments.probes);
+                publish(&targets.devices, assignments.devices);
+                publish(&targets.snmp, assignments.snmp);
+                publish(&targets.probes, assignments.probes);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "failed to fetch assignments; keeping the last ones")
             }
         }
-    }
-
-    async fn renew_step(&mut self) -> Duration {
-        let timeout = self.settings.request_timeout;
-        let renewal =
-            enroll::renew_if_due(&self.paths, &mut self.creds, &mut self.client, timeout).await;
-        if renewal == Renewal::Renewed {
-            tracing::info!("client certificate renewed");
+        if unless_stopped(&mut stop, tokio::time::sleep(every))
+            .await
+            .is_none()
+        {
+            return;
         }
-        renewal.next_check(self.settings.renew_check_interval)
+    }
+}
+
+/// Renews the client certificate when due and hands the new client to the other tasks.
+struct Renewer {
+    paths: StatePaths,
+    creds: Credentials,
+    client: watch::Sender<AgentClient>,
+    settings: ReporterSettings,
+}
+
+impl Renewer {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut client = self.client.borrow().clone();
+        loop {
+            let renew = enroll::renew_if_due(
+                &self.paths,
+                &mut self.creds,
+                &mut client,
+                self.settings.request_timeout,
+            );
+            let Some(renewal) = unless_stopped(&mut stop, renew).await else {
+                return;
+            };
+            if renewal == Renewal::Renewed {
+                tracing::info!("client certificate renewed");
+                self.client.send_replace(client.clone());
+            }
+            let wait = renewal.next_check(self.settings.renew_check_interval);
+            if unless_stopped(&mut stop, tokio::time::sleep(wait))
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Fixtures for the workspace's tests, written once: a PostgreSQL database per test
 //! ([`pg::TestDb`]), network namespaces on a private bridge where real peers (snmpd,
 //! softflowd, ping targets) run ([`netns::Lab`]), net-snmp agents on them
-//! ([`snmpd::Snmpd`]), daemons stopped gracefully ([`process::Daemon`]), hosts that answer pings late ([`echo::DelayedEcho`]), and paths of
-//! workspace binaries.
+//! ([`snmpd::Snmpd`]), daemons stopped gracefully ([`process::Daemon`]), hosts that answer pings late ([`echo::DelayedEcho`]), a server
+//! that freezes ([`frozen::FreezableProxy`]), and paths of workspace binaries.
 pub mod bins;
 pub mod echo;
+pub mod frozen;
 pub mod kube_emulator;
 pub mod netns;
 pub mod pg;

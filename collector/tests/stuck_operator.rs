@@ -1,0 +1,335 @@
+//! The collector's reporter against an operator that freezes (accepts connections, never
+//! answers): batches are still cut every ship interval and spooled, the components' queues
+//! keep flowing, and once the operator answers every batch is delivered once, in order.
+use std::{
+    fs,
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use cdot_agent::{
+    client::gunzip,
+    jwt,
+    state::{self, AuthMode, Credentials, Identity, StatePaths},
+};
+use cdot_collector::{
+    metrics::ReporterMetrics,
+    report::{Inputs, Outputs, Reporter, ReporterSettings},
+};
+use cdot_crds::wire::{
+    AgentConfig, BatchAck,
+    collector::{CollectorAssignments, CollectorBatch, ProbeResult},
+};
+use cdot_testkit::frozen::FreezableProxy;
+use prometheus_client::{encoding::text::encode, registry::Registry};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+use uuid::Uuid;
+
+/// Batches in the order the operator acknowledged them: id and the probes' sequence numbers.
+type Received = Arc<Mutex<Vec<(Uuid, Vec<i64>)>>>;
+
+async fn batches_route(State(received): State<Received>, body: Bytes) -> Response {
+    let batch: CollectorBatch =
+        serde_json::from_slice(&gunzip(&body).expect("gzip")).expect("CollectorBatch");
+    let seqs = batch.probes.iter().map(|p| p.t).collect();
+    received.lock().expect("lock").push((batch.batch_id, seqs));
+    Json(BatchAck {
+        batch_id: batch.batch_id,
+        stored: batch.probes.len() as u32,
+        duplicate: false,
+    })
+    .into_response()
+}
+
+/// An HTTPS operator on 127.0.0.1; returns its address and its certificate (the CA).
+async fn start_operator(received: Received) -> (SocketAddr, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
+    let cert_pem = params.self_signed(&key).expect("cert").pem();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        cert_pem.clone().into_bytes(),
+        key.serialize_pem().into_bytes(),
+    )
+    .await
+    .expect("tls");
+    let app = Router::new()
+        .route(
+            "/v1/agent/collector/assignments",
+            get(|| async { Json(CollectorAssignments::default()) }),
+        )
+        .route("/v1/agent/collector/batches", post(batches_route))
+        .with_state(received);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let server = axum_server::from_tcp_rustls(listener, tls).expect("server");
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    (addr, cert_pem)
+}
+
+/// An enrolled (JWT) collector state directory talking to `server`.
+fn enrolled_state(dir: &Path, server: SocketAddr, ca_pem: String) -> StatePaths {
+    let key = jwt::generate_pkcs8().expect("key");
+    let creds = Credentials {
+        identity: Identity {
+            namespace: "acme".into(),
+            device_name: "collector-1".into(),
+            device_uid: Uuid::new_v4(),
+            server: format!("https://{server}"),
+            auth: AuthMode::Jwt,
+        },
+        key_pem: state::pem_encode("PRIVATE KEY", &key),
+        cert_pem: None,
+        ca_pem,
+    };
+    let paths = StatePaths::new(dir);
+    paths
+        .save_enrollment(&creds, &AgentConfig::default())
+        .expect("save enrollment");
+    paths
+}
+
+/// Batch ids in the spool directory, oldest first (file names start with the sequence).
+fn spooled(paths: &StatePaths) -> Vec<Uuid> {
+    let mut names: Vec<String> = fs::read_dir(paths.spool())
+        .expect("list spool")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".batch") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| Uuid::parse_str(&n[21..n.len() - ".batch".len()]).expect("batch id"))
+        .collect()
+}
+
+/// `cdot_collector_batches_total{result="..."}`.
+fn batches_counter(registry: &Registry, result: &str) -> u64 {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("encode metrics");
+    let prefix = format!("cdot_collector_batches_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().expect("counter value"))
+}
+
+async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn probe(seq: i64) -> ProbeResult {
+    ProbeResult {
+        t: seq,
+        device: "router-1".into(),
+        probe: "ping".into(),
+        target: "192.0.2.1".into(),
+        sent: 5,
+        received: 5,
+        rtt_min_ms: Some(1.0),
+        rtt_avg_ms: Some(1.5),
+        rtt_max_ms: Some(2.0),
+        jitter_ms: Some(0.1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_spooled_while_the_operator_hangs() {
+    let received: Received = Arc::default();
+    let (backend, ca_pem) = start_operator(received.clone()).await;
+    let operator = FreezableProxy::start(backend).await;
+    operator.freeze();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = enrolled_state(dir.path(), operator.addr(), ca_pem);
+
+    let mut registry = Registry::default();
+    let metrics = ReporterMetrics::register(&mut registry);
+    let settings = ReporterSettings {
+        ship_interval: Duration::from_secs(1),
+        // Longer than the hang: the request in flight waits it out.
+        request_timeout: Duration::from_secs(60),
+        retry_backoff_min: Duration::from_millis(100),
+        retry_backoff_max: Duration::from_secs(1),
+        ..ReporterSettings::default()
+    };
+    let reporter = Reporter::new(dir.path(), settings, metrics).expect("reporter");
+
+    // A probe component: one result every 100 ms until told to stop or to finish.
+    let (stop_components, mut components_stop) = watch::channel(false);
+    let (probes_tx, probes_rx) = mpsc::channel(256);
+    let (fed, paused) = (
+        Arc::new(AtomicI64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (fed_by, paused_by) = (fed.clone(), paused.clone());
+    let component = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = components_stop.wait_for(|stop| *stop) => break,
+                _ = tick.tick() => {}
+            }
+            if paused_by.load(Ordering::SeqCst) {
+                break;
+            }
+            let seq = fed_by.load(Ordering::SeqCst);
+            // The reporter must keep reading: a full queue would block the component.
+            tokio::time::timeout(Duration::from_secs(1), probes_tx.send(vec![probe(seq)]))
+                .await
+                .expect("the reporter keeps taking results")
+                .expect("reporter running");
+            fed_by.store(seq + 1, Ordering::SeqCst);
+        }
+    });
+    let (flows_tx, flows_rx) = mpsc::channel(1);
+    let (interfaces_tx, interfaces_rx) = mpsc::channel(1);
+    drop((flows_tx, interfaces_tx));
+    let inputs = Inputs {
+        flows: flows_rx,
+        interfaces: interfaces_rx,
+        probes: probes_rx,
+    };
+    let outputs = Outputs {
+        snmp_targets: watch::channel(Vec::new()).0,
+        probe_targets: watch::channel(Vec::new()).0,
+        devices: watch::channel(Vec::new()).0,
+        stop_components,
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let running = tokio::spawn(reporter.run(inputs, outputs, async {
+        let _ = shutdown_rx.await;
+    }));
+
+    wait_for(
+        "the assignments request stuck",
+        Duration::from_secs(10),
+        || operator.held() >= 1,
+    )
+    .await;
+    // Ship ticks at 0 s (little or nothing to cut yet), 1 s, ..., 10 s: ten batches.
+    let hang = Duration::from_millis(10_500);
+    tokio::time::sleep_until(started + hang).await;
+    let in_spool = spooled(&paths);
+    eprintln!(
+        "operator frozen for {:?}: {} batches spooled at a 1 s ship interval (expected {}), {} probe results taken",
+        started.elapsed(),
+        in_spool.len(),
+        hang.as_secs(),
+        fed.load(Ordering::SeqCst)
+    );
+    assert!(
+        in_spool.len() >= 9,
+        "only {} batches in {hang:?} at 1 s",
+        in_spool.len()
+    );
+    assert_eq!(batches_counter(&registry, "spooled"), in_spool.len() as u64);
+    assert!(
+        received.lock().expect("lock").is_empty(),
+        "nothing answered"
+    );
+
+    // The operator answers again: the spool drains in order.
+    operator.thaw();
+    let received_now = received.clone();
+    let waiting = in_spool.clone();
+    wait_for(
+        "the spooled batches delivered",
+        Duration::from_secs(30),
+        || {
+            let received = received_now.lock().expect("lock");
+            waiting
+                .iter()
+                .all(|id| received.iter().any(|(r, _)| r == id))
+        },
+    )
+    .await;
+    // The component finishes; everything it produced is delivered and acknowledged before
+    // the shutdown, so that no send is in flight then (it would be abandoned and sent again
+    // by the final drain, which the operator's batch ids make harmless but this test counts).
+    paused.store(true, Ordering::SeqCst);
+    component.await.expect("component");
+    let total = fed.load(Ordering::SeqCst);
+    wait_for(
+        "every probe result delivered and acknowledged",
+        Duration::from_secs(30),
+        || {
+            let received = received_now.lock().expect("lock");
+            received.iter().map(|(_, s)| s.len() as i64).sum::<i64>() >= total
+                && batches_counter(&registry, "sent") == received.len() as u64
+        },
+    )
+    .await;
+    shutdown_tx.send(()).expect("shutdown");
+    tokio::time::timeout(Duration::from_secs(15), running)
+        .await
+        .expect("stops promptly")
+        .expect("reporter task");
+
+    let received = received.lock().expect("lock").clone();
+    let ids: Vec<Uuid> = received.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids[..in_spool.len()], in_spool[..], "oldest first");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "no batch delivered twice");
+    let seqs: Vec<i64> = received.iter().flat_map(|(_, s)| s.clone()).collect();
+    assert_eq!(
+        seqs,
+        (0..fed.load(Ordering::SeqCst)).collect::<Vec<_>>(),
+        "every result delivered once, in order"
+    );
+    assert!(spooled(&paths).is_empty());
+    assert_eq!(batches_counter(&registry, "sent"), ids.len() as u64);
+}
+
+#[test]
+fn starting_closes_the_state_and_spool_directories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_dir = dir.path().join("state");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let ca = rcgen::CertificateParams::new(vec!["ca".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert")
+        .pem();
+    let paths = enrolled_state(&state_dir, "127.0.0.1:9".parse().expect("addr"), ca);
+    // As an older release left them: readable by everyone.
+    fs::create_dir_all(paths.spool()).expect("mkdir spool");
+    for d in [paths.dir(), paths.spool().as_path()] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let reporter = Reporter::new(
+        &state_dir,
+        ReporterSettings::default(),
+        ReporterMetrics::default(),
+    )
+    .expect("reporter");
+    for d in [paths.dir(), paths.spool().as_path()] {
+        let mode = fs::metadata(d).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+    drop(reporter);
+}
