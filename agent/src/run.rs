@@ -336,7 +336,7 @@ impl Sampler {
             tokio::select! {
                 biased;
                 () = stopped(&mut stop) => return,
-                _ = tick.tick() => self.sample(),
+                _ = tick.tick() => self.sample(every),
                 changed = self.config.changed(), if config_open => {
                     if changed.is_err() {
                         config_open = false;
@@ -354,12 +354,14 @@ impl Sampler {
         }
     }
 
-    fn sample(&mut self) {
+    /// `every`: the interval really used, told to the operator for liveness.
+    fn sample(&mut self, every: Duration) {
         let services = self.config.borrow().monitored_services.clone();
         let batch = MetricsBatch {
             batch_id: Uuid::new_v4(),
             agent_version: AGENT_VERSION.to_owned(),
             samples: self.metrics.collect(&services),
+            interval_secs: Some(u32::try_from(every.as_secs().max(1)).unwrap_or(u32::MAX)),
         };
         let body = match gzip_json(&batch) {
             Ok(b) => b,
@@ -566,6 +568,7 @@ pub async fn collect_once(
         batch_id: Uuid::new_v4(),
         agent_version: AGENT_VERSION.to_owned(),
         samples: metrics.collect(services),
+        interval_secs: None,
     })
 }
 

@@ -245,7 +245,9 @@ impl Reporter {
     /// spooled. Batches are compressed outside the lock, which delivery needs too.
     fn spool_pending(&mut self) -> bool {
         let mut spooled = false;
-        for batch in self.pending.take_batches() {
+        let every = u32::try_from(self.settings.ship_interval.as_secs().max(1)).unwrap_or(u32::MAX);
+        for mut batch in self.pending.take_batches() {
+            batch.interval_secs = Some(every);
             let body = match gzip_json(&batch) {
                 Ok(body) => body,
                 Err(e) => {

@@ -171,6 +171,7 @@ async fn heartbeats_merge_into_device_status_and_never_move_back() {
         agent_version: "0.2.0".into(),
         last_seen_ms: seen_ms,
         last_metrics: metrics,
+        report_interval_secs: None,
     };
     let t = 1_764_064_800_000; // 2025-11-25T10:00:00Z
     store

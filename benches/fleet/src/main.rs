@@ -359,6 +359,7 @@ fn batch_body(samples: usize) -> Vec<u8> {
         batch_id: uuid::Uuid::new_v4(),
         agent_version: "fleet-load".into(),
         samples,
+        interval_secs: None,
     };
     let json = serde_json::to_vec(&batch).unwrap_or_default();
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

@@ -291,6 +291,7 @@ async fn load(store: &Store, args: &Args, tenants: &[Tenant], end_ms: i64) -> an
             let batch = CollectorBatch {
                 batch_id: uuid::Uuid::new_v4(),
                 collector_version: "bench".into(),
+                interval_secs: None,
                 flows: minute_groups(
                     &mut rng,
                     tenant

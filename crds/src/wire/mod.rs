@@ -207,6 +207,7 @@ mod tests {
         let batch = MetricsBatch {
             batch_id: Uuid::nil(),
             agent_version: "0.1.0".into(),
+            interval_secs: Some(10),
             samples: vec![Sample {
                 t: 1,
                 n: "disk".into(),

@@ -72,7 +72,10 @@ pub fn observe(
     let paused = spec.maintenance.as_ref().is_some_and(|m| m.paused);
     let last_seen = status.agent.as_ref().and_then(|a| a.last_seen.as_deref());
     let configured = agent_config(spec).metrics_interval_secs;
-    let reported = status.agent.as_ref().and_then(|a| a.report_interval_seconds);
+    let reported = status
+        .agent
+        .as_ref()
+        .and_then(|a| a.report_interval_seconds);
     let interval = liveness_interval(configured, reported);
     let mut observation = match (paused, last_seen) {
         (true, _) => Observation::not_ready(
@@ -80,11 +83,9 @@ pub fn observe(
             "MaintenancePaused",
             "monitoring is paused by spec.maintenance.paused",
         ),
-        (false, Some(_)) if is_ready(paused, last_seen, now, interval) => Observation::ready(
-            fields,
-            "Reporting",
-            ready_message(configured, reported),
-        ),
+        (false, Some(_)) if is_ready(paused, last_seen, now, interval) => {
+            Observation::ready(fields, "Reporting", ready_message(configured, reported))
+        }
         (false, Some(seen)) => Observation::not_ready(
             fields,
             "Offline",
@@ -263,7 +264,13 @@ mod tests {
         let with_interval = |last_seen: &str, every: u64| {
             let status = json!({ "source": "Agent", "agent": {
                 "id": "a1", "version": "0.1.0", "lastSeen": last_seen, "reportIntervalSeconds": every } });
-            let device = stored("Device", "acme", "web-01", json!({ "class": "Server" }), status);
+            let device = stored(
+                "Device",
+                "acme",
+                "web-01",
+                json!({ "class": "Server" }),
+                status,
+            );
             let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
             observe(&spec, &device, &World::new(&[]), NOW)
         };

@@ -80,14 +80,16 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(namespace, name, metrics_interval, reported, paused, last_seen, ready)| Liveness {
-                    namespace,
-                    name,
-                    metrics_interval,
-                    report_interval_secs: reported.and_then(|s: i32| u64::try_from(s).ok()),
-                    paused: paused.unwrap_or(false),
-                    last_seen,
-                    ready,
+                |(namespace, name, metrics_interval, reported, paused, last_seen, ready)| {
+                    Liveness {
+                        namespace,
+                        name,
+                        metrics_interval,
+                        report_interval_secs: reported.and_then(|s: i32| u64::try_from(s).ok()),
+                        paused: paused.unwrap_or(false),
+                        last_seen,
+                        ready,
+                    }
                 },
             )
             .collect())
