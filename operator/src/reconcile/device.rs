@@ -275,14 +275,14 @@ mod tests {
             observe(&spec, &device, &World::new(&[]), NOW)
         };
         // Every second, while the spec asks for 10 s: the message says both.
-        let o = with_interval("2026-11-25T09:59:59Z", 1);
+        let o = with_interval("2026-11-25T10:00:19Z", 1);
         assert_eq!(o.ready.0, ConditionStatus::True);
         assert_eq!(
             o.ready.2,
             "the agent reports every 1s (a local override; spec.agent.metricsInterval asks for 10s)"
         );
         // Three of its own intervals missed is offline, though three of 10 s are not.
-        let o = with_interval("2026-11-25T09:59:55Z", 1);
+        let o = with_interval("2026-11-25T10:00:15Z", 1);
         assert_eq!((o.ready.0, o.ready.1), (ConditionStatus::False, "Offline"));
         assert!(o.ready.2.contains("intervals of 1s"), "{}", o.ready.2);
         // A slower agent is not called offline at the spec's pace.
