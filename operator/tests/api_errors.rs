@@ -306,14 +306,7 @@ async fn enrollment_is_rate_limited_per_source_address() {
             .status(),
         StatusCode::OK
     );
-    let metrics = client
-        .get(format!("{}/metrics", operator.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = operator.metrics_text().await;
     assert!(
         metrics.contains("cdot_agent_enroll_rate_limited_total 2"),
         "{metrics}"

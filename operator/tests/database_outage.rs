@@ -76,6 +76,17 @@ async fn assert_fails_fast(operator: &Operator, token: &str) {
     }
 }
 
+/// The Device of the repo is served again.
+async fn assert_serves(operator: &Operator, token: &str) {
+    let (status, _) = probe(
+        &format!("{}/v1/namespaces/acme/devices/web-01", operator.base),
+        Some(token),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(status, StatusCode::OK, "{}", operator.logs());
+}
+
 async fn wait_until_down(operator: &Operator) -> Duration {
     let started = Instant::now();
     wait_for(Duration::from_secs(10), || async {
@@ -150,26 +161,13 @@ async fn the_embedded_postgres_is_restarted_after_it_is_killed() {
         killed_at.elapsed() + wait_until_ready(&operator, Duration::from_secs(60)).await;
     println!("postmaster killed: /readyz 503 after {noticed:?}, 200 again after {ready_after:?}");
 
-    let (status, _) = probe(
-        &format!("{}/v1/namespaces/acme/devices/web-01", operator.base),
-        Some(&token),
-    )
-    .await
-    .expect("answer");
-    assert_eq!(status, StatusCode::OK, "{}", operator.logs());
+    assert_serves(&operator, &token).await;
     let logs = operator.logs();
     assert!(
         logs.contains("the embedded PostgreSQL died") && logs.contains("restarted after it died"),
         "{logs}"
     );
-    let metrics = insecure_client()
-        .get(format!("{}/metrics", operator.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = operator.metrics_text().await;
     assert!(
         metrics.contains("cdot_embedded_postgres_restarts_total 1"),
         "{metrics}"
@@ -218,13 +216,7 @@ async fn an_external_database_is_reconnected_to() {
     let server = tokio::task::spawn_blocking(start).await.expect("join");
     let back = wait_until_ready(&operator, Duration::from_secs(30)).await;
     println!("external database back: /readyz 200 after {back:?}");
-    let (status, _) = probe(
-        &format!("{}/v1/namespaces/acme/devices/web-01", operator.base),
-        Some(&token),
-    )
-    .await
-    .expect("answer");
-    assert_eq!(status, StatusCode::OK, "{}", operator.logs());
+    assert_serves(&operator, &token).await;
     drop(operator);
     tokio::task::spawn_blocking(move || server.stop())
         .await

@@ -75,14 +75,7 @@ async fn serves_the_examples_with_status_and_keeps_tenants_apart() {
             .status(),
         StatusCode::OK
     );
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = operator.metrics_text().await;
     assert!(
         metrics.contains("cdot_manifest_loads_total{result=\"applied\"} 1"),
         "{metrics}"
@@ -342,16 +335,7 @@ async fn applies_edits_within_two_seconds_prunes_and_refuses_invalid_change_sets
 async fn state_survives_a_restart_with_an_invalid_checkout() {
     let db = TestDb::create().await;
     let tmp = tempfile::tempdir().expect("tmp");
-    let manifests = tmp.path().join("repo");
-    std::fs::create_dir_all(&manifests).expect("mkdir");
-    std::fs::write(manifests.join("devices.yaml"), DEVICES).expect("write");
-    let token = create_token(
-        &manifests.join("tokens"),
-        "acme-viewer",
-        "acme",
-        "viewer",
-        "acme",
-    );
+    let (manifests, token) = devices_repo(tmp.path());
     let mut operator = Operator::start(&[&manifests], Some(&db.url), &[], tmp.path()).await;
     assert!(operator.interrupt().success());
 
@@ -412,16 +396,7 @@ async fn huge_manifests_are_refused_with_short_errors_and_bounded_memory() {
     let db = TestDb::create().await;
     let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
     let tmp = tempfile::tempdir().expect("tmp");
-    let manifests = tmp.path().join("repo");
-    std::fs::create_dir_all(&manifests).expect("mkdir");
-    std::fs::write(manifests.join("devices.yaml"), DEVICES).expect("write");
-    let token = create_token(
-        &manifests.join("tokens"),
-        "acme-viewer",
-        "acme",
-        "viewer",
-        "acme",
-    );
+    let (manifests, token) = devices_repo(tmp.path());
     let operator = Operator::start(&[&manifests], Some(&db.url), &[], tmp.path()).await;
     let client = insecure_client();
     let huge_device = |bytes: usize| {
@@ -500,16 +475,7 @@ async fn embedded_postgres_is_started_and_stopped_on_ctrl_c() {
     // As root the server runs as `postgres`, which must be able to reach the data directory.
     make_searchable(tmp.path());
     let data_dir = tmp.path().join("data");
-    let manifests = tmp.path().join("repo");
-    std::fs::create_dir_all(&manifests).expect("mkdir");
-    std::fs::write(manifests.join("devices.yaml"), DEVICES).expect("write");
-    let token = create_token(
-        &manifests.join("tokens"),
-        "acme-viewer",
-        "acme",
-        "viewer",
-        "acme",
-    );
+    let (manifests, token) = devices_repo(tmp.path());
     let data_arg = data_dir.to_str().expect("utf8");
     let mut operator =
         Operator::start(&[&manifests], None, &["--data-dir", data_arg], tmp.path()).await;
@@ -556,6 +522,21 @@ async fn embedded_postgres_is_started_and_stopped_on_ctrl_c() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// `DIR/repo` with [`DEVICES`] and an acme viewer token (returned).
+fn devices_repo(dir: &Path) -> (std::path::PathBuf, String) {
+    let manifests = dir.join("repo");
+    std::fs::create_dir_all(&manifests).expect("mkdir");
+    std::fs::write(manifests.join("devices.yaml"), DEVICES).expect("write");
+    let token = create_token(
+        &manifests.join("tokens"),
+        "acme-viewer",
+        "acme",
+        "viewer",
+        "acme",
+    );
+    (manifests, token)
 }
 
 fn make_searchable(path: &Path) {

@@ -197,7 +197,15 @@ mod tests {
     }
 
     fn reporting(last_seen: &str, spec: serde_json::Value) -> Observation {
-        let status = json!({ "source": "Agent", "agent": { "id": "a1", "version": "0.1.0", "lastSeen": last_seen } });
+        observe_agent(
+            spec,
+            json!({ "id": "a1", "version": "0.1.0", "lastSeen": last_seen }),
+        )
+    }
+
+    /// Observes a Device whose `status.agent` is `agent`.
+    fn observe_agent(spec: serde_json::Value, agent: serde_json::Value) -> Observation {
+        let status = json!({ "source": "Agent", "agent": agent });
         let device = stored("Device", "acme", "web-01", spec, status);
         let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
         observe(&spec, &device, &World::new(&[]), NOW)
@@ -262,17 +270,10 @@ mod tests {
     #[test]
     fn an_agent_reporting_at_its_own_interval_is_judged_by_it() {
         let with_interval = |last_seen: &str, every: u64| {
-            let status = json!({ "source": "Agent", "agent": {
-                "id": "a1", "version": "0.1.0", "lastSeen": last_seen, "reportIntervalSeconds": every } });
-            let device = stored(
-                "Device",
-                "acme",
-                "web-01",
+            observe_agent(
                 json!({ "class": "Server" }),
-                status,
-            );
-            let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
-            observe(&spec, &device, &World::new(&[]), NOW)
+                json!({ "id": "a1", "version": "0.1.0", "lastSeen": last_seen, "reportIntervalSeconds": every }),
+            )
         };
         // Every second, while the spec asks for 10 s: the message says both.
         let o = with_interval("2026-11-25T10:00:19Z", 1);
