@@ -25,13 +25,7 @@ use crate::{
 
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
 
-/// The authenticated device behind an agent request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DeviceIdentity {
-    pub namespace: String,
-    pub name: String,
-    pub uid: Uuid,
-}
+pub use crate::ingest::DeviceIdentity;
 
 impl From<&AgentRecord> for DeviceIdentity {
     fn from(record: &AgentRecord) -> Self {

@@ -141,3 +141,18 @@ impl From<crate::store::StoreError> for ApiError {
         Self::internal(&error)
     }
 }
+
+/// A refused report: 400, 413 or 415 naming the field.
+impl From<crate::ingest::Rejection> for ApiError {
+    fn from(rejection: crate::ingest::Rejection) -> Self {
+        use crate::ingest::error::Problem;
+        let (status, reason) = match rejection.problem {
+            Problem::Invalid => (StatusCode::BAD_REQUEST, "BadRequest"),
+            Problem::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge"),
+            Problem::UnsupportedEncoding => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
+            }
+        };
+        Self::new(status, reason, rejection.message).with_field(rejection.field)
+    }
+}

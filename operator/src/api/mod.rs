@@ -23,6 +23,7 @@ pub mod agent;
 pub mod agent_auth;
 pub mod assignments;
 pub mod auth;
+pub mod body;
 pub mod body_limit;
 pub mod collector;
 pub mod error;

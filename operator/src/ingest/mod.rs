@@ -14,16 +14,26 @@ use std::{
 use cdot_crds::wire::BatchAck;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{
-    api::agent_auth::DeviceIdentity, metrics::IngestMetrics, store::timeseries::SeriesKey,
-};
+use crate::{metrics::IngestMetrics, store::timeseries::SeriesKey};
 
+pub mod collector;
+pub mod error;
 pub mod reports;
 pub mod validate;
 pub mod writer;
 
+pub use error::Rejection;
 pub use reports::DeviceReports;
-pub use validate::{LatestMetrics, Rejection, ValidatedBatch};
+
+/// The device a report comes from: always taken from its credentials (the HTTP edge
+/// authenticates it), never from the report itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceIdentity {
+    pub namespace: String,
+    pub name: String,
+    pub uid: uuid::Uuid,
+}
+pub use validate::{LatestMetrics, ValidatedBatch};
 
 /// Tuning of the ingest path.
 #[derive(Debug, Clone)]

@@ -6,11 +6,11 @@ use std::{collections::HashMap, sync::Mutex};
 use cdot_crds::device::MetricSummary;
 use uuid::Uuid;
 
-use super::validate::{LatestMetrics, newer};
-use crate::{
-    api::agent_auth::DeviceIdentity,
-    store::{Store, StoreError, heartbeats::Heartbeat},
+use super::{
+    DeviceIdentity,
+    validate::{LatestMetrics, newer},
 };
+use crate::store::{Store, StoreError, heartbeats::Heartbeat};
 
 #[derive(Debug, Clone)]
 struct Entry {

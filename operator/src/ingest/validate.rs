@@ -1,41 +1,23 @@
 //! Decoding and validation of agent reports: everything a request must pass before it is
 //! queued for a writer. Each refusal names the offending field (`samples[3].t`) and carries
 //! a low-cardinality reason for `cdot_ingest_rejected_total`.
-use std::{collections::BTreeMap, io::Read};
+use std::collections::BTreeMap;
 
-use axum::http::{HeaderMap, StatusCode, header};
 use cdot_crds::{
     metrics_catalog::CATALOG,
     wire::{
-        MAX_BODY_BYTES, MAX_FUTURE_SKEW_MS, MAX_SAMPLE_AGE_MS, MAX_SAMPLES_PER_BATCH, MetricsBatch,
+        InventoryReport, MAX_FUTURE_SKEW_MS, MAX_SAMPLE_AGE_MS, MAX_SAMPLES_PER_BATCH, MetricsBatch,
     },
 };
-use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::{api::ApiError, store::timeseries::SeriesKey};
+pub use super::error::Rejection;
+use crate::store::timeseries::SeriesKey;
 
 /// Longest accepted agent version string.
 const MAX_VERSION_LEN: usize = 64;
 /// Longest accepted series label value.
 const MAX_LABEL_VALUE_LEN: usize = 256;
-
-/// A refused request: the error for the client and the reason label for metrics.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub error: ApiError,
-    pub reason: &'static str,
-}
-
-impl Rejection {
-    fn new(error: ApiError, reason: &'static str) -> Self {
-        Self { error, reason }
-    }
-
-    fn bad(reason: &'static str, field: String, message: String) -> Self {
-        Self::new(ApiError::bad_request(message, field), reason)
-    }
-}
 
 /// The latest values of the summary metrics in a batch: (time ms, value).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -65,9 +47,9 @@ pub const MAX_REPORT_INTERVAL_SECS: u32 = 86_400;
 /// Checks a reported interval (`intervalSecs`).
 pub fn check_interval(interval_secs: Option<u32>) -> Result<(), Rejection> {
     match interval_secs {
-        Some(s) if s == 0 || s > MAX_REPORT_INTERVAL_SECS => Err(Rejection::bad(
+        Some(s) if s == 0 || s > MAX_REPORT_INTERVAL_SECS => Err(Rejection::invalid(
             "bad_interval",
-            "intervalSecs".to_owned(),
+            "intervalSecs",
             format!("intervalSecs {s} is not between 1 and {MAX_REPORT_INTERVAL_SECS}"),
         )),
         _ => Ok(()),
@@ -84,83 +66,6 @@ impl ValidatedBatch {
     }
 }
 
-/// The request body, decompressed when `Content-Encoding: gzip`, at most
-/// [`MAX_BODY_BYTES`] after decompression.
-pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Rejection> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    let too_large = || {
-        Rejection::new(
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLarge",
-                format!(
-                    "the request body is larger than {MAX_BODY_BYTES} bytes (after decompression)"
-                ),
-            )
-            .with_field("body"),
-            "too_large",
-        )
-    };
-    match encoding.as_deref() {
-        None | Some("identity") | Some("") => {
-            if body.len() > MAX_BODY_BYTES {
-                return Err(too_large());
-            }
-            Ok(body.to_vec())
-        }
-        Some("gzip") => {
-            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_BODY_BYTES));
-            flate2::read::GzDecoder::new(body)
-                .take(MAX_BODY_BYTES as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| {
-                    Rejection::bad(
-                        "encoding",
-                        "body".into(),
-                        format!("the body is not valid gzip: {e}"),
-                    )
-                })?;
-            if out.len() > MAX_BODY_BYTES {
-                return Err(too_large());
-            }
-            Ok(out)
-        }
-        Some(other) => Err(Rejection::new(
-            ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "UnsupportedMediaType",
-                format!("Content-Encoding {other:?} is not supported; use gzip or none"),
-            )
-            .with_field("header.content-encoding"),
-            "encoding",
-        )),
-    }
-}
-
-/// Parses a JSON body; errors name the field path and the line and column.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
-        Rejection::bad(
-            "malformed",
-            field,
-            format!("invalid JSON body: {}", e.inner()),
-        )
-    })?;
-    deserializer.end().map_err(|e| {
-        Rejection::bad(
-            "malformed",
-            "body".into(),
-            format!("invalid JSON body: {e}"),
-        )
-    })?;
-    Ok(value)
-}
-
 /// Checks every sample of a batch against the catalogue and the time limits; the first
 /// offending sample refuses the whole batch.
 pub fn validate_batch(
@@ -171,17 +76,13 @@ pub fn validate_batch(
     check_version(&batch.agent_version)?;
     check_interval(batch.interval_secs)?;
     if batch.samples.len() > MAX_SAMPLES_PER_BATCH {
-        return Err(Rejection::new(
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLarge",
-                format!(
-                    "the batch has {} samples; at most {MAX_SAMPLES_PER_BATCH} are accepted",
-                    batch.samples.len()
-                ),
-            )
-            .with_field("samples"),
+        return Err(Rejection::too_large(
             "too_many_samples",
+            "samples",
+            format!(
+                "the batch has {} samples; at most {MAX_SAMPLES_PER_BATCH} are accepted",
+                batch.samples.len()
+            ),
         ));
     }
     let n = batch.samples.len();
@@ -198,7 +99,7 @@ pub fn validate_batch(
     let newest = now_ms + MAX_FUTURE_SKEW_MS;
     for (i, sample) in batch.samples.into_iter().enumerate() {
         let Some(info) = CATALOG.iter().find(|m| m.name == sample.n) else {
-            return Err(Rejection::bad(
+            return Err(Rejection::invalid(
                 "unknown_metric",
                 format!("samples[{i}].n"),
                 format!("unknown metric {:?}; see the metric catalogue", sample.n),
@@ -208,7 +109,7 @@ pub fn validate_batch(
             && info.labels.iter().all(|l| sample.l.contains_key(*l));
         if !labels_match {
             let got: Vec<&str> = sample.l.keys().map(String::as_str).collect();
-            return Err(Rejection::bad(
+            return Err(Rejection::invalid(
                 "labels",
                 format!("samples[{i}].l"),
                 format!(
@@ -222,14 +123,14 @@ pub fn validate_batch(
             .iter()
             .find(|(_, v)| v.is_empty() || v.len() > MAX_LABEL_VALUE_LEN)
         {
-            return Err(Rejection::bad(
+            return Err(Rejection::invalid(
                 "labels",
                 format!("samples[{i}].l.{key}"),
                 format!("label values must have 1 to {MAX_LABEL_VALUE_LEN} bytes"),
             ));
         }
         if !sample.v.is_finite() {
-            return Err(Rejection::bad(
+            return Err(Rejection::invalid(
                 "non_finite",
                 format!("samples[{i}].v"),
                 format!("value {} is not a finite number", sample.v),
@@ -249,7 +150,7 @@ pub fn validate_batch(
                     MAX_SAMPLE_AGE_MS / 86_400_000
                 )
             };
-            return Err(Rejection::bad(
+            return Err(Rejection::invalid(
                 "timestamp",
                 format!("samples[{i}].t"),
                 message,
@@ -282,11 +183,41 @@ pub(crate) fn newer(slot: &mut Option<(i64, f64)>, t: i64, v: f64) {
     }
 }
 
+/// Most packages one inventory report may list.
+pub const MAX_PACKAGES: usize = 50_000;
+
+/// Checks an inventory report: its version, the number of packages and their fields.
+pub fn check_inventory(report: &InventoryReport) -> Result<(), Rejection> {
+    check_version(&report.agent_version)?;
+    if report.software.len() > MAX_PACKAGES {
+        return Err(Rejection::too_large(
+            "too_many_packages",
+            "software",
+            format!("at most {MAX_PACKAGES} packages are accepted"),
+        ));
+    }
+    for (i, package) in report.software.iter().enumerate() {
+        for (field, value, max) in [
+            ("name", &package.name, 512),
+            ("version", &package.version, 256),
+        ] {
+            if (value.is_empty() && field == "name") || value.len() > max {
+                return Err(Rejection::invalid(
+                    "package",
+                    format!("software[{i}].{field}"),
+                    format!("a package {field} must have 1 to {max} bytes"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn check_version(version: &str) -> Result<(), Rejection> {
     if version.is_empty() || version.len() > MAX_VERSION_LEN {
-        return Err(Rejection::bad(
+        return Err(Rejection::invalid(
             "agent_version",
-            "agentVersion".into(),
+            "agentVersion",
             format!("the agent version must have 1 to {MAX_VERSION_LEN} bytes"),
         ));
     }
@@ -303,12 +234,10 @@ pub fn labels<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, Stri
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-
-    use axum::http::HeaderValue;
     use cdot_crds::wire::Sample;
 
     use super::*;
+    use crate::ingest::error::Problem;
 
     const NOW: i64 = 1_764_000_000_000;
 
@@ -403,9 +332,9 @@ mod tests {
             let mut samples = good();
             samples.insert(3, bad.clone());
             let r = refused(samples);
-            assert_eq!(r.error.field.as_deref(), Some(field), "{bad:?}: {r:?}");
+            assert_eq!(r.field, field, "{bad:?}: {r:?}");
             assert_eq!(r.reason, reason, "{bad:?}");
-            assert_eq!(r.error.status, StatusCode::BAD_REQUEST);
+            assert_eq!(r.problem, Problem::Invalid);
         }
         // Exactly at the limits is fine.
         let mut samples = good();
@@ -423,56 +352,11 @@ mod tests {
     fn too_many_samples_and_bad_versions_are_refused() {
         let samples = vec![sample("cpu", BTreeMap::new(), 1.0, NOW); MAX_SAMPLES_PER_BATCH + 1];
         let r = refused(samples);
-        assert_eq!(r.error.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(r.error.field.as_deref(), Some("samples"));
+        assert_eq!(r.problem, Problem::TooLarge);
+        assert_eq!(r.field, "samples");
         let mut b = batch(good());
         b.agent_version = String::new();
         let r = validate_batch(b, Uuid::nil(), NOW).expect_err("refused");
-        assert_eq!(r.error.field.as_deref(), Some("agentVersion"));
-    }
-
-    #[test]
-    fn bodies_are_decompressed_with_a_cap() {
-        let mut gzip = HeaderMap::new();
-        gzip.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(b"{\"a\":1}").expect("write");
-        let small = encoder.finish().expect("finish");
-        assert_eq!(decode_body(&gzip, &small).expect("decoded"), b"{\"a\":1}");
-
-        // A gzip bomb: tiny on the wire, over the cap once inflated.
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        encoder
-            .write_all(&vec![b' '; MAX_BODY_BYTES + 10])
-            .expect("write");
-        let bomb = encoder.finish().expect("finish");
-        assert!(bomb.len() < 100_000);
-        let r = decode_body(&gzip, &bomb).expect_err("refused");
-        assert_eq!(r.error.status, StatusCode::PAYLOAD_TOO_LARGE);
-
-        let r = decode_body(&gzip, b"not gzip").expect_err("refused");
-        assert_eq!(r.error.status, StatusCode::BAD_REQUEST);
-        let mut br = HeaderMap::new();
-        br.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
-        let r = decode_body(&br, b"{}").expect_err("refused");
-        assert_eq!(r.error.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    }
-
-    #[test]
-    fn malformed_json_names_the_field_and_position() {
-        let r = parse_json::<MetricsBatch>(
-            br#"{"batchId":"00000000-0000-0000-0000-000000000000","agentVersion":"1","samples":[{"t":1,"n":"cpu","v":"x"}]}"#,
-        )
-        .expect_err("refused");
-        assert_eq!(r.error.field.as_deref(), Some("samples[0].v"));
-        assert!(
-            r.error.message.contains("line 1 column"),
-            "{}",
-            r.error.message
-        );
-        let r = parse_json::<MetricsBatch>(b"{\n  \"batchId\": ").expect_err("refused");
-        assert!(r.error.message.contains("line 2"), "{}", r.error.message);
-        let r = parse_json::<MetricsBatch>(b"{} trailing").expect_err("refused");
-        assert_eq!(r.reason, "malformed");
+        assert_eq!(r.field, "agentVersion");
     }
 }
