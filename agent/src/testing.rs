@@ -1,12 +1,12 @@
 //! Fixtures for the tests of the agent and of the collector, written once: a scripted HTTPS
 //! operator on 127.0.0.1 ([`ScriptedOperator`]), an enrolled state directory
-//! ([`enrolled_state`]), the spool as it is on disk ([`spooled`]), a wait on a condition
+//! ([`enrolled_state`], [`state_left_open`]), the spool as it is on disk ([`spooled`]), a wait on a condition
 //! ([`wait_for`]) and a running agent that stops on demand ([`RunningAgent`]).
 //!
 //! Behind the `test-support` feature, off by default, so that none of it ships in the
 //! binaries: this crate's tests enable it through a dev-dependency on the crate itself, the
 //! collector's through its dev-dependency on this crate.
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use axum::Router;
 use cdot_crds::wire::AgentConfig;
@@ -106,6 +106,26 @@ pub fn enrolled_state(
         .save_enrollment(&creds, &AgentConfig::default())
         .expect("save enrollment");
     paths
+}
+
+/// A state directory enrolled as `device_name` (its server never answers: nothing is sent)
+/// whose directory and spool are readable by everyone, as a release before 0700 left them.
+pub fn state_left_open(dir: &Path, device_name: &str) -> StatePaths {
+    let unused = "127.0.0.1:9".parse().expect("addr");
+    let paths = enrolled_state(dir, device_name, unused, ServerCert::localhost().pem);
+    std::fs::create_dir_all(paths.spool()).expect("mkdir spool");
+    for d in [paths.dir(), paths.spool().as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    paths
+}
+
+/// Panics unless the state directory and its spool are closed to others (0700).
+pub fn assert_closed(paths: &StatePaths) {
+    for d in [paths.dir(), paths.spool().as_path()] {
+        let mode = std::fs::metadata(d).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
 }
 
 /// Batch ids in the spool directory, oldest first, read from the file names

@@ -2,8 +2,6 @@
 //! process stopped with SIGSTOP): sampling goes on, every sample reaches the spool, and once
 //! the operator answers again every batch is delivered once, in order.
 use std::{
-    fs,
-    os::unix::fs::PermissionsExt,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -21,7 +19,10 @@ use cdot_agent::{
     config::AgentSettings,
     run::{Agent, AgentStats},
     state::StatePaths,
-    testing::{RunningAgent, ScriptedOperator, ServerCert, enrolled_state, spooled, wait_for},
+    testing::{
+        RunningAgent, ScriptedOperator, assert_closed, enrolled_state, spooled, state_left_open,
+        wait_for,
+    },
 };
 use cdot_crds::wire::{AgentConfig, BatchAck, MetricsBatch};
 use cdot_testkit::frozen::FreezableProxy;
@@ -157,24 +158,9 @@ fn abandoned_at_stop(acked: &[Uuid], left: &[Uuid]) -> usize {
 fn starting_closes_the_state_and_spool_directories() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state_dir = dir.path().join("state");
-    // A CA the client accepts (never used: no request is made).
-    let ca = ServerCert::localhost().pem;
-    let paths = enrolled_state(
-        &state_dir,
-        "web-1",
-        "127.0.0.1:9".parse().expect("addr"),
-        ca,
-    );
-    // As an older release left them: readable by everyone.
-    fs::create_dir_all(paths.spool()).expect("mkdir spool");
-    for d in [paths.dir(), paths.spool().as_path()] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    let paths = state_left_open(&state_dir, "web-1");
     let agent = Agent::new(AgentSettings::new(&state_dir)).expect("agent");
-    for d in [paths.dir(), paths.spool().as_path()] {
-        let mode = fs::metadata(d).expect("metadata").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700, "{}", d.display());
-    }
+    assert_closed(&paths);
     drop(agent);
 }
 

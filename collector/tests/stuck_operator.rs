@@ -2,8 +2,6 @@
 //! answers): batches are still cut every ship interval and spooled, the components' queues
 //! keep flowing, and once the operator answers every batch is delivered once, in order.
 use std::{
-    fs,
-    os::unix::fs::PermissionsExt,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicI64, Ordering},
@@ -20,7 +18,9 @@ use axum::{
 };
 use cdot_agent::{
     client::gunzip,
-    testing::{ScriptedOperator, ServerCert, enrolled_state, spooled, wait_for},
+    testing::{
+        ScriptedOperator, assert_closed, enrolled_state, spooled, state_left_open, wait_for,
+    },
 };
 use cdot_collector::{
     metrics::ReporterMetrics,
@@ -244,28 +244,13 @@ async fn batches_are_spooled_while_the_operator_hangs() {
 fn starting_closes_the_state_and_spool_directories() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state_dir = dir.path().join("state");
-    // A CA the client accepts (never used: no request is made).
-    let ca = ServerCert::localhost().pem;
-    let paths = enrolled_state(
-        &state_dir,
-        "collector-1",
-        "127.0.0.1:9".parse().expect("addr"),
-        ca,
-    );
-    // As an older release left them: readable by everyone.
-    fs::create_dir_all(paths.spool()).expect("mkdir spool");
-    for d in [paths.dir(), paths.spool().as_path()] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    let paths = state_left_open(&state_dir, "collector-1");
     let reporter = Reporter::new(
         &state_dir,
         ReporterSettings::default(),
         ReporterMetrics::default(),
     )
     .expect("reporter");
-    for d in [paths.dir(), paths.spool().as_path()] {
-        let mode = fs::metadata(d).expect("metadata").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700, "{}", d.display());
-    }
+    assert_closed(&paths);
     drop(reporter);
 }
