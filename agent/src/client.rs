@@ -59,6 +59,8 @@ pub enum RequestError {
         message: String,
         /// The parsed error body, when there was one.
         body: Option<ErrorBody>,
+        /// The `Retry-After` of the answer, when it gave one in seconds.
+        retry_after: Option<Duration>,
     },
     /// The request did not complete (connect, TLS, timeout, reset).
     #[error("{method} {url} failed: {}", error_chain(source))]
@@ -124,6 +126,14 @@ impl RequestError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             RequestError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked to wait before trying again (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RequestError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -348,6 +358,13 @@ impl AgentClient {
         if status.is_success() {
             return Ok(resp);
         }
+        // Seconds only: the operator never sends the HTTP-date form.
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let text = resp.text().await.unwrap_or_default();
         let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
         let message = match &body {
@@ -363,6 +380,7 @@ impl AgentClient {
             status,
             message,
             body,
+            retry_after,
         })
     }
 }
@@ -416,6 +434,7 @@ mod tests {
             status: StatusCode::from_u16(status).expect("status"),
             message: String::new(),
             body: None,
+            retry_after: None,
         };
         for permanent in [400, 404, 413, 422] {
             assert!(err(permanent).is_permanent(), "{permanent}");
