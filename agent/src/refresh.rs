@@ -92,3 +92,64 @@ pub async fn fetch_every<T: DeserializeOwned>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+
+    use super::*;
+    use crate::{client::ClientAuth, testing::ScriptedOperator};
+
+    /// The first fetch fails (500), the later ones answer 1, 2, ...: the failure is outlived,
+    /// each answer is handed over, and the task ends on the stop signal.
+    #[tokio::test(flavor = "current_thread")]
+    async fn fetches_on_schedule_through_a_failure_until_stopped() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let app = Router::new()
+            .route(
+                "/v1/agent/numbers",
+                get(|State(calls): State<Arc<AtomicU64>>| async move {
+                    match calls.fetch_add(1, Ordering::SeqCst) {
+                        0 => Err(StatusCode::INTERNAL_SERVER_ERROR),
+                        n => Ok(Json(n)),
+                    }
+                }),
+            )
+            .with_state(calls.clone());
+        let operator = ScriptedOperator::start(app).await;
+        let client = AgentClient::new(
+            &operator.url(),
+            &operator.cert.pem,
+            ClientAuth::None,
+            Duration::from_secs(5),
+        )
+        .expect("client");
+        let (_client_tx, client_rx) = watch::channel(client);
+        let (stop_tx, stop) = watch::channel(false);
+        let fetched = Arc::new(Mutex::new(Vec::new()));
+        let seen = fetched.clone();
+        let task = tokio::spawn(fetch_every(
+            client_rx,
+            "numbers",
+            "numbers",
+            Duration::from_millis(20),
+            stop,
+            move |n: u64| seen.lock().expect("lock").push(n),
+        ));
+        crate::testing::wait_for("two answers", Duration::from_secs(10), || {
+            fetched.lock().expect("lock").len() >= 2
+        })
+        .await;
+        stop_tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops promptly")
+            .expect("task");
+        assert_eq!(fetched.lock().expect("lock")[..2], [1, 2]);
+    }
+}
