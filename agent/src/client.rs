@@ -3,8 +3,8 @@
 use std::{io::Write, sync::Arc, time::Duration};
 
 use cdot_crds::wire::{
-    AGENT_API_PREFIX, AgentConfig, BatchAck, ErrorBody, InventoryReport, MetricsBatch,
-    RenewRequest, RenewResponse,
+    AGENT_API_PREFIX, BatchAck, ErrorBody, InventoryReport, MetricsBatch, RenewRequest,
+    RenewResponse,
 };
 use flate2::{Compression, write::GzEncoder};
 use reqwest::{StatusCode, header};
@@ -254,11 +254,6 @@ impl AgentClient {
         format!("{}{AGENT_API_PREFIX}/{route}", self.base)
     }
 
-    /// `GET /v1/agent/config`.
-    pub async fn config(&self) -> Result<AgentConfig, RequestError> {
-        self.get_json("config").await
-    }
-
     /// `POST /v1/agent/metrics` with an already gzip-compressed [`MetricsBatch`].
     pub async fn send_metrics_gz(&self, body_gz: Vec<u8>) -> Result<BatchAck, RequestError> {
         self.post_batch_gz("metrics", body_gz).await
@@ -414,6 +409,8 @@ pub fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use cdot_crds::wire::AgentConfig;
+
     use super::*;
 
     #[test]
