@@ -3,8 +3,8 @@
 use std::{io::Write, sync::Arc, time::Duration};
 
 use cdot_crds::wire::{
-    AGENT_API_PREFIX, AgentConfig, BatchAck, ErrorBody, InventoryReport, MetricsBatch,
-    RenewRequest, RenewResponse,
+    AGENT_API_PREFIX, BatchAck, ErrorBody, InventoryReport, MetricsBatch, RenewRequest,
+    RenewResponse,
 };
 use flate2::{Compression, write::GzEncoder};
 use reqwest::{StatusCode, header};
@@ -59,6 +59,8 @@ pub enum RequestError {
         message: String,
         /// The parsed error body, when there was one.
         body: Option<ErrorBody>,
+        /// The `Retry-After` of the answer, when it gave one in seconds.
+        retry_after: Option<Duration>,
     },
     /// The request did not complete (connect, TLS, timeout, reset).
     #[error("{method} {url} failed: {}", error_chain(source))]
@@ -124,6 +126,14 @@ impl RequestError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             RequestError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked to wait before trying again (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RequestError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -244,11 +254,6 @@ impl AgentClient {
         format!("{}{AGENT_API_PREFIX}/{route}", self.base)
     }
 
-    /// `GET /v1/agent/config`.
-    pub async fn config(&self) -> Result<AgentConfig, RequestError> {
-        self.get_json("config").await
-    }
-
     /// `POST /v1/agent/metrics` with an already gzip-compressed [`MetricsBatch`].
     pub async fn send_metrics_gz(&self, body_gz: Vec<u8>) -> Result<BatchAck, RequestError> {
         self.post_batch_gz("metrics", body_gz).await
@@ -348,6 +353,13 @@ impl AgentClient {
         if status.is_success() {
             return Ok(resp);
         }
+        // Seconds only: the operator never sends the HTTP-date form.
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let text = resp.text().await.unwrap_or_default();
         let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
         let message = match &body {
@@ -363,6 +375,7 @@ impl AgentClient {
             status,
             message,
             body,
+            retry_after,
         })
     }
 }
@@ -396,6 +409,8 @@ pub fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use cdot_crds::wire::AgentConfig;
+
     use super::*;
 
     #[test]
@@ -416,6 +431,7 @@ mod tests {
             status: StatusCode::from_u16(status).expect("status"),
             message: String::new(),
             body: None,
+            retry_after: None,
         };
         for permanent in [400, 404, 413, 422] {
             assert!(err(permanent).is_permanent(), "{permanent}");

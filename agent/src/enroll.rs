@@ -4,6 +4,9 @@
 //! and a CSR whose subject CN is the device name for mutual TLS, or an Ed25519 key whose
 //! public half is sent for JWT authentication. The enrollment request is trusted by a CA
 //! file, or by a pin (`sha256:HEX` of the DER of a certificate in the server's chain).
+//! An operator that is busy or rate-limits enrollment per source address (many agents
+//! behind one NAT) answers 429 or 503 with `Retry-After`: the request is made again after
+//! that wait (at most a minute, five requests in all); any other refusal is final.
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use cdot_crds::{
@@ -11,6 +14,7 @@ use cdot_crds::{
     wire::{EnrollRequest, EnrollResponse, RenewRequest},
 };
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
+use reqwest::StatusCode;
 use rustls::{
     DigitallySignedStruct, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -309,12 +313,49 @@ pub async fn enroll_unless_enrolled(
     enroll(opts).await
 }
 
+/// Enrollment requests at most, when the operator answers 429 (its per-address rate limit:
+/// many agents behind one NAT) or 503 (busy, or its database down).
+const ENROLL_ATTEMPTS: u32 = 5;
+/// Longest wait between two of them, whatever `Retry-After` asks.
+const ENROLL_RETRY_MAX: Duration = Duration::from_secs(60);
+/// Wait when a 429 or 503 has no `Retry-After` (the operator's own default).
+const ENROLL_RETRY_DEFAULT: Duration = Duration::from_secs(2);
+
+/// Posts the enrollment request, again after the server's `Retry-After` while it answers
+/// 429 or 503; any other failure (a 4xx: a used or wrong token) is returned at once.
 async fn post_enroll(
     client: &AgentClient,
     url: &str,
     request: &EnrollRequest,
 ) -> Result<EnrollResponse, RequestError> {
-    client.post_json::<_, EnrollResponse>(url, request).await
+    let mut attempt = 1;
+    loop {
+        let error = match client.post_json::<_, EnrollResponse>(url, request).await {
+            Ok(response) => return Ok(response),
+            Err(e) => e,
+        };
+        let busy = matches!(
+            error.status(),
+            Some(StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE)
+        );
+        if !busy || attempt >= ENROLL_ATTEMPTS {
+            return Err(error);
+        }
+        let wait = error
+            .retry_after()
+            .unwrap_or(ENROLL_RETRY_DEFAULT)
+            .min(ENROLL_RETRY_MAX);
+        tracing::warn!(
+            url,
+            attempt,
+            of = ENROLL_ATTEMPTS,
+            wait_secs = wait.as_secs(),
+            error = %error,
+            "operator busy; enrolling again after the wait it asked for"
+        );
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
 }
 
 /// Seconds of validity: `(not_before, not_after)` of the first certificate in `pem`.
@@ -488,7 +529,125 @@ impl ServerCertVerifier for PinnedVerifier {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        collections::VecDeque,
+        sync::{Arc, Mutex},
+    };
+
+    use axum::{
+        Json, Router,
+        extract::State,
+        http::{HeaderValue, header::RETRY_AFTER},
+        response::{IntoResponse, Response},
+        routing::post,
+    };
+    use cdot_crds::wire::{AgentConfig, ErrorBody};
+
     use super::*;
+    use crate::testing::ScriptedOperator;
+
+    /// An enroll route that refuses with the next of `refusals` (a status and its
+    /// `Retry-After`) while there is one, then enrolls.
+    #[derive(Default)]
+    struct Script {
+        ca_pem: String,
+        refusals: VecDeque<(StatusCode, Option<&'static str>)>,
+        requests: usize,
+    }
+
+    async fn enroll_route(
+        State(script): State<Arc<Mutex<Script>>>,
+        Json(request): Json<EnrollRequest>,
+    ) -> Response {
+        let mut script = script.lock().expect("lock");
+        script.requests += 1;
+        if let Some((status, retry_after)) = script.refusals.pop_front() {
+            let body = ErrorBody {
+                code: status.as_u16(),
+                reason: "Refused".into(),
+                message: format!("scripted refusal {}", script.requests),
+                field: None,
+            };
+            let mut response = (status, Json(body)).into_response();
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static(seconds));
+            }
+            return response;
+        }
+        Json(EnrollResponse {
+            namespace: "acme".into(),
+            device_name: request.device_name,
+            device_uid: uuid::Uuid::new_v4(),
+            certificate_pem: None,
+            certificate_expiry: None,
+            ca_pem: script.ca_pem.clone(),
+            config: AgentConfig::default(),
+        })
+        .into_response()
+    }
+
+    /// Enrolls (JWT) against an operator refusing with `refusals` first: the outcome, the
+    /// requests the operator saw and how long it took.
+    async fn enroll_refused(
+        refusals: &[(StatusCode, Option<&'static str>)],
+    ) -> (Result<Identity, EnrollError>, usize, Duration) {
+        let script = Arc::new(Mutex::new(Script {
+            refusals: refusals.iter().copied().collect(),
+            ..Script::default()
+        }));
+        let app = Router::new()
+            .route("/v1/agent/enroll", post(enroll_route))
+            .with_state(script.clone());
+        let operator = ScriptedOperator::start(app).await;
+        script.lock().expect("lock").ca_pem = operator.cert.pem.clone();
+        let state = tempfile::tempdir().expect("tempdir");
+        let opts = EnrollOptions {
+            server: operator.url(),
+            token: "t0ken".into(),
+            device_name: Some("web-1".into()),
+            namespace: None,
+            trust: TrustAnchor::CaPem(operator.cert.pem.clone()),
+            auth: AuthMode::Jwt,
+            state_dir: state.path().to_owned(),
+            timeout: Duration::from_secs(5),
+            device_class: None,
+        };
+        let started = std::time::Instant::now();
+        let outcome = enroll(opts).await;
+        let requests = script.lock().expect("lock").requests;
+        (outcome, requests, started.elapsed())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_rate_limited_enrollment_waits_for_retry_after_then_enrolls() {
+        let (outcome, requests, took) =
+            enroll_refused(&[(StatusCode::TOO_MANY_REQUESTS, Some("1"))]).await;
+        let identity = outcome.expect("enrolled on the second request");
+        assert_eq!(identity.device_name, "web-1");
+        assert_eq!(requests, 2);
+        assert!(took >= Duration::from_secs(1), "waited only {took:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_enrollment_fails_at_once_with_the_servers_message() {
+        let (outcome, requests, _) = enroll_refused(&[(StatusCode::FORBIDDEN, Some("1"))]).await;
+        let err = outcome.expect_err("a 403 is final").to_string();
+        assert!(err.contains("HTTP 403"), "{err}");
+        assert!(err.contains("scripted refusal 1"), "{err}");
+        assert_eq!(requests, 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_busy_operator_is_asked_five_times_at_most() {
+        let busy = [(StatusCode::SERVICE_UNAVAILABLE, Some("0")); 6];
+        let (outcome, requests, _) = enroll_refused(&busy).await;
+        let err = outcome.expect_err("still busy").to_string();
+        assert!(err.contains("HTTP 503"), "{err}");
+        assert!(err.contains("scripted refusal 5"), "{err}");
+        assert_eq!(requests, ENROLL_ATTEMPTS as usize);
+    }
 
     #[test]
     fn host_names_become_dns_names() {

@@ -8,7 +8,8 @@
 //! wait on each other: collection goes on while delivery is stuck.
 //!
 //! The modules are public so that end-to-end tests and load generators can drive the same
-//! code the binary runs.
+//! code the binary runs; [`testing`] (feature `test-support`) holds the fixtures of those
+//! tests, the collector's included.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -17,11 +18,14 @@ pub mod config;
 pub mod delivery;
 pub mod enroll;
 pub mod jwt;
+pub mod refresh;
 pub mod run;
 pub mod service;
 pub mod sources;
 pub mod spool;
 pub mod state;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 /// Version of this agent, sent in every report.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

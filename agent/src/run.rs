@@ -8,6 +8,7 @@
 //! * **Configuration**, **inventory** and **certificate renewal** each run on their own
 //!   schedule; a stuck request holds up only its own task. Renewal hands the new client to
 //!   the others through a watch channel; the configuration reaches sampling the same way.
+//!   Renewal and the configuration's refresh are the collector's too ([`crate::refresh`]).
 //!
 //! On the shutdown signal every task stops at once: a request in flight is abandoned, and
 //! its batch, like every batch collected, is already in the spool.
@@ -35,8 +36,8 @@ use crate::{
     client::{AgentClient, ClientError, gzip_json},
     config::AgentSettings,
     delivery::{Delivery, DeliveryLoop},
-    enroll::{self, Renewal},
     jwt::unix_now,
+    refresh::{self, Renewer},
     service::{stopped, unless_stopped},
     sources::{
         host_metrics::{CollectError, HostMetrics},
@@ -237,14 +238,16 @@ impl Agent {
                 delivery_stats.delivered(outcome)
             }),
         );
+        let config_paths = paths.clone();
         tasks.spawn(
             "configuration",
-            refresh_config(
+            refresh::fetch_every(
                 client_rx.clone(),
-                config_tx,
-                paths.clone(),
+                "config",
+                "the configuration",
                 settings.config_refresh_interval,
                 stop.clone(),
+                move |new| config_fetched(&config_tx, &config_paths, new),
             ),
         );
         let inventory = Inventory {
@@ -260,10 +263,13 @@ impl Agent {
                 paths,
                 creds,
                 client: client_tx,
-                settings,
-                stats,
+                request_timeout: settings.request_timeout,
+                check_interval: settings.renew_check_interval,
             };
-            tasks.spawn("renewal", renewer.run(stop.clone()));
+            tasks.spawn(
+                "renewal",
+                renewer.run(stop.clone(), move || AgentStats::inc(&stats.renewals)),
+            );
         }
 
         let failed = tokio::select! {
@@ -408,39 +414,14 @@ impl Sampler {
     }
 }
 
-/// Fetches the configuration every `every` and publishes it when it changed.
-async fn refresh_config(
-    client: watch::Receiver<AgentClient>,
-    config: watch::Sender<AgentConfig>,
-    paths: StatePaths,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let current = client.borrow().clone();
-        let Some(fetched) = unless_stopped(&mut stop, current.config()).await else {
-            return;
-        };
-        match fetched {
-            Ok(new) => {
-                if new != *config.borrow() {
-                    tracing::info!(config = ?new, "configuration updated");
-                    if let Err(e) = paths.save_config(&new) {
-                        tracing::warn!(error = %e, "failed to cache the configuration");
-                    }
-                    config.send_replace(new);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "failed to fetch the configuration; keeping the last one")
-            }
+/// Publishes a fetched configuration when it changed, and caches it on disk.
+fn config_fetched(config: &watch::Sender<AgentConfig>, paths: &StatePaths, new: AgentConfig) {
+    if new != *config.borrow() {
+        tracing::info!(config = ?new, "configuration updated");
+        if let Err(e) = paths.save_config(&new) {
+            tracing::warn!(error = %e, "failed to cache the configuration");
         }
-        if unless_stopped(&mut stop, tokio::time::sleep(every))
-            .await
-            .is_none()
-        {
-            return;
-        }
+        config.send_replace(new);
     }
 }
 
@@ -513,43 +494,6 @@ impl Inventory {
             Err(e) => {
                 tracing::warn!(error = %e, "sending inventory failed; will retry");
                 check.min(INVENTORY_RETRY)
-            }
-        }
-    }
-}
-
-/// Renews the certificate when due and hands the new client to the other tasks.
-struct Renewer {
-    paths: StatePaths,
-    creds: Credentials,
-    client: watch::Sender<AgentClient>,
-    settings: AgentSettings,
-    stats: Arc<AgentStats>,
-}
-
-impl Renewer {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut client = self.client.borrow().clone();
-        loop {
-            let renew = enroll::renew_if_due(
-                &self.paths,
-                &mut self.creds,
-                &mut client,
-                self.settings.request_timeout,
-            );
-            let Some(renewal) = unless_stopped(&mut stop, renew).await else {
-                return;
-            };
-            if renewal == Renewal::Renewed {
-                AgentStats::inc(&self.stats.renewals);
-                self.client.send_replace(client.clone());
-            }
-            let wait = renewal.next_check(self.settings.renew_check_interval);
-            if unless_stopped(&mut stop, tokio::time::sleep(wait))
-                .await
-                .is_none()
-            {
-                return;
             }
         }
     }

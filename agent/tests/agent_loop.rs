@@ -1,7 +1,6 @@
 //! The agent against a scripted HTTPS operator: enrollment with a pinned fingerprint (JWT
 //! mode), then the service loop through an outage, a refused batch and recovery.
 use std::{
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -22,12 +21,12 @@ use cdot_agent::{
     run::{Agent, AgentStats},
     spool::Spool,
     state::{AuthMode, StatePaths},
+    testing::{RunningAgent, ScriptedOperator, wait_for},
 };
 use cdot_crds::wire::{
     AgentConfig, BatchAck, EnrollRequest, EnrollResponse, ErrorBody, InventoryReport, MetricsBatch,
 };
 use ring::signature::{ED25519, UnparsedPublicKey};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 #[derive(Default)]
@@ -154,53 +153,25 @@ async fn inventory_route(State(op): State<Shared>, headers: HeaderMap, body: Byt
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn start_operator(op: Shared) -> (SocketAddr, String, [u8; 32]) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
-    let cert = params.self_signed(&key).expect("cert");
-    let pin: [u8; 32] = Sha256::digest(cert.der()).into();
-    let cert_pem = cert.pem();
-    op.lock().expect("lock").ca_pem = cert_pem.clone();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        cert_pem.clone().into_bytes(),
-        key.serialize_pem().into_bytes(),
-    )
-    .await
-    .expect("tls");
+/// The scripted operator; the enrollment answer hands out its own certificate as CA.
+async fn start_operator(op: Shared) -> ScriptedOperator {
     let app = Router::new()
         .route("/v1/agent/enroll", post(enroll_route))
         .route("/v1/agent/config", get(config_route))
         .route("/v1/agent/metrics", post(metrics_route))
         .route("/v1/agent/inventory", put(inventory_route))
-        .with_state(op);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let server = axum_server::from_tcp_rustls(listener, tls).expect("server");
-    tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    (addr, cert_pem, pin)
-}
-
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .with_state(op.clone());
+    let operator = ScriptedOperator::start(app).await;
+    op.lock().expect("lock").ca_pem = operator.cert.pem.clone();
+    operator
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn enroll_with_pin_then_survive_outage_and_refusal() {
     let op: Shared = Arc::default();
-    let (addr, cert_pem, pin) = start_operator(op.clone()).await;
-    // The enrollment answer hands out the server's own certificate as CA.
-    let server = format!("https://{addr}");
-    let ca = cert_pem;
+    let operator = start_operator(op.clone()).await;
+    let server = operator.url();
+    let (ca, pin) = (operator.cert.pem, operator.cert.pin);
     let state = tempfile::tempdir().expect("tempdir");
 
     // A wrong pin is refused before anything is sent.
@@ -235,23 +206,18 @@ async fn enroll_with_pin_then_survive_outage_and_refusal() {
     settings.request_timeout = Duration::from_secs(5);
     let agent = Agent::new(settings).expect("agent");
     let stats = agent.stats();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(agent.run(async {
-        let _ = stop_rx.await;
-    }));
+    let running = RunningAgent::spawn(agent);
 
     let op2 = op.clone();
-    wait_for("six acknowledged batches", || {
+    wait_for("six acknowledged batches", Duration::from_secs(30), || {
         op2.lock().expect("lock").acked.len() >= 6
     })
     .await;
-    wait_for("inventory", || op2.lock().expect("lock").inventories >= 1).await;
-    stop_tx.send(()).expect("stop");
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("stops promptly")
-        .expect("task")
-        .expect("run ok");
+    wait_for("inventory", Duration::from_secs(30), || {
+        op2.lock().expect("lock").inventories >= 1
+    })
+    .await;
+    running.stop().await;
 
     let op = op.lock().expect("lock");
     assert_eq!(op.bad_auth, 0, "every request carried a valid JWT");

@@ -2,10 +2,6 @@
 //! process stopped with SIGSTOP): sampling goes on, every sample reaches the spool, and once
 //! the operator answers again every batch is delivered once, in order.
 use std::{
-    fs,
-    net::SocketAddr,
-    os::unix::fs::PermissionsExt,
-    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -21,12 +17,16 @@ use axum::{
 use cdot_agent::{
     client::gunzip,
     config::AgentSettings,
-    jwt,
     run::{Agent, AgentStats},
-    state::{self, AuthMode, Credentials, Identity, StatePaths},
+    state::StatePaths,
+    testing::{
+        RunningAgent, ScriptedOperator, assert_closed, enrolled_state, spooled, state_left_open,
+        wait_for,
+    },
 };
 use cdot_crds::wire::{AgentConfig, BatchAck, MetricsBatch};
 use cdot_testkit::frozen::FreezableProxy;
+use tempfile::TempDir;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -45,20 +45,9 @@ async fn metrics_route(State(acked): State<Acked>, body: Bytes) -> Response {
     .into_response()
 }
 
-/// An HTTPS operator on 127.0.0.1 that acknowledges every batch; returns its address and
-/// its certificate (the agent's CA).
-async fn start_operator(acked: Acked) -> (SocketAddr, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
-    let cert_pem = params.self_signed(&key).expect("cert").pem();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        cert_pem.clone().into_bytes(),
-        key.serialize_pem().into_bytes(),
-    )
-    .await
-    .expect("tls");
+/// An HTTPS operator on 127.0.0.1 that acknowledges every batch, behind a proxy that is
+/// frozen already; and a state directory enrolled with it.
+async fn frozen_operator(acked: Acked) -> (FreezableProxy, TempDir, StatePaths) {
     let app = Router::new()
         .route(
             "/v1/agent/config",
@@ -70,70 +59,18 @@ async fn start_operator(acked: Acked) -> (SocketAddr, String) {
             put(|| async { StatusCode::NO_CONTENT }),
         )
         .with_state(acked);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let server = axum_server::from_tcp_rustls(listener, tls).expect("server");
-    tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    (addr, cert_pem)
-}
-
-/// An enrolled (JWT) state directory talking to `server`.
-fn enrolled_state(dir: &Path, server: SocketAddr, ca_pem: String) -> StatePaths {
-    let key = jwt::generate_pkcs8().expect("key");
-    let creds = Credentials {
-        identity: Identity {
-            namespace: "acme".into(),
-            device_name: "web-1".into(),
-            device_uid: Uuid::new_v4(),
-            server: format!("https://{server}"),
-            auth: AuthMode::Jwt,
-        },
-        key_pem: state::pem_encode("PRIVATE KEY", &key),
-        cert_pem: None,
-        ca_pem,
-    };
-    let paths = StatePaths::new(dir);
-    paths
-        .save_enrollment(&creds, &AgentConfig::default())
-        .expect("save enrollment");
-    paths
-}
-
-/// Batch ids in the spool directory, oldest first (file names start with the sequence).
-fn spooled(paths: &StatePaths) -> Vec<Uuid> {
-    let mut names: Vec<String> = fs::read_dir(paths.spool())
-        .expect("list spool")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".batch") && !n.starts_with('.'))
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .map(|n| {
-            let id = &n[21..n.len() - ".batch".len()];
-            Uuid::parse_str(id).expect("batch id in file name")
-        })
-        .collect()
-}
-
-async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let backend = ScriptedOperator::start(app).await;
+    let operator = FreezableProxy::start(backend.addr).await;
+    operator.freeze();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = enrolled_state(dir.path(), "web-1", operator.addr(), backend.cert.pem);
+    (operator, dir, paths)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampling_goes_on_while_the_operator_hangs() {
     let acked: Acked = Arc::default();
-    let (backend, ca_pem) = start_operator(acked.clone()).await;
-    let operator = FreezableProxy::start(backend).await;
-    operator.freeze();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let paths = enrolled_state(dir.path(), operator.addr(), ca_pem);
+    let (operator, dir, paths) = frozen_operator(acked.clone()).await;
 
     let mut settings = AgentSettings::new(dir.path());
     settings.metrics_interval_override = Some(Duration::from_secs(1));
@@ -144,11 +81,8 @@ async fn sampling_goes_on_while_the_operator_hangs() {
     settings.retry_backoff_max = Duration::from_secs(1);
     let agent = Agent::new(settings).expect("agent");
     let stats = agent.stats();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
-    let running = tokio::spawn(agent.run(async {
-        let _ = stop_rx.await;
-    }));
+    let running = RunningAgent::spawn(agent);
 
     // Configuration, inventory and the first batch are all stuck on the frozen operator.
     wait_for(
@@ -186,12 +120,7 @@ async fn sampling_goes_on_while_the_operator_hangs() {
         },
     )
     .await;
-    stop_tx.send(()).expect("stop");
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("stops promptly")
-        .expect("task")
-        .expect("run ok");
+    running.stop().await;
 
     let acked = acked.lock().expect("lock").clone();
     assert_eq!(
@@ -229,38 +158,16 @@ fn abandoned_at_stop(acked: &[Uuid], left: &[Uuid]) -> usize {
 fn starting_closes_the_state_and_spool_directories() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state_dir = dir.path().join("state");
-    let paths = enrolled_state(&state_dir, "127.0.0.1:9".parse().expect("addr"), ca());
-    // As an older release left them: readable by everyone.
-    fs::create_dir_all(paths.spool()).expect("mkdir spool");
-    for d in [paths.dir(), paths.spool().as_path()] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    let paths = state_left_open(&state_dir, "web-1");
     let agent = Agent::new(AgentSettings::new(&state_dir)).expect("agent");
-    for d in [paths.dir(), paths.spool().as_path()] {
-        let mode = fs::metadata(d).expect("metadata").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700, "{}", d.display());
-    }
+    assert_closed(&paths);
     drop(agent);
-}
-
-/// A CA certificate the client accepts (never used: no request is made).
-fn ca() -> String {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    rcgen::CertificateParams::new(vec!["ca".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert")
-        .pem()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_spool_drops_the_batch_in_flight_and_its_late_ack_is_harmless() {
     let acked: Acked = Arc::default();
-    let (backend, ca_pem) = start_operator(acked.clone()).await;
-    let operator = FreezableProxy::start(backend).await;
-    operator.freeze();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let paths = enrolled_state(dir.path(), operator.addr(), ca_pem);
+    let (operator, dir, paths) = frozen_operator(acked.clone()).await;
 
     let mut settings = AgentSettings::new(dir.path());
     settings.metrics_interval_override = Some(Duration::from_millis(200));
@@ -270,10 +177,7 @@ async fn full_spool_drops_the_batch_in_flight_and_its_late_ack_is_harmless() {
     settings.spool_max_bytes = 8 * 1024;
     let agent = Agent::new(settings).expect("agent");
     let (stats, spool) = (agent.stats(), agent.spool());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(agent.run(async {
-        let _ = stop_rx.await;
-    }));
+    let running = RunningAgent::spawn(agent);
 
     let first = {
         let spool = spool.clone();
@@ -302,12 +206,7 @@ async fn full_spool_drops_the_batch_in_flight_and_its_late_ack_is_harmless() {
         AgentStats::get(&stats_now.acks_after_drop) >= 1
     })
     .await;
-    stop_tx.send(()).expect("stop");
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("stops promptly")
-        .expect("task")
-        .expect("run ok");
+    running.stop().await;
 
     let acked = acked.lock().expect("lock").clone();
     assert_eq!(

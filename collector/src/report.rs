@@ -12,8 +12,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use cdot_agent::{
     client::{AgentClient, gzip_json},
     delivery::{self, Delivery, DeliveryLoop},
-    enroll::{self, Renewal},
-    service::unless_stopped,
+    refresh::{self, Renewer},
     spool::{SharedSpool, Spool, SpoolError},
     state::{Credentials, StateError, StatePaths},
 };
@@ -221,8 +220,10 @@ impl Reporter {
             paths: self.paths.clone(),
             creds: self.creds.clone(),
             client: client_tx,
-            settings: self.settings.clone(),
+            request_timeout: self.settings.request_timeout,
+            check_interval: self.settings.renew_check_interval,
         };
+        let renewed = || tracing::info!("client certificate renewed");
         vec![
             (
                 "delivery",
@@ -230,14 +231,16 @@ impl Reporter {
             ),
             (
                 "assignments",
-                tokio::spawn(refresh_assignments(
+                tokio::spawn(refresh::fetch_every(
                     client_rx,
-                    targets,
+                    ASSIGNMENTS_ROUTE,
+                    "assignments",
                     self.settings.assignments_refresh,
                     stop.clone(),
+                    move |assignments| targets.assign(assignments),
                 )),
             ),
-            ("renewal", tokio::spawn(renewer.run(stop))),
+            ("renewal", tokio::spawn(renewer.run(stop, renewed))),
         ]
     }
 
@@ -325,77 +328,18 @@ impl Outputs {
     }
 }
 
-/// Fetches the assignments every `every` and hands them to the components.
-async fn refresh_assignments(
-    client: watch::Receiver<AgentClient>,
-    targets: Targets,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let current = client.borrow().clone();
-        let fetch = current.get_json::<CollectorAssignments>(ASSIGNMENTS_ROUTE);
-        let Some(fetched) = unless_stopped(&mut stop, fetch).await else {
-            return;
-        };
-        match fetched {
-            Ok(assignments) => {
-                tracing::debug!(
-                    snmp = assignments.snmp.len(),
-                    probes = assignments.probes.len(),
-                    devices = assignments.devices.len(),
-                    "assignments fetched"
-                );
-                publish(&targets.devices, assignments.devices);
-                publish(&targets.snmp, assignments.snmp);
-                publish(&targets.probes, assignments.probes);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "failed to fetch assignments; keeping the last ones")
-            }
-        }
-        if unless_stopped(&mut stop, tokio::time::sleep(every))
-            .await
-            .is_none()
-        {
-            return;
-        }
-    }
-}
-
-/// Renews the client certificate when due and hands the new client to the other tasks.
-struct Renewer {
-    paths: StatePaths,
-    creds: Credentials,
-    client: watch::Sender<AgentClient>,
-    settings: ReporterSettings,
-}
-
-impl Renewer {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut client = self.client.borrow().clone();
-        loop {
-            let renew = enroll::renew_if_due(
-                &self.paths,
-                &mut self.creds,
-                &mut client,
-                self.settings.request_timeout,
-            );
-            let Some(renewal) = unless_stopped(&mut stop, renew).await else {
-                return;
-            };
-            if renewal == Renewal::Renewed {
-                tracing::info!("client certificate renewed");
-                self.client.send_replace(client.clone());
-            }
-            let wait = renewal.next_check(self.settings.renew_check_interval);
-            if unless_stopped(&mut stop, tokio::time::sleep(wait))
-                .await
-                .is_none()
-            {
-                return;
-            }
-        }
+impl Targets {
+    /// Hands fetched assignments to the components.
+    fn assign(&self, assignments: CollectorAssignments) {
+        tracing::debug!(
+            snmp = assignments.snmp.len(),
+            probes = assignments.probes.len(),
+            devices = assignments.devices.len(),
+            "assignments fetched"
+        );
+        publish(&self.devices, assignments.devices);
+        publish(&self.snmp, assignments.snmp);
+        publish(&self.probes, assignments.probes);
     }
 }
 

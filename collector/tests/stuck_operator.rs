@@ -2,10 +2,6 @@
 //! answers): batches are still cut every ship interval and spooled, the components' queues
 //! keep flowing, and once the operator answers every batch is delivered once, in order.
 use std::{
-    fs,
-    net::SocketAddr,
-    os::unix::fs::PermissionsExt,
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicI64, Ordering},
@@ -22,15 +18,16 @@ use axum::{
 };
 use cdot_agent::{
     client::gunzip,
-    jwt,
-    state::{self, AuthMode, Credentials, Identity, StatePaths},
+    testing::{
+        ScriptedOperator, assert_closed, enrolled_state, spooled, state_left_open, wait_for,
+    },
 };
 use cdot_collector::{
     metrics::ReporterMetrics,
     report::{Inputs, Outputs, Reporter, ReporterSettings},
 };
 use cdot_crds::wire::{
-    AgentConfig, BatchAck,
+    BatchAck,
     collector::{CollectorAssignments, CollectorBatch, ProbeResult},
 };
 use cdot_testkit::frozen::FreezableProxy;
@@ -57,71 +54,6 @@ async fn batches_route(State(received): State<Received>, body: Bytes) -> Respons
     .into_response()
 }
 
-/// An HTTPS operator on 127.0.0.1; returns its address and its certificate (the CA).
-async fn start_operator(received: Received) -> (SocketAddr, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
-    let cert_pem = params.self_signed(&key).expect("cert").pem();
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        cert_pem.clone().into_bytes(),
-        key.serialize_pem().into_bytes(),
-    )
-    .await
-    .expect("tls");
-    let app = Router::new()
-        .route(
-            "/v1/agent/collector/assignments",
-            get(|| async { Json(CollectorAssignments::default()) }),
-        )
-        .route("/v1/agent/collector/batches", post(batches_route))
-        .with_state(received);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    let server = axum_server::from_tcp_rustls(listener, tls).expect("server");
-    tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    (addr, cert_pem)
-}
-
-/// An enrolled (JWT) collector state directory talking to `server`.
-fn enrolled_state(dir: &Path, server: SocketAddr, ca_pem: String) -> StatePaths {
-    let key = jwt::generate_pkcs8().expect("key");
-    let creds = Credentials {
-        identity: Identity {
-            namespace: "acme".into(),
-            device_name: "collector-1".into(),
-            device_uid: Uuid::new_v4(),
-            server: format!("https://{server}"),
-            auth: AuthMode::Jwt,
-        },
-        key_pem: state::pem_encode("PRIVATE KEY", &key),
-        cert_pem: None,
-        ca_pem,
-    };
-    let paths = StatePaths::new(dir);
-    paths
-        .save_enrollment(&creds, &AgentConfig::default())
-        .expect("save enrollment");
-    paths
-}
-
-/// Batch ids in the spool directory, oldest first (file names start with the sequence).
-fn spooled(paths: &StatePaths) -> Vec<Uuid> {
-    let mut names: Vec<String> = fs::read_dir(paths.spool())
-        .expect("list spool")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".batch") && !n.starts_with('.'))
-        .collect();
-    names.sort();
-    names
-        .iter()
-        .map(|n| Uuid::parse_str(&n[21..n.len() - ".batch".len()]).expect("batch id"))
-        .collect()
-}
-
 /// `cdot_collector_batches_total{result="..."}`.
 fn batches_counter(registry: &Registry, result: &str) -> u64 {
     let mut text = String::new();
@@ -132,12 +64,15 @@ fn batches_counter(registry: &Registry, result: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().expect("counter value"))
 }
 
-async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Routes of an operator that acknowledges every batch and assigns nothing.
+fn operator_routes(received: Received) -> Router {
+    Router::new()
+        .route(
+            "/v1/agent/collector/assignments",
+            get(|| async { Json(CollectorAssignments::default()) }),
+        )
+        .route("/v1/agent/collector/batches", post(batches_route))
+        .with_state(received)
 }
 
 fn probe(seq: i64) -> ProbeResult {
@@ -158,11 +93,11 @@ fn probe(seq: i64) -> ProbeResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_spooled_while_the_operator_hangs() {
     let received: Received = Arc::default();
-    let (backend, ca_pem) = start_operator(received.clone()).await;
-    let operator = FreezableProxy::start(backend).await;
+    let backend = ScriptedOperator::start(operator_routes(received.clone())).await;
+    let operator = FreezableProxy::start(backend.addr).await;
     operator.freeze();
     let dir = tempfile::tempdir().expect("tempdir");
-    let paths = enrolled_state(dir.path(), operator.addr(), ca_pem);
+    let paths = enrolled_state(dir.path(), "collector-1", operator.addr(), backend.cert.pem);
 
     let mut registry = Registry::default();
     let metrics = ReporterMetrics::register(&mut registry);
@@ -309,27 +244,13 @@ async fn batches_are_spooled_while_the_operator_hangs() {
 fn starting_closes_the_state_and_spool_directories() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state_dir = dir.path().join("state");
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let ca = rcgen::CertificateParams::new(vec!["ca".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert")
-        .pem();
-    let paths = enrolled_state(&state_dir, "127.0.0.1:9".parse().expect("addr"), ca);
-    // As an older release left them: readable by everyone.
-    fs::create_dir_all(paths.spool()).expect("mkdir spool");
-    for d in [paths.dir(), paths.spool().as_path()] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    let paths = state_left_open(&state_dir, "collector-1");
     let reporter = Reporter::new(
         &state_dir,
         ReporterSettings::default(),
         ReporterMetrics::default(),
     )
     .expect("reporter");
-    for d in [paths.dir(), paths.spool().as_path()] {
-        let mode = fs::metadata(d).expect("metadata").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700, "{}", d.display());
-    }
+    assert_closed(&paths);
     drop(reporter);
 }
