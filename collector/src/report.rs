@@ -223,7 +223,6 @@ impl Reporter {
             request_timeout: self.settings.request_timeout,
             check_interval: self.settings.renew_check_interval,
         };
-        let renewed = || tracing::info!("client certificate renewed");
         vec![
             (
                 "delivery",
@@ -240,7 +239,8 @@ impl Reporter {
                     move |assignments| targets.assign(assignments),
                 )),
             ),
-            ("renewal", tokio::spawn(renewer.run(stop, renewed))),
+            // The renewal itself is logged (with the new expiry) by the shared renewer.
+            ("renewal", tokio::spawn(renewer.run(stop, || {}))),
         ]
     }
 
