@@ -7,7 +7,7 @@ use cdot_crds::{
     discovery_scan::{DiscoveryScanSpec, DiscoveryScanStatus, ScanPhase, ScanProgress},
     kind::Kind,
 };
-use serde_json::json;
+use serde::Deserialize;
 
 use super::{Observation, World};
 use crate::store::StoredObject;
@@ -40,10 +40,15 @@ pub fn observe(
         .site
         .as_deref()
         .or_else(|| object.labels.get(SITE_LABEL).map(String::as_str));
-    let collector_class = json!(DeviceClass::Collector);
     let collectors = world
         .of_kind(&object.namespace, Kind::Device)
-        .filter(|device| device.spec.get("class") == Some(&collector_class))
+        .filter(|device| {
+            device
+                .spec
+                .get("class")
+                .and_then(|class| DeviceClass::deserialize(class).ok())
+                == Some(DeviceClass::Collector)
+        })
         .filter(|device| match &spec.collector {
             Some(selection) if selection.name.is_some() || selection.selector.is_some() => {
                 selection
@@ -93,6 +98,7 @@ pub fn observe(
 #[cfg(test)]
 mod tests {
     use cdot_crds::common::ConditionStatus;
+    use serde_json::json;
 
     use super::*;
     use crate::reconcile::tests::stored;
