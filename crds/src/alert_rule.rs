@@ -262,16 +262,21 @@ pub struct AlertRuleStatus {
     /// The `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: `Valid`, `Ready`.
+    /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
+    /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
+    /// when the spec is invalid, the message naming each field; `False` otherwise).
+    /// `Ready` is `True` once the spec is valid and every channel in `spec.channels` exists;
+    /// it does not mean the rule is evaluated (alert evaluation is not implemented yet).
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Devices the selector currently matches.
-    #[serde(default)]
-    pub matched_devices: u32,
-    /// Alerts currently firing.
-    #[serde(default)]
-    pub firing: u32,
-    /// Last evaluation (RFC 3339).
+    /// Devices of the namespace the selector currently matches; not updated while the spec
+    /// is invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_devices: Option<u32>,
+    /// Alerts currently firing. Not written yet: alert evaluation is not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firing: Option<u32>,
+    /// Last evaluation (RFC 3339). Not written yet: alert evaluation is not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluation: Option<String>,
 }

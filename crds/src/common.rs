@@ -37,7 +37,8 @@ pub enum ConditionStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// Condition type in CamelCase, e.g. `Ready`, `Valid`, `Enrolled`, `Reachable`.
+    /// Condition type in CamelCase: `Ready`, `Reconciling` or `Degraded` on every kind, and
+    /// `Enrolled` on a Device.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

@@ -295,7 +295,11 @@ pub struct DeviceStatus {
     /// The `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: `Ready` (reporting), `Enrolled`, `Reachable`, `Valid`.
+    /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
+    /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
+    /// when the spec is invalid, the message naming each field; `False` otherwise) and
+    /// `Enrolled` (an agent enrolled as this device). `Ready` is `True` while monitoring is not
+    /// paused and an agent or collector reported within three of its metrics intervals.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// How the device came to exist.
@@ -310,10 +314,11 @@ pub struct DeviceStatus {
     /// Summary of the latest metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_metrics: Option<MetricSummary>,
-    /// Number of alerts firing for this device.
-    #[serde(default)]
-    pub firing_alerts: u32,
-    /// Patch state summary.
+    /// Number of alerts firing for this device. Not written yet: alert evaluation is not
+    /// implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firing_alerts: Option<u32>,
+    /// Patch state summary. Not written yet: patching is not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patches: Option<PatchSummary>,
 }

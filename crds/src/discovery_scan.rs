@@ -278,16 +278,22 @@ pub struct DiscoveryScanStatus {
     /// The `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: `Valid`, `Ready`.
+    /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
+    /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
+    /// when the spec is invalid, the message naming each field; `False` otherwise).
+    /// `Ready` is `True` once the spec is valid and a Collector device can run the scan; it
+    /// does not mean the scan runs (discovery scanning is not implemented yet).
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Phase.
+    /// Phase; `Pending` until a scanner runs the scan (discovery scanning is not implemented
+    /// yet). Not updated while the spec is invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ScanPhase>,
-    /// Progress of the current run.
+    /// Progress of the current run: `total` is the addresses the targets cover, `scanned`
+    /// stays 0 until a scanner runs. Not updated while the spec is invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ScanProgress>,
-    /// The last completed run.
+    /// The last completed run. Not written yet: discovery scanning is not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<ScanRun>,
 }

@@ -259,21 +259,27 @@ pub struct NotificationChannelStatus {
     /// The `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: `Valid`, `Ready` (secrets resolved).
+    /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
+    /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
+    /// when the spec is invalid, the message naming each field; `False` otherwise).
+    /// `Ready` is `True` once the spec is valid; it does not mean anything is delivered (the
+    /// Secrets it names are not resolved, and notification delivery is not implemented yet).
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Last successful delivery (RFC 3339).
+    /// Last successful delivery (RFC 3339). Not written yet: notification delivery is not
+    /// implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery: Option<String>,
-    /// Last delivery error.
+    /// Last delivery error. Not written yet: notification delivery is not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Notifications delivered.
-    #[serde(default)]
-    pub delivered: u64,
-    /// Notifications that failed after retries.
-    #[serde(default)]
-    pub failed: u64,
+    /// Notifications delivered. Not written yet: notification delivery is not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<u64>,
+    /// Notifications that failed after retries. Not written yet: notification delivery is
+    /// not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<u64>,
 }
 
 fn check_email(s: &str) -> Result<(), String> {

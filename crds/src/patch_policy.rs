@@ -176,18 +176,25 @@ pub struct PatchPolicyStatus {
     /// The `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: `Valid`, `Ready`, `Halted`.
+    /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
+    /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
+    /// when the spec is invalid, the message naming each field; `False` otherwise).
+    /// `Ready` is `True` once the spec is valid (reason `DevicesOutsideRings` when devices in
+    /// scope match no ring); it does not mean patches are installed (patching is not
+    /// implemented yet).
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Devices the policy applies to.
-    #[serde(default)]
-    pub devices_in_scope: u32,
-    /// Devices with every approved patch installed.
-    #[serde(default)]
-    pub compliant: u32,
-    /// Progress per ring.
-    #[serde(default)]
-    pub rings: Vec<RingStatus>,
+    /// Devices of the namespace the policy applies to; not updated while the spec is invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices_in_scope: Option<u32>,
+    /// Devices with every approved patch installed. Not written yet: patching is not
+    /// implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliant: Option<u32>,
+    /// The devices of each ring of `spec.rings`, in order; not updated while the spec is
+    /// invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rings: Option<Vec<RingStatus>>,
 }
 
 /// Progress of one ring.
@@ -200,10 +207,10 @@ pub struct RingStatus {
     /// Devices in the ring.
     #[serde(default)]
     pub devices: u32,
-    /// Devices done.
+    /// Devices done. Stays 0 for now: patching is not implemented.
     #[serde(default)]
     pub completed: u32,
-    /// Devices failed.
+    /// Devices failed. Stays 0 for now: patching is not implemented.
     #[serde(default)]
     pub failed: u32,
 }

@@ -304,21 +304,26 @@ pub struct WorkflowStatus {
     /// The `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: `Valid`, `Ready`.
+    /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
+    /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
+    /// when the spec is invalid, the message naming each field; `False` otherwise).
+    /// `Ready` is `True` once the spec is valid and the AlertRule and NotificationChannels it
+    /// names exist; it does not mean the workflow runs (workflow execution is not implemented
+    /// yet).
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Devices the selector matches.
-    #[serde(default)]
-    pub matched_devices: u32,
-    /// The most recent run.
+    /// Devices of the namespace the selector matches; not updated while the spec is invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_devices: Option<u32>,
+    /// The most recent run. Not written yet: workflow execution is not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<WorkflowRunSummary>,
-    /// Runs started.
-    #[serde(default)]
-    pub runs: u64,
-    /// Runs failed.
-    #[serde(default)]
-    pub failures: u64,
+    /// Runs started. Not written yet: workflow execution is not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<u64>,
+    /// Runs failed. Not written yet: workflow execution is not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures: Option<u64>,
 }
 
 /// Summary of one run (the full audit record is in the store).

@@ -360,7 +360,7 @@ async fn each_kind_sends_its_exact_status_patch() {
         let expected = match kind {
             Kind::NotificationChannel => json!({
                 "observedGeneration": 2,
-                "conditions": [condition("Ready", "True", "Accepted", "Webhook channel ready to deliver"), valid(), reconciled()],
+                "conditions": [condition("Ready", "True", "Accepted", "valid Webhook channel; nothing is delivered yet: notification delivery is not implemented"), valid(), reconciled()],
             }),
             Kind::AlertRule => json!({
                 "matchedDevices": 0,
@@ -371,7 +371,7 @@ async fn each_kind_sends_its_exact_status_patch() {
                 "devicesInScope": 0,
                 "observedGeneration": 2,
                 "rings": [{"completed": 0, "devices": 0, "failed": 0, "name": "pilot"}, {"completed": 0, "devices": 0, "failed": 0, "name": "servers"}, {"completed": 0, "devices": 0, "failed": 0, "name": "everyone"}],
-                "conditions": [condition("Ready", "True", "Accepted", "installing; 0 device(s) in scope"), valid(), reconciled()],
+                "conditions": [condition("Ready", "True", "Accepted", "valid; 0 device(s) in scope; nothing is patched yet: patching is not implemented"), valid(), reconciled()],
             }),
             Kind::Workflow => json!({
                 "matchedDevices": 0,
@@ -382,7 +382,7 @@ async fn each_kind_sends_its_exact_status_patch() {
                 "observedGeneration": 2,
                 "phase": "Pending",
                 "progress": {"scanned": 0, "total": 264},
-                "conditions": [condition("Ready", "False", "NoCollector", "no Collector device for site london yet; enroll a collector to run this scan"), valid(), reconciled()],
+                "conditions": [condition("Ready", "False", "NoCollector", "no Collector device for site london: a scan needs one to run from; not scanned yet: discovery scanning is not implemented"), valid(), reconciled()],
             }),
             Kind::Device => unreachable!("Devices have their own test"),
         };

@@ -58,7 +58,7 @@ pub async fn device_pass(store: &Store, now: &str) -> Result<Vec<(String, String
             kind: Kind::Device,
             namespace: o.namespace.clone(),
             name: o.name.clone(),
-            status: reconcile::reconcile(o, &world, now),
+            status: serde_json::Value::Object(reconcile::reconcile(o, &world, now).to_patch()),
         })
         .collect();
     let changed = store.patch_statuses(&patches).await?;

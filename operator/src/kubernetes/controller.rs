@@ -372,21 +372,19 @@ async fn apply(object: &DynamicObject, context: &KindContext) -> Result<Action, 
             .collect(),
     );
     let now = reconcile::now_rfc3339();
-    let status = reconcile::reconcile(&stored, &world, &now);
+    let decided = reconcile::reconcile(&stored, &world, &now);
     drop(world);
-    context.count(reconcile::outcome(&status));
+    context.count(decided.outcome());
+    let status = decided.to_patch();
 
-    if status
-        .as_object()
-        .is_some_and(|fields| changes_status(&stored.status, fields))
-    {
+    if changes_status(&stored.status, &status) {
         shared
             .store
             .patch_statuses(&[StatusPatch {
                 kind,
                 namespace: mirrored.namespace.clone(),
                 name: mirrored.name.clone(),
-                status: status.clone(),
+                status: Value::Object(status.clone()),
             }])
             .await?;
     }
@@ -548,8 +546,12 @@ fn peer(kind: Kind, object: &DynamicObject) -> Option<Peer<'_>> {
 /// The status written to the API server: what the reconciler decided, and for a Device the
 /// agent identity the store holds (not the last-seen time, which moves with every report
 /// and would turn each report into a write to the API server).
-pub fn cluster_status(kind: Kind, decided: &Value, stored: &Value) -> Map<String, Value> {
-    let mut patch = decided.as_object().cloned().unwrap_or_default();
+pub fn cluster_status(
+    kind: Kind,
+    decided: &Map<String, Value>,
+    stored: &Value,
+) -> Map<String, Value> {
+    let mut patch = decided.clone();
     if kind == Kind::Device
         && let Some(agent) = stored.get("agent").and_then(Value::as_object)
     {
@@ -593,7 +595,10 @@ mod tests {
 
     #[test]
     fn the_status_written_to_the_api_server_leaves_out_the_report_time() {
-        let decided = json!({ "observedGeneration": 3, "conditions": [] });
+        let decided = json!({ "observedGeneration": 3, "conditions": [] })
+            .as_object()
+            .cloned()
+            .expect("an object");
         let stored = json!({ "agent": { "id": "a1", "version": "0.1.0", "lastSeen": "2026-11-26T10:00:00Z" }, "lastMetrics": {} });
         let patch = cluster_status(Kind::Device, &decided, &stored);
         assert_eq!(patch["agent"], json!({ "id": "a1", "version": "0.1.0" }));

@@ -1,16 +1,33 @@
 //! AlertRule: which devices it covers and whether the channels it notifies exist.
-use cdot_crds::{alert_rule::AlertRuleSpec, common::selector_matches, kind::Kind};
-use serde_json::json;
+//!
+//! Nothing evaluates alert rules yet, so `Ready` says the rule is accepted and what it
+//! selects, and that it is not evaluated: a status must not claim work no code does.
+use cdot_crds::{
+    alert_rule::{AlertRuleSpec, AlertRuleStatus},
+    common::selector_matches,
+    kind::Kind,
+};
 
-use super::{Observation, World};
+use super::{Observation, World, count};
 use crate::store::StoredObject;
 
-pub fn observe(spec: &AlertRuleSpec, object: &StoredObject, world: &World<'_>) -> Observation {
-    let matched = world
-        .of_kind(&object.namespace, Kind::Device)
-        .filter(|device| selector_matches(&spec.selector, device.labels))
-        .count();
-    let fields = json!({ "matchedDevices": matched });
+/// Ends the `Ready` message until alert evaluation exists.
+pub const NOT_EVALUATED: &str = "not evaluated yet: alert evaluation is not implemented";
+
+pub fn observe(
+    spec: &AlertRuleSpec,
+    object: &StoredObject,
+    world: &World<'_>,
+) -> Observation<AlertRuleStatus> {
+    let matched = count(
+        world
+            .of_kind(&object.namespace, Kind::Device)
+            .filter(|device| selector_matches(&spec.selector, device.labels)),
+    );
+    let status = AlertRuleStatus {
+        matched_devices: Some(matched),
+        ..AlertRuleStatus::default()
+    };
     let missing: Vec<&str> = spec
         .channels
         .iter()
@@ -19,7 +36,7 @@ pub fn observe(spec: &AlertRuleSpec, object: &StoredObject, world: &World<'_>) -
         .collect();
     if !missing.is_empty() {
         return Observation::not_ready(
-            fields,
+            status,
             "ChannelNotFound",
             format!(
                 "notification channel(s) not found in namespace {}: {}",
@@ -29,18 +46,23 @@ pub fn observe(spec: &AlertRuleSpec, object: &StoredObject, world: &World<'_>) -
         );
     }
     if spec.paused {
-        return Observation::ready(fields, "Paused", "evaluation is paused by spec.paused");
+        return Observation::ready(
+            status,
+            "Paused",
+            format!("paused by spec.paused; selects {matched} device(s)"),
+        );
     }
     Observation::ready(
-        fields,
+        status,
         "Accepted",
-        format!("evaluated on ingest for {matched} device(s)"),
+        format!("valid; selects {matched} device(s); {NOT_EVALUATED}"),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use cdot_crds::common::ConditionStatus;
+    use serde_json::json;
 
     use super::*;
     use crate::reconcile::tests::stored;
@@ -91,8 +113,23 @@ mod tests {
             Err(e) => panic!("fixture does not match the AlertRule schema: {e}"),
         };
         let observation = observe(&spec, &rule, &World::new(&objects));
-        assert_eq!(observation.fields["matchedDevices"], 1);
+        assert_eq!(observation.status.matched_devices, Some(1));
         assert_eq!(observation.ready.0, ConditionStatus::True);
+    }
+
+    /// The product owner's defect: `Ready` said "evaluated on ingest" while nothing
+    /// evaluates alert rules.
+    #[test]
+    fn ready_does_not_claim_an_evaluation_that_does_not_happen() {
+        let objects = world_objects();
+        let rule = rule(&["slack"]);
+        let spec: AlertRuleSpec = serde_json::from_value(rule.spec.clone()).expect("spec");
+        let observation = observe(&spec, &rule, &World::new(&objects));
+        assert_eq!(
+            observation.ready.2,
+            "valid; selects 1 device(s); not evaluated yet: alert evaluation is not implemented"
+        );
+        assert!(!observation.ready.2.contains("evaluated on"));
     }
 
     #[test]

@@ -7,7 +7,6 @@ use cdot_crds::{
     device::{DeviceSource, DeviceSpec, DeviceStatus},
     wire::AgentConfig,
 };
-use serde_json::json;
 
 use super::{Observation, World};
 use crate::store::StoredObject;
@@ -64,11 +63,14 @@ pub fn observe(
     object: &StoredObject,
     _world: &World<'_>,
     now: &str,
-) -> Observation {
+) -> Observation<DeviceStatus> {
     let status: DeviceStatus = serde_json::from_value(object.status.clone()).unwrap_or_default();
     // The creator (enrollment, discovery) owns `source`; a device only in manifests is Manual.
     let source = status.source.unwrap_or(DeviceSource::Manual);
-    let fields = json!({ "source": source });
+    let owned = DeviceStatus {
+        source: Some(source),
+        ..DeviceStatus::default()
+    };
     let paused = spec.maintenance.as_ref().is_some_and(|m| m.paused);
     let last_seen = status.agent.as_ref().and_then(|a| a.last_seen.as_deref());
     let configured = agent_config(spec).metrics_interval_secs;
@@ -79,22 +81,22 @@ pub fn observe(
     let interval = liveness_interval(configured, reported);
     let mut observation = match (paused, last_seen) {
         (true, _) => Observation::not_ready(
-            fields,
+            owned,
             "MaintenancePaused",
             "monitoring is paused by spec.maintenance.paused",
         ),
         (false, Some(_)) if is_ready(paused, last_seen, now, interval) => {
-            Observation::ready(fields, "Reporting", ready_message(configured, reported))
+            Observation::ready(owned, "Reporting", ready_message(configured, reported))
         }
         (false, Some(seen)) => Observation::not_ready(
-            fields,
+            owned,
             "Offline",
             format!(
                 "no report since {seen}: {MISSED_INTERVALS} metrics intervals of {interval}s missed"
             ),
         ),
         (false, None) => Observation::not_ready(
-            fields,
+            owned,
             "NotReporting",
             "no agent or collector has reported for this device yet",
         ),
@@ -141,6 +143,8 @@ fn is_overdue(last_seen: &str, now: &str, interval_secs: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::reconcile::tests::stored;
 
@@ -157,7 +161,7 @@ mod tests {
         );
         let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
         let observation = observe(&spec, &device, &World::new(&[]), NOW);
-        assert_eq!(observation.fields["source"], "Manual");
+        assert_eq!(observation.status.source, Some(DeviceSource::Manual));
         assert_eq!(observation.ready.0, ConditionStatus::False);
         assert_eq!(observation.ready.1, "NotReporting");
         assert_eq!(observation.extra[0].status, ConditionStatus::False);
@@ -175,7 +179,7 @@ mod tests {
         );
         let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
         let observation = observe(&spec, &device, &World::new(&[]), NOW);
-        assert_eq!(observation.fields["source"], "Agent");
+        assert_eq!(observation.status.source, Some(DeviceSource::Agent));
         assert_eq!(observation.ready.0, ConditionStatus::True);
         assert_eq!(observation.extra[0].status, ConditionStatus::True);
     }
@@ -196,7 +200,7 @@ mod tests {
         );
     }
 
-    fn reporting(last_seen: &str, spec: serde_json::Value) -> Observation {
+    fn reporting(last_seen: &str, spec: serde_json::Value) -> Observation<DeviceStatus> {
         observe_agent(
             spec,
             json!({ "id": "a1", "version": "0.1.0", "lastSeen": last_seen }),
@@ -204,7 +208,10 @@ mod tests {
     }
 
     /// Observes a Device whose `status.agent` is `agent`.
-    fn observe_agent(spec: serde_json::Value, agent: serde_json::Value) -> Observation {
+    fn observe_agent(
+        spec: serde_json::Value,
+        agent: serde_json::Value,
+    ) -> Observation<DeviceStatus> {
         let status = json!({ "source": "Agent", "agent": agent });
         let device = stored("Device", "acme", "web-01", spec, status);
         let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");

@@ -3,13 +3,21 @@
 //!
 //! decode the spec → validate → observe (kind-specific, pure) → conditions → status patch.
 //!
-//! A reconciler owns the status fields it returns (counts, `conditions`,
-//! `observedGeneration`); other writers (agent reports, discovery) own the rest, and
-//! patches are merged key by key so neither overwrites the other.
+//! A reconciler returns the kind's status type of `cdot-crds` ([`Status`]) holding only the
+//! fields it owns (counts, `conditions`, `observedGeneration`); the fields other writers own
+//! (agent reports, discovery) are left `None`, so they are absent from the JSON. The status
+//! is serialized once, where it is stored or patched, and patches are merged key by key so
+//! neither writer overwrites the other.
 use cdot_crds::{
+    alert_rule::AlertRuleStatus,
     common::{Condition, ConditionStatus},
+    device::DeviceStatus,
+    discovery_scan::DiscoveryScanStatus,
     kind::Kind,
+    notification_channel::NotificationChannelStatus,
+    patch_policy::PatchPolicyStatus,
     validation::{FieldError, Validate},
+    workflow::WorkflowStatus,
 };
 use std::collections::BTreeMap;
 
@@ -94,11 +102,17 @@ pub fn depends_on(kind: Kind) -> &'static [Kind] {
     }
 }
 
+/// How many `items` there are, as a status count (saturating: a count is never wrapped).
+pub fn count<T>(items: impl Iterator<Item = T>) -> u32 {
+    u32::try_from(items.count()).unwrap_or(u32::MAX)
+}
+
 /// What a kind's observe step found.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Observation {
-    /// Status fields this reconciler owns, already in their JSON form.
-    pub fields: Map<String, Value>,
+pub struct Observation<S> {
+    /// The status fields this reconciler owns; the pipeline adds `observedGeneration` and
+    /// `conditions`.
+    pub status: S,
     /// The `Ready` condition: status, reason, message.
     pub ready: (ConditionStatus, &'static str, String),
     /// Further conditions of the kind (e.g. a Device's `Enrolled`); an empty transition time
@@ -106,57 +120,128 @@ pub struct Observation {
     pub extra: Vec<Condition>,
 }
 
-impl Observation {
-    pub fn ready(fields: impl Serialize, reason: &'static str, message: impl Into<String>) -> Self {
+impl<S> Observation<S> {
+    pub fn ready(status: S, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
-            fields: to_map(fields),
+            status,
             ready: (ConditionStatus::True, reason, message.into()),
             extra: Vec::new(),
         }
     }
 
-    pub fn not_ready(
-        fields: impl Serialize,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn not_ready(status: S, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
-            fields: to_map(fields),
+            status,
             ready: (ConditionStatus::False, reason, message.into()),
             extra: Vec::new(),
         }
     }
 }
 
-fn to_map(fields: impl Serialize) -> Map<String, Value> {
-    match serde_json::to_value(fields) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
+/// A kind's status type as the pipeline completes it.
+pub trait KindStatus: Default {
+    fn set_reconciled(&mut self, generation: i64, conditions: Vec<Condition>);
+}
+
+macro_rules! kind_status {
+    ($($status:ty),*) => {$(
+        impl KindStatus for $status {
+            fn set_reconciled(&mut self, generation: i64, conditions: Vec<Condition>) {
+                self.observed_generation = Some(generation);
+                self.conditions = conditions;
+            }
+        }
+    )*};
+}
+
+kind_status!(
+    DeviceStatus,
+    AlertRuleStatus,
+    NotificationChannelStatus,
+    PatchPolicyStatus,
+    WorkflowStatus,
+    DiscoveryScanStatus
+);
+
+/// The status a reconciler decided for one object: its kind's status type, with only the
+/// fields the reconciler owns set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Status {
+    /// Boxed: a Device's status type (inventory, metrics) is several times the others'.
+    Device(Box<DeviceStatus>),
+    AlertRule(AlertRuleStatus),
+    NotificationChannel(NotificationChannelStatus),
+    PatchPolicy(PatchPolicyStatus),
+    Workflow(WorkflowStatus),
+    DiscoveryScan(DiscoveryScanStatus),
+}
+
+impl Status {
+    pub fn conditions(&self) -> &[Condition] {
+        match self {
+            Self::Device(s) => &s.conditions,
+            Self::AlertRule(s) => &s.conditions,
+            Self::NotificationChannel(s) => &s.conditions,
+            Self::PatchPolicy(s) => &s.conditions,
+            Self::Workflow(s) => &s.conditions,
+            Self::DiscoveryScan(s) => &s.conditions,
+        }
+    }
+
+    /// Whether this status refuses the spec.
+    pub fn is_invalid(&self) -> bool {
+        self.conditions()
+            .iter()
+            .any(|c| c.type_ == DEGRADED && c.status == ConditionStatus::True)
+    }
+
+    /// The reconcile metric's result.
+    pub fn outcome(&self) -> &'static str {
+        if self.is_invalid() { "invalid" } else { "ok" }
+    }
+
+    /// The JSON merge patch of the status: the fields the reconciler owns, nothing else.
+    pub fn to_patch(&self) -> Map<String, Value> {
+        // Plain structs with string keys and finite numbers: serializing cannot fail.
+        match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        }
     }
 }
 
-/// Computes the status patch of one object. Pure: `now` is the timestamp to stamp on
-/// conditions that change.
-pub fn reconcile(object: &StoredObject, world: &World<'_>, now: &str) -> Value {
+/// Computes the status of one object. Pure: `now` is the timestamp to stamp on conditions
+/// that change.
+pub fn reconcile(object: &StoredObject, world: &World<'_>, now: &str) -> Status {
     match object.kind {
-        Kind::Device => pipeline(object, world, now, |spec, object, world| {
-            device::observe(spec, object, world, now)
-        }),
-        Kind::AlertRule => pipeline(object, world, now, alert_rule::observe),
-        Kind::NotificationChannel => pipeline(object, world, now, notification_channel::observe),
-        Kind::PatchPolicy => pipeline(object, world, now, patch_policy::observe),
-        Kind::Workflow => pipeline(object, world, now, workflow::observe),
-        Kind::DiscoveryScan => pipeline(object, world, now, discovery_scan::observe),
+        Kind::Device => Status::Device(Box::new(pipeline(
+            object,
+            world,
+            now,
+            |spec, object, world| device::observe(spec, object, world, now),
+        ))),
+        Kind::AlertRule => Status::AlertRule(pipeline(object, world, now, alert_rule::observe)),
+        Kind::NotificationChannel => {
+            Status::NotificationChannel(pipeline(object, world, now, notification_channel::observe))
+        }
+        Kind::PatchPolicy => {
+            Status::PatchPolicy(pipeline(object, world, now, patch_policy::observe))
+        }
+        Kind::Workflow => Status::Workflow(pipeline(object, world, now, workflow::observe)),
+        Kind::DiscoveryScan => {
+            Status::DiscoveryScan(pipeline(object, world, now, discovery_scan::observe))
+        }
     }
 }
 
-fn pipeline<S: DeserializeOwned + Validate>(
+fn pipeline<Spec: DeserializeOwned + Validate, S: KindStatus>(
     object: &StoredObject,
     world: &World<'_>,
     now: &str,
-    observe: impl FnOnce(&S, &StoredObject, &World<'_>) -> Observation,
-) -> Value {
-    let (observation, errors) = match decode::<S>(&object.spec) {
+    observe: impl FnOnce(&Spec, &StoredObject, &World<'_>) -> Observation<S>,
+) -> S {
+    let (observation, errors) = match decode::<Spec>(&object.spec) {
         Ok(spec) => match spec.validate() {
             errors if errors.is_empty() => (Some(observe(&spec, object, world)), errors),
             errors => (None, errors),
@@ -165,7 +250,7 @@ fn pipeline<S: DeserializeOwned + Validate>(
     };
 
     let mut wanted = Vec::new();
-    let mut patch = Map::new();
+    let mut decided = S::default();
     match observation {
         Some(observation) => {
             let (status, reason, message) = observation.ready;
@@ -183,7 +268,7 @@ fn pipeline<S: DeserializeOwned + Validate>(
                 }
                 condition
             }));
-            patch = observation.fields;
+            decided = observation.status;
         }
         None => {
             let message = cdot_crds::validation::describe_errors(&errors);
@@ -218,12 +303,8 @@ fn pipeline<S: DeserializeOwned + Validate>(
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default();
     let conditions = merge_conditions(&previous, wanted, object.generation);
-    patch.insert("observedGeneration".into(), object.generation.into());
-    patch.insert(
-        "conditions".into(),
-        serde_json::to_value(conditions).unwrap_or_default(),
-    );
-    Value::Object(patch)
+    decided.set_reconciled(object.generation, conditions);
+    decided
 }
 
 fn decode<S: DeserializeOwned>(spec: &Value) -> Result<S, FieldError> {
@@ -245,11 +326,12 @@ pub async fn run_pass(store: &Store, metrics: &Metrics) -> Result<(), StoreError
         for object in objects.iter().filter(|o| o.kind == kind) {
             count += 1;
             let span = tracing::info_span!("reconcile", kind = kind.as_str(), namespace = %object.namespace, name = %object.name);
-            let status = span.in_scope(|| reconcile(object, &world, &now));
+            let decided = span.in_scope(|| reconcile(object, &world, &now));
+            metrics.count_reconcile(kind.as_str(), decided.outcome());
+            let status = Value::Object(decided.to_patch());
             for told in events::transitions(kind, &object.status, &status) {
                 tracing::info!(kind = kind.as_str(), namespace = %object.namespace, name = %object.name, reason = told.reason, "{}", told.note);
             }
-            metrics.count_reconcile(kind.as_str(), outcome(&status));
             patches.push(StatusPatch {
                 kind,
                 namespace: object.namespace.clone(),
@@ -274,19 +356,6 @@ pub async fn run_pass(store: &Store, metrics: &Metrics) -> Result<(), StoreError
 /// The condition that says a spec is invalid (status `True`, reason [`VALIDATION_FAILED`]).
 pub const DEGRADED: &str = "Degraded";
 pub const VALIDATION_FAILED: &str = "ValidationFailed";
-
-/// The reconcile metric's result for a status computed by [`reconcile`].
-pub fn outcome(status: &Value) -> &'static str {
-    if is_invalid(status) { "invalid" } else { "ok" }
-}
-
-/// Whether a status computed by [`reconcile`] refuses the spec.
-pub fn is_invalid(status: &Value) -> bool {
-    status["conditions"].as_array().is_some_and(|c| {
-        c.iter()
-            .any(|c| c["type"] == DEGRADED && c["status"] == "True")
-    })
-}
 
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
@@ -323,6 +392,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// The JSON a status is stored and patched as.
+    fn patch(status: Status) -> Value {
+        Value::Object(status.to_patch())
+    }
+
     fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         status["conditions"]
             .as_array()
@@ -340,7 +414,7 @@ pub(crate) mod tests {
             json!({}),
         );
         device.generation = 4;
-        let status = reconcile(&device, &World::new(&[]), "2026-11-25T10:00:00Z");
+        let status = patch(reconcile(&device, &World::new(&[]), "2026-11-25T10:00:00Z"));
         assert_eq!(status["observedGeneration"], 4);
         assert_eq!(condition(&status, "Degraded")["status"], "False");
         assert_eq!(condition(&status, "Reconciling")["status"], "False");
@@ -356,7 +430,10 @@ pub(crate) mod tests {
             json!({ "class": "Toaster" }),
             json!({}),
         );
-        let status = reconcile(&device, &World::new(&[]), "2026-11-25T10:00:00Z");
+        let decided = reconcile(&device, &World::new(&[]), "2026-11-25T10:00:00Z");
+        assert!(decided.is_invalid());
+        assert_eq!(decided.outcome(), "invalid");
+        let status = patch(decided);
         let invalid = condition(&status, "Degraded");
         assert_eq!(invalid["status"], "True");
         assert!(
@@ -436,10 +513,115 @@ pub(crate) mod tests {
         );
         let first = reconcile(&device, &World::new(&[]), "2026-11-25T10:00:00Z");
         let again = StoredObject {
-            status: first.clone(),
+            status: patch(first.clone()),
             ..device
         };
         let second = reconcile(&again, &World::new(&[]), "2026-11-25T11:00:00Z");
         assert_eq!(first, second);
+    }
+
+    /// The JSON fields each kind's reconciler owns; the typed status must leave every other
+    /// field out of the patch, or it would overwrite what another writer stored.
+    fn owned(kind: Kind) -> &'static [&'static str] {
+        match kind {
+            Kind::Device => &["source"],
+            Kind::AlertRule | Kind::Workflow => &["matchedDevices"],
+            Kind::NotificationChannel => &[],
+            Kind::PatchPolicy => &["devicesInScope", "rings"],
+            Kind::DiscoveryScan => &["phase", "progress"],
+        }
+    }
+
+    fn keys(status: &Value) -> std::collections::BTreeSet<&str> {
+        status
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// An object of `kind` whose spec does not decode.
+    fn invalid(kind: Kind) -> StoredObject {
+        stored(
+            kind.as_str(),
+            "acme",
+            "broken",
+            json!("not a spec"),
+            json!({}),
+        )
+    }
+
+    #[test]
+    fn a_patch_holds_only_the_fields_the_reconciler_owns() {
+        let objects = examples();
+        let world = World::new(&objects);
+        for object in &objects {
+            let status = patch(reconcile(object, &world, "t"));
+            let mut want: std::collections::BTreeSet<&str> =
+                owned(object.kind).iter().copied().collect();
+            want.extend(["observedGeneration", "conditions"]);
+            assert_eq!(keys(&status), want, "{} {}", object.kind, object.name);
+        }
+        // An invalid spec leaves the owned fields as they were: only the outcome is written.
+        for kind in Kind::ALL {
+            let status = patch(reconcile(&invalid(kind), &world, "t"));
+            assert_eq!(
+                keys(&status),
+                ["conditions", "observedGeneration"].into(),
+                "{kind}"
+            );
+        }
+    }
+
+    /// The condition types named at the top level of a `conditions` description: the
+    /// backticked words of its first sentence outside parentheses.
+    fn named_conditions(description: &str) -> std::collections::BTreeSet<String> {
+        let mut named = std::collections::BTreeSet::new();
+        let (mut depth, mut word, mut in_tick) = (0, String::new(), false);
+        for c in description.trim_start_matches("Conditions:").chars() {
+            match c {
+                '`' if in_tick => {
+                    if depth == 0 {
+                        named.insert(std::mem::take(&mut word));
+                    }
+                    word.clear();
+                    in_tick = false;
+                }
+                '`' => in_tick = true,
+                _ if in_tick => word.push(c),
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                '.' if depth == 0 => break,
+                _ => {}
+            }
+        }
+        named
+    }
+
+    /// Issue 12: the docs (so `kubectl explain` and the CRDs) named `Valid`, `Reachable` and
+    /// `Halted`, which nothing writes, and not `Degraded` or `Reconciling`, which the
+    /// pipeline writes on every kind.
+    #[test]
+    fn the_conditions_docs_name_exactly_the_conditions_written() {
+        let objects = examples();
+        let world = World::new(&objects);
+        for kind in Kind::ALL {
+            let mut written = std::collections::BTreeSet::new();
+            let of_kind = objects.iter().filter(|o| o.kind == kind);
+            for object in of_kind.chain([&invalid(kind)]) {
+                for condition in reconcile(object, &world, "t").conditions() {
+                    written.insert(condition.type_.clone());
+                }
+            }
+            let crd = serde_json::to_value(kind.crd()).expect("crd");
+            let description = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+                ["status"]["properties"]["conditions"]["description"]
+                .as_str()
+                .expect("a description of status.conditions");
+            assert_eq!(
+                named_conditions(description),
+                written,
+                "{kind}: {description}"
+            );
+        }
     }
 }

@@ -1,22 +1,56 @@
-//! NotificationChannel: accepted once valid; delivery counts are written by the sender.
-use cdot_crds::notification_channel::NotificationChannelSpec;
-use serde_json::json;
+//! NotificationChannel: accepted once valid. Nothing delivers notifications yet (and the
+//! Secrets a channel names are not read), so `Ready` says no more than that.
+use cdot_crds::notification_channel::{NotificationChannelSpec, NotificationChannelStatus};
 
 use super::{Observation, World};
 use crate::store::StoredObject;
+
+/// Ends the `Ready` message until notification delivery exists.
+pub const NOT_DELIVERING: &str =
+    "nothing is delivered yet: notification delivery is not implemented";
 
 pub fn observe(
     spec: &NotificationChannelSpec,
     _object: &StoredObject,
     _world: &World<'_>,
-) -> Observation {
+) -> Observation<NotificationChannelStatus> {
     let kind = serde_json::to_value(spec.type_)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     Observation::ready(
-        json!({}),
+        NotificationChannelStatus::default(),
         "Accepted",
-        format!("{kind} channel ready to deliver"),
+        format!("valid {kind} channel; {NOT_DELIVERING}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use cdot_crds::common::ConditionStatus;
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::tests::stored;
+
+    /// It said "ready to deliver" while nothing delivers.
+    #[test]
+    fn ready_does_not_claim_delivery() {
+        let channel = stored(
+            "NotificationChannel",
+            "acme",
+            "ops",
+            json!({ "type": "Webhook", "webhook": { "urlSecretRef": { "name": "slack", "key": "url" } } }),
+            json!({}),
+        );
+        let spec: NotificationChannelSpec =
+            serde_json::from_value(channel.spec.clone()).expect("spec");
+        let observation = observe(&spec, &channel, &World::new(&[]));
+        assert_eq!(observation.ready.0, ConditionStatus::True);
+        assert_eq!(
+            observation.ready.2,
+            "valid Webhook channel; nothing is delivered yet: notification delivery is not implemented"
+        );
+        assert_eq!(observation.status, NotificationChannelStatus::default());
+    }
 }

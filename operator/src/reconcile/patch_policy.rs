@@ -1,21 +1,28 @@
 //! PatchPolicy: the devices in scope and how they fall into rings.
 //!
 //! A device belongs to the first ring whose selector matches it (a ring without a selector
-//! takes every device left). Progress counts per ring are written by the patch coordinator
-//! and kept here as they are.
+//! takes every device left). The progress counts per ring belong to patching, which does not
+//! exist yet; they are kept here as they are (0), and `Ready` does not claim installs.
 use cdot_crds::{
     common::selector_matches,
     kind::Kind,
     patch_policy::{PatchPolicySpec, PatchPolicyStatus, RingStatus},
 };
-use serde_json::json;
 
-use super::{Observation, World};
+use super::{Observation, World, count};
 use crate::store::StoredObject;
 
-pub fn observe(spec: &PatchPolicySpec, object: &StoredObject, world: &World<'_>) -> Observation {
+/// Ends the `Ready` message until patching exists.
+pub const NOT_PATCHING: &str = "nothing is patched yet: patching is not implemented";
+
+pub fn observe(
+    spec: &PatchPolicySpec,
+    object: &StoredObject,
+    world: &World<'_>,
+) -> Observation<PatchPolicyStatus> {
     let previous: PatchPolicyStatus =
         serde_json::from_value(object.status.clone()).unwrap_or_default();
+    let previous_rings = previous.rings.unwrap_or_default();
     let in_scope: Vec<super::Peer<'_>> = world
         .of_kind(&object.namespace, Kind::Device)
         .filter(|device| selector_matches(&spec.selector, device.labels))
@@ -24,7 +31,7 @@ pub fn observe(spec: &PatchPolicySpec, object: &StoredObject, world: &World<'_>)
         .rings
         .iter()
         .map(|ring| {
-            let old = previous.rings.iter().find(|r| r.name == ring.name);
+            let old = previous_rings.iter().find(|r| r.name == ring.name);
             RingStatus {
                 name: ring.name.clone(),
                 devices: 0,
@@ -45,30 +52,33 @@ pub fn observe(spec: &PatchPolicySpec, object: &StoredObject, world: &World<'_>)
             None => unassigned += 1,
         }
     }
-    let fields = json!({ "devicesInScope": in_scope.len(), "rings": rings });
-    let mode = if spec.audit_only {
-        "audit only"
-    } else {
-        "installing"
+    let in_scope = count(in_scope.iter());
+    let status = PatchPolicyStatus {
+        devices_in_scope: Some(in_scope),
+        rings: Some(rings),
+        ..PatchPolicyStatus::default()
     };
+    let mode = if spec.audit_only { " (audit only)" } else { "" };
     if unassigned > 0 && !spec.rings.is_empty() {
         return Observation::ready(
-            fields,
+            status,
             "DevicesOutsideRings",
             format!(
-                "{mode}; {unassigned} device(s) in scope match no ring and will not be patched"
+                "valid{mode}; {unassigned} of {in_scope} device(s) in scope match no ring and would not be patched; {NOT_PATCHING}"
             ),
         );
     }
     Observation::ready(
-        fields,
+        status,
         "Accepted",
-        format!("{mode}; {} device(s) in scope", in_scope.len()),
+        format!("valid{mode}; {in_scope} device(s) in scope; {NOT_PATCHING}"),
     )
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
     use crate::reconcile::tests::stored;
 
@@ -105,12 +115,23 @@ mod tests {
             Err(e) => panic!("fixture does not match the PatchPolicy schema: {e}"),
         };
         let observation = observe(&spec, &policy, &World::new(&objects));
-        assert_eq!(observation.fields["devicesInScope"], 3);
+        assert_eq!(observation.status.devices_in_scope, Some(3));
+        let rings = observation.status.rings.expect("rings");
         assert_eq!(
-            observation.fields["rings"][0],
-            json!({ "name": "pilot", "devices": 1, "completed": 1, "failed": 0 })
+            rings[0],
+            RingStatus {
+                name: "pilot".into(),
+                devices: 1,
+                completed: 1,
+                failed: 0
+            }
         );
-        assert_eq!(observation.fields["rings"][1]["devices"], 2);
+        assert_eq!(rings[1].devices, 2);
         assert_eq!(observation.ready.1, "Accepted");
+        // It said "installing" while nothing installs patches.
+        assert_eq!(
+            observation.ready.2,
+            "valid; 3 device(s) in scope; nothing is patched yet: patching is not implemented"
+        );
     }
 }
