@@ -583,10 +583,34 @@ impl Store {
     }
 }
 
+/// Point rows folded per trip to a blocking thread (a few MB).
+const FOLD_CHUNK_ROWS: usize = 4096;
+
+fn fold_task_failed(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Query {
+        operation: "fold metric points",
+        source: sqlx::Error::Protocol(format!("the fold task failed: {e}")),
+    }
+}
+
+/// Adds a chunk of point rows to `folds` on a blocking thread.
+async fn fold_off_the_workers(
+    mut folds: MinuteFolds,
+    rows: Vec<(Uuid, Vec<i64>, Vec<f64>)>,
+) -> Result<MinuteFolds, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        for (device, series_ids, values) in &rows {
+            folds.add(*device, series_ids, values);
+        }
+        folds
+    })
+    .await
+    .map_err(fold_task_failed)
+}
+
 /// Folds one minute of `metric_points` into `metric_points_1m`; returns the series-minutes
 /// written.
 async fn fold_minute(conn: &mut sqlx::PgConnection, minute_ms: i64) -> Result<u64, StoreError> {
-    let mut folds = MinuteFolds::default();
     let mut points = sqlx::query_as::<_, (Uuid, Vec<i64>, Vec<f64>)>(concat!(
         "SELECT device_uid, series_ids, vals FROM metric_points WHERE at >= ",
         ms!(1),
@@ -596,15 +620,32 @@ async fn fold_minute(conn: &mut sqlx::PgConnection, minute_ms: i64) -> Result<u6
     .bind(minute_ms)
     .bind(minute_ms + MINUTE_MS)
     .fetch(&mut *conn);
-    while let Some((device, series_ids, values)) = points
-        .try_next()
-        .await
-        .map_err(StoreError::query("read metric points to fold"))?
-    {
-        folds.add(device, &series_ids, &values);
+    // A minute of 10,000 agents is millions of values: folding them keeps a core busy for
+    // about a second, which on an async worker stalls the requests queued behind it (the
+    // ingest tail followed this fold). Chunks are folded on a blocking thread instead, so
+    // the workers stay free for requests and memory stays at one chunk.
+    let mut folds = MinuteFolds::default();
+    let mut chunk = Vec::with_capacity(FOLD_CHUNK_ROWS);
+    loop {
+        let next = points
+            .try_next()
+            .await
+            .map_err(StoreError::query("read metric points to fold"))?;
+        let done = next.is_none();
+        chunk.extend(next);
+        if chunk.len() >= FOLD_CHUNK_ROWS || (done && !chunk.is_empty()) {
+            let rows = std::mem::take(&mut chunk);
+            folds = fold_off_the_workers(folds, rows).await?;
+            chunk.reserve(FOLD_CHUNK_ROWS);
+        }
+        if done {
+            break;
+        }
     }
     drop(points);
-    let rows = folds.into_rows();
+    let rows = tokio::task::spawn_blocking(move || folds.into_rows())
+        .await
+        .map_err(fold_task_failed)?;
     if rows.devices.is_empty() {
         return Ok(0);
     }
