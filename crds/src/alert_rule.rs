@@ -63,9 +63,10 @@ pub const RESOLVE_THRESHOLD_RULE: &str = "!has(self.resolve) || !has(self.resolv
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[x_kube(validation = Rule::new(RESOLVE_THRESHOLD_RULE).message("resolve.threshold must be on the safe side of condition.threshold (<= for > and >=, >= for < and <=) and is not allowed with == or !=").field_path(".resolve.threshold"))]
 pub struct AlertRuleSpec {
-    /// What the rule watches for, for people.
+    /// Description template, rendered into each alert and notification (minijinja, the
+    /// variables of `summary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 4096))]
     pub description: Option<String>,
     /// Devices (in this namespace) the rule applies to, by label; empty selects all devices.
     #[serde(default)]
@@ -92,7 +93,10 @@ pub struct AlertRuleSpec {
     /// Severity of the alert.
     #[serde(default)]
     pub severity: Severity,
-    /// Summary template; placeholders `{{device}}`, `{{metric}}`, `{{value}}`, `{{threshold}}`, `{{labels.NAME}}`.
+    /// Summary template (minijinja): `{{ device }}`, `{{ namespace }}`, `{{ site }}`,
+    /// `{{ rule }}`, `{{ metric }}`, `{{ unit }}`, `{{ value }}`, `{{ peak }}`,
+    /// `{{ threshold }}`, `{{ op }}`, `{{ severity }}`, `{{ state }}`, `{{ series.NAME }}`,
+    /// `{{ labels.NAME }}`, `{{ device_labels.NAME }}`; an unknown variable is refused.
     #[serde(default = "default_summary")]
     #[schemars(length(min = 1, max = 1024))]
     pub summary: String,
@@ -360,6 +364,16 @@ impl Validate for AlertRuleSpec {
             if let Some(f) = &r.for_ {
                 check_duration_into(&mut errs, "spec.resolve.for", f, false);
             }
+        }
+        errs.check(
+            "spec.summary",
+            crate::template::check(&self.summary, crate::template::ALERT_VARIABLES),
+        );
+        if let Some(d) = &self.description {
+            errs.check(
+                "spec.description",
+                crate::template::check(d, crate::template::ALERT_VARIABLES),
+            );
         }
         for (i, c) in self.channels.iter().enumerate() {
             if !is_dns1123_subdomain(c) {

@@ -178,7 +178,8 @@ pub struct EmailConfig {
     /// Secret with keys `username` and `password` for SMTP authentication; omit for an open relay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
-    /// Subject template (same placeholders as AlertRule summary).
+    /// Subject template (minijinja): the AlertRule summary's variables (of the first alert)
+    /// and `title`, `kind`, `count`, `channel`. Default: the notification's title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub subject: Option<String>,
@@ -379,6 +380,12 @@ impl Validate for NotificationChannelSpec {
                 "recipient",
                 e.to.iter().map(String::as_str),
             );
+            if let Some(subject) = &e.subject {
+                errs.check(
+                    "spec.email.subject",
+                    crate::template::check(subject, crate::template::NOTIFICATION_VARIABLES),
+                );
+            }
             if let Some(r) = &e.credentials_secret_ref {
                 r.validate_into("spec.email.credentialsSecretRef", &mut errs);
                 if e.smtp.tls == SmtpTls::None {

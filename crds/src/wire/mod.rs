@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::device::{DeviceClass, Inventory};
 
+pub mod alert;
 pub mod collector;
 
 /// Path prefix of every agent route.
