@@ -27,8 +27,24 @@ pub const ALERT_VARIABLES: &[&str] = &[
 /// Variables an email `subject` may use: an alert's, of the first alert of the
 /// notification, and the notification's own.
 pub const NOTIFICATION_VARIABLES: &[&str] = &[
-    "device", "namespace", "site", "rule", "metric", "unit", "value", "peak", "threshold",
-    "op", "severity", "state", "series", "labels", "device_labels", "title", "kind", "count",
+    "device",
+    "namespace",
+    "site",
+    "rule",
+    "metric",
+    "unit",
+    "value",
+    "peak",
+    "threshold",
+    "op",
+    "severity",
+    "state",
+    "series",
+    "labels",
+    "device_labels",
+    "title",
+    "kind",
+    "count",
     "channel",
 ];
 
@@ -96,7 +112,13 @@ mod tests {
 
     #[test]
     fn known_variables_pass_and_unknown_ones_are_named() {
-        assert!(check("{{ metric }} on {{ device }} is {{ value }}", ALERT_VARIABLES).is_ok());
+        assert!(
+            check(
+                "{{ metric }} on {{ device }} is {{ value }}",
+                ALERT_VARIABLES
+            )
+            .is_ok()
+        );
         assert!(check("{{ labels.team }} {{ series.mount }}", ALERT_VARIABLES).is_ok());
         assert!(check("{% if value > 90 %}bad{% endif %}", ALERT_VARIABLES).is_ok());
         let e = check("{{ devise }} is {{ value }}", ALERT_VARIABLES).expect_err("unknown");

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod changes;
 pub mod cli;
+pub mod index;
 pub mod ingest;
 pub mod jobs;
 pub mod kubernetes;

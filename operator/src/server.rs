@@ -119,6 +119,14 @@ impl Server {
             }),
             MAX_ADDRESSES,
         ));
+        // What was applied or mirrored before this start: ingest and alerting read the
+        // index from the first request on, before the first sync or watch event.
+        state.index.replace(
+            &store
+                .all_objects()
+                .await
+                .context("failed to load the stored desired state")?,
+        );
         jobs::prepare(&store, &metrics, timeseries)
             .await
             .context("failed to prepare the metrics partitions")?;

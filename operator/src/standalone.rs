@@ -136,7 +136,7 @@ impl ManifestSource {
     }
 
     async fn reconcile(&self, state: &AppState) {
-        if let Err(e) = reconcile::run_pass(&state.store, &state.metrics).await {
+        if let Err(e) = reconcile::run_pass(&state.store, &state.metrics, &state.index).await {
             state
                 .metrics
                 .store_errors

@@ -275,7 +275,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in [AlertState::Pending, AlertState::Firing, AlertState::Resolved] {
+        for s in [
+            AlertState::Pending,
+            AlertState::Firing,
+            AlertState::Resolved,
+        ] {
             assert_eq!(AlertState::from_name(s.as_str()), Some(s));
             assert_eq!(serde_json::to_value(s).expect("json"), s.as_str());
         }

@@ -60,6 +60,8 @@ pub struct AppState {
     pub devices: Option<Arc<crate::kubernetes::devices::ClusterDevices>>,
     /// Enrollment attempts per source address (no limit unless set).
     pub enroll_limiter: Arc<rate_limit::RateLimiter>,
+    /// Desired state in memory (see `crate::index`).
+    pub index: crate::index::Index,
 }
 
 impl AppState {
@@ -76,6 +78,7 @@ impl AppState {
             secrets: Arc::default(),
             devices: None,
             enroll_limiter: Arc::default(),
+            index: crate::index::Index::default(),
         }
     }
 

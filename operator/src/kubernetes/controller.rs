@@ -8,7 +8,7 @@
 //! deletion): the operator's own status patches do not wake it again. What changes outside
 //! the API (an enrollment, a device going silent) arrives through [`Changes`].
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     hash::{Hash, Hasher},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -34,8 +34,9 @@ use tokio::sync::broadcast;
 
 use crate::{
     changes::{Changes, ObjectKey},
+    index::Index,
     metrics::{Metrics, ReconcileErrorLabels},
-    reconcile::{self, Peer, World, events::Severity},
+    reconcile::{self, World, events::Severity},
     store::{StatusPatch, Store, StoreError, cluster::ClusterObject},
 };
 
@@ -104,6 +105,8 @@ pub struct Shared {
     /// (kind, namespace) whose objects changed since dependents were last told: when first
     /// and when last.
     changed_peers: Mutex<HashMap<(Kind, String), (Instant, Instant)>>,
+    /// Desired state in memory: every mirrored object goes in, every forgotten one out.
+    index: Index,
 }
 
 impl Shared {
@@ -130,7 +133,14 @@ impl Shared {
             caches: HashMap::new(),
             failures: Mutex::default(),
             changed_peers: Mutex::default(),
+            index: Index::default(),
         }
+    }
+
+    /// Keeps `index` current (the server's, which ingest and alerting read).
+    pub fn with_index(mut self, index: Index) -> Self {
+        self.index = index;
+        self
     }
 
     /// Notes that objects of `kind` in `namespace` changed, for [`tell_dependents`].
@@ -357,20 +367,13 @@ async fn apply(object: &DynamicObject, context: &KindContext) -> Result<Action, 
     let shared = &context.shared;
     let mirrored = cluster_object(kind, object)?;
     let (stored, changed) = shared.store.mirror_object(&mirrored).await?;
+    shared.index.upsert(&stored);
     if changed {
         shared.changed_peers(kind, &mirrored.namespace);
     }
 
-    let snapshots: Vec<(Kind, Vec<Arc<DynamicObject>>)> = reconcile::depends_on(kind)
-        .iter()
-        .filter_map(|k| shared.caches.get(k).map(|cache| (*k, cache.state())))
-        .collect();
-    let world = World::from_peers(
-        snapshots
-            .iter()
-            .flat_map(|(k, objects)| objects.iter().filter_map(move |o| peer(*k, o)))
-            .collect(),
-    );
+    let snapshot = shared.index.snapshot();
+    let world = World::from_snapshot(&snapshot);
     let now = reconcile::now_rfc3339();
     let decided = reconcile::reconcile(&stored, &world, &now);
     drop(world);
@@ -443,6 +446,10 @@ async fn cleanup(object: &DynamicObject, context: &KindContext) -> Result<Action
             mirrored.uid,
         )
         .await?;
+    context
+        .shared
+        .index
+        .remove(context.kind, &mirrored.namespace, &mirrored.name);
     context
         .shared
         .changed_peers(context.kind, &mirrored.namespace);
@@ -527,19 +534,6 @@ fn cluster_object(kind: Kind, object: &DynamicObject) -> Result<ClusterObject, E
             .cloned()
             .filter(Value::is_object)
             .unwrap_or_else(|| json!({})),
-    })
-}
-
-static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
-static NO_SPEC: Value = Value::Null;
-
-fn peer(kind: Kind, object: &DynamicObject) -> Option<Peer<'_>> {
-    Some(Peer {
-        kind,
-        namespace: object.metadata.namespace.as_deref()?,
-        name: object.metadata.name.as_deref()?,
-        labels: object.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
-        spec: object.data.get("spec").unwrap_or(&NO_SPEC),
     })
 }
 

@@ -140,7 +140,8 @@ async fn serve(
             state.metrics.clone(),
             &identity,
             args.resync_interval,
-        );
+        )
+        .with_index(state.index.clone());
         controller::run(
             shared,
             args.namespace.as_deref(),

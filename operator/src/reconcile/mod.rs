@@ -25,6 +25,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
 use crate::{
+    index::{Index, Snapshot},
     metrics::Metrics,
     store::{StatusPatch, Store, StoreError, StoredObject},
 };
@@ -75,6 +76,11 @@ impl<'a> World<'a> {
 
     pub fn from_peers(objects: Vec<Peer<'a>>) -> Self {
         Self { objects }
+    }
+
+    /// Every object of the index's snapshot.
+    pub fn from_snapshot(snapshot: &'a Snapshot) -> Self {
+        Self::from_peers(snapshot.peers().collect())
     }
 
     pub fn of_kind(&self, namespace: &str, kind: Kind) -> impl Iterator<Item = Peer<'a>> + '_ {
@@ -314,10 +320,14 @@ fn decode<S: DeserializeOwned>(spec: &Value) -> Result<S, FieldError> {
     })
 }
 
-/// Reconciles every stored object and writes the statuses that changed.
-pub async fn run_pass(store: &Store, metrics: &Metrics) -> Result<(), StoreError> {
+/// Reconciles every stored object and writes the statuses that changed. The stored
+/// objects are the desired state standalone mode applied: the index is brought up to date
+/// from them first, and reconcilers see their peers through it.
+pub async fn run_pass(store: &Store, metrics: &Metrics, index: &Index) -> Result<(), StoreError> {
     let objects = store.all_objects().await?;
-    let world = World::new(&objects);
+    index.replace(&objects);
+    let snapshot = index.snapshot();
+    let world = World::from_snapshot(&snapshot);
     let now = now_rfc3339();
     let mut patches = Vec::with_capacity(objects.len());
     for kind in Kind::ALL {
