@@ -72,7 +72,7 @@ pub struct AlertRuleSpec {
     #[serde(default)]
     pub selector: LabelSelector,
     /// Metric from the catalogue: cpu, memory, disk, networkIn, networkOut, deviceOffline,
-    /// interfaceUtilisation, interfaceErrors, probeLatency, probeJitter, probeLoss, serviceFailed, patchFailed.
+    /// interfaceUtilisation, interfaceErrors, interfaceDiscards, interfaceDown, probeLatency, probeJitter, probeLoss, serviceFailed, patchFailed.
     pub metric: Metric,
     /// Series label match: only series whose labels match (values are exact or `*` globs),
     /// e.g. `{mount: "/"}` for disk, `{interface: "ge-0/0/*"}`.

@@ -165,6 +165,21 @@ pub enum Weekday {
     Sun,
 }
 
+impl Weekday {
+    pub fn of(day: jiff::civil::Weekday) -> Self {
+        use jiff::civil::Weekday as W;
+        match day {
+            W::Monday => Self::Mon,
+            W::Tuesday => Self::Tue,
+            W::Wednesday => Self::Wed,
+            W::Thursday => Self::Thu,
+            W::Friday => Self::Fri,
+            W::Saturday => Self::Sat,
+            W::Sunday => Self::Sun,
+        }
+    }
+}
+
 /// A recurring window of time: on `days`, from `start` for `duration`, in `timeZone`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -189,6 +204,41 @@ pub(crate) fn default_time_zone() -> String {
 }
 
 impl TimeWindow {
+    /// Whether the window is open at `at`. Each opening is the local `start` of a listed
+    /// day in `timeZone` (a start inside a DST gap moves forward, as jiff's compatible
+    /// disambiguation does) and lasts `duration` of real time, so a window across a DST
+    /// change is neither an hour short nor long. An invalid window is never open.
+    pub fn contains(&self, at: jiff::Timestamp) -> bool {
+        let (Ok((h, m)), Ok(length), Ok(tz)) = (
+            parse_time_of_day(&self.start),
+            parse_duration(&self.duration),
+            jiff::tz::TimeZone::get(&self.time_zone),
+        ) else {
+            return false;
+        };
+        let Ok(length) = jiff::SignedDuration::try_from(length) else {
+            return false;
+        };
+        let today = at.to_zoned(tz.clone()).date();
+        // Windows last at most 7 days: an opening 8 days back cannot reach `at`.
+        (0..=8).any(|back| {
+            let Ok(day) = today.checked_sub(jiff::Span::new().days(back)) else {
+                return false;
+            };
+            if !self.days.is_empty() && !self.days.contains(&Weekday::of(day.weekday())) {
+                return false;
+            }
+            let Ok(opens) = day
+                .at(h as i8, m as i8, 0, 0)
+                .to_zoned(tz.clone())
+                .map(|z| z.timestamp())
+            else {
+                return false;
+            };
+            opens <= at && opens.checked_add(length).is_ok_and(|closes| at < closes)
+        })
+    }
+
     pub(crate) fn validate_into(&self, path: &str, errs: &mut Errors) {
         errs.check(format!("{path}.start"), parse_time_of_day(&self.start));
         if let Some(d) = errs.check(format!("{path}.duration"), parse_duration(&self.duration)) {
@@ -527,6 +577,48 @@ pub(crate) fn check_unique<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    #[test]
+    fn time_windows_follow_the_local_clock_across_dst_and_midnight() {
+        let w = TimeWindow {
+            days: vec![Weekday::Sun],
+            start: "01:30".into(),
+            duration: "2h".into(),
+            time_zone: "Europe/London".into(),
+        };
+        // 2026-03-29 is a Sunday and the clocks go forward at 01:00 UTC: 01:30 local does
+        // not exist and becomes 02:30 BST (01:30 UTC); two real hours later it closes.
+        assert!(!w.contains(ts("2026-03-29T01:29:00Z")));
+        assert!(w.contains(ts("2026-03-29T01:30:00Z")));
+        assert!(w.contains(ts("2026-03-29T03:29:00Z")));
+        assert!(!w.contains(ts("2026-03-29T03:30:00Z")));
+        // A winter Sunday: 01:30 GMT = 01:30 UTC.
+        assert!(w.contains(ts("2026-01-04T02:00:00Z")));
+        // Not on Monday.
+        assert!(!w.contains(ts("2026-01-05T02:00:00Z")));
+        // Over midnight and into the next day, every day.
+        let night = TimeWindow {
+            days: vec![],
+            start: "23:00".into(),
+            duration: "3h".into(),
+            time_zone: "UTC".into(),
+        };
+        assert!(night.contains(ts("2026-01-06T01:59:00Z")));
+        assert!(!night.contains(ts("2026-01-06T02:00:00Z")));
+        // Saturday's opening reaches into Sunday even though only Saturday is listed.
+        let long = TimeWindow {
+            days: vec![Weekday::Sat],
+            start: "22:00".into(),
+            duration: "1d".into(),
+            time_zone: "UTC".into(),
+        };
+        assert!(long.contains(ts("2026-01-04T21:00:00Z")));
+        assert!(!long.contains(ts("2026-01-04T22:00:00Z")));
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

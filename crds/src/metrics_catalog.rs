@@ -26,8 +26,12 @@ pub enum Metric {
     DeviceOffline,
     /// Interface utilisation percentage of link speed, max of in/out (series label `interface`).
     InterfaceUtilisation,
-    /// Interface errors plus discards per second (series labels `interface`, `direction`).
+    /// Interface errors per second (series labels `interface`, `direction`).
     InterfaceErrors,
+    /// Interface discards per second (series labels `interface`, `direction`).
+    InterfaceDiscards,
+    /// 1 while an interface's ifOperStatus is not up, else 0 (series label `interface`).
+    InterfaceDown,
     /// Probe round-trip time in milliseconds (series labels `probe`, `target`).
     ProbeLatency,
     /// Probe jitter in milliseconds (series labels `probe`, `target`).
@@ -97,7 +101,9 @@ pub const CATALOG: &[MetricInfo] = &[
     MetricInfo { metric: Metric::NetworkOut, name: "networkOut", unit: "bits_per_second", labels: &["interface"], description: "Transmitted bits per second per interface" },
     MetricInfo { metric: Metric::DeviceOffline, name: "deviceOffline", unit: "boolean", labels: &[], description: "1 while the device does not report or answer, else 0" },
     MetricInfo { metric: Metric::InterfaceUtilisation, name: "interfaceUtilisation", unit: "percent", labels: &["interface"], description: "Interface utilisation of link speed, max of in and out" },
-    MetricInfo { metric: Metric::InterfaceErrors, name: "interfaceErrors", unit: "per_second", labels: &["interface", "direction"], description: "Interface errors plus discards per second" },
+    MetricInfo { metric: Metric::InterfaceErrors, name: "interfaceErrors", unit: "per_second", labels: &["interface", "direction"], description: "Interface errors per second" },
+    MetricInfo { metric: Metric::InterfaceDiscards, name: "interfaceDiscards", unit: "per_second", labels: &["interface", "direction"], description: "Interface discards per second" },
+    MetricInfo { metric: Metric::InterfaceDown, name: "interfaceDown", unit: "boolean", labels: &["interface"], description: "1 while the interface's operational status is not up, else 0" },
     MetricInfo { metric: Metric::ProbeLatency, name: "probeLatency", unit: "milliseconds", labels: &["probe", "target"], description: "Probe round-trip time" },
     MetricInfo { metric: Metric::ProbeJitter, name: "probeJitter", unit: "milliseconds", labels: &["probe", "target"], description: "Probe jitter (mean deviation of round-trip time)" },
     MetricInfo { metric: Metric::ProbeLoss, name: "probeLoss", unit: "percent", labels: &["probe", "target"], description: "Probe packet loss percentage" },
@@ -157,7 +163,7 @@ mod tests {
 
     #[test]
     fn catalogue_is_complete_and_names_match_serde() {
-        assert_eq!(CATALOG.len(), 29);
+        assert_eq!(CATALOG.len(), 31);
         for info in CATALOG {
             let json = serde_json::to_value(info.metric).expect("serialize");
             assert_eq!(json, serde_json::Value::String(info.name.to_owned()));
