@@ -4,6 +4,7 @@
 //! server's watches in [`kubernetes`] mode) feed the same [`reconcile`] functions and the
 //! same [`store`]; [`server`] is what both modes serve.
 
+pub mod alerting;
 pub mod api;
 pub mod changes;
 pub mod cli;
