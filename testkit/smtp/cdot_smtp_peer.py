@@ -30,8 +30,11 @@ class Mailbox:
         meta = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
-            "tls": session.ssl is not None,
-            "login": session.login_data.decode() if isinstance(session.login_data, bytes) else session.login_data,
+            # Implicit TLS or after STARTTLS: the transport is TLS either way.
+            "tls": server.transport.get_extra_info("ssl_object") is not None,
+            "login": session.auth_data.login.decode()
+            if isinstance(session.auth_data, LoginPassword)
+            else None,
         }
         with open(base + ".eml.tmp", "wb") as f:
             f.write(envelope.original_content)
@@ -64,7 +67,7 @@ def main():
             and auth_data.login.decode() == a.username
             and auth_data.password.decode() == a.password
         )
-        return AuthResult(success=ok, handled=False)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
     handler = Mailbox(a.dir)
     with_auth = a.username is not None
