@@ -137,11 +137,17 @@ async fn generic_webhook_posts_the_document_with_its_headers() {
     let requests = rx.requests();
     assert_eq!(requests.len(), 1);
     let r = &requests[0];
-    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hooks/T0001/XSECRETPATHX"));
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/hooks/T0001/XSECRETPATHX")
+    );
     assert_eq!(r.json(), serde_json::to_value(&n).expect("json"));
     assert_eq!(r.json()["version"], NOTIFICATION_VERSION);
     assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(r.header("idempotency-key"), Some(n.idempotency_key.as_str()));
+    assert_eq!(
+        r.header("idempotency-key"),
+        Some(n.idempotency_key.as_str())
+    );
     assert_eq!(r.header("user-agent"), Some(USER_AGENT));
     assert_eq!(r.header("authorization"), Some("Bearer s3cr3t-token"));
     assert_eq!(r.header("x-team"), Some("ops"));
@@ -175,13 +181,31 @@ async fn webhook_failures_are_classified_without_secrets() {
     };
 
     rx.reply_with(|_| Reply::status(500).body(b"boom: database down"));
-    let e = deliver(&notifier, &channel, &s, &n, &none()).await.expect_err("500");
+    let e = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect_err("500");
     let m = no_secret(&e);
-    assert!(matches!(e, DeliveryError::Retryable { retry_after: None, .. }), "{e:?}");
-    assert_eq!(m, format!("channel acme/ops: POST to {host} answered HTTP 500 Internal Server Error: boom: database down"));
+    assert!(
+        matches!(
+            e,
+            DeliveryError::Retryable {
+                retry_after: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        m,
+        format!(
+            "channel acme/ops: POST to {host} answered HTTP 500 Internal Server Error: boom: database down"
+        )
+    );
 
     rx.reply_with(|_| Reply::status(429).header("retry-after", "7"));
-    let e = deliver(&notifier, &channel, &s, &n, &none()).await.expect_err("429");
+    let e = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect_err("429");
     no_secret(&e);
     assert!(
         matches!(e, DeliveryError::Retryable { retry_after: Some(d), .. } if d == Duration::from_secs(7)),
@@ -189,39 +213,70 @@ async fn webhook_failures_are_classified_without_secrets() {
     );
 
     rx.reply_with(|_| Reply::status(404).body(&[b'x'; 500]));
-    let e = deliver(&notifier, &channel, &s, &n, &none()).await.expect_err("404");
+    let e = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect_err("404");
     let m = no_secret(&e);
     assert!(matches!(e, DeliveryError::Permanent { .. }), "{e:?}");
-    assert!(m.ends_with(&format!(": {}", "x".repeat(200))), "only 200 bytes quoted: {m}");
+    assert!(
+        m.ends_with(&format!(": {}", "x".repeat(200))),
+        "only 200 bytes quoted: {m}"
+    );
 
     // Redirects are not followed: the secret header would go to another host.
     rx.reply_with(|_| Reply::status(302).header("location", "https://example.invalid/"));
-    let e = deliver(&notifier, &channel, &s, &n, &none()).await.expect_err("302");
+    let e = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect_err("302");
     assert!(matches!(e, DeliveryError::Permanent { .. }), "{e:?}");
 
     rx.reply_with(|_| Reply::status(200).body(b"\x00\xff{not json"));
-    let done = deliver(&notifier, &channel, &s, &n, &none()).await.expect("garbage with 200 is fine");
+    let done = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect("garbage with 200 is fine");
     assert_eq!(done.detail, "HTTP 200");
     rx.reply_with(|_| Reply::status(503).body(b"\x00\xff{not json"));
-    let e = deliver(&notifier, &channel, &s, &n, &none()).await.expect_err("garbage with 503");
+    let e = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect_err("garbage with 503");
     assert!(matches!(e, DeliveryError::Retryable { .. }), "{e:?}");
 
     rx.reply_with(|_| Reply::status(200).delay(Duration::from_secs(3)));
-    let e = deliver(&notifier, &channel, &s, &n, &none()).await.expect_err("timeout");
+    let e = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect_err("timeout");
     let m = no_secret(&e);
     assert!(matches!(e, DeliveryError::Retryable { .. }), "{e:?}");
     assert!(m.contains(&host) && m.contains("timed out"), "{m}");
 
     // Every request carried the secret header, though no error quoted it.
-    assert!(rx.requests().iter().all(|r| r.header("x-api-key") == Some("s3cr3t-token")));
+    assert!(
+        rx.requests()
+            .iter()
+            .all(|r| r.header("x-api-key") == Some("s3cr3t-token"))
+    );
 
-    let e = deliver(&notifier, &channel, &secrets(&[]), &n, &none()).await.expect_err("no Secret");
-    assert!(matches!(e, DeliveryError::Permanent { .. }), "{e:?}");
-    assert_eq!(e.to_string(), "channel acme/ops: Secret acme/hook does not exist");
-    let e = deliver(&notifier, &channel, &secrets(&[("hook", &[("url", url.as_str())])]), &n, &none())
+    let e = deliver(&notifier, &channel, &secrets(&[]), &n, &none())
         .await
-        .expect_err("no key");
-    assert_eq!(e.to_string(), "channel acme/ops: Secret acme/hook has no key auth");
+        .expect_err("no Secret");
+    assert!(matches!(e, DeliveryError::Permanent { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "channel acme/ops: Secret acme/hook does not exist"
+    );
+    let e = deliver(
+        &notifier,
+        &channel,
+        &secrets(&[("hook", &[("url", url.as_str())])]),
+        &n,
+        &none(),
+    )
+    .await
+    .expect_err("no key");
+    assert_eq!(
+        e.to_string(),
+        "channel acme/ops: Secret acme/hook has no key auth"
+    );
 }
 
 #[tokio::test]
@@ -257,7 +312,10 @@ async fn slack_webhook_posts_a_slack_message() {
         .await
         .expect("delivered");
     let r = &rx.requests()[0];
-    assert_eq!(r.header("idempotency-key"), Some(n.idempotency_key.as_str()));
+    assert_eq!(
+        r.header("idempotency-key"),
+        Some(n.idempotency_key.as_str())
+    );
     let body = r.json();
     assert_eq!(body["text"], "*[STILL FIRING] disk / at 93.5% on web-01*");
     assert_eq!(body["attachments"][0]["color"], "#d00000");
@@ -318,7 +376,9 @@ async fn sms_posts_a_form_per_number_with_basic_or_bearer_auth() {
     let mut n = notification(NotificationKind::Firing, vec![alert(1, "web-01")]);
     n.title = "é".repeat(400);
     let s = secrets(&[("sms", &[("username", "AC1"), ("password", "auth-s3cr3t")])]);
-    let done = deliver(&notifier, &channel, &s, &n, &none()).await.expect("sent");
+    let done = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect("sent");
     assert_eq!(done.detail, "HTTP 201, 201 for 2 numbers");
 
     let requests = rx.requests();
@@ -329,7 +389,10 @@ async fn sms_posts_a_form_per_number_with_basic_or_bearer_auth() {
     );
     for (r, number) in requests.iter().zip(["+447700900001", "+447700900002"]) {
         assert_eq!(r.path, "/2010-04-01/Accounts/AC1/Messages.json");
-        assert_eq!(r.header("content-type"), Some("application/x-www-form-urlencoded"));
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/x-www-form-urlencoded")
+        );
         assert_eq!(r.header("authorization"), Some(basic.as_str()));
         assert_eq!(
             r.header("idempotency-key"),
@@ -344,7 +407,9 @@ async fn sms_posts_a_form_per_number_with_basic_or_bearer_auth() {
 
     rx.clear();
     let s = secrets(&[("sms", &[("token", "tok-s3cr3t")])]);
-    deliver(&notifier, &channel, &s, &n, &none()).await.expect("sent");
+    deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect("sent");
     assert!(
         rx.requests()
             .iter()
@@ -373,7 +438,10 @@ async fn sms_partial_failure_is_retryable_and_names_the_number() {
         m.starts_with("channel acme/ops: SMS to 1 of 2 numbers failed (+447700900002): "),
         "{m}"
     );
-    assert!(m.contains("HTTP 503") && m.contains("carrier down") && !m.contains("s3cr3t"), "{m}");
+    assert!(
+        m.contains("HTTP 503") && m.contains("carrier down") && !m.contains("s3cr3t"),
+        "{m}"
+    );
 
     rx.reply_with(|_| Reply::status(401).body(b"bad credentials"));
     let e = deliver(&notifier(rx.ca_pem()), &sms_channel(&rx), &s, &n, &none())
@@ -442,7 +510,10 @@ async fn servicenow_tickets_are_opened_noted_and_closed() {
     let requests = rx.requests();
     assert_eq!(requests.len(), 2);
     let r = &requests[0];
-    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/api/now/table/incident"));
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/api/now/table/incident")
+    );
     let basic = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("svc:sn-s3cr3t")
@@ -456,7 +527,10 @@ async fn servicenow_tickets_are_opened_noted_and_closed() {
     assert_eq!(body["short_description"], "disk / at 93.5% on web-01");
     assert_eq!(body["assignment_group"], "Network Ops");
     assert_eq!(body["urgency"], "1");
-    assert_eq!(body["correlation_id"], "00000000-0000-0000-0000-000000000001");
+    assert_eq!(
+        body["correlation_id"],
+        "00000000-0000-0000-0000-000000000001"
+    );
 
     // Repeat: a work note on each known ticket; an alert with none is skipped.
     rx.clear();
@@ -471,7 +545,10 @@ async fn servicenow_tickets_are_opened_noted_and_closed() {
     .await
     .expect("noted");
     assert!(done.tickets.is_empty());
-    assert_eq!(done.detail, "INC0001001 noted; 1 alert(s) without a ticket skipped");
+    assert_eq!(
+        done.detail,
+        "INC0001001 noted; 1 alert(s) without a ticket skipped"
+    );
     let requests = rx.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(
@@ -505,21 +582,37 @@ async fn a_partial_ticket_failure_reports_what_was_opened_and_redelivery_opens_t
     let notifier = notifier(rx.ca_pem());
     let channel = ticket_channel(&rx, "ServiceNow", "Network Ops");
     let s = secrets(&[("itsm", &[("token", "sn-s3cr3t")])]);
-    let n = notification(NotificationKind::Firing, vec![alert(1, "web-01"), alert(2, "web-02")]);
+    let n = notification(
+        NotificationKind::Firing,
+        vec![alert(1, "web-01"), alert(2, "web-02")],
+    );
 
-    let e = deliver(&notifier, &channel, &s, &n, &none()).await.expect_err("partial");
+    let e = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect_err("partial");
     let first = BTreeMap::from([(Uuid::from_u128(1), "sys1".to_owned())]);
     assert!(matches!(e, DeliveryError::Retryable { .. }), "{e:?}");
     assert_eq!(e.tickets(), &first);
     let m = e.to_string();
-    assert!(m.contains("HTTP 503") && m.contains("maintenance") && m.contains("after 1 of 2 alerts"), "{m}");
+    assert!(
+        m.contains("HTTP 503") && m.contains("maintenance") && m.contains("after 1 of 2 alerts"),
+        "{m}"
+    );
     assert!(!m.contains("s3cr3t"), "{m}");
-    assert_eq!(rx.requests()[0].header("authorization"), Some("Bearer sn-s3cr3t"));
+    assert_eq!(
+        rx.requests()[0].header("authorization"),
+        Some("Bearer sn-s3cr3t")
+    );
 
     servicenow_replies(&rx, None);
     rx.clear();
-    let done = deliver(&notifier, &channel, &s, &n, &first).await.expect("rest opened");
-    assert_eq!(done.tickets, BTreeMap::from([(Uuid::from_u128(2), "sys2".to_owned())]));
+    let done = deliver(&notifier, &channel, &s, &n, &first)
+        .await
+        .expect("rest opened");
+    assert_eq!(
+        done.tickets,
+        BTreeMap::from([(Uuid::from_u128(2), "sys2".to_owned())])
+    );
     assert_eq!(done.detail, "sys1 (already open), INC0001002");
     assert_eq!(rx.requests().len(), 1);
 }
@@ -549,7 +642,10 @@ async fn jira_issues_are_opened_commented_and_transitioned() {
     )
     .await
     .expect("opened");
-    assert_eq!(done.tickets, BTreeMap::from([(Uuid::from_u128(1), "OPS-7".to_owned())]));
+    assert_eq!(
+        done.tickets,
+        BTreeMap::from([(Uuid::from_u128(1), "OPS-7".to_owned())])
+    );
     let r = &rx.requests()[0];
     assert_eq!(r.header("authorization"), Some("Bearer jira-s3cr3t"));
     let fields = &r.json()["fields"];
@@ -592,9 +688,18 @@ async fn jira_issues_are_opened_commented_and_transitioned() {
     assert_eq!(
         calls,
         [
-            ("POST".to_owned(), "/rest/api/2/issue/OPS-7/comment".to_owned()),
-            ("GET".to_owned(), "/rest/api/2/issue/OPS-7/transitions".to_owned()),
-            ("POST".to_owned(), "/rest/api/2/issue/OPS-7/transitions".to_owned()),
+            (
+                "POST".to_owned(),
+                "/rest/api/2/issue/OPS-7/comment".to_owned()
+            ),
+            (
+                "GET".to_owned(),
+                "/rest/api/2/issue/OPS-7/transitions".to_owned()
+            ),
+            (
+                "POST".to_owned(),
+                "/rest/api/2/issue/OPS-7/transitions".to_owned()
+            ),
         ]
     );
     assert_eq!(rx.requests()[2].json(), json!({"transition": {"id": "31"}}));
@@ -617,7 +722,10 @@ fn email_channel(peer: &SmtpPeer, tls: &str, credentials: bool) -> NotificationC
 async fn email_over_starttls_with_auth_arrives_whole() {
     let peer = SmtpPeer::start(SmtpTls::StartTls, Some(("rmm", "smtp-s3cr3t")));
     let s = secrets(&[("smtp", &[("username", "rmm"), ("password", "smtp-s3cr3t")])]);
-    let n = notification(NotificationKind::Firing, vec![alert(1, "web-01"), alert(2, "web-02")]);
+    let n = notification(
+        NotificationKind::Firing,
+        vec![alert(1, "web-01"), alert(2, "web-02")],
+    );
     let done = deliver(
         &notifier(peer.ca_pem()),
         &email_channel(&peer, "StartTls", true),
@@ -627,7 +735,11 @@ async fn email_over_starttls_with_auth_arrives_whole() {
     )
     .await
     .expect("sent");
-    assert!(done.detail.starts_with("250 2.0.0 queued as cdot-1"), "{}", done.detail);
+    assert!(
+        done.detail.starts_with("250 2.0.0 queued as cdot-1"),
+        "{}",
+        done.detail
+    );
 
     let mail = peer.wait_for(1, Duration::from_secs(10)).remove(0);
     assert!(mail.tls, "STARTTLS was used");
@@ -636,10 +748,22 @@ async fn email_over_starttls_with_auth_arrives_whole() {
     assert_eq!(mail.rcpt_to, ["ops@example.net", "oncall@example.net"]);
 
     let parsed = mailparse::parse_mail(&mail.raw).expect("parse the mail");
-    let header = |name: &str| parsed.headers.iter().find(|h| h.get_key_ref().eq_ignore_ascii_case(name)).map(|h| h.get_value());
-    assert_eq!(header("Subject").as_deref(), Some("[firing] web-01: disk at 93.5 (2 alerts)"));
+    let header = |name: &str| {
+        parsed
+            .headers
+            .iter()
+            .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
+            .map(|h| h.get_value())
+    };
+    assert_eq!(
+        header("Subject").as_deref(),
+        Some("[firing] web-01: disk at 93.5 (2 alerts)")
+    );
     assert_eq!(header("From").as_deref(), Some("rmm@example.net"));
-    assert_eq!(header("To").as_deref(), Some("ops@example.net, oncall@example.net"));
+    assert_eq!(
+        header("To").as_deref(),
+        Some("ops@example.net, oncall@example.net")
+    );
     assert_eq!(
         header("Message-ID").as_deref(),
         Some("<0b9e6c1e-2f4a-4c55-9b8f-6f3c1d2e7a10@cdot-rmm>")
@@ -657,11 +781,20 @@ async fn email_over_starttls_with_auth_arrives_whole() {
             .replace("\r\n", "\n")
     };
     let text = part("text/plain");
-    assert!(text.starts_with("[FIRING] disk / at 93.5% on web-01\n"), "{text}");
-    assert!(text.contains("- web-02: disk / at 93.5% on web-02 (value 93.5, threshold 90"), "{text}");
+    assert!(
+        text.starts_with("[FIRING] disk / at 93.5% on web-01\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- web-02: disk / at 93.5% on web-02 (value 93.5, threshold 90"),
+        "{text}"
+    );
     assert!(text.contains("<b>clean up</b> & retry"), "{text}");
     let html = part("text/html");
-    assert!(html.contains("&lt;b&gt;clean up&lt;/b&gt; &amp; retry"), "{html}");
+    assert!(
+        html.contains("&lt;b&gt;clean up&lt;/b&gt; &amp; retry"),
+        "{html}"
+    );
     assert!(!html.contains("<b>clean up"), "{html}");
 }
 
@@ -694,26 +827,47 @@ async fn smtp_refusals_are_classified_without_secrets() {
     let n = notification(NotificationKind::Firing, vec![alert(1, "web-01")]);
 
     peer.set_reply(Some("451 4.3.0 try later"));
-    let e = deliver(&notifier, &channel, &s, &n, &none()).await.expect_err("4xx");
+    let e = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect_err("4xx");
     assert!(matches!(e, DeliveryError::Retryable { .. }), "{e:?}");
     let m = e.to_string();
-    assert!(m.starts_with(&format!("channel acme/ops: SMTP to 127.0.0.1:{} failed: ", peer.port())), "{m}");
+    assert!(
+        m.starts_with(&format!(
+            "channel acme/ops: SMTP to 127.0.0.1:{} failed: ",
+            peer.port()
+        )),
+        "{m}"
+    );
     assert!(m.contains("try later"), "{m}");
 
     peer.set_reply(Some("554 5.7.1 rejected by policy"));
-    let e = deliver(&notifier, &channel, &s, &n, &none()).await.expect_err("5xx");
+    let e = deliver(&notifier, &channel, &s, &n, &none())
+        .await
+        .expect_err("5xx");
     assert!(matches!(e, DeliveryError::Permanent { .. }), "{e:?}");
     assert!(e.to_string().contains("rejected by policy"), "{e}");
 
     peer.set_reply(None);
     let wrong = secrets(&[("smtp", &[("username", "rmm"), ("password", "wrong-s3cr3t")])]);
-    let e = deliver(&notifier, &channel, &wrong, &n, &none()).await.expect_err("bad password");
+    let e = deliver(&notifier, &channel, &wrong, &n, &none())
+        .await
+        .expect_err("bad password");
     assert!(matches!(e, DeliveryError::Permanent { .. }), "{e:?}");
     assert!(!e.to_string().contains("s3cr3t"), "{e}");
     assert!(peer.received().is_empty());
 
-    let e = deliver(&notifier, &channel, &secrets(&[("smtp", &[("username", "rmm")])]), &n, &none())
-        .await
-        .expect_err("no password");
-    assert_eq!(e.to_string(), "channel acme/ops: Secret acme/smtp has no key password");
+    let e = deliver(
+        &notifier,
+        &channel,
+        &secrets(&[("smtp", &[("username", "rmm")])]),
+        &n,
+        &none(),
+    )
+    .await
+    .expect_err("no password");
+    assert_eq!(
+        e.to_string(),
+        "channel acme/ops: Secret acme/smtp has no key password"
+    );
 }
