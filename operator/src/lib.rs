@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod kubernetes;
 pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod reconcile;
 pub mod secrets;

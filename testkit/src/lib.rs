@@ -2,7 +2,9 @@
 //! ([`pg::TestDb`]), network namespaces on a private bridge where real peers (snmpd,
 //! softflowd, ping targets) run ([`netns::Lab`]), net-snmp agents on them
 //! ([`snmpd::Snmpd`]), daemons stopped gracefully ([`process::Daemon`]), hosts that answer pings late ([`echo::DelayedEcho`]), a server
-//! that freezes ([`frozen::FreezableProxy`]), and paths of workspace binaries.
+//! that freezes ([`frozen::FreezableProxy`]), a recording HTTPS server
+//! ([`receiver::Receiver`]), an SMTP server ([`smtp::SmtpPeer`]), and paths of workspace
+//! binaries.
 pub mod bins;
 pub mod echo;
 pub mod frozen;
@@ -10,7 +12,10 @@ pub mod kube_emulator;
 pub mod netns;
 pub mod pg;
 pub mod process;
+pub mod receiver;
+pub mod smtp;
 pub mod snmpd;
+pub mod tls;
 
 use std::net::TcpListener;
 
