@@ -269,18 +269,18 @@ pub struct AlertRuleStatus {
     /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
     /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
     /// when the spec is invalid, the message naming each field; `False` otherwise).
-    /// `Ready` is `True` once the spec is valid and every channel in `spec.channels` exists;
-    /// it does not mean the rule is evaluated (alert evaluation is not implemented yet).
+    /// `Ready` is `True` once the spec is valid and every channel in `spec.channels` exists
+    /// (reason `Accepted`: evaluated on ingest; `Paused` while `spec.paused`).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Devices of the namespace the selector currently matches; not updated while the spec
     /// is invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_devices: Option<u32>,
-    /// Alerts currently firing. Not written yet: alert evaluation is not implemented.
+    /// Alerts of this rule firing now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firing: Option<u32>,
-    /// Last evaluation (RFC 3339). Not written yet: alert evaluation is not implemented.
+    /// Time of the newest sample evaluated (RFC 3339, to the minute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_evaluation: Option<String>,
 }

@@ -314,8 +314,7 @@ pub struct DeviceStatus {
     /// Summary of the latest metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_metrics: Option<MetricSummary>,
-    /// Number of alerts firing for this device. Not written yet: alert evaluation is not
-    /// implemented.
+    /// Number of alerts firing for this device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firing_alerts: Option<u32>,
     /// Patch state summary. Not written yet: patching is not implemented.

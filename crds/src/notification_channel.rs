@@ -263,22 +263,20 @@ pub struct NotificationChannelStatus {
     /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
     /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
     /// when the spec is invalid, the message naming each field; `False` otherwise).
-    /// `Ready` is `True` once the spec is valid; it does not mean anything is delivered (the
-    /// Secrets it names are not resolved, and notification delivery is not implemented yet).
+    /// `Ready` is `True` once the spec is valid; the Secrets it names are read at delivery,
+    /// so a missing one shows in `lastError`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Last successful delivery (RFC 3339). Not written yet: notification delivery is not
-    /// implemented.
+    /// Last successful delivery (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery: Option<String>,
-    /// Last delivery error. Not written yet: notification delivery is not implemented.
+    /// Error of the most recent failed attempt (kept after later successes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Notifications delivered. Not written yet: notification delivery is not implemented.
+    /// Notifications delivered (within the alert retention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered: Option<u64>,
-    /// Notifications that failed after retries. Not written yet: notification delivery is
-    /// not implemented.
+    /// Notifications given up (a permanent error, or retried past `--notify-give-up-after`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<u64>,
 }

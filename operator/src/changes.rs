@@ -42,6 +42,17 @@ impl Changes {
         });
     }
 
+    /// Only a status field another writer owns changed (alert counts, deliveries): the
+    /// store already holds it, so standalone mode has nothing to do; Kubernetes mode
+    /// reconciles the object to copy it to the API server.
+    pub fn status_changed(&self, kind: Kind, namespace: &str, name: &str) {
+        let _ = self.objects.send(ObjectKey {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+
     /// Resolves after the next change (one wake-up for any number of changes).
     pub async fn notified(&self) {
         self.soon.notified().await;

@@ -93,6 +93,8 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub timeseries: crate::jobs::TimeseriesArgs,
+    #[command(flatten)]
+    pub alerting: crate::alerting::AlertingArgs,
 }
 
 #[derive(Debug, Args)]

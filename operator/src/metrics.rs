@@ -82,6 +82,7 @@ pub struct Metrics {
     pub ingest: IngestMetrics,
     pub network: NetworkMetrics,
     pub database: DatabaseMetrics,
+    pub alerting: AlertingMetrics,
 }
 
 impl Default for Metrics {
@@ -158,6 +159,7 @@ impl Default for Metrics {
         let ingest = IngestMetrics::register(&mut registry);
         let network = NetworkMetrics::register(&mut registry);
         let database = DatabaseMetrics::register(&mut registry);
+        let alerting = AlertingMetrics::register(&mut registry);
         Self {
             registry,
             api_requests,
@@ -175,7 +177,118 @@ impl Default for Metrics {
             ingest,
             network,
             database,
+            alerting,
         }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub namespace: String,
+    pub channel: String,
+    pub result: String,
+}
+
+/// Alert evaluation and notification (`cdot_alerting_*`, `cdot_notification_*`).
+#[derive(Clone, Debug)]
+pub struct AlertingMetrics {
+    /// Time to evaluate one ingested batch (or collector batch) against the rules.
+    pub evaluation_duration: Histogram,
+    /// Samples evaluated.
+    pub samples_evaluated: Counter,
+    /// Alert transitions, by the state entered.
+    pub transitions: Family<StateLabels, Counter>,
+    /// Open alerts by state (`pending`, `firing`), as the evaluator holds them.
+    pub alerts: Family<StateLabels, Gauge>,
+    /// Compiled, active AlertRules.
+    pub rules: Gauge,
+    /// Transition batches that failed to be stored (they are kept and retried).
+    pub write_errors: Counter,
+    /// Transitions waiting to be stored.
+    pub writer_backlog: Gauge,
+    /// Notifications not yet delivered (grouped or not).
+    pub outbox_depth: Gauge,
+    /// Age in seconds of the oldest undelivered notification.
+    pub outbox_oldest_seconds: Gauge,
+    /// Delivery attempts by channel and result (`delivered`, `retry`, `failed`, `rate_limited`).
+    pub deliveries: Family<DeliveryLabels, Counter>,
+    /// Duration of one delivery attempt.
+    pub delivery_duration: Histogram,
+}
+
+impl AlertingMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            evaluation_duration: Histogram::new(exponential_buckets(0.000_005, 2.0, 16)),
+            samples_evaluated: Counter::default(),
+            transitions: Family::default(),
+            alerts: Family::default(),
+            rules: Gauge::default(),
+            write_errors: Counter::default(),
+            writer_backlog: Gauge::default(),
+            outbox_depth: Gauge::default(),
+            outbox_oldest_seconds: Gauge::default(),
+            deliveries: Family::default(),
+            delivery_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+        };
+        let r = m.clone();
+        registry.register(
+            "alerting_evaluation_duration_seconds",
+            "Time to evaluate one batch against the alert rules",
+            r.evaluation_duration,
+        );
+        registry.register(
+            "alerting_samples_evaluated",
+            "Samples evaluated against alert rules",
+            r.samples_evaluated,
+        );
+        registry.register(
+            "alerting_transitions",
+            "Alert state transitions by the state entered",
+            r.transitions,
+        );
+        registry.register("alerting_alerts", "Open alerts by state", r.alerts);
+        registry.register(
+            "alerting_rules",
+            "Active (valid, unpaused) alert rules",
+            r.rules,
+        );
+        registry.register(
+            "alerting_write_errors",
+            "Alert transition batches that failed to be stored and are retried",
+            r.write_errors,
+        );
+        registry.register(
+            "alerting_writer_backlog",
+            "Alert transitions waiting to be stored",
+            r.writer_backlog,
+        );
+        registry.register(
+            "notification_outbox_depth",
+            "Notifications not yet delivered",
+            r.outbox_depth,
+        );
+        registry.register(
+            "notification_outbox_oldest_seconds",
+            "Age of the oldest undelivered notification",
+            r.outbox_oldest_seconds,
+        );
+        registry.register(
+            "notification_deliveries",
+            "Notification delivery attempts by channel and result",
+            r.deliveries,
+        );
+        registry.register(
+            "notification_delivery_duration_seconds",
+            "Duration of one notification delivery attempt",
+            r.delivery_duration,
+        );
+        m
     }
 }
 

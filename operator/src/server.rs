@@ -112,6 +112,23 @@ impl Server {
             certificate_validity: server.agent_certificate_validity,
         }));
         state.ingest = Ingest::new(timeseries.ingest_config());
+        let alerting = state.alerting.clone();
+        state.ingest.on_commit(Box::new(move |identity, batch| {
+            alerting.observe(
+                identity.uid,
+                batch
+                    .keys
+                    .iter()
+                    .zip(&batch.times_ms)
+                    .zip(&batch.values)
+                    .map(|((key, t), v)| crate::alerting::engine::Sample {
+                        metric: key.metric,
+                        labels: &key.labels,
+                        t_ms: *t,
+                        value: *v,
+                    }),
+            );
+        }));
         state.enroll_limiter = Arc::new(RateLimiter::new(
             (server.enroll_rate_limit > 0).then(|| Rate {
                 burst: server.enroll_burst,
@@ -131,7 +148,17 @@ impl Server {
             .await
             .context("failed to prepare the metrics partitions")?;
         let (jobs_stop, jobs_shutdown) = watch::channel(false);
-        let jobs = jobs::spawn(&state, timeseries, jobs_shutdown);
+        let mut jobs = jobs::spawn(&state, timeseries, jobs_shutdown.clone());
+        let notifier = notifier(&args.alerting)?;
+        jobs.extend(state.alerting.spawn(
+            &store,
+            &metrics,
+            &state.changes,
+            &args.alerting,
+            notifier,
+            state.secrets.clone(),
+            jobs_shutdown,
+        ));
         let servers = start_servers(server, state.clone(), agent_tls).await?;
         Ok(Self {
             state,
@@ -224,6 +251,22 @@ async fn start_servers(
     println!("cdot-operator: agent API listening on https://{agent_address}");
     tracing::info!(address = %agent_address, "agent API listening");
     Ok(vec![(handle, people), (agent_handle, agents)])
+}
+
+/// The notification sender, trusting `--notify-ca-file` besides the system roots.
+fn notifier(args: &crate::alerting::AlertingArgs) -> anyhow::Result<crate::notify::Notifier> {
+    let extra_roots_pem = match &args.notify_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("failed to read --notify-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    crate::notify::Notifier::new(crate::notify::NotifierConfig {
+        extra_roots_pem,
+        user_agent: format!("cdot-rmm/{}", env!("CARGO_PKG_VERSION")),
+    })
+    .context("failed to set up notification delivery")
 }
 
 /// Logs the CA fingerprint agents pin and leaves the CA certificate (public) in the data

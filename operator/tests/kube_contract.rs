@@ -360,7 +360,7 @@ async fn each_kind_sends_its_exact_status_patch() {
         let expected = match kind {
             Kind::NotificationChannel => json!({
                 "observedGeneration": 2,
-                "conditions": [condition("Ready", "True", "Accepted", "valid Webhook channel; nothing is delivered yet: notification delivery is not implemented"), valid(), reconciled()],
+                "conditions": [condition("Ready", "True", "Accepted", "valid Webhook channel; delivered through the outbox; delivered, failed and lastError report the results"), valid(), reconciled()],
             }),
             Kind::AlertRule => json!({
                 "matchedDevices": 0,

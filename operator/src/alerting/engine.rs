@@ -9,7 +9,7 @@
 //! ```
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, atomic::Ordering},
 };
 
 use arc_swap::ArcSwap;
@@ -142,7 +142,9 @@ impl Engine {
     /// Installs a new rule set. Windows of rules whose generation changed start over (the
     /// window or reduction may differ); open alerts of rules that no longer exist or no
     /// longer select their device resolve, at `now_ms`.
-    pub fn set_rules(&self, rules: RuleSet, now_ms: i64) -> Vec<Transition> {
+    pub fn set_rules(&self, mut rules: RuleSet, now_ms: i64) -> Vec<Transition> {
+        let current = self.rules.load_full();
+        rules.carry_over(&current);
         let old = self.rules.swap(Arc::new(rules));
         let new = self.rules.load();
         let mut out = Vec::new();
@@ -220,6 +222,8 @@ impl Engine {
                 if !rule.selects_series(sample.labels) {
                     continue;
                 }
+                rule.last_evaluated_ms
+                    .fetch_max(sample.t_ms, Ordering::Relaxed);
                 let shard = shard.get_or_insert_with(|| self.shard(&device));
                 let all = shard.entry((rule.uid, device)).or_default();
                 let at = match all.iter().position(|s| s.labels == *sample.labels) {

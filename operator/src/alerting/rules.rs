@@ -1,6 +1,9 @@
 //! AlertRules compiled for evaluation: durations parsed, series patterns split, and for
 //! each Device the rules whose selector picks it, so a sample costs a lookup, not a scan.
-use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, atomic::AtomicI64},
+};
 
 use cdot_crds::{
     alert_rule::{AlertRuleSpec, Op},
@@ -81,6 +84,8 @@ pub struct Rule {
     pub for_ms: i64,
     pub resolve_for_ms: i64,
     pub repeat_ms: i64,
+    /// Time of the newest sample evaluated (Unix ms), kept across recompiles.
+    pub last_evaluated_ms: Arc<AtomicI64>,
 }
 
 impl Rule {
@@ -110,6 +115,7 @@ impl Rule {
                 .and_then(|r| r.for_.as_deref())
                 .map_or(0, millis),
             repeat_ms: millis(&spec.repeat_interval),
+            last_evaluated_ms: Arc::default(),
             spec,
         })
     }
@@ -185,6 +191,17 @@ impl RuleSet {
             }
         }
         Self { rules, by_device }
+    }
+
+    /// Keeps what the running rules learnt (last evaluation) for the same rules here.
+    pub fn carry_over(&mut self, previous: &RuleSet) {
+        for rule in &mut self.rules {
+            if let Some(old) = previous.rule(&rule.uid)
+                && let Some(rule) = Arc::get_mut(rule)
+            {
+                rule.last_evaluated_ms = old.last_evaluated_ms.clone();
+            }
+        }
     }
 
     /// The rules that select `device` and watch `metric`.

@@ -49,18 +49,30 @@ pub async fn batches(
         ApiError::from(r)
     };
     validate_batch(&batch, now).map_err(reject)?;
-    let device = state
-        .store
-        .get_object(&identity.namespace, Kind::Device, &identity.name)
-        .await?
+    // The index answers without a query; a Device enrolled a moment ago may not be in it
+    // yet, so the store is asked then.
+    let indexed = state
+        .index
+        .snapshot()
+        .get(Kind::Device, &identity.namespace, &identity.name)
         .filter(|d| d.uid == identity.uid)
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "Device {}/{} (uid {}) no longer exists; enroll again",
-                identity.namespace, identity.name, identity.uid
-            ))
-        })?;
-    if device.spec.get("class").and_then(|c| c.as_str()) != Some("Collector") {
+        .map(|d| (d.spec.clone(), d.labels.clone()));
+    let device = match indexed {
+        Some(found) => Some(found),
+        None => state
+            .store
+            .get_object(&identity.namespace, Kind::Device, &identity.name)
+            .await?
+            .filter(|d| d.uid == identity.uid)
+            .map(|d| (d.spec, d.labels)),
+    };
+    let (spec, labels) = device.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "Device {}/{} (uid {}) no longer exists; enroll again",
+            identity.namespace, identity.name, identity.uid
+        ))
+    })?;
+    if spec.get("class").and_then(|c| c.as_str()) != Some("Collector") {
         state.metrics.network.reject("not_a_collector");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -71,11 +83,10 @@ pub async fn batches(
             ),
         ));
     }
-    let site = device
-        .spec
+    let site = spec
         .get("site")
         .and_then(|s| s.as_str())
-        .or_else(|| device.labels.get(cdot_crds::SITE_LABEL).map(String::as_str))
+        .or_else(|| labels.get(cdot_crds::SITE_LABEL).map(String::as_str))
         .map(str::to_owned);
     let names: BTreeSet<&str> = batch
         .interfaces
@@ -123,6 +134,13 @@ pub async fn batches(
             .inc_by(n);
     }
     tracing::debug!(?summary, "collector batch stored");
+    if !summary.duplicate {
+        let uids = devices
+            .iter()
+            .map(|(name, d)| (name.clone(), d.uid))
+            .collect();
+        state.alerting.observe_network(&batch, &uids);
+    }
     Ok(Json(BatchAck {
         batch_id: batch.batch_id,
         stored: u32::try_from(summary.stored()).unwrap_or(u32::MAX),

@@ -62,11 +62,15 @@ pub struct AppState {
     pub enroll_limiter: Arc<rate_limit::RateLimiter>,
     /// Desired state in memory (see `crate::index`).
     pub index: crate::index::Index,
+    /// Alert evaluation and notification (see `crate::alerting`).
+    pub alerting: crate::alerting::Alerting,
 }
 
 impl AppState {
     pub fn new(store: Store, metrics: Arc<Metrics>) -> Self {
+        let index = crate::index::Index::default();
         Self {
+            alerting: crate::alerting::Alerting::new(index.clone(), metrics.alerting.clone()),
             store,
             metrics,
             tokens: Arc::default(),
@@ -78,7 +82,7 @@ impl AppState {
             secrets: Arc::default(),
             devices: None,
             enroll_limiter: Arc::default(),
-            index: crate::index::Index::default(),
+            index,
         }
     }
 
@@ -108,6 +112,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             get(objects::get).layer(no_query()),
         )
         .merge(query::routes())
+        .merge(crate::alerting::routes::routes())
         .merge(network::routes())
         .nest(
             "/agent",

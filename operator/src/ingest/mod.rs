@@ -92,7 +92,11 @@ struct Inner {
     rx: tokio::sync::Mutex<mpsc::Receiver<Job>>,
     series: RwLock<HashMap<SeriesKey, i64>>,
     reports: DeviceReports,
+    committed: std::sync::OnceLock<CommitHook>,
 }
+
+/// Called with each newly stored batch after its commit (alert evaluation).
+pub type CommitHook = Box<dyn Fn(&DeviceIdentity, &ValidatedBatch) + Send + Sync>;
 
 impl Default for Ingest {
     fn default() -> Self {
@@ -110,7 +114,19 @@ impl Ingest {
                 rx: tokio::sync::Mutex::new(rx),
                 series: RwLock::default(),
                 reports: DeviceReports::default(),
+                committed: std::sync::OnceLock::new(),
             }),
+        }
+    }
+
+    /// Sets what runs after each new batch is committed (once; later calls are ignored).
+    pub fn on_commit(&self, hook: CommitHook) {
+        let _ = self.inner.committed.set(hook);
+    }
+
+    pub(crate) fn committed(&self, identity: &DeviceIdentity, batch: &ValidatedBatch) {
+        if let Some(hook) = self.inner.committed.get() {
+            hook(identity, batch);
         }
     }
 

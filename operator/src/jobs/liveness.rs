@@ -68,15 +68,21 @@ pub async fn device_pass(store: &Store, now: &str) -> Result<Vec<(String, String
     Ok(candidates)
 }
 
-/// Whether the stored `Ready` differs from what the device reconciler would decide now.
-fn ready_changes(d: &Liveness, now: &str) -> bool {
+/// Whether the device reconciler would call the device Ready as of `now` (RFC 3339): not
+/// paused, and reported within three of its intervals.
+pub fn is_ready(d: &Liveness, now: &str) -> bool {
     let default = AgentConfig::default().metrics_interval_secs;
     let configured = d
         .metrics_interval
         .as_deref()
         .map_or(default, |s| device::duration_secs(s, default));
     let interval = device::liveness_interval(configured, d.report_interval_secs);
-    let ready = device::is_ready(d.paused, d.last_seen.as_deref(), now, interval);
+    device::is_ready(d.paused, d.last_seen.as_deref(), now, interval)
+}
+
+/// Whether the stored `Ready` differs from what the device reconciler would decide now.
+fn ready_changes(d: &Liveness, now: &str) -> bool {
+    let ready = is_ready(d, now);
     d.ready.as_deref() != Some(if ready { "True" } else { "False" })
 }
 

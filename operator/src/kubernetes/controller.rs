@@ -546,6 +546,18 @@ pub fn cluster_status(
     stored: &Value,
 ) -> Map<String, Value> {
     let mut patch = decided.clone();
+    // Fields alerting and delivery write into the store, copied as they stand.
+    let owned_elsewhere: &[&str] = match kind {
+        Kind::Device => &["firingAlerts"],
+        Kind::AlertRule => &["firing", "lastEvaluation"],
+        Kind::NotificationChannel => &["lastDelivery", "lastError", "delivered", "failed"],
+        _ => &[],
+    };
+    for field in owned_elsewhere {
+        if let Some(v) = stored.get(*field) {
+            patch.insert((*field).into(), v.clone());
+        }
+    }
     if kind == Kind::Device
         && let Some(agent) = stored.get("agent").and_then(Value::as_object)
     {

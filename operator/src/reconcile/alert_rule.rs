@@ -1,7 +1,7 @@
 //! AlertRule: which devices it covers and whether the channels it notifies exist.
 //!
-//! Nothing evaluates alert rules yet, so `Ready` says the rule is accepted and what it
-//! selects, and that it is not evaluated: a status must not claim work no code does.
+//! `Ready` says the rule is accepted and what it selects; `crate::alerting` evaluates it
+//! on ingest from the index and writes `firing` and `lastEvaluation`.
 use cdot_crds::{
     alert_rule::{AlertRuleSpec, AlertRuleStatus},
     common::selector_matches,
@@ -10,9 +10,6 @@ use cdot_crds::{
 
 use super::{Observation, World, count};
 use crate::store::StoredObject;
-
-/// Ends the `Ready` message until alert evaluation exists.
-pub const NOT_EVALUATED: &str = "not evaluated yet: alert evaluation is not implemented";
 
 pub fn observe(
     spec: &AlertRuleSpec,
@@ -55,7 +52,7 @@ pub fn observe(
     Observation::ready(
         status,
         "Accepted",
-        format!("valid; selects {matched} device(s); {NOT_EVALUATED}"),
+        format!("valid; evaluated on ingest for the {matched} device(s) it selects"),
     )
 }
 
@@ -127,7 +124,7 @@ mod tests {
         let observation = observe(&spec, &rule, &World::new(&objects));
         assert_eq!(
             observation.ready.2,
-            "valid; selects 1 device(s); not evaluated yet: alert evaluation is not implemented"
+            "valid; evaluated on ingest for the 1 device(s) it selects"
         );
         assert!(!observation.ready.2.contains("evaluated on"));
     }

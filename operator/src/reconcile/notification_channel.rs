@@ -1,13 +1,14 @@
-//! NotificationChannel: accepted once valid. Nothing delivers notifications yet (and the
-//! Secrets a channel names are not read), so `Ready` says no more than that.
+//! NotificationChannel: accepted once valid. Delivery (`crate::alerting::dispatch`) counts
+//! what it delivers in the status fields it owns; the Secrets a channel names are read at
+//! delivery, so a missing one shows in `lastError`, not here.
 use cdot_crds::notification_channel::{NotificationChannelSpec, NotificationChannelStatus};
 
 use super::{Observation, World};
 use crate::store::StoredObject;
 
-/// Ends the `Ready` message until notification delivery exists.
-pub const NOT_DELIVERING: &str =
-    "nothing is delivered yet: notification delivery is not implemented";
+/// Ends the `Ready` message: where delivery results show.
+pub const DELIVERY: &str =
+    "delivered through the outbox; delivered, failed and lastError report the results";
 
 pub fn observe(
     spec: &NotificationChannelSpec,
@@ -21,7 +22,7 @@ pub fn observe(
     Observation::ready(
         NotificationChannelStatus::default(),
         "Accepted",
-        format!("valid {kind} channel; {NOT_DELIVERING}"),
+        format!("valid {kind} channel; {DELIVERY}"),
     )
 }
 
@@ -49,7 +50,7 @@ mod tests {
         assert_eq!(observation.ready.0, ConditionStatus::True);
         assert_eq!(
             observation.ready.2,
-            "valid Webhook channel; nothing is delivered yet: notification delivery is not implemented"
+            "valid Webhook channel; delivered through the outbox; delivered, failed and lastError report the results"
         );
         assert_eq!(observation.status, NotificationChannelStatus::default());
     }

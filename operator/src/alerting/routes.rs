@@ -1,0 +1,348 @@
+//! The alerts API: list and filter alerts, read one with its history, acknowledge and
+//! unacknowledge, and silences.
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    routing::{delete, get, post},
+};
+use cdot_crds::{
+    api_token::Role,
+    wire::alert::{
+        AcknowledgeRequest, AlertDetail, AlertList, AlertState, Silence, SilenceList,
+        SilenceRequest,
+    },
+};
+use uuid::Uuid;
+
+use super::store::AlertFilter;
+use crate::api::{ApiError, AppState, auth::Principal, body::read_json, params::Params};
+
+/// Most alerts one list returns (narrow with filters).
+const MAX_LIMIT: i64 = 5000;
+const DEFAULT_LIMIT: i64 = 500;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/alerts", get(list_all))
+        .route("/namespaces/{namespace}/alerts", get(list))
+        .route("/namespaces/{namespace}/alerts/{id}", get(one))
+        .route(
+            "/namespaces/{namespace}/alerts/{id}/acknowledge",
+            post(acknowledge),
+        )
+        .route(
+            "/namespaces/{namespace}/alerts/{id}/unacknowledge",
+            post(unacknowledge),
+        )
+        .route(
+            "/namespaces/{namespace}/silences",
+            get(silences).post(create_silence),
+        )
+        .route(
+            "/namespaces/{namespace}/silences/{id}",
+            delete(expire_silence),
+        )
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::bad_request(
+            format!("{id:?} is not an alert or silence id (a UUID)"),
+            "path.id",
+        )
+    })
+}
+
+fn parse_time(value: &str, field: &str) -> Result<i64, ApiError> {
+    value
+        .parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| {
+            ApiError::bad_request(format!("{value:?} is not an RFC 3339 time: {e}"), field)
+        })
+}
+
+/// `state` (comma-separated: pending, firing, resolved; default open ones), `severity`,
+/// `rule`, `device`, `site`, `from`/`to` (RFC 3339: alerts open at some time in between),
+/// `limit`.
+fn filter(
+    namespace: Option<String>,
+    pairs: Vec<(String, String)>,
+) -> Result<AlertFilter, ApiError> {
+    let params = Params::parse(
+        pairs,
+        &[
+            "state", "severity", "rule", "device", "site", "from", "to", "limit",
+        ],
+    )?;
+    let mut f = AlertFilter {
+        namespace,
+        limit: DEFAULT_LIMIT,
+        states: vec![AlertState::Pending, AlertState::Firing],
+        ..AlertFilter::default()
+    };
+    for (key, value) in params.iter() {
+        let field = format!("query.{key}");
+        match key {
+            "state" => {
+                f.states = value
+                    .split(',')
+                    .map(|s| {
+                        AlertState::from_name(s.trim()).ok_or_else(|| {
+                            ApiError::bad_request(
+                                format!("{s:?} is not a state: pending, firing or resolved"),
+                                &field,
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "severity" => {
+                if !["Info", "Warning", "Critical"].contains(&value) {
+                    return Err(ApiError::bad_request(
+                        format!("{value:?} is not a severity: Info, Warning or Critical"),
+                        field,
+                    ));
+                }
+                f.severity = Some(value.to_owned());
+            }
+            "rule" => f.rule = Some(value.to_owned()),
+            "device" => f.device = Some(value.to_owned()),
+            "site" => f.site = Some(value.to_owned()),
+            "from" => f.from_ms = Some(parse_time(value, &field)?),
+            "to" => f.to_ms = Some(parse_time(value, &field)?),
+            "limit" => {
+                f.limit = value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            format!("limit must be between 1 and {MAX_LIMIT}"),
+                            field,
+                        )
+                    })?;
+            }
+            _ => {}
+        }
+    }
+    if let (Some(from), Some(to)) = (f.from_ms, f.to_ms)
+        && from >= to
+    {
+        return Err(ApiError::bad_request(
+            "from must be before to",
+            "query.from",
+        ));
+    }
+    Ok(f)
+}
+
+/// `GET /v1/namespaces/{ns}/alerts`
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<AlertList>, ApiError> {
+    principal.require(&namespace, Role::Viewer)?;
+    let f = filter(Some(namespace), pairs)?;
+    Ok(Json(AlertList {
+        items: state.store.list_alerts(&f).await?,
+    }))
+}
+
+/// `GET /v1/alerts`: every namespace the token may read.
+async fn list_all(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<AlertList>, ApiError> {
+    let f = filter(None, pairs)?;
+    let items = state
+        .store
+        .list_alerts(&f)
+        .await?
+        .into_iter()
+        .filter(|a| principal.0.allows_namespace(&a.namespace))
+        .collect();
+    Ok(Json(AlertList { items }))
+}
+
+/// `GET /v1/namespaces/{ns}/alerts/{id}`: the alert and its whole history.
+async fn one(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((namespace, id)): Path<(String, String)>,
+) -> Result<Json<AlertDetail>, ApiError> {
+    principal.require(&namespace, Role::Viewer)?;
+    let id = parse_id(&id)?;
+    let alert = state.store.alert(&namespace, id).await?.ok_or_else(|| {
+        ApiError::not_found(format!("alert {id} not found in namespace {namespace}"))
+    })?;
+    let history = state.store.alert_history(id).await?;
+    Ok(Json(AlertDetail { alert, history }))
+}
+
+/// `POST .../alerts/{id}/acknowledge`: stops repeats; the alert stays open.
+async fn acknowledge(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((namespace, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    principal.require(&namespace, Role::Operator)?;
+    let id = parse_id(&id)?;
+    let request: AcknowledgeRequest = read_json(&headers, body, |_| {}).await?;
+    if request.comment.len() > 2048 {
+        return Err(ApiError::bad_request(
+            "comment is longer than 2048 bytes",
+            "comment",
+        ));
+    }
+    let who = principal.0.name.as_str();
+    if state
+        .store
+        .acknowledge_alert(&namespace, id, Some((who, &request.comment)), who)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "no open alert {id} in namespace {namespace}"
+        )))
+    }
+}
+
+/// `POST .../alerts/{id}/unacknowledge`: repeats resume.
+async fn unacknowledge(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((namespace, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(&namespace, Role::Operator)?;
+    let id = parse_id(&id)?;
+    if state
+        .store
+        .acknowledge_alert(&namespace, id, None, &principal.0.name)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "no open alert {id} in namespace {namespace}"
+        )))
+    }
+}
+
+/// `GET .../silences`: silences not yet ended.
+async fn silences(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+) -> Result<Json<SilenceList>, ApiError> {
+    principal.require(&namespace, Role::Viewer)?;
+    Ok(Json(SilenceList {
+        items: state.store.silences(Some(&namespace)).await?,
+    }))
+}
+
+/// Checks a silence request; the error names the field.
+pub fn check_silence(r: &SilenceRequest, now_ms: i64) -> Result<(i64, i64), ApiError> {
+    if r.matchers.is_empty() {
+        return Err(ApiError::bad_request(
+            "at least one matcher is needed (an empty list would silence the whole namespace)",
+            "matchers",
+        ));
+    }
+    if r.matchers.len() > 16 {
+        return Err(ApiError::bad_request("at most 16 matchers", "matchers"));
+    }
+    for (i, m) in r.matchers.iter().enumerate() {
+        if m.label.is_empty() || m.label.len() > 317 {
+            return Err(ApiError::bad_request(
+                "label must be 1 to 317 bytes",
+                format!("matchers[{i}].label"),
+            ));
+        }
+        if m.value.is_empty() || m.value.len() > 256 {
+            return Err(ApiError::bad_request(
+                "value must be 1 to 256 bytes",
+                format!("matchers[{i}].value"),
+            ));
+        }
+    }
+    let starts = match &r.starts_at {
+        Some(s) => parse_time(s, "startsAt")?,
+        None => now_ms,
+    };
+    let ends = parse_time(&r.ends_at, "endsAt")?;
+    if ends <= starts {
+        return Err(ApiError::bad_request(
+            "endsAt must be after startsAt",
+            "endsAt",
+        ));
+    }
+    if ends <= now_ms {
+        return Err(ApiError::bad_request("endsAt is in the past", "endsAt"));
+    }
+    if r.comment.len() > 2048 {
+        return Err(ApiError::bad_request(
+            "comment is longer than 2048 bytes",
+            "comment",
+        ));
+    }
+    Ok((starts, ends))
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+/// `POST .../silences` (operator role).
+async fn create_silence(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Silence>), ApiError> {
+    principal.require(&namespace, Role::Operator)?;
+    let request: SilenceRequest = read_json(&headers, body, |_| {}).await?;
+    let (starts, ends) = check_silence(&request, jiff::Timestamp::now().as_millisecond())?;
+    let silence = Silence {
+        id: Uuid::new_v4(),
+        namespace,
+        matchers: request.matchers,
+        starts_at: rfc3339(starts),
+        ends_at: rfc3339(ends),
+        created_by: principal.0.name.clone(),
+        comment: request.comment,
+    };
+    state.store.create_silence(&silence).await?;
+    state.alerting.silences_changed();
+    tracing::info!(silence = %silence.id, namespace = %silence.namespace, by = %silence.created_by, "silence created");
+    Ok((StatusCode::CREATED, Json(silence)))
+}
+
+/// `DELETE .../silences/{id}`: ends it now.
+async fn expire_silence(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((namespace, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(&namespace, Role::Operator)?;
+    let id = parse_id(&id)?;
+    if state.store.expire_silence(&namespace, id).await? {
+        state.alerting.silences_changed();
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "no active silence {id} in namespace {namespace}"
+        )))
+    }
+}
