@@ -12,7 +12,7 @@ use cdot_crds::{
 use reqwest::StatusCode;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde_json::{Value, json};
-use support::{Operator, TestDb, create_token, wait_for};
+use support::{Operator, TestDb, create_token, ed25519, jwt, wait_for};
 
 /// Writes an enrollment token Secret; `expires` is RFC 3339 (may be in the past).
 fn enrollment_token(
@@ -541,22 +541,6 @@ async fn a_re_enrollment_revokes_on_every_replica() {
         "the other replica still accepts the replaced certificate:\n{}",
         other.logs()
     );
-}
-
-fn jwt(key: &Ed25519KeyPair, sub: uuid::Uuid, lifetime: i64) -> String {
-    let now = jiff::Timestamp::now().as_second();
-    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","typ":"JWT"}"#);
-    let claims = URL_SAFE_NO_PAD.encode(json!({ "sub": sub, "aud": "cdot-rmm", "iat": now, "exp": now + lifetime, "jti": uuid::Uuid::new_v4() }).to_string());
-    let signed = format!("{header}.{claims}");
-    format!(
-        "{signed}.{}",
-        URL_SAFE_NO_PAD.encode(key.sign(signed.as_bytes()).as_ref())
-    )
-}
-
-fn ed25519() -> Ed25519KeyPair {
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("pkcs8");
-    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key")
 }
 
 /// For deployments where TLS ends in front of the operator: the agent signs short-lived

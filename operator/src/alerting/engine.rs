@@ -206,19 +206,25 @@ impl Engine {
 
     /// Evaluates the samples of one device (in time order per series) against every rule
     /// that selects it; returns the alert state changes they cause.
+    /// `known`: the Device's namespace and labels, for a Device newer than the rule set.
     pub fn observe<'a>(
         &self,
         device: Uuid,
+        known: Option<(&str, &BTreeMap<String, String>)>,
         samples: impl IntoIterator<Item = Sample<'a>>,
     ) -> Vec<Transition> {
         let rules = self.rules.load();
+        let selected = rules.selected(&device, known);
+        if selected.is_empty() {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         let mut shard = None;
         for sample in samples {
             if !sample.value.is_finite() {
                 continue;
             }
-            for rule in rules.for_sample(&device, sample.metric) {
+            for rule in selected.iter().map(|i| rules.get(*i)).filter(|r| r.metric == sample.metric) {
                 if !rule.selects_series(sample.labels) {
                     continue;
                 }
@@ -487,7 +493,7 @@ mod tests {
                 t_ms: *t,
                 value: *v,
             };
-            for tr in engine.observe(device, [sample]) {
+            for tr in engine.observe(device, None, [sample]) {
                 out.push((tr.at_ms, tr.from, tr.to));
             }
         }

@@ -121,10 +121,14 @@ impl Alerting {
     pub fn observe<'a>(&self, device: Uuid, samples: impl IntoIterator<Item = Sample<'a>>) {
         let start = Instant::now();
         let mut n = 0u64;
-        let transitions = self
-            .inner
-            .engine
-            .observe(device, samples.into_iter().inspect(|_| n += 1));
+        let snapshot = self.inner.index.snapshot();
+        let known = snapshot
+            .device_by_uid(&device)
+            .map(|d| (d.object.namespace.as_str(), &d.object.labels));
+        let transitions =
+            self.inner
+                .engine
+                .observe(device, known, samples.into_iter().inspect(|_| n += 1));
         let m = &self.inner.metrics;
         m.evaluation_duration.observe(start.elapsed().as_secs_f64());
         m.samples_evaluated.inc_by(n);

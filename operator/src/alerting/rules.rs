@@ -159,6 +159,7 @@ impl Rule {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     pub rules: Vec<Arc<Rule>>,
+    by_namespace: HashMap<String, Vec<u32>>,
     by_device: HashMap<Uuid, Vec<u32>>,
 }
 
@@ -168,10 +169,10 @@ impl RuleSet {
             .of_kind(Kind::AlertRule)
             .filter_map(|o| Rule::compile(o).map(Arc::new))
             .collect();
-        let mut by_namespace: HashMap<&str, Vec<u32>> = HashMap::new();
+        let mut by_namespace: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, rule) in rules.iter().enumerate() {
             by_namespace
-                .entry(rule.namespace.as_str())
+                .entry(rule.namespace.clone())
                 .or_default()
                 .push(u32::try_from(i).unwrap_or(u32::MAX));
         }
@@ -190,7 +191,35 @@ impl RuleSet {
                 by_device.insert(object.uid, selected);
             }
         }
-        Self { rules, by_device }
+        Self {
+            rules,
+            by_namespace,
+            by_device,
+        }
+    }
+
+    /// The rules selecting `device`: as compiled, or, for a Device newer than this rule
+    /// set (enrolled a moment ago), matched now from its namespace and labels.
+    pub fn selected(
+        &self,
+        device: &Uuid,
+        known: Option<(&str, &BTreeMap<String, String>)>,
+    ) -> std::borrow::Cow<'_, [u32]> {
+        if let Some(selected) = self.by_device.get(device) {
+            return std::borrow::Cow::Borrowed(selected);
+        }
+        let Some((namespace, labels)) = known else {
+            return std::borrow::Cow::Borrowed(&[]);
+        };
+        std::borrow::Cow::Owned(
+            self.by_namespace
+                .get(namespace)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|i| selector_matches(&self.rules[*i as usize].spec.selector, labels))
+                .collect(),
+        )
     }
 
     /// Keeps what the running rules learnt (last evaluation) for the same rules here.
@@ -204,18 +233,8 @@ impl RuleSet {
         }
     }
 
-    /// The rules that select `device` and watch `metric`.
-    pub fn for_sample<'a>(
-        &'a self,
-        device: &Uuid,
-        metric: &'a str,
-    ) -> impl Iterator<Item = &'a Arc<Rule>> + 'a {
-        self.by_device
-            .get(device)
-            .into_iter()
-            .flatten()
-            .map(|i| &self.rules[*i as usize])
-            .filter(move |r| r.metric == metric)
+    pub fn get(&self, i: u32) -> &Arc<Rule> {
+        &self.rules[i as usize]
     }
 
     /// Devices each rule selects, as (rule, device) pairs.

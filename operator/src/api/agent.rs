@@ -174,6 +174,15 @@ async fn enroll_checked(
         .await
         .map_err(enrollment_error)?;
     state.agents.forget(enrolled.device_uid);
+    // Into the index now, so that its first report is evaluated against the rules that
+    // select it, not only after the next reconcile pass.
+    if let Ok(Some(device)) = state
+        .store
+        .get_object(&enrolled.namespace, cdot_crds::Kind::Device, &enrolled.device_name)
+        .await
+    {
+        state.index.upsert(&device);
+    }
     state.changes.changed(
         cdot_crds::Kind::Device,
         &enrolled.namespace,

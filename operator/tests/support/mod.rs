@@ -257,6 +257,13 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `kill -9`: no shutdown, nothing flushed.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Sends SIGINT (Ctrl-C) and waits for the exit status.
     pub fn interrupt(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -316,4 +323,103 @@ where
 
 pub fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// A fresh Ed25519 key, as an agent makes for JWT enrollment.
+pub fn ed25519() -> ring::signature::Ed25519KeyPair {
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .expect("pkcs8");
+    ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key")
+}
+
+/// A JWT for device `sub`, signed with `key`, valid for `lifetime` seconds from now.
+pub fn jwt(key: &ring::signature::Ed25519KeyPair, sub: uuid::Uuid, lifetime: i64) -> String {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    let now = jiff::Timestamp::now().as_second();
+    let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","typ":"JWT"}"#);
+    let claims = URL_SAFE_NO_PAD.encode(
+        serde_json::json!({ "sub": sub, "aud": "cdot-rmm", "iat": now, "exp": now + lifetime, "jti": uuid::Uuid::new_v4() })
+            .to_string(),
+    );
+    let signed = format!("{header}.{claims}");
+    format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(key.sign(signed.as_bytes()).as_ref())
+    )
+}
+
+/// An agent enrolled with a JWT key that sends batches it makes up: for tests that need
+/// exact values at exact times (a threshold crossed on the third batch), which a real
+/// agent's host metrics cannot give.
+pub struct JwtAgent {
+    pub uid: uuid::Uuid,
+    pub name: String,
+    key: ring::signature::Ed25519KeyPair,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl JwtAgent {
+    /// Enrolls `device` in `namespace` with `token` through the people listener.
+    pub async fn enroll(operator: &Operator, token: &str, namespace: &str, device: &str) -> Self {
+        use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+        use ring::signature::KeyPair as _;
+        let key = ed25519();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let response = client
+            .post(format!("{}/v1/agent/enroll", operator.base))
+            .json(&cdot_crds::wire::EnrollRequest {
+                token: token.into(),
+                device_name: device.into(),
+                namespace: Some(namespace.into()),
+                csr_pem: None,
+                jwt_public_key: Some(URL_SAFE_NO_PAD.encode(key.public_key().as_ref())),
+                agent_version: "0.1.0-test".into(),
+                device_class: None,
+            })
+            .send()
+            .await
+            .expect("enroll");
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert!(status.is_success(), "enroll {device}: {status} {body}");
+        let enrolled: cdot_crds::wire::EnrollResponse =
+            serde_json::from_value(body).expect("EnrollResponse");
+        Self {
+            uid: enrolled.device_uid,
+            name: device.into(),
+            key,
+            base: operator.base.clone(),
+            client,
+        }
+    }
+
+    /// Sends one batch of `(metric, labels, value)` samples taken at `t_ms`; returns the
+    /// HTTP status.
+    pub async fn send(&self, t_ms: i64, samples: &[(&str, &[(&str, &str)], f64)]) -> u16 {
+        let samples: Vec<serde_json::Value> = samples
+            .iter()
+            .map(|(n, l, v)| {
+                let l: std::collections::BTreeMap<&str, &str> = l.iter().copied().collect();
+                serde_json::json!({ "t": t_ms, "n": n, "l": l, "v": v })
+            })
+            .collect();
+        let response = self
+            .client
+            .post(format!("{}/v1/agent/metrics", self.base))
+            .bearer_auth(jwt(&self.key, self.uid, 300))
+            .json(&serde_json::json!({
+                "batchId": uuid::Uuid::new_v4(),
+                "agentVersion": "0.1.0-test",
+                "samples": samples,
+                "intervalSecs": 1,
+            }))
+            .send()
+            .await
+            .expect("send metrics");
+        response.status().as_u16()
+    }
 }
