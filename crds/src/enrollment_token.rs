@@ -163,6 +163,7 @@ pub fn render_enrollment_secret(
     expires: Option<jiff::Timestamp>,
     max_uses: u32,
     device: Option<&str>,
+    labels: &[(String, String)],
 ) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let mut out = format!(
@@ -176,6 +177,10 @@ pub fn render_enrollment_secret(
     }
     if let Some(device) = device {
         out.push_str(&format!("  device: {}\n", q(device)));
+    }
+    if !labels.is_empty() {
+        let joined: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push_str(&format!("  labels: {}\n", q(&joined.join(","))));
     }
     out
 }
@@ -247,7 +252,7 @@ mod tests {
 
     #[test]
     fn rendered_secret_round_trips() {
-        let yaml = render_enrollment_secret("laptops", "acme", "cdot_enroll_x", None, 3, None);
+        let yaml = render_enrollment_secret("laptops", "acme", "cdot_enroll_x", None, 3, None, &[]);
         let value: serde_json::Value = serde_saphyr::from_str(&yaml).expect("yaml");
         let doc = crate::manifest::validate_document(&value).expect("valid");
         let crate::manifest::Document::EnrollmentToken(t) = doc else {
@@ -261,13 +266,21 @@ mod tests {
 
     #[test]
     fn a_token_bound_to_a_device_round_trips() {
-        let yaml =
-            render_enrollment_secret("web-01-again", "acme", "cdot_x", None, 1, Some("web-01"));
+        let yaml = render_enrollment_secret(
+            "web-01-again",
+            "acme",
+            "cdot_x",
+            None,
+            1,
+            Some("web-01"),
+            &[("role".into(), "server".into())],
+        );
         let value: serde_json::Value = serde_saphyr::from_str(&yaml).expect("yaml");
         let doc = crate::manifest::validate_document(&value).expect("valid");
         let crate::manifest::Document::EnrollmentToken(t) = doc else {
             panic!("not an enrollment token: {doc:?}")
         };
         assert_eq!(t.device.as_deref(), Some("web-01"));
+        assert_eq!(t.labels.get("role").map(String::as_str), Some("server"));
     }
 }

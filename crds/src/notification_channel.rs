@@ -287,20 +287,44 @@ impl NotificationChannelSpec {
         let mut refs = Vec::new();
         if let Some(w) = &self.webhook {
             if let Some(r) = &w.url_secret_ref {
-                refs.push(("spec.webhook.urlSecretRef".into(), r.name.as_str(), Some(r.key.as_str())));
+                refs.push((
+                    "spec.webhook.urlSecretRef".into(),
+                    r.name.as_str(),
+                    Some(r.key.as_str()),
+                ));
             }
             for (header, r) in &w.header_secret_refs {
-                refs.push((format!("spec.webhook.headerSecretRefs.{header}"), r.name.as_str(), Some(r.key.as_str())));
+                refs.push((
+                    format!("spec.webhook.headerSecretRefs.{header}"),
+                    r.name.as_str(),
+                    Some(r.key.as_str()),
+                ));
             }
         }
-        if let Some(r) = self.email.as_ref().and_then(|e| e.credentials_secret_ref.as_ref()) {
-            refs.push(("spec.email.credentialsSecretRef".into(), r.name.as_str(), None));
+        if let Some(r) = self
+            .email
+            .as_ref()
+            .and_then(|e| e.credentials_secret_ref.as_ref())
+        {
+            refs.push((
+                "spec.email.credentialsSecretRef".into(),
+                r.name.as_str(),
+                None,
+            ));
         }
         if let Some(s) = &self.sms {
-            refs.push(("spec.sms.credentialsSecretRef".into(), s.credentials_secret_ref.name.as_str(), None));
+            refs.push((
+                "spec.sms.credentialsSecretRef".into(),
+                s.credentials_secret_ref.name.as_str(),
+                None,
+            ));
         }
         if let Some(t) = &self.ticket {
-            refs.push(("spec.ticket.credentialsSecretRef".into(), t.credentials_secret_ref.name.as_str(), None));
+            refs.push((
+                "spec.ticket.credentialsSecretRef".into(),
+                t.credentials_secret_ref.name.as_str(),
+                None,
+            ));
         }
         refs
     }

@@ -202,12 +202,25 @@ pub struct TokenCreateArgs {
     /// Without it, a token never takes over a Device that already has an enrolled agent.
     #[arg(long)]
     pub device: Option<String>,
+    /// Enrollment tokens: labels the enrolled Devices get (`role=server,team=noc`), so
+    /// that AlertRules and policies select them from their first report.
+    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Directory to write `<name>.yaml` into; prints the manifest to stdout when absent.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
     /// Print only the token (for scripts).
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label {s:?} is not key=value"))?;
+    cdot_crds::validation::check_label_key(k)?;
+    cdot_crds::validation::check_label_value(v)?;
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -39,8 +39,8 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
     let manifest = match args.token_type {
         TokenType::Api => {
             anyhow::ensure!(
-                args.device.is_none(),
-                "--device binds enrollment tokens; add --type enrollment"
+                args.device.is_none() && args.labels.is_empty(),
+                "--device and --labels are for enrollment tokens; add --type enrollment"
             );
             render_token_secret(&args.name, &args.namespace, role, &namespaces, &token)
         }
@@ -64,6 +64,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                 expires,
                 args.max_uses,
                 args.device.as_deref(),
+                &args.labels,
             )
         }
     };

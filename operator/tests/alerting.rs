@@ -172,7 +172,12 @@ impl Fixture {
             .requests()
             .into_iter()
             .filter(|r| r.path == "/hook")
-            .map(|r| (r.header("idempotency-key").unwrap_or_default().to_owned(), r.json()))
+            .map(|r| {
+                (
+                    r.header("idempotency-key").unwrap_or_default().to_owned(),
+                    r.json(),
+                )
+            })
             .collect()
     }
 
@@ -222,14 +227,20 @@ async fn a_breach_fires_notifies_and_resolves_with_hysteresis() {
     assert_eq!(agent.send(now_ms(), &[("cpu", &[], 50.0)]).await, 200);
     let sent = Instant::now();
     assert_eq!(agent.send(now_ms(), &[("cpu", &[], 95.0)]).await, 200);
-    let firing = f.wait_hook("firing", is("firing", "web-01", "cpu-high")).await;
+    let firing = f
+        .wait_hook("firing", is("firing", "web-01", "cpu-high"))
+        .await;
     let took = sent.elapsed();
     assert!(took < Duration::from_secs(3), "first page took {took:?}");
     assert_eq!(firing["version"], "rmm.cdot.io/alert-notification/v1");
     assert_eq!(firing["severity"], "Critical");
     assert_eq!(firing["alerts"][0]["value"], 95.0);
     assert_eq!(firing["alerts"][0]["summary"], "CPU on web-01 at 95.0%");
-    let (key, _) = f.hooks().into_iter().find(|(_, v)| v == &firing).expect("recorded");
+    let (key, _) = f
+        .hooks()
+        .into_iter()
+        .find(|(_, v)| v == &firing)
+        .expect("recorded");
     assert_eq!(firing["idempotencyKey"], key.as_str());
     let request = f
         .receiver
@@ -237,7 +248,10 @@ async fn a_breach_fires_notifies_and_resolves_with_hysteresis() {
         .into_iter()
         .find(|r| r.path == "/hook" && r.json()["rule"] == "cpu-high")
         .expect("hook request");
-    assert_eq!(request.header("authorization"), Some("Bearer hook-secret-value"));
+    assert_eq!(
+        request.header("authorization"),
+        Some("Bearer hook-secret-value")
+    );
 
     // Between the thresholds: still firing, nothing sent.
     assert_eq!(agent.send(now_ms(), &[("cpu", &[], 85.0)]).await, 200);
@@ -246,7 +260,9 @@ async fn a_breach_fires_notifies_and_resolves_with_hysteresis() {
     assert_eq!(alert["peak"], 95.0);
 
     assert_eq!(agent.send(now_ms(), &[("cpu", &[], 70.0)]).await, 200);
-    let resolved = f.wait_hook("resolved", is("resolved", "web-01", "cpu-high")).await;
+    let resolved = f
+        .wait_hook("resolved", is("resolved", "web-01", "cpu-high"))
+        .await;
     assert_eq!(resolved["alerts"][0]["state"], "resolved");
     let hooks: Vec<String> = f
         .hooks()
@@ -266,13 +282,19 @@ async fn a_breach_fires_notifies_and_resolves_with_hysteresis() {
         .filter_map(|e| e["event"].as_str())
         .collect();
     assert!(events.starts_with(&["firing"]), "{events:?}");
-    assert!(events.contains(&"notified") && events.contains(&"resolved"), "{events:?}");
+    assert!(
+        events.contains(&"notified") && events.contains(&"resolved"),
+        "{events:?}"
+    );
     let hook = wait_for(Duration::from_secs(20), || async {
         let c = f.get("/v1/namespaces/acme/notificationchannels/hook").await;
         (c["status"]["delivered"].as_u64() >= Some(2)).then_some(c)
     })
     .await;
-    assert!(hook.is_some(), "hook channel status never counted 2 deliveries");
+    assert!(
+        hook.is_some(),
+        "hook channel status never counted 2 deliveries"
+    );
     // The hanging receiver got its requests too, and is retried, never blocking /hook.
     assert!(f.receiver.requests().iter().any(|r| r.path == "/slow"));
     drop(f.tmp);
@@ -298,16 +320,34 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
     assert_eq!(status, 201, "{silence}");
     // Refusals name the field.
     let (status, body) = f
-        .post("/v1/namespaces/acme/silences", json!({"matchers": [], "endsAt": ends.to_string()}))
+        .post(
+            "/v1/namespaces/acme/silences",
+            json!({"matchers": [], "endsAt": ends.to_string()}),
+        )
         .await;
-    assert_eq!((status, body["field"].as_str()), (400, Some("matchers")), "{body}");
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("matchers")),
+        "{body}"
+    );
 
-    for agent in [&a, &b, &m] {
+    for agent in [&a, &m] {
         assert_eq!(agent.send(now_ms(), &[("cpu", &[], 99.0)]).await, 200);
     }
-    f.wait_hook("firing for b-01", is("firing", "b-01", "cpu-high")).await;
+    // b-01 keeps reporting (a silent device would be offline, and its repeats inhibited).
+    let b = std::sync::Arc::new(b);
+    let keep = b.clone();
+    let reporting = tokio::spawn(async move {
+        loop {
+            keep.send(now_ms(), &[("cpu", &[], 99.0)]).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    f.wait_hook("firing for b-01", is("firing", "b-01", "cpu-high"))
+        .await;
     // Repeats for b-01 every 2 s (checked every 5 s).
-    f.wait_hook("repeat for b-01", is("repeat", "b-01", "cpu-high")).await;
+    f.wait_hook("repeat for b-01", is("repeat", "b-01", "cpu-high"))
+        .await;
     for device in ["a-01", "maint-01"] {
         let alert = f.alert_of(device, "cpu-high").await;
         assert_eq!(alert["state"], "firing", "{device}: {alert}");
@@ -320,11 +360,18 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
             .find(|e| e["event"] == "suppressed")
             .unwrap_or_else(|| panic!("{device} not suppressed: {detail}"));
         let why = suppressed["detail"].as_str().unwrap_or_default();
-        let expected = if device == "a-01" { "silenced by" } else { "maintenance window" };
+        let expected = if device == "a-01" {
+            "silenced by"
+        } else {
+            "maintenance window"
+        };
         assert!(why.contains(expected), "{device}: {why}");
     }
     assert!(
-        !f.hooks().iter().any(|(_, v)| is("firing", "a-01", "cpu-high")(v) || is("firing", "maint-01", "cpu-high")(v)),
+        !f.hooks()
+            .iter()
+            .any(|(_, v)| is("firing", "a-01", "cpu-high")(v)
+                || is("firing", "maint-01", "cpu-high")(v)),
         "a silenced or maintained device was notified: {:?}",
         f.hooks()
     );
@@ -333,7 +380,10 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
     let alert = f.alert_of("b-01", "cpu-high").await;
     let id = alert["id"].as_str().expect("id").to_owned();
     let (status, body) = f
-        .post(&format!("/v1/namespaces/acme/alerts/{id}/acknowledge"), json!({"comment": "on it"}))
+        .post(
+            &format!("/v1/namespaces/acme/alerts/{id}/acknowledge"),
+            json!({"comment": "on it"}),
+        )
         .await;
     assert_eq!(status, 204, "{body}");
     let acked = f.get(&format!("/v1/namespaces/acme/alerts/{id}")).await;
@@ -342,20 +392,43 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = f.hooks().len();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let repeats_after_ack: Vec<_> = f.hooks().into_iter().skip(before).filter(|(_, v)| is("repeat", "b-01", "cpu-high")(v)).collect();
-    assert!(repeats_after_ack.is_empty(), "repeats after the ack: {repeats_after_ack:?}");
-    let (status, _) = f.post(&format!("/v1/namespaces/acme/alerts/{id}/unacknowledge"), json!({})).await;
+    let repeats_after_ack: Vec<_> = f
+        .hooks()
+        .into_iter()
+        .skip(before)
+        .filter(|(_, v)| is("repeat", "b-01", "cpu-high")(v))
+        .collect();
+    assert!(
+        repeats_after_ack.is_empty(),
+        "repeats after the ack: {repeats_after_ack:?}"
+    );
+    let (status, _) = f
+        .post(
+            &format!("/v1/namespaces/acme/alerts/{id}/unacknowledge"),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 204);
+    let after_unack = f.hooks().len();
     let resumed = wait_for(Duration::from_secs(15), || async {
-        (f.hooks().len() > before).then_some(())
+        f.hooks()
+            .into_iter()
+            .skip(after_unack)
+            .any(|(_, v)| is("repeat", "b-01", "cpu-high")(&v))
+            .then_some(())
     })
     .await;
-    assert!(resumed.is_some(), "repeats did not resume after unacknowledge");
+    assert!(
+        resumed.is_some(),
+        "repeats did not resume after unacknowledge"
+    );
+    reporting.abort();
 
     // Inhibition: b-01 goes silent, is offline, and its next breach is held back.
     let r = JwtAgent::enroll(&f.operator, &f.enroll, "acme", "r-01").await;
     assert_eq!(r.send(now_ms(), &[("cpu", &[], 10.0)]).await, 200);
-    f.wait_hook("deviceOffline for r-01", is("firing", "r-01", "offline")).await;
+    f.wait_hook("deviceOffline for r-01", is("firing", "r-01", "offline"))
+        .await;
     assert_eq!(r.send(now_ms(), &[("cpu", &[], 99.0)]).await, 200);
     let cpu = wait_for(Duration::from_secs(10), || async {
         let a = f.alert_of("r-01", "cpu-high").await;
@@ -363,12 +436,27 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
     })
     .await
     .expect("cpu alert of r-01");
-    let detail = f.get(&format!("/v1/namespaces/acme/alerts/{}", cpu["id"].as_str().expect("id"))).await;
+    let detail = f
+        .get(&format!(
+            "/v1/namespaces/acme/alerts/{}",
+            cpu["id"].as_str().expect("id")
+        ))
+        .await;
     assert!(
-        detail["history"].as_array().expect("history").iter().any(|e| e["detail"].as_str().is_some_and(|d| d.contains("inhibited"))),
+        detail["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .any(|e| e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("inhibited"))),
         "{detail}"
     );
-    assert!(!f.hooks().iter().any(|(_, v)| is("firing", "r-01", "cpu-high")(v)));
+    assert!(
+        !f.hooks()
+            .iter()
+            .any(|(_, v)| is("firing", "r-01", "cpu-high")(v))
+    );
 }
 
 /// The receiver answers 503 for five minutes, and the operator is killed (`kill -9`)
@@ -395,10 +483,20 @@ async fn notifications_survive_a_receiver_outage_and_a_kill_9() {
     assert_eq!(agents[0].send(now_ms(), &[("cpu", &[], 99.0)]).await, 200);
     // Attempts fail while the receiver is down.
     let tried = wait_for(Duration::from_secs(20), || async {
-        (f.receiver.requests().iter().filter(|r| r.path == "/hook").count() >= 2).then_some(())
+        (f.receiver
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/hook")
+            .count()
+            >= 2)
+            .then_some(())
     })
     .await;
-    assert!(tried.is_some(), "no attempt reached the receiver:\n{}", f.operator.logs());
+    assert!(
+        tried.is_some(),
+        "no attempt reached the receiver:\n{}",
+        f.operator.logs()
+    );
 
     let ports = f.operator.ports();
     f.operator.kill();
@@ -412,16 +510,34 @@ async fn notifications_survive_a_receiver_outage_and_a_kill_9() {
     down.store(false, std::sync::atomic::Ordering::SeqCst);
     let expected = [("firing", "k-01"), ("resolved", "k-01"), ("firing", "k-02")];
     let delivered = wait_for(Duration::from_secs(60), || async {
-        let ok: Vec<(String, Value)> = f.receiver.requests().into_iter().filter(|r| r.path == "/hook").map(|r| (r.header("idempotency-key").unwrap_or_default().to_owned(), r.json())).collect();
+        let ok: Vec<(String, Value)> = f
+            .receiver
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/hook")
+            .map(|r| {
+                (
+                    r.header("idempotency-key").unwrap_or_default().to_owned(),
+                    r.json(),
+                )
+            })
+            .collect();
         expected
             .iter()
             .all(|(k, d)| ok.iter().any(|(_, v)| is(k, d, "cpu-high")(v)))
             .then_some(ok)
     })
     .await;
-    let all = delivered.unwrap_or_else(|| panic!("not every notification arrived: {:?}\n{}", f.hooks(), f.operator.logs()));
+    let all = delivered.unwrap_or_else(|| {
+        panic!(
+            "not every notification arrived: {:?}\n{}",
+            f.hooks(),
+            f.operator.logs()
+        )
+    });
     // Every attempt of one notification carries one key; different notifications differ.
-    let mut keys: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let mut keys: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
     for (key, v) in &all {
         let what = format!("{}:{}", v["kind"], v["alerts"][0]["device"]);
         keys.entry(what).or_default().insert(key.clone());
@@ -481,20 +597,34 @@ stringData: {url: "https://example.com"}
     let errors = files.parse("rmm-system").expect_err("refused");
     let paths: Vec<(String, String)> = errors
         .iter()
-        .map(|e| (e.object.clone().unwrap_or_default(), e.path.clone().unwrap_or_default()))
+        .map(|e| {
+            (
+                e.object.clone().unwrap_or_default(),
+                e.path.clone().unwrap_or_default(),
+            )
+        })
         .collect();
     for (object, path) in [
         ("AlertRule acme/unknown-metric", "spec.metric"),
         ("AlertRule acme/bad-template", "spec.summary"),
         ("AlertRule acme/wrong-side", "spec.resolve.threshold"),
-        ("NotificationChannel acme/no-secret", "spec.webhook.urlSecretRef"),
-        ("NotificationChannel acme/no-key", "spec.sms.credentialsSecretRef"),
+        (
+            "NotificationChannel acme/no-secret",
+            "spec.webhook.urlSecretRef",
+        ),
+        (
+            "NotificationChannel acme/no-key",
+            "spec.sms.credentialsSecretRef",
+        ),
     ] {
         assert!(
             paths.iter().any(|(o, p)| o == object && p == path),
             "no error for {object} at {path}: {errors:?}"
         );
     }
-    let template = errors.iter().find(|e| e.path.as_deref() == Some("spec.summary")).expect("template error");
+    let template = errors
+        .iter()
+        .find(|e| e.path.as_deref() == Some("spec.summary"))
+        .expect("template error");
     assert!(template.message.contains("devise"), "{}", template.message);
 }

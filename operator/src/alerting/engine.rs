@@ -224,7 +224,11 @@ impl Engine {
             if !sample.value.is_finite() {
                 continue;
             }
-            for rule in selected.iter().map(|i| rules.get(*i)).filter(|r| r.metric == sample.metric) {
+            for rule in selected
+                .iter()
+                .map(|i| rules.get(*i))
+                .filter(|r| r.metric == sample.metric)
+            {
                 if !rule.selects_series(sample.labels) {
                     continue;
                 }

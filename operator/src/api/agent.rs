@@ -178,7 +178,11 @@ async fn enroll_checked(
     // select it, not only after the next reconcile pass.
     if let Ok(Some(device)) = state
         .store
-        .get_object(&enrolled.namespace, cdot_crds::Kind::Device, &enrolled.device_name)
+        .get_object(
+            &enrolled.namespace,
+            cdot_crds::Kind::Device,
+            &enrolled.device_name,
+        )
         .await
     {
         state.index.upsert(&device);

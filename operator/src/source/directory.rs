@@ -305,9 +305,9 @@ fn missing_secrets(snapshot: &Snapshot) -> Vec<LoadError> {
         .iter()
         .filter(|o| o.kind == cdot_crds::kind::Kind::NotificationChannel)
     {
-        let Ok(spec) = serde_json::from_value::<cdot_crds::notification_channel::NotificationChannelSpec>(
-            object.spec.clone(),
-        ) else {
+        let Ok(spec) = serde_json::from_value::<
+            cdot_crds::notification_channel::NotificationChannelSpec,
+        >(object.spec.clone()) else {
             continue;
         };
         for (path, name, key) in spec.secret_refs() {
