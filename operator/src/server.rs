@@ -157,6 +157,7 @@ impl Server {
             &args.alerting,
             notifier,
             state.secrets.clone(),
+            state.ready.clone(),
             jobs_shutdown,
         ));
         let servers = start_servers(server, state.clone(), agent_tls).await?;

@@ -92,6 +92,9 @@ struct ManifestSource {
     limits: ReadLimits,
     system_namespace: String,
     last_fingerprint: Option<String>,
+    /// Secrets live only in memory: after a restart on unchanged files they must still be
+    /// read once, though there is nothing to apply.
+    secrets_loaded: bool,
 }
 
 impl ManifestSource {
@@ -107,6 +110,7 @@ impl ManifestSource {
             limits,
             system_namespace,
             last_fingerprint,
+            secrets_loaded: false,
         })
     }
 
@@ -125,6 +129,12 @@ impl ManifestSource {
         let fingerprint = files.fingerprint();
         if self.last_fingerprint.as_deref() == Some(fingerprint.as_str()) {
             count(&state.metrics, "unchanged");
+            if !self.secrets_loaded
+                && let Ok(snapshot) = files.parse(&self.system_namespace)
+            {
+                state.secrets.replace(snapshot.secrets);
+                self.secrets_loaded = true;
+            }
         } else {
             self.apply(files, fingerprint, state).await;
         }
@@ -163,6 +173,7 @@ impl ManifestSource {
                 Ok(summary) => {
                     self.last_fingerprint = Some(fingerprint);
                     state.secrets.replace(snapshot.secrets);
+                    self.secrets_loaded = true;
                     state.metrics.manifest_errors.set(0);
                     count(&state.metrics, "applied");
                     tracing::info!(

@@ -43,9 +43,18 @@ pub async fn run(
     metrics: Arc<Metrics>,
     notifier: Notifier,
     secrets: Arc<Secrets>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
     args: AlertingArgs,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Secrets arrive with the first desired state: before it, every channel that reads
+    // one would fail.
+    while !ready.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
     let limits = Arc::new(RateLimits::default());
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let group_wait_ms = i64::try_from(args.notify_group_wait.as_millis()).unwrap_or(0);

@@ -200,6 +200,7 @@ impl Alerting {
         args: &AlertingArgs,
         notifier: crate::notify::Notifier,
         secrets: Arc<crate::secrets::Secrets>,
+        ready: Arc<std::sync::atomic::AtomicBool>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
         let rx = self
@@ -235,6 +236,7 @@ impl Alerting {
             metrics.clone(),
             notifier,
             secrets,
+            ready,
             args.clone(),
             shutdown,
         )));

@@ -346,3 +346,109 @@ async fn expire_silence(
         )))
     }
 }
+
+/// The alerts and silences routes of the OpenAPI document, their bodies' schemas derived
+/// from the wire types.
+pub fn openapi_paths(
+    paths: &mut serde_json::Map<String, serde_json::Value>,
+    schemas: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    use serde_json::json;
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut schema = |name: &str, s: schemars::Schema| {
+        schemas.insert(name.into(), s.to_value());
+        json!({ "$ref": format!("#/components/schemas/{name}") })
+    };
+    let alert_list = schema("AlertList", generator.root_schema_for::<AlertList>());
+    let alert_detail = schema("AlertDetail", generator.root_schema_for::<AlertDetail>());
+    let ack = schema(
+        "AcknowledgeRequest",
+        generator.root_schema_for::<AcknowledgeRequest>(),
+    );
+    let silence_request = schema(
+        "SilenceRequest",
+        generator.root_schema_for::<SilenceRequest>(),
+    );
+    let silence = schema("Silence", generator.root_schema_for::<Silence>());
+    let silence_list = schema("SilenceList", generator.root_schema_for::<SilenceList>());
+    // Not a route: what a generic webhook receives (`format: Generic`), in the document so
+    // that receivers can be generated from it.
+    schema(
+        "AlertNotification",
+        generator.root_schema_for::<cdot_crds::wire::alert::AlertNotification>(),
+    );
+    for (name, definition) in generator.take_definitions(true) {
+        schemas.entry(name).or_insert(definition);
+    }
+    let error = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let ok = |d: &str, s: &serde_json::Value| json!({ "description": d, "content": { "application/json": { "schema": s } } });
+    let param = |n: &str, d: &str| json!({ "name": n, "in": "path", "required": true, "description": d, "schema": { "type": "string" } });
+    let query = |n: &str, d: &str| json!({ "name": n, "in": "query", "required": false, "description": d, "schema": { "type": "string" } });
+    let filters = vec![
+        query(
+            "state",
+            "comma-separated: pending, firing, resolved (default pending,firing)",
+        ),
+        query("severity", "Info, Warning or Critical"),
+        query("rule", "AlertRule name"),
+        query("device", "Device name"),
+        query("site", "the Device's site"),
+        query("from", "RFC 3339: alerts open at some time after it"),
+        query("to", "RFC 3339: alerts started before it"),
+        query("limit", "at most this many (1-5000, default 500)"),
+    ];
+    let ns = param("namespace", "the namespace (client)");
+    let id = param("id", "the alert or silence id (UUID)");
+    let mut with_ns = vec![ns.clone()];
+    with_ns.extend(filters.clone());
+    paths.insert("/v1/alerts".into(), json!({ "get": {
+        "tags": ["Alerts"], "summary": "Alerts of every namespace the token may read, newest first",
+        "parameters": filters,
+        "responses": { "200": ok("the alerts", &alert_list), "400": error("a bad filter (`field` names it)"), "401": error("no or unknown token") }
+    }}));
+    paths.insert("/v1/namespaces/{namespace}/alerts".into(), json!({ "get": {
+        "tags": ["Alerts"], "summary": "Alerts of one namespace, newest first",
+        "parameters": with_ns,
+        "responses": { "200": ok("the alerts", &alert_list), "400": error("a bad filter (`field` names it)"), "401": error("no or unknown token"), "404": error("namespace outside the token's scope") }
+    }}));
+    paths.insert("/v1/namespaces/{namespace}/alerts/{id}".into(), json!({ "get": {
+        "tags": ["Alerts"], "summary": "One alert with its whole history",
+        "parameters": [ns, id],
+        "responses": { "200": ok("the alert", &alert_detail), "400": error("not a UUID"), "404": error("no such alert") }
+    }}));
+    for (action, summary) in [
+        (
+            "acknowledge",
+            "Acknowledge an open alert: repeats stop, the alert stays open (operator role)",
+        ),
+        (
+            "unacknowledge",
+            "Withdraw an acknowledgement: repeats resume (operator role)",
+        ),
+    ] {
+        let mut op = json!({
+            "tags": ["Alerts"], "summary": summary, "parameters": [ns, id],
+            "responses": { "204": { "description": "done" }, "403": error("the token is not an operator"), "404": error("no open alert with this id") }
+        });
+        if action == "acknowledge" {
+            op["requestBody"] =
+                json!({ "required": false, "content": { "application/json": { "schema": ack } } });
+        }
+        paths.insert(
+            format!("/v1/namespaces/{{namespace}}/alerts/{{id}}/{action}"),
+            json!({ "post": op }),
+        );
+    }
+    paths.insert("/v1/namespaces/{namespace}/silences".into(), json!({
+        "get": { "tags": ["Alerts"], "summary": "Silences not yet ended", "parameters": [ns],
+                 "responses": { "200": ok("the silences", &silence_list), "404": error("namespace outside the token's scope") } },
+        "post": { "tags": ["Alerts"], "summary": "Create a silence (operator role); notifications of matching alerts are held back",
+                  "parameters": [ns],
+                  "requestBody": { "required": true, "content": { "application/json": { "schema": silence_request } } },
+                  "responses": { "201": ok("the silence", &silence), "400": error("a bad field (`field` names it)"), "403": error("the token is not an operator") } }
+    }));
+    paths.insert("/v1/namespaces/{namespace}/silences/{id}".into(), json!({ "delete": {
+        "tags": ["Alerts"], "summary": "End a silence now (operator role)", "parameters": [ns, id],
+        "responses": { "204": { "description": "ended" }, "404": error("no active silence with this id") }
+    }}));
+}

@@ -85,6 +85,7 @@ pub fn build() -> Value {
     device_paths(&mut paths, &namespace);
     agent_paths(&mut paths);
     super::network::openapi_paths(&mut paths);
+    crate::alerting::routes::openapi_paths(&mut paths, &mut schemas);
     json!({
         "openapi": "3.0.3",
         "info": { "title": "cdot-rmm operator API", "version": env!("CARGO_PKG_VERSION") },
