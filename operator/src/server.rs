@@ -155,9 +155,11 @@ impl Server {
             &metrics,
             &state.changes,
             &args.alerting,
-            notifier,
-            state.secrets.clone(),
-            state.ready.clone(),
+            crate::alerting::dispatch::Outlets {
+                notifier,
+                secrets: state.secrets.clone(),
+                ready: state.ready.clone(),
+            },
             jobs_shutdown,
         ));
         let servers = start_servers(server, state.clone(), agent_tls).await?;

@@ -37,27 +37,52 @@ const LEASE_MS: i64 = 120_000;
 /// Longest sleep when nothing is due.
 const IDLE: Duration = Duration::from_secs(1);
 
+/// What delivering needs besides the outbox: the senders, the Secrets they read, and
+/// whether the first desired state (which brings the Secrets) is loaded.
+#[derive(Clone)]
+pub struct Outlets {
+    pub notifier: Notifier,
+    pub secrets: Arc<Secrets>,
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Everything one delivery attempt uses; shared by the attempts in flight.
+struct Worker {
+    alerting: Alerting,
+    store: Store,
+    metrics: Arc<Metrics>,
+    outlets: Outlets,
+    limits: RateLimits,
+    args: AlertingArgs,
+}
+
 pub async fn run(
     alerting: Alerting,
     store: Store,
     metrics: Arc<Metrics>,
-    notifier: Notifier,
-    secrets: Arc<Secrets>,
-    ready: Arc<std::sync::atomic::AtomicBool>,
+    outlets: Outlets,
     args: AlertingArgs,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Secrets arrive with the first desired state: before it, every channel that reads
     // one would fail.
-    while !ready.load(std::sync::atomic::Ordering::Acquire) {
+    while !outlets.ready.load(std::sync::atomic::Ordering::Acquire) {
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = shutdown.changed() => return,
         }
     }
-    let limits = Arc::new(RateLimits::default());
+    let group_wait = args.notify_group_wait;
+    let worker = Arc::new(Worker {
+        alerting: alerting.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        outlets,
+        limits: RateLimits::default(),
+        args,
+    });
     let mut in_flight: JoinSet<()> = JoinSet::new();
-    let group_wait_ms = i64::try_from(args.notify_group_wait.as_millis()).unwrap_or(0);
+    let group_wait_ms = i64::try_from(group_wait.as_millis()).unwrap_or(0);
     loop {
         if let Err(e) = group(&store, group_wait_ms).await {
             crate::jobs::failed(&metrics, "group notifications", &e);
@@ -67,16 +92,7 @@ pub async fn run(
             match store.claim_deliveries(room as i64, LEASE_MS).await {
                 Ok(claimed) => {
                     for d in claimed {
-                        in_flight.spawn(deliver(
-                            alerting.clone(),
-                            store.clone(),
-                            metrics.clone(),
-                            notifier.clone(),
-                            secrets.clone(),
-                            limits.clone(),
-                            args.clone(),
-                            d,
-                        ));
+                        in_flight.spawn(worker.clone().deliver(d));
                     }
                 }
                 Err(e) => crate::jobs::failed(&metrics, "claim notifications", &e),
@@ -89,7 +105,7 @@ pub async fn run(
         tokio::select! {
             () = alerting.inner.outbox.notified() => {
                 // Let the group gather.
-                tokio::time::sleep(args.notify_group_wait).await;
+                tokio::time::sleep(group_wait).await;
             }
             () = tokio::time::sleep(wait.max(Duration::from_millis(20))) => {}
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
@@ -210,20 +226,19 @@ fn build(
     }
 }
 
-/// One attempt at one delivery, and its bookkeeping.
-#[allow(clippy::too_many_arguments)]
-async fn deliver(
-    alerting: Alerting,
-    store: Store,
-    metrics: Arc<Metrics>,
-    notifier: Notifier,
-    secrets: Arc<Secrets>,
-    limits: Arc<RateLimits>,
-    args: AlertingArgs,
-    d: Claimed,
-) {
-    let span = tracing::info_span!("notification", namespace = %d.namespace, channel = %d.channel, key = %d.idempotency_key, attempt = d.attempts);
-    tracing::Instrument::instrument(
+impl Worker {
+    /// One attempt at one delivery, and its bookkeeping.
+    async fn deliver(self: Arc<Self>, d: Claimed) {
+        let (alerting, store, metrics, limits, args) = (
+            &self.alerting,
+            &self.store,
+            &self.metrics,
+            &self.limits,
+            &self.args,
+        );
+        let (notifier, secrets) = (&self.outlets.notifier, &self.outlets.secrets);
+        let span = tracing::info_span!("notification", namespace = %d.namespace, channel = %d.channel, key = %d.idempotency_key, attempt = d.attempts);
+        tracing::Instrument::instrument(
         async move {
             let notification: Option<AlertNotification> = serde_json::from_value(d.payload.clone()).ok();
             let ids: Vec<Uuid> = notification
@@ -249,11 +264,11 @@ async fn deliver(
                     } else {
                         let known = store.tickets(&d.channel, &ids).await.unwrap_or_default();
                         let target = Target { namespace: &d.namespace, name: &d.channel, spec: &spec };
-                        match notifier.deliver(&target, &secrets, &n, &known).await {
+                        match notifier.deliver(&target, secrets, &n, &known).await {
                             Ok(done) => (Outcome::Delivered { detail: done.detail }, done.tickets),
                             Err(e) => {
                                 let tickets = e.tickets().clone();
-                                (failure(&d, e, &args), tickets)
+                                (failure(&d, e, args), tickets)
                             }
                         }
                     }
@@ -284,12 +299,13 @@ async fn deliver(
             // The outcome must be stored; if the store is down, the lease runs out and the
             // attempt is made again (same key), which at-least-once allows.
             if let Err(e) = store.finish_delivery(&d, &ids, &outcome, &tickets).await {
-                crate::jobs::failed(&metrics, "record a notification outcome", &e);
+                crate::jobs::failed(metrics, "record a notification outcome", &e);
             }
         },
         span,
     )
     .await;
+    }
 }
 
 /// Retry with backoff, or give up (permanent error, or too old).
@@ -332,8 +348,11 @@ pub fn backoff_ms(attempts: i32, max_ms: i64, retry_after: Option<Duration>) -> 
 /// Per-channel token buckets from `spec.rateLimit` (per minute and per hour).
 #[derive(Default)]
 struct RateLimits {
-    buckets: std::sync::Mutex<HashMap<(String, String), Vec<(Instant, u32)>>>,
+    /// Send times of the last hour, per (namespace, channel).
+    sent: std::sync::Mutex<HashMap<ChannelKey, Vec<Instant>>>,
 }
+
+type ChannelKey = (String, String);
 
 impl RateLimits {
     /// `None` when the channel may send now (and counts it); else how long to wait.
@@ -351,22 +370,20 @@ impl RateLimits {
         .into_iter()
         .flatten()
         .collect();
-        let mut buckets = self
-            .buckets
+        let mut all = self
+            .sent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let sent = buckets
+        let sent = all
             .entry((namespace.to_owned(), channel.to_owned()))
             .or_default();
         let now = Instant::now();
-        sent.retain(|(t, _)| now.duration_since(*t) < Duration::from_secs(3600));
+        sent.retain(|t| now.duration_since(*t) < Duration::from_secs(3600));
         for (window, max) in &windows {
-            let in_window: Vec<&(Instant, u32)> = sent
-                .iter()
-                .filter(|(t, _)| now.duration_since(*t) < *window)
-                .collect();
-            if in_window.len() as u32 >= *max {
-                let oldest = in_window.iter().map(|(t, _)| *t).min().unwrap_or(now);
+            let in_window = sent.iter().filter(|t| now.duration_since(**t) < *window);
+            let count = in_window.clone().count();
+            if count as u32 >= *max {
+                let oldest = in_window.min().copied().unwrap_or(now);
                 return Some(
                     (*window)
                         .saturating_sub(now.duration_since(oldest))
@@ -374,7 +391,7 @@ impl RateLimits {
                 );
             }
         }
-        sent.push((now, 1));
+        sent.push(now);
         None
     }
 }

@@ -582,6 +582,7 @@ mod tests {
             engine
                 .observe(
                     device,
+                    None,
                     [Sample {
                         metric: "cpu",
                         labels: &labels,
@@ -595,6 +596,7 @@ mod tests {
             engine
                 .observe(
                     Uuid::new_v4(),
+                    None,
                     [Sample {
                         metric: "disk",
                         labels: &labels,
@@ -638,6 +640,7 @@ mod tests {
         let labels: BTreeMap<String, String> = [("mount".to_owned(), "/".to_owned())].into();
         let t = engine.observe(
             device,
+            None,
             [Sample {
                 metric: "disk",
                 labels: &labels,

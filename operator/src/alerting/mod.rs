@@ -198,9 +198,7 @@ impl Alerting {
         metrics: &Arc<Metrics>,
         changes: &crate::changes::Changes,
         args: &AlertingArgs,
-        notifier: crate::notify::Notifier,
-        secrets: Arc<crate::secrets::Secrets>,
-        ready: Arc<std::sync::atomic::AtomicBool>,
+        outlets: dispatch::Outlets,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
         let rx = self
@@ -234,9 +232,7 @@ impl Alerting {
             self.clone(),
             store.clone(),
             metrics.clone(),
-            notifier,
-            secrets,
-            ready,
+            outlets,
             args.clone(),
             shutdown,
         )));

@@ -4,28 +4,24 @@ use std::collections::BTreeMap;
 
 use cdot_crds::wire::alert::Silence;
 
-use super::rules::Pattern;
+use super::rules::{Pattern, Rule};
 use crate::index::DeviceEntry;
 
 /// The labels silences match against: `namespace`, `device`, `rule`, `metric`,
 /// `severity`, `site`, the series labels and the rule's labels.
 pub fn alert_labels(
-    namespace: &str,
+    rule: &Rule,
     device: &str,
-    rule: &str,
-    metric: &str,
-    severity: &str,
     site: Option<&str>,
     series: &BTreeMap<String, String>,
-    rule_labels: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut labels = rule_labels.clone();
+    let mut labels = rule.spec.labels.clone();
     labels.extend(series.iter().map(|(k, v)| (k.clone(), v.clone())));
-    labels.insert("namespace".into(), namespace.into());
+    labels.insert("namespace".into(), rule.namespace.clone());
     labels.insert("device".into(), device.into());
-    labels.insert("rule".into(), rule.into());
-    labels.insert("metric".into(), metric.into());
-    labels.insert("severity".into(), severity.into());
+    labels.insert("rule".into(), rule.name.clone());
+    labels.insert("metric".into(), rule.metric.into());
+    labels.insert("severity".into(), super::writer::severity_str(rule).into());
     if let Some(site) = site {
         labels.insert("site".into(), site.into());
     }
@@ -73,6 +69,17 @@ mod tests {
 
     use super::*;
 
+    fn rule(metric: &str) -> Rule {
+        let object = crate::index::IndexedObject::from(&crate::reconcile::tests::stored(
+            "AlertRule",
+            "acme",
+            metric,
+            serde_json::json!({"metric": metric, "condition": {"threshold": 1}}),
+            serde_json::json!({}),
+        ));
+        Rule::compile(&object).expect("valid rule")
+    }
+
     #[test]
     fn a_silence_matches_all_its_matchers_within_its_time() {
         let s = Silence {
@@ -94,43 +101,16 @@ mod tests {
             comment: String::new(),
         };
         let series = [("mount".to_owned(), "/".to_owned())].into();
-        let labels = alert_labels(
-            "acme",
-            "web-01",
-            "disk",
-            "disk",
-            "Warning",
-            None,
-            &series,
-            &BTreeMap::new(),
-        );
+        let labels = alert_labels(&rule("disk"), "web-01", None, &series);
         let inside: jiff::Timestamp = "2026-12-01T12:00:00Z".parse().expect("ts");
         let after: jiff::Timestamp = "2026-12-02T00:00:00Z".parse().expect("ts");
         let silences = [s];
         assert!(silenced_by(&silences, "acme", &labels, inside).is_some());
         assert!(silenced_by(&silences, "acme", &labels, after).is_none());
         assert!(silenced_by(&silences, "globex", &labels, inside).is_none());
-        let other = alert_labels(
-            "acme",
-            "db-01",
-            "disk",
-            "disk",
-            "Warning",
-            None,
-            &series,
-            &BTreeMap::new(),
-        );
+        let other = alert_labels(&rule("disk"), "db-01", None, &series);
         assert!(silenced_by(&silences, "acme", &other, inside).is_none());
-        let no_mount = alert_labels(
-            "acme",
-            "web-01",
-            "cpu",
-            "cpu",
-            "Warning",
-            None,
-            &BTreeMap::new(),
-            &BTreeMap::new(),
-        );
+        let no_mount = alert_labels(&rule("cpu"), "web-01", None, &BTreeMap::new());
         assert!(silenced_by(&silences, "acme", &no_mount, inside).is_none());
     }
 }

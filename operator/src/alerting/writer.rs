@@ -78,15 +78,12 @@ pub fn severity_str(rule: &Rule) -> &'static str {
 /// Rendered (summary, description); a template that fails at render time (a series label
 /// the sample lacks) falls back to a plain line rather than losing the alert.
 pub fn render(
-    rule: &Rule,
+    t: &Transition,
     device: &str,
     device_labels: &BTreeMap<String, String>,
     site: Option<&str>,
-    series: &BTreeMap<String, String>,
-    state: AlertState,
-    value: f64,
-    peak: f64,
 ) -> (String, String) {
+    let (rule, series, state, value, peak) = (&t.rule, &t.series, t.to, t.value, t.peak);
     let ctx = TemplateContext {
         device,
         namespace: &rule.namespace,
@@ -182,16 +179,7 @@ pub async fn notify(
     let site = s.device_entry.and_then(|d| d.site());
     // A resolved notification goes out even in maintenance: it closes what was sent.
     if s.kind != NotificationKind::Resolved {
-        let labels = suppress::alert_labels(
-            &rule.namespace,
-            s.device,
-            &rule.name,
-            rule.metric,
-            severity_str(rule),
-            site,
-            s.series,
-            &rule.spec.labels,
-        );
+        let labels = suppress::alert_labels(rule, s.device, site, s.series);
         let reason = s
             .device_entry
             .and_then(|d| suppress::device_maintenance(d, ctx.now))
@@ -290,16 +278,7 @@ async fn apply(
     let device_name = entry.map_or("", |d| d.object.name.as_str());
     let device_labels = entry.map_or(&empty, |d| &d.object.labels);
     let site = entry.and_then(|d| d.site());
-    let (summary, description) = render(
-        rule,
-        device_name,
-        device_labels,
-        site,
-        &t.series,
-        t.to,
-        t.value,
-        t.peak,
-    );
+    let (summary, description) = render(t, device_name, device_labels, site);
     let event = t.to.as_str();
     match t.from {
         None => {

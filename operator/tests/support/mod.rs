@@ -348,6 +348,9 @@ pub fn jwt(key: &ring::signature::Ed25519KeyPair, sub: uuid::Uuid, lifetime: i64
     )
 }
 
+/// (metric, series labels, value).
+pub type MadeUpSample<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
 /// An agent enrolled with a JWT key that sends batches it makes up: for tests that need
 /// exact values at exact times (a threshold crossed on the third batch), which a real
 /// agent's host metrics cannot give.
@@ -399,7 +402,7 @@ impl JwtAgent {
 
     /// Sends one batch of `(metric, labels, value)` samples taken at `t_ms`; returns the
     /// HTTP status.
-    pub async fn send(&self, t_ms: i64, samples: &[(&str, &[(&str, &str)], f64)]) -> u16 {
+    pub async fn send(&self, t_ms: i64, samples: &[MadeUpSample<'_>]) -> u16 {
         let samples: Vec<serde_json::Value> = samples
             .iter()
             .map(|(n, l, v)| {
