@@ -73,7 +73,7 @@ fn fleet() -> (Index, Vec<Uuid>) {
             "metric": metric,
             "series": series,
             "reduce": {"function": "avg", "window": "5m"},
-            "condition": {"op": ">", "threshold": 1e12},
+            "condition": {"op": "<", "threshold": 0},
             "for": "5m",
         });
         objects.push(object(

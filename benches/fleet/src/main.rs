@@ -7,6 +7,11 @@
 //!     --token $ENROLL_TOKEN --agents 10000 --interval 10s --duration 300s \
 //!     --metrics-url http://127.0.0.1:8080/metrics
 //! ```
+//!
+//! With `--webhook-listen`, it also measures alerting: every `--breach-every` one agent
+//! reports a CPU of 99.9 % in its next batch (and a normal value in the one after), and
+//! the time from that batch's acknowledgement (the sample committed) to the firing
+//! notification arriving at this process's webhook is recorded, as is the resolve.
 use std::{
     collections::BTreeMap,
     io::Write as _,
@@ -32,9 +37,10 @@ struct Args {
     /// The operator's agent CA certificate (PEM).
     #[arg(long)]
     ca_cert: std::path::PathBuf,
-    /// Enrollment token allowing at least --agents uses.
-    #[arg(long, env = "CDOT_ENROLL_TOKEN")]
-    token: String,
+    /// Enrollment tokens (comma separated; agent i uses token i mod n), together allowing
+    /// at least --agents uses. Tokens with different labels put agents in different groups.
+    #[arg(long, env = "CDOT_ENROLL_TOKEN", value_delimiter = ',')]
+    token: Vec<String>,
     /// Number of simulated agents.
     #[arg(long, default_value_t = 1000)]
     agents: usize,
@@ -60,6 +66,30 @@ struct Args {
     /// The operator's Prometheus endpoint, to read how many samples it stored.
     #[arg(long)]
     metrics_url: Option<String>,
+    /// Address for a webhook receiver (the bench's NotificationChannel points here):
+    /// enables the alerting measurement.
+    #[arg(long)]
+    webhook_listen: Option<std::net::SocketAddr>,
+    /// How often one agent breaches the CPU threshold (alerting measurement only).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    breach_every: Duration,
+}
+
+/// Breaches in flight: device name → when its breaching batch was acknowledged, and when
+/// its recovering one was.
+#[derive(Default)]
+struct Breaches {
+    /// Agents told to breach in their next batch, by index.
+    asked: std::collections::HashSet<usize>,
+    /// Agents whose next batch recovers.
+    recovering: std::collections::HashSet<usize>,
+    fired_sent: std::collections::HashMap<String, Instant>,
+    resolved_sent: std::collections::HashMap<String, Instant>,
+    firing: Option<Histogram<u64>>,
+    resolved: Option<Histogram<u64>>,
+    measuring: bool,
+    breaches: u64,
+    unexpected: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -68,6 +98,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 struct Agent {
     client: reqwest::Client,
+    name: String,
 }
 
 struct Stats {
@@ -144,13 +175,23 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let stats = Arc::new(Mutex::new(Stats::new()?));
+    let breaches = Arc::new(Mutex::new(Breaches {
+        firing: Some(Histogram::new_with_bounds(1, 600_000_000, 3)?),
+        resolved: Some(Histogram::new_with_bounds(1, 600_000_000, 3)?),
+        ..Breaches::default()
+    }));
+    if let Some(listen) = args.webhook_listen {
+        tokio::spawn(webhook(listen, breaches.clone()));
+    }
     let start = Instant::now();
     let measure_from = start + args.warmup;
     let deadline = measure_from + args.duration;
     let spread = args.interval.as_secs_f64() / args.agents.max(1) as f64;
     let mut tasks = Vec::with_capacity(agents.len());
+    let agent_count = agents.len();
     for (i, agent) in agents.into_iter().enumerate() {
         let stats = stats.clone();
+        let breaches = breaches.clone();
         let (interval, samples) = (args.interval, args.samples);
         let offset = Duration::from_secs_f64(spread * i as f64);
         tasks.push(tokio::spawn(async move {
@@ -164,7 +205,13 @@ async fn main() -> anyhow::Result<()> {
                 if sent >= deadline {
                     break;
                 }
-                let body = batch_body(samples);
+                let (breach, recover) = {
+                    let mut b = breaches
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    (b.asked.remove(&i), b.recovering.remove(&i))
+                };
+                let body = batch_body(samples, breach);
                 let result = agent
                     .client
                     .post(&url)
@@ -174,8 +221,20 @@ async fn main() -> anyhow::Result<()> {
                     .send()
                     .await;
                 let micros = sent.elapsed().as_micros() as u64;
+                let acked = Instant::now();
                 let outcome = match result {
-                    Ok(response) if response.status().is_success() => Ok(()),
+                    Ok(response) if response.status().is_success() => {
+                        let mut b = breaches
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if breach {
+                            b.fired_sent.insert(agent.name.clone(), acked);
+                            b.recovering.insert(i);
+                        } else if recover {
+                            b.resolved_sent.insert(agent.name.clone(), acked);
+                        }
+                        Ok(())
+                    }
                     Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
                     Err(e) if e.is_timeout() => Err("timeout".to_owned()),
                     Err(e) if e.is_connect() => Err("connect".to_owned()),
@@ -195,6 +254,31 @@ async fn main() -> anyhow::Result<()> {
     });
     tokio::time::sleep_until(measure_from.into()).await;
     println!("warm-up done; measuring for {:?}", args.duration);
+    if args.webhook_listen.is_some() {
+        breaches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .measuring = true;
+        let breaches = breaches.clone();
+        let every = args.breach_every;
+        // Stop breaching early enough for the last resolve to arrive in the window.
+        let last = deadline - args.interval * 3;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            let mut next = 7usize;
+            while Instant::now() < last {
+                ticker.tick().await;
+                next = (next * 7919 + 13) % agent_count.max(1);
+                let mut b = breaches
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !b.recovering.contains(&next) {
+                    b.asked.insert(next);
+                    b.breaches += 1;
+                }
+            }
+        });
+    }
     let stored_before = scrape_stored(&args).await;
     let _ = progress.await;
     for task in tasks {
@@ -203,46 +287,77 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = args.duration.as_secs_f64();
     let stored_after = scrape_stored(&args).await;
 
-    let stats = stats
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let histogram = &stats.latency;
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "== cdot-fleet-load: {} agents, {} samples every {:?}, measured {:.0} s after a {:?} warm-up ==",
-        args.agents, args.samples, args.interval, elapsed, args.warmup
-    );
-    println!(
-        "warm-up: {} batches acknowledged, errors {:?}",
-        stats.warmup_ok, stats.warmup_errors
-    );
-    println!(
-        "batches acknowledged: {} ({:.0}/s)",
-        stats.ok,
-        stats.ok as f64 / elapsed
-    );
-    println!(
-        "samples acknowledged: {} ({:.0}/s)",
-        stats.samples,
-        stats.samples as f64 / elapsed
-    );
-    if let (Some(before), Some(after)) = (stored_before, stored_after) {
+    let (errors, errors_by_kind) = {
+        let stats = stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let histogram = &stats.latency;
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "samples stored by the operator: {:.0} ({:.0}/s)",
-            after - before,
-            (after - before) / elapsed
+            "== cdot-fleet-load: {} agents, {} samples every {:?}, measured {:.0} s after a {:?} warm-up ==",
+            args.agents, args.samples, args.interval, elapsed, args.warmup
+        );
+        println!(
+            "warm-up: {} batches acknowledged, errors {:?}",
+            stats.warmup_ok, stats.warmup_errors
+        );
+        println!(
+            "batches acknowledged: {} ({:.0}/s)",
+            stats.ok,
+            stats.ok as f64 / elapsed
+        );
+        println!(
+            "samples acknowledged: {} ({:.0}/s)",
+            stats.samples,
+            stats.samples as f64 / elapsed
+        );
+        if let (Some(before), Some(after)) = (stored_before, stored_after) {
+            println!(
+                "samples stored by the operator: {:.0} ({:.0}/s)",
+                after - before,
+                (after - before) / elapsed
+            );
+        }
+        println!(
+            "ingest latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(0.999),
+            histogram.max() as f64 / 1000.0
+        );
+        let errors: u64 = stats.errors.values().sum();
+        let errors_by_kind = format!("{:?}", stats.errors);
+        (errors, errors_by_kind)
+    };
+    if args.webhook_listen.is_some() {
+        // Let the last notifications arrive.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let b = breaches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (what, h) in [("firing", &b.firing), ("resolved", &b.resolved)] {
+            if let Some(h) = h {
+                let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+                println!(
+                    "alert {what}: batch acknowledged → webhook received ms: n {}  p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+                    h.len(),
+                    ms(0.5),
+                    ms(0.9),
+                    ms(0.99),
+                    h.max() as f64 / 1000.0
+                );
+            }
+        }
+        println!(
+            "breaches: {}  not yet notified: firing {}  resolved {}  unexpected notifications {}",
+            b.breaches,
+            b.fired_sent.len(),
+            b.resolved_sent.len(),
+            b.unexpected
         );
     }
-    println!(
-        "ingest latency ms: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
-        ms(0.5),
-        ms(0.9),
-        ms(0.99),
-        ms(0.999),
-        histogram.max() as f64 / 1000.0
-    );
-    let errors: u64 = stats.errors.values().sum();
-    println!("errors: {errors} {:?}", stats.errors);
+    println!("errors: {errors} {errors_by_kind}");
     if errors > 0 {
         bail!("{errors} requests failed");
     }
@@ -267,7 +382,7 @@ async fn enroll(args: &Args, ca: reqwest::Certificate, index: usize) -> anyhow::
         .add_root_certificate(ca.clone())
         .build()?;
     let request = EnrollRequest {
-        token: args.token.clone(),
+        token: args.token[index % args.token.len().max(1)].clone(),
         device_name: format!("{}-{index:05}", args.prefix),
         namespace: None,
         csr_pem: Some(csr),
@@ -301,11 +416,91 @@ async fn enroll(args: &Args, ca: reqwest::Certificate, index: usize) -> anyhow::
         .pool_max_idle_per_host(1)
         .timeout(Duration::from_secs(30))
         .build()?;
-    Ok(Agent { client })
+    Ok(Agent {
+        client,
+        name: request.device_name,
+    })
 }
 
-/// A gzip-compressed batch of realistic host metrics with valid catalogue labels.
-fn batch_body(samples: usize) -> Vec<u8> {
+/// Receives the bench channel's notifications and matches them to the breaches sent.
+async fn webhook(listen: std::net::SocketAddr, breaches: Arc<Mutex<Breaches>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(listener) = tokio::net::TcpListener::bind(listen).await else {
+        eprintln!("cannot listen on {listen} for the webhook");
+        return;
+    };
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let breaches = breaches.clone();
+        tokio::spawn(async move {
+            // A minimal HTTP/1.1 server: one request per connection is all the operator's
+            // client needs when told to close.
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 16 * 1024];
+            let body = loop {
+                let Ok(n) = socket.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    break buf[end + 4..end + 4 + length].to_vec();
+                }
+            };
+            let received = Instant::now();
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                return;
+            };
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            let mut b = breaches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for alert in doc["alerts"].as_array().into_iter().flatten() {
+                let device = alert["device"].as_str().unwrap_or_default();
+                let (sent, histogram) = match kind.as_str() {
+                    "firing" => (b.fired_sent.remove(device), 0),
+                    "resolved" => (b.resolved_sent.remove(device), 1),
+                    _ => (None, 2),
+                };
+                match sent {
+                    Some(at) if b.measuring => {
+                        let micros = received.duration_since(at).as_micros() as u64;
+                        let h = if histogram == 0 {
+                            &mut b.firing
+                        } else {
+                            &mut b.resolved
+                        };
+                        if let Some(h) = h {
+                            let _ = h.record(micros.max(1));
+                        }
+                    }
+                    Some(_) => {}
+                    None => b.unexpected += 1,
+                }
+            }
+        });
+    }
+}
+
+/// A gzip-compressed batch of realistic host metrics with valid catalogue labels; with
+/// `breach`, the CPU is 99.9 % (otherwise at most 90 %).
+fn batch_body(samples: usize, breach: bool) -> Vec<u8> {
     let now = jiff::Timestamp::now().as_millisecond();
     let mut series: Vec<(&str, Vec<(&str, String)>)> = vec![
         ("cpu", vec![]),
@@ -351,7 +546,11 @@ fn batch_body(samples: usize) -> Vec<u8> {
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), v.clone()))
                     .collect(),
-                v: (now % 1000) as f64 / 10.0 + i as f64,
+                v: match (*name, breach) {
+                    ("cpu", true) => 99.9,
+                    ("cpu", false) => ((now % 1000) as f64 / 10.0).min(90.0),
+                    _ => (now % 1000) as f64 / 10.0 + i as f64,
+                },
             }
         })
         .collect();

@@ -88,9 +88,25 @@ struct Inner {
     outbox: Notify,
     /// Wakes the periodic task when silences changed.
     silences_changed: Notify,
+    /// Told of every stored firing and resolved transition (Kubernetes mode: Events).
+    on_transition: std::sync::OnceLock<TransitionHook>,
+    /// The index version the installed rules were compiled from (0: none yet).
+    rules_version: std::sync::atomic::AtomicU64,
 }
 
+/// Called with each stored transition to firing or resolved.
+pub type TransitionHook = Box<dyn Fn(&Transition) + Send + Sync>;
+
 impl Alerting {
+    /// Whether the installed rules were compiled from index version `version` or later:
+    /// a rule applied before that is evaluated on every sample after it.
+    pub fn rules_cover(&self, version: u64) -> bool {
+        self.inner
+            .rules_version
+            .load(std::sync::atomic::Ordering::Acquire)
+            >= version
+    }
+
     pub fn new(index: Index, metrics: AlertingMetrics) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
@@ -103,6 +119,8 @@ impl Alerting {
                 pending: Mutex::new(Some(rx)),
                 outbox: Notify::new(),
                 silences_changed: Notify::new(),
+                on_transition: std::sync::OnceLock::new(),
+                rules_version: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -179,6 +197,11 @@ impl Alerting {
         // The receiver lives as long as the writer task; after shutdown nothing is
         // evaluated that could be lost.
         let _ = self.inner.transitions.send(transitions);
+    }
+
+    /// Sets what hears of stored firing and resolved transitions (once).
+    pub fn on_transition(&self, hook: TransitionHook) {
+        let _ = self.inner.on_transition.set(hook);
     }
 
     /// Silences changed through the API: apply them at once, not at the next refresh.
@@ -262,7 +285,8 @@ async fn follow_rules(alerting: Alerting, store: Store, mut shutdown: watch::Rec
     }
     let mut versions = alerting.inner.index.subscribe();
     loop {
-        versions.mark_unchanged();
+        // Read before the snapshot: the snapshot is at least this new.
+        let version = *versions.borrow_and_update();
         let snapshot = alerting.inner.index.snapshot();
         // 1,000 rules over 10,000 devices is selector work of a few milliseconds; keep it
         // off the async workers all the same.
@@ -274,6 +298,10 @@ async fn follow_rules(alerting: Alerting, store: Store, mut shutdown: watch::Rec
                 .engine
                 .set_rules(rules, jiff::Timestamp::now().as_millisecond());
             alerting.send(ended);
+            alerting
+                .inner
+                .rules_version
+                .store(version, std::sync::atomic::Ordering::Release);
         }
         tokio::select! {
             changed = versions.changed() => if changed.is_err() { return },
@@ -328,7 +356,13 @@ async fn write_transitions(
                     .metrics
                     .writer_backlog
                     .dec_by(batch.len() as i64);
+                let hook = alerting.inner.on_transition.get();
                 for t in &batch {
+                    if let Some(hook) = hook
+                        && t.to != cdot_crds::wire::alert::AlertState::Pending
+                    {
+                        hook(t);
+                    }
                     tracing::info!(
                         alert = %t.alert_id,
                         namespace = %t.rule.namespace,

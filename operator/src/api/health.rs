@@ -16,6 +16,15 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "starting: desired state not loaded yet",
         );
     }
+    if !state
+        .alerting
+        .rules_cover(state.ready_version.load(Ordering::Acquire))
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: alert rules not installed yet",
+        );
+    }
     // Known from the database watcher (checked every 500 ms), so this answers at once
     // even while the database hangs.
     if !state.store.is_up() {

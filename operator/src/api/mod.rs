@@ -47,6 +47,9 @@ pub struct AppState {
     pub tokens: Arc<RwLock<TokenIndex>>,
     /// False until migrations ran and the first desired state was loaded.
     pub ready: Arc<AtomicBool>,
+    /// The index version when the first desired state was loaded; `/readyz` waits until
+    /// alert rules from it are installed, so no sample after "ready" misses a rule.
+    pub ready_version: Arc<std::sync::atomic::AtomicU64>,
     /// The CA for agent enrollment; `None` where enrollment is not served.
     pub pki: Option<Arc<agent::AgentPki>>,
     pub agents: Arc<agent_auth::AgentCache>,
@@ -75,6 +78,7 @@ impl AppState {
             metrics,
             tokens: Arc::default(),
             ready: Arc::default(),
+            ready_version: Arc::default(),
             pki: None,
             agents: Arc::default(),
             changes: crate::changes::Changes::default(),
@@ -87,6 +91,8 @@ impl AppState {
     }
 
     pub fn set_ready(&self) {
+        self.ready_version
+            .store(self.index.version(), Ordering::Release);
         self.ready.store(true, Ordering::Release);
     }
 

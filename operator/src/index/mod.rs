@@ -210,6 +210,11 @@ impl Index {
         self.current.load_full()
     }
 
+    /// Counts the swaps that changed desired state.
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
     /// Changes on every swap that changed desired state.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()

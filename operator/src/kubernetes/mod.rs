@@ -78,6 +78,11 @@ async fn serve(
     let devices = Arc::new(devices::ClusterDevices::new(client.clone()));
     let server = Server::start(&url, &args.serve, Some(devices), metrics).await?;
     let state = server.state.clone();
+    state.alerting.on_transition(alert_events(
+        client.clone(),
+        &args.identity,
+        state.index.clone(),
+    ));
 
     let (synced_tx, mut synced) = watch::channel(false);
     let secrets = tokio::spawn(secrets::run(
@@ -157,6 +162,73 @@ async fn serve(
     let _ = campaign.await;
     let _ = secrets.await;
     server.stop().await
+}
+
+/// Kubernetes Events on the AlertRule for each alert that fires or resolves, so that
+/// `kubectl describe alertrule` and event exporters show them. Best effort: an Event that
+/// cannot be published is logged, the alert is stored either way.
+fn alert_events(
+    client: Client,
+    identity: &str,
+    index: crate::index::Index,
+) -> crate::alerting::TransitionHook {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: controller::CONTROLLER_NAME.into(),
+            instance: Some(identity.to_owned()),
+        },
+    );
+    Box::new(move |t| {
+        let firing = t.to == cdot_crds::wire::alert::AlertState::Firing;
+        let device = index
+            .snapshot()
+            .device_by_uid(&t.device_uid)
+            .map_or_else(|| t.device_uid.to_string(), |d| d.object.name.clone());
+        let series: Vec<String> = t.series.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let event = Event {
+            type_: if firing {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: if firing {
+                "AlertFiring"
+            } else {
+                "AlertResolved"
+            }
+            .into(),
+            note: Some(format!(
+                "{} on {device}{}: value {} (threshold {}), alert {}",
+                t.rule.metric,
+                if series.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {{{}}}", series.join(","))
+                },
+                t.value,
+                t.rule.spec.condition.threshold,
+                t.alert_id
+            )),
+            action: "Evaluate".into(),
+            secondary: None,
+        };
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(cdot_crds::API_VERSION.into()),
+            kind: Some("AlertRule".into()),
+            name: Some(t.rule.name.clone()),
+            namespace: Some(t.rule.namespace.clone()),
+            uid: Some(t.rule.uid.to_string()),
+            ..Default::default()
+        };
+        let recorder = recorder.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "failed to publish an alert Event");
+            }
+        });
+    })
 }
 
 /// The default holder identity: the host name (the pod name in a cluster) and the process id,
