@@ -29,6 +29,60 @@ pub enum Command {
     /// Manage API tokens for people and the console.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Work with AlertRules before they are merged.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Replay the AlertRules of a manifest file, committed or not, over the stored 1-minute
+    /// rollups through a running operator: when each would have fired and resolved, and how
+    /// many notifications it would have sent.
+    Backtest(BacktestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BacktestArgs {
+    /// Manifest file holding one or more AlertRules (other documents are passed over).
+    pub file: PathBuf,
+    /// Start of the range (RFC 3339).
+    #[arg(long, conflicts_with = "since")]
+    pub from: Option<String>,
+    /// Start of the range as a time before now (e.g. `30d`); the default is 7 days.
+    #[arg(long, value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// End of the range (RFC 3339); default now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Namespace of rules whose metadata names none.
+    #[arg(long, env = "CDOT_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The operator's people API.
+    #[arg(long, env = "CDOT_API", default_value = "http://127.0.0.1:8080")]
+    pub api: String,
+    /// API token (viewer role is enough).
+    #[arg(
+        long,
+        env = "CDOT_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// File holding the API token (the quick start writes `.cdot/viewer-token`).
+    #[arg(long, env = "CDOT_TOKEN_FILE", default_value = ".cdot/viewer-token")]
+    pub token_file: PathBuf,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A summary and a table of episodes per rule.
+    Text,
+    /// The API's reports, one JSON array.
+    Json,
 }
 
 #[derive(Debug, Args)]

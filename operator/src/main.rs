@@ -18,5 +18,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Standalone(args) => cdot_operator::standalone::run(*args).await,
         Command::Run(args) => cdot_operator::kubernetes::run(*args).await,
         Command::Token(cmd) => cdot_operator::token::run(cmd),
+        Command::Rules(cmd) => cdot_operator::alerting::backtest::cli::run(cmd).await,
     }
 }

@@ -269,6 +269,95 @@ pub struct AlertNotification {
     pub created_at: String,
 }
 
+/// Most episodes a backtest report lists (the totals count all of them).
+pub const MAX_BACKTEST_EPISODES: usize = 1000;
+/// Longest range a backtest replays (the default retention of the 1-minute rollups).
+pub const MAX_BACKTEST_DAYS: i64 = 90;
+
+/// `POST /v1/namespaces/{ns}/alertrules:backtest`: replay an AlertRule, committed or not,
+/// over the stored 1-minute rollups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BacktestRequest {
+    /// The AlertRule document as committed to git (`apiVersion`, `kind`, `metadata`,
+    /// `spec`); its namespace, when set, must be the path's.
+    pub rule: serde_json::Value,
+    /// Start of the range (RFC 3339).
+    pub from: String,
+    /// End of the range (RFC 3339); default now. At most 90 days after `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// One alert the rule would have raised.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BacktestEpisode {
+    /// The Device.
+    pub device: String,
+    /// Labels of the series.
+    #[serde(default)]
+    pub series: BTreeMap<String, String>,
+    /// First breach (RFC 3339).
+    pub started_at: String,
+    /// When it would have fired; absent when it recovered while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<String>,
+    /// When it would have resolved; absent when still open at the end of the range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// The worst reduced value while open.
+    pub peak: f64,
+    /// Notifications it would have sent: firing, repeats and resolved, per channel that
+    /// takes its severity.
+    pub notifications: u32,
+}
+
+/// Counts over every episode of a backtest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BacktestTotals {
+    /// Alerts that would have fired.
+    pub fired: u32,
+    /// Breaches that recovered before `for` (pending only).
+    pub pending_only: u32,
+    /// Alerts still open at the end of the range.
+    pub open_at_end: u32,
+    /// Devices with at least one fired alert.
+    pub devices_fired: u32,
+    /// Notifications that would have been sent (an upper bound: `groupBy` bundles alerts
+    /// of a group that fire together into one).
+    pub notifications: u32,
+    /// Minutes spent firing, summed over alerts.
+    pub firing_minutes: u64,
+}
+
+/// The answer of a backtest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BacktestReport {
+    pub namespace: String,
+    /// The AlertRule's name.
+    pub rule: String,
+    /// RFC 3339.
+    pub from: String,
+    /// RFC 3339.
+    pub to: String,
+    /// Devices the rule's selector picks today.
+    pub devices: u32,
+    /// Series of those devices the rule watches.
+    pub series: u32,
+    /// Series-minutes replayed; the rest of the range was ruled out by the hour tier.
+    pub minutes_replayed: u64,
+    pub totals: BacktestTotals,
+    /// Episodes by start time, at most [`MAX_BACKTEST_EPISODES`].
+    pub episodes: Vec<BacktestEpisode>,
+    /// More episodes than listed.
+    pub truncated: bool,
+    /// What a replay cannot know and so leaves out.
+    pub caveats: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

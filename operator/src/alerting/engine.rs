@@ -74,15 +74,16 @@ pub struct OpenAlert {
     pub peak: f64,
 }
 
-#[derive(Debug)]
-struct Open {
+/// An alert while pending or firing.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Open {
     id: Uuid,
     state: AlertState,
-    started_ms: i64,
+    pub(super) started_ms: i64,
     fired_ms: Option<i64>,
     resolving_since_ms: Option<i64>,
     value: f64,
-    peak: f64,
+    pub(super) peak: f64,
     /// Value or peak moved since last taken by [`Engine::take_changed_values`].
     dirty: bool,
 }
@@ -354,7 +355,8 @@ fn step(
     }
     let now = s.last_ms;
     let v = reduce(rule.spec.reduce.function, &s.window)?;
-    let transition = |s: &Series, open: &Open, from, to| Transition {
+    let (from, to, open) = advance(rule, &mut s.open, now, v)?;
+    Some(Transition {
         alert_id: open.id,
         rule: rule.clone(),
         device_uid: device,
@@ -366,9 +368,20 @@ fn step(
         peak: open.peak,
         started_ms: open.started_ms,
         fired_ms: open.fired_ms,
-        ended: None,
-    };
-    match s.open.take() {
+        ended: (to == AlertState::Resolved).then_some(Ended::Recovered),
+    })
+}
+
+/// The state machine: the reduced value `v` at `now` for the alert in `slot` (none, pending
+/// or firing). Returns the change it makes, if any, with the alert as it is after it (as it
+/// was when it ended, for a resolve; `slot` is empty then).
+pub(super) fn advance(
+    rule: &Rule,
+    slot: &mut Option<Open>,
+    now: i64,
+    v: f64,
+) -> Option<(Option<AlertState>, AlertState, Open)> {
+    match slot.take() {
         None => {
             if !rule.breached(v) {
                 return None;
@@ -383,16 +396,12 @@ fn step(
                 peak: v,
                 dirty: false,
             };
-            let to = if rule.for_ms == 0 {
+            if rule.for_ms == 0 {
                 open.state = AlertState::Firing;
                 open.fired_ms = Some(now);
-                AlertState::Firing
-            } else {
-                AlertState::Pending
-            };
-            let t = transition(s, &open, None, to);
-            s.open = Some(open);
-            Some(t)
+            }
+            *slot = Some(open);
+            Some((None, open.state, open))
         }
         Some(mut open) => {
             open.value = v;
@@ -400,36 +409,28 @@ fn step(
             open.dirty = true;
             match open.state {
                 AlertState::Pending if rule.breached(v) => {
-                    if now - open.started_ms >= rule.for_ms {
+                    let fires = now - open.started_ms >= rule.for_ms;
+                    if fires {
                         open.state = AlertState::Firing;
                         open.fired_ms = Some(now);
-                        let t = transition(s, &open, Some(AlertState::Pending), AlertState::Firing);
-                        s.open = Some(open);
-                        return Some(t);
                     }
-                    s.open = Some(open);
-                    None
+                    *slot = Some(open);
+                    fires.then_some((Some(AlertState::Pending), AlertState::Firing, open))
                 }
                 AlertState::Pending => {
-                    let mut t =
-                        transition(s, &open, Some(AlertState::Pending), AlertState::Resolved);
-                    t.ended = Some(Ended::Recovered);
-                    Some(t)
+                    Some((Some(AlertState::Pending), AlertState::Resolved, open))
                 }
                 AlertState::Firing if rule.recovered(v) => {
                     let since = *open.resolving_since_ms.get_or_insert(now);
                     if now - since >= rule.resolve_for_ms {
-                        let mut t =
-                            transition(s, &open, Some(AlertState::Firing), AlertState::Resolved);
-                        t.ended = Some(Ended::Recovered);
-                        return Some(t);
+                        return Some((Some(AlertState::Firing), AlertState::Resolved, open));
                     }
-                    s.open = Some(open);
+                    *slot = Some(open);
                     None
                 }
                 AlertState::Firing | AlertState::Resolved => {
                     open.resolving_since_ms = None;
-                    s.open = Some(open);
+                    *slot = Some(open);
                     None
                 }
             }

@@ -25,6 +25,7 @@ use crate::{
     store::Store,
 };
 
+pub mod backtest;
 pub mod dispatch;
 pub mod engine;
 pub mod network;

@@ -10,8 +10,8 @@ use axum::{
 use cdot_crds::{
     api_token::Role,
     wire::alert::{
-        AcknowledgeRequest, AlertDetail, AlertList, AlertState, Silence, SilenceList,
-        SilenceRequest,
+        AcknowledgeRequest, AlertDetail, AlertList, AlertState, BacktestReport, BacktestRequest,
+        Silence, SilenceList, SilenceRequest,
     },
 };
 use uuid::Uuid;
@@ -43,6 +43,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/namespaces/{namespace}/silences/{id}",
             delete(expire_silence),
+        )
+        .route(
+            "/namespaces/{namespace}/alertrules:backtest",
+            post(backtest),
         )
 }
 
@@ -347,6 +351,29 @@ async fn expire_silence(
     }
 }
 
+/// `POST .../alertrules:backtest` (viewer role): replays a rule over the stored minutes.
+async fn backtest(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BacktestReport>, ApiError> {
+    principal.require(&namespace, Role::Viewer)?;
+    let request: BacktestRequest = read_json(&headers, body, |_| {}).await?;
+    let rule = super::backtest::compile(&namespace, &request.rule)?;
+    let (from, to) = super::backtest::range(&request, jiff::Timestamp::now().as_millisecond())?;
+    let started = std::time::Instant::now();
+    let snapshot = state.index.snapshot();
+    let report = super::backtest::run(&state.store, &snapshot, rule, from, to).await?;
+    tracing::info!(
+        namespace = %namespace, rule = %report.rule, from = %report.from, to = %report.to,
+        series = report.series, minutes = report.minutes_replayed, fired = report.totals.fired,
+        elapsed_ms = started.elapsed().as_millis() as u64, "backtest replayed"
+    );
+    Ok(Json(report))
+}
+
 /// The alerts and silences routes of the OpenAPI document, their bodies' schemas derived
 /// from the wire types.
 pub fn openapi_paths(
@@ -371,6 +398,14 @@ pub fn openapi_paths(
     );
     let silence = schema("Silence", generator.root_schema_for::<Silence>());
     let silence_list = schema("SilenceList", generator.root_schema_for::<SilenceList>());
+    let backtest_request = schema(
+        "BacktestRequest",
+        generator.root_schema_for::<BacktestRequest>(),
+    );
+    let backtest_report = schema(
+        "BacktestReport",
+        generator.root_schema_for::<BacktestReport>(),
+    );
     // Not a route: what a generic webhook receives (`format: Generic`), in the document so
     // that receivers can be generated from it.
     schema(
@@ -447,6 +482,12 @@ pub fn openapi_paths(
                   "requestBody": { "required": true, "content": { "application/json": { "schema": silence_request } } },
                   "responses": { "201": ok("the silence", &silence), "400": error("a bad field (`field` names it)"), "403": error("the token is not an operator") } }
     }));
+    paths.insert("/v1/namespaces/{namespace}/alertrules:backtest".into(), json!({ "post": {
+        "tags": ["Alerts"], "summary": "Replay an AlertRule, committed or not, over the stored 1-minute rollups: when it would have fired and resolved, and the notifications it would have sent",
+        "parameters": [ns],
+        "requestBody": { "required": true, "content": { "application/json": { "schema": backtest_request } } },
+        "responses": { "200": ok("what the rule would have done", &backtest_report), "400": error("a bad range (`field` names it)"), "422": error("the rule is invalid (`field` names the first problem, the message all)"), "404": error("namespace outside the token's scope") }
+    }}));
     paths.insert("/v1/namespaces/{namespace}/silences/{id}".into(), json!({ "delete": {
         "tags": ["Alerts"], "summary": "End a silence now (operator role)", "parameters": [ns, id],
         "responses": { "204": { "description": "ended" }, "404": error("no active silence with this id") }

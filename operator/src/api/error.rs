@@ -142,6 +142,27 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// A refused backtest: 422 for the rule (the first problem's path in `field`, every
+/// problem in the message), 400 for the range.
+impl From<crate::alerting::backtest::BacktestError> for ApiError {
+    fn from(error: crate::alerting::backtest::BacktestError) -> Self {
+        use crate::alerting::backtest::BacktestError;
+        match error {
+            BacktestError::Invalid(ref errors) => {
+                let field = errors.first().map(|e| e.path.clone()).unwrap_or_default();
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    error.to_string(),
+                )
+                .with_field(field)
+            }
+            BacktestError::Range { message, field } => Self::bad_request(message, field),
+            BacktestError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// A refused report: 400, 413 or 415 naming the field.
 impl From<crate::ingest::Rejection> for ApiError {
     fn from(rejection: crate::ingest::Rejection) -> Self {

@@ -114,6 +114,7 @@ pub async fn maintain(
     for (table, kept) in [
         (Partitioned::Samples, raw_days),
         (Partitioned::Rollup, rollup_days),
+        (Partitioned::Hourly, rollup_days),
     ] {
         keep_days(
             store,
@@ -127,6 +128,9 @@ pub async fn maintain(
     }
     store
         .prune_rollup_dirty((today - raw_days) * DAY_MS)
+        .await?;
+    store
+        .prune_hour_dirty((today - rollup_days) * DAY_MS)
         .await?;
     loop {
         let n = store

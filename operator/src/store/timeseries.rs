@@ -4,6 +4,7 @@
 //!
 //! Times cross the boundary as Unix milliseconds (`i64`); SQL converts them with
 //! [`ms`]-style expressions so that no date-time crate feature of sqlx is needed.
+mod hours;
 mod points;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -14,6 +15,7 @@ use serde_json::Value;
 use sqlx::Row;
 use uuid::Uuid;
 
+pub use self::hours::{HOUR_MS, HourFoldSummary};
 use self::points::{MinuteFolds, PointRows};
 use super::{
     Store, StoreError,
@@ -62,10 +64,15 @@ pub struct InventoryUpdate {
 pub enum Partitioned {
     Samples,
     Rollup,
+    Hourly,
 }
 
 impl Partitioned {
-    pub const ALL: [Partitioned; 2] = [Partitioned::Samples, Partitioned::Rollup];
+    pub const ALL: [Partitioned; 3] = [
+        Partitioned::Samples,
+        Partitioned::Rollup,
+        Partitioned::Hourly,
+    ];
 }
 
 impl DailyTable for Partitioned {
@@ -73,6 +80,7 @@ impl DailyTable for Partitioned {
         match self {
             Partitioned::Samples => "metric_points",
             Partitioned::Rollup => "metric_points_1m",
+            Partitioned::Hourly => "metric_points_1h",
         }
     }
 }
@@ -527,6 +535,9 @@ impl Store {
         let mut rows = 0;
         for minute in minutes {
             rows += fold_minute(&mut tx, minute).await?;
+        }
+        if !refold.is_empty() {
+            hours::mark_refolded(&mut tx, &refold).await?;
         }
         sqlx::query(concat!(
             "UPDATE metric_rollup_state SET watermark = ",
