@@ -296,7 +296,9 @@ async fn a_rule_replays_over_stored_minutes_and_reports_episodes_and_notificatio
 
     // The command a platform team runs on a pull request, with the rule file as committed.
     let file = dir.path().join("cpu-high.yaml");
-    std::fs::write(&file, RULE).expect("rule file");
+    // With a rule a backtest cannot replay beside it: passed over, said so, not a failure.
+    let offline = "---\napiVersion: rmm.cdot.io/v1alpha1\nkind: AlertRule\nmetadata: {name: offline, namespace: acme}\nspec: {metric: deviceOffline, condition: {op: \">=\", threshold: 1}}\n";
+    std::fs::write(&file, format!("{RULE}{offline}")).expect("rule file");
     let run = |output: &str| {
         Command::new(operator_bin())
             .args(["rules", "backtest"])
@@ -325,6 +327,11 @@ async fn a_rule_replays_over_stored_minutes_and_reports_episodes_and_notificatio
         "{stdout}"
     );
     assert!(stdout.contains(&at(610)), "{stdout}");
+    assert!(
+        String::from_utf8_lossy(&text.stderr).contains("AlertRule acme/offline: not replayed"),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
     let json_out = run("json");
     let reports: Value = serde_json::from_slice(&json_out.stdout).expect("json output");
     assert_eq!(reports[0]["totals"]["fired"], 2);

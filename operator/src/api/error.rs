@@ -157,6 +157,10 @@ impl From<crate::alerting::backtest::BacktestError> for ApiError {
                 )
                 .with_field(field)
             }
+            BacktestError::NotReplayable(message) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "NotReplayable", message)
+                    .with_field("rule.spec.metric")
+            }
             BacktestError::Range { message, field } => Self::bad_request(message, field),
             BacktestError::Store(e) => e.into(),
         }

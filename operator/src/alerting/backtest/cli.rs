@@ -55,6 +55,7 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<()> {
         .build()
         .context("building the HTTP client")?;
     let mut reports = Vec::new();
+    let mut refused = 0;
     for (i, rule) in rules.into_iter().enumerate() {
         let name = rule
             .pointer("/metadata/name")
@@ -96,12 +97,21 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<()> {
         if !status.is_success() {
             let error: Value = serde_json::from_str(&body).unwrap_or_default();
             let message = error["message"].as_str().unwrap_or(&body);
-            match error["field"].as_str() {
-                Some(field) => {
-                    bail!("AlertRule {namespace}/{name}: {status}: {message} (at {field})")
-                }
-                None => bail!("AlertRule {namespace}/{name}: {status}: {message}"),
+            // Rules of data a backtest does not replay are passed over; refusals fail.
+            if error["reason"] == "NotReplayable" {
+                eprintln!("AlertRule {namespace}/{name}: not replayed: {message}");
+                continue;
             }
+            let field = error["field"]
+                .as_str()
+                .map(|f| format!(" (at {f})"))
+                .unwrap_or_default();
+            if status.is_client_error() && status != reqwest::StatusCode::UNAUTHORIZED {
+                eprintln!("AlertRule {namespace}/{name}: {status}: {message}{field}");
+                refused += 1;
+                continue;
+            }
+            bail!("AlertRule {namespace}/{name}: {status}: {message}{field}");
         }
         let report: BacktestReport = serde_json::from_str(&body)
             .with_context(|| format!("{url} answered something that is not a backtest report"))?;
@@ -112,6 +122,9 @@ pub async fn run(command: RulesCommand) -> anyhow::Result<()> {
     }
     if args.output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    if refused > 0 {
+        bail!("{refused} AlertRule(s) of {} refused", args.file.display());
     }
     Ok(())
 }
