@@ -1,4 +1,4 @@
-//! The six kinds as a value: names, plurals, short names and CRDs.
+//! The seven kinds as a value: names, plurals, short names and CRDs.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     alert_rule::AlertRule, device::Device, discovery_scan::DiscoveryScan,
-    notification_channel::NotificationChannel, patch_policy::PatchPolicy, workflow::Workflow,
+    notification_channel::NotificationChannel, patch_policy::PatchPolicy, silence::Silence,
+    workflow::Workflow,
 };
 
 /// One of the cdot-rmm custom resource kinds.
@@ -24,18 +25,21 @@ pub enum Kind {
     Workflow,
     /// [`DiscoveryScan`].
     DiscoveryScan,
+    /// [`Silence`].
+    Silence,
 }
 
 impl Kind {
     /// Every kind, in dependency-friendly order (channels before rules that reference them is
     /// not required, but devices first helps people reading lists).
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Device,
         Kind::AlertRule,
         Kind::NotificationChannel,
         Kind::PatchPolicy,
         Kind::Workflow,
         Kind::DiscoveryScan,
+        Kind::Silence,
     ];
 
     /// The `kind` string, e.g. `Device`.
@@ -47,6 +51,7 @@ impl Kind {
             Kind::PatchPolicy => "PatchPolicy",
             Kind::Workflow => "Workflow",
             Kind::DiscoveryScan => "DiscoveryScan",
+            Kind::Silence => "Silence",
         }
     }
 
@@ -59,6 +64,7 @@ impl Kind {
             Kind::PatchPolicy => "patchpolicies",
             Kind::Workflow => "workflows",
             Kind::DiscoveryScan => "discoveryscans",
+            Kind::Silence => "silences",
         }
     }
 
@@ -71,6 +77,7 @@ impl Kind {
             Kind::PatchPolicy => "patchpolicy",
             Kind::Workflow => "workflow",
             Kind::DiscoveryScan => "discoveryscan",
+            Kind::Silence => "silence",
         }
     }
 
@@ -83,6 +90,7 @@ impl Kind {
             Kind::PatchPolicy => "pp",
             Kind::Workflow => "wf",
             Kind::DiscoveryScan => "ds",
+            Kind::Silence => "sil",
         }
     }
 
@@ -112,6 +120,7 @@ impl Kind {
             Kind::PatchPolicy => PatchPolicy::crd(),
             Kind::Workflow => Workflow::crd(),
             Kind::DiscoveryScan => DiscoveryScan::crd(),
+            Kind::Silence => Silence::crd(),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod manifest;
 pub mod metrics_catalog;
 pub mod notification_channel;
 pub mod patch_policy;
+pub mod silence;
 pub mod template;
 #[cfg(test)]
 mod test_support;

@@ -595,6 +595,7 @@ pub fn validate_document(value: &Value) -> Result<Document, Vec<FieldError>> {
             Kind::PatchPolicy => typed::<PatchPolicySpec>(&spec, labels, &mut errs),
             Kind::Workflow => typed::<WorkflowSpec>(&spec, labels, &mut errs),
             Kind::DiscoveryScan => typed::<DiscoveryScanSpec>(&spec, labels, &mut errs),
+            Kind::Silence => typed::<crate::silence::SilenceSpec>(&spec, labels, &mut errs),
         }
     };
     match typed_spec {

@@ -331,7 +331,46 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
         "{body}"
     );
 
-    for agent in [&a, &m] {
+    // A Silence document committed beside the rules holds back the same way, is listed
+    // with the API's silences, and cannot be ended through the API.
+    let at = |hours: i64| (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(hours)).to_string();
+    std::fs::write(
+        f.repo.join("silence.yaml"),
+        format!(
+            "apiVersion: rmm.cdot.io/v1alpha1\nkind: Silence\nmetadata: {{name: g-change, namespace: acme}}\nspec:\n  matchers: [{{label: device, value: g-01}}]\n  startsAt: \"{}\"\n  endsAt: \"{}\"\n  comment: change CHG-7\n",
+            at(-1),
+            at(1)
+        ),
+    )
+    .expect("silence document");
+    let listed = wait_for(Duration::from_secs(15), || async {
+        let list = f.get("/v1/namespaces/acme/silences").await;
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "g-change")
+            .cloned()
+    })
+    .await
+    .expect("the Silence document is listed");
+    assert_eq!(listed["createdBy"], "manifests", "{listed}");
+    let refused = f
+        .client()
+        .delete(format!(
+            "{}/v1/namespaces/acme/silences/{}",
+            f.operator.base,
+            listed["id"].as_str().expect("id")
+        ))
+        .bearer_auth(&f.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(refused.status().as_u16(), 409);
+    let g = JwtAgent::enroll(&f.operator, &f.enroll, "acme", "g-01").await;
+    // The alerting side takes the document with the rule set, a moment after the index.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for agent in [&a, &m, &g] {
         assert_eq!(agent.send(now_ms(), &[("cpu", &[], 99.0)]).await, 200);
     }
     // b-01 keeps reporting (a silent device would be offline, and its repeats inhibited).
@@ -348,7 +387,7 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
     // Repeats for b-01 every 2 s (checked every 5 s).
     f.wait_hook("repeat for b-01", is("repeat", "b-01", "cpu-high"))
         .await;
-    for device in ["a-01", "maint-01"] {
+    for device in ["a-01", "g-01", "maint-01"] {
         let alert = f.alert_of(device, "cpu-high").await;
         assert_eq!(alert["state"], "firing", "{device}: {alert}");
         let id = alert["id"].as_str().expect("id");
@@ -360,10 +399,10 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
             .find(|e| e["event"] == "suppressed")
             .unwrap_or_else(|| panic!("{device} not suppressed: {detail}"));
         let why = suppressed["detail"].as_str().unwrap_or_default();
-        let expected = if device == "a-01" {
-            "silenced by"
-        } else {
+        let expected = if device == "maint-01" {
             "maintenance window"
+        } else {
+            "silenced by"
         };
         assert!(why.contains(expected), "{device}: {why}");
     }
@@ -371,6 +410,7 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
         !f.hooks()
             .iter()
             .any(|(_, v)| is("firing", "a-01", "cpu-high")(v)
+                || is("firing", "g-01", "cpu-high")(v)
                 || is("firing", "maint-01", "cpu-high")(v)),
         "a silenced or maintained device was notified: {:?}",
         f.hooks()

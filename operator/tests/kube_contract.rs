@@ -340,6 +340,7 @@ async fn each_kind_sends_its_exact_status_patch() {
         Kind::PatchPolicy,
         Kind::Workflow,
         Kind::DiscoveryScan,
+        Kind::Silence,
     ] {
         let spec = example(kind);
         let mut h = Harness::new().await;
@@ -383,6 +384,11 @@ async fn each_kind_sends_its_exact_status_patch() {
                 "phase": "Pending",
                 "progress": {"scanned": 0, "total": 264},
                 "conditions": [condition("Ready", "False", "NoCollector", "no Collector device for site london: a scan needs one to run from; not scanned yet: discovery scanning is not implemented"), valid(), reconciled()],
+            }),
+            Kind::Silence => json!({
+                "observedGeneration": 2,
+                "state": "Scheduled",
+                "conditions": [condition("Ready", "True", "Scheduled", "will hold back notifications of matching alerts from 2030-01-12T22:00:00Z to 2030-01-13T02:00:00Z"), valid(), reconciled()],
             }),
             Kind::Device => unreachable!("Devices have their own test"),
         };

@@ -229,10 +229,14 @@ pub struct Silence {
     pub matchers: Vec<Matcher>,
     pub starts_at: String,
     pub ends_at: String,
-    /// Token name.
+    /// Token name; `manifests` for a Silence document.
     pub created_by: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub comment: String,
+    /// The Silence document it comes from (git or the cluster); absent for silences made
+    /// through the API. Such a silence ends when its document changes or goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// `GET .../silences`.

@@ -299,6 +299,8 @@ async fn follow_rules(alerting: Alerting, store: Store, mut shutdown: watch::Rec
                 .engine
                 .set_rules(rules, jiff::Timestamp::now().as_millisecond());
             alerting.send(ended);
+            // Silence documents may have changed with the rest.
+            alerting.silences_changed();
             alerting
                 .inner
                 .rules_version

@@ -10,7 +10,7 @@ use cdot_crds::{kind::Kind, wire::alert::NotificationKind};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{Alerting, AlertingArgs, engine::Sample, writer};
+use super::{Alerting, AlertingArgs, engine::Sample, suppress, writer};
 use crate::{
     changes::Changes,
     jobs::{self, liveness},
@@ -94,9 +94,13 @@ pub async fn run(
     }
 }
 
+/// Silences made through the API and those of the desired state, together.
 async fn refresh_silences(alerting: &Alerting, store: &Store, metrics: &Arc<Metrics>) {
     match store.silences(None).await {
-        Ok(s) => alerting.inner.silences.store(Arc::new(s)),
+        Ok(mut s) => {
+            s.extend(suppress::manifest_silences(&alerting.inner.index.snapshot()));
+            alerting.inner.silences.store(Arc::new(s));
+        }
         Err(e) => jobs::failed(metrics, "load silences", &e),
     }
 }

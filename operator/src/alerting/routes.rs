@@ -248,35 +248,26 @@ async fn silences(
     Path(namespace): Path<String>,
 ) -> Result<Json<SilenceList>, ApiError> {
     principal.require(&namespace, Role::Viewer)?;
-    Ok(Json(SilenceList {
-        items: state.store.silences(Some(&namespace)).await?,
-    }))
+    let mut items = state.store.silences(Some(&namespace)).await?;
+    let now = jiff::Timestamp::now();
+    items.extend(
+        super::suppress::manifest_silences(&state.index.snapshot())
+            .into_iter()
+            .filter(|s| {
+                s.namespace == namespace
+                    && s.ends_at.parse::<jiff::Timestamp>().is_ok_and(|t| now < t)
+            }),
+    );
+    Ok(Json(SilenceList { items }))
 }
 
 /// Checks a silence request; the error names the field.
 pub fn check_silence(r: &SilenceRequest, now_ms: i64) -> Result<(i64, i64), ApiError> {
-    if r.matchers.is_empty() {
-        return Err(ApiError::bad_request(
-            "at least one matcher is needed (an empty list would silence the whole namespace)",
-            "matchers",
-        ));
-    }
-    if r.matchers.len() > 16 {
-        return Err(ApiError::bad_request("at most 16 matchers", "matchers"));
-    }
-    for (i, m) in r.matchers.iter().enumerate() {
-        if m.label.is_empty() || m.label.len() > 317 {
-            return Err(ApiError::bad_request(
-                "label must be 1 to 317 bytes",
-                format!("matchers[{i}].label"),
-            ));
-        }
-        if m.value.is_empty() || m.value.len() > 256 {
-            return Err(ApiError::bad_request(
-                "value must be 1 to 256 bytes",
-                format!("matchers[{i}].value"),
-            ));
-        }
+    if let Some(e) = cdot_crds::silence::validate_matchers(&r.matchers, "matchers")
+        .into_iter()
+        .next()
+    {
+        return Err(ApiError::bad_request(e.message, e.path));
     }
     let starts = match &r.starts_at {
         Some(s) => parse_time(s, "startsAt")?,
@@ -326,6 +317,7 @@ async fn create_silence(
         ends_at: rfc3339(ends),
         created_by: principal.0.name.clone(),
         comment: request.comment,
+        name: None,
     };
     state.store.create_silence(&silence).await?;
     state.alerting.silences_changed();
@@ -341,6 +333,20 @@ async fn expire_silence(
 ) -> Result<StatusCode, ApiError> {
     principal.require(&namespace, Role::Operator)?;
     let id = parse_id(&id)?;
+    if let Some(document) = super::suppress::manifest_silences(&state.index.snapshot())
+        .into_iter()
+        .find(|s| s.id == id && s.namespace == namespace)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "silence {id} is the Silence document {namespace}/{}; change or remove it where it is committed",
+                document.name.unwrap_or_default()
+            ),
+        )
+        .with_field("path.id"));
+    }
     if state.store.expire_silence(&namespace, id).await? {
         state.alerting.silences_changed();
         Ok(StatusCode::NO_CONTENT)
@@ -490,6 +496,6 @@ pub fn openapi_paths(
     }}));
     paths.insert("/v1/namespaces/{namespace}/silences/{id}".into(), json!({ "delete": {
         "tags": ["Alerts"], "summary": "End a silence now (operator role)", "parameters": [ns, id],
-        "responses": { "204": { "description": "ended" }, "404": error("no active silence with this id") }
+        "responses": { "204": { "description": "ended" }, "404": error("no active silence with this id"), "409": error("the silence is a Silence document: change it where it is committed") }
     }}));
 }

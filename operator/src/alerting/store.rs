@@ -494,6 +494,7 @@ impl Store {
                 ends_at: r.get("ends"),
                 created_by: r.get("created_by"),
                 comment: r.get("comment"),
+                name: None,
             })
             .collect())
     }

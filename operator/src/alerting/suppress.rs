@@ -2,10 +2,10 @@
 //! in a maintenance window, a silence, or the Device being offline (inhibition).
 use std::collections::BTreeMap;
 
-use cdot_crds::wire::alert::Silence;
+use cdot_crds::{kind::Kind, silence::SilenceSpec, validation::Validate, wire::alert::Silence};
 
 use super::rules::{Pattern, Rule};
-use crate::index::DeviceEntry;
+use crate::index::{DeviceEntry, Snapshot};
 
 /// The labels silences match against: `namespace`, `device`, `rule`, `metric`,
 /// `severity`, `site`, the series labels and the rule's labels.
@@ -47,6 +47,27 @@ pub fn silenced_by<'a>(
                     .is_some_and(|v| Pattern::new(&m.value).matches(v))
             })
     })
+}
+
+/// The Silence documents of the desired state, as silences (invalid ones are left out:
+/// their reconciler says why).
+pub fn manifest_silences(snapshot: &Snapshot) -> Vec<Silence> {
+    snapshot
+        .of_kind(Kind::Silence)
+        .filter_map(|o| {
+            let spec: SilenceSpec = serde_json::from_value(o.spec.clone()).ok()?;
+            spec.validate().is_empty().then(|| Silence {
+                id: o.uid,
+                namespace: o.namespace.clone(),
+                matchers: spec.matchers,
+                starts_at: spec.starts_at,
+                ends_at: spec.ends_at,
+                created_by: "manifests".into(),
+                comment: spec.comment,
+                name: Some(o.name.clone()),
+            })
+        })
+        .collect()
 }
 
 /// Why the Device's own spec holds notifications back at `at`, if it does.
@@ -99,6 +120,7 @@ mod tests {
             ends_at: "2026-12-02T00:00:00Z".into(),
             created_by: "ops".into(),
             comment: String::new(),
+            name: None,
         };
         let series = [("mount".to_owned(), "/".to_owned())].into();
         let labels = alert_labels(&rule("disk"), "web-01", None, &series);

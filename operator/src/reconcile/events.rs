@@ -125,7 +125,7 @@ pub fn transitions(kind: Kind, before: &Value, after: &Value) -> Vec<Transition>
                 }
             }
         }
-        Kind::AlertRule | Kind::NotificationChannel | Kind::Workflow => {}
+        Kind::AlertRule | Kind::NotificationChannel | Kind::Workflow | Kind::Silence => {}
     }
     out
 }

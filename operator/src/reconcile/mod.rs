@@ -16,6 +16,7 @@ use cdot_crds::{
     kind::Kind,
     notification_channel::NotificationChannelStatus,
     patch_policy::PatchPolicyStatus,
+    silence::SilenceStatus,
     validation::{FieldError, Validate},
     workflow::WorkflowStatus,
 };
@@ -37,6 +38,7 @@ pub mod discovery_scan;
 pub mod events;
 pub mod notification_channel;
 pub mod patch_policy;
+pub mod silence;
 pub mod workflow;
 
 pub use conditions::merge_conditions;
@@ -101,7 +103,7 @@ impl<'a> World<'a> {
 /// The kinds a kind's reconciler reads from the [`World`]; a Device needs none.
 pub fn depends_on(kind: Kind) -> &'static [Kind] {
     match kind {
-        Kind::Device | Kind::NotificationChannel => &[],
+        Kind::Device | Kind::NotificationChannel | Kind::Silence => &[],
         Kind::AlertRule => &[Kind::Device, Kind::NotificationChannel],
         Kind::Workflow => &[Kind::Device, Kind::AlertRule, Kind::NotificationChannel],
         Kind::PatchPolicy | Kind::DiscoveryScan => &[Kind::Device],
@@ -166,7 +168,8 @@ kind_status!(
     NotificationChannelStatus,
     PatchPolicyStatus,
     WorkflowStatus,
-    DiscoveryScanStatus
+    DiscoveryScanStatus,
+    SilenceStatus
 );
 
 /// The status a reconciler decided for one object: its kind's status type, with only the
@@ -181,6 +184,7 @@ pub enum Status {
     PatchPolicy(PatchPolicyStatus),
     Workflow(WorkflowStatus),
     DiscoveryScan(DiscoveryScanStatus),
+    Silence(SilenceStatus),
 }
 
 impl Status {
@@ -192,6 +196,7 @@ impl Status {
             Self::PatchPolicy(s) => &s.conditions,
             Self::Workflow(s) => &s.conditions,
             Self::DiscoveryScan(s) => &s.conditions,
+            Self::Silence(s) => &s.conditions,
         }
     }
 
@@ -238,6 +243,9 @@ pub fn reconcile(object: &StoredObject, world: &World<'_>, now: &str) -> Status 
         Kind::DiscoveryScan => {
             Status::DiscoveryScan(pipeline(object, world, now, discovery_scan::observe))
         }
+        Kind::Silence => Status::Silence(pipeline(object, world, now, |spec, object, world| {
+            silence::observe(spec, object, world, now)
+        })),
     }
 }
 
@@ -539,6 +547,7 @@ pub(crate) mod tests {
             Kind::NotificationChannel => &[],
             Kind::PatchPolicy => &["devicesInScope", "rings"],
             Kind::DiscoveryScan => &["phase", "progress"],
+            Kind::Silence => &["state"],
         }
     }
 

@@ -43,6 +43,8 @@ use crate::{
 
 /// Rounds of lengthening ranges with open alerts (each doubles the length added).
 const MAX_ROUNDS: u32 = 12;
+/// Minute reads a backtest runs at once (connections of the pool it holds meanwhile).
+const PARALLEL_READS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BacktestError {
@@ -330,9 +332,17 @@ pub async fn run(
             })
             .collect();
         if !wanted.is_empty() {
+            // A few reads at once: from a cold cache the minutes of a device are scattered
+            // page reads, and one index probe at a time leaves the disk idle between them.
+            let chunk = wanted.len().div_ceil(PARALLEL_READS);
+            let reads = wanted
+                .chunks(chunk)
+                .map(|part| store.backtest_minutes(&series, part));
             let mut read: Vec<Vec<Minute>> = vec![Vec::new(); wanted.len()];
-            for (i, minute) in store.backtest_minutes(&series, &wanted).await? {
-                read[i].push(minute);
+            for (c, minutes) in futures::future::try_join_all(reads).await?.into_iter().enumerate() {
+                for (i, minute) in minutes {
+                    read[c * chunk + i].push(minute);
+                }
             }
             for ((k, s, e), minutes) in wanted.iter().zip(read) {
                 tracks[*k].add_fetched((*s, *e), minutes);
