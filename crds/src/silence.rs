@@ -113,7 +113,10 @@ pub fn parse_time(value: &str) -> Result<i64, String> {
 impl SilenceSpec {
     /// `[start, end)` in Unix ms; `None` when a time does not parse (validation says which).
     pub fn range(&self) -> Option<(i64, i64)> {
-        Some((parse_time(&self.starts_at).ok()?, parse_time(&self.ends_at).ok()?))
+        Some((
+            parse_time(&self.starts_at).ok()?,
+            parse_time(&self.ends_at).ok()?,
+        ))
     }
 }
 
@@ -150,10 +153,7 @@ mod tests {
             "comment": "core switch upgrade",
         }));
         assert!(ok.validate().is_empty());
-        assert_eq!(
-            ok.range(),
-            Some((1_796_940_000_000, 1_796_954_400_000))
-        );
+        assert_eq!(ok.range(), Some((1_796_940_000_000, 1_796_954_400_000)));
         let bad = spec(serde_json::json!({
             "matchers": [], "startsAt": "2026-12-11T02:00:00Z", "endsAt": "2026-12-10T22:00:00Z",
         }));

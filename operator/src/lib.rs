@@ -6,6 +6,7 @@
 
 pub mod alerting;
 pub mod api;
+pub mod background;
 pub mod changes;
 pub mod cli;
 pub mod index;

@@ -333,7 +333,8 @@ async fn silences_acks_maintenance_and_inhibition_hold_back_only_what_they_shoul
 
     // A Silence document committed beside the rules holds back the same way, is listed
     // with the API's silences, and cannot be ended through the API.
-    let at = |hours: i64| (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(hours)).to_string();
+    let at =
+        |hours: i64| (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(hours)).to_string();
     std::fs::write(
         f.repo.join("silence.yaml"),
         format!(

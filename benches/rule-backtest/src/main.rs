@@ -200,7 +200,7 @@ async fn load(args: &Args, store: &Store) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let phases: Vec<f64> = (0..uids.len())
-        .map(|_| rng.random_range(0.0..6.28))
+        .map(|_| rng.random_range(0.0..std::f64::consts::TAU))
         .collect();
     for day in 0..args.days {
         let from = start + day * DAY_MS;

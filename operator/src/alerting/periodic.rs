@@ -98,7 +98,9 @@ pub async fn run(
 async fn refresh_silences(alerting: &Alerting, store: &Store, metrics: &Arc<Metrics>) {
     match store.silences(None).await {
         Ok(mut s) => {
-            s.extend(suppress::manifest_silences(&alerting.inner.index.snapshot()));
+            s.extend(suppress::manifest_silences(
+                &alerting.inner.index.snapshot(),
+            ));
             alerting.inner.silences.store(Arc::new(s));
         }
         Err(e) => jobs::failed(metrics, "load silences", &e),

@@ -594,22 +594,22 @@ impl Store {
     }
 }
 
-/// Point rows folded per trip to a blocking thread (a few MB).
+/// Point rows folded per trip to the background thread (a few MB).
 const FOLD_CHUNK_ROWS: usize = 4096;
 
-fn fold_task_failed(e: tokio::task::JoinError) -> StoreError {
+fn fold_task_failed(e: crate::background::Stopped) -> StoreError {
     StoreError::Query {
         operation: "fold metric points",
         source: sqlx::Error::Protocol(format!("the fold task failed: {e}")),
     }
 }
 
-/// Adds a chunk of point rows to `folds` on a blocking thread.
+/// Adds a chunk of point rows to `folds` on the background thread.
 async fn fold_off_the_workers(
     mut folds: MinuteFolds,
     rows: Vec<(Uuid, Vec<i64>, Vec<f64>)>,
 ) -> Result<MinuteFolds, StoreError> {
-    tokio::task::spawn_blocking(move || {
+    crate::background::run(move || {
         for (device, series_ids, values) in &rows {
             folds.add(*device, series_ids, values);
         }
@@ -633,8 +633,9 @@ async fn fold_minute(conn: &mut sqlx::PgConnection, minute_ms: i64) -> Result<u6
     .fetch(&mut *conn);
     // A minute of 10,000 agents is millions of values: folding them keeps a core busy for
     // about a second, which on an async worker stalls the requests queued behind it (the
-    // ingest tail followed this fold). Chunks are folded on a blocking thread instead, so
-    // the workers stay free for requests and memory stays at one chunk.
+    // ingest tail followed this fold). Chunks are folded on the background thread (lowest
+    // priority) instead, so the workers stay free for requests and memory stays at one
+    // chunk.
     let mut folds = MinuteFolds::default();
     let mut chunk = Vec::with_capacity(FOLD_CHUNK_ROWS);
     loop {
@@ -654,7 +655,7 @@ async fn fold_minute(conn: &mut sqlx::PgConnection, minute_ms: i64) -> Result<u6
         }
     }
     drop(points);
-    let rows = tokio::task::spawn_blocking(move || folds.into_rows())
+    let rows = crate::background::run(move || folds.into_rows())
         .await
         .map_err(fold_task_failed)?;
     if rows.devices.is_empty() {

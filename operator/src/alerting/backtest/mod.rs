@@ -339,7 +339,11 @@ pub async fn run(
                 .chunks(chunk)
                 .map(|part| store.backtest_minutes(&series, part));
             let mut read: Vec<Vec<Minute>> = vec![Vec::new(); wanted.len()];
-            for (c, minutes) in futures::future::try_join_all(reads).await?.into_iter().enumerate() {
+            for (c, minutes) in futures::future::try_join_all(reads)
+                .await?
+                .into_iter()
+                .enumerate()
+            {
                 for (i, minute) in minutes {
                     read[c * chunk + i].push(minute);
                 }
