@@ -139,6 +139,47 @@ fn create(k8s: &KubeEmulator, plural: &str, object: &Value) -> Value {
     )
 }
 
+/// Waits for an Event of namespace acme that `wanted` picks, and returns it.
+fn event(k8s: &KubeEmulator, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = get(k8s, "/apis/events.k8s.io/v1/namespaces/acme/events").expect("events");
+        if let Some(e) = events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| wanted(e))
+        {
+            return e.clone();
+        }
+        assert!(Instant::now() < deadline, "no {what} event: {events:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// An enrollment-token Secret in acme for token `cdot_<name>`, with `extra` string data.
+fn enrollment_secret(k8s: &KubeEmulator, name: &str, extra: Value) {
+    use cdot_crds::api_token::{format_token_hash, hash_token};
+    let mut data = json!({
+        "tokenHash": format_token_hash(&hash_token(&format!("cdot_{name}"))),
+        "maxUses": "5",
+    });
+    if let (Some(data), Some(extra)) = (data.as_object_mut(), extra.as_object()) {
+        data.extend(extra.clone());
+    }
+    send(
+        k8s,
+        "POST",
+        "/api/v1/namespaces/acme/secrets",
+        "application/json",
+        &json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "rmm.cdot.io/enrollment-token",
+            "metadata": { "name": name, "namespace": "acme" },
+            "stringData": data,
+        }),
+    );
+}
+
 async fn metric(operator: &Operator, name: &str) -> f64 {
     let text = reqwest::get(format!("{}/metrics", operator.base))
         .await
@@ -229,23 +270,11 @@ async fn emulator_objects_go_from_created_to_ready_to_deleted() {
         .expect("message")
         .to_owned();
     assert!(message.contains("spec.reduce.window"), "{message}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let events = get(&k8s, "/apis/events.k8s.io/v1/namespaces/acme/events").expect("events");
-        let told = events["items"].as_array().into_iter().flatten().any(|e| {
-            e["reason"] == "InvalidSpec"
-                && e["type"] == "Warning"
-                && e["regarding"]["name"] == "cpu-high"
-        });
-        if told {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no InvalidSpec event: {events:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    event(&k8s, "InvalidSpec", |e| {
+        e["reason"] == "InvalidSpec"
+            && e["type"] == "Warning"
+            && e["regarding"]["name"] == "cpu-high"
+    });
 
     // Delete with the finalizer: the store forgets the device, then the object goes.
     let response = k8s.request("DELETE", &device_path, "application/json", "");
@@ -386,7 +415,6 @@ async fn emulator_kubectl_apply_of_the_examples_is_reconciled() {
     }
     assert!(total >= 10, "only {total} example objects were applied");
 }
-
 /// An agent enrolling in Kubernetes mode: the token comes from a Secret in the API server,
 /// the Device is created through the API server with labels that say where it came from,
 /// and the Enrolled transition is an Event.
@@ -399,20 +427,10 @@ async fn emulator_enrollment_creates_the_device_through_the_api_server() {
     let k8s = KubeEmulator::start();
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    send(
+    enrollment_secret(
         &k8s,
-        "POST",
-        "/api/v1/namespaces/acme/secrets",
-        "application/json",
-        &json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "rmm.cdot.io/enrollment-token",
-            "metadata": { "name": "laptops", "namespace": "acme" },
-            "stringData": {
-                "tokenHash": format_token_hash(&hash_token("cdot_laptops")),
-                "maxUses": "5",
-                "labels": "rmm.cdot.io/site=london",
-            },
-        }),
+        "laptops",
+        json!({"labels": "rmm.cdot.io/site=london"}),
     );
     let operator = operator(&k8s, &db, dir.path(), "solo").await;
 
@@ -456,39 +474,19 @@ async fn emulator_enrollment_creates_the_device_through_the_api_server() {
         device["status"]["agent"].get("lastSeen").is_none(),
         "the report time stays out of the API server"
     );
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let events = get(&k8s, "/apis/events.k8s.io/v1/namespaces/acme/events").expect("events");
-        if events["items"].as_array().into_iter().flatten().any(|e| {
-            e["reason"] == "Enrolled" && e["regarding"]["name"] == "pc-7" && e["type"] == "Normal"
-        }) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no Enrolled event: {events:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    event(&k8s, "Enrolled", |e| {
+        e["reason"] == "Enrolled" && e["regarding"]["name"] == "pc-7" && e["type"] == "Normal"
+    });
 }
 
 /// An alert in Kubernetes mode: an AlertRule applied to the API server, an agent's breach
 /// fires it and recovery resolves it, and each is an Event on the AlertRule.
 #[tokio::test(flavor = "multi_thread")]
 async fn emulator_alerts_fire_and_resolve_as_events_on_the_rule() {
-    use cdot_crds::api_token::{format_token_hash, hash_token};
-
     let k8s = KubeEmulator::start();
     let db = TestDb::create().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    send(
-        &k8s,
-        "POST",
-        "/api/v1/namespaces/acme/secrets",
-        "application/json",
-        &json!({
-            "apiVersion": "v1", "kind": "Secret", "type": "rmm.cdot.io/enrollment-token",
-            "metadata": { "name": "servers", "namespace": "acme" },
-            "stringData": { "tokenHash": format_token_hash(&hash_token("cdot_servers")), "maxUses": "5" },
-        }),
-    );
+    enrollment_secret(&k8s, "servers", json!({}));
     send(
         &k8s,
         "POST",
@@ -519,29 +517,16 @@ async fn emulator_alerts_fire_and_resolve_as_events_on_the_rule() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let agent = support::JwtAgent::enroll(&operator, "cdot_servers", "acme", "web-01").await;
-    let event = |reason: &'static str| {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let events =
-                get(&k8s, "/apis/events.k8s.io/v1/namespaces/acme/events").expect("events");
-            if let Some(e) = events["items"].as_array().into_iter().flatten().find(|e| {
-                e["reason"] == reason
-                    && e["regarding"]["kind"] == "AlertRule"
-                    && e["regarding"]["name"] == "cpu-high"
-            }) {
-                return e.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {reason} event: {events:#}\n{}",
-                operator.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    let on_rule = |reason: &'static str| {
+        event(&k8s, reason, |e| {
+            e["reason"] == reason
+                && e["regarding"]["kind"] == "AlertRule"
+                && e["regarding"]["name"] == "cpu-high"
+        })
     };
     let now = || jiff::Timestamp::now().as_millisecond();
     assert_eq!(agent.send(now(), &[("cpu", &[], 99.0)]).await, 200);
-    let firing = event("AlertFiring");
+    let firing = on_rule("AlertFiring");
     assert_eq!(firing["type"], "Warning");
     let note = firing["note"].as_str().unwrap_or_default();
     assert!(
@@ -549,5 +534,5 @@ async fn emulator_alerts_fire_and_resolve_as_events_on_the_rule() {
         "{note}"
     );
     assert_eq!(agent.send(now(), &[("cpu", &[], 10.0)]).await, 200);
-    assert_eq!(event("AlertResolved")["type"], "Normal");
+    assert_eq!(on_rule("AlertResolved")["type"], "Normal");
 }
