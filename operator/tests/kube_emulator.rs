@@ -415,13 +415,13 @@ async fn emulator_kubectl_apply_of_the_examples_is_reconciled() {
     }
     assert!(total >= 10, "only {total} example objects were applied");
 }
+
 /// An agent enrolling in Kubernetes mode: the token comes from a Secret in the API server,
 /// the Device is created through the API server with labels that say where it came from,
 /// and the Enrolled transition is an Event.
 #[tokio::test(flavor = "multi_thread")]
 async fn emulator_enrollment_creates_the_device_through_the_api_server() {
     use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-    use cdot_crds::api_token::{format_token_hash, hash_token};
     use ring::signature::KeyPair as _;
 
     let k8s = KubeEmulator::start();
