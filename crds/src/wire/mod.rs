@@ -13,6 +13,7 @@ use crate::device::{DeviceClass, Inventory};
 
 pub mod alert;
 pub mod collector;
+pub mod query;
 
 /// Path prefix of every agent route.
 pub const AGENT_API_PREFIX: &str = "/v1/agent";
@@ -162,7 +163,9 @@ pub struct BatchAck {
 }
 
 /// An installed package.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Package {
     /// Package name.

@@ -50,6 +50,10 @@ pub fn build() -> Value {
                 "properties": { "items": { "type": "array", "items": { "$ref": format!("#/components/schemas/{}", kind.as_str()) } } }
             }),
         );
+        // Silences are served by the alerts API (documents and API-made ones together).
+        if kind == Kind::Silence {
+            continue;
+        }
         let tag = kind.as_str();
         paths.insert(
             format!("/v1/namespaces/{{namespace}}/{}", kind.plural()),
@@ -82,7 +86,7 @@ pub fn build() -> Value {
         "/v1/openapi.json".into(),
         json!({ "get": { "summary": "This document", "security": [], "responses": { "200": object_response("the OpenAPI 3 document") } } }),
     );
-    device_paths(&mut paths, &namespace);
+    device_paths(&mut paths, &mut schemas, &namespace);
     agent_paths(&mut paths);
     super::network::openapi_paths(&mut paths);
     crate::alerting::routes::openapi_paths(&mut paths, &mut schemas);
@@ -106,8 +110,28 @@ fn object_response(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "type": "object" } } } })
 }
 
-/// A Device's metric time series and installed software (`api::query`).
-fn device_paths(paths: &mut Map<String, Value>, namespace: &Value) {
+/// A Device's metric time series and installed software (`api::query`), their bodies'
+/// schemas derived from the wire types.
+fn device_paths(
+    paths: &mut Map<String, Value>,
+    schemas: &mut Map<String, Value>,
+    namespace: &Value,
+) {
+    use cdot_crds::wire::query::{MetricSeriesResponse, SoftwareList};
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut schema = |name: &str, s: schemars::Schema| {
+        schemas.insert(name.into(), s.to_value());
+        json!({ "$ref": format!("#/components/schemas/{name}") })
+    };
+    let series = schema(
+        "MetricSeriesResponse",
+        generator.root_schema_for::<MetricSeriesResponse>(),
+    );
+    let software = schema("SoftwareList", generator.root_schema_for::<SoftwareList>());
+    for (name, definition) in generator.take_definitions(true) {
+        schemas.entry(name).or_insert(definition);
+    }
+    let ok = |d: &str, s: &Value| json!({ "description": d, "content": { "application/json": { "schema": s } } });
     let name = path_param("name", "the Device");
     let query = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } });
     paths.insert(
@@ -127,7 +151,7 @@ fn device_paths(paths: &mut Map<String, Value>, namespace: &Value) {
                   "schema": { "type": "object", "additionalProperties": { "type": "string" } } },
             ],
             "responses": {
-                "200": object_response("`series`, each with its `labels` and `points`, and the `stepMs` and `source` (raw or rollup) read"),
+                "200": ok("`series`, each with its `labels` and `points`, and the `stepMs` and `source` (raw or rollup) read", &series),
                 "400": error_response("a bad parameter (`field` names it)"),
                 "401": error_response("no or unknown token"),
                 "404": error_response("unknown metric or Device, or outside the token's scope"),
@@ -141,7 +165,7 @@ fn device_paths(paths: &mut Map<String, Value>, namespace: &Value) {
             "summary": "Installed software of one Device, from its agent's inventory",
             "parameters": [namespace, name],
             "responses": {
-                "200": object_response("`items` of {name, version}"),
+                "200": ok("`items` of {name, version}", &software),
                 "401": error_response("no or unknown token"),
                 "404": error_response("unknown Device, or outside the token's scope"),
             }

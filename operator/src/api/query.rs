@@ -7,8 +7,12 @@ use axum::{
     extract::{Path, Query, State},
     routing::get,
 };
-use cdot_crds::{api_token::Role, kind::Kind, metrics_catalog::CATALOG};
-use serde_json::{Value, json};
+use cdot_crds::{
+    api_token::Role,
+    kind::Kind,
+    metrics_catalog::CATALOG,
+    wire::query::{self, MetricPoint, MetricSeries, MetricSeriesResponse, SoftwareList},
+};
 
 use super::{ApiError, AppState, auth::Principal, params::Params};
 use crate::store::{
@@ -136,14 +140,13 @@ fn parse_time(value: &str, field: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// `GET /v1/namespaces/{ns}/devices/{name}/metrics/{metric}?from=&to=&step=&labels.<name>=`:
-/// `{"series": [{"labels": {...}, "points": [[ms, avg, min, max], ...]}]}`.
+/// `GET /v1/namespaces/{ns}/devices/{name}/metrics/{metric}?from=&to=&step=&labels.<name>=`.
 pub async fn series(
     State(state): State<AppState>,
     principal: Principal,
     Path((namespace, name, metric)): Path<(String, String, String)>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MetricSeriesResponse>, ApiError> {
     principal.require(&namespace, Role::Viewer)?;
     let info = CATALOG.iter().find(|m| m.name == metric).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -176,38 +179,41 @@ pub async fn series(
             .series_points(&ids, query.from_ms, query.to_ms, query.step_ms, source)
             .await?
     };
-    let items: Vec<Value> = series
-        .iter()
-        .map(|(id, labels)| {
-            let points: Vec<Value> = points
+    let series = series
+        .into_iter()
+        .map(|(id, labels)| MetricSeries {
+            labels,
+            points: points
                 .iter()
-                .filter(|p| p.0 == *id)
-                .map(|(_, ts, avg, min, max)| json!([ts, avg, min, max]))
-                .collect();
-            json!({ "labels": labels, "points": points })
+                .filter(|p| p.0 == id)
+                .map(|(_, ts, avg, min, max)| MetricPoint(*ts, *avg, *min, *max))
+                .collect(),
         })
         .collect();
-    Ok(Json(json!({
-        "metric": info.name,
-        "unit": info.unit,
-        "from": query.from_ms,
-        "to": query.to_ms,
-        "stepMs": query.step_ms,
-        "source": match source { PointSource::Raw => "raw", PointSource::Rollup => "rollup" },
-        "series": items,
-    })))
+    Ok(Json(MetricSeriesResponse {
+        metric: info.name.to_owned(),
+        unit: info.unit.to_owned(),
+        from: query.from_ms,
+        to: query.to_ms,
+        step_ms: query.step_ms,
+        source: match source {
+            PointSource::Raw => query::PointSource::Raw,
+            PointSource::Rollup => query::PointSource::Rollup,
+        },
+        series,
+    }))
 }
 
-/// `GET /v1/namespaces/{ns}/devices/{name}/software`: `{"items": [{"name", "version"}]}`.
+/// `GET /v1/namespaces/{ns}/devices/{name}/software`.
 pub async fn software(
     State(state): State<AppState>,
     principal: Principal,
     Path((namespace, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SoftwareList>, ApiError> {
     principal.require(&namespace, Role::Viewer)?;
     let device = device(&state, &namespace, &name).await?;
     let items = state.store.device_software(device.uid).await?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(SoftwareList { items }))
 }
 
 async fn device(state: &AppState, namespace: &str, name: &str) -> Result<StoredObject, ApiError> {
