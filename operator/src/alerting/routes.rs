@@ -387,42 +387,21 @@ pub fn openapi_paths(
     schemas: &mut serde_json::Map<String, serde_json::Value>,
 ) {
     use serde_json::json;
-    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-    let mut schema = |name: &str, s: schemars::Schema| {
-        schemas.insert(name.into(), s.to_value());
-        json!({ "$ref": format!("#/components/schemas/{name}") })
-    };
-    let alert_list = schema("AlertList", generator.root_schema_for::<AlertList>());
-    let alert_detail = schema("AlertDetail", generator.root_schema_for::<AlertDetail>());
-    let ack = schema(
-        "AcknowledgeRequest",
-        generator.root_schema_for::<AcknowledgeRequest>(),
-    );
-    let silence_request = schema(
-        "SilenceRequest",
-        generator.root_schema_for::<SilenceRequest>(),
-    );
-    let silence = schema("Silence", generator.root_schema_for::<Silence>());
-    let silence_list = schema("SilenceList", generator.root_schema_for::<SilenceList>());
-    let backtest_request = schema(
-        "BacktestRequest",
-        generator.root_schema_for::<BacktestRequest>(),
-    );
-    let backtest_report = schema(
-        "BacktestReport",
-        generator.root_schema_for::<BacktestReport>(),
-    );
+
+    use crate::api::openapi::{DerivedSchemas, error_response as error, json_response as ok};
+    let mut derived = DerivedSchemas::new(schemas);
+    let alert_list = derived.add::<AlertList>("AlertList");
+    let alert_detail = derived.add::<AlertDetail>("AlertDetail");
+    let ack = derived.add::<AcknowledgeRequest>("AcknowledgeRequest");
+    let silence_request = derived.add::<SilenceRequest>("SilenceRequest");
+    let silence = derived.add::<Silence>("Silence");
+    let silence_list = derived.add::<SilenceList>("SilenceList");
+    let backtest_request = derived.add::<BacktestRequest>("BacktestRequest");
+    let backtest_report = derived.add::<BacktestReport>("BacktestReport");
     // Not a route: what a generic webhook receives (`format: Generic`), in the document so
     // that receivers can be generated from it.
-    schema(
-        "AlertNotification",
-        generator.root_schema_for::<cdot_crds::wire::alert::AlertNotification>(),
-    );
-    for (name, definition) in generator.take_definitions(true) {
-        schemas.entry(name).or_insert(definition);
-    }
-    let error = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
-    let ok = |d: &str, s: &serde_json::Value| json!({ "description": d, "content": { "application/json": { "schema": s } } });
+    derived.add::<cdot_crds::wire::alert::AlertNotification>("AlertNotification");
+    derived.finish();
     let param = |n: &str, d: &str| json!({ "name": n, "in": "path", "required": true, "description": d, "schema": { "type": "string" } });
     let query = |n: &str, d: &str| json!({ "name": n, "in": "query", "required": false, "description": d, "schema": { "type": "string" } });
     let filters = vec![

@@ -11,7 +11,7 @@ pub async fn document() -> Json<Value> {
     Json(DOCUMENT.clone())
 }
 
-fn error_response(description: &str) -> Value {
+pub fn error_response(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
 }
 
@@ -106,6 +106,40 @@ fn path_param(name: &str, description: &str) -> Value {
     json!({ "name": name, "in": "path", "required": true, "description": description, "schema": { "type": "string" } })
 }
 
+/// Schemas derived from wire types of `cdot-crds`, put under `components.schemas`; each
+/// [`DerivedSchemas::add`] answers the `$ref` to use in a path.
+pub struct DerivedSchemas<'a> {
+    generator: schemars::SchemaGenerator,
+    schemas: &'a mut Map<String, Value>,
+}
+
+impl<'a> DerivedSchemas<'a> {
+    pub fn new(schemas: &'a mut Map<String, Value>) -> Self {
+        Self {
+            generator: schemars::generate::SchemaSettings::openapi3().into_generator(),
+            schemas,
+        }
+    }
+
+    pub fn add<T: schemars::JsonSchema>(&mut self, name: &str) -> Value {
+        let schema = self.generator.root_schema_for::<T>();
+        self.schemas.insert(name.into(), schema.to_value());
+        json!({ "$ref": format!("#/components/schemas/{name}") })
+    }
+
+    /// Adds the types the added ones refer to.
+    pub fn finish(mut self) {
+        for (name, definition) in self.generator.take_definitions(true) {
+            self.schemas.entry(name).or_insert(definition);
+        }
+    }
+}
+
+/// A JSON response whose body is `schema`.
+pub fn json_response(description: &str, schema: &Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
 fn object_response(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "type": "object" } } } })
 }
@@ -118,20 +152,15 @@ fn device_paths(
     namespace: &Value,
 ) {
     use cdot_crds::wire::query::{MetricSeriesResponse, SoftwareList};
-    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-    let mut schema = |name: &str, s: schemars::Schema| {
-        schemas.insert(name.into(), s.to_value());
-        json!({ "$ref": format!("#/components/schemas/{name}") })
+    let (series, software) = {
+        let mut derived = DerivedSchemas::new(schemas);
+        let refs = (
+            derived.add::<MetricSeriesResponse>("MetricSeriesResponse"),
+            derived.add::<SoftwareList>("SoftwareList"),
+        );
+        derived.finish();
+        refs
     };
-    let series = schema(
-        "MetricSeriesResponse",
-        generator.root_schema_for::<MetricSeriesResponse>(),
-    );
-    let software = schema("SoftwareList", generator.root_schema_for::<SoftwareList>());
-    for (name, definition) in generator.take_definitions(true) {
-        schemas.entry(name).or_insert(definition);
-    }
-    let ok = |d: &str, s: &Value| json!({ "description": d, "content": { "application/json": { "schema": s } } });
     let name = path_param("name", "the Device");
     let query = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } });
     paths.insert(
@@ -151,7 +180,7 @@ fn device_paths(
                   "schema": { "type": "object", "additionalProperties": { "type": "string" } } },
             ],
             "responses": {
-                "200": ok("`series`, each with its `labels` and `points`, and the `stepMs` and `source` (raw or rollup) read", &series),
+                "200": json_response("`series`, each with its `labels` and `points`, and the `stepMs` and `source` (raw or rollup) read", &series),
                 "400": error_response("a bad parameter (`field` names it)"),
                 "401": error_response("no or unknown token"),
                 "404": error_response("unknown metric or Device, or outside the token's scope"),
@@ -165,7 +194,7 @@ fn device_paths(
             "summary": "Installed software of one Device, from its agent's inventory",
             "parameters": [namespace, name],
             "responses": {
-                "200": ok("`items` of {name, version}", &software),
+                "200": json_response("`items` of {name, version}", &software),
                 "401": error_response("no or unknown token"),
                 "404": error_response("unknown Device, or outside the token's scope"),
             }

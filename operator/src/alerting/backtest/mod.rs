@@ -29,7 +29,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use self::{
-    replay::{EXTEND_MS, Episode, Minute, Replay, extend, plan},
+    replay::{EXTEND_MS, Episode, Minute, Replay, extend, plan, push_merged},
     store::SeriesRef,
 };
 use super::rules::Rule;
@@ -226,12 +226,9 @@ impl Track {
         self.minutes.extend(minutes);
         self.fetched.push(range);
         self.fetched.sort_unstable();
-        let mut merged: Vec<(i64, i64)> = Vec::with_capacity(self.fetched.len());
-        for (s, e) in self.fetched.drain(..) {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
+        let mut merged = Vec::with_capacity(self.fetched.len());
+        for r in self.fetched.drain(..) {
+            push_merged(&mut merged, r);
         }
         self.fetched = merged;
     }
@@ -356,7 +353,7 @@ pub async fn run(
         for track in &mut tracks {
             // From the last range back, so that merging keeps earlier indexes valid.
             for i in track.replay(&rule).into_iter().rev() {
-                longer |= extend_by(&mut track.ranges, i, to_ms, EXTEND_MS << round.min(8));
+                longer |= extend(&mut track.ranges, i, to_ms, EXTEND_MS << round.min(8));
             }
         }
         if !longer {
@@ -366,14 +363,6 @@ pub async fn run(
     Ok(report(
         &rule, paused, snapshot, &devices, &series, &tracks, from_ms, to_ms,
     ))
-}
-
-fn extend_by(ranges: &mut Vec<(i64, i64)>, i: usize, to_ms: i64, by: i64) -> bool {
-    let mut grew = false;
-    for _ in 0..(by / EXTEND_MS).max(1) {
-        grew |= extend(ranges, i, to_ms);
-    }
-    grew
 }
 
 #[allow(clippy::too_many_arguments)]

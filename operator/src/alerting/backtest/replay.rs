@@ -11,7 +11,8 @@ use crate::alerting::{
 };
 use crate::store::timeseries::{HOUR_MS, MINUTE_MS};
 
-/// How far a range that ends with an alert still open is lengthened per round.
+/// How far a range that ends with an alert still open is lengthened in the first round
+/// (each later round twice as far).
 pub const EXTEND_MS: i64 = 6 * HOUR_MS;
 
 /// One series' minute from `metric_points_1m`.
@@ -147,6 +148,15 @@ fn reduce(function: ReduceFunction, window: &VecDeque<Minute>) -> Option<f64> {
     })
 }
 
+/// Appends `range` to `ranges` (sorted by start, `range` starting at or after the last),
+/// merging it into the last one where they touch.
+pub fn push_merged(ranges: &mut Vec<(i64, i64)>, (start, end): (i64, i64)) {
+    match ranges.last_mut() {
+        Some(last) if start <= last.1 => last.1 = last.1.max(end),
+        _ => ranges.push((start, end)),
+    }
+}
+
 /// The minute ranges `[start, end)` to replay for a series whose hours in `hot` (starts,
 /// ascending) could breach: every window that touches such an hour, that is from one
 /// window before the hour to one window after it, merged and clipped to the range (with
@@ -158,24 +168,20 @@ pub fn plan(hot: &[i64], window_ms: i64, from_ms: i64, to_ms: i64) -> Vec<(i64, 
     for hour in hot {
         let start = (hour - lead).max(lo);
         let end = (hour + HOUR_MS + lead).min(hi);
-        if start >= end {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => out.push((start, end)),
+        if start < end {
+            push_merged(&mut out, (start, end));
         }
     }
     out
 }
 
-/// Lengthens range `i` of `ranges` by [`EXTEND_MS`] (up to `to_ms`), merging what it
-/// reaches; false when it already ends at `to_ms`.
-pub fn extend(ranges: &mut Vec<(i64, i64)>, i: usize, to_ms: i64) -> bool {
+/// Lengthens range `i` of `ranges` by `by` (up to `to_ms`), merging what it reaches; false
+/// when it already ends at `to_ms`.
+pub fn extend(ranges: &mut Vec<(i64, i64)>, i: usize, to_ms: i64, by: i64) -> bool {
     if ranges[i].1 >= to_ms {
         return false;
     }
-    ranges[i].1 = (ranges[i].1 + EXTEND_MS).min(to_ms);
+    ranges[i].1 = (ranges[i].1 + by).min(to_ms);
     while i + 1 < ranges.len() && ranges[i + 1].0 <= ranges[i].1 {
         ranges[i].1 = ranges[i].1.max(ranges[i + 1].1);
         ranges.remove(i + 1);
@@ -304,10 +310,10 @@ mod tests {
         assert!(plan(&[20 * h], 5 * MIN, h, 2 * h).is_empty());
 
         let mut ranges = vec![(0, h), (5 * h, 6 * h), (20 * h, 21 * h)];
-        assert!(extend(&mut ranges, 0, 30 * h));
+        assert!(extend(&mut ranges, 0, 30 * h, EXTEND_MS));
         assert_eq!(ranges, [(0, 7 * h), (20 * h, 21 * h)]);
-        assert!(extend(&mut ranges, 1, 22 * h));
-        assert!(!extend(&mut ranges, 1, 22 * h));
+        assert!(extend(&mut ranges, 1, 22 * h, EXTEND_MS));
+        assert!(!extend(&mut ranges, 1, 22 * h, EXTEND_MS));
         assert_eq!(ranges[1], (20 * h, 22 * h));
     }
 }
