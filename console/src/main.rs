@@ -1,21 +1,68 @@
-//! `cdot-console`: cdot-rmm desktop console: network performance views over the operator's query API.
-//!
-//! Only the command-line surface exists so far; the issues that build this binary fill it in.
+//! `cdot-console`: the desktop console of cdot-rmm.
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use cdot_console::{
+    app::ConsoleApp,
+    config::{self, Layer, Settings},
+};
 use clap::Parser;
 
-/// cdot-rmm desktop console: network performance views over the operator's query API.
+/// cdot-rmm desktop console: devices and alerts over the operator's API.
+///
+/// Settings come from flags, then environment variables, then the config file
+/// ($XDG_CONFIG_HOME/cdot/console.toml, keys api, token, token-file, namespaces,
+/// timeout-secs). Without a token, .cdot/viewer-token (written by scripts/quickstart) is
+/// used when it exists.
 #[derive(Debug, Parser)]
-#[command(name = "cdot-console", version, about, arg_required_else_help = true)]
+#[command(name = "cdot-console", version, about)]
 struct Cli {
-    /// URL of the cdot-rmm operator API.
-    #[arg(long, env = "CDOT_SERVER", default_value = "http://127.0.0.1:8080")]
-    server: String,
+    /// Base URL of the operator's API [default: http://127.0.0.1:8080].
+    #[arg(long, env = "CDOT_API")]
+    api: Option<String>,
+    /// Bearer token (viewer; operator to acknowledge and silence alerts).
+    #[arg(long, env = "CDOT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, env = "CDOT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Namespaces to offer in the selector, comma-separated (others are learned from the
+    /// alerts the token can see).
+    #[arg(long, env = "CDOT_NAMESPACES", value_delimiter = ',')]
+    namespace: Vec<String>,
+    /// Request timeout in seconds [default: 15].
+    #[arg(long, env = "CDOT_TIMEOUT_SECS")]
+    timeout_secs: Option<u64>,
+    /// TOML config file [default: $XDG_CONFIG_HOME/cdot/console.toml when it exists].
+    #[arg(long, env = "CDOT_CONSOLE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    anyhow::bail!(
-        "cdot-console is not implemented yet (server {}); see the project's open issues",
-        cli.server
+    let file = match cli.config.clone().or_else(config::default_config_file) {
+        Some(path) => Layer::from_file(&path)?,
+        None => Layer::default(),
+    };
+    let flags = Layer {
+        api: cli.api,
+        token: cli.token,
+        token_file: cli.token_file,
+        namespaces: Some(cli.namespace).filter(|n| !n.is_empty()),
+        timeout_secs: cli.timeout_secs,
+    };
+    let settings = Settings::resolve(&[flags, file])?;
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("cdot-rmm console")
+            .with_inner_size([1400.0, 900.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "cdot-console",
+        options,
+        Box::new(move |_cc| Ok(Box::new(ConsoleApp::new(&settings)))),
     )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("cannot open the console window (is there an X11 or Wayland display?)")
 }

@@ -3,13 +3,15 @@
 //! softflowd, ping targets) run ([`netns::Lab`]), net-snmp agents on them
 //! ([`snmpd::Snmpd`]), daemons stopped gracefully ([`process::Daemon`]), hosts that answer pings late ([`echo::DelayedEcho`]), a server
 //! that freezes ([`frozen::FreezableProxy`]), a recording HTTPS server
-//! ([`receiver::Receiver`]), an SMTP server ([`smtp::SmtpPeer`]), and paths of workspace
-//! binaries.
+//! ([`receiver::Receiver`]), an SMTP server ([`smtp::SmtpPeer`]), a real operator seeded
+//! through its agent API ([`operator::Operator`], [`operator::MadeUpAgent`]), and paths of
+//! workspace binaries.
 pub mod bins;
 pub mod echo;
 pub mod frozen;
 pub mod kube_emulator;
 pub mod netns;
+pub mod operator;
 pub mod pg;
 pub mod process;
 pub mod receiver;

@@ -1,0 +1,122 @@
+//! The console end to end: egui_kittest drives the real `ConsoleApp` (accessibility tree,
+//! no display) against a real operator on PostgreSQL seeded through the agent API.
+mod support;
+
+use std::time::Duration;
+
+use cdot_console::{app::ConsoleApp, screens::devices::Health};
+use cdot_crds::{device::Device, wire::alert::AlertList};
+use cdot_testkit::operator::wait_for;
+use egui_kittest::kittest::Queryable as _;
+use support::{Seeded, console, type_into, wait_for_label, wait_for_text};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("runtime")
+}
+
+#[test]
+fn a_dead_operator_shows_the_error_state_with_the_url_and_retries() {
+    let api = format!("http://127.0.0.1:{}", cdot_testkit::free_port());
+    let mut harness = console(&api, "some-token");
+    wait_for_label(&mut harness, "Cannot reach the operator");
+    harness.get_by_label(&format!("API: {api}"));
+    wait_for_text(&mut harness, &format!("cannot reach the operator at {api}"));
+    let before = harness.state().requested().len();
+    harness.get_by_label("Retry now").click();
+    support::wait_until(&mut harness, "a request after Retry", |h| {
+        h.state().requested().len() > before
+    });
+    wait_for_text(&mut harness, "Trying again in");
+}
+
+#[test]
+fn devices_are_listed_offline_first_and_a_wrong_token_is_explained() {
+    let rt = runtime();
+    let seeded = rt.block_on(Seeded::start());
+    rt.block_on(async {
+        let offline = wait_for(Duration::from_secs(30), || async {
+            let device: Device = seeded
+                .operator
+                .get(&seeded.viewer, "/v1/namespaces/acme/devices/zz-edge")
+                .await;
+            (Health::of(&device) == Health::Offline).then_some(())
+        })
+        .await;
+        assert!(offline.is_some(), "zz-edge never went offline");
+    });
+
+    let mut harness = seeded.console(&seeded.viewer);
+    wait_for_label(&mut harness, "zz-edge");
+    for name in ["web-01", "db-01", "hq-router"] {
+        harness.get_by_label(name);
+    }
+    let top = |name: &str| harness.get_by_label(name).rect().top();
+    assert!(
+        top("zz-edge") < top("hq-router"),
+        "offline before never reported"
+    );
+    assert!(
+        top("hq-router") < top("db-01"),
+        "never reported before online"
+    );
+    assert!(top("db-01") < top("web-01"), "online ones by name");
+    harness.get_by_label("offline");
+
+    // Search narrows the list.
+    type_into(&mut harness, "Search", "web");
+    wait_until_gone(&mut harness, "zz-edge");
+    harness.get_by_label("web-01");
+
+    let mut wrong = seeded.console("not-a-token");
+    wait_for_label(&mut wrong, "The operator refused the token");
+    wait_for_text(&mut wrong, "401 Unauthorized");
+}
+
+fn wait_until_gone(harness: &mut egui_kittest::Harness<'static, ConsoleApp>, label: &str) {
+    support::wait_until(harness, &format!("{label} gone"), |h| {
+        h.query_by_label(label).is_none()
+    });
+}
+
+#[test]
+fn acknowledging_from_the_alerts_screen_reaches_the_api() {
+    let rt = runtime();
+    let seeded = rt.block_on(Seeded::start());
+    let summary = "CPU on db-01 at 95.0%";
+
+    // A viewer token is refused, with the API's own words.
+    let mut viewer = seeded.console(&seeded.viewer);
+    wait_for_label(&mut viewer, "Alerts");
+    viewer.get_by_label("Alerts").click();
+    wait_for_label(&mut viewer, summary);
+    viewer.get_by_label(summary).click();
+    wait_for_label(&mut viewer, "Acknowledge");
+    viewer.get_by_label("Acknowledge").click();
+    wait_for_text(&mut viewer, "needs the operator role");
+
+    let mut harness = seeded.console(&seeded.oncall);
+    wait_for_label(&mut harness, "Alerts");
+    harness.get_by_label("Alerts").click();
+    wait_for_label(&mut harness, summary);
+    harness.get_by_label(summary).click();
+    wait_for_label(&mut harness, "Comment");
+    type_into(&mut harness, "Comment", "looking into it");
+    harness.get_by_label("Acknowledge").click();
+    wait_for_label(&mut harness, "Acknowledged.");
+
+    let list: AlertList = rt.block_on(
+        seeded
+            .operator
+            .get(&seeded.viewer, "/v1/namespaces/acme/alerts?rule=cpu-high"),
+    );
+    let alert = list
+        .items
+        .iter()
+        .find(|a| a.device == "db-01")
+        .expect("db-01's alert");
+    let ack = alert.acknowledged.as_ref().expect("acknowledged");
+    assert_eq!(
+        (ack.by.as_str(), ack.comment.as_str()),
+        ("oncall", "looking into it")
+    );
+}
