@@ -148,6 +148,7 @@ impl Fixture {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or_default();
         assert!(status.is_success(), "GET {path}: {status} {body}");
+        support::assert_documented(path, &body);
         body
     }
 

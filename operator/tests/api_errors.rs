@@ -362,3 +362,40 @@ async fn every_route_of_the_router_is_in_the_openapi_document() {
     let extra: Vec<&&str> = documented.iter().filter(|p| !served(p)).collect();
     assert!(extra.is_empty(), "documented but not served: {extra:?}");
 }
+
+/// The drift check of the contract's shape: every route people and the console call
+/// documents its 200 answer with a real schema (a derived wire type), never a bare
+/// `{"type":"object"}`; that real answers match those schemas is checked by the network,
+/// alerting and metrics tests, whose harnesses validate every answer they read.
+#[test]
+fn every_people_route_documents_its_answer_with_a_real_schema() {
+    let document = api::openapi::build();
+    let schemas = document["components"]["schemas"]
+        .as_object()
+        .expect("schemas");
+    let mut bare = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        if path.starts_with("/v1/agent/") {
+            continue;
+        }
+        for (method, operation) in item.as_object().expect("path item") {
+            let Some(schema) =
+                operation["responses"]["200"]["content"]["application/json"].get("schema")
+            else {
+                continue;
+            };
+            let resolved = schema["$ref"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                .map_or(schema, |name| &schemas[name]);
+            let object = resolved.as_object().expect("a schema is an object");
+            if object.keys().all(|k| k == "type" || k == "description") {
+                bare.push(format!("{method} {path}"));
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "answers documented as bare objects: {bare:#?}"
+    );
+}

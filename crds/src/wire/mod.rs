@@ -13,6 +13,7 @@ use crate::device::{DeviceClass, Inventory};
 
 pub mod alert;
 pub mod collector;
+pub mod network;
 pub mod query;
 
 /// Path prefix of every agent route.

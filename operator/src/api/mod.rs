@@ -33,6 +33,7 @@ pub mod network;
 pub mod objects;
 pub mod openapi;
 pub mod params;
+pub mod points;
 pub mod query;
 pub mod rate_limit;
 

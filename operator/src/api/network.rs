@@ -15,10 +15,20 @@ use axum::{
     extract::{Path, Query, State},
     routing::get,
 };
-use cdot_crds::{api_token::Role, kind::Kind};
+use cdot_crds::{
+    api_token::Role,
+    kind::Kind,
+    wire::network::{self as wire, BandwidthPoint, ProbePoint},
+};
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, auth::Principal, params::Params};
+use super::{
+    ApiError, AppState,
+    auth::Principal,
+    openapi::{DerivedSchemas, json_response as ok},
+    params::Params,
+    points::{self, ceil_div},
+};
 use crate::store::network::{
     HOUR_MS, MINUTE_MS, floor_to,
     query::{
@@ -145,10 +155,21 @@ impl Params {
     }
 
     /// The step of a series over `[from, to)`: `step` when given (whole minutes), else the
-    /// smallest of [`STEPS_MS`] giving at most [`TARGET_POINTS`] points.
+    /// smallest step giving at most `points` buckets, else the smallest of [`STEPS_MS`]
+    /// giving at most [`TARGET_POINTS`] points.
     pub fn step(&self, from: i64, to: i64) -> Result<i64, ApiError> {
-        let step = match self.duration_ms("step")? {
-            Some(step) => {
+        let points = self
+            .get("points")
+            .map(|v| points::parse(v, MAX_POINTS))
+            .transpose()?;
+        let step = match (self.duration_ms("step")?, points) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "give step or points, not both",
+                    "query.points",
+                ));
+            }
+            (Some(step), None) => {
                 if step < MINUTE_MS || step % MINUTE_MS != 0 {
                     return Err(ApiError::bad_request(
                         "the step must be a whole number of minutes",
@@ -157,7 +178,8 @@ impl Params {
                 }
                 step
             }
-            None => STEPS_MS
+            (None, Some(points)) => points::step_for(from, to, points, &[MINUTE_MS, HOUR_MS]),
+            (None, None) => STEPS_MS
                 .into_iter()
                 .find(|s| ceil_div(to - from, *s) <= TARGET_POINTS)
                 .unwrap_or(STEPS_MS[STEPS_MS.len() - 1]),
@@ -173,11 +195,6 @@ impl Params {
         }
         Ok(step)
     }
-}
-
-/// `a / b` rounded up, for positive `b`.
-fn ceil_div(a: i64, b: i64) -> i64 {
-    (a + b - 1).div_euclid(b)
 }
 
 const SCOPE: [&str; 5] = ["site", "device", "interface", "from", "to"];
@@ -240,31 +257,26 @@ pub async fn top_talkers(
     principal: Principal,
     Path(namespace): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::TopTalkers>, ApiError> {
     let params = Params::parse(pairs, &allowed(&["by", "rank", "limit"]))?;
     let scope = scope(&state, &principal, &namespace, &params).await?;
-    let key = match params.get("by").unwrap_or("pairs") {
-        "pairs" => TalkerKey::Pairs,
-        "sources" => TalkerKey::Sources,
-        "destinations" => TalkerKey::Destinations,
-        "protocols" => TalkerKey::Protocols,
-        "ports" => TalkerKey::Ports,
-        other => {
-            return Err(ApiError::bad_request(
-                format!("{other:?} is not one of pairs, sources, destinations, protocols, ports"),
+    let key = match params.get("by") {
+        None => TalkerKey::default(),
+        Some(by) => TalkerKey::parse(by).ok_or_else(|| {
+            ApiError::bad_request(
+                format!("{by:?} is not one of pairs, sources, destinations, protocols, ports"),
                 "query.by",
-            ));
-        }
+            )
+        })?,
     };
-    let (rank, rank_name) = match params.get("rank").unwrap_or("bytes") {
-        "bytes" => (Rank::Bytes, "bytes"),
-        "packets" => (Rank::Packets, "packets"),
-        other => {
-            return Err(ApiError::bad_request(
-                format!("{other:?} is not one of bytes, packets"),
+    let rank = match params.get("rank") {
+        None => Rank::default(),
+        Some(rank) => Rank::parse(rank).ok_or_else(|| {
+            ApiError::bad_request(
+                format!("{rank:?} is not one of bytes, packets"),
                 "query.rank",
-            ));
-        }
+            )
+        })?,
     };
     let limit = params.limit(DEFAULT_LIMIT)?;
     let (from, to) = params.range(now_ms())?;
@@ -302,59 +314,48 @@ pub async fn top_talkers(
         Rank::Bytes => top.total_bytes,
         Rank::Packets => top.total_packets,
     };
-    let share = |v: i64| {
+    let share = |bytes: i64, packets: i64| {
+        let v = match rank {
+            Rank::Bytes => bytes,
+            Rank::Packets => packets,
+        };
         if total > 0 {
             v as f64 / total as f64
         } else {
             0.0
         }
     };
-    let items: Vec<Value> = top
+    let items: Vec<wire::Talker> = top
         .items
         .iter()
-        .map(|t| {
-            let mut item = serde_json::Map::new();
-            for (name, v) in [("src", &t.src), ("dst", &t.dst)] {
-                if let Some(v) = v {
-                    item.insert(name.into(), json!(v));
-                }
-            }
-            if let Some(p) = t.proto {
-                item.insert("protocol".into(), json!(p));
-            }
-            if let Some(p) = t.port {
-                item.insert("port".into(), json!(p));
-            }
-            item.insert("bytes".into(), json!(t.bytes));
-            item.insert("packets".into(), json!(t.packets));
-            let v = match rank {
-                Rank::Bytes => t.bytes,
-                Rank::Packets => t.packets,
-            };
-            item.insert("share".into(), json!(share(v)));
-            Value::Object(item)
+        .map(|t| wire::Talker {
+            src: t.src.clone(),
+            dst: t.dst.clone(),
+            protocol: t.proto.and_then(|p| u8::try_from(p).ok()),
+            port: t.port.and_then(|p| u16::try_from(p).ok()),
+            bytes: t.bytes,
+            packets: t.packets,
+            share: share(t.bytes, t.packets),
         })
         .collect();
-    let shown_bytes: i64 = top.items.iter().map(|t| t.bytes).sum();
-    let shown_packets: i64 = top.items.iter().map(|t| t.packets).sum();
-    let other_bytes = top.total_bytes - shown_bytes;
-    let other_packets = top.total_packets - shown_packets;
-    Ok(Json(json!({
-        "namespace": namespace,
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "resolution": resolution.as_str(),
-        "by": params.get("by").unwrap_or("pairs"),
-        "rank": rank_name,
-        "totalBytes": top.total_bytes,
-        "totalPackets": top.total_packets,
-        "items": items,
-        "other": {
-            "bytes": other_bytes,
-            "packets": other_packets,
-            "share": share(match rank { Rank::Bytes => other_bytes, Rank::Packets => other_packets }),
+    let other_bytes = top.total_bytes - items.iter().map(|t| t.bytes).sum::<i64>();
+    let other_packets = top.total_packets - items.iter().map(|t| t.packets).sum::<i64>();
+    Ok(Json(wire::TopTalkers {
+        namespace,
+        from: rfc3339(from),
+        to: rfc3339(to),
+        resolution: resolution.wire(),
+        by: key,
+        rank,
+        total_bytes: top.total_bytes,
+        total_packets: top.total_packets,
+        items,
+        other: wire::TalkerRest {
+            bytes: other_bytes,
+            packets: other_packets,
+            share: share(other_bytes, other_packets),
         },
-    })))
+    }))
 }
 
 /// ifIndexes a flow `interface` filter means: the polled interfaces of the device with that
@@ -419,38 +420,40 @@ fn sample_resolution(from: i64, to: i64) -> (Resolution, i64, i64) {
     (resolution, from, to)
 }
 
-fn utilization(bps: f64, speed_bps: i64) -> Value {
-    if speed_bps > 0 {
-        json!(bps * 100.0 / speed_bps as f64)
-    } else {
-        Value::Null
-    }
+fn utilization(bps: f64, speed_bps: i64) -> Option<f64> {
+    (speed_bps > 0).then(|| bps * 100.0 / speed_bps as f64)
 }
 
-fn interface_json(info: &InterfaceInfo, stats: &InterfaceStats) -> Value {
-    let direction = |(avg, p95, max): (f64, f64, f64)| {
-        json!({
-            "avgBps": avg, "p95Bps": p95, "maxBps": max,
-            "avgUtilization": utilization(avg, info.speed_bps),
-            "p95Utilization": utilization(p95, info.speed_bps),
-            "maxUtilization": utilization(max, info.speed_bps),
-        })
+fn interface_stats(info: &InterfaceInfo, stats: &InterfaceStats) -> wire::InterfaceStats {
+    let direction = |(avg, p95, max): (f64, f64, f64)| wire::DirectionStats {
+        avg_bps: avg,
+        p95_bps: p95,
+        max_bps: max,
+        avg_utilization: utilization(avg, info.speed_bps),
+        p95_utilization: utilization(p95, info.speed_bps),
+        max_utilization: utilization(max, info.speed_bps),
     };
-    json!({
-        "device": info.device,
-        "site": info.site,
-        "interface": info.name,
-        "ifIndex": info.if_index,
-        "alias": info.alias,
-        "speedBps": info.speed_bps,
-        "operStatus": info.oper_status,
-        "samples": stats.samples,
-        "in": direction(stats.in_bps),
-        "out": direction(stats.out_bps),
-        "errors": { "in": stats.in_errors, "out": stats.out_errors },
-        "discards": { "in": stats.in_discards, "out": stats.out_discards },
-        "statusChanges": stats.status_changes,
-    })
+    wire::InterfaceStats {
+        device: info.device.clone(),
+        site: info.site.clone(),
+        interface: info.name.clone(),
+        if_index: info.if_index,
+        alias: info.alias.clone(),
+        speed_bps: info.speed_bps,
+        oper_status: info.oper_status,
+        samples: stats.samples,
+        inbound: direction(stats.in_bps),
+        outbound: direction(stats.out_bps),
+        errors: wire::InOut {
+            inbound: stats.in_errors,
+            outbound: stats.out_errors,
+        },
+        discards: wire::InOut {
+            inbound: stats.in_discards,
+            outbound: stats.out_discards,
+        },
+        status_changes: stats.status_changes,
+    }
 }
 
 /// `GET /v1/namespaces/{ns}/network/interfaces`: per interface average, 95th percentile
@@ -461,7 +464,7 @@ pub async fn interfaces(
     principal: Principal,
     Path(namespace): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::InterfaceReport>, ApiError> {
     let params = Params::parse(pairs, &allowed(&[]))?;
     let scope = scope(&state, &principal, &namespace, &params).await?;
     let (from, to) = params.range(now_ms())?;
@@ -478,20 +481,18 @@ pub async fn interfaces(
         .into_iter()
         .map(|s| (s.id, s))
         .collect();
-    let items: Vec<Value> = infos
+    let empty = InterfaceStats::default();
+    let items = infos
         .iter()
-        .map(|info| {
-            let empty = InterfaceStats::default();
-            interface_json(info, stats.get(&info.id).unwrap_or(&empty))
-        })
+        .map(|info| interface_stats(info, stats.get(&info.id).unwrap_or(&empty)))
         .collect();
-    Ok(Json(json!({
-        "namespace": namespace,
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "resolution": resolution.as_str(),
-        "items": items,
-    })))
+    Ok(Json(wire::InterfaceReport {
+        namespace,
+        from: rfc3339(from),
+        to: rfc3339(to),
+        resolution: resolution.wire(),
+        items,
+    }))
 }
 
 fn too_many_series(n: usize, field: &str) -> ApiError {
@@ -525,30 +526,17 @@ impl SeriesWindow {
             resolution,
         })
     }
-
-    /// The response: the window, the point `columns` and the `series`.
-    fn response(&self, namespace: &str, columns: &[&str], series: Vec<Value>) -> Json<Value> {
-        Json(json!({
-            "namespace": namespace,
-            "from": rfc3339(self.from),
-            "to": rfc3339(self.to),
-            "stepMs": self.step,
-            "resolution": self.resolution.as_str(),
-            "columns": columns,
-            "series": series,
-        }))
-    }
 }
 
-/// `GET /v1/namespaces/{ns}/network/interfaces/bandwidth?step=`: per interface
-/// `[ms, avg in, avg out, max in, max out]` in bits/s.
+/// `GET /v1/namespaces/{ns}/network/interfaces/bandwidth?step=|points=`: per interface
+/// [`BandwidthPoint`]s in bits/s.
 pub async fn bandwidth(
     State(state): State<AppState>,
     principal: Principal,
     Path(namespace): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
-    let params = Params::parse(pairs, &allowed(&["step"]))?;
+) -> Result<Json<wire::BandwidthResponse>, ApiError> {
+    let params = Params::parse(pairs, &allowed(&["step", "points"]))?;
     let scope = scope(&state, &principal, &namespace, &params).await?;
     let window = SeriesWindow::of(&params)?;
     let infos = state
@@ -559,57 +547,50 @@ pub async fn bandwidth(
         return Err(too_many_series(infos.len(), "interface"));
     }
     let ids: Vec<i32> = infos.iter().map(|i| i.id).collect();
-    let points = state
+    let rows = state
         .store
         .interface_points(&ids, window.from, window.to, window.step, window.resolution)
         .await?;
-    let mut by_id: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
-    for (id, ts, in_avg, out_avg, in_max, out_max) in points {
-        by_id
-            .entry(id)
-            .or_default()
-            .push(json!([ts, in_avg, out_avg, in_max, out_max]));
+    let mut by_id: BTreeMap<i32, Vec<BandwidthPoint>> = BTreeMap::new();
+    for (id, ms, in_avg, out_avg, in_max, out_max, in_min, out_min) in rows {
+        by_id.entry(id).or_default().push(BandwidthPoint(
+            ms, in_avg, out_avg, in_max, out_max, in_min, out_min,
+        ));
     }
-    let series: Vec<Value> = infos
+    let series = infos
         .iter()
-        .map(|i| {
-            json!({
-                "device": i.device,
-                "site": i.site,
-                "interface": i.name,
-                "ifIndex": i.if_index,
-                "speedBps": i.speed_bps,
-                "points": by_id.remove(&i.id).unwrap_or_default(),
-            })
+        .map(|i| wire::BandwidthSeries {
+            device: i.device.clone(),
+            site: i.site.clone(),
+            interface: i.name.clone(),
+            if_index: i.if_index,
+            speed_bps: i.speed_bps,
+            points: by_id.remove(&i.id).unwrap_or_default(),
         })
         .collect();
-    Ok(window.response(
-        &namespace,
-        &["ms", "inBps", "outBps", "inMaxBps", "outMaxBps"],
+    Ok(Json(wire::BandwidthResponse {
+        namespace,
+        from: rfc3339(window.from),
+        to: rfc3339(window.to),
+        step_ms: window.step,
+        resolution: window.resolution.wire(),
+        columns: BandwidthPoint::COLUMNS.map(String::from).to_vec(),
         series,
-    ))
+    }))
 }
 
-fn probe_point(s: &ProbeStats) -> Value {
-    json!([
-        s.at_ms,
-        s.rtt_avg_ms,
-        s.rtt_min_ms,
-        s.rtt_max_ms,
-        s.jitter_ms,
-        s.loss_percent()
-    ])
-}
-
-/// `GET /v1/namespaces/{ns}/network/probes?probe=&step=`: per probe target
-/// `[ms, rtt avg, rtt min, rtt max, jitter (ms), loss (%)]`.
+/// `GET /v1/namespaces/{ns}/network/probes?probe=&step=|points=`: per probe target
+/// [`ProbePoint`]s.
 pub async fn probes(
     State(state): State<AppState>,
     principal: Principal,
     Path(namespace): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
-    let params = Params::parse(pairs, &["site", "device", "probe", "from", "to", "step"])?;
+) -> Result<Json<wire::ProbeSeriesResponse>, ApiError> {
+    let params = Params::parse(
+        pairs,
+        &["site", "device", "probe", "from", "to", "step", "points"],
+    )?;
     let scope = scope(&state, &principal, &namespace, &params).await?;
     let window = SeriesWindow::of(&params)?;
     let infos = state.store.probes_in(scope, params.get("probe")).await?;
@@ -617,38 +598,40 @@ pub async fn probes(
         return Err(too_many_series(infos.len(), "probe"));
     }
     let ids: Vec<i32> = infos.iter().map(|p| p.id).collect();
-    let mut by_id: BTreeMap<i32, Vec<Value>> = BTreeMap::new();
+    let mut by_id: BTreeMap<i32, Vec<ProbePoint>> = BTreeMap::new();
     for s in state
         .store
         .probe_points(&ids, window.from, window.to, window.step, window.resolution)
         .await?
     {
-        by_id.entry(s.id).or_default().push(probe_point(&s));
+        by_id.entry(s.id).or_default().push(ProbePoint(
+            s.at_ms,
+            s.rtt_avg_ms,
+            s.rtt_min_ms,
+            s.rtt_max_ms,
+            s.jitter_ms,
+            s.loss_percent(),
+        ));
     }
-    let series: Vec<Value> = infos
+    let series = infos
         .iter()
-        .map(|p| {
-            json!({
-                "device": p.device,
-                "site": p.site,
-                "probe": p.probe,
-                "target": p.target,
-                "points": by_id.remove(&p.id).unwrap_or_default(),
-            })
+        .map(|p| wire::ProbeSeries {
+            device: p.device.clone(),
+            site: p.site.clone(),
+            probe: p.probe.clone(),
+            target: p.target.clone(),
+            points: by_id.remove(&p.id).unwrap_or_default(),
         })
         .collect();
-    Ok(window.response(
-        &namespace,
-        &[
-            "ms",
-            "rttAvgMs",
-            "rttMinMs",
-            "rttMaxMs",
-            "jitterMs",
-            "lossPercent",
-        ],
+    Ok(Json(wire::ProbeSeriesResponse {
+        namespace,
+        from: rfc3339(window.from),
+        to: rfc3339(window.to),
+        step_ms: window.step,
+        resolution: window.resolution.wire(),
+        columns: ProbePoint::COLUMNS.map(String::from).to_vec(),
         series,
-    ))
+    }))
 }
 
 /// How bad an interface is now: down first, then by the higher average utilisation (or
@@ -676,7 +659,7 @@ pub async fn sites(
     principal: Principal,
     Path(namespace): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::SiteSummary>, ApiError> {
     let params = Params::parse(pairs, &["site", "window", "limit"])?;
     let scope = scope(&state, &principal, &namespace, &params).await?;
     let window = params.duration_ms("window")?.unwrap_or(DEFAULT_WINDOW_MS);
@@ -710,7 +693,7 @@ pub async fn sites(
         .map(|s| (s.id, s))
         .collect();
 
-    let mut by_site: BTreeMap<Option<String>, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut by_site: BTreeMap<Option<String>, wire::SiteWorst> = BTreeMap::new();
     let mut ranked: Vec<(&InterfaceInfo, &InterfaceStats)> = interfaces
         .iter()
         .filter_map(|i| Some((i, stats.get(&i.id)?)))
@@ -720,9 +703,9 @@ pub async fn sites(
         y.0.cmp(&x.0).then(y.1.total_cmp(&x.1)).then(y.2.cmp(&x.2))
     });
     for (info, s) in ranked {
-        let entry = &mut by_site.entry(info.site.clone()).or_default().0;
+        let entry = &mut site_worst(&mut by_site, &info.site).interfaces;
         if entry.len() < limit {
-            entry.push(interface_json(info, s));
+            entry.push(interface_stats(info, s));
         }
     }
     let mut ranked: Vec<(&crate::store::network::query::ProbeInfo, &ProbeStats)> = probes
@@ -737,36 +720,53 @@ pub async fn sites(
             .then(rtt(b.1).total_cmp(&rtt(a.1)))
     });
     for (p, s) in ranked {
-        let entry = &mut by_site.entry(p.site.clone()).or_default().1;
+        let entry = &mut site_worst(&mut by_site, &p.site).probes;
         if entry.len() < limit {
-            entry.push(json!({
-                "device": p.device,
-                "probe": p.probe,
-                "target": p.target,
-                "rttAvgMs": s.rtt_avg_ms,
-                "rttMaxMs": s.rtt_max_ms,
-                "jitterMs": s.jitter_ms,
-                "lossPercent": s.loss_percent(),
-                "sent": s.sent,
-            }));
+            entry.push(wire::ProbeStats {
+                device: p.device.clone(),
+                probe: p.probe.clone(),
+                target: p.target.clone(),
+                rtt_avg_ms: s.rtt_avg_ms,
+                rtt_max_ms: s.rtt_max_ms,
+                jitter_ms: s.jitter_ms,
+                loss_percent: s.loss_percent(),
+                sent: s.sent,
+            });
         }
     }
-    let sites: Vec<Value> = by_site
-        .into_iter()
-        .map(|(site, (interfaces, probes))| {
-            json!({ "site": site, "interfaces": interfaces, "probes": probes })
+    Ok(Json(wire::SiteSummary {
+        namespace,
+        from: rfc3339(from),
+        to: rfc3339(to),
+        sites: by_site.into_values().collect(),
+    }))
+}
+
+fn site_worst<'a>(
+    by_site: &'a mut BTreeMap<Option<String>, wire::SiteWorst>,
+    site: &Option<String>,
+) -> &'a mut wire::SiteWorst {
+    by_site
+        .entry(site.clone())
+        .or_insert_with(|| wire::SiteWorst {
+            site: site.clone(),
+            interfaces: Vec::new(),
+            probes: Vec::new(),
         })
-        .collect();
-    Ok(Json(json!({
-        "namespace": namespace,
-        "from": rfc3339(from),
-        "to": rfc3339(to),
-        "sites": sites,
-    })))
 }
 
 /// The routes of this module in the OpenAPI document.
-pub fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
+pub fn openapi_paths(
+    paths: &mut serde_json::Map<String, Value>,
+    schemas: &mut serde_json::Map<String, Value>,
+) {
+    let mut derived = DerivedSchemas::new(schemas);
+    let top_talkers = derived.add::<wire::TopTalkers>("TopTalkers");
+    let interface_report = derived.add::<wire::InterfaceReport>("InterfaceReport");
+    let bandwidth = derived.add::<wire::BandwidthResponse>("BandwidthResponse");
+    let probes = derived.add::<wire::ProbeSeriesResponse>("ProbeSeriesResponse");
+    let sites = derived.add::<wire::SiteSummary>("SiteSummary");
+    derived.finish();
     let string = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } });
     let namespace = json!({ "name": "namespace", "in": "path", "required": true, "schema": { "type": "string" } });
     let scope = [
@@ -786,7 +786,10 @@ pub fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
         "step",
         "bucket size, whole minutes (default: from the range, about 360 points)",
     );
-    let ok = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": { "type": "object" } } } });
+    let points = string(
+        "points",
+        "at most this many buckets per series, each with its average, minimum and maximum (instead of `step`; e.g. the plot's width in pixels)",
+    );
     let errors = json!({
         "400": { "description": "a bad parameter (`field` names it)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
         "401": { "description": "no or unknown token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
@@ -812,7 +815,10 @@ pub fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
                 string("rank", "bytes (default) or packets"),
                 string("limit", "items, 1 to 1000 (default 10)"),
             ],
-            ok("`items` ranked, `other`, totals, the `resolution` read (1m up to 15 minutes, 10m up to 6 hours, else 1h)"),
+            ok(
+                "`items` ranked, `other`, totals, the `resolution` read (1m up to 15 minutes, 10m up to 6 hours, else 1h)",
+                &top_talkers,
+            ),
         ),
     );
     paths.insert(
@@ -820,30 +826,39 @@ pub fn openapi_paths(paths: &mut serde_json::Map<String, Value>) {
         route(
             "Interface report: average, 95th percentile and maximum utilisation, errors, discards, status changes",
             vec![interface.clone()],
-            ok("`items`, one per interface"),
+            ok("`items`, one per interface", &interface_report),
         ),
     );
     paths.insert(
         "/v1/namespaces/{namespace}/network/interfaces/bandwidth".into(),
         route(
             "Bandwidth per interface at a step",
-            vec![interface, step.clone()],
-            ok("`series` of [ms, inBps, outBps, inMaxBps, outMaxBps]"),
+            vec![interface, step.clone(), points.clone()],
+            ok(
+                "`series` of [ms, inBps, outBps, inMaxBps, outMaxBps, inMinBps, outMinBps]",
+                &bandwidth,
+            ),
         ),
     );
     paths.insert(
         "/v1/namespaces/{namespace}/network/probes".into(),
         route(
             "Latency, jitter and loss per probe target at a step",
-            vec![string("probe", "probe name"), step],
-            ok("`series` of [ms, rttAvgMs, rttMinMs, rttMaxMs, jitterMs, lossPercent]"),
+            vec![string("probe", "probe name"), step, points],
+            ok(
+                "`series` of [ms, rttAvgMs, rttMinMs, rttMaxMs, jitterMs, lossPercent]",
+                &probes,
+            ),
         ),
     );
     let mut responses = errors;
     if let Some(map) = responses.as_object_mut() {
         map.insert(
             "200".into(),
-            ok("`sites`, each with its worst `interfaces` and `probes`"),
+            ok(
+                "`sites`, each with its worst `interfaces` and `probes`",
+                &sites,
+            ),
         );
     }
     paths.insert(

@@ -84,11 +84,14 @@ pub fn build() -> Value {
     }
     paths.insert(
         "/v1/openapi.json".into(),
-        json!({ "get": { "summary": "This document", "security": [], "responses": { "200": object_response("the OpenAPI 3 document") } } }),
+        json!({ "get": { "summary": "This document", "security": [], "responses": { "200": json_response(
+            "the OpenAPI 3 document",
+            &json!({ "type": "object", "required": ["openapi", "info", "paths"], "properties": { "openapi": { "type": "string" }, "paths": { "type": "object" } } }),
+        ) } } }),
     );
     device_paths(&mut paths, &mut schemas, &namespace);
     agent_paths(&mut paths);
-    super::network::openapi_paths(&mut paths);
+    super::network::openapi_paths(&mut paths, &mut schemas);
     crate::alerting::routes::openapi_paths(&mut paths, &mut schemas);
     json!({
         "openapi": "3.0.3",
@@ -175,6 +178,7 @@ fn device_paths(
                 query("from", "start, RFC 3339 (default: an hour before `to`)"),
                 query("to", "end, RFC 3339 (default: now)"),
                 query("step", "bucket size, at least 1s; whole minutes from 1m, read from the 1-minute rollup (default 1m)"),
+                query("points", "instead of `step`: at most this many buckets per series, each with its average, minimum and maximum (e.g. the plot's width in pixels)"),
                 { "name": "labels", "in": "query", "required": false, "style": "deepObject", "explode": true,
                   "description": "`labels.<name>=<value>`: only series with that label value (the metric's labels only)",
                   "schema": { "type": "object", "additionalProperties": { "type": "string" } } },

@@ -61,12 +61,13 @@ impl SeriesQuery {
             .iter()
             .map(|l| format!("labels.{l}"))
             .collect();
-        let mut allowed = vec!["from", "to", "step"];
+        let mut allowed = vec!["from", "to", "step", "points"];
         allowed.extend(label_keys.iter().map(String::as_str));
         let params = Params::parse(pairs, &allowed)?;
         let mut from = None;
         let mut to = None;
-        let mut step = DEFAULT_STEP_MS;
+        let mut step = None;
+        let mut points = None;
         let mut labels = BTreeMap::new();
         for (key, value) in params.iter() {
             let field = format!("query.{key}");
@@ -76,17 +77,19 @@ impl SeriesQuery {
                 "step" => {
                     let d = cdot_crds::common::parse_duration(value)
                         .map_err(|e| ApiError::bad_request(e, &field))?;
-                    step = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-                    if step < 1000 {
+                    let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                    step = Some(ms);
+                    if ms < 1000 {
                         return Err(ApiError::bad_request("step must be at least 1s", field));
                     }
-                    if step >= MINUTE_MS && step % MINUTE_MS != 0 {
+                    if ms >= MINUTE_MS && ms % MINUTE_MS != 0 {
                         return Err(ApiError::bad_request(
                             "a step of a minute or more must be a whole number of minutes",
                             field,
                         ));
                     }
                 }
+                "points" => points = Some(super::points::parse(value, MAX_POINTS)?),
                 _ => {
                     if let Some(label) = key.strip_prefix("labels.") {
                         labels.insert(label.to_owned(), value.to_owned());
@@ -102,6 +105,20 @@ impl SeriesQuery {
                 "query.from",
             ));
         }
+        let step = match (step, points) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "give step or points, not both",
+                    "query.points",
+                ));
+            }
+            (Some(step), None) => step,
+            // Whole seconds below a minute (raw samples), whole minutes above (rollups).
+            (None, Some(points)) => {
+                super::points::step_for(from_ms, to_ms, points, &[1000, MINUTE_MS])
+            }
+            (None, None) => DEFAULT_STEP_MS,
+        };
         // Buckets start at multiples of the step.
         let from_ms = from_ms.div_euclid(step) * step;
         let points = (to_ms - from_ms + step - 1) / step;

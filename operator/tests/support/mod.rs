@@ -426,3 +426,80 @@ impl JwtAgent {
         response.status().as_u16()
     }
 }
+
+/// The operator's OpenAPI document made checkable by a JSON Schema validator: OpenAPI 3.0's
+/// `nullable` becomes a `null` alternative, and the subschemas' `$schema` (OpenAPI's
+/// dialect, unknown to the validator) goes.
+static CONTRACT: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(|| {
+    let mut document = cdot_operator::api::openapi::build();
+    checkable(&mut document);
+    document
+});
+
+fn checkable(value: &mut serde_json::Value) {
+    use serde_json::{Value, json};
+    match value {
+        Value::Object(map) => {
+            map.remove("$schema");
+            for v in map.values_mut() {
+                checkable(v);
+            }
+            if map.remove("nullable") == Some(Value::Bool(true)) {
+                match map.get("type").cloned() {
+                    Some(Value::String(t)) => {
+                        map.insert("type".into(), json!([t, "null"]));
+                    }
+                    _ => {
+                        let rest = Value::Object(std::mem::take(map));
+                        map.insert("anyOf".into(), json!([rest, { "type": "null" }]));
+                    }
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(checkable),
+        _ => {}
+    }
+}
+
+/// Fails unless `body`, a successful answer to `GET uri`, is what the OpenAPI document says
+/// that route answers: the document's path template that matches `uri` must exist and give
+/// a 200 schema, and the body must validate against it. Every test that reads through a
+/// harness calling this checks the published contract against real answers.
+pub fn assert_documented(uri: &str, body: &serde_json::Value) {
+    use serde_json::json;
+    let path = uri.split('?').next().unwrap_or(uri);
+    let segments: Vec<&str> = path.split('/').collect();
+    let paths = CONTRACT["paths"].as_object().expect("document paths");
+    // The most specific template: fewest `{placeholders}`.
+    let template = paths
+        .keys()
+        .filter(|t| {
+            let parts: Vec<&str> = t.split('/').collect();
+            parts.len() == segments.len()
+                && parts
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p == s || (p.starts_with('{') && p.ends_with('}')))
+        })
+        .min_by_key(|t| t.matches('{').count())
+        .unwrap_or_else(|| panic!("GET {path} is not in the OpenAPI document"));
+    let schema =
+        &paths[template]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "the document gives GET {template} no 200 schema"
+    );
+    let root = json!({ "allOf": [schema], "components": CONTRACT["components"] });
+    let validator = jsonschema::options()
+        .should_validate_formats(false)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("the schema of GET {template} does not compile: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "GET {uri} answered what the document ({template}) does not allow: {errors:#?}\nbody: {body}"
+    );
+}
