@@ -113,6 +113,7 @@ mod tests {
                     f: 1,
                 })
                 .collect(),
+            hosts: Vec::new(),
             other: Counts::default(),
         }
     }

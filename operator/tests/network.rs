@@ -175,7 +175,11 @@ impl Harness {
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .body(Body::empty())
             .expect("request");
-        self.send(request).await
+        let (status, body) = self.send(request).await;
+        if status == StatusCode::OK {
+            support::assert_documented(uri, &body);
+        }
+        (status, body)
     }
 
     async fn get(&self, uri: &str) -> (StatusCode, Value) {
@@ -655,9 +659,48 @@ async fn queries_return_the_numbers_of_known_data() {
     assert_eq!(
         bw["series"][0]["points"],
         json!([
-            [m1, 200_000.0, 50_000.0, 300_000.0, 50_000.0],
-            [m1 + MINUTE_MS, 400_000.0, 50_000.0, 400_000.0, 50_000.0]
+            [
+                m1, 200_000.0, 50_000.0, 300_000.0, 50_000.0, 100_000.0, 50_000.0
+            ],
+            [
+                m1 + MINUTE_MS,
+                400_000.0,
+                50_000.0,
+                400_000.0,
+                50_000.0,
+                400_000.0,
+                50_000.0
+            ]
         ])
+    );
+    // Decimated to one point (an hour): the average, and the peak and dip of the polls.
+    let (status, one) = h
+        .get(&format!(
+            "{base}/interfaces/bandwidth?{range}&points=1&device=core-rtr"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    let points = one["series"][0]["points"].as_array().expect("points");
+    assert_eq!(points.len(), 1, "{one}");
+    assert_eq!(
+        points[0].as_array().map(|p| p[1..].to_vec()),
+        Some(
+            [
+                250_000.0, 50_000.0, 400_000.0, 50_000.0, 100_000.0, 50_000.0
+            ]
+            .map(|v| json!(v))
+            .to_vec()
+        ),
+        "{one}"
+    );
+    let (status, error) = h
+        .get(&format!(
+            "{base}/interfaces/bandwidth?{range}&points=10&step=1m"
+        ))
+        .await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("query.points"))
     );
     let (_, chosen) = h.get(&format!("{base}/interfaces/bandwidth?{range}")).await;
     assert_eq!(chosen["stepMs"], MINUTE_MS, "chosen from the range");
@@ -757,11 +800,13 @@ async fn rollups_keep_the_top_keys_refold_late_rows_and_retention_drops_partitio
     let now = now_ms();
     let hour = floor_to(now, HOUR_MS) - 2 * HOUR_MS;
     h.fold_from(hour - HOUR_MS).await;
-    // 150 keys in one minute: the hour keeps the top 100 and sums the rest into "other".
-    let top: Vec<Value> = (0..150u64)
+    // More keys in one minute than keep their port: the hour keeps every host pair, the
+    // top FLOW_EXPORTER_TOP_N with their port, the rest with the port folded (ADR 22).
+    let keys = FLOW_EXPORTER_TOP_N as u64 + 100;
+    let top: Vec<Value> = (0..keys)
         .map(|i| {
             count(
-                &format!("192.0.2.{}", i + 1),
+                &format!("10.{}.{}.1", i / 250, i % 250),
                 "198.51.100.1",
                 6,
                 40000,
@@ -784,7 +829,13 @@ async fn rollups_keep_the_top_keys_refold_late_rows_and_retention_drops_partitio
     assert_eq!(
         h.count("SELECT count(*) FROM net_flows_1h WHERE src IS NOT NULL")
             .await,
-        100
+        keys as i64,
+        "every host pair"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM net_flows_1h WHERE port IS NOT NULL")
+            .await,
+        FLOW_EXPORTER_TOP_N
     );
     assert_eq!(
         h.count("SELECT count(*) FROM net_flows_1h WHERE src IS NULL")
@@ -797,10 +848,10 @@ async fn rollups_keep_the_top_keys_refold_late_rows_and_retention_drops_partitio
         minute_total
     );
     assert_eq!(
-        h.count("SELECT min(bytes) FROM net_flows_1h WHERE src IS NOT NULL")
+        h.count("SELECT min(bytes) FROM net_flows_1h WHERE port IS NOT NULL")
             .await,
-        1050,
-        "the smallest kept key is the 100th largest"
+        1100,
+        "the smallest key with its port is the 1000th largest"
     );
     // The unmatched exporter takes the collector's site.
     let site: Option<String> =
@@ -946,8 +997,8 @@ async fn flow_tiers_match_the_minutes_follow_the_range_and_refold_late_rows() {
     let now = now_ms();
     let start = floor_to(now, HOUR_MS) - 3 * HOUR_MS;
     h.fold_from(start).await;
-    // Every 7th minute of two hours: core-rtr (london) with 120 keys, more than an exporter
-    // bucket keeps, paris-rtr with 3; both with an "other" total.
+    // Every 7th minute of two hours: core-rtr (london) with 120 keys, paris-rtr with 3; both
+    // with an "other" total.
     let flows: Vec<Value> = (0..120i64)
         .step_by(7)
         .flat_map(|m| {
@@ -976,7 +1027,7 @@ async fn flow_tiers_match_the_minutes_follow_the_range_and_refold_late_rows() {
     assert_eq!(h.post(&h.collector, &body).await.0, StatusCode::OK);
     h.fold().await;
 
-    // Every tier adds up to the minute table; exporter buckets keep their top keys only.
+    // Every tier adds up to the minute table; exporter buckets keep the top keys' ports.
     let minute_total = bytes_of(&h.store, "net_flows_1m").await;
     for table in FLOW_ROLLUPS {
         assert_eq!(bytes_of(&h.store, table).await, minute_total, "{table}");
@@ -984,10 +1035,11 @@ async fn flow_tiers_match_the_minutes_follow_the_range_and_refold_late_rows() {
     assert_eq!(
         h.count(
             "SELECT max(n) FROM (SELECT count(*) AS n FROM net_flows_10m
-             WHERE src IS NOT NULL GROUP BY exporter_id, bucket) k"
+             WHERE port IS NOT NULL GROUP BY exporter_id, bucket) k"
         )
         .await,
-        FLOW_EXPORTER_TOP_N
+        120,
+        "under FLOW_EXPORTER_TOP_N every key keeps its port"
     );
     assert_eq!(
         h.count("SELECT count(DISTINCT site) FROM net_flows_site_1h")

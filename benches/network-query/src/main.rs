@@ -179,6 +179,7 @@ fn minute_groups(
                 in_if: i as u32 + 1,
                 out_if: 100,
                 top,
+                hosts: Vec::new(),
                 other: Counts {
                     b: total / 20,
                     p: total / 16_000 + 1,

@@ -1,20 +1,22 @@
 //! Per-minute aggregation of flow records into [`FlowGroup`]s.
 //!
 //! Records are grouped by (minute, exporter, in_if, out_if) and, inside a group, summed
-//! by (src, dst, proto, src port, dst port). When a minute is flushed each group keeps its
-//! top N keys by bytes and folds the rest into `other`.
+//! by five-tuple (src, dst, proto, src port, dst port). When a minute is flushed each group
+//! keeps its top N five-tuples by bytes with their ports, and sums every other five-tuple
+//! under its host pair and protocol: hosts stay exact, only ports fold (ADR 22).
 //!
-//! Memory is bounded whatever the input: a group holds at most `key_cap` distinct keys
-//! and all groups together at most `max_keys` (past either, a new key's traffic goes
-//! straight to the group's `other`), and at most `max_groups` groups are open (past that,
-//! records of new groups are refused and counted by the caller).
+//! Memory is bounded whatever the input: a group tracks at most `key_cap` five-tuples and
+//! all groups together at most `max_keys`; past either, a new five-tuple is summed under its
+//! host pair straight away, and all groups together track at most `max_hosts` such pairs
+//! (past that, the traffic counts only in the group's `other`). At most `max_groups` groups
+//! are open (past that, records of new groups are refused and counted by the caller).
 use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use cdot_crds::wire::collector::{Counts, FlowCount, FlowGroup};
+use cdot_crds::wire::collector::{Counts, FlowCount, FlowGroup, HostCount};
 use foldhash::fast::RandomState;
 
 use super::record::FlowRecord;
@@ -30,12 +32,14 @@ pub fn minute_of(unix_ms: i64) -> i64 {
 /// Limits of an [`Aggregator`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Keys kept per group at flush; the rest is folded into `other`.
+    /// Five-tuples kept with their ports per group at flush; the rest is summed by host pair.
     pub top_n: usize,
-    /// Distinct keys one group tracks.
+    /// Distinct five-tuples one group tracks.
     pub key_cap: usize,
-    /// Distinct keys all open groups track together.
+    /// Distinct five-tuples all open groups track together.
     pub max_keys: usize,
+    /// Host pairs all open groups track for five-tuples past `key_cap` or `max_keys`.
+    pub max_hosts: usize,
     /// Open groups (minute × exporter × interface pair).
     pub max_groups: usize,
 }
@@ -43,9 +47,11 @@ pub struct Limits {
 /// What became of one record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Added {
-    /// Counted under its own key.
+    /// Counted under its own five-tuple.
     Key,
-    /// Counted in its group's `other` because a key limit was reached.
+    /// Counted under its host pair because a five-tuple limit was reached.
+    Host,
+    /// Counted in its group's `other` because the host pair limit was reached too.
     Other,
     /// Not counted: it would have opened a group past `max_groups`.
     Refused,
@@ -116,6 +122,34 @@ impl Hash for FlowKey {
     }
 }
 
+/// A host pair and protocol: what a five-tuple folds into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HostKey {
+    src: Addr,
+    dst: Addr,
+    proto: u8,
+}
+
+impl Hash for HostKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.src.bits);
+        state.write_u128(self.dst.bits);
+        state.write_u32(
+            u32::from(self.proto) | u32::from(self.src.v6) << 8 | u32::from(self.dst.v6) << 9,
+        );
+    }
+}
+
+impl From<FlowKey> for HostKey {
+    fn from(k: FlowKey) -> Self {
+        Self {
+            src: k.src,
+            dst: k.dst,
+            proto: k.proto,
+        }
+    }
+}
+
 impl Hash for GroupKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_i64(self.minute_ms);
@@ -128,6 +162,7 @@ impl Hash for GroupKey {
 struct Group {
     key: GroupKey,
     flows: HashMap<FlowKey, Counts, RandomState>,
+    hosts: HashMap<HostKey, Counts, RandomState>,
     other: Counts,
 }
 
@@ -137,12 +172,19 @@ fn add_counts(counts: &mut Counts, bytes: u64, packets: u64) {
     counts.f = counts.f.saturating_add(1);
 }
 
+fn merge_counts(counts: &mut Counts, more: Counts) {
+    counts.b = counts.b.saturating_add(more.b);
+    counts.p = counts.p.saturating_add(more.p);
+    counts.f = counts.f.saturating_add(more.f);
+}
+
 /// Sums flow records per minute and interface pair; one per receiving thread.
 pub struct Aggregator {
     limits: Limits,
     groups: Vec<Group>,
     index: HashMap<GroupKey, usize, RandomState>,
     keys: usize,
+    hosts: usize,
     /// Recently used groups by a cheap slot of their interfaces: a datagram's records
     /// come from a handful of interface pairs, and this saves hashing the group key.
     recent: [Option<(GroupKey, usize)>; RECENT],
@@ -167,6 +209,7 @@ impl Aggregator {
             groups: Vec::new(),
             index: HashMap::with_hasher(hasher.clone()),
             keys: 0,
+            hosts: 0,
             recent: [None; RECENT],
             hasher,
         }
@@ -195,15 +238,27 @@ impl Aggregator {
             add_counts(counts, record.bytes, record.packets);
             return Added::Key;
         }
-        if group.flows.len() >= self.limits.key_cap || self.keys >= self.limits.max_keys {
-            add_counts(&mut group.other, record.bytes, record.packets);
-            return Added::Other;
+        if group.flows.len() < self.limits.key_cap && self.keys < self.limits.max_keys {
+            let mut counts = Counts::default();
+            add_counts(&mut counts, record.bytes, record.packets);
+            group.flows.insert(flow, counts);
+            self.keys += 1;
+            return Added::Key;
         }
-        let mut counts = Counts::default();
-        add_counts(&mut counts, record.bytes, record.packets);
-        group.flows.insert(flow, counts);
-        self.keys += 1;
-        Added::Key
+        let host = HostKey::from(flow);
+        if let Some(counts) = group.hosts.get_mut(&host) {
+            add_counts(counts, record.bytes, record.packets);
+            return Added::Host;
+        }
+        if self.hosts < self.limits.max_hosts {
+            let mut counts = Counts::default();
+            add_counts(&mut counts, record.bytes, record.packets);
+            group.hosts.insert(host, counts);
+            self.hosts += 1;
+            return Added::Host;
+        }
+        add_counts(&mut group.other, record.bytes, record.packets);
+        Added::Other
     }
 
     fn group_index(&mut self, key: GroupKey) -> Option<usize> {
@@ -220,6 +275,7 @@ impl Aggregator {
                 self.groups.push(Group {
                     key,
                     flows: HashMap::with_hasher(self.hasher.clone()),
+                    hosts: HashMap::with_hasher(self.hasher.clone()),
                     other: Counts::default(),
                 });
                 let at = self.groups.len() - 1;
@@ -255,14 +311,16 @@ impl Aggregator {
         self.groups = open;
         self.index.clear();
         self.keys = 0;
+        self.hosts = 0;
         for (at, group) in self.groups.iter().enumerate() {
             self.index.insert(group.key, at);
             self.keys += group.flows.len();
+            self.hosts += group.hosts.len();
         }
         self.recent = [None; RECENT];
         closed
             .into_iter()
-            .map(|g| finish(g, self.limits.top_n))
+            .flat_map(|g| finish(g, self.limits.top_n))
             .collect()
     }
 
@@ -272,46 +330,84 @@ impl Aggregator {
     }
 }
 
-/// Keeps the top `top_n` keys by bytes, folds the rest into `other`.
-fn finish(group: Group, top_n: usize) -> FlowGroup {
-    let mut top: Vec<FlowCount> = group
-        .flows
+/// Rows of one shipped piece of a group: a minute with tens of thousands of host pairs
+/// would otherwise exceed the operator's body limit in one item.
+pub const PIECE_ROWS: usize = 10_000;
+
+/// Keeps the top `top_n` five-tuples by bytes and sums the rest under their host pairs,
+/// in pieces of at most [`PIECE_ROWS`] rows (the first carries `other`).
+fn finish(group: Group, top_n: usize) -> Vec<FlowGroup> {
+    let order = |a: &(FlowKey, Counts), b: &(FlowKey, Counts)| {
+        (b.1.b, b.1.p, b.1.f)
+            .cmp(&(a.1.b, a.1.p, a.1.f))
+            .then_with(|| {
+                let key = |k: &FlowKey| {
+                    (
+                        IpAddr::from(k.src),
+                        IpAddr::from(k.dst),
+                        k.proto,
+                        k.sp,
+                        k.dp,
+                    )
+                };
+                key(&a.0).cmp(&key(&b.0))
+            })
+    };
+    let mut flows: Vec<(FlowKey, Counts)> = group.flows.into_iter().collect();
+    let mut hosts = group.hosts;
+    if flows.len() > top_n {
+        if top_n > 0 {
+            flows.select_nth_unstable_by(top_n - 1, order);
+        }
+        for (key, counts) in flows.drain(top_n..) {
+            merge_counts(hosts.entry(HostKey::from(key)).or_default(), counts);
+        }
+    }
+    flows.sort_unstable_by(order);
+    let mut hosts: Vec<HostCount> = hosts
         .into_iter()
-        .map(|(k, c)| FlowCount {
+        .map(|(k, c)| HostCount {
             src: k.src.into(),
             dst: k.dst.into(),
             proto: k.proto,
-            sp: k.sp,
-            dp: k.dp,
             b: c.b,
             p: c.p,
             f: c.f,
         })
         .collect();
-    let order = |a: &FlowCount, b: &FlowCount| {
-        (b.b, b.p, b.f).cmp(&(a.b, a.p, a.f)).then_with(|| {
-            (a.src, a.dst, a.proto, a.sp, a.dp).cmp(&(b.src, b.dst, b.proto, b.sp, b.dp))
-        })
-    };
+    hosts.sort_unstable_by(|a, b| {
+        (b.b, b.p, b.f)
+            .cmp(&(a.b, a.p, a.f))
+            .then_with(|| (a.src, a.dst, a.proto).cmp(&(b.src, b.dst, b.proto)))
+    });
+    let mut top = flows.into_iter().map(|(k, c)| FlowCount {
+        src: k.src.into(),
+        dst: k.dst.into(),
+        proto: k.proto,
+        sp: k.sp,
+        dp: k.dp,
+        b: c.b,
+        p: c.p,
+        f: c.f,
+    });
+    let mut hosts = hosts.into_iter();
+    let mut pieces = Vec::new();
     let mut other = group.other;
-    if top.len() > top_n {
-        if top_n > 0 {
-            top.select_nth_unstable_by(top_n - 1, order);
+    loop {
+        let top: Vec<FlowCount> = top.by_ref().take(PIECE_ROWS).collect();
+        let hosts: Vec<HostCount> = hosts.by_ref().take(PIECE_ROWS - top.len()).collect();
+        if !pieces.is_empty() && top.is_empty() && hosts.is_empty() {
+            return pieces;
         }
-        for rest in top.drain(top_n..) {
-            other.b = other.b.saturating_add(rest.b);
-            other.p = other.p.saturating_add(rest.p);
-            other.f = other.f.saturating_add(rest.f);
-        }
-    }
-    top.sort_unstable_by(order);
-    FlowGroup {
-        minute_ms: group.key.minute_ms,
-        exporter: group.key.exporter.into(),
-        in_if: group.key.in_if,
-        out_if: group.key.out_if,
-        top,
-        other,
+        pieces.push(FlowGroup {
+            minute_ms: group.key.minute_ms,
+            exporter: group.key.exporter.into(),
+            in_if: group.key.in_if,
+            out_if: group.key.out_if,
+            top,
+            hosts,
+            other: std::mem::take(&mut other),
+        });
     }
 }
 
@@ -323,6 +419,7 @@ mod tests {
         top_n: 1000,
         key_cap: 10_000,
         max_keys: 100_000,
+        max_hosts: 100_000,
         max_groups: 100,
     };
 
@@ -384,56 +481,98 @@ mod tests {
     }
 
     #[test]
-    fn top_n_keeps_the_largest_and_folds_the_rest() {
+    fn top_n_keeps_the_largest_with_ports_and_sums_the_rest_by_host_pair() {
         let mut agg = Aggregator::new(Limits { top_n: 3, ..LIMITS });
         for src in 1..=10u8 {
             agg.add(0, &record(src, u64::from(src) * 10));
+            // The same hosts on another port: folds into the pair unless in the top.
+            let mut again = record(src, 1);
+            again.src_port = 2000;
+            agg.add(0, &again);
         }
         let group = &agg.flush_all()[0];
         let bytes: Vec<u64> = group.top.iter().map(|c| c.b).collect();
         assert_eq!(bytes, vec![100, 90, 80]);
-        assert_eq!(
-            group.other,
-            Counts {
-                b: 10 + 20 + 30 + 40 + 50 + 60 + 70,
-                p: 7,
-                f: 7
-            }
-        );
+        let hosts: Vec<(IpAddr, u64, u64)> =
+            group.hosts.iter().map(|h| (h.src, h.b, h.f)).collect();
+        let mut expected: Vec<(IpAddr, u64, u64)> = (1..=7u8)
+            .rev()
+            .map(|src| (IpAddr::from([10, 0, 0, src]), u64::from(src) * 10 + 1, 2))
+            .collect();
+        // Ties in address order.
+        expected.extend((8..=10u8).map(|src| (IpAddr::from([10, 0, 0, src]), 1, 1)));
+        assert_eq!(hosts, expected);
+        assert!(group.other.is_zero());
         let mut agg = Aggregator::new(Limits { top_n: 0, ..LIMITS });
         agg.add(0, &record(1, 5));
         let group = &agg.flush_all()[0];
         assert!(group.top.is_empty());
-        assert_eq!(group.other, Counts { b: 5, p: 1, f: 1 });
+        assert_eq!((group.hosts[0].b, group.hosts[0].p), (5, 1));
     }
 
     #[test]
-    fn key_cap_sends_new_keys_to_other_but_keeps_counting_known_ones() {
+    fn past_the_key_cap_new_five_tuples_count_under_their_hosts_then_in_other() {
         let mut agg = Aggregator::new(Limits {
             key_cap: 2,
+            max_hosts: 1,
             ..LIMITS
         });
         assert_eq!(agg.add(0, &record(1, 10)), Added::Key);
         assert_eq!(agg.add(0, &record(2, 10)), Added::Key);
-        assert_eq!(agg.add(0, &record(3, 1000)), Added::Other);
+        assert_eq!(agg.add(0, &record(3, 1000)), Added::Host);
+        let mut other_port = record(3, 5);
+        other_port.dst_port = 80;
+        assert_eq!(agg.add(0, &other_port), Added::Host);
+        assert_eq!(agg.add(0, &record(4, 7)), Added::Other);
         assert_eq!(agg.add(0, &record(1, 10)), Added::Key);
         let group = &agg.flush_all()[0];
         assert_eq!(group.top.len(), 2);
         assert_eq!(group.top[0].b, 20);
         assert_eq!(
-            group.other,
-            Counts {
-                b: 1000,
-                p: 1,
-                f: 1
-            }
+            (group.hosts.len(), group.hosts[0].b, group.hosts[0].f),
+            (1, 1005, 2)
         );
+        assert_eq!(group.other, Counts { b: 7, p: 1, f: 1 });
+    }
+
+    #[test]
+    fn a_minute_of_many_host_pairs_ships_in_pieces_that_add_up() {
+        let mut agg = Aggregator::new(Limits {
+            key_cap: 1_000,
+            ..LIMITS
+        });
+        let mut total = 0;
+        for i in 0..25_000u32 {
+            let mut r = record(0, u64::from(i % 97) + 1);
+            r.src = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            total += r.bytes;
+            agg.add(0, &r);
+        }
+        let pieces = agg.flush_all();
+        assert_eq!(pieces.len(), 3);
+        assert!(pieces.iter().all(|p| p.rows() <= PIECE_ROWS + 1));
+        let pairs: std::collections::HashSet<IpAddr> = pieces
+            .iter()
+            .flat_map(|p| {
+                p.top
+                    .iter()
+                    .map(|c| c.src)
+                    .chain(p.hosts.iter().map(|h| h.src))
+            })
+            .collect();
+        assert_eq!(pairs.len(), 25_000, "every host pair is kept");
+        let bytes: u64 = pieces
+            .iter()
+            .flat_map(|p| p.top.iter().map(|c| c.b).chain(p.hosts.iter().map(|h| h.b)))
+            .sum();
+        assert_eq!(bytes, total);
     }
 
     #[test]
     fn total_key_and_group_limits_bound_memory() {
         let mut agg = Aggregator::new(Limits {
             max_keys: 2,
+            max_hosts: 1,
             max_groups: 2,
             ..LIMITS
         });
@@ -441,7 +580,8 @@ mod tests {
         let mut second = record(2, 1);
         second.in_if = 9;
         assert_eq!(agg.add(0, &second), Added::Key);
-        assert_eq!(agg.add(0, &record(3, 1)), Added::Other);
+        assert_eq!(agg.add(0, &record(3, 1)), Added::Host);
+        assert_eq!(agg.add(0, &record(4, 1)), Added::Other);
         assert_eq!(agg.add(60_000, &record(1, 1)), Added::Refused);
         // Flushing frees the budget.
         assert_eq!(agg.flush_all().len(), 2);

@@ -43,6 +43,9 @@ pub struct FlowMetrics {
     pub dropped: Family<ExporterReasonLabels, Counter>,
     /// Flow records not aggregated, by reason.
     pub dropped_records: Family<ExporterReasonLabels, Counter>,
+    /// Flow records counted only in their group's `other` total (their hosts are lost), by
+    /// the bound that was full.
+    pub unkeyed_records: Family<ExporterReasonLabels, Counter>,
     /// NetFlow v9/IPFIX data sets dropped for want of their template: `version` is the
     /// datagram's, or `pending` for sets the parser held and dropped when their wait
     /// expired.
@@ -86,6 +89,11 @@ impl FlowMetrics {
             "dropped_records",
             "Flow records not aggregated, by exporter and reason",
             metrics.dropped_records.clone(),
+        );
+        flow.register(
+            "unkeyed_records",
+            "Flow records counted without their hosts (in `other`) because a bound was full, by exporter and bound",
+            metrics.unkeyed_records.clone(),
         );
         flow.register(
             "missing_template",
@@ -145,6 +153,7 @@ pub(crate) struct Tally {
     missing_template: HashMap<(IpAddr, &'static str), u64>,
     dropped: HashMap<(IpAddr, &'static str), u64>,
     dropped_records: HashMap<(IpAddr, &'static str), u64>,
+    unkeyed_records: HashMap<(IpAddr, &'static str), u64>,
     labelled: HashSet<IpAddr>,
 }
 
@@ -158,6 +167,7 @@ impl Tally {
             missing_template: HashMap::new(),
             dropped: HashMap::new(),
             dropped_records: HashMap::new(),
+            unkeyed_records: HashMap::new(),
             labelled: HashSet::new(),
         }
     }
@@ -204,6 +214,12 @@ impl Tally {
         }
     }
 
+    pub(crate) fn unkeyed_records(&mut self, exporter: IpAddr, reason: &'static str, n: u64) {
+        if n > 0 {
+            *self.unkeyed_records.entry((exporter, reason)).or_default() += n;
+        }
+    }
+
     /// Adds everything counted so far to the shared metrics.
     pub(crate) fn publish(&mut self) {
         let mut label = |ip: IpAddr| -> String {
@@ -234,6 +250,7 @@ impl Tally {
         let reason_families = [
             (&mut self.dropped, &self.metrics.dropped),
             (&mut self.dropped_records, &self.metrics.dropped_records),
+            (&mut self.unkeyed_records, &self.metrics.unkeyed_records),
         ];
         for (counts, family) in reason_families {
             for ((ip, reason), n) in counts.drain() {

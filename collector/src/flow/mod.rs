@@ -50,13 +50,18 @@ pub struct FlowConfig {
     pub netflow_listen: Option<SocketAddr>,
     /// Where sFlow v5 datagrams arrive (`None`: not received).
     pub sflow_listen: Option<SocketAddr>,
-    /// Keys kept per (minute, exporter, interface pair); the rest is summed in `other`.
+    /// Five-tuples kept with their ports per (minute, exporter, interface pair); the rest
+    /// is summed by host pair and protocol.
     pub top_n: usize,
-    /// Distinct (src, dst, proto, ports) keys tracked per group; new keys past it go
-    /// straight to `other`. Bounds memory per group.
+    /// Distinct five-tuples tracked per group; new ones past it are summed under their host
+    /// pair straight away. Bounds memory per group.
     pub key_cap: usize,
-    /// Distinct keys tracked by one receiver over all its open groups.
+    /// Distinct five-tuples tracked by one receiver over all its open groups.
     pub max_keys: usize,
+    /// Host pairs one receiver tracks over all its open groups for five-tuples past
+    /// `key_cap` or `max_keys`; past it, traffic counts only in `other`. With two minutes
+    /// open this bounds the exact host pairs of a minute (ADR 22).
+    pub max_hosts: usize,
     /// Open groups per receiver; records that would open more are dropped and counted.
     pub max_groups: usize,
     /// SO_RCVBUF asked for each socket, in bytes (the kernel may cap it at
@@ -78,6 +83,7 @@ impl Default for FlowConfig {
             top_n: 1000,
             key_cap: 10_000,
             max_keys: 1_000_000,
+            max_hosts: 500_000,
             max_groups: 20_000,
             receive_buffer_bytes: 32 << 20,
             flush_delay: Duration::from_secs(5),
@@ -94,6 +100,7 @@ impl FlowConfig {
             top_n: self.top_n,
             key_cap: self.key_cap,
             max_keys: self.max_keys,
+            max_hosts: self.max_hosts,
             max_groups: self.max_groups,
         }
     }

@@ -330,17 +330,19 @@ impl Worker {
     }
 
     fn aggregate(&mut self, minute_ms: i64, records: &[FlowRecord]) {
-        let mut refused = 0;
+        let (mut refused, mut unkeyed) = (0, 0);
         for record in records {
-            if self.aggregator.add(minute_ms, record) == Added::Refused {
-                refused += 1;
+            match self.aggregator.add(minute_ms, record) {
+                Added::Refused => refused += 1,
+                Added::Other => unkeyed += 1,
+                Added::Key | Added::Host => {}
             }
         }
-        if refused > 0
-            && let Some(first) = records.first()
-        {
+        if let Some(first) = records.first() {
             self.tally
                 .dropped_records(first.exporter, "group_limit", refused);
+            self.tally
+                .unkeyed_records(first.exporter, "host_limit", unkeyed);
         }
     }
 

@@ -180,8 +180,13 @@ pub struct CollectorBatch {
     pub interval_secs: Option<u32>,
 }
 
-/// Flow traffic of one minute through one exporter's interface pair: the top keys by bytes
-/// and an `other` total of the rest, so that volume stays bounded.
+/// Flow traffic of one minute through one exporter's interface pair: the top five-tuples by
+/// bytes with their ports, every other host pair by protocol with its ports folded away,
+/// and an `other` total of what no bound had room for. Hosts are exact, only ports fold,
+/// up to the collector's documented bound of distinct host pairs (ADR 22).
+///
+/// A large group may come in several pieces with the same minute, exporter and interfaces;
+/// their counts add up.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FlowGroup {
@@ -195,6 +200,9 @@ pub struct FlowGroup {
     pub out_if: u32,
     /// The top keys, bytes descending. Counts are already scaled by the sampling rate.
     pub top: Vec<FlowCount>,
+    /// Traffic outside `top`, by (source, destination, protocol).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostCount>,
     /// Everything else of this group.
     #[serde(default, skip_serializing_if = "Counts::is_zero")]
     pub other: Counts,
@@ -220,6 +228,25 @@ pub struct FlowCount {
     pub p: u64,
     /// Flow records folded in.
     pub f: u64,
+}
+
+/// Traffic of one host pair and protocol in a [`FlowGroup`], over all its ports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostCount {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub b: u64,
+    pub p: u64,
+    pub f: u64,
+}
+
+impl FlowGroup {
+    /// Rows this group becomes in the store (its keys, host pairs and `other`).
+    pub fn rows(&self) -> usize {
+        self.top.len() + self.hosts.len() + 1
+    }
 }
 
 /// Byte, packet and flow totals.
@@ -348,6 +375,7 @@ mod tests {
                     p: 1,
                     f: 1,
                 }],
+                hosts: Vec::new(),
                 other: Counts { b: 10, p: 1, f: 1 },
             }],
             ..Default::default()

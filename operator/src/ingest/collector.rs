@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use cdot_crds::wire::{
     MAX_FUTURE_SKEW_MS, MAX_SAMPLE_AGE_MS,
-    collector::{CollectorBatch, Counts, MAX_ITEMS_PER_BATCH},
+    collector::{CollectorBatch, Counts, FlowGroup, MAX_ITEMS_PER_BATCH},
 };
 
 use super::Rejection;
@@ -96,7 +96,7 @@ pub fn validate_batch(batch: &CollectorBatch, now_ms: i64) -> Result<(), Rejecti
         "collectorVersion".into()
     })?;
     super::validate::check_interval(batch.interval_secs)?;
-    let flow_rows: usize = batch.flows.iter().map(|g| g.top.len() + 1).sum();
+    let flow_rows: usize = batch.flows.iter().map(FlowGroup::rows).sum();
     for (field, n) in [
         ("flows", flow_rows),
         ("interfaces", batch.interfaces.len()),
@@ -132,6 +132,14 @@ pub fn validate_batch(batch: &CollectorBatch, now_ms: i64) -> Result<(), Rejecti
                 f: c.f,
             };
             check_counts(&counts, || format!("flows[{i}].top[{j}]"))?;
+        }
+        for (j, h) in g.hosts.iter().enumerate() {
+            let counts = Counts {
+                b: h.b,
+                p: h.p,
+                f: h.f,
+            };
+            check_counts(&counts, || format!("flows[{i}].hosts[{j}]"))?;
         }
         check_counts(&g.other, || format!("flows[{i}].other"))?;
     }
@@ -267,6 +275,7 @@ mod tests {
                     p: 2,
                     f: 1,
                 }],
+                hosts: Vec::new(),
                 other: Counts { b: 10, p: 1, f: 1 },
             }],
             interfaces: vec![InterfaceSample {

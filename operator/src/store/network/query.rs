@@ -4,6 +4,8 @@ use sqlx::{Row, postgres::PgRow};
 
 use super::{HOUR_MS, MINUTE_MS, TEN_MINUTES_MS};
 use crate::store::{Store, StoreError};
+use cdot_crds::wire::network::Resolution as WireResolution;
+pub use cdot_crds::wire::network::{Rank, TalkerKey};
 
 /// Which rollup a query reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,10 +15,10 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    pub fn as_str(self) -> &'static str {
+    pub fn wire(self) -> WireResolution {
         match self {
-            Resolution::Minute => "1m",
-            Resolution::Hour => "1h",
+            Resolution::Minute => WireResolution::Minute,
+            Resolution::Hour => WireResolution::Hour,
         }
     }
 
@@ -52,11 +54,11 @@ pub enum FlowResolution {
 }
 
 impl FlowResolution {
-    pub fn as_str(self) -> &'static str {
+    pub fn wire(self) -> WireResolution {
         match self {
-            FlowResolution::Minute => "1m",
-            FlowResolution::TenMinutes => "10m",
-            FlowResolution::Hour => "1h",
+            FlowResolution::Minute => WireResolution::Minute,
+            FlowResolution::TenMinutes => WireResolution::TenMinutes,
+            FlowResolution::Hour => WireResolution::Hour,
         }
     }
 
@@ -77,44 +79,46 @@ pub struct Scope<'a> {
     pub device: Option<&'a str>,
 }
 
-/// What top talkers are ranked by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TalkerKey {
-    /// (source, destination) pairs.
-    Pairs,
-    Sources,
-    Destinations,
-    Protocols,
-    /// (protocol, service port); the service port is the lower of the two ports.
-    Ports,
-}
-
-impl TalkerKey {
-    fn columns(self, resolution: FlowResolution) -> (&'static str, &'static str) {
-        let port = match resolution {
-            FlowResolution::Minute => "LEAST(sp, dp)",
-            FlowResolution::TenMinutes | FlowResolution::Hour => "port",
-        };
-        match (self, port) {
-            (TalkerKey::Pairs, _) => ("host(src), host(dst), NULL::int2, NULL::int4", "src, dst"),
-            (TalkerKey::Sources, _) => ("host(src), NULL::text, NULL::int2, NULL::int4", "src"),
-            (TalkerKey::Destinations, _) => {
-                ("NULL::text, host(dst), NULL::int2, NULL::int4", "dst")
-            }
-            (TalkerKey::Protocols, _) => ("NULL::text, NULL::text, proto, NULL::int4", "proto"),
-            (TalkerKey::Ports, "port") => ("NULL::text, NULL::text, proto, port", "proto, port"),
-            (TalkerKey::Ports, _) => (
-                "NULL::text, NULL::text, proto, LEAST(sp, dp)",
-                "proto, LEAST(sp, dp)",
-            ),
-        }
+/// Result columns (src, dst, protocol, port) of a key, its GROUP BY, and which rows count
+/// only in the totals: "other" rows (no hosts), and for ports the host pairs whose ports
+/// were folded (ADR 22).
+fn talker_columns(
+    key: TalkerKey,
+    resolution: FlowResolution,
+) -> (&'static str, &'static str, &'static str) {
+    const HOSTLESS: &str = "src IS NULL";
+    match (key, resolution) {
+        (TalkerKey::Pairs, _) => (
+            "host(src), host(dst), NULL::int2, NULL::int4",
+            "src, dst",
+            HOSTLESS,
+        ),
+        (TalkerKey::Sources, _) => (
+            "host(src), NULL::text, NULL::int2, NULL::int4",
+            "src",
+            HOSTLESS,
+        ),
+        (TalkerKey::Destinations, _) => (
+            "NULL::text, host(dst), NULL::int2, NULL::int4",
+            "dst",
+            HOSTLESS,
+        ),
+        (TalkerKey::Protocols, _) => (
+            "NULL::text, NULL::text, proto, NULL::int4",
+            "proto",
+            HOSTLESS,
+        ),
+        (TalkerKey::Ports, FlowResolution::Minute) => (
+            "NULL::text, NULL::text, proto, LEAST(sp, dp)",
+            "proto, LEAST(sp, dp)",
+            "src IS NULL OR sp IS NULL",
+        ),
+        (TalkerKey::Ports, _) => (
+            "NULL::text, NULL::text, proto, port",
+            "proto, port",
+            "src IS NULL OR port IS NULL",
+        ),
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rank {
-    Bytes,
-    Packets,
 }
 
 /// Whose flows a top-talkers query adds up.
@@ -194,8 +198,8 @@ pub struct InterfaceStats {
 }
 
 /// Bandwidth of one interface in one step: (interface id, step start ms, avg in, avg out,
-/// max in, max out) in bits/s.
-pub type InterfacePoint = (i32, i64, f64, f64, f64, f64);
+/// max in, max out, min in, min out) in bits/s: maxima and minima of the polls.
+pub type InterfacePoint = (i32, i64, f64, f64, f64, f64, f64, f64);
 
 /// A probe (device, name, target).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,9 +307,9 @@ impl Store {
     }
 
     /// The top keys of the traffic in scope in `[from, to)`, with the total of all of it.
-    #[tracing::instrument(skip(self), fields(resolution = q.resolution.as_str()))]
+    #[tracing::instrument(skip(self), fields(resolution = ?q.resolution))]
     pub async fn top_talkers(&self, q: &TalkerQuery) -> Result<TopTalkers, StoreError> {
-        let (select, group) = q.key.columns(q.resolution);
+        let (select, group, hostless) = talker_columns(q.key, q.resolution);
         let (table, time) = match (&q.scope, q.resolution) {
             (_, FlowResolution::Minute) => ("net_flows_1m", "minute"),
             (FlowScope::Exporters { .. }, FlowResolution::TenMinutes) => {
@@ -344,11 +348,12 @@ impl Store {
             Rank::Packets => ("p", "b"),
         };
         // Fragments are constants of this module; nothing of the request is spliced in.
-        // The "other" rows (src IS NULL) form one group that counts in the totals only.
+        // Rows without the key's values ("other", folded ports) form groups that sort last
+        // and count in the totals only.
         let sql = format!(
             "SELECT {select}, sum(bytes)::int8 AS b, sum(packets)::int8 AS p,
                     (sum(sum(bytes)) OVER ())::int8, (sum(sum(packets)) OVER ())::int8,
-                    bool_or(src IS NULL) AS other
+                    bool_or({hostless}) AS other
              FROM {table}
              WHERE {time} >= {from} AND {time} < {to} AND {scope}
              GROUP BY {group}
@@ -448,7 +453,9 @@ impl Store {
                 "interface_id, ",
                 step_start!(),
                 ", sum(in_bps_sum) / sum(samples), sum(out_bps_sum) / sum(samples),
-                 max(in_bps_max), max(out_bps_max)"
+                 max(in_bps_max), max(out_bps_max),
+                 min(COALESCE(in_bps_min, in_bps_sum / samples)),
+                 min(COALESCE(out_bps_min, out_bps_sum / samples))"
             ),
             table: resolution.of("net_if_1m", "net_if_1h"),
             filter: "interface_id = ANY($1) AND samples > 0",
@@ -460,7 +467,18 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                    r.get(7),
+                )
+            })
             .collect())
     }
 

@@ -1,6 +1,6 @@
 //! Rollups of network data ("folds"): interface and probe samples into 1-minute buckets,
-//! those into 1-hour buckets; flow minutes into 10-minute and hour buckets per exporter
-//! keeping the top keys, and those into per-site buckets keeping the site's top keys.
+//! those into 1-hour buckets; flow minutes into 10-minute and hour buckets per exporter, and
+//! those into per-site buckets, keeping every host pair and the top keys' ports.
 //!
 //! Each fold has a watermark: every bucket before it has been folded. A bucket is folded by
 //! deleting its rollup rows and computing them whole from the source, so folding again (late
@@ -12,12 +12,12 @@ use crate::store::{Store, StoreError};
 
 /// A bucket is folded once it ended this long ago (in-flight batches land first).
 pub const FOLD_LAG_MS: i64 = 60_000;
-/// Keys one exporter keeps per bucket in `net_flows_10m` and `net_flows_1h` (the rest goes
-/// to "other").
-pub const FLOW_EXPORTER_TOP_N: i64 = 100;
-/// Keys one site keeps per bucket in `net_flows_site_10m` and `net_flows_site_1h`: enough
-/// for the largest ranking (`limit` 1000 over a few sites) to rank from whole keys.
-pub const FLOW_SITE_TOP_N: i64 = 500;
+/// Keys (host pair, protocol, port) that keep their port per exporter and bucket in
+/// `net_flows_10m` and `net_flows_1h`; every other key keeps its hosts, its port folds.
+pub const FLOW_EXPORTER_TOP_N: i64 = 1000;
+/// As [`FLOW_EXPORTER_TOP_N`] per site and bucket in `net_flows_site_10m` and
+/// `net_flows_site_1h`: enough for the largest port ranking (`limit` 1000).
+pub const FLOW_SITE_TOP_N: i64 = 1000;
 
 /// One rollup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,7 +128,8 @@ impl Fold {
                  SELECT interface_id, date_trunc('minute', at, 'UTC'), count(*),
                         sum(in_bps), max(in_bps), sum(out_bps), max(out_bps), sum(in_pps), sum(out_pps),
                         sum(in_errors), sum(out_errors), sum(in_discards), sum(out_discards),
-                        count(*) FILTER (WHERE status_changed), (array_agg(oper_status ORDER BY at DESC))[1]
+                        count(*) FILTER (WHERE status_changed), (array_agg(oper_status ORDER BY at DESC))[1],
+                        min(in_bps), min(out_bps)
                  FROM net_if_samples WHERE at >= ",
                 at_ms!(1),
                 " AND at < ",
@@ -142,7 +143,9 @@ impl Fold {
                         sum(in_bps_sum), max(in_bps_max), sum(out_bps_sum), max(out_bps_max),
                         sum(in_pps_sum), sum(out_pps_sum), sum(in_errors), sum(out_errors),
                         sum(in_discards), sum(out_discards), sum(status_changes),
-                        (array_agg(last_status ORDER BY bucket DESC))[1]
+                        (array_agg(last_status ORDER BY bucket DESC))[1],
+                        min(COALESCE(in_bps_min, in_bps_sum / samples)),
+                        min(COALESCE(out_bps_min, out_bps_sum / samples))
                  FROM net_if_1m WHERE bucket >= ",
                 at_ms!(1),
                 " AND bucket < ",
@@ -175,8 +178,9 @@ impl Fold {
                 " GROUP BY 1, 2"
             )
             .to_owned(),
-            // Ranked per (exporter, bucket); everything outside the top $3 is summed into
-            // the "other" row of its interface pair, so per-interface totals stay exact.
+            // Every host pair and protocol is kept per (exporter, bucket, interface pair);
+            // only the top $3 keys by bytes keep their port, the others' ports fold (ADR 22).
+            // Rows without hosts stay one "other" row per interface pair.
             Fold::Flows10m | Fold::Flows1h => format!(
                 "WITH keyed AS (
                      SELECT exporter_id, date_bin(interval '{size} milliseconds', minute, 'epoch'::timestamptz) AS bucket,
@@ -189,21 +193,20 @@ impl Fold {
                      FROM keyed WHERE src IS NOT NULL
                  )
                  INSERT INTO {table} (exporter_id, {time}, in_if, out_if, src, dst, proto, port, bytes, packets, flows)
-                 SELECT exporter_id, bucket, in_if, out_if, src, dst, proto, port, b, p, f
-                 FROM ranked WHERE rn <= $3
+                 SELECT exporter_id, bucket, in_if, out_if, src, dst, proto, CASE WHEN rn <= $3 THEN port END,
+                        sum(b), sum(p), sum(f)
+                 FROM ranked GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
                  UNION ALL
                  SELECT exporter_id, bucket, in_if, out_if, NULL, NULL, NULL, NULL, sum(b), sum(p), sum(f)
-                 FROM (SELECT exporter_id, bucket, in_if, out_if, b, p, f FROM ranked WHERE rn > $3
-                       UNION ALL
-                       SELECT exporter_id, bucket, in_if, out_if, b, p, f FROM keyed WHERE src IS NULL) o
+                 FROM keyed WHERE src IS NULL
                  GROUP BY 1, 2, 3, 4",
                 size = self.bucket_ms(),
                 from = at_ms!(1),
                 to = at_ms!(2),
             ),
-            // The exporter rollup of the same bucket size by (namespace, site): its kept
-            // keys ranked again over the site's exporters and interfaces, the rest and its
-            // "other" rows summed into one "other" row per site and bucket.
+            // The exporter rollup of the same bucket size by (namespace, site): every host
+            // pair and protocol over the site's exporters and interfaces, the top $3 keys
+            // with their port, and one "other" row per site and bucket.
             Fold::FlowSites10m | Fold::FlowSites1h => {
                 let (source, source_time) = match self {
                     Fold::FlowSites10m => Fold::Flows10m.target(),
@@ -222,13 +225,12 @@ impl Fold {
                          FROM keyed WHERE src IS NOT NULL
                      )
                      INSERT INTO {table} (namespace, site, {time}, src, dst, proto, port, bytes, packets, flows)
-                     SELECT namespace, site, bucket, src, dst, proto, port, b, p, f
-                     FROM ranked WHERE rn <= $3
+                     SELECT namespace, site, bucket, src, dst, proto, CASE WHEN rn <= $3 THEN port END,
+                            sum(b), sum(p), sum(f)
+                     FROM ranked GROUP BY 1, 2, 3, 4, 5, 6, 7
                      UNION ALL
                      SELECT namespace, site, bucket, NULL, NULL, NULL, NULL, sum(b), sum(p), sum(f)
-                     FROM (SELECT namespace, site, bucket, b, p, f FROM ranked WHERE rn > $3
-                           UNION ALL
-                           SELECT namespace, site, bucket, b, p, f FROM keyed WHERE src IS NULL) o
+                     FROM keyed WHERE src IS NULL
                      GROUP BY 1, 2, 3",
                     from = at_ms!(1),
                     to = at_ms!(2),

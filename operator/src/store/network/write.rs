@@ -5,7 +5,7 @@ use std::{
     net::IpAddr,
 };
 
-use cdot_crds::wire::collector::CollectorBatch;
+use cdot_crds::wire::collector::{CollectorBatch, FlowGroup};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -110,7 +110,7 @@ impl Store {
             .begin()
             .await
             .map_err(StoreError::query("begin collector batch transaction"))?;
-        let items = batch.flows.iter().map(|g| g.top.len() + 1).sum::<usize>()
+        let items = batch.flows.iter().map(FlowGroup::rows).sum::<usize>()
             + batch.interfaces.len()
             + batch.probes.len();
         let fresh = sqlx::query(
@@ -139,7 +139,7 @@ impl Store {
             let total = batch
                 .flows
                 .iter()
-                .map(|g| g.top.len() as u64 + u64::from(!g.other.is_zero()))
+                .map(|g| (g.top.len() + g.hosts.len()) as u64 + u64::from(!g.other.is_zero()))
                 .sum::<u64>()
                 + batch.interfaces.len() as u64
                 + batch.probes.len() as u64;
@@ -300,7 +300,7 @@ async fn write_flows(
     }
     let addresses: BTreeSet<IpAddr> = groups.iter().map(|g| g.exporter).collect();
     let ids = exporter_ids(tx, collector, &addresses).await?;
-    let n: usize = groups.iter().map(|g| g.top.len() + 1).sum();
+    let n: usize = groups.iter().map(|g| g.rows()).sum();
     let mut cols = FlowColumns::with_capacity(n);
     for g in groups {
         let Some(&exporter) = ids.get(&g.exporter) else {
@@ -311,8 +311,15 @@ async fn write_flows(
         for c in &g.top {
             cols.push(
                 (exporter, g.minute_ms, g.in_if, g.out_if),
-                Some((c.src, c.dst, c.proto, c.sp, c.dp)),
+                Some((c.src, c.dst, c.proto, Some((c.sp, c.dp)))),
                 (c.b, c.p, c.f),
+            );
+        }
+        for h in &g.hosts {
+            cols.push(
+                (exporter, g.minute_ms, g.in_if, g.out_if),
+                Some((h.src, h.dst, h.proto, None)),
+                (h.b, h.p, h.f),
             );
         }
         if !g.other.is_zero() {
@@ -343,8 +350,9 @@ struct FlowColumns {
     flows: Vec<i64>,
 }
 
-/// (src, dst, protocol, source port, destination port) of a top key; `None` for "other".
-type FlowKey = Option<(IpAddr, IpAddr, u8, u16, u16)>;
+/// (src, dst, protocol, (source port, destination port)) of a row: ports are `None` for a
+/// host pair's folded ports, the whole key `None` for "other".
+type FlowKey = Option<(IpAddr, IpAddr, u8, Option<(u16, u16)>)>;
 
 impl FlowColumns {
     fn with_capacity(n: usize) -> Self {
@@ -375,8 +383,9 @@ impl FlowColumns {
         self.src.push(key.map(|k| k.0.to_string()));
         self.dst.push(key.map(|k| k.1.to_string()));
         self.proto.push(key.map(|k| i16::from(k.2)));
-        self.sp.push(key.map(|k| i32::from(k.3)));
-        self.dp.push(key.map(|k| i32::from(k.4)));
+        let ports = key.and_then(|k| k.3);
+        self.sp.push(ports.map(|p| i32::from(p.0)));
+        self.dp.push(ports.map(|p| i32::from(p.1)));
         self.bytes.push(signed(counts.0));
         self.packets.push(signed(counts.1));
         self.flows.push(signed(counts.2));
