@@ -6,7 +6,7 @@ use cdot_crds::wire::alert::AlertList;
 use crate::{
     api::{ApiError, client::ApiClient, fetch::Fetcher, fetch::Panel, routes},
     config::Settings,
-    screens::{alerts::AlertsScreen, connect, devices::DevicesScreen},
+    screens::{alerts::AlertsScreen, connect, devices::DevicesScreen, network::NetworkScreen},
 };
 
 /// Longest wait between two automatic reconnection attempts.
@@ -14,15 +14,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
+    Network,
     Devices,
     Alerts,
 }
 
 impl Screen {
-    const ALL: [Self; 2] = [Self::Devices, Self::Alerts];
+    const ALL: [Self; 3] = [Self::Network, Self::Devices, Self::Alerts];
 
     fn title(self) -> &'static str {
         match self {
+            Self::Network => "Network",
             Self::Devices => "Devices",
             Self::Alerts => "Alerts",
         }
@@ -194,10 +196,12 @@ impl Namespaces {
 }
 
 pub struct ConsoleApp {
+    fonts_set: bool,
     fetcher: Fetcher,
     link: Link,
     namespaces: Namespaces,
     screen: Screen,
+    network: NetworkScreen,
     devices: DevicesScreen,
     alerts: AlertsScreen,
 }
@@ -206,10 +210,12 @@ impl ConsoleApp {
     pub fn new(settings: &Settings) -> Self {
         let client = ApiClient::new(&settings.api, settings.token.clone(), settings.timeout);
         Self {
+            fonts_set: false,
             fetcher: Fetcher::new(client),
             link: Link::new(),
             namespaces: Namespaces::new(&settings.namespaces),
-            screen: Screen::Devices,
+            screen: Screen::Network,
+            network: NetworkScreen::default(),
             devices: DevicesScreen::default(),
             alerts: AlertsScreen::default(),
         }
@@ -223,6 +229,10 @@ impl ConsoleApp {
     /// One frame of the whole console.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
+        if !self.fonts_set {
+            self.fonts_set = true;
+            set_fonts(&ctx);
+        }
         self.fetcher.attach(&ctx);
         let seen = self.link.update(&ctx, &self.fetcher);
         self.namespaces.add(seen);
@@ -261,6 +271,7 @@ impl ConsoleApp {
         };
         let lost = egui::CentralPanel::default()
             .show(ui, |ui| match self.screen {
+                Screen::Network => self.network.ui(ui, &shared),
                 Screen::Devices => self.devices.ui(ui, &shared),
                 Screen::Alerts => self.alerts.ui(ui, &shared),
             })
@@ -269,6 +280,16 @@ impl ConsoleApp {
             self.link.lost(error);
         }
     }
+}
+
+/// egui's proportional font has no arrows (→ in host pairs, ◀ ▶ on the range bar, ▲ ▼ on
+/// sorted columns): the built-in monospace font, which has them, is its fallback.
+fn set_fonts(ctx: &egui::Context) {
+    let mut fonts = egui::FontDefinitions::default();
+    if let Some(family) = fonts.families.get_mut(&egui::FontFamily::Proportional) {
+        family.push("Hack".to_owned());
+    }
+    ctx.set_fonts(fonts);
 }
 
 /// Keeps a connection error (operator gone, token refused) for the app; screens show

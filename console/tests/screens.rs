@@ -5,8 +5,12 @@ mod support;
 use std::time::Duration;
 
 use cdot_console::{app::ConsoleApp, screens::devices::Health};
-use cdot_crds::{device::Device, wire::alert::AlertList};
+use cdot_crds::{
+    device::Device,
+    wire::alert::{AlertList, SilenceList},
+};
 use cdot_testkit::operator::wait_for;
+use egui::Role;
 use egui_kittest::kittest::Queryable as _;
 use support::{Seeded, console, type_into, wait_for_label, wait_for_text};
 
@@ -46,6 +50,8 @@ fn devices_are_listed_offline_first_and_a_wrong_token_is_explained() {
     });
 
     let mut harness = seeded.console(&seeded.viewer);
+    wait_for_label(&mut harness, "Devices");
+    harness.get_by_label("Devices").click();
     wait_for_label(&mut harness, "zz-edge");
     for name in ["web-01", "db-01", "hq-router"] {
         harness.get_by_label(name);
@@ -118,5 +124,112 @@ fn acknowledging_from_the_alerts_screen_reaches_the_api() {
     assert_eq!(
         (ack.by.as_str(), ack.comment.as_str()),
         ("oncall", "looking into it")
+    );
+
+    // Silence the device and rule for 4 h.
+    harness.get_by_label("4 h").click();
+    harness.step();
+    harness.get_by_label("Silence").click();
+    wait_for_text(&mut harness, "Silenced until");
+    let silences: SilenceList = rt.block_on(
+        seeded
+            .operator
+            .get(&seeded.viewer, "/v1/namespaces/acme/silences"),
+    );
+    let silence = silences.items.first().expect("a silence");
+    let matchers: Vec<(&str, &str)> = silence
+        .matchers
+        .iter()
+        .map(|m| (m.label.as_str(), m.value.as_str()))
+        .collect();
+    assert_eq!(matchers, [("device", "db-01"), ("rule", "cpu-high")]);
+    let ms = |t: &str| t.parse::<jiff::Timestamp>().expect("time").as_millisecond();
+    let lasts = ms(&silence.ends_at) - ms(&silence.starts_at);
+    assert!((lasts - 4 * 3_600_000).abs() < 60_000, "{silence:?}");
+}
+
+/// The latest bandwidth request's range, in ms.
+fn bandwidth_range(harness: &egui_kittest::Harness<'static, ConsoleApp>) -> Option<(i64, i64)> {
+    let url = harness
+        .state()
+        .requested()
+        .into_iter()
+        .rev()
+        .find(|u| u.contains("/network/interfaces/bandwidth?"))?;
+    let time = |name| -> Option<i64> {
+        let text = support::query_param(&url, name)?;
+        Some(text.parse::<jiff::Timestamp>().ok()?.as_millisecond())
+    };
+    Some((time("from")?, time("to")?))
+}
+
+#[test]
+fn a_time_preset_changes_the_request_and_the_charts_ask_for_their_width() {
+    let rt = runtime();
+    let seeded = rt.block_on(Seeded::start());
+    rt.block_on(seeded.seed_network());
+    let mut harness = seeded.console(&seeded.viewer);
+    // The network screen is the first one; its default range is the last hour.
+    support::wait_until(&mut harness, "a bandwidth request", |h| {
+        bandwidth_range(h).is_some()
+    });
+    let (from, to) = bandwidth_range(&harness).expect("range");
+    assert_eq!(to - from, 3_600_000);
+    let url = harness
+        .state()
+        .requested()
+        .into_iter()
+        .rfind(|u| u.contains("/network/interfaces/bandwidth?"))
+        .expect("url");
+    let points: usize = support::query_param(&url, "points")
+        .and_then(|p| p.parse().ok())
+        .expect("points");
+    // The charts take half of the 1400-point window.
+    assert!((60..=700).contains(&points), "points={points}");
+
+    harness.get_by_label("24 h").click();
+    support::wait_until(&mut harness, "a 24 h bandwidth request", |h| {
+        bandwidth_range(h).is_some_and(|(from, to)| to - from == 24 * 3_600_000)
+    });
+    // Back by one range: the request moves by 24 h.
+    let (_, to) = bandwidth_range(&harness).expect("range");
+    harness.get_by_label("◀").click();
+    support::wait_until(&mut harness, "the previous 24 h", |h| {
+        bandwidth_range(h).is_some_and(|(_, end)| (to - 24 * 3_600_000 - end).abs() < 60_000)
+    });
+}
+
+#[test]
+fn the_site_filter_changes_what_the_tables_show() {
+    let rt = runtime();
+    let seeded = rt.block_on(Seeded::start());
+    rt.block_on(seeded.seed_network());
+    let mut harness = seeded.console(&seeded.viewer);
+    for label in [
+        "hq-router ge-0/0/1",
+        "branch-sw eth1",
+        "10.1.1.10 → 8.8.8.8",
+        "10.2.2.20 → 1.1.1.1",
+    ] {
+        wait_for_label(&mut harness, label);
+    }
+    harness
+        .get_by_role_and_label(Role::ComboBox, "Site")
+        .click();
+    support::wait_until(&mut harness, "the site option", |h| {
+        h.query_by_role_and_label(Role::Button, "branch").is_some()
+    });
+    harness
+        .get_by_role_and_label(Role::Button, "branch")
+        .click();
+    wait_until_gone(&mut harness, "hq-router ge-0/0/1");
+    wait_until_gone(&mut harness, "10.1.1.10 → 8.8.8.8");
+    harness.get_by_label("branch-sw eth1");
+    harness.get_by_label("10.2.2.20 → 1.1.1.1");
+    let last = harness.state().requested();
+    assert!(
+        last.iter()
+            .any(|u| u.contains("/network/top-talkers?") && u.contains("site=branch")),
+        "{last:#?}"
     );
 }

@@ -90,9 +90,9 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts on free ports with its data directory and log under `work`, and waits until
-    /// `/readyz` answers 200.
-    pub async fn start(manifests: &Path, database_url: &str, work: &Path) -> Self {
+    /// Starts on free ports with its data directory and log under `work` and `extra`
+    /// flags, and waits until `/readyz` answers 200.
+    pub async fn start(manifests: &Path, database_url: &str, work: &Path, extra: &[&str]) -> Self {
         let (port, agent_port) = (free_port(), free_port());
         let log = work.join(format!("operator-{port}.log"));
         let file = std::fs::File::create(&log).expect("operator log file");
@@ -108,6 +108,7 @@ impl Operator {
             .arg(work.join(format!("data-{port}")))
             .arg("--database-url")
             .arg(database_url)
+            .args(extra)
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,7 +1,13 @@
 //! The people API routes the console calls, as typed [`Call`]s over `cdot-crds` types.
 use cdot_crds::{
     device::Device,
-    wire::alert::{AcknowledgeRequest, AlertDetail, AlertList, Silence, SilenceRequest},
+    wire::{
+        alert::{AcknowledgeRequest, AlertDetail, AlertList, Silence, SilenceRequest},
+        network::{
+            BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, TalkerKey,
+            TopTalkers,
+        },
+    },
 };
 use serde::Deserialize;
 
@@ -83,4 +89,83 @@ pub fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+/// What every network query is about: a namespace, optionally one site, and a range.
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkScope<'a> {
+    pub namespace: &'a str,
+    pub site: Option<&'a str>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl NetworkScope<'_> {
+    fn path(&self, route: &str) -> String {
+        format!("/v1/namespaces/{}/network/{route}", self.namespace)
+    }
+
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut query = vec![("from", rfc3339(self.from_ms)), ("to", rfc3339(self.to_ms))];
+        if let Some(site) = self.site {
+            query.push(("site", site.to_owned()));
+        }
+        query
+    }
+}
+
+pub fn top_talkers(
+    api: &ApiClient,
+    scope: NetworkScope<'_>,
+    by: TalkerKey,
+    rank: Rank,
+    limit: usize,
+) -> Call<TopTalkers> {
+    let mut query = scope.query();
+    query.extend([
+        ("by", by.as_str().to_owned()),
+        ("rank", rank.as_str().to_owned()),
+        ("limit", limit.to_string()),
+    ]);
+    Call::get(api.url(&scope.path("top-talkers"), &query))
+}
+
+pub fn interfaces(api: &ApiClient, scope: NetworkScope<'_>) -> Call<InterfaceReport> {
+    Call::get(api.url(&scope.path("interfaces"), &scope.query()))
+}
+
+/// At most `points` buckets per interface: the plot's width, no more (the server keeps
+/// each bucket's minimum and maximum).
+pub fn bandwidth(
+    api: &ApiClient,
+    scope: NetworkScope<'_>,
+    points: usize,
+) -> Call<BandwidthResponse> {
+    let mut query = scope.query();
+    query.push(("points", points.to_string()));
+    Call::get(api.url(&scope.path("interfaces/bandwidth"), &query))
+}
+
+/// At most `points` buckets per probe target.
+pub fn probes(
+    api: &ApiClient,
+    scope: NetworkScope<'_>,
+    points: usize,
+) -> Call<ProbeSeriesResponse> {
+    let mut query = scope.query();
+    query.push(("points", points.to_string()));
+    Call::get(api.url(&scope.path("probes"), &query))
+}
+
+/// The worst interfaces and probe targets of every site over the last `window_ms` (the
+/// route allows 1 minute to 48 hours), `limit` of each.
+pub fn sites(api: &ApiClient, namespace: &str, window_ms: i64, limit: usize) -> Call<SiteSummary> {
+    let minutes = (window_ms / 60_000).clamp(1, 48 * 60);
+    Call::get(api.url(
+        &format!("/v1/namespaces/{namespace}/network/sites"),
+        &[
+            ("window", format!("{minutes}m")),
+            ("limit", limit.to_string()),
+        ],
+    ))
 }

@@ -2,3 +2,4 @@
 pub mod alerts;
 pub mod connect;
 pub mod devices;
+pub mod network;

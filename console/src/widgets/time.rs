@@ -30,6 +30,22 @@ pub fn stamp(rfc3339: &str) -> String {
         .map_or_else(|_| rfc3339.to_owned(), |t| stamp_ms(t.as_millisecond()))
 }
 
+/// Unix ms of `YYYY-MM-DD HH:MM` (UTC), as [`stamp_ms`] writes it; also RFC 3339.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Some(t.as_millisecond());
+    }
+    let civil: jiff::civil::DateTime = jiff::fmt::strtime::parse("%Y-%m-%d %H:%M", text)
+        .ok()?
+        .to_datetime()
+        .ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp().as_millisecond())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +58,9 @@ mod tests {
         assert_eq!(age("2026-12-04T20:00:00Z", now), "2 d ago");
         assert_eq!(age("soon", now), "soon");
         assert_eq!(stamp("2026-12-06T19:52:10+00:00"), "2026-12-06 19:52");
+        let ms = parse_utc("2026-12-06 19:52").expect("parse");
+        assert_eq!(stamp_ms(ms), "2026-12-06 19:52");
+        assert_eq!(parse_utc("2026-12-06T19:52:00Z"), Some(ms));
+        assert_eq!(parse_utc("19:52"), None);
     }
 }

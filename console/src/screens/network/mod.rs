@@ -1,0 +1,265 @@
+//! Network performance, the first screen: a site and a time range, the bandwidth and
+//! probe charts, top talkers beside them, the interface report, and the worst interfaces
+//! and probe targets per site.
+//!
+//! Five panels fetch independently (one slow query does not hold the others back); the
+//! charts ask for no more points than the plot is wide, so a 7-day range costs what a
+//! 15-minute one does to draw.
+mod charts;
+mod interfaces;
+mod sites;
+mod talkers;
+
+use std::time::Instant;
+
+use cdot_crds::wire::network::{
+    BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, TalkerKey,
+    TopTalkers,
+};
+
+use crate::{
+    api::{
+        ApiError,
+        fetch::Panel,
+        routes::{self, NetworkScope},
+    },
+    app::{Shared, connection_error},
+    widgets::{range::TimeRange, status},
+};
+
+/// Rows of the top talkers table.
+const TALKERS: usize = 25;
+/// Worst interfaces and probe targets listed per site.
+const WORST_PER_SITE: usize = 5;
+/// Fewest and most points a chart asks for per series.
+const POINTS: (usize, usize) = (60, 4000);
+
+/// What the charts and tables were fetched for; a change fetches again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Key {
+    namespace: String,
+    site: Option<String>,
+    length_ms: i64,
+    end_ms: Option<i64>,
+    epoch: u64,
+}
+
+pub struct NetworkScreen {
+    range: TimeRange,
+    site: Option<String>,
+    by: TalkerKey,
+    rank: Rank,
+    bandwidth: Panel<BandwidthResponse>,
+    probes: Panel<ProbeSeriesResponse>,
+    talkers: Panel<TopTalkers>,
+    interfaces: Panel<InterfaceReport>,
+    sites: Panel<SiteSummary>,
+    fetched: Option<Key>,
+    /// By and rank of the last talkers call.
+    talkers_fetched: Option<(Key, TalkerKey, Rank)>,
+    fetched_at: Option<Instant>,
+    /// Width of the charts in points.
+    chart_width: f32,
+    talkers_table: talkers::Table,
+    interfaces_table: interfaces::Table,
+}
+
+impl Default for NetworkScreen {
+    fn default() -> Self {
+        Self {
+            range: TimeRange::default(),
+            site: None,
+            by: TalkerKey::Pairs,
+            rank: Rank::Bytes,
+            bandwidth: Panel::default(),
+            probes: Panel::default(),
+            talkers: Panel::default(),
+            interfaces: Panel::default(),
+            sites: Panel::default(),
+            fetched: None,
+            talkers_fetched: None,
+            fetched_at: None,
+            chart_width: 800.0,
+            talkers_table: talkers::Table::default(),
+            interfaces_table: interfaces::Table::default(),
+        }
+    }
+}
+
+impl NetworkScreen {
+    /// Returns a connection error for the app to handle.
+    pub fn ui(&mut self, ui: &mut egui::Ui, shared: &Shared<'_>) -> Option<ApiError> {
+        let lost = [
+            connection_error(self.bandwidth.poll()),
+            connection_error(self.probes.poll()),
+            connection_error(self.talkers.poll()),
+            connection_error(self.interfaces.poll()),
+            connection_error(self.sites.poll()),
+        ]
+        .into_iter()
+        .flatten()
+        .next();
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+
+        ui.horizontal(|ui| {
+            ui.heading(format!("Network in {}", shared.namespace));
+            ui.separator();
+            self.site_ui(ui);
+        });
+        let asked = self.range.ui(ui, now_ms);
+        // The charts take the left half.
+        self.chart_width = (ui.available_width() - ui.spacing().item_spacing.x) / 2.0;
+        self.fetch_due(ui.ctx(), shared, now_ms, asked);
+
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            ui.columns(2, |columns| {
+                let [left, right] = columns else { return };
+                if status::show(left, &self.bandwidth, "bandwidth") {
+                    self.fetch(shared, now_ms);
+                }
+                if let Some(data) = self.bandwidth.data() {
+                    charts::bandwidth(left, data);
+                }
+                if status::show(left, &self.probes, "probes") {
+                    self.fetch(shared, now_ms);
+                }
+                if let Some(data) = self.probes.data() {
+                    charts::probes(left, data);
+                }
+                self.talkers_ui(right, shared, now_ms);
+            });
+            ui.separator();
+            ui.heading("Interfaces");
+            if status::show(ui, &self.interfaces, "interfaces") {
+                self.fetch(shared, now_ms);
+            }
+            if let Some(report) = self.interfaces.data() {
+                self.interfaces_table.ui(ui, &report.items);
+            }
+            ui.separator();
+            ui.heading("Worst per site");
+            if status::show(ui, &self.sites, "sites") {
+                self.fetch(shared, now_ms);
+            }
+            if let Some(summary) = self.sites.data() {
+                sites::ui(ui, summary, self.site.as_deref());
+            }
+        });
+        lost
+    }
+
+    fn site_ui(&mut self, ui: &mut egui::Ui) {
+        // The summary is fetched for every site, so it also lists the sites to pick.
+        let known: Vec<String> = self
+            .sites
+            .data()
+            .map(|s| s.sites.iter().filter_map(|w| w.site.clone()).collect())
+            .unwrap_or_default();
+        let label = ui.label("Site");
+        egui::ComboBox::from_id_salt("site")
+            .selected_text(self.site.as_deref().unwrap_or("All sites"))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut self.site, None, "All sites");
+                for site in known {
+                    ui.selectable_value(&mut self.site, Some(site.clone()), site);
+                }
+            })
+            .response
+            .labelled_by(label.id);
+    }
+
+    fn key(&self, shared: &Shared<'_>) -> Key {
+        Key {
+            namespace: shared.namespace.to_owned(),
+            site: self.site.clone(),
+            length_ms: self.range.length_ms,
+            end_ms: self.range.end_ms,
+            epoch: shared.epoch,
+        }
+    }
+
+    /// Fetches when what is shown changed, when the user asked, or when auto-refresh is due
+    /// (only while the range ends now: a past range does not change).
+    fn fetch_due(&mut self, ctx: &egui::Context, shared: &Shared<'_>, now_ms: i64, asked: bool) {
+        let key = self.key(shared);
+        if asked || self.fetched.as_ref() != Some(&key) {
+            self.fetch(shared, now_ms);
+            return;
+        }
+        if self.talkers_fetched != Some((key, self.by, self.rank)) {
+            self.fetch_talkers(shared, now_ms);
+        }
+        if let (Some(every), Some(at), true) = (
+            self.range.refresh.every(),
+            self.fetched_at,
+            self.range.is_live(),
+        ) {
+            match every.checked_sub(at.elapsed()) {
+                Some(left) if !left.is_zero() => ctx.request_repaint_after(left),
+                _ => self.fetch(shared, now_ms),
+            }
+        }
+    }
+
+    fn scope<'a>(&'a self, shared: &Shared<'a>, now_ms: i64) -> NetworkScope<'a> {
+        let (from_ms, to_ms) = self.range.window(now_ms);
+        NetworkScope {
+            namespace: shared.namespace,
+            site: self.site.as_deref(),
+            from_ms,
+            to_ms,
+        }
+    }
+
+    fn fetch(&mut self, shared: &Shared<'_>, now_ms: i64) {
+        let api = shared.fetcher.client();
+        // One point per pixel column of the chart at most.
+        let points = (self.chart_width.round() as usize).clamp(POINTS.0, POINTS.1);
+        let scope = self.scope(shared, now_ms);
+        let calls = (
+            routes::bandwidth(api, scope, points),
+            routes::probes(api, scope, points),
+            routes::interfaces(api, scope),
+            routes::sites(api, shared.namespace, self.range.length_ms, WORST_PER_SITE),
+        );
+        self.bandwidth.request(shared.fetcher, calls.0);
+        self.probes.request(shared.fetcher, calls.1);
+        self.interfaces.request(shared.fetcher, calls.2);
+        self.sites.request(shared.fetcher, calls.3);
+        self.fetch_talkers(shared, now_ms);
+        self.fetched = Some(self.key(shared));
+        self.fetched_at = Some(Instant::now());
+    }
+
+    fn fetch_talkers(&mut self, shared: &Shared<'_>, now_ms: i64) {
+        let call = routes::top_talkers(
+            shared.fetcher.client(),
+            self.scope(shared, now_ms),
+            self.by,
+            self.rank,
+            TALKERS,
+        );
+        self.talkers.request(shared.fetcher, call);
+        self.talkers_fetched = Some((self.key(shared), self.by, self.rank));
+    }
+
+    fn talkers_ui(&mut self, ui: &mut egui::Ui, shared: &Shared<'_>, now_ms: i64) {
+        ui.heading("Top talkers");
+        ui.horizontal_wrapped(|ui| {
+            for key in TalkerKey::ALL {
+                ui.selectable_value(&mut self.by, key, talkers::key_title(key));
+            }
+        });
+        ui.horizontal(|ui| {
+            ui.label("Rank by");
+            ui.selectable_value(&mut self.rank, Rank::Bytes, "bytes");
+            ui.selectable_value(&mut self.rank, Rank::Packets, "packets");
+        });
+        if status::show(ui, &self.talkers, "top talkers") {
+            self.fetch_talkers(shared, now_ms);
+        }
+        if let Some(data) = self.talkers.data() {
+            self.talkers_table.ui(ui, data);
+        }
+    }
+}
