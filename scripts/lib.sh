@@ -30,6 +30,19 @@ ensure_rust() {
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 
+# The binaries the quick start runs, console included, in the quickstart profile
+# (Cargo.toml): one build that scripts/quickstart makes and the console command reuses.
+build_quickstart() {
+    cargo build --profile quickstart --locked -p cdot-operator -p cdot-agent -p cdot-collector -p cdot-console
+}
+
+# Every binary of the workspace in the release profile, for the benchmarks: each bench
+# script builds this same set, so the second one rebuilds nothing (asking cargo for another
+# set of packages unifies features differently and rebuilds most of the workspace).
+build_release() {
+    cargo build --release --locked --workspace --bins
+}
+
 postgres_bin_dir() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1
 }
