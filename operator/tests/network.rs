@@ -660,7 +660,7 @@ async fn queries_return_the_numbers_of_known_data() {
         bw["series"][0]["points"],
         json!([
             [
-                m1, 200_000.0, 50_000.0, 300_000.0, 50_000.0, 100_000.0, 50_000.0
+                m1, 200_000.0, 50_000.0, 300_000.0, 50_000.0, 100_000.0, 50_000.0, 3, 0, 0, 3
             ],
             [
                 m1 + MINUTE_MS,
@@ -669,7 +669,11 @@ async fn queries_return_the_numbers_of_known_data() {
                 400_000.0,
                 50_000.0,
                 400_000.0,
-                50_000.0
+                50_000.0,
+                0,
+                0,
+                0,
+                1
             ]
         ])
     );
@@ -683,14 +687,10 @@ async fn queries_return_the_numbers_of_known_data() {
     let points = one["series"][0]["points"].as_array().expect("points");
     assert_eq!(points.len(), 1, "{one}");
     assert_eq!(
-        points[0].as_array().map(|p| p[1..].to_vec()),
-        Some(
-            [
-                250_000.0, 50_000.0, 400_000.0, 50_000.0, 100_000.0, 50_000.0
-            ]
-            .map(|v| json!(v))
-            .to_vec()
-        ),
+        points[0].as_array().map(|p| json!(p[1..])),
+        Some(json!([
+            250_000.0, 50_000.0, 400_000.0, 50_000.0, 100_000.0, 50_000.0, 3, 0, 0, 4
+        ])),
         "{one}"
     );
     let (status, error) = h

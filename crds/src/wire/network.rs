@@ -199,9 +199,10 @@ pub struct InterfaceReport {
     pub items: Vec<InterfaceStats>,
 }
 
-/// One bucket of an interface's bandwidth in bits/s: `[start (Unix ms), avg in, avg out,
-/// max in, max out, min in, min out]`: maxima and minima are of the polls, so a bucket
-/// keeps its peaks and dips whatever its size.
+/// One bucket of an interface: `[start (Unix ms), avg in, avg out, max in, max out, min in,
+/// min out, errors in, errors out, discards in, discards out]`, rates in bits/s. Maxima and
+/// minima are of the polls, so a bucket keeps its peaks and dips whatever its size; errors
+/// and discards are counted over the bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BandwidthPoint(
     pub i64,
@@ -211,11 +212,15 @@ pub struct BandwidthPoint(
     pub f64,
     pub f64,
     pub f64,
+    pub i64,
+    pub i64,
+    pub i64,
+    pub i64,
 );
 
 impl BandwidthPoint {
     /// Names of the columns, as in a response's `columns`.
-    pub const COLUMNS: [&'static str; 7] = [
+    pub const COLUMNS: [&'static str; 11] = [
         "ms",
         "inBps",
         "outBps",
@@ -223,10 +228,14 @@ impl BandwidthPoint {
         "outMaxBps",
         "inMinBps",
         "outMinBps",
+        "inErrors",
+        "outErrors",
+        "inDiscards",
+        "outDiscards",
     ];
 }
 
-/// The bandwidth of one interface.
+/// The series of one interface.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BandwidthSeries {

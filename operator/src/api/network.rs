@@ -529,7 +529,7 @@ impl SeriesWindow {
 }
 
 /// `GET /v1/namespaces/{ns}/network/interfaces/bandwidth?step=|points=`: per interface
-/// [`BandwidthPoint`]s in bits/s.
+/// [`BandwidthPoint`]s: bits/s, errors and discards.
 pub async fn bandwidth(
     State(state): State<AppState>,
     principal: Principal,
@@ -552,9 +552,19 @@ pub async fn bandwidth(
         .interface_points(&ids, window.from, window.to, window.step, window.resolution)
         .await?;
     let mut by_id: BTreeMap<i32, Vec<BandwidthPoint>> = BTreeMap::new();
-    for (id, ms, in_avg, out_avg, in_max, out_max, in_min, out_min) in rows {
-        by_id.entry(id).or_default().push(BandwidthPoint(
-            ms, in_avg, out_avg, in_max, out_max, in_min, out_min,
+    for p in rows {
+        by_id.entry(p.id).or_default().push(BandwidthPoint(
+            p.at_ms,
+            p.in_bps.0,
+            p.out_bps.0,
+            p.in_bps.1,
+            p.out_bps.1,
+            p.in_bps.2,
+            p.out_bps.2,
+            p.errors.0,
+            p.errors.1,
+            p.discards.0,
+            p.discards.1,
         ));
     }
     let series = infos
@@ -832,7 +842,7 @@ pub fn openapi_paths(
     paths.insert(
         "/v1/namespaces/{namespace}/network/interfaces/bandwidth".into(),
         route(
-            "Bandwidth per interface at a step",
+            "Bandwidth, errors and discards per interface at a step",
             vec![interface, step.clone(), points.clone()],
             ok(
                 "`series` of [ms, inBps, outBps, inMaxBps, outMaxBps, inMinBps, outMinBps]",

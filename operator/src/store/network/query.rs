@@ -197,9 +197,18 @@ pub struct InterfaceStats {
     pub status_changes: i64,
 }
 
-/// Bandwidth of one interface in one step: (interface id, step start ms, avg in, avg out,
-/// max in, max out, min in, min out) in bits/s: maxima and minima of the polls.
-pub type InterfacePoint = (i32, i64, f64, f64, f64, f64, f64, f64);
+/// One interface in one step: rates in bits/s (average, and the highest and lowest poll),
+/// errors and discards in the step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InterfacePoint {
+    pub id: i32,
+    /// Start of the step, Unix ms.
+    pub at_ms: i64,
+    pub in_bps: (f64, f64, f64),
+    pub out_bps: (f64, f64, f64),
+    pub errors: (i64, i64),
+    pub discards: (i64, i64),
+}
 
 /// A probe (device, name, target).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,7 +464,9 @@ impl Store {
                 ", sum(in_bps_sum) / sum(samples), sum(out_bps_sum) / sum(samples),
                  max(in_bps_max), max(out_bps_max),
                  min(COALESCE(in_bps_min, in_bps_sum / samples)),
-                 min(COALESCE(out_bps_min, out_bps_sum / samples))"
+                 min(COALESCE(out_bps_min, out_bps_sum / samples)),
+                 sum(in_errors)::int8, sum(out_errors)::int8,
+                 sum(in_discards)::int8, sum(out_discards)::int8"
             ),
             table: resolution.of("net_if_1m", "net_if_1h"),
             filter: "interface_id = ANY($1) AND samples > 0",
@@ -467,17 +478,13 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                    r.get(3),
-                    r.get(4),
-                    r.get(5),
-                    r.get(6),
-                    r.get(7),
-                )
+            .map(|r| InterfacePoint {
+                id: r.get(0),
+                at_ms: r.get(1),
+                in_bps: (r.get(2), r.get(4), r.get(6)),
+                out_bps: (r.get(3), r.get(5), r.get(7)),
+                errors: (r.get(8), r.get(9)),
+                discards: (r.get(10), r.get(11)),
             })
             .collect())
     }
