@@ -91,11 +91,14 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// What every network query is about: a namespace, optionally one site, and a range.
+/// What every network query is about: a namespace, optionally one site or one device
+/// (and one of its interfaces), and a range.
 #[derive(Debug, Clone, Copy)]
 pub struct NetworkScope<'a> {
     pub namespace: &'a str,
     pub site: Option<&'a str>,
+    pub device: Option<&'a str>,
+    pub interface: Option<&'a str>,
     pub from_ms: i64,
     pub to_ms: i64,
 }
@@ -107,8 +110,14 @@ impl NetworkScope<'_> {
 
     fn query(&self) -> Vec<(&'static str, String)> {
         let mut query = vec![("from", rfc3339(self.from_ms)), ("to", rfc3339(self.to_ms))];
-        if let Some(site) = self.site {
-            query.push(("site", site.to_owned()));
+        for (name, value) in [
+            ("site", self.site),
+            ("device", self.device),
+            ("interface", self.interface),
+        ] {
+            if let Some(value) = value {
+                query.push((name, value.to_owned()));
+            }
         }
         query
     }

@@ -48,26 +48,102 @@ pub fn totals(data: &BandwidthResponse) -> BTreeMap<i64, [f64; 4]> {
     sums
 }
 
-pub fn bandwidth(ui: &mut egui::Ui, data: &BandwidthResponse) {
-    ui.strong(format!(
-        "Bandwidth of {} interfaces (out up, in down)",
-        data.series.len()
-    ));
+/// The same chart a day or a week earlier, drawn shifted onto the current range.
+pub struct Previous<'a> {
+    pub data: &'a BandwidthResponse,
+    pub offset_ms: i64,
+    pub label: &'static str,
+}
+
+/// Bits/s of the interfaces in `data`, summed: out above the axis, in below it, averages
+/// and (dotted) maxima; `previous` dashed.
+pub fn bandwidth(
+    ui: &mut egui::Ui,
+    id: &str,
+    title: &str,
+    data: &BandwidthResponse,
+    previous: Option<Previous<'_>>,
+) {
+    ui.strong(title);
     let sums = totals(data);
-    let line = |column: usize, sign: f64| -> PlotPoints<'static> {
-        sums.iter()
-            .map(|(ms, v)| [x(*ms), sign * v[column]])
-            .collect::<Vec<_>>()
-            .into()
+    let line = |sums: &BTreeMap<i64, [f64; 4]>, column: usize, sign: f64, shift: i64| {
+        PlotPoints::from(
+            sums.iter()
+                .map(|(ms, v)| [x(*ms + shift), sign * v[column]])
+                .collect::<Vec<_>>(),
+        )
     };
-    plot("bandwidth", "bit/s", &data.from, &data.to)
+    let earlier = previous.map(|p| (totals(p.data), p.offset_ms, p.label));
+    plot(id, "bit/s", &data.from, &data.to)
         .y_axis_formatter(|mark, _| units::bps(mark.value))
         .include_y(0.0)
         .show(ui, |plot| {
-            plot.line(Line::new("out", line(1, 1.0)));
-            plot.line(Line::new("in", line(0, -1.0)));
-            plot.line(Line::new("out max", line(3, 1.0)).style(LineStyle::dotted_dense()));
-            plot.line(Line::new("in max", line(2, -1.0)).style(LineStyle::dotted_dense()));
+            plot.line(Line::new("out", line(&sums, 1, 1.0, 0)));
+            plot.line(Line::new("in", line(&sums, 0, -1.0, 0)));
+            let dotted = LineStyle::dotted_dense();
+            plot.line(Line::new("out max", line(&sums, 3, 1.0, 0)).style(dotted));
+            plot.line(Line::new("in max", line(&sums, 2, -1.0, 0)).style(dotted));
+            if let Some((sums, offset, label)) = &earlier {
+                let dashed = LineStyle::dashed_loose();
+                for (name, column, sign) in [("out", 1, 1.0), ("in", 0, -1.0)] {
+                    plot.line(
+                        Line::new(format!("{name} {label}"), line(sums, column, sign, *offset))
+                            .style(dashed),
+                    );
+                }
+            }
+        });
+}
+
+/// In and out utilisation of one interface, in percent of `speed_bps`.
+pub fn utilisation(ui: &mut egui::Ui, id: &str, data: &BandwidthResponse, speed_bps: i64) {
+    if speed_bps <= 0 {
+        ui.weak("The interface's speed is unknown: no utilisation.");
+        return;
+    }
+    ui.strong("Utilisation");
+    let sums = totals(data);
+    let percent = |column: usize| {
+        PlotPoints::from(
+            sums.iter()
+                .map(|(ms, v)| [x(*ms), 100.0 * v[column] / speed_bps as f64])
+                .collect::<Vec<_>>(),
+        )
+    };
+    plot(id, "%", &data.from, &data.to)
+        .include_y(0.0)
+        .show(ui, |plot| {
+            plot.line(Line::new("out", percent(1)));
+            plot.line(Line::new("in", percent(0)));
+        });
+}
+
+/// Errors and discards of the interfaces in `data`, per bucket.
+pub fn errors(ui: &mut egui::Ui, id: &str, data: &BandwidthResponse) {
+    ui.strong("Errors and discards per bucket");
+    let mut sums: BTreeMap<i64, [i64; 4]> = BTreeMap::new();
+    for p in data.series.iter().flat_map(|s| &s.points) {
+        let sum = sums.entry(p.0).or_default();
+        for (total, value) in sum.iter_mut().zip([p.7, p.8, p.9, p.10]) {
+            *total += value;
+        }
+    }
+    let column = |c: usize| {
+        PlotPoints::from(
+            sums.iter()
+                .map(|(ms, v)| [x(*ms), v[c] as f64])
+                .collect::<Vec<_>>(),
+        )
+    };
+    plot(id, "count", &data.from, &data.to)
+        .include_y(0.0)
+        .show(ui, |plot| {
+            for (c, name) in ["errors in", "errors out", "discards in", "discards out"]
+                .into_iter()
+                .enumerate()
+            {
+                plot.line(Line::new(name, column(c)));
+            }
         });
 }
 
@@ -113,6 +189,14 @@ mod tests {
 
     use super::*;
 
+    /// A point with these averages and maxima, zero in the other columns.
+    fn point(ms: i64, v: [f64; 4]) -> BandwidthPoint {
+        let mut row = vec![serde_json::json!(ms)];
+        row.extend(v.iter().map(|x| serde_json::json!(x)));
+        row.resize(BandwidthPoint::COLUMNS.len(), serde_json::json!(0));
+        serde_json::from_value(serde_json::Value::Array(row)).expect("point")
+    }
+
     #[test]
     fn bandwidth_is_summed_per_bucket() {
         let series = |name: &str, points: Vec<BandwidthPoint>| BandwidthSeries {
@@ -131,12 +215,12 @@ mod tests {
             resolution: Resolution::Minute,
             columns: Vec::new(),
             series: vec![
-                series("a", vec![BandwidthPoint(0, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0)]),
+                series("a", vec![point(0, [1.0, 2.0, 3.0, 4.0])]),
                 series(
                     "b",
                     vec![
-                        BandwidthPoint(0, 10.0, 20.0, 30.0, 40.0, 0.0, 0.0),
-                        BandwidthPoint(60_000, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0),
+                        point(0, [10.0, 20.0, 30.0, 40.0]),
+                        point(60_000, [5.0, 5.0, 5.0, 5.0]),
                     ],
                 ),
             ],

@@ -82,8 +82,10 @@ pub fn oper_status(status: Option<i16>) -> &'static str {
 }
 
 impl Table {
-    pub fn ui(&mut self, ui: &mut egui::Ui, items: &[InterfaceStats]) {
+    /// The table; the interface whose name was clicked, to drill into.
+    pub fn ui(&mut self, ui: &mut egui::Ui, items: &[InterfaceStats]) -> Option<InterfaceStats> {
         let rows = rows(items, self.sort);
+        let mut clicked = None;
         ui.label(format!(
             "{} interfaces; utilisation avg / p95 / max (bit/s where the speed is unknown)",
             rows.len()
@@ -107,20 +109,25 @@ impl Table {
                         self.sort.header(ui, "Status changes", Column::Changes);
                         ui.end_row();
                         for i in rows {
-                            row(ui, i);
+                            if row(ui, i) {
+                                clicked = Some(i.clone());
+                            }
                         }
                     });
             });
+        clicked
     }
 }
 
-fn row(ui: &mut egui::Ui, i: &InterfaceStats) {
-    let name = format!("{} {}", i.device, i.interface);
-    if i.alias.is_empty() {
-        ui.label(name);
-    } else {
-        ui.label(name).on_hover_text(&i.alias);
-    }
+/// One interface; true when its name was clicked.
+fn row(ui: &mut egui::Ui, i: &InterfaceStats) -> bool {
+    let name = ui
+        .link(format!("{} {}", i.device, i.interface))
+        .on_hover_text(if i.alias.is_empty() {
+            "open its charts and talkers".to_owned()
+        } else {
+            format!("{}: open its charts and talkers", i.alias)
+        });
     ui.label(i.site.as_deref().unwrap_or("—"));
     let status = oper_status(i.oper_status);
     if i.oper_status.is_some_and(|s| s != 1) {
@@ -146,6 +153,7 @@ fn row(ui: &mut egui::Ui, i: &InterfaceStats) {
     ui.label(format!("{} / {}", i.discards.inbound, i.discards.outbound));
     ui.label(i.status_changes.to_string());
     ui.end_row();
+    name.clicked()
 }
 
 #[cfg(test)]

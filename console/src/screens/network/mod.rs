@@ -6,6 +6,7 @@
 //! charts ask for no more points than the plot is wide, so a 7-day range costs what a
 //! 15-minute one does to draw.
 mod charts;
+mod drill;
 mod interfaces;
 mod sites;
 mod talkers;
@@ -34,6 +35,34 @@ const WORST_PER_SITE: usize = 5;
 /// Fewest and most points a chart asks for per series.
 const POINTS: (usize, usize) = (60, 4000);
 
+const DAY_MS: i64 = 24 * 3_600_000;
+
+/// The previous period drawn under the bandwidth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compare {
+    Off,
+    DayBefore,
+    WeekBefore,
+}
+
+impl Compare {
+    fn offset_ms(self) -> Option<i64> {
+        match self {
+            Self::Off => None,
+            Self::DayBefore => Some(DAY_MS),
+            Self::WeekBefore => Some(7 * DAY_MS),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::DayBefore => "a day before",
+            Self::WeekBefore => "a week before",
+        }
+    }
+}
+
 /// What the charts and tables were fetched for; a change fetches again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Key {
@@ -41,6 +70,7 @@ struct Key {
     site: Option<String>,
     length_ms: i64,
     end_ms: Option<i64>,
+    compare: Compare,
     epoch: u64,
 }
 
@@ -49,7 +79,10 @@ pub struct NetworkScreen {
     site: Option<String>,
     by: TalkerKey,
     rank: Rank,
+    compare: Compare,
     bandwidth: Panel<BandwidthResponse>,
+    /// The bandwidth of the period `compare` names.
+    previous: Panel<BandwidthResponse>,
     probes: Panel<ProbeSeriesResponse>,
     talkers: Panel<TopTalkers>,
     interfaces: Panel<InterfaceReport>,
@@ -58,10 +91,13 @@ pub struct NetworkScreen {
     /// By and rank of the last talkers call.
     talkers_fetched: Option<(Key, TalkerKey, Rank)>,
     fetched_at: Option<Instant>,
+    /// Counts the screen's fetches (the drill-down follows them).
+    generation: u64,
     /// Width of the charts in points.
     chart_width: f32,
     talkers_table: talkers::Table,
     interfaces_table: interfaces::Table,
+    drill: Option<drill::Drill>,
 }
 
 impl Default for NetworkScreen {
@@ -71,7 +107,9 @@ impl Default for NetworkScreen {
             site: None,
             by: TalkerKey::Pairs,
             rank: Rank::Bytes,
+            compare: Compare::Off,
             bandwidth: Panel::default(),
+            previous: Panel::default(),
             probes: Panel::default(),
             talkers: Panel::default(),
             interfaces: Panel::default(),
@@ -79,9 +117,11 @@ impl Default for NetworkScreen {
             fetched: None,
             talkers_fetched: None,
             fetched_at: None,
+            generation: 0,
             chart_width: 800.0,
             talkers_table: talkers::Table::default(),
             interfaces_table: interfaces::Table::default(),
+            drill: None,
         }
     }
 }
@@ -89,8 +129,9 @@ impl Default for NetworkScreen {
 impl NetworkScreen {
     /// Returns a connection error for the app to handle.
     pub fn ui(&mut self, ui: &mut egui::Ui, shared: &Shared<'_>) -> Option<ApiError> {
-        let lost = [
+        let mut lost = [
             connection_error(self.bandwidth.poll()),
+            connection_error(self.previous.poll()),
             connection_error(self.probes.poll()),
             connection_error(self.talkers.poll()),
             connection_error(self.interfaces.poll()),
@@ -105,6 +146,11 @@ impl NetworkScreen {
             ui.heading(format!("Network in {}", shared.namespace));
             ui.separator();
             self.site_ui(ui);
+            ui.separator();
+            ui.label("Compare with");
+            for compare in [Compare::Off, Compare::DayBefore, Compare::WeekBefore] {
+                ui.selectable_value(&mut self.compare, compare, compare.label());
+            }
         });
         let asked = self.range.ui(ui, now_ms);
         // The charts take the left half.
@@ -118,7 +164,18 @@ impl NetworkScreen {
                     self.fetch(shared, now_ms);
                 }
                 if let Some(data) = self.bandwidth.data() {
-                    charts::bandwidth(left, data);
+                    let previous = self.compare.offset_ms().and_then(|offset_ms| {
+                        Some(charts::Previous {
+                            data: self.previous.data()?,
+                            offset_ms,
+                            label: self.compare.label(),
+                        })
+                    });
+                    let title = format!(
+                        "Bandwidth of {} interfaces (out up, in down)",
+                        data.series.len()
+                    );
+                    charts::bandwidth(left, "bandwidth", &title, data, previous);
                 }
                 if status::show(left, &self.probes, "probes") {
                     self.fetch(shared, now_ms);
@@ -133,8 +190,10 @@ impl NetworkScreen {
             if status::show(ui, &self.interfaces, "interfaces") {
                 self.fetch(shared, now_ms);
             }
-            if let Some(report) = self.interfaces.data() {
-                self.interfaces_table.ui(ui, &report.items);
+            if let Some(report) = self.interfaces.data()
+                && let Some(interface) = self.interfaces_table.ui(ui, &report.items)
+            {
+                self.drill = Some(drill::Drill::new(interface));
             }
             ui.separator();
             ui.heading("Worst per site");
@@ -145,7 +204,51 @@ impl NetworkScreen {
                 sites::ui(ui, summary, self.site.as_deref());
             }
         });
+        lost = lost.or(self.drill_ui(ui.ctx(), shared, now_ms));
         lost
+    }
+
+    /// The drill-down window of the clicked interface, fetched for the screen's range.
+    fn drill_ui(
+        &mut self,
+        ctx: &egui::Context,
+        shared: &Shared<'_>,
+        now_ms: i64,
+    ) -> Option<ApiError> {
+        let points = self.points();
+        let (from_ms, to_ms) = self.range.window(now_ms);
+        let generation = self.generation;
+        let drill = self.drill.as_mut()?;
+        // The drill follows the screen: a new range or an auto-refresh fetches it too.
+        let scope = NetworkScope {
+            namespace: shared.namespace,
+            site: None,
+            device: None,
+            interface: None,
+            from_ms,
+            to_ms,
+        };
+        drill.fetch(shared.fetcher, scope, points, Some(generation));
+        let mut open = true;
+        let answer = egui::Window::new(drill.title())
+            .open(&mut open)
+            .default_size([640.0, 560.0])
+            .vscroll(true)
+            .show(ctx, |ui| drill.ui(ui))
+            .and_then(|r| r.inner);
+        let (lost, retry) = answer.unwrap_or((None, false));
+        if retry {
+            drill.fetch(shared.fetcher, scope, points, None);
+        }
+        if !open {
+            self.drill = None;
+        }
+        lost
+    }
+
+    /// Points per series: one per point of the charts' width, within bounds.
+    fn points(&self) -> usize {
+        (self.chart_width.round() as usize).clamp(POINTS.0, POINTS.1)
     }
 
     fn site_ui(&mut self, ui: &mut egui::Ui) {
@@ -174,6 +277,7 @@ impl NetworkScreen {
             site: self.site.clone(),
             length_ms: self.range.length_ms,
             end_ms: self.range.end_ms,
+            compare: self.compare,
             epoch: shared.epoch,
         }
     }
@@ -206,6 +310,8 @@ impl NetworkScreen {
         NetworkScope {
             namespace: shared.namespace,
             site: self.site.as_deref(),
+            device: None,
+            interface: None,
             from_ms,
             to_ms,
         }
@@ -213,9 +319,16 @@ impl NetworkScreen {
 
     fn fetch(&mut self, shared: &Shared<'_>, now_ms: i64) {
         let api = shared.fetcher.client();
-        // One point per pixel column of the chart at most.
-        let points = (self.chart_width.round() as usize).clamp(POINTS.0, POINTS.1);
+        let points = self.points();
         let scope = self.scope(shared, now_ms);
+        let previous = self.compare.offset_ms().map(|offset| {
+            let earlier = NetworkScope {
+                from_ms: scope.from_ms - offset,
+                to_ms: scope.to_ms - offset,
+                ..scope
+            };
+            routes::bandwidth(api, earlier, points)
+        });
         let calls = (
             routes::bandwidth(api, scope, points),
             routes::probes(api, scope, points),
@@ -226,9 +339,13 @@ impl NetworkScreen {
         self.probes.request(shared.fetcher, calls.1);
         self.interfaces.request(shared.fetcher, calls.2);
         self.sites.request(shared.fetcher, calls.3);
+        if let Some(call) = previous {
+            self.previous.request(shared.fetcher, call);
+        }
         self.fetch_talkers(shared, now_ms);
         self.fetched = Some(self.key(shared));
         self.fetched_at = Some(Instant::now());
+        self.generation += 1;
     }
 
     fn fetch_talkers(&mut self, shared: &Shared<'_>, now_ms: i64) {

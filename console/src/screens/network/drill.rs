@@ -1,0 +1,121 @@
+//! One interface in a window of its own: its bandwidth, utilisation, errors and discards
+//! over the screen's range, and the top talkers whose flows crossed it.
+use cdot_crds::wire::network::{BandwidthResponse, InterfaceStats, Rank, TalkerKey, TopTalkers};
+
+use super::{charts, interfaces, talkers};
+use crate::{
+    api::{
+        ApiError,
+        fetch::{Fetcher, Panel},
+        routes::{self, NetworkScope},
+    },
+    app::connection_error,
+    widgets::{status, units},
+};
+
+pub struct Drill {
+    interface: InterfaceStats,
+    bandwidth: Panel<BandwidthResponse>,
+    talkers: Panel<TopTalkers>,
+    table: talkers::Table,
+    /// The screen's fetch generation this was last fetched for.
+    fetched: Option<u64>,
+}
+
+impl Drill {
+    pub fn new(interface: InterfaceStats) -> Self {
+        Self {
+            interface,
+            bandwidth: Panel::default(),
+            talkers: Panel::default(),
+            table: talkers::Table::default(),
+            fetched: None,
+        }
+    }
+
+    pub fn title(&self) -> String {
+        format!(
+            "Interface {} {}",
+            self.interface.device, self.interface.interface
+        )
+    }
+
+    /// Fetches for `scope`'s range once per fetch `generation` of the screen (its range
+    /// changed, it was refreshed), or again when `generation` is `None` (a retry).
+    pub fn fetch(
+        &mut self,
+        fetcher: &Fetcher,
+        scope: NetworkScope<'_>,
+        points: usize,
+        generation: Option<u64>,
+    ) {
+        if generation.is_some() && self.fetched == generation {
+            return;
+        }
+        self.fetched = generation.or(self.fetched);
+        let scope = NetworkScope {
+            site: None,
+            device: Some(&self.interface.device),
+            interface: Some(&self.interface.interface),
+            ..scope
+        };
+        let api = fetcher.client();
+        self.bandwidth
+            .request(fetcher, routes::bandwidth(api, scope, points));
+        self.talkers.request(
+            fetcher,
+            routes::top_talkers(api, scope, TalkerKey::Pairs, Rank::Bytes, 10),
+        );
+    }
+
+    /// The window's contents; returns a connection error for the app, and whether the
+    /// user asked to fetch again.
+    pub fn ui(&mut self, ui: &mut egui::Ui) -> (Option<ApiError>, bool) {
+        let lost =
+            connection_error(self.bandwidth.poll()).or(connection_error(self.talkers.poll()));
+        let mut retry = false;
+        let i = &self.interface;
+        ui.label(format!(
+            "{}{} · ifIndex {} · speed {} · status {} ({} changes)",
+            i.site
+                .as_deref()
+                .map(|s| format!("site {s} · "))
+                .unwrap_or_default(),
+            if i.alias.is_empty() {
+                "no alias"
+            } else {
+                &i.alias
+            },
+            i.if_index,
+            if i.speed_bps > 0 {
+                units::bps(i.speed_bps as f64)
+            } else {
+                "unknown".into()
+            },
+            interfaces::oper_status(i.oper_status),
+            i.status_changes
+        ));
+        ui.label(format!(
+            "errors in/out {} / {} · discards in/out {} / {} over the range",
+            i.errors.inbound, i.errors.outbound, i.discards.inbound, i.discards.outbound
+        ));
+        retry |= status::show(ui, &self.bandwidth, "interface bandwidth");
+        if let Some(data) = self.bandwidth.data() {
+            charts::bandwidth(
+                ui,
+                "drill-bandwidth",
+                "Bandwidth (out up, in down)",
+                data,
+                None,
+            );
+            charts::utilisation(ui, "drill-utilisation", data, self.interface.speed_bps);
+            charts::errors(ui, "drill-errors", data);
+        }
+        ui.strong("Top talkers through it");
+        retry |= status::show(ui, &self.talkers, "interface talkers");
+        if let Some(data) = self.talkers.data() {
+            self.table.ui(ui, data);
+        }
+        (lost, retry)
+    }
+}
