@@ -1080,6 +1080,32 @@ async fn flow_tiers_match_the_minutes_follow_the_range_and_refold_late_rows() {
                 minute_bytes(&h.store, &top, &pair_sql).await,
                 "{range}{filter}: {top}"
             );
+            // The traffic series of the scope and of that pair add up to the same bytes.
+            let pair = format!(
+                "&src={}&dst={}",
+                first["src"].as_str().unwrap_or_default(),
+                first["dst"].as_str().unwrap_or_default()
+            );
+            for (talker, sql) in [("", sql.to_owned()), (pair.as_str(), pair_sql)] {
+                let uri =
+                    format!("/v1/namespaces/acme/network/traffic?{range}{filter}{talker}&points=7");
+                let (status, series) = h.get(&uri).await;
+                assert_eq!(status, StatusCode::OK, "{uri}: {series}");
+                assert_eq!(series["resolution"], resolution, "{uri}");
+                let step = series["stepMs"].as_f64().expect("step");
+                let points = series["points"].as_array().expect("points");
+                assert!(!points.is_empty() && points.len() <= 7, "{uri}: {series}");
+                let bytes: f64 = points
+                    .iter()
+                    .map(|p| p[1].as_f64().unwrap_or_default() * step / 8000.0)
+                    .sum();
+                let want = minute_bytes(&h.store, &series, &sql).await;
+                assert_eq!(bytes.round() as i64, want, "{uri}: {series}");
+                assert!(
+                    points.iter().all(|p| p[2].as_f64() >= p[1].as_f64()),
+                    "a bucket's peak is at least the step's average: {series}"
+                );
+            }
         }
     }
     let paris = format!(

@@ -22,6 +22,26 @@ pub enum Resolution {
     Hour,
 }
 
+impl Resolution {
+    /// As on the wire: `1m`, `10m`, `1h`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Minute => "1m",
+            Resolution::TenMinutes => "10m",
+            Resolution::Hour => "1h",
+        }
+    }
+
+    /// Length of one bucket.
+    pub fn bucket_ms(self) -> i64 {
+        match self {
+            Resolution::Minute => 60_000,
+            Resolution::TenMinutes => 600_000,
+            Resolution::Hour => 3_600_000,
+        }
+    }
+}
+
 /// What top talkers are keyed by (`by=`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -315,6 +335,45 @@ pub struct ProbeSeriesResponse {
     /// Names of a point's columns ([`ProbePoint::COLUMNS`]).
     pub columns: Vec<String>,
     pub series: Vec<ProbeSeries>,
+}
+
+/// One step of a traffic series: `[start (Unix ms), avg bits/s, max bits/s, min bits/s,
+/// avg packets/s]`. The maximum and minimum are of the rollup buckets (`bucketMs`) of the
+/// step that carried traffic, so a step keeps its bursts whatever its size.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrafficPoint(pub i64, pub f64, pub f64, pub f64, pub f64);
+
+impl TrafficPoint {
+    /// Names of the columns, as in a response's `columns`.
+    pub const COLUMNS: [&'static str; 5] = ["ms", "bps", "maxBps", "minBps", "pps"];
+}
+
+/// `GET /v1/namespaces/{ns}/network/traffic`: the flow traffic in scope over time, all of
+/// it or one talker's (any of `src`, `dst`, `protocol`, `port`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSeries {
+    pub namespace: String,
+    /// Start of the first step.
+    pub from: String,
+    pub to: String,
+    /// Step size.
+    pub step_ms: i64,
+    /// Size of the rollup buckets read (maxima and minima are of these).
+    pub bucket_ms: i64,
+    pub resolution: Resolution,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Names of a point's columns ([`TrafficPoint::COLUMNS`]).
+    pub columns: Vec<String>,
+    /// Steps with traffic, in time order.
+    pub points: Vec<TrafficPoint>,
 }
 
 /// A probe target over the summary's window.

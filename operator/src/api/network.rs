@@ -33,7 +33,7 @@ use crate::store::network::{
     HOUR_MS, MINUTE_MS, floor_to,
     query::{
         FlowResolution, FlowScope, InterfaceInfo, InterfaceStats, ProbeStats, Rank, Resolution,
-        Scope, TalkerKey, TalkerQuery,
+        Scope, TalkerFilter, TalkerKey, TalkerQuery, TrafficQuery,
     },
 };
 
@@ -85,6 +85,7 @@ pub fn routes() -> Router<AppState> {
             "/namespaces/{namespace}/network/interfaces/bandwidth",
             get(bandwidth),
         )
+        .route("/namespaces/{namespace}/network/traffic", get(traffic))
         .route("/namespaces/{namespace}/network/probes", get(probes))
         .route("/namespaces/{namespace}/network/sites", get(sites))
 }
@@ -281,23 +282,7 @@ pub async fn top_talkers(
     let limit = params.limit(DEFAULT_LIMIT)?;
     let (from, to) = params.range(now_ms())?;
     let (resolution, from, to) = flow_resolution(from, to);
-    // Without a device (and so without an interface) the per-site rollups answer.
-    let flows = match (scope.device, params.get("interface")) {
-        (None, None) => FlowScope::Site {
-            namespace: namespace.clone(),
-            site: scope.site.map(str::to_owned),
-        },
-        (_, interface) => {
-            let if_indexes = match interface {
-                None => None,
-                Some(interface) => Some(flow_interfaces(&state, scope, interface).await?),
-            };
-            FlowScope::Exporters {
-                ids: state.store.exporters_in(scope).await?,
-                if_indexes,
-            }
-        }
-    };
+    let flows = flow_scope(&state, scope, &params).await?;
     let top = state
         .store
         .top_talkers(&TalkerQuery {
@@ -355,6 +340,155 @@ pub async fn top_talkers(
             packets: other_packets,
             share: share(other_bytes, other_packets),
         },
+    }))
+}
+
+/// Whose flows a query reads: without a device (and so without an interface) the per-site
+/// rollups answer, else the exporters matched to the device, optionally one interface.
+async fn flow_scope(
+    state: &AppState,
+    scope: Scope<'_>,
+    params: &Params,
+) -> Result<FlowScope, ApiError> {
+    Ok(match (scope.device, params.get("interface")) {
+        (None, None) => FlowScope::Site {
+            namespace: scope.namespace.to_owned(),
+            site: scope.site.map(str::to_owned),
+        },
+        (_, interface) => {
+            let if_indexes = match interface {
+                None => None,
+                Some(interface) => Some(flow_interfaces(state, scope, interface).await?),
+            };
+            FlowScope::Exporters {
+                ids: state.store.exporters_in(scope).await?,
+                if_indexes,
+            }
+        }
+    })
+}
+
+/// `GET /v1/namespaces/{ns}/network/traffic?src=&dst=&protocol=&port=&step=|points=`: the
+/// flow traffic in scope by step, all of it or one talker's, read from the rollup the range
+/// picks (as top talkers), so steps are whole buckets of it.
+pub async fn traffic(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(namespace): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<wire::TrafficSeries>, ApiError> {
+    let params = Params::parse(
+        pairs,
+        &allowed(&["src", "dst", "protocol", "port", "step", "points"]),
+    )?;
+    let scope = scope(&state, &principal, &namespace, &params).await?;
+    let address = |key: &str| {
+        params
+            .get(key)
+            .map(|v| {
+                v.parse::<std::net::IpAddr>().map_err(|_| {
+                    ApiError::bad_request(
+                        format!("{v:?} is not an IP address"),
+                        format!("query.{key}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let number = |key: &str, max: u32| {
+        params
+            .get(key)
+            .map(|v| {
+                v.parse::<u32>().ok().filter(|n| *n <= max).ok_or_else(|| {
+                    ApiError::bad_request(
+                        format!("{v:?} is not a number from 0 to {max}"),
+                        format!("query.{key}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let talker = TalkerFilter {
+        src: address("src")?,
+        dst: address("dst")?,
+        protocol: number("protocol", 255)?.and_then(|n| u8::try_from(n).ok()),
+        port: number("port", 65_535)?.and_then(|n| u16::try_from(n).ok()),
+    };
+    let (from, to) = params.range(now_ms())?;
+    let (resolution, from, to) = flow_resolution(from, to);
+    let bucket = resolution.bucket_ms();
+    let step = match (params.duration_ms("step")?, params.get("points")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give step or points, not both",
+                "query.points",
+            ));
+        }
+        (Some(step), None) if step < bucket || step % bucket != 0 => {
+            return Err(ApiError::bad_request(
+                format!(
+                    "over this range flows are read by {}: the step must be a whole number of them",
+                    resolution.wire().as_str()
+                ),
+                "query.step",
+            ));
+        }
+        (Some(step), None) => step,
+        (None, points) => {
+            let points = points
+                .map(|v| points::parse(v, MAX_POINTS))
+                .transpose()?
+                .unwrap_or(TARGET_POINTS);
+            points::step_for(from, to, points, &[bucket])
+        }
+    };
+    let from = floor_to(from, step);
+    if ceil_div(to - from, step) > MAX_POINTS {
+        return Err(ApiError::bad_request(
+            format!(
+                "the query would return more than {MAX_POINTS} points (raise step or narrow from/to)"
+            ),
+            "query.step",
+        ));
+    }
+    let flows = flow_scope(&state, scope, &params).await?;
+    let rows = state
+        .store
+        .traffic_points(&TrafficQuery {
+            scope: flows,
+            talker: talker.clone(),
+            from_ms: from,
+            to_ms: to,
+            step_ms: step,
+            resolution,
+        })
+        .await?;
+    let per_second = |v: i64, ms: i64| v as f64 * 1000.0 / ms as f64;
+    let points = rows
+        .iter()
+        .map(|p| {
+            wire::TrafficPoint(
+                p.at_ms,
+                per_second(p.bytes * 8, step),
+                per_second(p.bucket_bytes.0 * 8, bucket),
+                per_second(p.bucket_bytes.1 * 8, bucket),
+                per_second(p.packets, step),
+            )
+        })
+        .collect();
+    Ok(Json(wire::TrafficSeries {
+        namespace,
+        from: rfc3339(from),
+        to: rfc3339(to),
+        step_ms: step,
+        bucket_ms: bucket,
+        resolution: resolution.wire(),
+        src: talker.src.map(|ip| ip.to_string()),
+        dst: talker.dst.map(|ip| ip.to_string()),
+        protocol: talker.protocol,
+        port: talker.port,
+        columns: wire::TrafficPoint::COLUMNS.map(String::from).to_vec(),
+        points,
     }))
 }
 
@@ -776,6 +910,7 @@ pub fn openapi_paths(
     let bandwidth = derived.add::<wire::BandwidthResponse>("BandwidthResponse");
     let probes = derived.add::<wire::ProbeSeriesResponse>("ProbeSeriesResponse");
     let sites = derived.add::<wire::SiteSummary>("SiteSummary");
+    let traffic = derived.add::<wire::TrafficSeries>("TrafficSeries");
     derived.finish();
     let string = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } });
     let namespace = json!({ "name": "namespace", "in": "path", "required": true, "schema": { "type": "string" } });
@@ -828,6 +963,28 @@ pub fn openapi_paths(
             ok(
                 "`items` ranked, `other`, totals, the `resolution` read (1m up to 15 minutes, 10m up to 6 hours, else 1h)",
                 &top_talkers,
+            ),
+        ),
+    );
+    paths.insert(
+        "/v1/namespaces/{namespace}/network/traffic".into(),
+        route(
+            "Flow traffic over time, all of it or one talker's",
+            vec![
+                interface.clone(),
+                string("src", "only traffic from this address"),
+                string("dst", "only traffic to this address"),
+                string("protocol", "only this IP protocol number"),
+                string("port", "only this service port (the lower of a flow's two ports)"),
+                string(
+                    "step",
+                    "step, whole buckets of the rollup the range picks (1m up to 15 minutes, 10m up to 6 hours, else 1h)",
+                ),
+                points.clone(),
+            ],
+            ok(
+                "`points` of [ms, bps, maxBps, minBps, pps], steps with traffic only",
+                &traffic,
             ),
         ),
     );

@@ -138,6 +138,106 @@ pub enum FlowScope {
     },
 }
 
+impl FlowScope {
+    /// Whether nothing can match (no exporter in scope).
+    fn is_empty(&self) -> bool {
+        matches!(self, FlowScope::Exporters { ids, .. } if ids.is_empty())
+    }
+
+    /// The table (and its time column) a query of this scope reads at `resolution`.
+    fn source(&self, resolution: FlowResolution) -> (&'static str, &'static str) {
+        match (self, resolution) {
+            (_, FlowResolution::Minute) => ("net_flows_1m", "minute"),
+            (FlowScope::Exporters { .. }, FlowResolution::TenMinutes) => {
+                ("net_flows_10m", "bucket")
+            }
+            (FlowScope::Exporters { .. }, FlowResolution::Hour) => ("net_flows_1h", "hour"),
+            (FlowScope::Site { .. }, FlowResolution::TenMinutes) => {
+                ("net_flows_site_10m", "bucket")
+            }
+            (FlowScope::Site { .. }, FlowResolution::Hour) => ("net_flows_site_1h", "bucket"),
+        }
+    }
+
+    /// SQL for "in scope" with its values as parameters `$first` and `$first + 1`, the
+    /// second only where the scope has it (see [`FlowScope::bind`]), so it must be the
+    /// query's last parameter: PostgreSQL refuses parameters a query lacks.
+    fn filter(&self, resolution: FlowResolution, first: usize) -> String {
+        let (a, b) = (first, first + 1);
+        match (self, resolution) {
+            (
+                FlowScope::Exporters {
+                    if_indexes: None, ..
+                },
+                _,
+            ) => format!("exporter_id = ANY(${a})"),
+            (FlowScope::Exporters { .. }, _) => {
+                format!("exporter_id = ANY(${a}) AND (in_if = ANY(${b}) OR out_if = ANY(${b}))")
+            }
+            (FlowScope::Site { site: None, .. }, FlowResolution::Minute) => {
+                format!("exporter_id IN (SELECT id FROM net_exporters WHERE namespace = ${a})")
+            }
+            (FlowScope::Site { .. }, FlowResolution::Minute) => format!(
+                "exporter_id IN (SELECT id FROM net_exporters WHERE namespace = ${a} AND site = ${b})"
+            ),
+            (FlowScope::Site { site: None, .. }, _) => format!("namespace = ${a}"),
+            (FlowScope::Site { .. }, _) => format!("namespace = ${a} AND site = ${b}"),
+        }
+    }
+
+    /// Binds the values of [`FlowScope::filter`].
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        match self {
+            FlowScope::Exporters {
+                ids,
+                if_indexes: Some(indexes),
+            } => query.bind(ids).bind(indexes),
+            FlowScope::Exporters { ids, .. } => query.bind(ids),
+            FlowScope::Site {
+                namespace,
+                site: Some(site),
+            } => query.bind(namespace).bind(site),
+            FlowScope::Site { namespace, .. } => query.bind(namespace),
+        }
+    }
+}
+
+/// Which traffic a series follows: any combination of source, destination, protocol and
+/// service port (none: all traffic in scope).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TalkerFilter {
+    pub src: Option<std::net::IpAddr>,
+    pub dst: Option<std::net::IpAddr>,
+    pub protocol: Option<u8>,
+    pub port: Option<u16>,
+}
+
+/// A traffic series query over flow rollups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficQuery {
+    pub scope: FlowScope,
+    pub talker: TalkerFilter,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// A multiple of the resolution's bucket.
+    pub step_ms: i64,
+    pub resolution: FlowResolution,
+}
+
+/// Traffic of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficPoint {
+    /// Start of the step, Unix ms.
+    pub at_ms: i64,
+    pub bytes: i64,
+    pub packets: i64,
+    /// Most and fewest bytes of one rollup bucket of the step.
+    pub bucket_bytes: (i64, i64),
+}
+
 /// A top-talkers query over flow rollups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TalkerQuery {
@@ -319,39 +419,11 @@ impl Store {
     #[tracing::instrument(skip(self), fields(resolution = ?q.resolution))]
     pub async fn top_talkers(&self, q: &TalkerQuery) -> Result<TopTalkers, StoreError> {
         let (select, group, hostless) = talker_columns(q.key, q.resolution);
-        let (table, time) = match (&q.scope, q.resolution) {
-            (_, FlowResolution::Minute) => ("net_flows_1m", "minute"),
-            (FlowScope::Exporters { .. }, FlowResolution::TenMinutes) => {
-                ("net_flows_10m", "bucket")
-            }
-            (FlowScope::Exporters { .. }, FlowResolution::Hour) => ("net_flows_1h", "hour"),
-            (FlowScope::Site { .. }, FlowResolution::TenMinutes) => {
-                ("net_flows_site_10m", "bucket")
-            }
-            (FlowScope::Site { .. }, FlowResolution::Hour) => ("net_flows_site_1h", "bucket"),
-        };
-        let scope = match (&q.scope, q.resolution) {
-            (FlowScope::Exporters { ids, .. }, _) if ids.is_empty() => {
-                return Ok(TopTalkers::default());
-            }
-            (
-                FlowScope::Exporters {
-                    if_indexes: None, ..
-                },
-                _,
-            ) => "exporter_id = ANY($4)",
-            (FlowScope::Exporters { .. }, _) => {
-                "exporter_id = ANY($4) AND (in_if = ANY($5) OR out_if = ANY($5))"
-            }
-            (FlowScope::Site { site: None, .. }, FlowResolution::Minute) => {
-                "exporter_id IN (SELECT id FROM net_exporters WHERE namespace = $4)"
-            }
-            (FlowScope::Site { .. }, FlowResolution::Minute) => {
-                "exporter_id IN (SELECT id FROM net_exporters WHERE namespace = $4 AND site = $5)"
-            }
-            (FlowScope::Site { site: None, .. }, _) => "namespace = $4",
-            (FlowScope::Site { .. }, _) => "namespace = $4 AND site = $5",
-        };
+        if q.scope.is_empty() {
+            return Ok(TopTalkers::default());
+        }
+        let (table, time) = q.scope.source(q.resolution);
+        let scope = q.scope.filter(q.resolution, 4);
         let (first, second) = match q.rank {
             Rank::Bytes => ("b", "p"),
             Rank::Packets => ("p", "b"),
@@ -375,19 +447,7 @@ impl Store {
             .bind(q.from_ms)
             .bind(q.to_ms)
             .bind(q.limit + 1);
-        // `$5` only where the scope has it: PostgreSQL refuses parameters a query lacks.
-        let query = match &q.scope {
-            FlowScope::Exporters {
-                ids,
-                if_indexes: Some(indexes),
-            } => query.bind(ids).bind(indexes),
-            FlowScope::Exporters { ids, .. } => query.bind(ids),
-            FlowScope::Site {
-                namespace,
-                site: Some(site),
-            } => query.bind(namespace).bind(site),
-            FlowScope::Site { namespace, .. } => query.bind(namespace),
-        };
+        let query = q.scope.bind(query);
         let rows = query
             .fetch_all(&self.pool)
             .await
@@ -409,6 +469,59 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Traffic in scope matching `q.talker` by step: bytes and packets of each step, and
+    /// the most and fewest bytes of one rollup bucket in it (buckets with traffic).
+    #[tracing::instrument(skip(self), fields(resolution = ?q.resolution))]
+    pub async fn traffic_points(&self, q: &TrafficQuery) -> Result<Vec<TrafficPoint>, StoreError> {
+        if q.scope.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (table, time) = q.scope.source(q.resolution);
+        let scope = q.scope.filter(q.resolution, 8);
+        let port = match q.resolution {
+            FlowResolution::Minute => "LEAST(sp, dp)",
+            FlowResolution::TenMinutes | FlowResolution::Hour => "port",
+        };
+        // Fragments are constants of this module; the talker's values are parameters.
+        let sql = format!(
+            "SELECT ((extract(epoch FROM t) * 1000)::int8 / $3) * $3 AS step,
+                    sum(b)::int8, sum(p)::int8, max(b)::int8, min(b)::int8
+             FROM (SELECT {time} AS t, sum(bytes) AS b, sum(packets) AS p FROM {table}
+                   WHERE {time} >= {from} AND {time} < {to} AND {scope}
+                     AND ($4::text IS NULL OR src = $4::text::inet)
+                     AND ($5::text IS NULL OR dst = $5::text::inet)
+                     AND ($6::int2 IS NULL OR proto = $6) AND ($7::int4 IS NULL OR {port} = $7)
+                   GROUP BY 1) buckets
+             GROUP BY 1 ORDER BY 1",
+            from = at_ms!(1),
+            to = at_ms!(2),
+        );
+        let t = &q.talker;
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(q.from_ms)
+            .bind(q.to_ms)
+            .bind(q.step_ms)
+            .bind(t.src.map(|ip| ip.to_string()))
+            .bind(t.dst.map(|ip| ip.to_string()))
+            .bind(t.protocol.map(i16::from))
+            .bind(t.port.map(i32::from));
+        let rows = q
+            .scope
+            .bind(query)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("read flow traffic by step"))?;
+        Ok(rows
+            .iter()
+            .map(|r| TrafficPoint {
+                at_ms: r.get(0),
+                bytes: r.get(1),
+                packets: r.get(2),
+                bucket_bytes: (r.get(3), r.get(4)),
+            })
+            .collect())
     }
 
     /// Each interface's averages, 95th percentiles, maxima and counts in `[from, to)`.
