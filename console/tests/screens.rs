@@ -187,6 +187,18 @@ fn a_time_preset_changes_the_request_and_the_charts_ask_for_their_width() {
     // The charts take half of the 1400-point window.
     assert!((60..=700).contains(&points), "points={points}");
 
+    // Alerts of the range are asked for too (their episodes are drawn on the charts).
+    assert!(
+        harness
+            .state()
+            .requested()
+            .iter()
+            .any(|u| u.contains("/alerts?")
+                && support::query_param(u, "from").is_some()
+                && support::query_param(u, "state").as_deref() == Some("pending,firing,resolved")),
+        "{:#?}",
+        harness.state().requested()
+    );
     // The answers are read, not only asked for.
     wait_for_label(&mut harness, "Bandwidth of 2 interfaces (out up, in down)");
     wait_for_label(&mut harness, "Probe latency");

@@ -123,6 +123,23 @@ impl NetworkScope<'_> {
     }
 }
 
+/// Alerts open at some time in `scope`'s range (of its site, when it has one).
+pub fn alerts_between(api: &ApiClient, scope: NetworkScope<'_>) -> Call<AlertList> {
+    let mut query = vec![
+        ("state", "pending,firing,resolved".to_owned()),
+        ("from", rfc3339(scope.from_ms)),
+        ("to", rfc3339(scope.to_ms)),
+        ("limit", "500".to_owned()),
+    ];
+    if let Some(site) = scope.site {
+        query.push(("site", site.to_owned()));
+    }
+    Call::get(api.url(
+        &format!("/v1/namespaces/{}/alerts", scope.namespace),
+        &query,
+    ))
+}
+
 pub fn top_talkers(
     api: &ApiClient,
     scope: NetworkScope<'_>,

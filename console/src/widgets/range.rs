@@ -134,16 +134,24 @@ impl TimeRange {
         self.end_ms = (end < now_ms).then_some(end);
     }
 
+    /// A custom range from `from_ms` to `to_ms` (one that reaches now follows the clock).
+    pub fn zoom_to(&mut self, from_ms: i64, to_ms: i64, now_ms: i64) {
+        self.length_ms = (to_ms - from_ms).max(60_000);
+        self.end_ms = (to_ms < now_ms).then_some(to_ms);
+        self.preset = None;
+        self.custom_error = None;
+        let (from, to) = self.window(now_ms);
+        self.from_text = time::stamp_ms(from);
+        self.to_text = time::stamp_ms(to);
+    }
+
     /// A custom range; false (with the reason kept for display) when the texts are not
     /// times or not in order.
     fn apply_custom(&mut self, now_ms: i64) -> bool {
         let parse = |text: &str| time::parse_utc(text);
         match (parse(&self.from_text), parse(&self.to_text)) {
             (Some(from), Some(to)) if from < to => {
-                self.length_ms = to - from;
-                self.end_ms = (to < now_ms).then_some(to);
-                self.preset = None;
-                self.custom_error = None;
+                self.zoom_to(from, to, now_ms);
                 true
             }
             (Some(_), Some(_)) => {

@@ -37,6 +37,16 @@ spec:
   summary: "CPU on {{ device }} at {{ value }}%"
 ---
 apiVersion: rmm.cdot.io/v1alpha1
+kind: AlertRule
+metadata: {name: link-busy, namespace: acme}
+spec:
+  metric: interfaceUtilisation
+  reduce: {function: last, window: 1m}
+  condition: {op: ">", threshold: 30}
+  severity: Warning
+  summary: "{{ device }} {{ series.interface }} busy"
+---
+apiVersion: rmm.cdot.io/v1alpha1
 kind: Device
 metadata: {name: hq-router, namespace: acme}
 spec:

@@ -2,9 +2,11 @@
 //! charts of the probe targets.
 use std::collections::BTreeMap;
 
+use cdot_crds::alert_rule::Severity;
 use cdot_crds::wire::network::{BandwidthResponse, ProbePoint, ProbeSeriesResponse};
-use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints};
+use egui_plot::{Corner, Legend, Line, LineStyle, Plot, PlotPoints, PlotUi, Span};
 
+use super::episodes::{self, Episode};
 use crate::widgets::{time, units};
 
 const HEIGHT: f32 = 160.0;
@@ -26,11 +28,33 @@ fn plot(id: &str, title: &str, from: &str, to: &str) -> Plot<'static> {
         }
     }
     plot.height(HEIGHT)
-        .legend(Legend::default())
+        // The newest data is on the right: keep the legend off it.
+        .legend(Legend::default().position(Corner::LeftTop))
         .allow_scroll(false)
         .x_axis_formatter(|mark, _| time::stamp_ms((mark.value * 1000.0) as i64))
         .y_axis_label(title.to_owned())
         .link_cursor(egui::Id::unique("network-charts"), [true, false])
+}
+
+/// Draws `episodes` as spans; the range to zoom to when one was clicked.
+fn spans(plot: &mut PlotUi<'_>, episodes: &[Episode]) -> Option<(i64, i64)> {
+    for e in episodes {
+        let color = match e.severity {
+            Severity::Critical => egui::Color32::from_rgb(220, 60, 60),
+            Severity::Warning => egui::Color32::from_rgb(230, 160, 40),
+            Severity::Info => egui::Color32::from_rgb(120, 120, 160),
+        };
+        plot.span(
+            Span::new(e.label.clone(), x(e.from_ms)..=x(e.to_ms))
+                .fill(color.gamma_multiply(0.12))
+                .border_color(color.gamma_multiply(0.6)),
+        );
+    }
+    let clicked = plot.response().clicked();
+    let at = plot.pointer_coordinate()?;
+    clicked
+        .then(|| episodes::at(episodes, (at.x * 1000.0) as i64).map(episodes::zoom))
+        .flatten()
 }
 
 /// Sum of every interface's bandwidth per bucket: `(avg in, avg out, max in, max out)`.
@@ -56,14 +80,16 @@ pub struct Previous<'a> {
 }
 
 /// Bits/s of the interfaces in `data`, summed: out above the axis, in below it, averages
-/// and (dotted) maxima; `previous` dashed.
+/// and (dotted) maxima; `previous` dashed; `episodes` as spans. The range to zoom to when
+/// an episode was clicked.
 pub fn bandwidth(
     ui: &mut egui::Ui,
     id: &str,
     title: &str,
     data: &BandwidthResponse,
     previous: Option<Previous<'_>>,
-) {
+    episodes: &[Episode],
+) -> Option<(i64, i64)> {
     ui.strong(title);
     let sums = totals(data);
     let line = |sums: &BTreeMap<i64, [f64; 4]>, column: usize, sign: f64, shift: i64| {
@@ -92,7 +118,9 @@ pub fn bandwidth(
                     );
                 }
             }
-        });
+            spans(plot, episodes)
+        })
+        .inner
 }
 
 /// In and out utilisation of one interface, in percent of `speed_bps`.
@@ -150,7 +178,14 @@ pub fn errors(ui: &mut egui::Ui, id: &str, data: &BandwidthResponse) {
 /// A probe chart: title, unit, and its column of a point.
 type ProbeChart = (&'static str, &'static str, fn(&ProbePoint) -> Option<f64>);
 
-pub fn probes(ui: &mut egui::Ui, data: &ProbeSeriesResponse) {
+/// Latency, jitter and loss per probe target, with `episodes` as spans; the range to zoom
+/// to when an episode was clicked.
+pub fn probes(
+    ui: &mut egui::Ui,
+    data: &ProbeSeriesResponse,
+    episodes: &[Episode],
+) -> Option<(i64, i64)> {
+    let mut zoom = None;
     let shown = data.series.len().min(MAX_TARGETS);
     let more = data.series.len() - shown;
     let name = |i: usize| {
@@ -168,7 +203,7 @@ pub fn probes(ui: &mut egui::Ui, data: &ProbeSeriesResponse) {
         } else {
             format!("Probe {title}")
         });
-        plot(&format!("probe-{title}"), unit, &data.from, &data.to)
+        let clicked = plot(&format!("probe-{title}"), unit, &data.from, &data.to)
             .include_y(0.0)
             .show(ui, |plot| {
                 for (i, series) in data.series.iter().take(MAX_TARGETS).enumerate() {
@@ -179,8 +214,12 @@ pub fn probes(ui: &mut egui::Ui, data: &ProbeSeriesResponse) {
                         .collect();
                     plot.line(Line::new(name(i), points));
                 }
-            });
+                spans(plot, episodes)
+            })
+            .inner;
+        zoom = zoom.or(clicked);
     }
+    zoom
 }
 
 #[cfg(test)]

@@ -1,8 +1,15 @@
 //! One interface in a window of its own: its bandwidth, utilisation, errors and discards
 //! over the screen's range, and the top talkers whose flows crossed it.
-use cdot_crds::wire::network::{BandwidthResponse, InterfaceStats, Rank, TalkerKey, TopTalkers};
+use cdot_crds::wire::{
+    alert::Alert,
+    network::{BandwidthResponse, InterfaceStats, Rank, TalkerKey, TopTalkers},
+};
 
-use super::{charts, interfaces, talkers};
+use super::{
+    charts,
+    episodes::{self, Concern},
+    interfaces, talkers,
+};
 use crate::{
     api::{
         ApiError,
@@ -68,9 +75,15 @@ impl Drill {
         );
     }
 
-    /// The window's contents; returns a connection error for the app, and whether the
-    /// user asked to fetch again.
-    pub fn ui(&mut self, ui: &mut egui::Ui) -> (Option<ApiError>, bool) {
+    /// The window's contents, with the episodes of the interface's alerts among `alerts`;
+    /// returns a connection error for the app, whether the user asked to fetch again, and
+    /// the range of an episode clicked.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        alerts: &[Alert],
+        now_ms: i64,
+    ) -> (Option<ApiError>, bool, Option<(i64, i64)>) {
         let lost =
             connection_error(self.bandwidth.poll()).or(connection_error(self.talkers.poll()));
         let mut retry = false;
@@ -100,13 +113,20 @@ impl Drill {
             i.errors.inbound, i.errors.outbound, i.discards.inbound, i.discards.outbound
         ));
         retry |= status::show(ui, &self.bandwidth, "interface bandwidth");
+        let concern = Concern::Interfaces {
+            device: Some(&self.interface.device),
+            interface: Some(&self.interface.interface),
+        };
+        let spans = episodes::of(alerts, concern, now_ms);
+        let mut zoom = None;
         if let Some(data) = self.bandwidth.data() {
-            charts::bandwidth(
+            zoom = charts::bandwidth(
                 ui,
                 "drill-bandwidth",
                 "Bandwidth (out up, in down)",
                 data,
                 None,
+                &spans,
             );
             charts::utilisation(ui, "drill-utilisation", data, self.interface.speed_bps);
             charts::errors(ui, "drill-errors", data);
@@ -116,6 +136,6 @@ impl Drill {
         if let Some(data) = self.talkers.data() {
             self.table.ui(ui, data);
         }
-        (lost, retry)
+        (lost, retry, zoom)
     }
 }

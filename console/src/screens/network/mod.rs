@@ -7,15 +7,19 @@
 //! 15-minute one does to draw.
 mod charts;
 mod drill;
+mod episodes;
 mod interfaces;
 mod sites;
 mod talkers;
 
 use std::time::Instant;
 
-use cdot_crds::wire::network::{
-    BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, TalkerKey,
-    TopTalkers,
+use cdot_crds::wire::{
+    alert::AlertList,
+    network::{
+        BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, TalkerKey,
+        TopTalkers,
+    },
 };
 
 use crate::{
@@ -87,6 +91,8 @@ pub struct NetworkScreen {
     talkers: Panel<TopTalkers>,
     interfaces: Panel<InterfaceReport>,
     sites: Panel<SiteSummary>,
+    /// Alerts open at some time in the range, drawn as episodes on the charts.
+    alerts: Panel<AlertList>,
     fetched: Option<Key>,
     /// By and rank of the last talkers call.
     talkers_fetched: Option<(Key, TalkerKey, Rank)>,
@@ -114,6 +120,7 @@ impl Default for NetworkScreen {
             talkers: Panel::default(),
             interfaces: Panel::default(),
             sites: Panel::default(),
+            alerts: Panel::default(),
             fetched: None,
             talkers_fetched: None,
             fetched_at: None,
@@ -129,13 +136,14 @@ impl Default for NetworkScreen {
 impl NetworkScreen {
     /// Returns a connection error for the app to handle.
     pub fn ui(&mut self, ui: &mut egui::Ui, shared: &Shared<'_>) -> Option<ApiError> {
-        let mut lost = [
+        let lost = [
             connection_error(self.bandwidth.poll()),
             connection_error(self.previous.poll()),
             connection_error(self.probes.poll()),
             connection_error(self.talkers.poll()),
             connection_error(self.interfaces.poll()),
             connection_error(self.sites.poll()),
+            connection_error(self.alerts.poll()),
         ]
         .into_iter()
         .flatten()
@@ -157,6 +165,14 @@ impl NetworkScreen {
         self.chart_width = (ui.available_width() - ui.spacing().item_spacing.x) / 2.0;
         self.fetch_due(ui.ctx(), shared, now_ms, asked);
 
+        let alerts = self.alerts.data().map_or(&[][..], |l| &l.items[..]);
+        let all_interfaces = episodes::Concern::Interfaces {
+            device: None,
+            interface: None,
+        };
+        let interface_episodes = episodes::of(alerts, all_interfaces, now_ms);
+        let probe_episodes = episodes::of(alerts, episodes::Concern::Probes, now_ms);
+        let mut zoom = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.columns(2, |columns| {
                 let [left, right] = columns else { return };
@@ -175,13 +191,20 @@ impl NetworkScreen {
                         "Bandwidth of {} interfaces (out up, in down)",
                         data.series.len()
                     );
-                    charts::bandwidth(left, "bandwidth", &title, data, previous);
+                    zoom = zoom.or(charts::bandwidth(
+                        left,
+                        "bandwidth",
+                        &title,
+                        data,
+                        previous,
+                        &interface_episodes,
+                    ));
                 }
                 if status::show(left, &self.probes, "probes") {
                     self.fetch(shared, now_ms);
                 }
                 if let Some(data) = self.probes.data() {
-                    charts::probes(left, data);
+                    zoom = zoom.or(charts::probes(left, data, &probe_episodes));
                 }
                 self.talkers_ui(right, shared, now_ms);
             });
@@ -204,21 +227,28 @@ impl NetworkScreen {
                 sites::ui(ui, summary, self.site.as_deref());
             }
         });
-        lost = lost.or(self.drill_ui(ui.ctx(), shared, now_ms));
-        lost
+        let (drill_lost, drill_zoom) = self.drill_ui(ui.ctx(), shared, now_ms);
+        if let Some((from, to)) = zoom.or(drill_zoom) {
+            self.range.zoom_to(from, to, now_ms);
+        }
+        lost.or(drill_lost)
     }
 
-    /// The drill-down window of the clicked interface, fetched for the screen's range.
+    /// The drill-down window of the clicked interface, fetched for the screen's range; a
+    /// connection error, and the range of an episode clicked in it.
     fn drill_ui(
         &mut self,
         ctx: &egui::Context,
         shared: &Shared<'_>,
         now_ms: i64,
-    ) -> Option<ApiError> {
+    ) -> (Option<ApiError>, Option<(i64, i64)>) {
         let points = self.points();
+        let Some(drill) = self.drill.as_mut() else {
+            return (None, None);
+        };
+        let alerts = self.alerts.data().map_or(&[][..], |l| &l.items[..]);
         let (from_ms, to_ms) = self.range.window(now_ms);
         let generation = self.generation;
-        let drill = self.drill.as_mut()?;
         // The drill follows the screen: a new range or an auto-refresh fetches it too.
         let scope = NetworkScope {
             namespace: shared.namespace,
@@ -234,16 +264,16 @@ impl NetworkScreen {
             .open(&mut open)
             .default_size([640.0, 560.0])
             .vscroll(true)
-            .show(ctx, |ui| drill.ui(ui))
+            .show(ctx, |ui| drill.ui(ui, alerts, now_ms))
             .and_then(|r| r.inner);
-        let (lost, retry) = answer.unwrap_or((None, false));
+        let (lost, retry, zoom) = answer.unwrap_or((None, false, None));
         if retry {
             drill.fetch(shared.fetcher, scope, points, None);
         }
         if !open {
             self.drill = None;
         }
-        lost
+        (lost, zoom)
     }
 
     /// Points per series: one per point of the charts' width, within bounds.
@@ -321,6 +351,7 @@ impl NetworkScreen {
         let api = shared.fetcher.client();
         let points = self.points();
         let scope = self.scope(shared, now_ms);
+        let alerts = routes::alerts_between(api, scope);
         let previous = self.compare.offset_ms().map(|offset| {
             let earlier = NetworkScope {
                 from_ms: scope.from_ms - offset,
@@ -342,6 +373,7 @@ impl NetworkScreen {
         if let Some(call) = previous {
             self.previous.request(shared.fetcher, call);
         }
+        self.alerts.request(shared.fetcher, alerts);
         self.fetch_talkers(shared, now_ms);
         self.fetched = Some(self.key(shared));
         self.fetched_at = Some(Instant::now());
