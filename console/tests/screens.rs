@@ -248,6 +248,21 @@ fn the_site_filter_changes_what_the_tables_show() {
             .any(|u| u.contains("/network/top-talkers?") && u.contains("site=branch")),
         "{last:#?}"
     );
+
+    // Clicking a talker filters the traffic chart to it; clicking again shows all.
+    harness
+        .get_by_label("10.2.2.20 → 1.1.1.1")
+        .click_accesskit();
+    wait_for_label(&mut harness, "Flow traffic of 10.2.2.20 → 1.1.1.1");
+    let requested = harness.state().requested();
+    assert!(
+        requested.iter().any(|u| u.contains("/network/traffic?")
+            && u.contains("site=branch")
+            && u.contains("src=10.2.2.20&dst=1.1.1.1")),
+        "{requested:#?}"
+    );
+    harness.get_by_label("Show all traffic").click_accesskit();
+    wait_for_label(&mut harness, "Flow traffic");
 }
 
 #[test]

@@ -4,8 +4,8 @@ use cdot_crds::{
     wire::{
         alert::{AcknowledgeRequest, AlertDetail, AlertList, Silence, SilenceRequest},
         network::{
-            BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, TalkerKey,
-            TopTalkers,
+            BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, Talker,
+            TalkerKey, TopTalkers, TrafficSeries,
         },
     },
 };
@@ -121,6 +121,31 @@ impl NetworkScope<'_> {
         }
         query
     }
+}
+
+/// Flow traffic in scope over time, at most `points` steps: all of it, or the traffic of
+/// `talker` (its set fields: source, destination, protocol, port).
+pub fn traffic(
+    api: &ApiClient,
+    scope: NetworkScope<'_>,
+    talker: Option<&Talker>,
+    points: usize,
+) -> Call<TrafficSeries> {
+    let mut query = scope.query();
+    if let Some(t) = talker {
+        for (name, value) in [
+            ("src", t.src.clone()),
+            ("dst", t.dst.clone()),
+            ("protocol", t.protocol.map(|p| p.to_string())),
+            ("port", t.port.map(|p| p.to_string())),
+        ] {
+            if let Some(value) = value {
+                query.push((name, value));
+            }
+        }
+    }
+    query.push(("points", points.to_string()));
+    Call::get(api.url(&scope.path("traffic"), &query))
 }
 
 /// Alerts open at some time in `scope`'s range (of its site, when it has one).

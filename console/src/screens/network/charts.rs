@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cdot_crds::alert_rule::Severity;
-use cdot_crds::wire::network::{BandwidthResponse, ProbePoint, ProbeSeriesResponse};
+use cdot_crds::wire::network::{BandwidthResponse, ProbePoint, ProbeSeriesResponse, TrafficSeries};
 use egui_plot::{Corner, Legend, Line, LineStyle, Plot, PlotPoints, PlotUi, Span};
 
 use super::episodes::{self, Episode};
@@ -121,6 +121,26 @@ pub fn bandwidth(
             spans(plot, episodes)
         })
         .inner
+}
+
+/// Flow traffic over time (average and, dotted, the busiest bucket of each step).
+pub fn traffic(ui: &mut egui::Ui, title: &str, data: &TrafficSeries) {
+    ui.strong(title);
+    let column = |pick: fn(&cdot_crds::wire::network::TrafficPoint) -> f64| {
+        PlotPoints::from(
+            data.points
+                .iter()
+                .map(|p| [x(p.0), pick(p)])
+                .collect::<Vec<_>>(),
+        )
+    };
+    plot("traffic", "bit/s", &data.from, &data.to)
+        .y_axis_formatter(|mark, _| units::bps(mark.value))
+        .include_y(0.0)
+        .show(ui, |plot| {
+            plot.line(Line::new("bits/s", column(|p| p.1)));
+            plot.line(Line::new("peak", column(|p| p.2)).style(LineStyle::dotted_dense()));
+        });
 }
 
 /// In and out utilisation of one interface, in percent of `speed_bps`.

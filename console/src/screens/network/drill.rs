@@ -2,7 +2,7 @@
 //! over the screen's range, and the top talkers whose flows crossed it.
 use cdot_crds::wire::{
     alert::Alert,
-    network::{BandwidthResponse, InterfaceStats, Rank, TalkerKey, TopTalkers},
+    network::{BandwidthResponse, InterfaceStats, Rank, Talker, TalkerKey, TopTalkers},
 };
 
 use super::{
@@ -19,6 +19,19 @@ use crate::{
     app::connection_error,
     widgets::{status, units},
 };
+
+/// What a frame of the window asks of the screen.
+#[derive(Default)]
+pub struct Outcome {
+    /// A connection error for the app.
+    pub lost: Option<ApiError>,
+    /// Fetch again (the user pressed Retry).
+    pub retry: bool,
+    /// The range of an alert episode clicked.
+    pub zoom: Option<(i64, i64)>,
+    /// A talker clicked: filter the traffic chart to it.
+    pub talker: Option<Talker>,
+}
 
 pub struct Drill {
     interface: InterfaceStats,
@@ -75,15 +88,8 @@ impl Drill {
         );
     }
 
-    /// The window's contents, with the episodes of the interface's alerts among `alerts`;
-    /// returns a connection error for the app, whether the user asked to fetch again, and
-    /// the range of an episode clicked.
-    pub fn ui(
-        &mut self,
-        ui: &mut egui::Ui,
-        alerts: &[Alert],
-        now_ms: i64,
-    ) -> (Option<ApiError>, bool, Option<(i64, i64)>) {
+    /// The window's contents, with the episodes of the interface's alerts among `alerts`.
+    pub fn ui(&mut self, ui: &mut egui::Ui, alerts: &[Alert], now_ms: i64) -> Outcome {
         let lost =
             connection_error(self.bandwidth.poll()).or(connection_error(self.talkers.poll()));
         let mut retry = false;
@@ -119,6 +125,7 @@ impl Drill {
         };
         let spans = episodes::of(alerts, concern, now_ms);
         let mut zoom = None;
+        let mut talker = None;
         if let Some(data) = self.bandwidth.data() {
             zoom = charts::bandwidth(
                 ui,
@@ -134,8 +141,13 @@ impl Drill {
         ui.strong("Top talkers through it");
         retry |= status::show(ui, &self.talkers, "interface talkers");
         if let Some(data) = self.talkers.data() {
-            self.table.ui(ui, data);
+            talker = self.table.ui(ui, data, None);
         }
-        (lost, retry, zoom)
+        Outcome {
+            lost,
+            retry,
+            zoom,
+            talker,
+        }
     }
 }

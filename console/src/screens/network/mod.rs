@@ -17,8 +17,8 @@ use std::time::Instant;
 use cdot_crds::wire::{
     alert::AlertList,
     network::{
-        BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, TalkerKey,
-        TopTalkers,
+        BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, Talker,
+        TalkerKey, TopTalkers, TrafficSeries,
     },
 };
 
@@ -93,6 +93,12 @@ pub struct NetworkScreen {
     sites: Panel<SiteSummary>,
     /// Alerts open at some time in the range, drawn as episodes on the charts.
     alerts: Panel<AlertList>,
+    /// Flow traffic over time, all of it or `talker`'s.
+    traffic: Panel<TrafficSeries>,
+    /// The talker the traffic chart is filtered to (clicked in a talkers table).
+    talker: Option<Talker>,
+    /// The talker of the last traffic call.
+    traffic_fetched: Option<(Key, Option<Talker>)>,
     fetched: Option<Key>,
     /// By and rank of the last talkers call.
     talkers_fetched: Option<(Key, TalkerKey, Rank)>,
@@ -121,6 +127,9 @@ impl Default for NetworkScreen {
             interfaces: Panel::default(),
             sites: Panel::default(),
             alerts: Panel::default(),
+            traffic: Panel::default(),
+            talker: None,
+            traffic_fetched: None,
             fetched: None,
             talkers_fetched: None,
             fetched_at: None,
@@ -144,6 +153,7 @@ impl NetworkScreen {
             connection_error(self.interfaces.poll()),
             connection_error(self.sites.poll()),
             connection_error(self.alerts.poll()),
+            connection_error(self.traffic.poll()),
         ]
         .into_iter()
         .flatten()
@@ -200,6 +210,9 @@ impl NetworkScreen {
                         &interface_episodes,
                     ));
                 }
+                if let Some(clicked) = self.traffic_ui(left, shared, now_ms) {
+                    self.talker = clicked;
+                }
                 if status::show(left, &self.probes, "probes") {
                     self.fetch(shared, now_ms);
                 }
@@ -227,24 +240,64 @@ impl NetworkScreen {
                 sites::ui(ui, summary, self.site.as_deref());
             }
         });
-        let (drill_lost, drill_zoom) = self.drill_ui(ui.ctx(), shared, now_ms);
-        if let Some((from, to)) = zoom.or(drill_zoom) {
+        let drill = self.drill_ui(ui.ctx(), shared, now_ms);
+        if let Some((from, to)) = zoom.or(drill.zoom) {
             self.range.zoom_to(from, to, now_ms);
         }
-        lost.or(drill_lost)
+        if let Some(talker) = drill.talker {
+            self.toggle_talker(talker);
+        }
+        lost.or(drill.lost)
     }
 
-    /// The drill-down window of the clicked interface, fetched for the screen's range; a
-    /// connection error, and the range of an episode clicked in it.
+    /// Filters the traffic chart to `talker`, or back to all traffic when it was the filter.
+    fn toggle_talker(&mut self, talker: Talker) {
+        let same = self
+            .talker
+            .as_ref()
+            .is_some_and(|t| talkers::same_key(t, &talker));
+        self.talker = (!same).then_some(talker);
+    }
+
+    /// The traffic chart with its filter; `Some(None)` when the filter was cleared.
+    fn traffic_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: &Shared<'_>,
+        now_ms: i64,
+    ) -> Option<Option<Talker>> {
+        let mut cleared = false;
+        let by = self.talkers.data().map_or(TalkerKey::Pairs, |t| t.by);
+        let title = match &self.talker {
+            Some(t) => {
+                let name = talkers::describe(by, t);
+                ui.horizontal(|ui| {
+                    ui.label(format!("Filtered to {name}"));
+                    cleared = ui.button("Show all traffic").clicked();
+                });
+                format!("Flow traffic of {name}")
+            }
+            None => "Flow traffic".to_owned(),
+        };
+        if status::show(ui, &self.traffic, "traffic") {
+            self.fetch_traffic(shared, now_ms);
+        }
+        if let Some(data) = self.traffic.data() {
+            charts::traffic(ui, &title, data);
+        }
+        cleared.then_some(None)
+    }
+
+    /// The drill-down window of the clicked interface, fetched for the screen's range.
     fn drill_ui(
         &mut self,
         ctx: &egui::Context,
         shared: &Shared<'_>,
         now_ms: i64,
-    ) -> (Option<ApiError>, Option<(i64, i64)>) {
+    ) -> drill::Outcome {
         let points = self.points();
         let Some(drill) = self.drill.as_mut() else {
-            return (None, None);
+            return drill::Outcome::default();
         };
         let alerts = self.alerts.data().map_or(&[][..], |l| &l.items[..]);
         let (from_ms, to_ms) = self.range.window(now_ms);
@@ -266,14 +319,14 @@ impl NetworkScreen {
             .vscroll(true)
             .show(ctx, |ui| drill.ui(ui, alerts, now_ms))
             .and_then(|r| r.inner);
-        let (lost, retry, zoom) = answer.unwrap_or((None, false, None));
-        if retry {
+        let outcome = answer.unwrap_or_default();
+        if outcome.retry {
             drill.fetch(shared.fetcher, scope, points, None);
         }
         if !open {
             self.drill = None;
         }
-        (lost, zoom)
+        outcome
     }
 
     /// Points per series: one per point of the charts' width, within bounds.
@@ -320,8 +373,11 @@ impl NetworkScreen {
             self.fetch(shared, now_ms);
             return;
         }
-        if self.talkers_fetched != Some((key, self.by, self.rank)) {
+        if self.talkers_fetched != Some((key.clone(), self.by, self.rank)) {
             self.fetch_talkers(shared, now_ms);
+        }
+        if self.traffic_fetched != Some((key, self.talker.clone())) {
+            self.fetch_traffic(shared, now_ms);
         }
         if let (Some(every), Some(at), true) = (
             self.range.refresh.every(),
@@ -375,6 +431,7 @@ impl NetworkScreen {
         }
         self.alerts.request(shared.fetcher, alerts);
         self.fetch_talkers(shared, now_ms);
+        self.fetch_traffic(shared, now_ms);
         self.fetched = Some(self.key(shared));
         self.fetched_at = Some(Instant::now());
         self.generation += 1;
@@ -392,6 +449,17 @@ impl NetworkScreen {
         self.talkers_fetched = Some((self.key(shared), self.by, self.rank));
     }
 
+    fn fetch_traffic(&mut self, shared: &Shared<'_>, now_ms: i64) {
+        let call = routes::traffic(
+            shared.fetcher.client(),
+            self.scope(shared, now_ms),
+            self.talker.as_ref(),
+            self.points(),
+        );
+        self.traffic.request(shared.fetcher, call);
+        self.traffic_fetched = Some((self.key(shared), self.talker.clone()));
+    }
+
     fn talkers_ui(&mut self, ui: &mut egui::Ui, shared: &Shared<'_>, now_ms: i64) {
         ui.heading("Top talkers");
         ui.horizontal_wrapped(|ui| {
@@ -407,8 +475,10 @@ impl NetworkScreen {
         if status::show(ui, &self.talkers, "top talkers") {
             self.fetch_talkers(shared, now_ms);
         }
-        if let Some(data) = self.talkers.data() {
-            self.talkers_table.ui(ui, data);
+        if let Some(data) = self.talkers.data()
+            && let Some(talker) = self.talkers_table.ui(ui, data, self.talker.as_ref())
+        {
+            self.toggle_talker(talker);
         }
     }
 }

@@ -46,7 +46,14 @@ impl Default for Table {
 }
 
 impl Table {
-    pub fn ui(&mut self, ui: &mut egui::Ui, data: &TopTalkers) {
+    /// The table, `selected` highlighted; the talker clicked.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        data: &TopTalkers,
+        selected: Option<&Talker>,
+    ) -> Option<Talker> {
+        let mut clicked = None;
         let rows = rows(data, self.sort);
         let ranked = match data.rank {
             Rank::Bytes => "bytes",
@@ -67,7 +74,13 @@ impl Table {
                 ui.strong("Share");
                 ui.end_row();
                 for (name, t) in &rows {
-                    ui.label(name);
+                    if ui
+                        .selectable_label(selected.is_some_and(|s| same_key(s, t)), name)
+                        .on_hover_text("filter the traffic chart to it")
+                        .clicked()
+                    {
+                        clicked = Some((*t).clone());
+                    }
                     ui.label(units::bytes(t.bytes as f64));
                     ui.label(units::count(t.packets as f64));
                     share(ui, t.share);
@@ -81,7 +94,13 @@ impl Table {
                     ui.end_row();
                 }
             });
+        clicked
     }
+}
+
+/// The same talker (its key fields), whatever its counts.
+pub fn same_key(a: &Talker, b: &Talker) -> bool {
+    (&a.src, &a.dst, a.protocol, a.port) == (&b.src, &b.dst, b.protocol, b.port)
 }
 
 fn share(ui: &mut egui::Ui, share: f64) {
