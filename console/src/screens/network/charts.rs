@@ -18,16 +18,14 @@ fn x(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
-/// A chart over the response's whole range (not only where there is data: a gap at the
-/// end says that nothing reported).
-fn plot(id: &str, title: &str, from: &str, to: &str) -> Plot<'static> {
-    let mut plot = Plot::new(id.to_owned());
-    for end in [from, to] {
-        if let Some(ms) = time::parse_utc(end) {
-            plot = plot.include_x(x(ms));
-        }
-    }
-    plot.height(HEIGHT)
+/// A chart over the whole `(from, to)` range the screen shows, in Unix ms (not only where
+/// there is data: a gap at the end says that nothing reported), so that the charts one
+/// under the other share their time axis.
+fn plot(id: &str, title: &str, (from, to): (i64, i64)) -> Plot<'static> {
+    Plot::new(id.to_owned())
+        .include_x(x(from))
+        .include_x(x(to))
+        .height(HEIGHT)
         // The newest data is on the right: keep the legend off it.
         .legend(Legend::default().position(Corner::LeftTop))
         .allow_scroll(false)
@@ -84,6 +82,7 @@ pub struct Previous<'a> {
 /// an episode was clicked.
 pub fn bandwidth(
     ui: &mut egui::Ui,
+    range: (i64, i64),
     id: &str,
     title: &str,
     data: &BandwidthResponse,
@@ -100,7 +99,7 @@ pub fn bandwidth(
         )
     };
     let earlier = previous.map(|p| (totals(p.data), p.offset_ms, p.label));
-    plot(id, "bit/s", &data.from, &data.to)
+    plot(id, "bit/s", range)
         .y_axis_formatter(|mark, _| units::bps(mark.value))
         .include_y(0.0)
         .show(ui, |plot| {
@@ -124,7 +123,7 @@ pub fn bandwidth(
 }
 
 /// Flow traffic over time (average and, dotted, the busiest bucket of each step).
-pub fn traffic(ui: &mut egui::Ui, title: &str, data: &TrafficSeries) {
+pub fn traffic(ui: &mut egui::Ui, range: (i64, i64), title: &str, data: &TrafficSeries) {
     ui.strong(title);
     let column = |pick: fn(&cdot_crds::wire::network::TrafficPoint) -> f64| {
         PlotPoints::from(
@@ -134,7 +133,7 @@ pub fn traffic(ui: &mut egui::Ui, title: &str, data: &TrafficSeries) {
                 .collect::<Vec<_>>(),
         )
     };
-    plot("traffic", "bit/s", &data.from, &data.to)
+    plot("traffic", "bit/s", range)
         .y_axis_formatter(|mark, _| units::bps(mark.value))
         .include_y(0.0)
         .show(ui, |plot| {
@@ -144,7 +143,13 @@ pub fn traffic(ui: &mut egui::Ui, title: &str, data: &TrafficSeries) {
 }
 
 /// In and out utilisation of one interface, in percent of `speed_bps`.
-pub fn utilisation(ui: &mut egui::Ui, id: &str, data: &BandwidthResponse, speed_bps: i64) {
+pub fn utilisation(
+    ui: &mut egui::Ui,
+    range: (i64, i64),
+    id: &str,
+    data: &BandwidthResponse,
+    speed_bps: i64,
+) {
     if speed_bps <= 0 {
         ui.weak("The interface's speed is unknown: no utilisation.");
         return;
@@ -158,16 +163,14 @@ pub fn utilisation(ui: &mut egui::Ui, id: &str, data: &BandwidthResponse, speed_
                 .collect::<Vec<_>>(),
         )
     };
-    plot(id, "%", &data.from, &data.to)
-        .include_y(0.0)
-        .show(ui, |plot| {
-            plot.line(Line::new("out", percent(1)));
-            plot.line(Line::new("in", percent(0)));
-        });
+    plot(id, "%", range).include_y(0.0).show(ui, |plot| {
+        plot.line(Line::new("out", percent(1)));
+        plot.line(Line::new("in", percent(0)));
+    });
 }
 
 /// Errors and discards of the interfaces in `data`, per bucket.
-pub fn errors(ui: &mut egui::Ui, id: &str, data: &BandwidthResponse) {
+pub fn errors(ui: &mut egui::Ui, range: (i64, i64), id: &str, data: &BandwidthResponse) {
     ui.strong("Errors and discards per bucket");
     let mut sums: BTreeMap<i64, [i64; 4]> = BTreeMap::new();
     for p in data.series.iter().flat_map(|s| &s.points) {
@@ -183,16 +186,14 @@ pub fn errors(ui: &mut egui::Ui, id: &str, data: &BandwidthResponse) {
                 .collect::<Vec<_>>(),
         )
     };
-    plot(id, "count", &data.from, &data.to)
-        .include_y(0.0)
-        .show(ui, |plot| {
-            for (c, name) in ["errors in", "errors out", "discards in", "discards out"]
-                .into_iter()
-                .enumerate()
-            {
-                plot.line(Line::new(name, column(c)));
-            }
-        });
+    plot(id, "count", range).include_y(0.0).show(ui, |plot| {
+        for (c, name) in ["errors in", "errors out", "discards in", "discards out"]
+            .into_iter()
+            .enumerate()
+        {
+            plot.line(Line::new(name, column(c)));
+        }
+    });
 }
 
 /// A probe chart: title, unit, and its column of a point.
@@ -202,6 +203,7 @@ type ProbeChart = (&'static str, &'static str, fn(&ProbePoint) -> Option<f64>);
 /// to when an episode was clicked.
 pub fn probes(
     ui: &mut egui::Ui,
+    range: (i64, i64),
     data: &ProbeSeriesResponse,
     episodes: &[Episode],
 ) -> Option<(i64, i64)> {
@@ -223,7 +225,7 @@ pub fn probes(
         } else {
             format!("Probe {title}")
         });
-        let clicked = plot(&format!("probe-{title}"), unit, &data.from, &data.to)
+        let clicked = plot(&format!("probe-{title}"), unit, range)
             .include_y(0.0)
             .show(ui, |plot| {
                 for (i, series) in data.series.iter().take(MAX_TARGETS).enumerate() {

@@ -40,6 +40,8 @@ pub struct Drill {
     table: talkers::Table,
     /// The screen's fetch generation this was last fetched for.
     fetched: Option<u64>,
+    /// The range of the last fetch, in Unix ms (the charts show it whole).
+    range: (i64, i64),
 }
 
 impl Drill {
@@ -50,6 +52,7 @@ impl Drill {
             talkers: Panel::default(),
             table: talkers::Table::default(),
             fetched: None,
+            range: (0, 0),
         }
     }
 
@@ -73,6 +76,7 @@ impl Drill {
             return;
         }
         self.fetched = generation.or(self.fetched);
+        self.range = (scope.from_ms, scope.to_ms);
         let scope = NetworkScope {
             site: None,
             device: Some(&self.interface.device),
@@ -129,14 +133,21 @@ impl Drill {
         if let Some(data) = self.bandwidth.data() {
             zoom = charts::bandwidth(
                 ui,
+                self.range,
                 "drill-bandwidth",
                 "Bandwidth (out up, in down)",
                 data,
                 None,
                 &spans,
             );
-            charts::utilisation(ui, "drill-utilisation", data, self.interface.speed_bps);
-            charts::errors(ui, "drill-errors", data);
+            charts::utilisation(
+                ui,
+                self.range,
+                "drill-utilisation",
+                data,
+                self.interface.speed_bps,
+            );
+            charts::errors(ui, self.range, "drill-errors", data);
         }
         ui.strong("Top talkers through it");
         retry |= status::show(ui, &self.talkers, "interface talkers");

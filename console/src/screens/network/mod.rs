@@ -183,6 +183,7 @@ impl NetworkScreen {
         let interface_episodes = episodes::of(alerts, all_interfaces, now_ms);
         let probe_episodes = episodes::of(alerts, episodes::Concern::Probes, now_ms);
         let mut zoom = None;
+        let window = self.range.window(now_ms);
         egui::ScrollArea::vertical().show(ui, |ui| {
             ui.columns(2, |columns| {
                 let [left, right] = columns else { return };
@@ -203,6 +204,7 @@ impl NetworkScreen {
                     );
                     zoom = zoom.or(charts::bandwidth(
                         left,
+                        window,
                         "bandwidth",
                         &title,
                         data,
@@ -217,7 +219,7 @@ impl NetworkScreen {
                     self.fetch(shared, now_ms);
                 }
                 if let Some(data) = self.probes.data() {
-                    zoom = zoom.or(charts::probes(left, data, &probe_episodes));
+                    zoom = zoom.or(charts::probes(left, window, data, &probe_episodes));
                 }
                 self.talkers_ui(right, shared, now_ms);
             });
@@ -283,7 +285,7 @@ impl NetworkScreen {
             self.fetch_traffic(shared, now_ms);
         }
         if let Some(data) = self.traffic.data() {
-            charts::traffic(ui, &title, data);
+            charts::traffic(ui, self.range.window(now_ms), &title, data);
         }
         cleared.then_some(None)
     }
