@@ -15,65 +15,8 @@ pub fn operator_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cdot-operator")
 }
 
-/// Runs `cdot-operator token create --quiet` with `args`, writing the manifest into `dir`,
-/// and returns the token.
-fn token_create(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new(operator_bin())
-        .args(["token", "create", "--quiet", "--out-dir"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("run token create");
-    assert!(
-        output.status.success(),
-        "token create failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .expect("utf8")
-        .trim()
-        .to_owned()
-}
-
-/// An API token for people.
-pub fn create_token(
-    dir: &Path,
-    name: &str,
-    namespace: &str,
-    role: &str,
-    namespaces: &str,
-) -> String {
-    token_create(
-        dir,
-        &[
-            "--name",
-            name,
-            "--namespace",
-            namespace,
-            "--role",
-            role,
-            "--namespaces",
-            namespaces,
-        ],
-    )
-}
-
-/// A 100-use agent enrollment token.
-pub fn create_enrollment_token(dir: &Path, name: &str, namespace: &str) -> String {
-    token_create(
-        dir,
-        &[
-            "--type",
-            "enrollment",
-            "--max-uses",
-            "100",
-            "--name",
-            name,
-            "--namespace",
-            namespace,
-        ],
-    )
-}
+#[allow(unused_imports)] // not every test binary makes tokens
+pub use cdot_testkit::operator::{create_enrollment_token, create_token};
 
 /// A running `cdot-operator standalone`; interrupted (SIGINT) and reaped on drop.
 pub struct Operator {
