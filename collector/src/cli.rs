@@ -51,8 +51,9 @@ pub struct RunArgs {
     /// Do not receive sFlow.
     #[arg(long, env = "CDOT_NO_SFLOW")]
     pub no_sflow: bool,
-    /// Flow keys kept per exporter, interface pair and minute; the rest is summed as "other".
-    /// (At most 10,000, so that one group always fits one batch.)
+    /// Five-tuples that keep their ports per exporter, interface pair and minute; every
+    /// other one is summed under its host pair and protocol (hosts stay exact, ADR 22).
+    /// (At most 10,000, the rows of one shipped piece.)
     #[arg(long, env = "CDOT_FLOW_TOP_N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub flow_top_n: u32,
