@@ -12,6 +12,7 @@ const LIMITS: Limits = Limits {
     top_n: 4,
     key_cap: 16,
     max_keys: 64,
+    max_hosts: 32,
     max_groups: 8,
 };
 
