@@ -419,9 +419,12 @@ mod tests {
 
     #[test]
     fn points_are_arrays_and_directions_are_in_and_out() {
-        let p =
-            serde_json::to_value(BandwidthPoint(1, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0)).expect("json");
-        assert_eq!(p, serde_json::json!([1, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0]));
+        let p = serde_json::to_value(BandwidthPoint(1, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0, 0, 1, 2, 3))
+            .expect("json");
+        assert_eq!(
+            p,
+            serde_json::json!([1, 2.0, 3.0, 4.0, 5.0, 1.0, 2.0, 0, 1, 2, 3])
+        );
         let io = serde_json::to_value(InOut {
             inbound: 1,
             outbound: 2,
