@@ -213,6 +213,22 @@ fn a_time_preset_changes_the_request_and_the_charts_ask_for_their_width() {
     support::wait_until(&mut harness, "the previous 24 h", |h| {
         bandwidth_range(h).is_some_and(|(_, end)| (to - 24 * 3_600_000 - end).abs() < 60_000)
     });
+
+    // Back to the last hour, refreshed every 10 s while it ends now.
+    harness.get_by_label("1 h").click();
+    harness.get_by_label("10 s").click();
+    let bandwidth_calls = |h: &egui_kittest::Harness<'static, ConsoleApp>| {
+        h.state()
+            .requested()
+            .iter()
+            .filter(|u| u.contains("/network/interfaces/bandwidth?"))
+            .count()
+    };
+    harness.step();
+    let before = bandwidth_calls(&harness);
+    support::wait_until(&mut harness, "an automatic refresh", |h| {
+        bandwidth_calls(h) > before
+    });
 }
 
 #[test]

@@ -190,6 +190,11 @@ impl NetworkScreen {
                 if status::show(left, &self.bandwidth, "bandwidth") {
                     self.fetch(shared, now_ms);
                 }
+                if self.compare != Compare::Off
+                    && status::show(left, &self.previous, "previous period")
+                {
+                    self.fetch(shared, now_ms);
+                }
                 if let Some(data) = self.bandwidth.data() {
                     let previous = self.compare.offset_ms().and_then(|offset_ms| {
                         Some(charts::Previous {
