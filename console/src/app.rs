@@ -221,7 +221,7 @@ impl ConsoleApp {
         }
     }
 
-    /// The URLs requested so far, oldest first (for tests).
+    /// The URLs requested lately, oldest first (for tests and benchmarks).
     pub fn requested(&self) -> Vec<String> {
         self.fetcher.requested()
     }

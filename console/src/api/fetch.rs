@@ -5,6 +5,7 @@
 //! to the range the user picked since (the older task is also aborted, to spare the
 //! operator). The last good data stays visible while a newer call loads or after it fails.
 use std::{
+    collections::VecDeque,
     sync::{
         Arc, Mutex, OnceLock,
         mpsc::{self, Receiver, Sender},
@@ -16,14 +17,18 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiError, Call, client::ApiClient};
 
+/// URLs kept in the request log: a day of 10 s auto-refresh would otherwise keep 80,000.
+const LOG_LEN: usize = 1000;
+
 /// Runs calls on a tokio runtime of its own and wakes the UI when answers arrive.
 pub struct Fetcher {
-    runtime: tokio::runtime::Runtime,
+    /// Taken only by `Drop`.
+    runtime: Option<tokio::runtime::Runtime>,
     client: ApiClient,
     /// Set on the first frame: the app exists before the UI context does (in tests too).
     repaint: Arc<OnceLock<egui::Context>>,
-    /// Every URL asked for, oldest first (tests and the status bar read it).
-    log: Arc<Mutex<Vec<String>>>,
+    /// The last [`LOG_LEN`] URLs asked for, oldest first (tests read them).
+    log: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Fetcher {
@@ -37,7 +42,7 @@ impl Fetcher {
             .build()
             .expect("start the fetch runtime");
         Self {
-            runtime,
+            runtime: Some(runtime),
             client,
             repaint: Arc::default(),
             log: Arc::default(),
@@ -53,12 +58,14 @@ impl Fetcher {
         let _ = self.repaint.set(ctx.clone());
     }
 
-    /// The URLs requested so far.
+    /// The URLs requested lately, oldest first.
     pub fn requested(&self) -> Vec<String> {
         self.log
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn spawn<T: DeserializeOwned + Send + 'static>(
@@ -67,35 +74,40 @@ impl Fetcher {
         call: Call<T>,
         answers: Sender<(u64, Result<T, ApiError>)>,
     ) -> tokio::task::AbortHandle {
-        self.log
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(call.url.clone());
+        {
+            let mut log = self
+                .log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if log.len() == LOG_LEN {
+                log.pop_front();
+            }
+            log.push_back(call.url.clone());
+        }
         let client = self.client.clone();
         let repaint = self.repaint.clone();
-        self.runtime
-            .spawn(async move {
-                let answer = client.send(&call).await;
-                // The panel may be gone (screen closed): nothing to tell then.
-                let _ = answers.send((id, answer));
-                if let Some(ctx) = repaint.get() {
-                    ctx.request_repaint();
-                }
-            })
-            .abort_handle()
+        let task = async move {
+            let answer = client.send(&call).await;
+            // The panel may be gone (screen closed): nothing to tell then.
+            let _ = answers.send((id, answer));
+            if let Some(ctx) = repaint.get() {
+                ctx.request_repaint();
+            }
+        };
+        match &self.runtime {
+            Some(runtime) => runtime.spawn(task).abort_handle(),
+            // Unreachable: only `Drop` takes the runtime, and nothing spawns after it.
+            None => unreachable!("the fetch runtime is gone"),
+        }
     }
 }
 
 impl Drop for Fetcher {
     fn drop(&mut self) {
         // In-flight calls may wait on a dead operator for the whole timeout: do not join.
-        let runtime = std::mem::replace(
-            &mut self.runtime,
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("an idle runtime"),
-        );
-        runtime.shutdown_background();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
