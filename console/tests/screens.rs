@@ -126,7 +126,9 @@ fn acknowledging_from_the_alerts_screen_reaches_the_api() {
         ("oncall", "looking into it")
     );
 
-    // Silence the device and rule for 4 h.
+    // Silence the device and rule for 4 h, once the alert shows its acknowledgement (the
+    // row it adds moves the buttons below it).
+    wait_for_text(&mut harness, "by oncall at");
     harness.get_by_label("4 h").click();
     harness.step();
     harness.get_by_label("Silence").click_accesskit();
@@ -146,6 +148,17 @@ fn acknowledging_from_the_alerts_screen_reaches_the_api() {
     let ms = |t: &str| t.parse::<jiff::Timestamp>().expect("time").as_millisecond();
     let lasts = ms(&silence.ends_at) - ms(&silence.starts_at);
     assert!((lasts - 4 * 3_600_000).abs() < 60_000, "{silence:?}");
+
+    // It is listed under the alerts, and ends from there.
+    wait_for_label(&mut harness, "device=db-01, rule=cpu-high");
+    harness.get_by_label("End silence").click_accesskit();
+    wait_for_label(&mut harness, "Silence ended.");
+    let silences: SilenceList = rt.block_on(
+        seeded
+            .operator
+            .get(&seeded.viewer, "/v1/namespaces/acme/silences"),
+    );
+    assert!(silences.items.is_empty(), "{silences:?}");
 }
 
 /// The latest bandwidth request's range, in ms.

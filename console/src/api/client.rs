@@ -58,6 +58,7 @@ impl ApiClient {
         let mut request = match call.method {
             Method::Get => self.http.get(url),
             Method::Post => self.http.post(url),
+            Method::Delete => self.http.delete(url),
         };
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

@@ -49,6 +49,7 @@ impl ApiError {
 pub enum Method {
     Get,
     Post,
+    Delete,
 }
 
 /// One HTTP call whose answer deserialises into `T` (`()` for 204 answers).
@@ -66,6 +67,15 @@ impl<T> Call<T> {
     pub fn get(url: String) -> Self {
         Self {
             method: Method::Get,
+            url,
+            body: None,
+            answer: PhantomData,
+        }
+    }
+
+    pub fn delete(url: String) -> Self {
+        Self {
+            method: Method::Delete,
             url,
             body: None,
             answer: PhantomData,

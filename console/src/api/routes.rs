@@ -2,7 +2,7 @@
 use cdot_crds::{
     device::Device,
     wire::{
-        alert::{AcknowledgeRequest, AlertDetail, AlertList, Silence, SilenceRequest},
+        alert::{AcknowledgeRequest, AlertDetail, AlertList, Silence, SilenceList, SilenceRequest},
         network::{
             BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, Talker,
             TalkerKey, TopTalkers, TrafficSeries,
@@ -82,6 +82,16 @@ pub fn create_silence(api: &ApiClient, namespace: &str, request: &SilenceRequest
         api.url(&format!("/v1/namespaces/{namespace}/silences"), &[]),
         request,
     )
+}
+
+/// Silences not yet ended, those of Silence documents included.
+pub fn silences(api: &ApiClient, namespace: &str) -> Call<SilenceList> {
+    Call::get(api.url(&format!("/v1/namespaces/{namespace}/silences"), &[]))
+}
+
+/// Ends a silence made through the API (a Silence document's ends in git: 409).
+pub fn end_silence(api: &ApiClient, namespace: &str, id: uuid::Uuid) -> Call<()> {
+    Call::delete(api.url(&format!("/v1/namespaces/{namespace}/silences/{id}"), &[]))
 }
 
 /// Unix milliseconds as RFC 3339 (UTC), as the API's `from`/`to` parameters take them.

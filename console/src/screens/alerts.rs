@@ -1,11 +1,15 @@
 //! Alerts: firing and recent alerts of a namespace; the selected one with its history,
-//! acknowledged with a comment or silenced for a while (both need an operator token: the
-//! API's refusal is shown as it words it).
+//! acknowledged with a comment or silenced for a while; the silences not yet ended, which
+//! can be ended (all three need an operator token: the API's refusal is shown as it words
+//! it).
 use std::time::Duration;
 
-use cdot_crds::alert_rule::Severity;
-use cdot_crds::wire::alert::{
-    AcknowledgeRequest, Alert, AlertDetail, AlertList, AlertState, Matcher, Silence, SilenceRequest,
+use cdot_crds::{
+    alert_rule::Severity,
+    wire::alert::{
+        AcknowledgeRequest, Alert, AlertDetail, AlertList, AlertState, Matcher, Silence,
+        SilenceList, SilenceRequest,
+    },
 };
 use uuid::Uuid;
 
@@ -63,6 +67,9 @@ pub struct AlertsScreen {
     custom: String,
     acknowledge: Panel<()>,
     silence: Panel<Silence>,
+    /// Silences not yet ended.
+    silences: Panel<SilenceList>,
+    end: Panel<()>,
     /// What the last action did, for the line under the buttons.
     outcome: Option<Result<String, String>>,
 }
@@ -80,6 +87,8 @@ impl Default for AlertsScreen {
             custom: "2h".into(),
             acknowledge: Panel::default(),
             silence: Panel::default(),
+            silences: Panel::default(),
+            end: Panel::default(),
             outcome: None,
         }
     }
@@ -90,6 +99,12 @@ impl AlertsScreen {
     pub fn ui(&mut self, ui: &mut egui::Ui, shared: &Shared<'_>) -> Option<ApiError> {
         let mut lost = connection_error(self.list.poll());
         lost = lost.or(connection_error(self.detail.poll()));
+        lost = lost.or(connection_error(self.silences.poll()));
+        match self.end.poll() {
+            Some(Ok(())) => self.done(shared, "Silence ended.".into()),
+            Some(Err(e)) => self.outcome = Some(Err(e.to_string())),
+            None => {}
+        }
         match self.acknowledge.poll() {
             Some(Ok(())) => self.done(shared, "Acknowledged.".into()),
             Some(Err(e)) => self.outcome = Some(Err(e.to_string())),
@@ -136,6 +151,17 @@ impl AlertsScreen {
                 self.fetch(shared);
             }
         });
+        // What the last acknowledgement, silence or end did, where it is seen whatever is
+        // selected.
+        match &self.outcome {
+            Some(Ok(message)) => {
+                ui.label(message);
+            }
+            Some(Err(message)) => {
+                ui.colored_label(ui.visuals().error_fg_color, message);
+            }
+            None => {}
+        }
         if status::show(ui, &self.list, "alerts") {
             self.fetch(shared);
         }
@@ -205,16 +231,68 @@ impl AlertsScreen {
         if let Some(id) = clicked {
             self.select(shared, id);
         }
+        ui.separator();
+        self.silences_ui(ui, shared);
         lost
     }
 
     fn fetch(&mut self, shared: &Shared<'_>) {
         self.fetched = Some((shared.namespace.to_owned(), self.scope, shared.epoch));
         let now = jiff::Timestamp::now().as_millisecond();
+        let api = shared.fetcher.client();
         self.list.request(
             shared.fetcher,
-            routes::alerts(shared.fetcher.client(), shared.namespace, self.scope, now),
+            routes::alerts(api, shared.namespace, self.scope, now),
         );
+        self.silences
+            .request(shared.fetcher, routes::silences(api, shared.namespace));
+    }
+
+    /// Silences not yet ended, each with an End button (those of Silence documents end in
+    /// git, so they only say where they come from).
+    fn silences_ui(&mut self, ui: &mut egui::Ui, shared: &Shared<'_>) {
+        if status::show(ui, &self.silences, "silences") {
+            self.fetch(shared);
+        }
+        let Some(list) = self.silences.data() else {
+            return;
+        };
+        let mut end = None;
+        egui::CollapsingHeader::new(format!("Silences ({})", list.items.len()))
+            .default_open(true)
+            .show(ui, |ui| {
+                egui::Grid::new("silences").striped(true).show(ui, |ui| {
+                    for s in &list.items {
+                        let matchers: Vec<String> = s
+                            .matchers
+                            .iter()
+                            .map(|m| format!("{}={}", m.label, m.value))
+                            .collect();
+                        ui.label(matchers.join(", "));
+                        ui.label(format!("until {} UTC", time::stamp(&s.ends_at)));
+                        ui.label(format!("by {}", s.created_by));
+                        ui.label(&s.comment);
+                        match &s.name {
+                            Some(name) => {
+                                ui.weak(format!("Silence {name} (ends in git)"));
+                            }
+                            None => {
+                                if ui.button("End silence").clicked() {
+                                    end = Some(s.id);
+                                }
+                            }
+                        }
+                        ui.end_row();
+                    }
+                });
+            });
+        if let Some(id) = end {
+            self.outcome = None;
+            self.end.request(
+                shared.fetcher,
+                routes::end_silence(shared.fetcher.client(), shared.namespace, id),
+            );
+        }
     }
 
     fn select(&mut self, shared: &Shared<'_>, id: Uuid) {
@@ -391,15 +469,6 @@ impl AlertsScreen {
         }
         if busy {
             ui.spinner();
-        }
-        match &self.outcome {
-            Some(Ok(message)) => {
-                ui.label(message);
-            }
-            Some(Err(message)) => {
-                ui.colored_label(ui.visuals().error_fg_color, message);
-            }
-            None => {}
         }
     }
 }
