@@ -2,6 +2,8 @@
 //! seeded through its agent API, and the console in an egui_kittest harness (no display).
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod standin;
+
 use std::time::{Duration, Instant};
 
 use cdot_console::{app::ConsoleApp, config::Settings};

@@ -26,33 +26,58 @@ fn plot(id: &str, title: &str, (from, to): (i64, i64)) -> Plot<'static> {
         .include_x(x(from))
         .include_x(x(to))
         .height(HEIGHT)
-        // The newest data is on the right: keep the legend off it.
-        .legend(Legend::default().position(Corner::LeftTop))
         .allow_scroll(false)
         .x_axis_formatter(|mark, _| time::stamp_ms((mark.value * 1000.0) as i64))
         .y_axis_label(title.to_owned())
         .link_cursor(egui::Id::unique("network-charts"), [true, false])
 }
 
-/// Draws `episodes` as spans; the range to zoom to when one was clicked.
-fn spans(plot: &mut PlotUi<'_>, episodes: &[Episode]) -> Option<(i64, i64)> {
+/// The newest data is on the right: the legend stays off it.
+fn legend() -> Legend {
+    Legend::default().position(Corner::LeftTop)
+}
+
+/// The episode under the pointer: its summary to show, and its range if it was clicked.
+#[derive(Default)]
+struct Hit {
+    summary: Option<String>,
+    zoom: Option<(i64, i64)>,
+}
+
+/// Draws `episodes` as spans and finds the one under the pointer.
+fn spans(plot: &mut PlotUi<'_>, episodes: &[Episode]) -> Hit {
     for e in episodes {
         let color = match e.severity {
             Severity::Critical => egui::Color32::from_rgb(220, 60, 60),
             Severity::Warning => egui::Color32::from_rgb(230, 160, 40),
             Severity::Info => egui::Color32::from_rgb(120, 120, 160),
         };
+        // One name for all: one legend entry (which hides them all), however many alerts.
         plot.span(
-            Span::new(e.label.clone(), x(e.from_ms)..=x(e.to_ms))
+            Span::new("alerts", x(e.from_ms)..=x(e.to_ms))
                 .fill(color.gamma_multiply(0.12))
                 .border_color(color.gamma_multiply(0.6)),
         );
     }
     let clicked = plot.response().clicked();
-    let at = plot.pointer_coordinate()?;
-    clicked
-        .then(|| episodes::at(episodes, (at.x * 1000.0) as i64).map(episodes::zoom))
-        .flatten()
+    let Some(episode) = plot
+        .pointer_coordinate()
+        .and_then(|at| episodes::at(episodes, (at.x * 1000.0) as i64))
+    else {
+        return Hit::default();
+    };
+    Hit {
+        summary: Some(format!("{} (click to zoom to it)", episode.label)),
+        zoom: clicked.then(|| episodes::zoom(episode)),
+    }
+}
+
+/// Shows the hovered episode's summary; the range to zoom to when one was clicked.
+fn finish(shown: egui_plot::PlotResponse<Hit>) -> Option<(i64, i64)> {
+    if let Some(summary) = shown.inner.summary {
+        shown.response.on_hover_text(summary);
+    }
+    shown.inner.zoom
 }
 
 /// Sum of every interface's bandwidth per bucket: `(avg in, avg out, max in, max out)`.
@@ -99,7 +124,8 @@ pub fn bandwidth(
         )
     };
     let earlier = previous.map(|p| (totals(p.data), p.offset_ms, p.label));
-    plot(id, "bit/s", range)
+    let shown = plot(id, "bit/s", range)
+        .legend(legend())
         .y_axis_formatter(|mark, _| units::bps(mark.value))
         .include_y(0.0)
         .show(ui, |plot| {
@@ -118,8 +144,8 @@ pub fn bandwidth(
                 }
             }
             spans(plot, episodes)
-        })
-        .inner
+        });
+    finish(shown)
 }
 
 /// Flow traffic over time (average and, dotted, the busiest bucket of each step).
@@ -134,6 +160,7 @@ pub fn traffic(ui: &mut egui::Ui, range: (i64, i64), title: &str, data: &Traffic
         )
     };
     plot("traffic", "bit/s", range)
+        .legend(legend())
         .y_axis_formatter(|mark, _| units::bps(mark.value))
         .include_y(0.0)
         .show(ui, |plot| {
@@ -163,10 +190,13 @@ pub fn utilisation(
                 .collect::<Vec<_>>(),
         )
     };
-    plot(id, "%", range).include_y(0.0).show(ui, |plot| {
-        plot.line(Line::new("out", percent(1)));
-        plot.line(Line::new("in", percent(0)));
-    });
+    plot(id, "%", range)
+        .legend(legend())
+        .include_y(0.0)
+        .show(ui, |plot| {
+            plot.line(Line::new("out", percent(1)));
+            plot.line(Line::new("in", percent(0)));
+        });
 }
 
 /// Errors and discards of the interfaces in `data`, per bucket.
@@ -186,14 +216,17 @@ pub fn errors(ui: &mut egui::Ui, range: (i64, i64), id: &str, data: &BandwidthRe
                 .collect::<Vec<_>>(),
         )
     };
-    plot(id, "count", range).include_y(0.0).show(ui, |plot| {
-        for (c, name) in ["errors in", "errors out", "discards in", "discards out"]
-            .into_iter()
-            .enumerate()
-        {
-            plot.line(Line::new(name, column(c)));
-        }
-    });
+    plot(id, "count", range)
+        .legend(legend())
+        .include_y(0.0)
+        .show(ui, |plot| {
+            for (c, name) in ["errors in", "errors out", "discards in", "discards out"]
+                .into_iter()
+                .enumerate()
+            {
+                plot.line(Line::new(name, column(c)));
+            }
+        });
 }
 
 /// A probe chart: title, unit, and its column of a point.
@@ -225,21 +258,23 @@ pub fn probes(
         } else {
             format!("Probe {title}")
         });
-        let clicked = plot(&format!("probe-{title}"), unit, range)
-            .include_y(0.0)
-            .show(ui, |plot| {
-                for (i, series) in data.series.iter().take(MAX_TARGETS).enumerate() {
-                    let points: Vec<[f64; 2]> = series
-                        .points
-                        .iter()
-                        .filter_map(|p| value(p).map(|v| [x(p.0), v]))
-                        .collect();
-                    plot.line(Line::new(name(i), points));
-                }
-                spans(plot, episodes)
-            })
-            .inner;
-        zoom = zoom.or(clicked);
+        let mut chart = plot(&format!("probe-{title}"), unit, range);
+        // The three charts draw the targets in the same order and colours: one legend.
+        if title == "latency" {
+            chart = chart.legend(legend());
+        }
+        let shown = chart.include_y(0.0).show(ui, |plot| {
+            for (i, series) in data.series.iter().take(MAX_TARGETS).enumerate() {
+                let points: Vec<[f64; 2]> = series
+                    .points
+                    .iter()
+                    .filter_map(|p| value(p).map(|v| [x(p.0), v]))
+                    .collect();
+                plot.line(Line::new(name(i), points));
+            }
+            spans(plot, episodes)
+        });
+        zoom = zoom.or(finish(shown));
     }
     zoom
 }
