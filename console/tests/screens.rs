@@ -336,3 +336,18 @@ fn clicking_an_interface_opens_its_drill_down_and_a_previous_period_is_fetched()
         })
     });
 }
+
+#[test]
+fn an_operator_that_dies_during_a_session_brings_back_the_error_state() {
+    let rt = runtime();
+    let mut seeded = rt.block_on(Seeded::start());
+    let mut harness = seeded.console(&seeded.viewer);
+    wait_for_label(&mut harness, "Devices");
+    harness.get_by_label("Devices").click();
+    wait_for_label(&mut harness, "web-01");
+    seeded.operator.kill();
+    // The next refresh finds it gone (the button stands in for the 30 s timer).
+    harness.get_by_label("Refresh devices").click();
+    wait_for_label(&mut harness, "Cannot reach the operator");
+    wait_for_text(&mut harness, &format!("API: {}", seeded.operator.base));
+}
