@@ -63,4 +63,11 @@ fn main_screens() {
     wait_for_label(&mut harness, "edge-02");
     settle(&mut harness);
     harness.snapshot("devices");
+
+    harness.get_by_label("Alerts").click();
+    wait_for_label(&mut harness, "episode 0");
+    harness.get_by_label("episode 0").click();
+    wait_for_label(&mut harness, "History");
+    settle(&mut harness);
+    harness.snapshot("alerts");
 }

@@ -16,7 +16,7 @@ use cdot_crds::{
     common::{Condition, ConditionStatus},
     device::{Device, DeviceClass, DeviceSpec, DeviceStatus},
     wire::{
-        alert::{Alert, AlertList, AlertState},
+        alert::{Alert, AlertDetail, AlertEvent, AlertList, AlertState, SilenceList},
         network::{
             BandwidthPoint, BandwidthResponse, BandwidthSeries, DirectionStats, InOut,
             InterfaceReport, InterfaceStats, ProbePoint, ProbeSeries, ProbeSeriesResponse,
@@ -27,6 +27,8 @@ use cdot_crds::{
 };
 
 /// Raw points per interface in the range (10 interfaces: 500,000 in all).
+/// The end of a range the request does not give (Unix ms): fixed, for stable pictures.
+const DEFAULT_TO: i64 = 1_765_000_000_000;
 pub const RAW_PER_SERIES: usize = 50_000;
 pub const INTERFACES: usize = 10;
 pub const PROBES: usize = 8;
@@ -39,7 +41,7 @@ fn range(q: &BTreeMap<String, String>) -> (i64, i64) {
             .and_then(|v| v.parse::<jiff::Timestamp>().ok())
             .map(|t| t.as_millisecond())
     };
-    let to = ms("to").unwrap_or(1_765_000_000_000);
+    let to = ms("to").unwrap_or(DEFAULT_TO);
     (ms("from").unwrap_or(to - 3_600_000), to)
 }
 
@@ -254,8 +256,8 @@ async fn interfaces(Path(ns): Path<String>, Query(q): Params) -> Json<InterfaceR
 async fn sites(Path(ns): Path<String>) -> Json<SiteSummary> {
     Json(SiteSummary {
         namespace: ns,
-        from: stamp(1_765_000_000_000 - 3_600_000),
-        to: stamp(1_765_000_000_000),
+        from: stamp(DEFAULT_TO - 3_600_000),
+        to: stamp(DEFAULT_TO),
         sites: (0..10)
             .map(|s| SiteWorst {
                 site: Some(format!("site-{s}")),
@@ -320,6 +322,28 @@ struct DeviceList {
     items: Vec<Device>,
 }
 
+/// The alert of that id (the `n`th of the list) with its history.
+async fn alert_detail(Path((_, id)): Path<(String, uuid::Uuid)>) -> Json<AlertDetail> {
+    let i = usize::try_from(id.as_u128().saturating_sub(1)).unwrap_or(0);
+    let alert = self::alert(i, DEFAULT_TO);
+    let event = |at: &str, event: &str| AlertEvent {
+        at: at.to_owned(),
+        event: event.into(),
+        value: None,
+        actor: String::new(),
+        detail: String::new(),
+    };
+    let history = vec![
+        event(&alert.started_at, "firing"),
+        event(alert.resolved_at.as_deref().unwrap_or_default(), "resolved"),
+    ];
+    Json(AlertDetail { alert, history })
+}
+
+async fn silences() -> Json<SilenceList> {
+    Json(SilenceList { items: Vec::new() })
+}
+
 /// Four devices, one of each status the list sorts by.
 async fn devices() -> Json<DeviceList> {
     let device = |name: &str, class, site: Option<&str>, ready: Option<(ConditionStatus, &str)>| {
@@ -371,6 +395,8 @@ pub fn start() -> String {
     let app = Router::new()
         .route("/v1/alerts", get(alerts))
         .route("/v1/namespaces/{ns}/alerts", get(alerts))
+        .route("/v1/namespaces/{ns}/alerts/{id}", get(alert_detail))
+        .route("/v1/namespaces/{ns}/silences", get(silences))
         .route("/v1/namespaces/{ns}/devices", get(devices))
         .route(
             "/v1/namespaces/{ns}/network/interfaces/bandwidth",
