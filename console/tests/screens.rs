@@ -351,3 +351,34 @@ fn an_operator_that_dies_during_a_session_brings_back_the_error_state() {
     wait_for_label(&mut harness, "Cannot reach the operator");
     wait_for_text(&mut harness, &format!("API: {}", seeded.operator.base));
 }
+
+#[test]
+fn a_silent_operator_times_out_while_the_ui_keeps_drawing() {
+    // The kernel accepts connections for a listener nobody serves: requests go out and no
+    // answer ever comes, as from a frozen operator.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let api = format!("http://{}", listener.local_addr().expect("addr"));
+    let mut harness = support::console_with_timeout(&api, "some-token", Duration::from_secs(2));
+    let mut slowest = Duration::ZERO;
+    let started = std::time::Instant::now();
+    while harness
+        .query_by_label_contains("did not answer within 2 s")
+        .is_none()
+    {
+        let frame = std::time::Instant::now();
+        harness.step();
+        slowest = slowest.max(frame.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no timeout shown"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // Frames kept coming while the call waited (debug build, accessibility tree included).
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a frame took {slowest:?}"
+    );
+    harness.get_by_label("Cannot reach the operator");
+}

@@ -234,11 +234,20 @@ impl Seeded {
 
 /// The console against `api` with `token`, offering namespace `acme`.
 pub fn console(api: &str, token: &str) -> Harness<'static, ConsoleApp> {
+    console_with_timeout(api, token, Duration::from_secs(10))
+}
+
+/// The same with a request timeout of `timeout`.
+pub fn console_with_timeout(
+    api: &str,
+    token: &str,
+    timeout: Duration,
+) -> Harness<'static, ConsoleApp> {
     let settings = Settings {
         api: api.to_owned(),
         token: Some(token.to_owned()),
         namespaces: vec!["acme".into()],
-        timeout: Duration::from_secs(10),
+        timeout,
     };
     Harness::builder()
         .with_size([1400.0, 900.0])
