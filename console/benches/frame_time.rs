@@ -37,6 +37,7 @@ fn main() {
         token: Some("bench".into()),
         namespaces: vec!["acme".into()],
         timeout: Duration::from_secs(10),
+        ca_pem: None,
     };
     let mut app = ConsoleApp::new(&settings);
     let ctx = egui::Context::default();

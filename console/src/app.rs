@@ -208,7 +208,12 @@ pub struct ConsoleApp {
 
 impl ConsoleApp {
     pub fn new(settings: &Settings) -> Self {
-        let client = ApiClient::new(&settings.api, settings.token.clone(), settings.timeout);
+        let client = ApiClient::new(
+            &settings.api,
+            settings.token.clone(),
+            settings.timeout,
+            settings.ca_pem.as_deref(),
+        );
         Self {
             fonts_set: false,
             fetcher: Fetcher::new(client),

@@ -41,6 +41,13 @@ pub enum ConfigError {
     EmptyToken { path: PathBuf },
     #[error("API URL {url:?} must start with http:// or https://")]
     Scheme { url: String },
+    #[error("cannot read CA file {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("CA file {path} holds no PEM certificate: {detail}")]
+    CaPem { path: PathBuf, detail: String },
 }
 
 /// One layer of settings: what flags and environment give, or what the file says.
@@ -57,6 +64,8 @@ pub struct Layer {
     pub namespaces: Option<Vec<String>>,
     /// Request timeout in seconds.
     pub timeout_secs: Option<u64>,
+    /// PEM certificate(s) of a private CA that signed the operator's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Layer {
@@ -92,6 +101,8 @@ pub struct Settings {
     pub token: Option<String>,
     pub namespaces: Vec<String>,
     pub timeout: Duration,
+    /// PEM of a private CA the client trusts besides the public roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Settings {
@@ -123,12 +134,36 @@ impl Settings {
             .collect();
         let timeout =
             first(layers, |l| l.timeout_secs).map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        let ca_pem = first(layers, |l| l.ca_file.clone())
+            .map(|path| read_ca(&path))
+            .transpose()?;
         Ok(Self {
             api,
             token,
             namespaces,
             timeout,
+            ca_pem,
         })
+    }
+}
+
+/// Reads a CA file, checked to hold PEM certificates (so a bad file fails at start, not on
+/// the first request).
+fn read_ca(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|source| ConfigError::CaFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(ConfigError::CaPem {
+            path: path.to_owned(),
+            detail: "no certificate in it".into(),
+        }),
+        Err(e) => Err(ConfigError::CaPem {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        }),
     }
 }
 
@@ -203,5 +238,33 @@ mod tests {
             Settings::resolve(&[layer]),
             Err(ConfigError::EmptyToken { .. })
         ));
+        let not_pem = Layer {
+            ca_file: Some(not_a_certificate(&dir)),
+            ..Layer::default()
+        };
+        assert!(matches!(
+            Settings::resolve(&[not_pem]),
+            Err(ConfigError::CaPem { .. })
+        ));
+    }
+
+    fn not_a_certificate(dir: &tempfile::TempDir) -> PathBuf {
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").expect("write");
+        path
+    }
+
+    #[test]
+    fn a_ca_file_is_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("ca.pem");
+        let tls = cdot_testkit::tls::TestTls::localhost();
+        std::fs::write(&path, &tls.ca_pem).expect("write");
+        let layer = Layer {
+            ca_file: Some(path),
+            ..Layer::default()
+        };
+        let s = Settings::resolve(&[layer]).expect("resolve");
+        assert_eq!(s.ca_pem.as_deref(), Some(tls.ca_pem.as_bytes()));
     }
 }

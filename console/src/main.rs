@@ -12,7 +12,7 @@ use clap::Parser;
 ///
 /// Settings come from flags, then environment variables, then the config file
 /// ($XDG_CONFIG_HOME/cdot/console.toml, keys api, token, token-file, namespaces,
-/// timeout-secs). Without a token, .cdot/viewer-token (written by scripts/quickstart) is
+/// timeout-secs, ca-file). Without a token, .cdot/viewer-token (written by scripts/quickstart) is
 /// used when it exists.
 #[derive(Debug, Parser)]
 #[command(name = "cdot-console", version, about)]
@@ -33,6 +33,9 @@ struct Cli {
     /// Request timeout in seconds [default: 15].
     #[arg(long, env = "CDOT_TIMEOUT_SECS")]
     timeout_secs: Option<u64>,
+    /// PEM file of a private CA that signed the operator's certificate (https).
+    #[arg(long, env = "CDOT_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// TOML config file [default: $XDG_CONFIG_HOME/cdot/console.toml when it exists].
     #[arg(long, env = "CDOT_CONSOLE_CONFIG")]
     config: Option<PathBuf>,
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         token_file: cli.token_file,
         namespaces: Some(cli.namespace).filter(|n| !n.is_empty()),
         timeout_secs: cli.timeout_secs,
+        ca_file: cli.ca_file,
     };
     let settings = Settings::resolve(&[flags, file])?;
     let options = eframe::NativeOptions {

@@ -382,3 +382,38 @@ fn a_silent_operator_times_out_while_the_ui_keeps_drawing() {
     );
     harness.get_by_label("Cannot reach the operator");
 }
+
+#[test]
+fn an_operator_on_tls_is_reached_with_its_private_ca_and_refused_without() {
+    let rt = runtime();
+    let db = rt.block_on(cdot_testkit::pg::TestDb::create());
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    let token = cdot_testkit::operator::create_token(&repo, "viewer", "acme", "viewer", "acme");
+    let tls = cdot_testkit::tls::TestTls::localhost();
+    let (cert, key) = (tmp.path().join("tls.crt"), tmp.path().join("tls.key"));
+    std::fs::write(&cert, &tls.cert_pem).expect("cert");
+    std::fs::write(&key, &tls.key_pem).expect("key");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let operator = rt.block_on(cdot_testkit::operator::Operator::start(
+        &repo,
+        &db.url,
+        tmp.path(),
+        &["--tls-cert", &cert, "--tls-key", &key],
+    ));
+    assert!(operator.base.starts_with("https://"), "{}", operator.base);
+    let settings = |ca_pem: Option<Vec<u8>>| cdot_console::config::Settings {
+        api: operator.base.clone(),
+        token: Some(token.clone()),
+        namespaces: vec!["acme".into()],
+        timeout: Duration::from_secs(10),
+        ca_pem,
+    };
+
+    let mut untrusting = support::console_with(settings(None));
+    wait_for_label(&mut untrusting, "Cannot reach the operator");
+
+    let mut trusting = support::console_with(settings(Some(tls.ca_pem.clone().into_bytes())));
+    wait_for_label(&mut trusting, "Network in acme");
+}

@@ -16,6 +16,7 @@ fn console() -> Harness<'static, ConsoleApp> {
         token: Some("snapshot".into()),
         namespaces: vec!["acme".into()],
         timeout: Duration::from_secs(10),
+        ca_pem: None,
     };
     Harness::builder()
         .with_size([1400.0, 900.0])

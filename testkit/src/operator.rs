@@ -84,7 +84,7 @@ pub fn create_enrollment_token(dir: &Path, name: &str, namespace: &str) -> Strin
 /// A running `cdot-operator standalone` on `--manifests`; interrupted (SIGINT) on drop.
 pub struct Operator {
     child: Option<Child>,
-    /// `http://127.0.0.1:<port>`: the people API, which also takes enrollments.
+    /// `http(s)://127.0.0.1:<port>`: the people API, which also takes enrollments.
     pub base: String,
     pub log: PathBuf,
 }
@@ -116,9 +116,15 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("spawn cdot-operator");
+        // `--tls-cert` serves the people API over TLS.
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         let mut operator = Self {
             child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("{scheme}://127.0.0.1:{port}"),
             log,
         };
         operator.wait_ready().await;
@@ -192,8 +198,11 @@ impl Drop for Operator {
     }
 }
 
+/// Trusts any certificate: the fixture only waits and seeds, the client under test is what
+/// checks the operator's certificate.
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("HTTP client")

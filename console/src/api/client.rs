@@ -20,8 +20,22 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    pub fn new(base: &str, token: Option<String>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+    /// `ca_pem`: certificates of a private CA to trust besides the public roots (checked
+    /// when the settings were read).
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Self {
+        let mut builder = reqwest::Client::builder();
+        for cert in ca_pem
+            .and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok())
+            .unwrap_or_default()
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .timeout(timeout)
             .user_agent(concat!("cdot-console/", env!("CARGO_PKG_VERSION")))
@@ -151,7 +165,7 @@ mod tests {
 
     #[test]
     fn query_values_are_encoded() {
-        let client = ApiClient::new("http://h:1/", None, Duration::from_secs(1));
+        let client = ApiClient::new("http://h:1/", None, Duration::from_secs(1), None);
         assert_eq!(
             client.url(
                 "/v1/alerts",

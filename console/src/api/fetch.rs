@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn only_the_latest_call_lands() {
         let (_listener, base) = silent_operator();
-        let fetcher = Fetcher::new(ApiClient::new(&base, None, Duration::from_secs(30)));
+        let fetcher = Fetcher::new(ApiClient::new(&base, None, Duration::from_secs(30), None));
         let mut panel: Panel<u32> = Panel::default();
         panel.request(&fetcher, Call::get(format!("{base}/first")));
         let first = panel.latest;
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn a_dead_operator_is_a_connection_error_naming_the_url() {
         let base = format!("http://127.0.0.1:{}", cdot_testkit::free_port());
-        let fetcher = Fetcher::new(ApiClient::new(&base, None, Duration::from_secs(5)));
+        let fetcher = Fetcher::new(ApiClient::new(&base, None, Duration::from_secs(5), None));
         let mut panel: Panel<u32> = Panel::default();
         panel.request(&fetcher, Call::get(format!("{base}/v1/alerts")));
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -21,7 +21,8 @@ pub fn ui(ui: &mut egui::Ui, link: &mut Link, api: &str) {
             ApiError::Unreachable { .. } | ApiError::Timeout { .. } => (
                 "Cannot reach the operator",
                 "Is cdot-operator running and listening there? scripts/quickstart starts \
-                 one on http://127.0.0.1:8080; --api or CDOT_API point elsewhere.",
+                 one on http://127.0.0.1:8080; --api or CDOT_API point elsewhere, and \
+                 --ca-file trusts the private CA of an https operator.",
             ),
             _ => (
                 "The operator cannot serve the console",

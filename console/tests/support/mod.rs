@@ -243,12 +243,17 @@ pub fn console_with_timeout(
     token: &str,
     timeout: Duration,
 ) -> Harness<'static, ConsoleApp> {
-    let settings = Settings {
+    console_with(Settings {
         api: api.to_owned(),
         token: Some(token.to_owned()),
         namespaces: vec!["acme".into()],
         timeout,
-    };
+        ca_pem: None,
+    })
+}
+
+/// The console with these settings.
+pub fn console_with(settings: Settings) -> Harness<'static, ConsoleApp> {
     Harness::builder()
         .with_size([1400.0, 900.0])
         .build_ui_state(
