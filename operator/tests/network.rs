@@ -787,6 +787,28 @@ async fn the_site_summary_ranks_what_is_worst_now() {
     assert_eq!(sites[1]["site"], "paris");
     assert_eq!(sites[1]["interfaces"][0]["interface"], "eth3", "down");
     assert_eq!(sites[1]["probes"][0]["lossPercent"], 50.0);
+    // The same over a range given by its ends.
+    let range = format!(
+        "from={}&to={}",
+        rfc3339(m - 5 * MINUTE_MS),
+        rfc3339(m + 5 * MINUTE_MS)
+    );
+    let (status, ranged) = h
+        .get(&format!(
+            "/v1/namespaces/acme/network/sites?{range}&limit=1"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ranged}");
+    assert_eq!(ranged["sites"], summary["sites"], "{ranged}");
+    let (status, error) = h
+        .get(&format!(
+            "/v1/namespaces/acme/network/sites?{range}&window=1h"
+        ))
+        .await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("query.window"))
+    );
     let (status, error) = h.get("/v1/namespaces/acme/network/sites?window=3d").await;
     assert_eq!(
         (status, error["field"].as_str()),

@@ -797,31 +797,51 @@ fn interface_badness(info: &InterfaceInfo, s: &InterfaceStats) -> (bool, f64, i6
 
 /// `GET /v1/namespaces/{ns}/network/sites?window=15m&limit=5&site=`: per site, the worst
 /// interfaces (down, busiest, most errors) and probe targets (most loss, then slowest) over
-/// the last `window`.
+/// the last `window`, or over `from`/`to`.
 pub async fn sites(
     State(state): State<AppState>,
     principal: Principal,
     Path(namespace): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<wire::SiteSummary>, ApiError> {
-    let params = Params::parse(pairs, &["site", "window", "limit"])?;
+    let params = Params::parse(pairs, &["site", "window", "from", "to", "limit"])?;
     let scope = scope(&state, &principal, &namespace, &params).await?;
-    let window = params.duration_ms("window")?.unwrap_or(DEFAULT_WINDOW_MS);
-    if !(MINUTE_MS..=SAMPLE_MINUTE_RANGE_MS).contains(&window) {
-        return Err(ApiError::bad_request(
-            "the window must be from 1m to 48h",
-            "query.window",
-        ));
-    }
     let limit = usize::try_from(params.limit(DEFAULT_SITE_LIMIT)?).unwrap_or(usize::MAX);
-    let to = floor_to(now_ms() + MINUTE_MS - 1, MINUTE_MS);
-    let from = to - floor_to(window + MINUTE_MS - 1, MINUTE_MS);
+    let ranged = params.get("from").is_some() || params.get("to").is_some();
+    let (resolution, from, to) = match (params.get("window"), ranged) {
+        (Some(_), true) => {
+            return Err(ApiError::bad_request(
+                "give window or from/to, not both",
+                "query.window",
+            ));
+        }
+        // A past range, as the other network routes read it.
+        (None, true) => {
+            let (from, to) = params.range(now_ms())?;
+            sample_resolution(from, to)
+        }
+        (_, false) => {
+            let window = params.duration_ms("window")?.unwrap_or(DEFAULT_WINDOW_MS);
+            if !(MINUTE_MS..=SAMPLE_MINUTE_RANGE_MS).contains(&window) {
+                return Err(ApiError::bad_request(
+                    "the window must be from 1m to 48h",
+                    "query.window",
+                ));
+            }
+            let to = floor_to(now_ms() + MINUTE_MS - 1, MINUTE_MS);
+            (
+                Resolution::Minute,
+                to - floor_to(window + MINUTE_MS - 1, MINUTE_MS),
+                to,
+            )
+        }
+    };
 
     let interfaces = state.store.interfaces_in(scope, None).await?;
     let ids: Vec<i32> = interfaces.iter().map(|i| i.id).collect();
     let stats: BTreeMap<i32, InterfaceStats> = state
         .store
-        .interface_stats(&ids, from, to, Resolution::Minute)
+        .interface_stats(&ids, from, to, resolution)
         .await?
         .into_iter()
         .map(|s| (s.id, s))
@@ -831,7 +851,7 @@ pub async fn sites(
     // One step spanning the whole window.
     let probe_stats: BTreeMap<i32, ProbeStats> = state
         .store
-        .probe_points(&ids, from, to, i64::MAX, Resolution::Minute)
+        .probe_points(&ids, from, to, i64::MAX, resolution)
         .await?
         .into_iter()
         .map(|s| (s.id, s))
@@ -1037,6 +1057,8 @@ pub fn openapi_paths(
                 namespace,
                 string("site", "only this site"),
                 string("window", "how far back `now` reaches, 1m to 48h (default 15m)"),
+                string("from", "instead of `window`: start, RFC 3339 (a past range)"),
+                string("to", "instead of `window`: end, RFC 3339 (default: now)"),
                 string("limit", "items per site and list, 1 to 1000 (default 5)"),
             ],
             "responses": responses,
