@@ -259,6 +259,13 @@ async fn a_breach_fires_notifies_and_resolves_with_hysteresis() {
     let alert = f.alert_of("web-01", "cpu-high").await;
     assert_eq!(alert["state"], "firing", "{alert}");
     assert_eq!(alert["peak"], 95.0);
+    // The console asks for the alerts of the metrics its charts show.
+    let on_cpu = f.get("/v1/namespaces/acme/alerts?metric=cpu,memory").await;
+    assert_eq!(on_cpu["items"][0]["id"], alert["id"], "{on_cpu}");
+    let on_links = f
+        .get("/v1/namespaces/acme/alerts?metric=interfaceUtilisation,probeLoss")
+        .await;
+    assert_eq!(on_links["items"], json!([]), "{on_links}");
 
     assert_eq!(agent.send(now_ms(), &[("cpu", &[], 70.0)]).await, 200);
     let resolved = f

@@ -747,6 +747,13 @@ async fn queries_return_the_numbers_of_known_data() {
         assert!(empty, "{path}: {body}");
     }
     // The OpenAPI document lists the routes.
+    // A token says what it is and which namespaces it reads.
+    let (status, me) = h.get_as(GLOBEX, "/v1/whoami").await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(
+        me,
+        json!({ "name": "globex-viewer", "role": "viewer", "namespaces": ["globex"] })
+    );
     let (_, doc) = h.get("/v1/openapi.json").await;
     assert!(doc["paths"]["/v1/namespaces/{namespace}/network/top-talkers"].is_object());
 }

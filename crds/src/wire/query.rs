@@ -49,6 +49,19 @@ pub struct MetricSeriesResponse {
     pub series: Vec<MetricSeries>,
 }
 
+/// `GET /v1/whoami`: what the presented token is, so that a client offers the namespaces
+/// it may open and the actions its role allows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    /// The token's name (its Secret's).
+    pub name: String,
+    pub role: crate::api_token::Role,
+    /// Namespaces the token may read, sorted; for a token of every namespace (`*`), those
+    /// that hold objects now.
+    pub namespaces: Vec<String>,
+}
+
 /// `GET /v1/namespaces/{ns}/devices/{name}/software`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

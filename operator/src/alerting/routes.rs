@@ -78,7 +78,7 @@ fn filter(
     let params = Params::parse(
         pairs,
         &[
-            "state", "severity", "rule", "device", "site", "from", "to", "limit",
+            "state", "severity", "rule", "device", "site", "metric", "from", "to", "limit",
         ],
     )?;
     let mut f = AlertFilter {
@@ -115,6 +115,17 @@ fn filter(
             "rule" => f.rule = Some(value.to_owned()),
             "device" => f.device = Some(value.to_owned()),
             "site" => f.site = Some(value.to_owned()),
+            "metric" => {
+                for name in value.split(',').map(str::trim) {
+                    if cdot_crds::metrics_catalog::Metric::from_name(name).is_none() {
+                        return Err(ApiError::bad_request(
+                            format!("{name:?} is not a metric of the catalogue"),
+                            &field,
+                        ));
+                    }
+                    f.metrics.push(name.to_owned());
+                }
+            }
             "from" => f.from_ms = Some(parse_time(value, &field)?),
             "to" => f.to_ms = Some(parse_time(value, &field)?),
             "limit" => {
@@ -413,6 +424,10 @@ pub fn openapi_paths(
         query("rule", "AlertRule name"),
         query("device", "Device name"),
         query("site", "the Device's site"),
+        query(
+            "metric",
+            "comma-separated catalogue metrics, e.g. networkIn,interfaceUtilisation",
+        ),
         query("from", "RFC 3339: alerts open at some time after it"),
         query("to", "RFC 3339: alerts started before it"),
         query("limit", "at most this many (1-5000, default 500)"),

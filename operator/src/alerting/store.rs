@@ -126,6 +126,8 @@ pub struct AlertFilter {
     pub rule: Option<String>,
     pub device: Option<String>,
     pub site: Option<String>,
+    /// Only alerts on these catalogue metrics (empty: any).
+    pub metrics: Vec<String>,
     /// Alerts open at some time within [from, to] (Unix ms).
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
@@ -346,6 +348,7 @@ impl Store {
                AND ($6::text IS NULL OR site = $6)
                AND ($7::float8 IS NULL OR coalesce(resolved_at, 'infinity') >= to_timestamp($7 / 1000))
                AND ($8::float8 IS NULL OR started_at <= to_timestamp($8 / 1000))
+               AND (cardinality($10::text[]) = 0 OR metric = ANY($10))
              ORDER BY started_at DESC, id LIMIT $9"))
         .bind(&f.namespace)
         .bind(&states)
@@ -356,6 +359,7 @@ impl Store {
         .bind(f.from_ms.map(|m| m as f64))
         .bind(f.to_ms.map(|m| m as f64))
         .bind(f.limit)
+        .bind(&f.metrics)
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::query("list alerts"))?;

@@ -28,6 +28,7 @@ pub mod body_limit;
 pub mod collector;
 pub mod error;
 pub mod health;
+pub mod identity;
 pub mod ingest;
 pub mod network;
 pub mod objects;
@@ -110,6 +111,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
     let no_query = || middleware::from_fn(params::refuse_query);
     let v1 = Router::new()
         .route("/openapi.json", get(openapi::document).layer(no_query()))
+        .route("/whoami", get(identity::whoami).layer(no_query()))
         .route(
             "/namespaces/{namespace}/{resource}",
             get(objects::list).layer(no_query()),

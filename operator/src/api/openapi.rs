@@ -154,16 +154,27 @@ fn device_paths(
     schemas: &mut Map<String, Value>,
     namespace: &Value,
 ) {
-    use cdot_crds::wire::query::{MetricSeriesResponse, SoftwareList};
-    let (series, software) = {
+    use cdot_crds::wire::query::{Identity, MetricSeriesResponse, SoftwareList};
+    let (series, software, identity) = {
         let mut derived = DerivedSchemas::new(schemas);
         let refs = (
             derived.add::<MetricSeriesResponse>("MetricSeriesResponse"),
             derived.add::<SoftwareList>("SoftwareList"),
+            derived.add::<Identity>("Identity"),
         );
         derived.finish();
         refs
     };
+    paths.insert(
+        "/v1/whoami".into(),
+        json!({ "get": {
+            "summary": "The presented token: its name, role and the namespaces it may read",
+            "responses": {
+                "200": json_response("the token's identity", &identity),
+                "401": error_response("no or unknown token"),
+            }
+        }}),
+    );
     let name = path_param("name", "the Device");
     let query = |name: &str, description: &str| json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } });
     paths.insert(

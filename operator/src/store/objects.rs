@@ -248,6 +248,14 @@ impl Store {
         Ok(rows.iter().filter_map(decode_object).collect())
     }
 
+    /// Namespaces that hold at least one object, sorted.
+    pub async fn namespaces(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT DISTINCT namespace FROM objects ORDER BY 1")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("list namespaces"))
+    }
+
     pub async fn get_object(
         &self,
         namespace: &str,
