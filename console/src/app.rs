@@ -1,7 +1,7 @@
 //! The console: the connection to the operator, the namespace selector and the screens.
 use std::time::{Duration, Instant};
 
-use cdot_crds::wire::alert::AlertList;
+use cdot_crds::wire::{alert::AlertList, query::Identity};
 
 use crate::{
     api::{ApiError, client::ApiClient, fetch::Fetcher, fetch::Panel, routes},
@@ -43,6 +43,9 @@ pub struct Shared<'a> {
 /// Whether the operator answers, checked with a cheap authenticated call.
 pub struct Link {
     probe: Panel<AlertList>,
+    /// The token's namespaces (`/v1/whoami`), asked once per connection; an operator
+    /// without the route leaves the selector to the configuration and the alerts.
+    identity: Panel<Identity>,
     connected: bool,
     /// Failed attempts in a row (the backoff grows with them).
     failures: u32,
@@ -56,6 +59,7 @@ impl Link {
     fn new() -> Self {
         Self {
             probe: Panel::default(),
+            identity: Panel::default(),
             connected: false,
             failures: 0,
             retry_at: Some(Instant::now()),
@@ -113,6 +117,8 @@ impl Link {
                 if let Some(list) = self.probe.data() {
                     seen = list.items.iter().map(|a| a.namespace.clone()).collect();
                 }
+                self.identity
+                    .request(fetcher, routes::whoami(fetcher.client()));
             }
             Some(Err(error)) => {
                 self.connected = false;
@@ -122,6 +128,11 @@ impl Link {
                 self.retry_at = Some(Instant::now() + backoff);
             }
             None => {}
+        }
+        if let Some(Ok(())) = self.identity.poll()
+            && let Some(identity) = self.identity.data()
+        {
+            seen.extend(identity.namespaces.iter().cloned());
         }
         if let Some(at) = self.retry_at
             && !self.probe.is_loading()

@@ -7,6 +7,7 @@ use cdot_crds::{
             BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, Talker,
             TalkerKey, TopTalkers, TrafficSeries,
         },
+        query::Identity,
     },
 };
 use serde::Deserialize;
@@ -41,6 +42,11 @@ pub fn all_alerts(api: &ApiClient) -> Call<AlertList> {
             ("limit", "500".into()),
         ],
     ))
+}
+
+/// What the token is and which namespaces it may read.
+pub fn whoami(api: &ApiClient) -> Call<Identity> {
+    Call::get(api.url("/v1/whoami", &[]))
 }
 
 pub fn devices(api: &ApiClient, namespace: &str) -> Call<DeviceList> {
@@ -158,10 +164,16 @@ pub fn traffic(
     Call::get(api.url(&scope.path("traffic"), &query))
 }
 
-/// Alerts open at some time in `scope`'s range (of its site, when it has one).
+/// Metrics of the alerts drawn on the network charts.
+const NETWORK_METRICS: &str = "networkIn,networkOut,interfaceUtilisation,interfaceErrors,\
+interfaceDiscards,interfaceDown,probeLatency,probeJitter,probeLoss";
+
+/// Alerts on network metrics open at some time in `scope`'s range (of its site, when it has
+/// one).
 pub fn alerts_between(api: &ApiClient, scope: NetworkScope<'_>) -> Call<AlertList> {
     let mut query = vec![
         ("state", "pending,firing,resolved".to_owned()),
+        ("metric", NETWORK_METRICS.to_owned()),
         ("from", rfc3339(scope.from_ms)),
         ("to", rfc3339(scope.to_ms)),
         ("limit", "500".to_owned()),
@@ -218,14 +230,14 @@ pub fn probes(
     Call::get(api.url(&scope.path("probes"), &query))
 }
 
-/// The worst interfaces and probe targets of every site over the last `window_ms` (the
-/// route allows 1 minute to 48 hours), `limit` of each.
-pub fn sites(api: &ApiClient, namespace: &str, window_ms: i64, limit: usize) -> Call<SiteSummary> {
-    let minutes = (window_ms / 60_000).clamp(1, 48 * 60);
+/// The worst interfaces and probe targets of every site over the screen's range, `limit`
+/// of each.
+pub fn sites(api: &ApiClient, scope: NetworkScope<'_>, limit: usize) -> Call<SiteSummary> {
     Call::get(api.url(
-        &format!("/v1/namespaces/{namespace}/network/sites"),
+        &scope.path("sites"),
         &[
-            ("window", format!("{minutes}m")),
+            ("from", rfc3339(scope.from_ms)),
+            ("to", rfc3339(scope.to_ms)),
             ("limit", limit.to_string()),
         ],
     ))

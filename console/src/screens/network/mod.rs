@@ -427,7 +427,7 @@ impl NetworkScreen {
             routes::bandwidth(api, scope, points),
             routes::probes(api, scope, points),
             routes::interfaces(api, scope),
-            routes::sites(api, shared.namespace, self.range.length_ms, WORST_PER_SITE),
+            routes::sites(api, scope, WORST_PER_SITE),
         );
         self.bandwidth.request(shared.fetcher, calls.0);
         self.probes.request(shared.fetcher, calls.1);
