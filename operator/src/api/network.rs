@@ -27,7 +27,7 @@ use super::{
     auth::Principal,
     openapi::{DerivedSchemas, json_response as ok},
     params::Params,
-    points::{self, ceil_div},
+    points::{self, Ask, ceil_div},
 };
 use crate::store::network::{
     HOUR_MS, MINUTE_MS, floor_to,
@@ -159,18 +159,8 @@ impl Params {
     /// smallest step giving at most `points` buckets, else the smallest of [`STEPS_MS`]
     /// giving at most [`TARGET_POINTS`] points.
     pub fn step(&self, from: i64, to: i64) -> Result<i64, ApiError> {
-        let points = self
-            .get("points")
-            .map(|v| points::parse(v, MAX_POINTS))
-            .transpose()?;
-        let step = match (self.duration_ms("step")?, points) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "give step or points, not both",
-                    "query.points",
-                ));
-            }
-            (Some(step), None) => {
+        let step = match Ask::of(self.duration_ms("step")?, self.points()?)? {
+            Ask::Step(step) => {
                 if step < MINUTE_MS || step % MINUTE_MS != 0 {
                     return Err(ApiError::bad_request(
                         "the step must be a whole number of minutes",
@@ -179,22 +169,20 @@ impl Params {
                 }
                 step
             }
-            (None, Some(points)) => points::step_for(from, to, points, &[MINUTE_MS, HOUR_MS]),
-            (None, None) => STEPS_MS
+            Ask::Points(points) => points::step_for(from, to, points, &[MINUTE_MS, HOUR_MS]),
+            Ask::Default => STEPS_MS
                 .into_iter()
                 .find(|s| ceil_div(to - from, *s) <= TARGET_POINTS)
                 .unwrap_or(STEPS_MS[STEPS_MS.len() - 1]),
         };
-        let points = ceil_div(to - floor_to(from, step), step);
-        if points > MAX_POINTS {
-            return Err(ApiError::bad_request(
-                format!(
-                    "the query would return {points} points per series; at most {MAX_POINTS} (raise step or narrow from/to)"
-                ),
-                "query.step",
-            ));
-        }
+        points::check_count(from, to, step, MAX_POINTS)?;
         Ok(step)
+    }
+
+    fn points(&self) -> Result<Option<i64>, ApiError> {
+        self.get("points")
+            .map(|v| points::parse(v, MAX_POINTS))
+            .transpose()
     }
 }
 
@@ -417,14 +405,8 @@ pub async fn traffic(
     let (from, to) = params.range(now_ms())?;
     let (resolution, from, to) = flow_resolution(from, to);
     let bucket = resolution.bucket_ms();
-    let step = match (params.duration_ms("step")?, params.get("points")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give step or points, not both",
-                "query.points",
-            ));
-        }
-        (Some(step), None) if step < bucket || step % bucket != 0 => {
+    let step = match Ask::of(params.duration_ms("step")?, params.points()?)? {
+        Ask::Step(step) if step < bucket || step % bucket != 0 => {
             return Err(ApiError::bad_request(
                 format!(
                     "over this range flows are read by {}: the step must be a whole number of them",
@@ -433,24 +415,12 @@ pub async fn traffic(
                 "query.step",
             ));
         }
-        (Some(step), None) => step,
-        (None, points) => {
-            let points = points
-                .map(|v| points::parse(v, MAX_POINTS))
-                .transpose()?
-                .unwrap_or(TARGET_POINTS);
-            points::step_for(from, to, points, &[bucket])
-        }
+        Ask::Step(step) => step,
+        Ask::Points(points) => points::step_for(from, to, points, &[bucket]),
+        Ask::Default => points::step_for(from, to, TARGET_POINTS, &[bucket]),
     };
+    points::check_count(from, to, step, MAX_POINTS)?;
     let from = floor_to(from, step);
-    if ceil_div(to - from, step) > MAX_POINTS {
-        return Err(ApiError::bad_request(
-            format!(
-                "the query would return more than {MAX_POINTS} points (raise step or narrow from/to)"
-            ),
-            "query.step",
-        ));
-    }
     let flows = flow_scope(&state, scope, &params).await?;
     let rows = state
         .store

@@ -17,6 +17,44 @@ pub fn parse(value: &str, max: i64) -> Result<i64, ApiError> {
         })
 }
 
+/// What a series request asked for: a step, a number of buckets, or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    Step(i64),
+    Points(i64),
+    Default,
+}
+
+impl Ask {
+    /// `step` and `points` as given; both at once is a 400 naming `query.points`.
+    pub fn of(step: Option<i64>, points: Option<i64>) -> Result<Self, ApiError> {
+        match (step, points) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "give step or points, not both",
+                "query.points",
+            )),
+            (Some(step), None) => Ok(Ask::Step(step)),
+            (None, Some(points)) => Ok(Ask::Points(points)),
+            (None, None) => Ok(Ask::Default),
+        }
+    }
+}
+
+/// Fails (400 naming `query.step`) when buckets of `step`, the first at a multiple of it,
+/// would be more than `max` over `[from, to)`.
+pub fn check_count(from: i64, to: i64, step: i64, max: i64) -> Result<(), ApiError> {
+    let points = ceil_div(to - from.div_euclid(step) * step, step);
+    if points > max {
+        return Err(ApiError::bad_request(
+            format!(
+                "the query would return {points} points per series; at most {max} (raise step or narrow from/to)"
+            ),
+            "query.step",
+        ));
+    }
+    Ok(())
+}
+
 /// The smallest step giving at most `points` buckets over `[from, to)` when buckets start
 /// at multiples of the step. The step is a whole number of the largest of `units` (the
 /// grains the store keeps, finest first) that fits in it, and at least the finest.

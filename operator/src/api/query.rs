@@ -14,7 +14,12 @@ use cdot_crds::{
     wire::query::{self, MetricPoint, MetricSeries, MetricSeriesResponse, SoftwareList},
 };
 
-use super::{ApiError, AppState, auth::Principal, params::Params};
+use super::{
+    ApiError, AppState,
+    auth::Principal,
+    params::Params,
+    points::{self, Ask},
+};
 use crate::store::{
     StoredObject,
     timeseries::{MINUTE_MS, PointSource},
@@ -89,7 +94,7 @@ impl SeriesQuery {
                         ));
                     }
                 }
-                "points" => points = Some(super::points::parse(value, MAX_POINTS)?),
+                "points" => points = Some(points::parse(value, MAX_POINTS)?),
                 _ => {
                     if let Some(label) = key.strip_prefix("labels.") {
                         labels.insert(label.to_owned(), value.to_owned());
@@ -105,31 +110,15 @@ impl SeriesQuery {
                 "query.from",
             ));
         }
-        let step = match (step, points) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "give step or points, not both",
-                    "query.points",
-                ));
-            }
-            (Some(step), None) => step,
+        let step = match Ask::of(step, points)? {
+            Ask::Step(step) => step,
             // Whole seconds below a minute (raw samples), whole minutes above (rollups).
-            (None, Some(points)) => {
-                super::points::step_for(from_ms, to_ms, points, &[1000, MINUTE_MS])
-            }
-            (None, None) => DEFAULT_STEP_MS,
+            Ask::Points(points) => points::step_for(from_ms, to_ms, points, &[1000, MINUTE_MS]),
+            Ask::Default => DEFAULT_STEP_MS,
         };
+        points::check_count(from_ms, to_ms, step, MAX_POINTS)?;
         // Buckets start at multiples of the step.
         let from_ms = from_ms.div_euclid(step) * step;
-        let points = (to_ms - from_ms + step - 1) / step;
-        if points > MAX_POINTS {
-            return Err(ApiError::bad_request(
-                format!(
-                    "the query would return {points} points per series; at most {MAX_POINTS} (raise step or narrow from/to)"
-                ),
-                "query.step",
-            ));
-        }
         Ok(Self {
             from_ms,
             to_ms,
