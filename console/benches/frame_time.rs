@@ -9,7 +9,7 @@
 //! `cargo bench -p cdot-console --bench frame_time` prints p50/p95/p99/max.
 use std::time::{Duration, Instant};
 
-use cdot_console::{app::ConsoleApp, config::Settings};
+use cdot_console::{app::ConsoleApp, config::Settings, widgets::range::Preset};
 use standin::{INTERFACES, PROBES, RAW_PER_SERIES};
 
 #[path = "../tests/support/standin.rs"]
@@ -38,6 +38,7 @@ fn main() {
         namespaces: vec!["acme".into()],
         timeout: Duration::from_secs(10),
         ca_pem: None,
+        range: Preset::Hour1,
     };
     let mut app = ConsoleApp::new(&settings);
     let ctx = egui::Context::default();

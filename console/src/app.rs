@@ -1,7 +1,10 @@
 //! The console: the connection to the operator, the namespace selector and the screens.
 use std::time::{Duration, Instant};
 
-use cdot_crds::wire::{alert::AlertList, query::Identity};
+use cdot_crds::{
+    api_token::Role,
+    wire::{alert::AlertList, query::Identity},
+};
 
 use crate::{
     api::{ApiError, client::ApiClient, fetch::Fetcher, fetch::Panel, routes},
@@ -38,6 +41,9 @@ pub struct Shared<'a> {
     pub namespace: &'a str,
     /// Moves on every (re)connection, so screens fetch again after an outage.
     pub epoch: u64,
+    /// Whether the token may acknowledge and silence (an operator's or admin's; also while
+    /// its role is unknown, when the API's 403 explains a refusal).
+    pub may_act: bool,
 }
 
 /// Whether the operator answers, checked with a cheap authenticated call.
@@ -87,6 +93,11 @@ impl Link {
     /// When the next automatic attempt goes out.
     pub fn retry_at(&self) -> Option<Instant> {
         self.retry_at
+    }
+
+    /// The token's role, once `/v1/whoami` answered.
+    pub fn role(&self) -> Option<Role> {
+        self.identity.data().map(|i| i.role)
     }
 
     /// Tries again now.
@@ -231,7 +242,7 @@ impl ConsoleApp {
             link: Link::new(),
             namespaces: Namespaces::new(&settings.namespaces),
             screen: Screen::Network,
-            network: NetworkScreen::default(),
+            network: NetworkScreen::new(settings.range),
             devices: DevicesScreen::default(),
             alerts: AlertsScreen::default(),
         }
@@ -240,6 +251,11 @@ impl ConsoleApp {
     /// The URLs requested lately, oldest first (for tests and benchmarks).
     pub fn requested(&self) -> Vec<String> {
         self.fetcher.requested()
+    }
+
+    /// Whether the network screen shows every panel's answer (`Err`: a panel failed).
+    pub fn network_loaded(&self) -> Result<bool, ApiError> {
+        self.network.loaded()
     }
 
     /// One frame of the whole console.
@@ -284,6 +300,7 @@ impl ConsoleApp {
             fetcher: &self.fetcher,
             namespace: &namespace,
             epoch: self.link.epoch,
+            may_act: self.link.role().is_none_or(|role| role >= Role::Operator),
         };
         let lost = egui::CentralPanel::default()
             .show(ui, |ui| match self.screen {

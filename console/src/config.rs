@@ -13,6 +13,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::widgets::range::Preset;
+
 /// The quick start's API listener.
 pub const DEFAULT_API: &str = "http://127.0.0.1:8080";
 /// The quick start writes its viewer token here (relative to the checkout).
@@ -48,6 +50,8 @@ pub enum ConfigError {
     },
     #[error("CA file {path} holds no PEM certificate: {detail}")]
     CaPem { path: PathBuf, detail: String },
+    #[error("range {value:?} is not one of 15m, 1h, 6h, 24h, 7d")]
+    Range { value: String },
 }
 
 /// One layer of settings: what flags and environment give, or what the file says.
@@ -60,8 +64,10 @@ pub struct Layer {
     pub token: Option<String>,
     /// A file holding the bearer token.
     pub token_file: Option<PathBuf>,
-    /// Namespaces offered in the selector (the API cannot list a token's scope yet).
+    /// Namespaces offered in the selector besides those the token may read (`/v1/whoami`).
     pub namespaces: Option<Vec<String>>,
+    /// The network screen's range at start: `15m`, `1h`, `6h`, `24h` or `7d`.
+    pub range: Option<String>,
     /// Request timeout in seconds.
     pub timeout_secs: Option<u64>,
     /// PEM certificate(s) of a private CA that signed the operator's certificate.
@@ -103,6 +109,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// PEM of a private CA the client trusts besides the public roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// The network screen's range at start.
+    pub range: Preset,
 }
 
 impl Settings {
@@ -137,12 +145,17 @@ impl Settings {
         let ca_pem = first(layers, |l| l.ca_file.clone())
             .map(|path| read_ca(&path))
             .transpose()?;
+        let range = match first(layers, |l| l.range.clone()) {
+            None => Preset::Hour1,
+            Some(value) => Preset::parse(value.trim()).ok_or(ConfigError::Range { value })?,
+        };
         Ok(Self {
             api,
             token,
             namespaces,
             timeout,
             ca_pem,
+            range,
         })
     }
 }
@@ -202,7 +215,7 @@ mod tests {
             ..Layer::default()
         };
         let config: Layer = toml::from_str(&format!(
-            "api = \"https://ops.example:8443/\"\ntoken-file = {:?}\nnamespaces = [\"acme\", \" globex \"]\ntimeout-secs = 5\n",
+            "api = \"https://ops.example:8443/\"\ntoken-file = {:?}\nnamespaces = [\"acme\", \" globex \"]\ntimeout-secs = 5\nrange = \"24h\"\n",
             file.display()
         ))
         .expect("toml");
@@ -211,6 +224,7 @@ mod tests {
         assert_eq!(s.token.as_deref(), Some("from-flag"));
         assert_eq!(s.namespaces, ["acme", "globex"]);
         assert_eq!(s.timeout, Duration::from_secs(5));
+        assert_eq!(s.range, Preset::Hour24);
 
         let s = Settings::resolve(&[Layer::default(), config]).expect("resolve");
         assert_eq!(s.token.as_deref(), Some("from-file"));
@@ -246,6 +260,18 @@ mod tests {
             Settings::resolve(&[not_pem]),
             Err(ConfigError::CaPem { .. })
         ));
+        let range = Layer {
+            range: Some("2h".into()),
+            ..Layer::default()
+        };
+        assert!(matches!(
+            Settings::resolve(&[range]),
+            Err(ConfigError::Range { value }) if value == "2h"
+        ));
+        assert_eq!(
+            Settings::resolve(&[Layer::default()]).map(|s| s.range).ok(),
+            Some(Preset::Hour1)
+        );
     }
 
     fn not_a_certificate(dir: &tempfile::TempDir) -> PathBuf {

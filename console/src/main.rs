@@ -12,7 +12,7 @@ use clap::Parser;
 ///
 /// Settings come from flags, then environment variables, then the config file
 /// ($XDG_CONFIG_HOME/cdot/console.toml, keys api, token, token-file, namespaces,
-/// timeout-secs, ca-file). Without a token, .cdot/viewer-token (written by scripts/quickstart) is
+/// timeout-secs, ca-file, range). Without a token, .cdot/viewer-token (written by scripts/quickstart) is
 /// used when it exists.
 #[derive(Debug, Parser)]
 #[command(name = "cdot-console", version, about)]
@@ -26,8 +26,8 @@ struct Cli {
     /// File holding the bearer token.
     #[arg(long, env = "CDOT_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// Namespaces to offer in the selector, comma-separated (others are learned from the
-    /// alerts the token can see).
+    /// Namespaces to offer in the selector, comma-separated (those the token may read are
+    /// learned from the operator).
     #[arg(long, env = "CDOT_NAMESPACES", value_delimiter = ',')]
     namespace: Vec<String>,
     /// Request timeout in seconds [default: 15].
@@ -36,6 +36,9 @@ struct Cli {
     /// PEM file of a private CA that signed the operator's certificate (https).
     #[arg(long, env = "CDOT_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// The network screen's range at start: 15m, 1h, 6h, 24h or 7d [default: 1h].
+    #[arg(long, env = "CDOT_RANGE")]
+    range: Option<String>,
     /// TOML config file [default: $XDG_CONFIG_HOME/cdot/console.toml when it exists].
     #[arg(long, env = "CDOT_CONSOLE_CONFIG")]
     config: Option<PathBuf>,
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         namespaces: Some(cli.namespace).filter(|n| !n.is_empty()),
         timeout_secs: cli.timeout_secs,
         ca_file: cli.ca_file,
+        range: cli.range,
     };
     let settings = Settings::resolve(&[flags, file])?;
     let options = eframe::NativeOptions {

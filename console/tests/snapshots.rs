@@ -17,6 +17,7 @@ fn console() -> Harness<'static, ConsoleApp> {
         namespaces: vec!["acme".into()],
         timeout: Duration::from_secs(10),
         ca_pem: None,
+        range: cdot_console::widgets::range::Preset::Hour1,
     };
     Harness::builder()
         .with_size([1400.0, 900.0])

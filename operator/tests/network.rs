@@ -981,15 +981,15 @@ async fn rollups_keep_the_top_keys_refold_late_rows_and_retention_drops_partitio
     );
 }
 
-/// The flow rollups that must add up to the minute table.
+/// The flow rollups that must add up to the minute table (the site lists by their totals).
 const FLOW_ROLLUPS: [&str; 4] = [
     "net_flows_10m",
     "net_flows_1h",
-    "net_flows_site_10m",
-    "net_flows_site_1h",
+    "net_flows_site_10m WHERE dim = 0",
+    "net_flows_site_1h WHERE dim = 0",
 ];
 
-/// Sum of bytes of `table` (a constant of the test).
+/// Sum of bytes of `table` (a constant of the test, with its filter if any).
 async fn bytes_of(store: &Store, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT COALESCE(sum(bytes), 0)::int8 FROM {table}"
@@ -1013,6 +1013,56 @@ async fn minute_bytes(store: &Store, answer: &Value, filter: &str) -> i64 {
     .expect("minute bytes")
 }
 
+/// The top `limit` keys of `by` ranked by `rank`, added up from the minute table over the
+/// answer's range for exporters matching `filter`: `[src, dst, protocol, port, bytes,
+/// packets]` as the API names them.
+async fn exact_top(
+    store: &Store,
+    answer: &Value,
+    filter: &str,
+    by: &str,
+    rank: &str,
+    limit: i64,
+) -> Vec<Value> {
+    let (columns, keyed) = match by {
+        "pairs" => ("host(f.src), host(f.dst), NULL::int2, NULL::int4", "true"),
+        "sources" => ("host(f.src), NULL, NULL::int2, NULL::int4", "true"),
+        "destinations" => ("NULL, host(f.dst), NULL::int2, NULL::int4", "true"),
+        "protocols" => ("NULL, NULL, f.proto, NULL::int4", "true"),
+        _ => ("NULL, NULL, f.proto, LEAST(f.sp, f.dp)", "f.sp IS NOT NULL"),
+    };
+    let order = if rank == "bytes" {
+        "5 DESC, 6 DESC"
+    } else {
+        "6 DESC, 5 DESC"
+    };
+    let rows: Vec<(
+        Option<String>,
+        Option<String>,
+        Option<i16>,
+        Option<i32>,
+        i64,
+        i64,
+    )> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns}, sum(f.bytes)::int8, sum(f.packets)::int8 FROM net_flows_1m f
+             JOIN net_exporters e ON e.id = f.exporter_id
+             WHERE f.minute >= $1::timestamptz AND f.minute < $2::timestamptz
+               AND f.src IS NOT NULL AND {keyed} AND {filter}
+             GROUP BY 1, 2, 3, 4 ORDER BY {order} LIMIT $3"
+    )))
+    .bind(answer["from"].as_str().expect("from"))
+    .bind(answer["to"].as_str().expect("to"))
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await
+    .expect("exact top");
+    rows.into_iter()
+        .map(|(src, dst, proto, port, bytes, packets)| {
+            json!([src, dst, proto, port, bytes, packets])
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn flow_tiers_match_the_minutes_follow_the_range_and_refold_late_rows() {
     let h = Harness::start().await;
@@ -1026,16 +1076,16 @@ async fn flow_tiers_match_the_minutes_follow_the_range_and_refold_late_rows() {
     let now = now_ms();
     let start = floor_to(now, HOUR_MS) - 3 * HOUR_MS;
     h.fold_from(start).await;
-    // Every 7th minute of two hours: core-rtr (london) with 120 keys, paris-rtr with 3; both
+    // Every 7th minute of two hours: core-rtr (london) with 400 keys, paris-rtr with 3; both
     // with an "other" total.
     let flows: Vec<Value> = (0..120i64)
         .step_by(7)
         .flat_map(|m| {
-            [("10.0.0.1", 120u64), ("10.0.0.2", 3)].map(|(exporter, keys)| {
+            [("10.0.0.1", 400u64), ("10.0.0.2", 3)].map(|(exporter, keys)| {
                 let top: Vec<Value> = (0..keys)
                     .map(|k| {
                         count(
-                            &format!("192.0.2.{}", k + 1),
+                            &format!("192.0.{}.{}", 3 + k / 250, k % 250 + 1),
                             "198.51.100.1",
                             6,
                             40_000 + m as u16,
@@ -1067,7 +1117,7 @@ async fn flow_tiers_match_the_minutes_follow_the_range_and_refold_late_rows() {
              WHERE port IS NOT NULL GROUP BY exporter_id, bucket) k"
         )
         .await,
-        120,
+        400,
         "under FLOW_EXPORTER_TOP_N every key keeps its port"
     );
     assert_eq!(
@@ -1134,6 +1184,37 @@ async fn flow_tiers_match_the_minutes_follow_the_range_and_refold_late_rows() {
                     points.iter().all(|p| p[2].as_f64() >= p[1].as_f64()),
                     "a bucket's peak is at least the step's average: {series}"
                 );
+            }
+        }
+    }
+    // Every ranking of the site lists (ADR 25) is the minutes' exact ranking: core-rtr's
+    // 400 keys make full heads of the first depth, so the bound on unseen keys is used.
+    for (from, to) in [(start, start + 2 * HOUR_MS), (now - 24 * HOUR_MS, now)] {
+        let range = format!("from={}&to={}", rfc3339(from), rfc3339(to));
+        for (filter, sql) in [("", "true"), ("&site=london", "e.site = 'london'")] {
+            for by in ["pairs", "sources", "destinations", "protocols", "ports"] {
+                for rank in ["bytes", "packets"] {
+                    let uri = format!("{base}?{range}{filter}&by={by}&rank={rank}&limit=7");
+                    let (status, top) = h.get(&uri).await;
+                    assert_eq!(status, StatusCode::OK, "{uri}: {top}");
+                    let items: Vec<Value> = top["items"]
+                        .as_array()
+                        .expect("items")
+                        .iter()
+                        .map(|i| {
+                            json!([
+                                i["src"],
+                                i["dst"],
+                                i["protocol"],
+                                i["port"],
+                                i["bytes"],
+                                i["packets"]
+                            ])
+                        })
+                        .collect();
+                    let want = exact_top(&h.store, &top, sql, by, rank, 7).await;
+                    assert_eq!(items, want, "{uri}");
+                }
             }
         }
     }

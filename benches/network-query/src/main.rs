@@ -51,6 +51,8 @@ use clap::Parser;
 use sqlx::Connection;
 use tower::ServiceExt;
 
+mod samples;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cdot-network-query-bench",
@@ -86,6 +88,14 @@ struct Args {
     /// Measure again on a database kept by an earlier run (--keep) instead of loading one.
     #[arg(long)]
     reuse: Option<String>,
+    /// Also write every minute's interface polls and probe results (what the console's
+    /// network screen shows beside the flows).
+    #[arg(long)]
+    samples: bool,
+    /// After measuring, serve the API over HTTP here until stopped (the console's
+    /// first-screen benchmark, `scripts/bench-first-screen`, reads it).
+    #[arg(long)]
+    serve: Option<std::net::SocketAddr>,
 }
 
 /// A small deterministic generator (xorshift64*), so runs are comparable.
@@ -510,6 +520,14 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
         "wrote {rows} minute rows through Store::write_collector_batch in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    if args.samples {
+        let started = Instant::now();
+        let rows = samples::load(&store, &tenants, args.hours, end).await?;
+        println!(
+            "wrote {rows} interface polls and probe results in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     let started = Instant::now();
     network_job::fold(&store, now, PROVISIONAL_EVERY_MS).await?;
     let mut counts = Vec::new();
@@ -617,14 +635,47 @@ async fn query_phase(
     let warmup = queries(&mut rng, tenants, 20, end, 24 * HOUR_MS);
     measure(&app, token, &warmup).await?;
     let day = queries(&mut rng, tenants, args.queries, end, 24 * HOUR_MS);
+    let times = measure(&app, token, &day).await?;
+    report("top talkers, 24 h (hour rollups)", times.clone());
+    // Without a device the ranked site lists answer; with one, that exporter's rollup.
+    let (with_device, without): (Vec<_>, Vec<_>) = day
+        .iter()
+        .zip(times.iter().copied())
+        .partition(|(q, _)| q.uri.contains("&device="));
     report(
-        "top talkers, 24 h (hour rollups)",
-        measure(&app, token, &day).await?,
+        "  of which without a device (site lists)",
+        without.into_iter().map(|(_, t)| t).collect(),
     );
+    report(
+        "  of which with a device (exporter rollup)",
+        with_device.into_iter().map(|(_, t)| t).collect(),
+    );
+    let mut slowest: Vec<(&Query, Duration)> = day.iter().zip(times.iter().copied()).collect();
+    slowest.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+    for (q, t) in slowest.iter().take(5) {
+        println!("  slow: {:.1} ms {}", t.as_secs_f64() * 1e3, q.uri);
+    }
     let hour = queries(&mut rng, tenants, args.hour_queries, end, HOUR_MS);
     report(
         "top talkers, 1 h (10-minute rollups)",
         measure(&app, token, &hour).await?,
     );
+    if let Some(addr) = args.serve {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        // The script waits for this line.
+        println!("serving the API at http://{addr} (token {token})");
+        // Stopped by SIGTERM or Ctrl-C, so the database is still dropped afterwards.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            })
+            .await?;
+    }
     Ok(())
 }

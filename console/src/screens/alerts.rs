@@ -276,10 +276,13 @@ impl AlertsScreen {
                             Some(name) => {
                                 ui.weak(format!("Silence {name} (ends in git)"));
                             }
-                            None => {
+                            None if shared.may_act => {
                                 if ui.button("End silence").clicked() {
                                     end = Some(s.id);
                                 }
+                            }
+                            None => {
+                                ui.weak("");
                             }
                         }
                         ui.end_row();
@@ -353,8 +356,11 @@ impl AlertsScreen {
             ui.label(&alert.description);
         }
         ui.separator();
-        if alert.state != AlertState::Resolved {
+        if alert.state != AlertState::Resolved && shared.may_act {
             self.actions_ui(ui, shared, alert);
+            ui.separator();
+        } else if alert.state != AlertState::Resolved {
+            ui.weak("This token is a viewer: acknowledging and silencing need an operator token.");
             ui.separator();
         }
         ui.strong("History");

@@ -35,6 +35,21 @@ impl Preset {
         }
     }
 
+    /// A preset by its name in settings: `15m`, `1h`, `6h`, `24h` or `7d`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Min15 => "15m",
+            Self::Hour1 => "1h",
+            Self::Hour6 => "6h",
+            Self::Hour24 => "24h",
+            Self::Day7 => "7d",
+        }
+    }
+
     pub fn length_ms(self) -> i64 {
         match self {
             Self::Min15 => 15 * MINUTE_MS,
@@ -105,6 +120,13 @@ impl Default for TimeRange {
 }
 
 impl TimeRange {
+    /// The last `preset`, following the clock.
+    pub fn of(preset: Preset) -> Self {
+        let mut range = Self::default();
+        range.set_preset(preset);
+        range
+    }
+
     /// `(from, to)` in Unix ms, as of `now_ms`.
     pub fn window(&self, now_ms: i64) -> (i64, i64) {
         let to = self.end_ms.unwrap_or(now_ms);

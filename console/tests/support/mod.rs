@@ -249,6 +249,7 @@ pub fn console_with_timeout(
         namespaces: vec!["acme".into()],
         timeout,
         ca_pem: None,
+        range: cdot_console::widgets::range::Preset::Hour1,
     })
 }
 

@@ -25,11 +25,14 @@ use cdot_crds::wire::{
 use crate::{
     api::{
         ApiError,
-        fetch::Panel,
+        fetch::{Panel, Status},
         routes::{self, NetworkScope},
     },
     app::{Shared, connection_error},
-    widgets::{range::TimeRange, status},
+    widgets::{
+        range::{Preset, TimeRange},
+        status,
+    },
 };
 
 /// Rows of the top talkers table.
@@ -143,6 +146,38 @@ impl Default for NetworkScreen {
 }
 
 impl NetworkScreen {
+    /// The screen over the last `range`.
+    pub fn new(range: Preset) -> Self {
+        Self {
+            range: TimeRange::of(range),
+            ..Self::default()
+        }
+    }
+
+    /// Whether every panel has the answer of its latest call: `Err` with the first
+    /// failure (the first-screen benchmark waits for this).
+    pub fn loaded(&self) -> Result<bool, ApiError> {
+        let statuses = [
+            self.bandwidth.status(),
+            self.probes.status(),
+            self.talkers.status(),
+            self.interfaces.status(),
+            self.sites.status(),
+            self.alerts.status(),
+            self.traffic.status(),
+        ];
+        let previous = (self.compare != Compare::Off).then(|| self.previous.status());
+        let mut ready = true;
+        for status in statuses.into_iter().chain(previous) {
+            match status {
+                Status::Ready { .. } => {}
+                Status::Failed { error, .. } => return Err(error.clone()),
+                Status::Idle | Status::Loading { .. } => ready = false,
+            }
+        }
+        Ok(ready)
+    }
+
     /// Returns a connection error for the app to handle.
     pub fn ui(&mut self, ui: &mut egui::Ui, shared: &Shared<'_>) -> Option<ApiError> {
         let lost = [

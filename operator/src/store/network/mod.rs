@@ -1,7 +1,7 @@
 //! Network performance data of collectors in PostgreSQL: dictionaries (exporters,
 //! interfaces, probes), flow aggregates, interface and probe samples, their rollups, and
-//! the daily partitions of each (see `migrations/0005_network.sql` and
-//! `0007_flow_tiers.sql`).
+//! the daily partitions of each (see `migrations/0005_network.sql`, `0007_flow_tiers.sql`
+//! and `0013_ranked_site_talkers.sql`).
 //!
 //! Times cross the boundary as Unix milliseconds (`i64`), as in [`super::timeseries`].
 use super::partitions::DailyTable;
@@ -19,6 +19,7 @@ macro_rules! at_ms {
 
 pub mod query;
 pub mod rollup;
+pub mod talkers;
 pub mod write;
 
 pub const MINUTE_MS: i64 = 60_000;

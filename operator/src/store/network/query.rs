@@ -2,6 +2,7 @@
 //! numbers from the rollups (never from raw samples).
 use sqlx::{Row, postgres::PgRow};
 
+use super::talkers::{Dim, SiteLists};
 use super::{HOUR_MS, MINUTE_MS, TEN_MINUTES_MS};
 use crate::store::{Store, StoreError};
 use cdot_crds::wire::network::Resolution as WireResolution;
@@ -130,8 +131,9 @@ pub enum FlowScope {
         ids: Vec<i32>,
         if_indexes: Option<Vec<i64>>,
     },
-    /// Every exporter of a namespace, or of one of its sites: read from the per-site
-    /// rollups (by minute, from the exporters' minutes).
+    /// Every exporter of a namespace, or of one of its sites: top talkers and series of
+    /// one key over 10-minute and hour buckets read the ranked site lists
+    /// ([`super::talkers`]); everything else the exporters' rollups.
     Site {
         namespace: String,
         site: Option<String>,
@@ -144,44 +146,33 @@ impl FlowScope {
         matches!(self, FlowScope::Exporters { ids, .. } if ids.is_empty())
     }
 
-    /// The table (and its time column) a query of this scope reads at `resolution`.
-    fn source(&self, resolution: FlowResolution) -> (&'static str, &'static str) {
-        match (self, resolution) {
-            (_, FlowResolution::Minute) => ("net_flows_1m", "minute"),
-            (FlowScope::Exporters { .. }, FlowResolution::TenMinutes) => {
-                ("net_flows_10m", "bucket")
-            }
-            (FlowScope::Exporters { .. }, FlowResolution::Hour) => ("net_flows_1h", "hour"),
-            (FlowScope::Site { .. }, FlowResolution::TenMinutes) => {
-                ("net_flows_site_10m", "bucket")
-            }
-            (FlowScope::Site { .. }, FlowResolution::Hour) => ("net_flows_site_1h", "bucket"),
+    /// The exporter table (and its time column) a query reads at `resolution`.
+    fn source(resolution: FlowResolution) -> (&'static str, &'static str) {
+        match resolution {
+            FlowResolution::Minute => ("net_flows_1m", "minute"),
+            FlowResolution::TenMinutes => ("net_flows_10m", "bucket"),
+            FlowResolution::Hour => ("net_flows_1h", "hour"),
         }
     }
 
     /// SQL for "in scope" with its values as parameters `$first` and `$first + 1`, the
     /// second only where the scope has it (see [`FlowScope::bind`]), so it must be the
     /// query's last parameter: PostgreSQL refuses parameters a query lacks.
-    fn filter(&self, resolution: FlowResolution, first: usize) -> String {
+    fn filter(&self, first: usize) -> String {
         let (a, b) = (first, first + 1);
-        match (self, resolution) {
-            (
-                FlowScope::Exporters {
-                    if_indexes: None, ..
-                },
-                _,
-            ) => format!("exporter_id = ANY(${a})"),
-            (FlowScope::Exporters { .. }, _) => {
+        match self {
+            FlowScope::Exporters {
+                if_indexes: None, ..
+            } => format!("exporter_id = ANY(${a})"),
+            FlowScope::Exporters { .. } => {
                 format!("exporter_id = ANY(${a}) AND (in_if = ANY(${b}) OR out_if = ANY(${b}))")
             }
-            (FlowScope::Site { site: None, .. }, FlowResolution::Minute) => {
+            FlowScope::Site { site: None, .. } => {
                 format!("exporter_id IN (SELECT id FROM net_exporters WHERE namespace = ${a})")
             }
-            (FlowScope::Site { .. }, FlowResolution::Minute) => format!(
+            FlowScope::Site { .. } => format!(
                 "exporter_id IN (SELECT id FROM net_exporters WHERE namespace = ${a} AND site = ${b})"
             ),
-            (FlowScope::Site { site: None, .. }, _) => format!("namespace = ${a}"),
-            (FlowScope::Site { .. }, _) => format!("namespace = ${a} AND site = ${b}"),
         }
     }
 
@@ -418,12 +409,19 @@ impl Store {
     /// The top keys of the traffic in scope in `[from, to)`, with the total of all of it.
     #[tracing::instrument(skip(self), fields(resolution = ?q.resolution))]
     pub async fn top_talkers(&self, q: &TalkerQuery) -> Result<TopTalkers, StoreError> {
-        let (select, group, hostless) = talker_columns(q.key, q.resolution);
         if q.scope.is_empty() {
             return Ok(TopTalkers::default());
         }
-        let (table, time) = q.scope.source(q.resolution);
-        let scope = q.scope.filter(q.resolution, 4);
+        if let (FlowScope::Site { namespace, site }, Some(lists)) =
+            (&q.scope, SiteLists::of(q.resolution))
+        {
+            return self
+                .ranked_top_talkers(lists, namespace, site.as_deref(), q)
+                .await;
+        }
+        let (select, group, hostless) = talker_columns(q.key, q.resolution);
+        let (table, time) = FlowScope::source(q.resolution);
+        let scope = q.scope.filter(4);
         let (first, second) = match q.rank {
             Rank::Bytes => ("b", "p"),
             Rank::Packets => ("p", "b"),
@@ -478,8 +476,17 @@ impl Store {
         if q.scope.is_empty() {
             return Ok(Vec::new());
         }
-        let (table, time) = q.scope.source(q.resolution);
-        let scope = q.scope.filter(q.resolution, 8);
+        if let (FlowScope::Site { namespace, site }, Some(lists), Some(dim)) = (
+            &q.scope,
+            SiteLists::of(q.resolution),
+            Dim::of_filter(&q.talker),
+        ) {
+            return self
+                .ranked_traffic_points(lists, dim, namespace, site.as_deref(), q)
+                .await;
+        }
+        let (table, time) = FlowScope::source(q.resolution);
+        let scope = q.scope.filter(8);
         let port = match q.resolution {
             FlowResolution::Minute => "LEAST(sp, dp)",
             FlowResolution::TenMinutes | FlowResolution::Hour => "port",

@@ -1,6 +1,6 @@
 //! Rollups of network data ("folds"): interface and probe samples into 1-minute buckets,
 //! those into 1-hour buckets; flow minutes into 10-minute and hour buckets per exporter, and
-//! those into per-site buckets, keeping every host pair and the top keys' ports.
+//! those into ranked per-site lists, keeping every host pair and the top keys' ports.
 //!
 //! Each fold has a watermark: every bucket before it has been folded. A bucket is folded by
 //! deleting its rollup rows and computing them whole from the source, so folding again (late
@@ -15,9 +15,6 @@ pub const FOLD_LAG_MS: i64 = 60_000;
 /// Keys (host pair, protocol, port) that keep their port per exporter and bucket in
 /// `net_flows_10m` and `net_flows_1h`; every other key keeps its hosts, its port folds.
 pub const FLOW_EXPORTER_TOP_N: i64 = 1000;
-/// As [`FLOW_EXPORTER_TOP_N`] per site and bucket in `net_flows_site_10m` and
-/// `net_flows_site_1h`: enough for the largest port ranking (`limit` 1000).
-pub const FLOW_SITE_TOP_N: i64 = 1000;
 
 /// One rollup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,11 +99,10 @@ impl Fold {
         }
     }
 
-    /// Keys kept per bucket and exporter or site (bound as `$3` of the fold).
+    /// Keys that keep their port per exporter and bucket (bound as `$3` of the fold).
     fn top_n(self) -> Option<i64> {
         match self {
             Fold::Flows10m | Fold::Flows1h => Some(FLOW_EXPORTER_TOP_N),
-            Fold::FlowSites10m | Fold::FlowSites1h => Some(FLOW_SITE_TOP_N),
             _ => None,
         }
     }
@@ -180,7 +176,8 @@ impl Fold {
             .to_owned(),
             // Every host pair and protocol is kept per (exporter, bucket, interface pair);
             // only the top $3 keys by bytes keep their port, the others' ports fold (ADR 22).
-            // Rows without hosts stay one "other" row per interface pair.
+            // Rows without hosts stay one "other" row per interface pair. Written in exporter
+            // order, so a device's query reads a few pages per bucket, not one per row.
             Fold::Flows10m | Fold::Flows1h => format!(
                 "WITH keyed AS (
                      SELECT exporter_id, date_bin(interval '{size} milliseconds', minute, 'epoch'::timestamptz) AS bucket,
@@ -199,39 +196,46 @@ impl Fold {
                  UNION ALL
                  SELECT exporter_id, bucket, in_if, out_if, NULL, NULL, NULL, NULL, sum(b), sum(p), sum(f)
                  FROM keyed WHERE src IS NULL
-                 GROUP BY 1, 2, 3, 4",
+                 GROUP BY 1, 2, 3, 4
+                 ORDER BY 1, 2",
                 size = self.bucket_ms(),
                 from = at_ms!(1),
                 to = at_ms!(2),
             ),
-            // The exporter rollup of the same bucket size by (namespace, site): every host
-            // pair and protocol over the site's exporters and interfaces, the top $3 keys
-            // with their port, and one "other" row per site and bucket.
+            // The exporter rollup of the same bucket size by (namespace, site), as ranked
+            // lists (ADR 25): each pair, source, destination, protocol and service port
+            // with its rank by bytes and by packets, and the bucket's total. A group of rows
+            // without the key's values ("other", folded ports) counts in the total only.
             Fold::FlowSites10m | Fold::FlowSites1h => {
                 let (source, source_time) = match self {
                     Fold::FlowSites10m => Fold::Flows10m.target(),
                     _ => Fold::Flows1h.target(),
                 };
                 format!(
-                    "WITH keyed AS (
+                    "WITH grouped AS (
                          SELECT e.namespace, COALESCE(e.site, '') AS site, r.{source_time} AS bucket,
+                                GROUPING(r.src, r.dst, r.proto, r.port) AS g,
                                 r.src, r.dst, r.proto, r.port,
                                 sum(r.bytes) AS b, sum(r.packets) AS p, sum(r.flows) AS f
                          FROM {source} r JOIN net_exporters e ON e.id = r.exporter_id
                          WHERE r.{source_time} >= {from} AND r.{source_time} < {to}
-                         GROUP BY 1, 2, 3, 4, 5, 6, 7
-                     ), ranked AS (
-                         SELECT *, row_number() OVER (PARTITION BY namespace, site, bucket ORDER BY b DESC, p DESC) AS rn
-                         FROM keyed WHERE src IS NOT NULL
+                         GROUP BY e.namespace, COALESCE(e.site, ''), r.{source_time},
+                                  GROUPING SETS ((r.src, r.dst), (r.src), (r.dst), (r.proto), (r.proto, r.port), ())
+                     ), keyed AS (
+                         SELECT namespace, site, bucket,
+                                CASE g WHEN 15 THEN 0 WHEN 3 THEN 1 WHEN 7 THEN 2 WHEN 11 THEN 3 WHEN 13 THEN 4 ELSE 5 END AS dim,
+                                src, dst, proto, port, b, p, f
+                         FROM grouped
+                         WHERE (g & 8 = 8 OR src IS NOT NULL) AND (g & 4 = 4 OR dst IS NOT NULL)
+                           AND (g & 2 = 2 OR proto IS NOT NULL) AND (g & 1 = 1 OR port IS NOT NULL)
                      )
-                     INSERT INTO {table} (namespace, site, {time}, src, dst, proto, port, bytes, packets, flows)
-                     SELECT namespace, site, bucket, src, dst, proto, CASE WHEN rn <= $3 THEN port END,
-                            sum(b), sum(p), sum(f)
-                     FROM ranked GROUP BY 1, 2, 3, 4, 5, 6, 7
-                     UNION ALL
-                     SELECT namespace, site, bucket, NULL, NULL, NULL, NULL, sum(b), sum(p), sum(f)
-                     FROM keyed WHERE src IS NULL
-                     GROUP BY 1, 2, 3",
+                     INSERT INTO {table} (namespace, site, {time}, dim, k, src, dst, proto, port,
+                                          bytes, packets, flows, rank_bytes, rank_packets)
+                     SELECT namespace, site, bucket, dim, concat_ws(' ', host(src), host(dst), proto, port),
+                            src, dst, proto, port, b, p, f,
+                            row_number() OVER (PARTITION BY namespace, site, bucket, dim ORDER BY b DESC, p DESC),
+                            row_number() OVER (PARTITION BY namespace, site, bucket, dim ORDER BY p DESC, b DESC)
+                     FROM keyed",
                     from = at_ms!(1),
                     to = at_ms!(2),
                 )
