@@ -3,7 +3,7 @@
 //! partitions, and the query API with namespace-scoped tokens.
 mod support;
 
-use std::{io::Write, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, io::Write, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -701,6 +701,40 @@ async fn queries_return_the_numbers_of_known_data() {
     assert_eq!(
         (status, error["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("query.points"))
+    );
+    // The sum over every interface in scope is one series: per minute the interfaces'
+    // averages added up, per step their average and extremes.
+    let (_, each) = h
+        .get(&format!("{base}/interfaces/bandwidth?{range}&step=1m"))
+        .await;
+    let (status, total) = h
+        .get(&format!(
+            "{base}/interfaces/bandwidth?{range}&step=1m&aggregate=sum"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{total}");
+    assert_eq!(total["series"].as_array().map(Vec::len), Some(1), "{total}");
+    let mut summed: BTreeMap<i64, f64> = BTreeMap::new();
+    for series in each["series"].as_array().expect("series") {
+        for p in series["points"].as_array().expect("points") {
+            *summed.entry(p[0].as_i64().expect("ms")).or_default() += p[1].as_f64().expect("in");
+        }
+    }
+    let totals: BTreeMap<i64, f64> = total["series"][0]["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| (p[0].as_i64().expect("ms"), p[1].as_f64().expect("in")))
+        .collect();
+    assert_eq!(totals, summed, "{total}");
+    let (status, error) = h
+        .get(&format!(
+            "{base}/interfaces/bandwidth?{range}&aggregate=avg"
+        ))
+        .await;
+    assert_eq!(
+        (status, error["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("query.aggregate"))
     );
     let (_, chosen) = h.get(&format!("{base}/interfaces/bandwidth?{range}")).await;
     assert_eq!(chosen["stepMs"], MINUTE_MS, "chosen from the range");

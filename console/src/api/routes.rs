@@ -7,19 +7,11 @@ use cdot_crds::{
             BandwidthResponse, InterfaceReport, ProbeSeriesResponse, Rank, SiteSummary, Talker,
             TalkerKey, TopTalkers, TrafficSeries,
         },
-        query::Identity,
+        query::{Identity, ObjectList},
     },
 };
-use serde::Deserialize;
 
 use super::{Call, client::ApiClient};
-
-/// The Kubernetes-style list envelope of `GET /v1/namespaces/{ns}/{resource}` (only
-/// `items` is read; `apiVersion`, `kind` and `metadata` are the usual constants).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ObjectList<T> {
-    pub items: Vec<T>,
-}
 
 pub type DeviceList = ObjectList<Device>;
 
@@ -216,6 +208,19 @@ pub fn bandwidth(
 ) -> Call<BandwidthResponse> {
     let mut query = scope.query();
     query.push(("points", points.to_string()));
+    Call::get(api.url(&scope.path("interfaces/bandwidth"), &query))
+}
+
+/// The scope's interfaces added up by the operator: one series of at most `points` buckets,
+/// whatever the number of interfaces.
+pub fn total_bandwidth(
+    api: &ApiClient,
+    scope: NetworkScope<'_>,
+    points: usize,
+) -> Call<BandwidthResponse> {
+    let mut query = scope.query();
+    query.push(("points", points.to_string()));
+    query.push(("aggregate", "sum".to_owned()));
     Call::get(api.url(&scope.path("interfaces/bandwidth"), &query))
 }
 

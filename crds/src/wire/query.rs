@@ -8,6 +8,26 @@ use serde::{Deserialize, Serialize};
 
 use super::Package;
 
+/// `GET /v1/namespaces/{ns}/{resource}`: a Kubernetes-style list of custom resources with
+/// their status (`T` is the resource: a `Device` for the console, JSON for the operator,
+/// which serves every kind through one route).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectList<T> {
+    /// `rmm.cdot.io/v1alpha1`.
+    pub api_version: String,
+    /// The kind's name with `List`, e.g. `DeviceList`.
+    pub kind: String,
+    /// Empty: the API lists without continuation or resource versions.
+    #[serde(default)]
+    pub metadata: ListMeta,
+    pub items: Vec<T>,
+}
+
+/// The (empty) metadata of an [`ObjectList`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListMeta {}
+
 /// One bucket of a series: `[start (Unix ms), avg, min, max]`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MetricPoint(pub i64, pub f64, pub f64, pub f64);

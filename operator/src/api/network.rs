@@ -632,29 +632,48 @@ impl SeriesWindow {
     }
 }
 
-/// `GET /v1/namespaces/{ns}/network/interfaces/bandwidth?step=|points=`: per interface
-/// [`BandwidthPoint`]s: bits/s, errors and discards.
+/// `GET /v1/namespaces/{ns}/network/interfaces/bandwidth?step=|points=&aggregate=`: per
+/// interface [`BandwidthPoint`]s: bits/s, errors and discards; with `aggregate=sum` one
+/// series of their sum (a namespace's first screen has more interfaces than series fit).
 pub async fn bandwidth(
     State(state): State<AppState>,
     principal: Principal,
     Path(namespace): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<wire::BandwidthResponse>, ApiError> {
-    let params = Params::parse(pairs, &allowed(&["step", "points"]))?;
+    let params = Params::parse(pairs, &allowed(&["step", "points", "aggregate"]))?;
     let scope = scope(&state, &principal, &namespace, &params).await?;
     let window = SeriesWindow::of(&params)?;
+    let sum = match params.get("aggregate") {
+        None => false,
+        Some("sum") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                format!("{other:?} is not an aggregate; the one there is: sum"),
+                "query.aggregate",
+            ));
+        }
+    };
     let infos = state
         .store
         .interfaces_in(scope, params.get("interface"))
         .await?;
-    if infos.len() > MAX_SERIES {
+    if !sum && infos.len() > MAX_SERIES {
         return Err(too_many_series(infos.len(), "interface"));
     }
     let ids: Vec<i32> = infos.iter().map(|i| i.id).collect();
-    let rows = state
-        .store
-        .interface_points(&ids, window.from, window.to, window.step, window.resolution)
-        .await?;
+    let (from, to, step) = (window.from, window.to, window.step);
+    let rows = if sum {
+        state
+            .store
+            .interface_total_points(&ids, from, to, step, window.resolution)
+            .await?
+    } else {
+        state
+            .store
+            .interface_points(&ids, from, to, step, window.resolution)
+            .await?
+    };
     let mut by_id: BTreeMap<i32, Vec<BandwidthPoint>> = BTreeMap::new();
     for p in rows {
         by_id.entry(p.id).or_default().push(BandwidthPoint(
@@ -671,17 +690,33 @@ pub async fn bandwidth(
             p.discards.1,
         ));
     }
-    let series = infos
-        .iter()
-        .map(|i| wire::BandwidthSeries {
-            device: i.device.clone(),
-            site: i.site.clone(),
-            interface: i.name.clone(),
-            if_index: i.if_index,
-            speed_bps: i.speed_bps,
-            points: by_id.remove(&i.id).unwrap_or_default(),
-        })
-        .collect();
+    let series = if sum {
+        // One series for the scope: no device or interface of its own.
+        by_id
+            .remove(&0)
+            .map(|points| wire::BandwidthSeries {
+                device: String::new(),
+                site: scope.site.map(str::to_owned),
+                interface: format!("{} interfaces", infos.len()),
+                if_index: 0,
+                speed_bps: infos.iter().map(|i| i.speed_bps).sum(),
+                points,
+            })
+            .into_iter()
+            .collect()
+    } else {
+        infos
+            .iter()
+            .map(|i| wire::BandwidthSeries {
+                device: i.device.clone(),
+                site: i.site.clone(),
+                interface: i.name.clone(),
+                if_index: i.if_index,
+                speed_bps: i.speed_bps,
+                points: by_id.remove(&i.id).unwrap_or_default(),
+            })
+            .collect()
+    };
     Ok(Json(wire::BandwidthResponse {
         namespace,
         from: rfc3339(window.from),
@@ -989,8 +1024,16 @@ pub fn openapi_paths(
     paths.insert(
         "/v1/namespaces/{namespace}/network/interfaces/bandwidth".into(),
         route(
-            "Bandwidth, errors and discards per interface at a step",
-            vec![interface, step.clone(), points.clone()],
+            "Bandwidth, errors and discards per interface at a step, or their sum",
+            vec![
+                interface,
+                step.clone(),
+                points.clone(),
+                string(
+                    "aggregate",
+                    "`sum`: one series, the interfaces in scope added up minute by minute (any number of interfaces)",
+                ),
+            ],
             ok(
                 "`series` of [ms, inBps, outBps, inMaxBps, outMaxBps, inMinBps, outMinBps]",
                 &bandwidth,

@@ -3,8 +3,12 @@ use axum::{
     Json,
     extract::{Path, State},
 };
-use cdot_crds::{api_token::Role, kind::Kind};
-use serde_json::{Value, json};
+use cdot_crds::{
+    api_token::Role,
+    kind::Kind,
+    wire::query::{ListMeta, ObjectList},
+};
+use serde_json::Value;
 
 use super::{ApiError, AppState, auth::Principal};
 
@@ -13,7 +17,7 @@ pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Path((namespace, resource)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ObjectList<Value>>, ApiError> {
     let kind = resolve(&principal, &namespace, &resource)?;
     let items: Vec<Value> = state
         .store
@@ -22,12 +26,12 @@ pub async fn list(
         .iter()
         .map(|o| o.to_resource())
         .collect();
-    Ok(Json(json!({
-        "apiVersion": cdot_crds::API_VERSION,
-        "kind": format!("{}List", kind.as_str()),
-        "metadata": {},
-        "items": items,
-    })))
+    Ok(Json(ObjectList {
+        api_version: cdot_crds::API_VERSION.into(),
+        kind: format!("{}List", kind.as_str()),
+        metadata: ListMeta::default(),
+        items,
+    }))
 }
 
 /// `GET /v1/namespaces/{namespace}/{resource}/{name}`.

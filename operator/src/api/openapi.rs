@@ -32,6 +32,13 @@ pub fn build() -> Value {
         }),
     );
     let namespace = json!({ "name": "namespace", "in": "path", "required": true, "schema": { "type": "string" } });
+    // The list envelope is derived once; each kind's list refers to the kind's CRD schema.
+    let envelope = {
+        let mut derived = DerivedSchemas::new(&mut schemas);
+        derived.add::<cdot_crds::wire::query::ObjectList<Value>>("ObjectList");
+        derived.finish();
+        schemas.remove("ObjectList").unwrap_or_default()
+    };
     for kind in Kind::ALL {
         let crd = kind.crd();
         let schema = crd
@@ -43,13 +50,10 @@ pub fn build() -> Value {
             .and_then(|s| serde_json::to_value(s).ok())
             .unwrap_or_else(|| json!({ "type": "object" }));
         schemas.insert(kind.as_str().into(), schema);
-        schemas.insert(
-            format!("{}List", kind.as_str()),
-            json!({
-                "type": "object",
-                "properties": { "items": { "type": "array", "items": { "$ref": format!("#/components/schemas/{}", kind.as_str()) } } }
-            }),
-        );
+        let mut list = envelope.clone();
+        list["properties"]["items"]["items"] =
+            json!({ "$ref": format!("#/components/schemas/{}", kind.as_str()) });
+        schemas.insert(format!("{}List", kind.as_str()), list);
         // Silences are served by the alerts API (documents and API-made ones together).
         if kind == Kind::Silence {
             continue;

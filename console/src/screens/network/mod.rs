@@ -456,10 +456,10 @@ impl NetworkScreen {
                 to_ms: scope.to_ms - offset,
                 ..scope
             };
-            routes::bandwidth(api, earlier, points)
+            routes::total_bandwidth(api, earlier, points)
         });
         let calls = (
-            routes::bandwidth(api, scope, points),
+            routes::total_bandwidth(api, scope, points),
             routes::probes(api, scope, points),
             routes::interfaces(api, scope),
             routes::sites(api, scope, WORST_PER_SITE),

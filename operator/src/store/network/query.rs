@@ -609,6 +609,54 @@ impl Store {
             .collect())
     }
 
+    /// The sum of the bandwidth of `ids` in `[from, to)` by `step_ms` (points with id 0):
+    /// per rollup bucket the interfaces' averages added up, then per step the average,
+    /// highest and lowest of those totals, and errors and discards added up.
+    pub async fn interface_total_points(
+        &self,
+        ids: &[i32],
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+        resolution: Resolution,
+    ) -> Result<Vec<InterfacePoint>, StoreError> {
+        // Every fragment is a constant of this module.
+        let sql = format!(
+            "SELECT ((extract(epoch FROM bucket) * 1000)::int8 / $4) * $4,
+                    avg(tin), avg(tout), max(tin), max(tout), min(tin), min(tout),
+                    sum(ein)::int8, sum(eout)::int8, sum(din)::int8, sum(dout)::int8
+             FROM (SELECT bucket, sum(in_bps_sum / samples) AS tin, sum(out_bps_sum / samples) AS tout,
+                          sum(in_errors) AS ein, sum(out_errors) AS eout,
+                          sum(in_discards) AS din, sum(out_discards) AS dout
+                   FROM {} WHERE interface_id = ANY($1) AND samples > 0
+                     AND bucket >= {} AND bucket < {}
+                   GROUP BY bucket) totals
+             GROUP BY 1 ORDER BY 1",
+            resolution.of("net_if_1m", "net_if_1h"),
+            at_ms!(2),
+            at_ms!(3)
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ids)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(step_ms)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::query("add up interface bandwidth"))?;
+        Ok(rows
+            .iter()
+            .map(|r| InterfacePoint {
+                id: 0,
+                at_ms: r.get(0),
+                in_bps: (r.get(1), r.get(3), r.get(5)),
+                out_bps: (r.get(2), r.get(4), r.get(6)),
+                errors: (r.get(7), r.get(8)),
+                discards: (r.get(9), r.get(10)),
+            })
+            .collect())
+    }
+
     /// Probe results of `ids` in `[from, to)` by `step_ms`, ordered by probe and time.
     pub async fn probe_points(
         &self,
