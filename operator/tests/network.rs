@@ -1047,6 +1047,16 @@ async fn minute_bytes(store: &Store, answer: &Value, filter: &str) -> i64 {
     .expect("minute bytes")
 }
 
+/// src, dst, protocol, port, bytes, packets.
+type RankedRow = (
+    Option<String>,
+    Option<String>,
+    Option<i16>,
+    Option<i32>,
+    i64,
+    i64,
+);
+
 /// The top `limit` keys of `by` ranked by `rank`, added up from the minute table over the
 /// answer's range for exporters matching `filter`: `[src, dst, protocol, port, bytes,
 /// packets]` as the API names them.
@@ -1070,14 +1080,7 @@ async fn exact_top(
     } else {
         "6 DESC, 5 DESC"
     };
-    let rows: Vec<(
-        Option<String>,
-        Option<String>,
-        Option<i16>,
-        Option<i32>,
-        i64,
-        i64,
-    )> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let rows: Vec<RankedRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {columns}, sum(f.bytes)::int8, sum(f.packets)::int8 FROM net_flows_1m f
              JOIN net_exporters e ON e.id = f.exporter_id
              WHERE f.minute >= $1::timestamptz AND f.minute < $2::timestamptz

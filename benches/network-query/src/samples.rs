@@ -32,7 +32,7 @@ pub async fn load(
 ) -> anyhow::Result<u64> {
     let now = jiff::Timestamp::now().as_millisecond();
     let store = Arc::new(store.clone());
-    let mut rng = Rng(0x5eed_0f_1f);
+    let mut rng = Rng(0x5eed_0f1f);
     let mut rows = 0u64;
     let mut devices = Vec::new();
     for tenant in tenants {

@@ -533,7 +533,7 @@ mod tests {
         for _ in 0..buckets {
             let mut list = Vec::new();
             for k in 0..keys {
-                if rng.next() % 4 == 0 {
+                if rng.next().is_multiple_of(4) {
                     continue;
                 }
                 let base = if heavy {
@@ -681,7 +681,7 @@ mod tests {
 
     #[test]
     fn filters_map_to_the_dimension_that_keys_them() {
-        let ip = Some("10.0.0.1".parse().unwrap());
+        let ip = Some("10.0.0.1".parse().expect("address"));
         let f = |src, dst, protocol, port| TalkerFilter {
             src,
             dst,
