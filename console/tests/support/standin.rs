@@ -23,6 +23,7 @@ use cdot_crds::{
             ProbeStats, Rank, Resolution, SiteSummary, SiteWorst, Talker, TalkerKey, TalkerRest,
             TopTalkers, TrafficPoint, TrafficSeries,
         },
+        query::{ListMeta, ObjectList},
     },
 };
 
@@ -109,7 +110,7 @@ fn interface(i: usize) -> InterfaceStats {
 async fn bandwidth(Path(ns): Path<String>, Query(q): Params) -> Json<BandwidthResponse> {
     let (from, to) = range(&q);
     let b = buckets(&q);
-    Json(BandwidthResponse {
+    let mut answer = BandwidthResponse {
         namespace: ns,
         from: stamp(from),
         to: stamp(to),
@@ -147,7 +148,30 @@ async fn bandwidth(Path(ns): Path<String>, Query(q): Params) -> Json<BandwidthRe
                     .collect(),
             })
             .collect(),
-    })
+    };
+    // As the operator does: one series of the interfaces added up.
+    if q.get("aggregate").map(String::as_str) == Some("sum") {
+        let mut sum = BandwidthSeries {
+            device: String::new(),
+            site: None,
+            interface: format!("{INTERFACES} interfaces"),
+            if_index: 0,
+            speed_bps: answer.series.iter().map(|s| s.speed_bps).sum(),
+            points: answer.series[0].points.clone(),
+        };
+        for series in &answer.series[1..] {
+            for (total, p) in sum.points.iter_mut().zip(&series.points) {
+                total.1 += p.1;
+                total.2 += p.2;
+                total.3 += p.3;
+                total.4 += p.4;
+                total.5 += p.5;
+                total.6 += p.6;
+            }
+        }
+        answer.series = vec![sum];
+    }
+    Json(answer)
 }
 
 async fn probes(Path(ns): Path<String>, Query(q): Params) -> Json<ProbeSeriesResponse> {
@@ -317,11 +341,6 @@ async fn alerts(Query(q): Params) -> Json<AlertList> {
     })
 }
 
-#[derive(serde::Serialize)]
-struct DeviceList {
-    items: Vec<Device>,
-}
-
 /// The alert of that id (the `n`th of the list) with its history.
 async fn alert_detail(Path((_, id)): Path<(String, uuid::Uuid)>) -> Json<AlertDetail> {
     let i = usize::try_from(id.as_u128().saturating_sub(1)).unwrap_or(0);
@@ -345,7 +364,7 @@ async fn silences() -> Json<SilenceList> {
 }
 
 /// Four devices, one of each status the list sorts by.
-async fn devices() -> Json<DeviceList> {
+async fn devices() -> Json<ObjectList<Device>> {
     let device = |name: &str, class, site: Option<&str>, ready: Option<(ConditionStatus, &str)>| {
         let mut d = Device::new(
             name,
@@ -365,7 +384,10 @@ async fn devices() -> Json<DeviceList> {
         });
         d
     };
-    Json(DeviceList {
+    Json(ObjectList {
+        api_version: cdot_crds::API_VERSION.into(),
+        kind: "DeviceList".into(),
+        metadata: ListMeta::default(),
         items: vec![
             device(
                 "web-01",

@@ -80,6 +80,14 @@ fn finish(shown: egui_plot::PlotResponse<Hit>) -> Option<(i64, i64)> {
     shown.inner.zoom
 }
 
+/// What a bandwidth answer covers: its interfaces, or what the operator's sum names.
+pub fn what(data: &BandwidthResponse) -> String {
+    match data.series.as_slice() {
+        [sum] if sum.device.is_empty() => sum.interface.clone(),
+        series => format!("{} interfaces", series.len()),
+    }
+}
+
 /// Sum of every interface's bandwidth per bucket: `(avg in, avg out, max in, max out)`.
 pub fn totals(data: &BandwidthResponse) -> BTreeMap<i64, [f64; 4]> {
     let mut sums: BTreeMap<i64, [f64; 4]> = BTreeMap::new();

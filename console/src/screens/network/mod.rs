@@ -238,10 +238,7 @@ impl NetworkScreen {
                             label: self.compare.label(),
                         })
                     });
-                    let title = format!(
-                        "Bandwidth of {} interfaces (out up, in down)",
-                        data.series.len()
-                    );
+                    let title = format!("Bandwidth of {} (out up, in down)", charts::what(data));
                     zoom = zoom.or(charts::bandwidth(
                         left,
                         window,
