@@ -218,10 +218,9 @@ pub fn total_bandwidth(
     scope: NetworkScope<'_>,
     points: usize,
 ) -> Call<BandwidthResponse> {
-    let mut query = scope.query();
-    query.push(("points", points.to_string()));
-    query.push(("aggregate", "sum".to_owned()));
-    Call::get(api.url(&scope.path("interfaces/bandwidth"), &query))
+    let mut call = bandwidth(api, scope, points);
+    call.url.push_str("&aggregate=sum");
+    call
 }
 
 /// At most `points` buckets per probe target.

@@ -692,18 +692,14 @@ pub async fn bandwidth(
     }
     let series = if sum {
         // One series for the scope: no device or interface of its own.
-        by_id
-            .remove(&0)
-            .map(|points| wire::BandwidthSeries {
-                device: String::new(),
-                site: scope.site.map(str::to_owned),
-                interface: format!("{} interfaces", infos.len()),
-                if_index: 0,
-                speed_bps: infos.iter().map(|i| i.speed_bps).sum(),
-                points,
-            })
-            .into_iter()
-            .collect()
+        vec![wire::BandwidthSeries {
+            device: String::new(),
+            site: scope.site.map(str::to_owned),
+            interface: format!("{} interfaces", infos.len()),
+            if_index: 0,
+            speed_bps: infos.iter().map(|i| i.speed_bps).sum(),
+            points: by_id.remove(&0).unwrap_or_default(),
+        }]
     } else {
         infos
             .iter()

@@ -520,15 +520,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query("read flow traffic by step"))?;
-        Ok(rows
-            .iter()
-            .map(|r| TrafficPoint {
-                at_ms: r.get(0),
-                bytes: r.get(1),
-                packets: r.get(2),
-                bucket_bytes: (r.get(3), r.get(4)),
-            })
-            .collect())
+        Ok(rows.iter().map(traffic_point).collect())
     }
 
     /// Each interface's averages, 95th percentiles, maxima and counts in `[from, to)`.
@@ -596,17 +588,7 @@ impl Store {
         let rows = self
             .rollup_rows(read, ids, (from_ms, to_ms), Some(step_ms))
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| InterfacePoint {
-                id: r.get(0),
-                at_ms: r.get(1),
-                in_bps: (r.get(2), r.get(4), r.get(6)),
-                out_bps: (r.get(3), r.get(5), r.get(7)),
-                errors: (r.get(8), r.get(9)),
-                discards: (r.get(10), r.get(11)),
-            })
-            .collect())
+        Ok(rows.iter().map(interface_point).collect())
     }
 
     /// The sum of the bandwidth of `ids` in `[from, to)` by `step_ms` (points with id 0):
@@ -622,7 +604,7 @@ impl Store {
     ) -> Result<Vec<InterfacePoint>, StoreError> {
         // Every fragment is a constant of this module.
         let sql = format!(
-            "SELECT ((extract(epoch FROM bucket) * 1000)::int8 / $4) * $4,
+            "SELECT 0, ((extract(epoch FROM bucket) * 1000)::int8 / $4) * $4,
                     avg(tin), avg(tout), max(tin), max(tout), min(tin), min(tout),
                     sum(ein)::int8, sum(eout)::int8, sum(din)::int8, sum(dout)::int8
              FROM (SELECT bucket, sum(in_bps_sum / samples) AS tin, sum(out_bps_sum / samples) AS tout,
@@ -631,7 +613,7 @@ impl Store {
                    FROM {} WHERE interface_id = ANY($1) AND samples > 0
                      AND bucket >= {} AND bucket < {}
                    GROUP BY bucket) totals
-             GROUP BY 1 ORDER BY 1",
+             GROUP BY 2 ORDER BY 2",
             resolution.of("net_if_1m", "net_if_1h"),
             at_ms!(2),
             at_ms!(3)
@@ -644,17 +626,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query("add up interface bandwidth"))?;
-        Ok(rows
-            .iter()
-            .map(|r| InterfacePoint {
-                id: 0,
-                at_ms: r.get(0),
-                in_bps: (r.get(1), r.get(3), r.get(5)),
-                out_bps: (r.get(2), r.get(4), r.get(6)),
-                errors: (r.get(7), r.get(8)),
-                discards: (r.get(9), r.get(10)),
-            })
-            .collect())
+        Ok(rows.iter().map(interface_point).collect())
     }
 
     /// Probe results of `ids` in `[from, to)` by `step_ms`, ordered by probe and time.
@@ -750,6 +722,29 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query(operation))
+    }
+}
+
+/// A row of `step, bytes, packets, most bytes, fewest bytes` of a traffic series.
+pub(super) fn traffic_point(r: &PgRow) -> TrafficPoint {
+    TrafficPoint {
+        at_ms: r.get(0),
+        bytes: r.get(1),
+        packets: r.get(2),
+        bucket_bytes: (r.get(3), r.get(4)),
+    }
+}
+
+/// A row of `id, step, avg in, avg out, max in, max out, min in, min out, errors in, out,
+/// discards in, out` of a bandwidth series.
+fn interface_point(r: &PgRow) -> InterfacePoint {
+    InterfacePoint {
+        id: r.get(0),
+        at_ms: r.get(1),
+        in_bps: (r.get(2), r.get(4), r.get(6)),
+        out_bps: (r.get(3), r.get(5), r.get(7)),
+        errors: (r.get(8), r.get(9)),
+        discards: (r.get(10), r.get(11)),
     }
 }
 

@@ -17,11 +17,15 @@
 //! Traffic is heavy-tailed, so the heads decide after tens of rows per bucket.
 use std::collections::HashMap;
 
-use sqlx::Row;
+use sqlx::{
+    Postgres, Row,
+    postgres::{PgArguments, PgRow},
+    query::Query,
+};
 
 use super::query::{
     FlowResolution, Rank, Talker, TalkerFilter, TalkerKey, TalkerQuery, TopTalkers, TrafficPoint,
-    TrafficQuery,
+    TrafficQuery, traffic_point,
 };
 use super::{HOUR_MS, TEN_MINUTES_MS};
 use crate::store::{Store, StoreError};
@@ -274,7 +278,7 @@ impl Verify {
 }
 
 /// SQL for "in the namespace `$1`, dimension `$2`, site `$3` (`NULL`: any) and buckets in
-/// `[$4, $5)`" of the site lists.
+/// `[$4, $5)`" of the site lists (bound by [`ListScope::query`]).
 macro_rules! in_lists {
     () => {
         concat!(
@@ -284,6 +288,35 @@ macro_rules! in_lists {
             at_ms!(5)
         )
     };
+}
+
+/// The lists one query reads: a dimension of a namespace (or site) over a range.
+#[derive(Debug, Clone, Copy)]
+struct ListScope<'a> {
+    lists: SiteLists,
+    namespace: &'a str,
+    dim: Dim,
+    site: Option<&'a str>,
+    range: (i64, i64),
+}
+
+impl<'a> ListScope<'a> {
+    /// `sql` (built from this module's constants only) with `$1` to `$5` bound.
+    fn query(&self, sql: String) -> Query<'a, Postgres, PgArguments> {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(self.namespace)
+            .bind(self.dim as i16)
+            .bind(self.site)
+            .bind(self.range.0)
+            .bind(self.range.1)
+    }
+
+    /// Rows of `k, bytes, packets` as talkers of the dimension.
+    fn talkers(&self, rows: &[PgRow]) -> Vec<Talker> {
+        rows.iter()
+            .map(|r| self.dim.talker(r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
 }
 
 impl Store {
@@ -297,29 +330,35 @@ impl Store {
         site: Option<&str>,
         q: &TalkerQuery,
     ) -> Result<TopTalkers, StoreError> {
-        let dim = Dim::of_key(q.key);
-        let range = (q.from_ms, q.to_ms);
-        let (total_bytes, total_packets): (i64, i64) =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let scope = ListScope {
+            lists,
+            namespace,
+            dim: Dim::Total,
+            site,
+            range: (q.from_ms, q.to_ms),
+        };
+        let (total_bytes, total_packets): (i64, i64) = {
+            let sql = format!(
                 "SELECT COALESCE(sum(bytes), 0)::int8, COALESCE(sum(packets), 0)::int8
                  FROM {} WHERE {} AND k = ''",
                 lists.table,
                 in_lists!()
-            )))
-            .bind(namespace)
-            .bind(Dim::Total as i16)
-            .bind(site)
-            .bind(range.0)
-            .bind(range.1)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::query("add up site flow totals"))?;
+            );
+            let row = scope
+                .query(sql)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::query("add up site flow totals"))?;
+            (row.get(0), row.get(1))
+        };
+        let scope = ListScope {
+            dim: Dim::of_key(q.key),
+            ..scope
+        };
         let limit = usize::try_from(q.limit).unwrap_or(0);
         let mut depth = (8 * q.limit).clamp(FIRST_DEPTH, DEPTH_INDEXED);
         let items = loop {
-            let entries = self
-                .list_heads(lists, (namespace, dim, site), range, q.rank, depth)
-                .await?;
+            let entries = self.list_heads(scope, q.rank, depth).await?;
             let heads = Heads::read(&entries, depth);
             if !heads.settled(limit) && depth < DEPTH_INDEXED {
                 depth = (depth * 4).min(DEPTH_INDEXED);
@@ -330,19 +369,14 @@ impl Store {
                 let mut exact = Vec::new();
                 let mut verify = Verify::new(limit);
                 while let Some(keys) = verify.next(&contenders, &exact, q.rank) {
-                    let sums = self
-                        .list_sums(lists, (namespace, dim, site), range, keys)
-                        .await?;
-                    exact.extend(sums);
+                    exact.extend(self.list_sums(scope, keys).await?);
                 }
                 if let Some(items) = heads.winners(exact, q.rank, limit) {
                     break items;
                 }
             }
             tracing::debug!(depth, "list heads undecided, adding up the range");
-            break self
-                .list_whole(lists, (namespace, dim, site), range, q.rank, q.limit)
-                .await?;
+            break self.list_whole(scope, q.rank, q.limit).await?;
         };
         Ok(TopTalkers {
             items,
@@ -354,9 +388,7 @@ impl Store {
     /// The entries ranked `depth` or better of every list in the range.
     async fn list_heads(
         &self,
-        lists: SiteLists,
-        (namespace, dim, site): (&str, Dim, Option<&str>),
-        (from_ms, to_ms): (i64, i64),
+        scope: ListScope<'_>,
         rank: Rank,
         depth: i64,
     ) -> Result<Vec<Listed>, StoreError> {
@@ -373,15 +405,11 @@ impl Store {
                       WHERE namespace = $1 AND dim = $2 AND ($3::text IS NULL OR site = $3)
                         AND bucket = 'epoch'::timestamptz + b.at * interval '1 millisecond'
                         AND {rank_column} <= $7 AND {rank_column} <= {DEPTH_INDEXED}) l",
-            table = lists.table,
+            table = scope.lists.table,
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(namespace)
-            .bind(dim as i16)
-            .bind(site)
-            .bind(from_ms)
-            .bind(to_ms)
-            .bind(lists.bucket_ms)
+        let rows = scope
+            .query(sql)
+            .bind(scope.lists.bucket_ms)
             .bind(depth)
             .fetch_all(&self.pool)
             .await
@@ -399,40 +427,29 @@ impl Store {
     /// The exact totals of `keys` over the range.
     async fn list_sums(
         &self,
-        lists: SiteLists,
-        (namespace, dim, site): (&str, Dim, Option<&str>),
-        (from_ms, to_ms): (i64, i64),
+        scope: ListScope<'_>,
         keys: &[(String, i64)],
     ) -> Result<Vec<Talker>, StoreError> {
         let keys: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
         let sql = format!(
             "SELECT k, sum(bytes)::int8, sum(packets)::int8
              FROM {} WHERE {} AND k = ANY($6) GROUP BY k",
-            lists.table,
+            scope.lists.table,
             in_lists!()
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(namespace)
-            .bind(dim as i16)
-            .bind(site)
-            .bind(from_ms)
-            .bind(to_ms)
+        let rows = scope
+            .query(sql)
             .bind(&keys)
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query("add up site talkers"))?;
-        Ok(rows
-            .iter()
-            .map(|r| dim.talker(r.get(0), r.get(1), r.get(2)))
-            .collect())
+        Ok(scope.talkers(&rows))
     }
 
     /// The top `limit` over the range, every key added up (the heads did not decide).
     async fn list_whole(
         &self,
-        lists: SiteLists,
-        (namespace, dim, site): (&str, Dim, Option<&str>),
-        (from_ms, to_ms): (i64, i64),
+        scope: ListScope<'_>,
         rank: Rank,
         limit: i64,
     ) -> Result<Vec<Talker>, StoreError> {
@@ -443,23 +460,16 @@ impl Store {
         let sql = format!(
             "SELECT k, sum(bytes)::int8, sum(packets)::int8
              FROM {} WHERE {} GROUP BY k ORDER BY {order} LIMIT $6",
-            lists.table,
+            scope.lists.table,
             in_lists!()
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(namespace)
-            .bind(dim as i16)
-            .bind(site)
-            .bind(from_ms)
-            .bind(to_ms)
+        let rows = scope
+            .query(sql)
             .bind(limit)
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query("add up every site talker"))?;
-        Ok(rows
-            .iter()
-            .map(|r| dim.talker(r.get(0), r.get(1), r.get(2)))
-            .collect())
+        Ok(scope.talkers(&rows))
     }
 
     /// Traffic of one key of `dim` (the filter's) by step, from the site lists.
@@ -472,6 +482,13 @@ impl Store {
         site: Option<&str>,
         q: &TrafficQuery,
     ) -> Result<Vec<TrafficPoint>, StoreError> {
+        let scope = ListScope {
+            lists,
+            namespace,
+            dim,
+            site,
+            range: (q.from_ms, q.to_ms),
+        };
         // The key is named by PostgreSQL's own text of the values, as the fold names it.
         let sql = format!(
             "SELECT ((extract(epoch FROM bucket) * 1000)::int8 / $6) * $6 AS step,
@@ -484,12 +501,8 @@ impl Store {
             in_lists!()
         );
         let t = &q.talker;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(namespace)
-            .bind(dim as i16)
-            .bind(site)
-            .bind(q.from_ms)
-            .bind(q.to_ms)
+        let rows = scope
+            .query(sql)
             .bind(q.step_ms)
             .bind(t.src.map(|ip| ip.to_string()))
             .bind(t.dst.map(|ip| ip.to_string()))
@@ -498,15 +511,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::query("read site traffic by step"))?;
-        Ok(rows
-            .iter()
-            .map(|r| TrafficPoint {
-                at_ms: r.get(0),
-                bytes: r.get(1),
-                packets: r.get(2),
-                bucket_bytes: (r.get(3), r.get(4)),
-            })
-            .collect())
+        Ok(rows.iter().map(traffic_point).collect())
     }
 }
 
