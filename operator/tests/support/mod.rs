@@ -15,8 +15,8 @@ pub fn operator_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cdot-operator")
 }
 
-#[allow(unused_imports)] // not every test binary makes tokens
-pub use cdot_testkit::operator::{create_enrollment_token, create_token};
+#[allow(unused_imports)] // not every test binary makes tokens or waits
+pub use cdot_testkit::operator::{create_enrollment_token, create_token, wait_for};
 
 /// A running `cdot-operator standalone`; interrupted (SIGINT) and reaped on drop.
 pub struct Operator {
@@ -244,24 +244,6 @@ pub fn insecure_client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client")
-}
-
-/// Polls `check` until it returns `Some` or `timeout` passes.
-pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 pub fn examples_dir() -> PathBuf {
