@@ -32,7 +32,7 @@ fn console() -> Harness<'static, ConsoleApp> {
 /// port (in the top bar) and the pointer are left out of the picture.
 fn settle(harness: &mut Harness<'static, ConsoleApp>) {
     support::wait_until(harness, "every panel answered", |h| {
-        h.query_by_label_contains("loading").is_none()
+        h.query_all_by_label_contains("loading").next().is_none()
     });
     harness.remove_cursor();
     for _ in 0..10 {

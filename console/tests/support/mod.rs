@@ -286,12 +286,16 @@ pub fn wait_until(
 
 /// Waits until a widget labelled exactly `label` is shown.
 pub fn wait_for_label(harness: &mut Harness<'static, ConsoleApp>, label: &str) {
-    wait_until(harness, label, |h| h.query_by_label(label).is_some());
+    wait_until(harness, label, |h| {
+        h.query_all_by_label(label).next().is_some()
+    });
 }
 
 /// Waits until a widget whose label contains `text` is shown.
 pub fn wait_for_text(harness: &mut Harness<'static, ConsoleApp>, text: &str) {
-    wait_until(harness, text, |h| h.query_by_label_contains(text).is_some());
+    wait_until(harness, text, |h| {
+        h.query_all_by_label_contains(text).next().is_some()
+    });
 }
 
 /// Focuses the text field labelled `label` and types `text` into it.
