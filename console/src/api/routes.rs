@@ -206,9 +206,7 @@ pub fn bandwidth(
     scope: NetworkScope<'_>,
     points: usize,
 ) -> Call<BandwidthResponse> {
-    let mut query = scope.query();
-    query.push(("points", points.to_string()));
-    Call::get(api.url(&scope.path("interfaces/bandwidth"), &query))
+    series(api, scope, "interfaces/bandwidth", points, None)
 }
 
 /// The scope's interfaces added up by the operator: one series of at most `points` buckets,
@@ -218,9 +216,13 @@ pub fn total_bandwidth(
     scope: NetworkScope<'_>,
     points: usize,
 ) -> Call<BandwidthResponse> {
-    let mut call = bandwidth(api, scope, points);
-    call.url.push_str("&aggregate=sum");
-    call
+    series(
+        api,
+        scope,
+        "interfaces/bandwidth",
+        points,
+        Some(("aggregate", "sum")),
+    )
 }
 
 /// At most `points` buckets per probe target.
@@ -229,9 +231,21 @@ pub fn probes(
     scope: NetworkScope<'_>,
     points: usize,
 ) -> Call<ProbeSeriesResponse> {
+    series(api, scope, "probes", points, None)
+}
+
+/// A series route of the scope with at most `points` buckets, and one more parameter.
+fn series<T>(
+    api: &ApiClient,
+    scope: NetworkScope<'_>,
+    route: &str,
+    points: usize,
+    extra: Option<(&'static str, &str)>,
+) -> Call<T> {
     let mut query = scope.query();
     query.push(("points", points.to_string()));
-    Call::get(api.url(&scope.path("probes"), &query))
+    query.extend(extra.map(|(name, value)| (name, value.to_owned())));
+    Call::get(api.url(&scope.path(route), &query))
 }
 
 /// The worst interfaces and probe targets of every site over the screen's range, `limit`

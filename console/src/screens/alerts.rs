@@ -276,13 +276,10 @@ impl AlertsScreen {
                             Some(name) => {
                                 ui.weak(format!("Silence {name} (ends in git)"));
                             }
-                            None if shared.may_act => {
-                                if ui.button("End silence").clicked() {
+                            None => {
+                                if shared.may_act && ui.button("End silence").clicked() {
                                     end = Some(s.id);
                                 }
-                            }
-                            None => {
-                                ui.weak("");
                             }
                         }
                         ui.end_row();
@@ -356,11 +353,14 @@ impl AlertsScreen {
             ui.label(&alert.description);
         }
         ui.separator();
-        if alert.state != AlertState::Resolved && shared.may_act {
-            self.actions_ui(ui, shared, alert);
-            ui.separator();
-        } else if alert.state != AlertState::Resolved {
-            ui.weak("This token is a viewer: acknowledging and silencing need an operator token.");
+        if alert.state != AlertState::Resolved {
+            if shared.may_act {
+                self.actions_ui(ui, shared, alert);
+            } else {
+                ui.weak(
+                    "This token is a viewer: acknowledging and silencing need an operator token.",
+                );
+            }
             ui.separator();
         }
         ui.strong("History");

@@ -158,54 +158,55 @@ pub struct Heads {
     /// Per key seen: its total over the heads it is in (a lower bound), and the sum of
     /// those heads' last values (so its upper bound is `lower + unseen_max - covered`).
     seen: HashMap<String, (i64, i64)>,
+    /// The `limit`-th best lower bound (0 when fewer keys were seen).
+    kth_lower: i64,
 }
 
 impl Heads {
-    /// Reads heads of `depth` entries (fewer: the whole list).
-    pub fn read(entries: &[Listed], depth: i64) -> Heads {
+    /// Reads heads of `depth` entries (fewer: the whole list) for a top `limit` (≥ 1).
+    pub fn read(entries: Vec<Listed>, depth: i64, limit: usize) -> Heads {
         let mut lists: HashMap<&(String, i64), (i64, i64)> = HashMap::new();
-        for e in entries {
+        for e in &entries {
             let (count, last) = lists.entry(&e.list).or_insert((0, i64::MAX));
             *count += 1;
             *last = (*last).min(e.value);
         }
-        // A list read whole hides nothing.
-        let bound = |list: &(String, i64)| match lists.get(list) {
-            Some((count, last)) if *count >= depth => *last,
-            _ => 0,
-        };
-        let mut heads = Heads {
-            unseen_max: lists.keys().map(|l| bound(l)).sum(),
-            seen: HashMap::new(),
-        };
+        // Each list's last value; a list read whole hides nothing.
+        let bounds: HashMap<(String, i64), i64> = lists
+            .into_iter()
+            .map(|(list, (count, last))| (list.clone(), if count >= depth { last } else { 0 }))
+            .collect();
+        let unseen_max = bounds.values().sum();
+        let mut seen: HashMap<String, (i64, i64)> = HashMap::new();
         for e in entries {
-            let (lower, covered) = heads.seen.entry(e.key.clone()).or_default();
+            let covered = bounds.get(&e.list).copied().unwrap_or(0);
+            let (lower, covers) = seen.entry(e.key).or_default();
             *lower += e.value;
-            *covered += bound(&e.list);
+            *covers += covered;
         }
-        heads
-    }
-
-    /// The `limit`-th best lower bound (0 when fewer keys were seen).
-    fn kth_lower(&self, limit: usize) -> i64 {
-        if limit == 0 || self.seen.len() < limit {
-            return 0;
+        let mut lowers: Vec<i64> = seen.values().map(|(lower, _)| *lower).collect();
+        let kth_lower = if limit == 0 || lowers.len() < limit {
+            0
+        } else {
+            *lowers.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a)).1
+        };
+        Heads {
+            unseen_max,
+            seen,
+            kth_lower,
         }
-        let mut lowers: Vec<i64> = self.seen.values().map(|(lower, _)| *lower).collect();
-        let (_, kth, _) = lowers.select_nth_unstable_by(limit - 1, |a, b| b.cmp(a));
-        *kth
     }
 
     /// Whether the top `limit` are among the keys seen: the `limit`-th best lower bound
     /// exceeds what an unseen key can total (an equal one might win on the other measure).
-    pub fn settled(&self, limit: usize) -> bool {
-        self.unseen_max == 0 || self.kth_lower(limit) > self.unseen_max
+    pub fn settled(&self) -> bool {
+        self.unseen_max == 0 || self.kth_lower > self.unseen_max
     }
 
     /// The keys whose upper bound reaches the `limit`-th best lower bound (only they can be
     /// in the top `limit`), with that bound, highest first.
-    pub fn contenders(&self, limit: usize) -> Vec<(String, i64)> {
-        let kth = self.kth_lower(limit);
+    pub fn contenders(&self) -> Vec<(String, i64)> {
+        let kth = self.kth_lower;
         let mut contenders: Vec<(String, i64)> = self
             .seen
             .iter()
@@ -359,12 +360,12 @@ impl Store {
         let mut depth = (8 * q.limit).clamp(FIRST_DEPTH, DEPTH_INDEXED);
         let items = loop {
             let entries = self.list_heads(scope, q.rank, depth).await?;
-            let heads = Heads::read(&entries, depth);
-            if !heads.settled(limit) && depth < DEPTH_INDEXED {
+            let heads = Heads::read(entries, depth, limit);
+            if !heads.settled() && depth < DEPTH_INDEXED {
                 depth = (depth * 4).min(DEPTH_INDEXED);
                 continue;
             }
-            let contenders = heads.contenders(limit);
+            let contenders = heads.contenders();
             if contenders.len() <= MAX_CONTENDERS {
                 let mut exact = Vec::new();
                 let mut verify = Verify::new(limit);
@@ -577,12 +578,12 @@ mod tests {
                     })
                 })
                 .collect();
-            let heads = Heads::read(&entries, depth);
-            if !heads.settled(limit) && depth < DEPTH_INDEXED {
+            let heads = Heads::read(entries, depth, limit);
+            if !heads.settled() && depth < DEPTH_INDEXED {
                 depth = (depth * 4).min(DEPTH_INDEXED);
                 continue;
             }
-            let contenders = heads.contenders(limit);
+            let contenders = heads.contenders();
             let all = whole(lists);
             let mut exact: Vec<Talker> = Vec::new();
             let mut verify = Verify::new(limit);
@@ -654,13 +655,13 @@ mod tests {
                 value: 3,
             },
         ];
-        let heads = Heads::read(&entries, 64);
+        let heads = Heads::read(entries, 64, 10);
         assert!(
-            heads.settled(10),
+            heads.settled(),
             "a list shorter than the depth hides nothing"
         );
         assert_eq!(
-            heads.contenders(10),
+            heads.contenders(),
             [("x".to_owned(), 5), ("y".to_owned(), 3)]
         );
     }
