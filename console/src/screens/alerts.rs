@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::{
     api::{ApiError, fetch::Panel, routes, routes::AlertScope},
     app::{Shared, connection_error},
-    widgets::{status, time},
+    widgets::{status, time, units},
 };
 
 /// Open alerts change on every ingest batch; a short refresh keeps the list honest.
@@ -176,8 +176,11 @@ impl AlertsScreen {
                 .default_size(380.0)
                 .show(ui, |ui| match &selected {
                     Some(alert) => self.detail_ui(ui, shared, alert),
-                    None => {
+                    None if shared.may_act => {
                         ui.label("Select an alert to see its history, acknowledge or silence it.");
+                    }
+                    None => {
+                        ui.label("Select an alert to see its history.");
                     }
                 });
         }
@@ -193,7 +196,7 @@ impl AlertsScreen {
                 .then(b.started_at.cmp(&a.started_at))
         });
         let mut clicked = None;
-        ui.label(format!("{} alerts", items.len()));
+        ui.label(units::plural(items.len(), "alert", "alerts"));
         egui::ScrollArea::both().show(ui, |ui| {
             egui::Grid::new("alerts")
                 .striped(true)
@@ -335,14 +338,20 @@ impl AlertsScreen {
                     "Value",
                     format!(
                         "{} (peak {}, threshold {})",
-                        alert.value, alert.peak, alert.threshold
+                        units::value(alert.value),
+                        units::value(alert.peak),
+                        units::value(alert.threshold)
                     ),
                 );
                 field("Started", time::stamp(&alert.started_at));
                 if let Some(ack) = &alert.acknowledged {
                     field(
                         "Acknowledged",
-                        format!("by {} at {}: {}", ack.by, time::stamp(&ack.at), ack.comment),
+                        if ack.comment.is_empty() {
+                            format!("by {} at {}", ack.by, time::stamp(&ack.at))
+                        } else {
+                            format!("by {} at {}: {}", ack.by, time::stamp(&ack.at), ack.comment)
+                        },
                     );
                 }
                 if let Some(why) = &alert.suppressed {

@@ -39,6 +39,29 @@ pub fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "—".into(), |v| format!("{v:.1} ms"))
 }
 
+/// A measured value of any unit (an alert's value and threshold): three significant
+/// digits for small values, none after the point from 100 on (`5.24`, `0.0123`, `812`).
+pub fn value(value: f64) -> String {
+    let magnitude = value.abs();
+    let decimals = if magnitude >= 100.0 || magnitude == 0.0 {
+        0
+    } else {
+        // Digits after the point that keep three significant ones.
+        (2 - magnitude.log10().floor() as i32).clamp(0, 6) as usize
+    };
+    let text = format!("{value:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
+/// `1 alert`, `3 alerts`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// IANA protocol names of the usual numbers.
 pub fn protocol(number: u8) -> String {
     match number {
@@ -67,5 +90,13 @@ mod tests {
         assert_eq!(count(12.0), "12");
         assert_eq!(protocol(6), "TCP");
         assert_eq!(protocol(89), "proto 89");
+        assert_eq!(value(5.241935729980469), "5.24");
+        assert_eq!(value(0.012345), "0.0123");
+        assert_eq!(value(812.4), "812");
+        assert_eq!(value(90.0), "90");
+        assert_eq!(value(0.0), "0");
+        assert_eq!(value(-1.5), "-1.5");
+        assert_eq!(plural(1, "alert", "alerts"), "1 alert");
+        assert_eq!(plural(0, "alert", "alerts"), "0 alerts");
     }
 }

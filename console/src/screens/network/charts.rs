@@ -156,7 +156,8 @@ pub fn bandwidth(
     finish(shown)
 }
 
-/// Flow traffic over time (average and, dotted, the busiest bucket of each step).
+/// Flow traffic over time: the average and, dotted, the busiest bucket of each step
+/// (only where a step holds several buckets: otherwise the two are the same line).
 pub fn traffic(ui: &mut egui::Ui, range: (i64, i64), title: &str, data: &TrafficSeries) {
     ui.strong(title);
     let column = |pick: fn(&cdot_crds::wire::network::TrafficPoint) -> f64| {
@@ -173,7 +174,9 @@ pub fn traffic(ui: &mut egui::Ui, range: (i64, i64), title: &str, data: &Traffic
         .include_y(0.0)
         .show(ui, |plot| {
             plot.line(Line::new("bits/s", column(|p| p.1)));
-            plot.line(Line::new("peak", column(|p| p.2)).style(LineStyle::dotted_dense()));
+            if data.step_ms > data.bucket_ms {
+                plot.line(Line::new("peak", column(|p| p.2)).style(LineStyle::dotted_dense()));
+            }
         });
 }
 

@@ -230,7 +230,13 @@ impl NetworkScreen {
                 {
                     self.fetch(shared, now_ms);
                 }
-                if let Some(data) = self.bandwidth.data() {
+                if let Some(data) = self.bandwidth.data().filter(|d| d.series.is_empty()) {
+                    left.strong("Bandwidth");
+                    left.weak(format!(
+                        "No interface in {} is polled over SNMP: a Device with spec.snmp adds its interfaces here.",
+                        data.namespace
+                    ));
+                } else if let Some(data) = self.bandwidth.data() {
                     let previous = self.compare.offset_ms().and_then(|offset_ms| {
                         Some(charts::Previous {
                             data: self.previous.data()?,
@@ -255,7 +261,13 @@ impl NetworkScreen {
                 if status::show(left, &self.probes, "probes") {
                     self.fetch(shared, now_ms);
                 }
-                if let Some(data) = self.probes.data() {
+                if let Some(data) = self.probes.data().filter(|d| d.series.is_empty()) {
+                    left.strong("Probes");
+                    left.weak(format!(
+                        "No probe results in {}: a Device's spec.probes are run by its site's collector.",
+                        data.namespace
+                    ));
+                } else if let Some(data) = self.probes.data() {
                     zoom = zoom.or(charts::probes(left, window, data, &probe_episodes));
                 }
                 self.talkers_ui(right, shared, now_ms);
