@@ -320,6 +320,52 @@ pub struct DeviceStatus {
     /// Patch state summary. Not written yet: patching is not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patches: Option<PatchSummary>,
+    /// What network discovery last learnt of this device (written by DiscoveryScans; a
+    /// device made by hand keeps its spec, discovery only writes here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveredDevice>,
+}
+
+/// What discovery learnt of a device: its identity (the keys it is matched on) and whether
+/// it still answers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveredDevice {
+    /// The DiscoveryScan that last found (or missed) it.
+    pub scan: String,
+    /// Last time a scan found it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Whether the last scan covering its addresses found it. A device that stops
+    /// answering is marked, never deleted.
+    #[serde(default)]
+    pub responding: bool,
+    /// Every address it answered on or reported (ipAddrTable), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// LLDP chassis id (lldpLocChassisId).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chassis_id: Option<String>,
+    /// ENTITY-MIB chassis serial number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Interface MAC addresses (ifPhysAddress), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sys_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sys_descr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sys_object_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sys_location: Option<String>,
+    /// The class the scan's rules give it (the spec's class wins where a person set it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<DeviceClass>,
+    /// Interfaces in ifTable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<u32>,
 }
 
 /// The enrolled agent.

@@ -178,6 +178,10 @@ pub struct SnmpDiscovery {
     #[serde(default = "default_snmp_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
+    /// Also ask addresses that did not answer ICMP (hosts behind filters that drop echo
+    /// requests); slower: every silent address waits out the SNMP timeouts.
+    #[serde(default)]
+    pub silent_hosts: bool,
 }
 
 /// One SNMP credential set.
@@ -192,13 +196,28 @@ pub struct SnmpCredential {
     pub secret_ref: SecretRef,
 }
 
+/// What a scan does with the hosts it finds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RegistrationMode {
+    /// Only report them in the scan's status (and update Devices they match).
+    #[default]
+    Report,
+    /// Create a Device (source Discovery) for every host no Device matches.
+    Register,
+    /// Write a Device manifest for every new host into the operator's `discovered/` folder
+    /// (one file per namespace and scan) for a person to review and commit.
+    Propose,
+}
+
 /// What happens with found hosts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Registration {
-    /// Create a Device (source Discovery) for every new host; otherwise only report.
+    /// `Report` (default), `Register` or `Propose`. A host that matches an existing Device
+    /// (by LLDP chassis id, serial, an agent's machine id or MAC, then any address) updates
+    /// it in every mode: discovery never registers the same box twice.
     #[serde(default)]
-    pub create_devices: bool,
+    pub mode: RegistrationMode,
     /// Labels put on created Devices (the site label is added from `site`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -251,24 +270,75 @@ pub struct ScanProgress {
     /// Addresses to probe.
     #[serde(default)]
     pub total: u64,
+    /// Hosts that answered so far.
+    #[serde(default)]
+    pub found: u64,
+    /// Devices created so far (mode `Register`) or proposed (mode `Propose`).
+    #[serde(default)]
+    pub registered: u64,
+    /// Existing Devices the run matched and updated so far.
+    #[serde(default)]
+    pub updated: u64,
 }
 
 /// Summary of a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanRun {
+    /// The run's id (as the collector and the operator's logs name it).
+    #[serde(default)]
+    pub id: String,
+    /// The collector that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<String>,
+    /// `Succeeded` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ScanPhase>,
     /// Start (RFC 3339).
     #[serde(default)]
     pub started: String,
     /// End (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,
+    /// Seconds from start to end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// Addresses probed, of the total.
+    #[serde(default)]
+    pub scanned: u64,
+    #[serde(default)]
+    pub total: u64,
     /// Hosts that answered.
     #[serde(default)]
     pub found: u64,
-    /// Devices created.
+    /// Devices created (or proposed).
     #[serde(default)]
     pub registered: u64,
+    /// Existing Devices matched and updated.
+    #[serde(default)]
+    pub updated: u64,
+    /// Devices of earlier runs this one did not find (marked not responding).
+    #[serde(default)]
+    pub missing: u64,
+    /// Addresses that answered ICMP, of those probed.
+    #[serde(default)]
+    pub icmp_answered: u64,
+    #[serde(default)]
+    pub icmp_probed: u64,
+    /// Addresses that answered SNMP, of those asked.
+    #[serde(default)]
+    pub snmp_answered: u64,
+    #[serde(default)]
+    pub snmp_probed: u64,
+    /// Failures by reason (`timeout`, `authentication`, `malformed`, `unreachable`, `error`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, u64>,
+    /// Times the collector restarted the run (it starts over from the first address).
+    #[serde(default)]
+    pub restarts: u32,
+    /// Why the run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Observed state of a discovery scan.
@@ -278,24 +348,50 @@ pub struct DiscoveryScanStatus {
     /// The `metadata.generation` last reconciled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
+    /// Conditions: `Ready` (`True` with reason `Scheduled` or `Suspended` once the spec is
+    /// valid and a Collector Device can run the scan; `False` with reason `NoCollector`
+    /// otherwise; `problems` says when that collector is not reporting), `Reconciling` (`False` with reason `Reconciled` once
     /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
     /// when the spec is invalid, the message naming each field; `False` otherwise).
-    /// `Ready` is `True` once the spec is valid and a Collector device can run the scan; it
-    /// does not mean the scan runs (discovery scanning is not implemented yet).
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Phase; `Pending` until a scanner runs the scan (discovery scanning is not implemented
-    /// yet). Not updated while the spec is invalid.
+    /// Phase of the current or last run: `Pending` (waiting for its collector to start it,
+    /// or for the first run), `Running`, `Succeeded`, `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ScanPhase>,
-    /// Progress of the current run: `total` is the addresses the targets cover, `scanned`
-    /// stays 0 until a scanner runs. Not updated while the spec is invalid.
+    /// Progress of the current (or last) run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<ScanProgress>,
-    /// The last completed run. Not written yet: discovery scanning is not implemented.
+    /// The last finished run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<ScanRun>,
+    /// When the schedule starts the next run (RFC 3339); absent for one-shot scans and while
+    /// suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
+    /// What keeps the scan from running as asked: a due run with no Ready collector to run
+    /// it, a credential whose Secret is missing or incomplete (the run goes on without it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Hosts of the last run (at most 256), for a review in mode `Propose`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<ScanHost>,
+}
+
+/// A host a run found, and what became of it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanHost {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sys_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<DeviceClass>,
+    /// The Device it is (or would be, in mode `Propose`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `registered`, `updated`, `proposed`, `reported` or `matched`.
+    pub outcome: String,
 }
 
 /// Inclusive address range in one family (false = IPv4, true = IPv6).
@@ -484,7 +580,7 @@ mod tests {
                 "methods": {"snmp": {"credentials": [{"version": "V2c", "secretRef": {"name": "snmp"}}]}},
                 "schedule": "0 1 * * *",
                 "timeZone": "Europe/London",
-                "registration": {"createDevices": true, "labels": {"discovered": "true"}, "classRules": [{"sysObjectIdPrefix": "1.3.6.1.4.1.9", "class": "Switch"}]},
+                "registration": {"mode": "Register", "labels": {"discovered": "true"}, "classRules": [{"sysObjectIdPrefix": "1.3.6.1.4.1.9", "class": "Switch"}]},
             }),
         )
     }
@@ -533,7 +629,7 @@ mod tests {
         assert_eq!(o.spec["methods"], json!({"icmp": true}));
         assert_eq!(o.spec["rateLimit"], 100);
         assert_eq!(o.spec["timeout"], "1s");
-        assert_eq!(o.spec["registration"]["createDevices"], false);
+        assert_eq!(o.spec["registration"]["mode"], "Report");
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub struct ServeArgs {
     pub timeseries: crate::jobs::TimeseriesArgs,
     #[command(flatten)]
     pub alerting: crate::alerting::AlertingArgs,
+    #[command(flatten)]
+    pub discovery: crate::discovery::Settings,
 }
 
 #[derive(Debug, Args)]

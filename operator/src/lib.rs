@@ -9,6 +9,7 @@ pub mod api;
 pub mod background;
 pub mod changes;
 pub mod cli;
+pub mod discovery;
 pub mod index;
 pub mod ingest;
 pub mod jobs;

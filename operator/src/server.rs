@@ -160,6 +160,14 @@ impl Server {
                 secrets: state.secrets.clone(),
                 ready: state.ready.clone(),
             },
+            jobs_shutdown.clone(),
+        ));
+        jobs.push(state.discovery.spawn(
+            store.clone(),
+            state.index.clone(),
+            state.secrets.clone(),
+            state.changes.clone(),
+            args.discovery.clone(),
             jobs_shutdown,
         ));
         let servers = start_servers(server, state.clone(), agent_tls).await?;

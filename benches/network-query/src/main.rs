@@ -302,6 +302,7 @@ async fn load(store: &Store, args: &Args, tenants: &[Tenant], end_ms: i64) -> an
             let batch = CollectorBatch {
                 batch_id: uuid::Uuid::new_v4(),
                 collector_version: "bench".into(),
+                scans: Vec::new(),
                 interval_secs: None,
                 flows: minute_groups(
                     &mut rng,

@@ -99,6 +99,7 @@ pub async fn load(
             let batch = CollectorBatch {
                 batch_id: uuid::Uuid::new_v4(),
                 collector_version: "bench".into(),
+                scans: Vec::new(),
                 interval_secs: None,
                 flows: Vec::new(),
                 interfaces,

@@ -190,6 +190,7 @@ impl Seeded {
         let batch = CollectorBatch {
             batch_id: uuid::Uuid::new_v4(),
             collector_version: "0.1.0-test".into(),
+            scans: Vec::new(),
             flows: vec![
                 flow("10.1.0.1", "10.1.1.10", "8.8.8.8", 9_000_000),
                 flow("10.2.0.1", "10.2.2.20", "1.1.1.1", 1_000_000),

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::discovery::{ScanAssignment, ScanReport};
 use crate::device::{ProbeType, SnmpVersion};
 
 /// Most flow groups, interface samples or probe results one batch may carry (each).
@@ -38,6 +39,10 @@ pub struct CollectorAssignments {
     /// operators leave it out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<SiteDevice>,
+    /// Discovery runs this collector is to run now (its DiscoveryScans). A run that
+    /// disappears is stopped; older operators leave it out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scans: Vec<ScanAssignment>,
 }
 
 /// A Device and the addresses it sends from.
@@ -174,6 +179,9 @@ pub struct CollectorBatch {
     pub interfaces: Vec<InterfaceSample>,
     #[serde(default)]
     pub probes: Vec<ProbeResult>,
+    /// Progress and findings of discovery runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scans: Vec<ScanReport>,
     /// Seconds between the collector's batches (`--ship-interval`), so that its Device's
     /// liveness follows it; absent from older collectors.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,8 +13,10 @@ use crate::device::{DeviceClass, Inventory};
 
 pub mod alert;
 pub mod collector;
+pub mod discovery;
 pub mod network;
 pub mod query;
+pub mod topology;
 
 /// Path prefix of every agent route.
 pub const AGENT_API_PREFIX: &str = "/v1/agent";

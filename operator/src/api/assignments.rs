@@ -1,4 +1,4 @@
-//! `GET /v1/agent/collector/assignments`: what a collector polls and probes.
+//! `GET /v1/agent/collector/assignments`: what a collector polls, probes and scans.
 //!
 //! A collector polls every Device of its namespace whose `spec.snmp.collector` names it, or
 //! that names no collector and is in the collector's site; it runs the probes of those
@@ -44,7 +44,20 @@ async fn assignments(
                 identity.namespace, identity.name, identity.uid
             ))
         })?;
-    let (assignments, problems) = assign(collector, &devices, &state.secrets);
+    let (mut assignments, mut problems) = assign(collector, &devices, &state.secrets);
+    let snapshot = state.index.snapshot();
+    for (run, scan) in state.store.discovery_runs_of(identity.uid).await? {
+        if let Some((scan, skipped)) = crate::discovery::assign::assignment(
+            &snapshot,
+            &state.secrets,
+            &identity.namespace,
+            &scan,
+            run,
+        ) {
+            assignments.scans.push(scan);
+            problems.extend(skipped);
+        }
+    }
     for problem in problems {
         tracing::warn!(collector = %identity.name, namespace = %identity.namespace, "{problem}");
     }
@@ -143,10 +156,13 @@ fn spec_of(object: &StoredObject) -> DeviceSpec {
     serde_json::from_value(object.spec.clone()).unwrap_or_default()
 }
 
-/// SNMP credentials from a Secret's keys: `community` for v1/v2c; `username`,
+/// SNMP credentials from a Secret's keys (Devices' polling and DiscoveryScans' credentials): `community` for v1/v2c; `username`,
 /// `authProtocol` (SHA, SHA-256, SHA-512; default SHA), `authPassword`, and optionally
 /// `privProtocol` (AES, AES-256; default AES) with `privPassword` for v3.
-fn credentials(version: SnmpVersion, data: &SecretData) -> Result<SnmpCredentials, String> {
+pub(crate) fn credentials(
+    version: SnmpVersion,
+    data: &SecretData,
+) -> Result<SnmpCredentials, String> {
     let text = |key: &str| -> Result<Option<String>, String> {
         data.get(key)
             .map(|v| String::from_utf8(v.clone()).map_err(|_| format!("key {key:?} is not UTF-8")))

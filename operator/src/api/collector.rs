@@ -134,6 +134,9 @@ pub async fn batches(
             .inc_by(n);
     }
     tracing::debug!(?summary, "collector batch stored");
+    if !batch.scans.is_empty() && !summary.duplicate {
+        state.discovery.wake();
+    }
     if !summary.duplicate {
         let uids = devices
             .iter()

@@ -69,6 +69,8 @@ pub struct AppState {
     pub index: crate::index::Index,
     /// Alert evaluation and notification (see `crate::alerting`).
     pub alerting: crate::alerting::Alerting,
+    /// Network discovery (see `crate::discovery`): woken when a report arrives.
+    pub discovery: crate::discovery::Discovery,
 }
 
 impl AppState {
@@ -89,6 +91,7 @@ impl AppState {
             devices: None,
             enroll_limiter: Arc::default(),
             index,
+            discovery: crate::discovery::Discovery::default(),
         }
     }
 
@@ -122,6 +125,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         )
         .merge(query::routes())
         .merge(crate::alerting::routes::routes())
+        .merge(crate::discovery::routes::routes())
         .merge(network::routes())
         .nest(
             "/agent",

@@ -97,6 +97,7 @@ pub fn build() -> Value {
     agent_paths(&mut paths);
     super::network::openapi_paths(&mut paths, &mut schemas);
     crate::alerting::routes::openapi_paths(&mut paths, &mut schemas);
+    crate::discovery::routes::openapi_paths(&mut paths, &mut schemas);
     json!({
         "openapi": "3.0.3",
         "info": { "title": "cdot-rmm operator API", "version": env!("CARGO_PKG_VERSION") },

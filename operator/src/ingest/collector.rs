@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use cdot_crds::wire::{
     MAX_FUTURE_SKEW_MS, MAX_SAMPLE_AGE_MS,
     collector::{CollectorBatch, Counts, FlowGroup, MAX_ITEMS_PER_BATCH},
+    discovery::{MAX_HOSTS_PER_REPORT, MAX_TABLE_ROWS, MAX_TEXT_LEN, ScanReport},
 };
 
 use super::Rejection;
@@ -211,6 +212,71 @@ pub fn validate_batch(batch: &CollectorBatch, now_ms: i64) -> Result<(), Rejecti
             }
         }
     }
+    for (i, r) in batch.scans.iter().enumerate() {
+        check_scan_report(r, now_ms, &|name: &str| format!("scans[{i}].{name}"))?;
+    }
+    Ok(())
+}
+
+/// A discovery report: its bounds (hosts, tables, texts) and that progress adds up.
+fn check_scan_report(
+    r: &ScanReport,
+    now_ms: i64,
+    at: &dyn Fn(&str) -> String,
+) -> Result<(), Rejection> {
+    check_time(r.t, now_ms, || at("t"))?;
+    check_text(&r.scan, MAX_NAME_LEN, || at("scan"))?;
+    if r.scanned > r.total {
+        return Err(bad(
+            "count",
+            at("scanned"),
+            format!("{} addresses scanned of {}", r.scanned, r.total),
+        ));
+    }
+    if r.hosts.len() > MAX_HOSTS_PER_REPORT {
+        return Err(Rejection::too_large(
+            "too_many_items",
+            at("hosts"),
+            format!(
+                "{} hosts in one report; at most {MAX_HOSTS_PER_REPORT}",
+                r.hosts.len()
+            ),
+        ));
+    }
+    for (j, h) in r.hosts.iter().enumerate() {
+        let host = |name: &str| at(&format!("hosts[{j}].{name}"));
+        if let Some(rtt) = h.rtt_ms {
+            check_rate(rtt, || host("rttMs"))?;
+        }
+        let Some(f) = &h.snmp else { continue };
+        for (name, text) in [
+            ("snmp.sysName", &f.sys_name),
+            ("snmp.sysDescr", &f.sys_descr),
+            ("snmp.sysObjectId", &f.sys_object_id),
+            ("snmp.sysLocation", &f.sys_location),
+        ] {
+            if text.len() > MAX_TEXT_LEN * 4 {
+                return Err(bad(
+                    "text",
+                    host(name),
+                    format!("must have at most {} bytes", MAX_TEXT_LEN * 4),
+                ));
+            }
+        }
+        for (name, n) in [
+            ("snmp.addresses", f.addresses.len()),
+            ("snmp.interfaces", f.interfaces.len()),
+            ("snmp.neighbours", f.neighbours.len()),
+        ] {
+            if n > MAX_TABLE_ROWS {
+                return Err(Rejection::too_large(
+                    "too_many_items",
+                    host(name),
+                    format!("{n} rows; at most {MAX_TABLE_ROWS}"),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -259,6 +325,7 @@ mod tests {
         CollectorBatch {
             batch_id: Uuid::nil(),
             collector_version: "0.1.0".into(),
+            scans: Vec::new(),
             interval_secs: Some(10),
             flows: vec![FlowGroup {
                 minute_ms: NOW - MINUTE_MS,

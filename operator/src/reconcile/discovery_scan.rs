@@ -1,10 +1,11 @@
-//! DiscoveryScan: how many addresses it covers and whether a collector could run it.
-//! Nothing runs scans yet, so `Ready` says the scan is accepted, not that it is scheduled.
+//! DiscoveryScan: whether a collector could run it. The discovery engine
+//! (`crate::discovery`) owns the rest of the status: phase, progress, last and next run,
+//! problems, hosts.
 use cdot_crds::{
     SITE_LABEL,
     common::selector_matches,
     device::DeviceClass,
-    discovery_scan::{DiscoveryScanSpec, DiscoveryScanStatus, ScanPhase, ScanProgress},
+    discovery_scan::{DiscoveryScanSpec, DiscoveryScanStatus},
     kind::Kind,
 };
 use serde::Deserialize;
@@ -12,35 +13,18 @@ use serde::Deserialize;
 use super::{Observation, World};
 use crate::store::StoredObject;
 
-/// Ends the `Ready` message until discovery scanning exists.
-pub const NOT_SCANNED: &str = "not scanned yet: discovery scanning is not implemented";
-
 pub fn observe(
     spec: &DiscoveryScanSpec,
     object: &StoredObject,
     world: &World<'_>,
 ) -> Observation<DiscoveryScanStatus> {
-    let previous: DiscoveryScanStatus =
-        serde_json::from_value(object.status.clone()).unwrap_or_default();
-    // Validation already refused specs whose address count cannot be computed.
-    let total = spec.address_count().unwrap_or_default();
-    // The scanner owns phase and progress once it runs; before that the scan is pending.
-    let progress = previous
-        .progress
-        .unwrap_or(ScanProgress { scanned: 0, total });
-    let progress = ScanProgress { total, ..progress };
-    let phase = previous.phase.unwrap_or(ScanPhase::Pending);
-    let status = DiscoveryScanStatus {
-        phase: Some(phase),
-        progress: Some(progress),
-        ..DiscoveryScanStatus::default()
-    };
-
+    // Owned by the engine: left out so neither overwrites the other.
+    let status = DiscoveryScanStatus::default();
     let site = spec
         .site
         .as_deref()
         .or_else(|| object.labels.get(SITE_LABEL).map(String::as_str));
-    let collectors = world
+    let collectors: Vec<&str> = world
         .of_kind(&object.namespace, Kind::Device)
         .filter(|device| {
             device
@@ -65,8 +49,9 @@ pub fn observe(
                     || device.spec.get("site").and_then(|s| s.as_str()) == Some(site)
             }),
         })
-        .count();
-    if collectors == 0 {
+        .map(|device| device.name)
+        .collect();
+    if collectors.is_empty() {
         let place = site.map_or_else(
             || "this namespace".to_owned(),
             |site| format!("site {site}"),
@@ -74,25 +59,34 @@ pub fn observe(
         return Observation::not_ready(
             status,
             "NoCollector",
-            format!("no Collector device for {place}: a scan needs one to run from; {NOT_SCANNED}"),
+            format!(
+                "no Collector device for {place}: enroll a collector there (cdot-collector enroll) to run this scan"
+            ),
         );
     }
+    let total = spec.address_count().unwrap_or_default();
     let covers = format!(
-        "{total} address(es) across {} target(s)",
-        spec.targets.len()
+        "{total} address(es) across {} target(s), run by {}",
+        spec.targets.len(),
+        collectors.join(", ")
     );
     if spec.suspend {
         return Observation::ready(
             status,
             "Suspended",
-            format!("suspended by spec.suspend; {covers}"),
+            format!("suspended by spec.suspend: no new runs; {covers}"),
         );
     }
-    Observation::ready(
-        status,
-        "Accepted",
-        format!("valid; {covers}; {NOT_SCANNED}"),
-    )
+    let when = spec.schedule.as_ref().map_or_else(
+        || "once per spec change".to_owned(),
+        |s| {
+            format!(
+                "on schedule {s:?} ({})",
+                spec.time_zone.as_deref().unwrap_or("UTC")
+            )
+        },
+    );
+    Observation::ready(status, "Scheduled", format!("runs {when}; {covers}"))
 }
 
 #[cfg(test)]
@@ -115,9 +109,8 @@ mod tests {
         observe(&spec, &scan, &World::new(devices))
     }
 
-    /// It said `Scheduled` while nothing schedules or runs scans.
     #[test]
-    fn ready_does_not_claim_the_scan_is_scheduled() {
+    fn ready_says_when_and_where_the_scan_runs() {
         let collector = stored(
             "Device",
             "acme",
@@ -126,29 +119,21 @@ mod tests {
             json!({}),
         );
         let o = scan_with(&[collector]);
-        assert_eq!((o.ready.0, o.ready.1), (ConditionStatus::True, "Accepted"));
+        assert_eq!((o.ready.0, o.ready.1), (ConditionStatus::True, "Scheduled"));
         assert_eq!(
             o.ready.2,
-            "valid; 4 address(es) across 1 target(s); not scanned yet: discovery scanning is not implemented"
+            "runs once per spec change; 4 address(es) across 1 target(s), run by collector-1"
         );
-        assert_eq!(o.status.phase, Some(ScanPhase::Pending));
         assert_eq!(
-            o.status.progress,
-            Some(ScanProgress {
-                scanned: 0,
-                total: 4
-            })
+            o.status,
+            DiscoveryScanStatus::default(),
+            "the engine's fields are left out"
         );
 
         let o = scan_with(&[]);
         assert_eq!(
             (o.ready.0, o.ready.1),
             (ConditionStatus::False, "NoCollector")
-        );
-        assert!(
-            !o.ready.2.contains("enroll a collector to run"),
-            "{}",
-            o.ready.2
         );
     }
 }

@@ -54,6 +54,8 @@ pub struct WriteSummary {
     pub probe_rows: u64,
     /// Rows older than the oldest partition of their table (past retention), not stored.
     pub expired: u64,
+    /// Discovery reports of runs that are not (or no longer) the collector's.
+    pub scan_reports_ignored: u64,
 }
 
 impl WriteSummary {
@@ -136,6 +138,9 @@ impl Store {
             summary.probe_rows =
                 write_probes(&mut tx, collector, batch, devices, &existing, &mut late).await?;
             late.mark(&mut tx).await?;
+            summary.scan_reports_ignored =
+                crate::discovery::store::record_reports(&mut tx, collector.uid, &batch.scans)
+                    .await?;
             let total = batch
                 .flows
                 .iter()
