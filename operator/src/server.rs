@@ -166,6 +166,7 @@ impl Server {
             store.clone(),
             state.index.clone(),
             state.secrets.clone(),
+            state.devices.clone(),
             state.changes.clone(),
             args.discovery.clone(),
             jobs_shutdown,

@@ -690,8 +690,9 @@ pub async fn bandwidth(
             p.discards.1,
         ));
     }
-    let series = if sum {
-        // One series for the scope: no device or interface of its own.
+    let series = if sum && !infos.is_empty() {
+        // One series for the scope: no device or interface of its own (none when the
+        // scope has no interface: nothing to sum).
         vec![wire::BandwidthSeries {
             device: String::new(),
             site: scope.site.map(str::to_owned),

@@ -48,6 +48,7 @@ use super::{
 use crate::{
     changes::Changes,
     index::Index,
+    kubernetes::devices::ClusterDevices,
     secrets::Secrets,
     store::{StatusPatch, Store, StoreError, StoredObject},
 };
@@ -90,11 +91,13 @@ impl Discovery {
     }
 
     /// Starts the engine; it ends when `shutdown` turns true.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         &self,
         store: Store,
         index: Index,
         secrets: Arc<Secrets>,
+        cluster: Option<Arc<ClusterDevices>>,
         changes: Changes,
         settings: Settings,
         mut shutdown: watch::Receiver<bool>,
@@ -104,6 +107,7 @@ impl Discovery {
             store,
             index,
             secrets,
+            cluster,
             changes,
             settings,
             written: HashMap::new(),
@@ -149,6 +153,8 @@ struct Engine {
     store: Store,
     index: Index,
     secrets: Arc<Secrets>,
+    /// Kubernetes mode: registered Devices are created through the API server.
+    cluster: Option<Arc<ClusterDevices>>,
     changes: Changes,
     settings: Settings,
     /// The status last written per scan, so unchanged ones are not written again.
@@ -384,7 +390,9 @@ impl Engine {
                 let scan = scans
                     .iter()
                     .find(|s| s.namespace == namespace && s.name == pending.scan);
-                registrar.host(&self.store, scan, pending).await?;
+                registrar
+                    .host(&self.store, self.cluster.as_deref(), scan, pending)
+                    .await?;
             }
             let Registrar {
                 patches,
@@ -490,7 +498,7 @@ impl Engine {
             let keys = Keys::of_host(host);
             let class = classify(&classifier, host);
             let (labels, spec) = register::new_device(&scan.name, &scan.spec, host, &keys, class);
-            documents.push(register::proposal(&scan.namespace, name, &labels, &spec));
+            documents.push(register::manifest(&scan.namespace, name, &labels, &spec));
         }
         let dir = self.settings.proposals_dir.join(&scan.namespace);
         let path = dir.join(format!("{}.yaml", scan.name));
@@ -760,6 +768,7 @@ impl<'a> Registrar<'a> {
     async fn host(
         &mut self,
         store: &Store,
+        cluster: Option<&ClusterDevices>,
         scan: Option<&Scan>,
         pending: &PendingHost,
     ) -> Result<(), StoreError> {
@@ -806,17 +815,36 @@ impl<'a> Registrar<'a> {
                     name = register::device_name(host, |n| {
                         self.directory.contains(n) || self.devices.contains_key(n) || n == name
                     });
-                    if store
-                        .discovery_create_device(
-                            self.namespace,
-                            &name,
-                            &json!(labels),
-                            &spec,
-                            &status,
-                            &scan.name,
-                        )
-                        .await?
-                    {
+                    let created = match cluster {
+                        Some(cluster) => {
+                            let manifest =
+                                register::manifest(self.namespace, &name, &labels, &spec);
+                            match cluster
+                                .create(store, self.namespace, &name, &manifest, status.clone())
+                                .await
+                            {
+                                Ok(created) => created,
+                                Err(e) => {
+                                    // Tried again at the next pass: the host stays pending.
+                                    tracing::warn!(error = %e, "failed to register a discovered device");
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        None => {
+                            store
+                                .discovery_create_device(
+                                    self.namespace,
+                                    &name,
+                                    &json!(labels),
+                                    &spec,
+                                    &status,
+                                    &scan.name,
+                                )
+                                .await?
+                        }
+                    };
+                    if created {
                         break;
                     }
                     // Taken meanwhile (a manifest or an enrollment): the next name.

@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 
 use super::identity::Keys;
 
-/// Label naming where a Device came from.
-pub const ORIGIN_LABEL: &str = "rmm.cdot.io/origin";
+pub use cdot_crds::ORIGIN_LABEL;
 /// Label naming the scan that registered a Device.
 pub const SCAN_LABEL: &str = "rmm.cdot.io/discovery-scan";
 /// Most management addresses a spec holds (the schema's bound).
@@ -182,8 +181,9 @@ pub fn discovered(
     }
 }
 
-/// A Device manifest for a person to review (mode `Propose`).
-pub fn proposal(
+/// The Device manifest of a found host: for a person to review (mode `Propose`), or for the
+/// API server (mode `Register` in Kubernetes mode).
+pub fn manifest(
     namespace: &str,
     name: &str,
     labels: &BTreeMap<String, String>,

@@ -1,4 +1,4 @@
-//! Devices the system creates (agent enrollment) are created through the API server in
+//! Devices the system creates (agent enrollment, discovery) are created through the API server in
 //! Kubernetes mode, so that `kubectl get devices` and GitOps tools see them; labels say
 //! where each came from. The store gets the same uid at once, so the enrollment transaction
 //! finds the Device and binds the agent to it.
@@ -48,34 +48,68 @@ impl ClusterDevices {
 
     /// Creates the Device unless the API server has it, and mirrors it into the store.
     pub async fn ensure(&self, store: &Store, device: NewDevice<'_>) -> Result<(), DeviceError> {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
+        let manifest = enrolled_device(&device);
+        let status = json!({ "source": "Agent" });
+        self.put(
+            store,
             device.namespace,
-            &api_resource(Kind::Device),
-        );
+            device.name,
+            &manifest,
+            status,
+            true,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Creates a Device discovery found and mirrors it into the store; false when the API
+    /// server already has one of that name (the caller picks another name).
+    pub async fn create(
+        &self,
+        store: &Store,
+        namespace: &str,
+        name: &str,
+        manifest: &Value,
+        status: Value,
+    ) -> Result<bool, DeviceError> {
+        self.put(store, namespace, name, manifest, status, false)
+            .await
+    }
+
+    /// Creates `manifest` (or, with `adopt`, takes the existing object of its name) and
+    /// mirrors it with `status`. False when the name was taken and not adopted.
+    async fn put(
+        &self,
+        store: &Store,
+        namespace: &str,
+        name: &str,
+        manifest: &Value,
+        status: Value,
+        adopt: bool,
+    ) -> Result<bool, DeviceError> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, &api_resource(Kind::Device));
         let error = |source| DeviceError::Create {
-            namespace: device.namespace.to_owned(),
-            name: device.name.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
             source,
         };
-        let object = match api.get_opt(device.name).await.map_err(error)? {
-            Some(existing) => existing,
+        let object = match api.get_opt(name).await.map_err(error)? {
+            Some(existing) if adopt => existing,
+            Some(_) => return Ok(false),
             None => {
-                let new: DynamicObject = serde_json::from_value(enrolled_device(&device))
+                let new: DynamicObject = serde_json::from_value(manifest.clone())
                     .map_err(|e| error(kube::Error::SerdeError(e)))?;
                 match api.create(&PostParams::default(), &new).await {
                     Ok(created) => {
-                        tracing::info!(
-                            namespace = device.namespace,
-                            name = device.name,
-                            "created the enrolling Device in the API server"
-                        );
+                        tracing::info!(namespace, name, "created the Device in the API server");
                         created
                     }
                     // Another replica or a person was quicker: use theirs.
-                    Err(kube::Error::Api(status)) if status.code == 409 => {
-                        api.get(device.name).await.map_err(error)?
+                    Err(kube::Error::Api(status)) if status.code == 409 && adopt => {
+                        api.get(name).await.map_err(error)?
                     }
+                    Err(kube::Error::Api(status)) if status.code == 409 => return Ok(false),
                     Err(e) => return Err(error(e)),
                 }
             }
@@ -86,14 +120,14 @@ impl ClusterDevices {
             .as_deref()
             .and_then(|u| u.parse().ok())
             .ok_or_else(|| DeviceError::NoUid {
-                namespace: device.namespace.to_owned(),
-                name: device.name.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
             })?;
         store
             .mirror_object(&ClusterObject {
                 kind: Kind::Device,
-                namespace: device.namespace.to_owned(),
-                name: device.name.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
                 uid,
                 generation: object.metadata.generation.unwrap_or(1),
                 labels: object.metadata.labels.clone().unwrap_or_default(),
@@ -103,10 +137,10 @@ impl ClusterDevices {
                     .get("spec")
                     .cloned()
                     .unwrap_or_else(|| json!({})),
-                status: json!({ "source": "Agent" }),
+                status,
             })
             .await?;
-        Ok(())
+        Ok(true)
     }
 }
 
