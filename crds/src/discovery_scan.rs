@@ -421,6 +421,23 @@ fn merge(mut ranges: Vec<Range>) -> Vec<Range> {
 }
 
 impl DiscoveryScanSpec {
+    /// The Secrets the scan refers to: (field path, Secret name, key; `None`: the whole
+    /// Secret).
+    pub fn secret_refs(&self) -> Vec<(String, &str, Option<&str>)> {
+        self.methods
+            .snmp
+            .iter()
+            .flat_map(|snmp| snmp.credentials.iter().enumerate())
+            .map(|(i, c)| {
+                (
+                    format!("spec.methods.snmp.credentials[{i}].secretRef"),
+                    c.secret_ref.name.as_str(),
+                    None,
+                )
+            })
+            .collect()
+    }
+
     /// Number of distinct addresses the scan probes: targets minus excludes, de-duplicated.
     pub fn address_count(&self) -> Result<u64, String> {
         let parse = |list: &[String]| -> Result<Vec<Range>, String> {

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use support::{Operator, TestDb, create_token, free_port, wait_for, workspace_bin};
 
 /// SNMP credentials the scans use: v2c first, then v3 (so the v3 host answers the second).
-fn write_manifests(dir: &Path, lab: &DiscoveryLab, scans: &[&str]) {
+fn write_manifests(dir: &Path, lab: &DiscoveryLab, scans: &[&str], rate_limit: u32) {
     let v3 = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: snmp-v3, namespace: acme}}\nstringData:\n  username: {}\n  authProtocol: SHA\n  authPassword: {}\n  privProtocol: AES\n  privPassword: {}\n",
         discovery_lab::V3_USER,
@@ -51,7 +51,7 @@ fn write_manifests(dir: &Path, lab: &DiscoveryLab, scans: &[&str]) {
                     { "version": "V2c", "secretRef": { "name": "snmp-v2" } },
                     { "version": "V3", "secretRef": { "name": "snmp-v3" } },
                 ] } },
-                "rateLimit": 2000,
+                "rateLimit": rate_limit,
                 "concurrency": 256,
                 "timeout": "1s",
                 "retries": 1,
@@ -68,7 +68,7 @@ fn write_manifests(dir: &Path, lab: &DiscoveryLab, scans: &[&str]) {
 struct Running {
     operator: Operator,
     viewer: String,
-    _collector: Daemon,
+    collector: Daemon,
     http: reqwest::Client,
 }
 
@@ -124,12 +124,18 @@ fn futures_lite_block(f: impl std::future::Future<Output = Value>) -> Value {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
-async fn start(tmp: &Path, db: &TestDb, lab: &DiscoveryLab, scans: &[&str]) -> Running {
+async fn start(
+    tmp: &Path,
+    db: &TestDb,
+    lab: &DiscoveryLab,
+    scans: &[&str],
+    rate_limit: u32,
+) -> Running {
     let manifests = tmp.join("repo");
     std::fs::create_dir_all(&manifests).expect("mkdir");
     let enroll_token = support::create_enrollment_token(&manifests, "collectors", "acme");
     let viewer = create_token(&manifests, "viewer", "acme", "viewer", "acme");
-    write_manifests(&manifests, lab, scans);
+    write_manifests(&manifests, lab, scans, rate_limit);
     let operator = Operator::start(
         &[&manifests],
         Some(&db.url),
@@ -158,11 +164,26 @@ async fn start(tmp: &Path, db: &TestDb, lab: &DiscoveryLab, scans: &[&str]) -> R
         "enroll failed: {}",
         String::from_utf8_lossy(&enroll.stderr)
     );
-    let log = std::fs::File::create(tmp.join("collector.log")).expect("log");
-    let running = Daemon(
-        Command::new(&collector)
+    let running = run_collector(tmp);
+    Running {
+        operator,
+        viewer,
+        collector: running,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// Runs the enrolled collector of `tmp` (its log appended to `tmp/collector.log`).
+fn run_collector(tmp: &Path) -> Daemon {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(tmp.join("collector.log"))
+        .expect("log");
+    Daemon(
+        Command::new(workspace_bin("cdot-collector"))
             .arg("--state-dir")
-            .arg(&state)
+            .arg(tmp.join("collector"))
             .args([
                 "run",
                 "--no-sflow",
@@ -178,13 +199,7 @@ async fn start(tmp: &Path, db: &TestDb, lab: &DiscoveryLab, scans: &[&str]) -> R
             .stderr(log)
             .spawn()
             .expect("start cdot-collector"),
-    );
-    Running {
-        operator,
-        viewer,
-        _collector: running,
-        http: reqwest::Client::new(),
-    }
+    )
 }
 
 /// Every Device whose discovered or spec addresses include `address`.
@@ -223,7 +238,7 @@ async fn two_overlapping_scans_register_each_box_once() {
     let db = TestDb::create().await;
     let tmp = tempfile::tempdir().expect("tmp");
     let lab = DiscoveryLab::build();
-    let running = start(tmp.path(), &db, &lab, &["lab", "lab-again"]).await;
+    let running = start(tmp.path(), &db, &lab, &["lab", "lab-again"], 2000).await;
     let first = running.settled_scan("lab", tmp.path()).await;
     let second = running.settled_scan("lab-again", tmp.path()).await;
     let devices = running.devices().await;
@@ -323,4 +338,43 @@ async fn two_overlapping_scans_register_each_box_once() {
         .collect();
     assert!(linked.contains(&"core-switch"), "{topology}");
     assert!(linked.contains(&discovery_lab::V3_SYS_NAME), "{topology}");
+}
+
+/// A collector killed in the middle of a run (SIGKILL: nothing flushed) and started again
+/// starts the run over; the status counts the restart and the result is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_its_collector_being_killed() {
+    let db = TestDb::create().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lab = DiscoveryLab::build();
+    // 253 addresses and their retries at 40 probes/s: long enough to kill it midway.
+    let mut running = start(tmp.path(), &db, &lab, &["slow"], 40).await;
+    let path = "/v1/namespaces/acme/discoveryscans/slow";
+    let midway = wait_for(Duration::from_secs(60), || async {
+        let scan = running.get(path).await;
+        let scanned = scan["status"]["progress"]["scanned"].as_u64().unwrap_or(0);
+        (scan["status"]["phase"] == "Running" && scanned > 0).then_some(scanned)
+    })
+    .await
+    .expect("the run never reported progress");
+    running.collector.0.kill().expect("kill the collector");
+    let _ = running.collector.0.wait();
+    running.collector = run_collector(tmp.path());
+    let scan = running.settled_scan("slow", tmp.path()).await;
+    let run = &scan["status"]["lastRun"];
+    assert!(
+        run["restarts"].as_u64() >= Some(1),
+        "killed at {midway} scanned: {run}"
+    );
+    assert_eq!(run["scanned"], 253, "{run}");
+    assert_eq!(run["found"], 7, "{run}");
+    let devices = running.devices().await;
+    for address in [lab.router.addr, lab.router_second] {
+        assert_eq!(
+            holding(&devices, &address.to_string()).len(),
+            1,
+            "{:?}",
+            names(&devices)
+        );
+    }
 }

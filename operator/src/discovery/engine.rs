@@ -170,7 +170,7 @@ impl Engine {
         let now_text = now.to_string();
         let collectors: Vec<Collector> = self
             .store
-            .objects_of_kind(Kind::Device)
+            .devices_of_class("Collector")
             .await?
             .iter()
             .filter_map(|o| Collector::of(o, &now_text))

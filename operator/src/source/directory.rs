@@ -16,8 +16,11 @@ use std::{
 };
 
 use cdot_crds::{
+    discovery_scan::DiscoveryScanSpec,
     excerpt::{MAX_PATH_CHARS, clip, inline},
+    kind::Kind,
     manifest::{self, Document},
+    notification_channel::NotificationChannelSpec,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -300,17 +303,30 @@ fn missing_secrets(snapshot: &Snapshot) -> Vec<LoadError> {
         .map(|(ns, name, data)| ((ns.as_str(), name.as_str()), data))
         .collect();
     let mut errors = Vec::new();
-    for object in snapshot
-        .objects
-        .iter()
-        .filter(|o| o.kind == cdot_crds::kind::Kind::NotificationChannel)
-    {
-        let Ok(spec) = serde_json::from_value::<
-            cdot_crds::notification_channel::NotificationChannelSpec,
-        >(object.spec.clone()) else {
-            continue;
+    for object in &snapshot.objects {
+        // The Secrets an object refers to (only kinds whose references are needed to work:
+        // a channel cannot deliver, a scan cannot log in without them).
+        let refs = match object.kind {
+            Kind::NotificationChannel => {
+                serde_json::from_value::<NotificationChannelSpec>(object.spec.clone()).map(|spec| {
+                    spec.secret_refs()
+                        .into_iter()
+                        .map(|(p, n, k)| (p, n.to_owned(), k.map(str::to_owned)))
+                        .collect::<Vec<_>>()
+                })
+            }
+            Kind::DiscoveryScan => serde_json::from_value::<DiscoveryScanSpec>(object.spec.clone())
+                .map(|spec| {
+                    spec.secret_refs()
+                        .into_iter()
+                        .map(|(p, n, k)| (p, n.to_owned(), k.map(str::to_owned)))
+                        .collect()
+                }),
+            _ => continue,
         };
-        for (path, name, key) in spec.secret_refs() {
+        let Ok(refs) = refs else { continue };
+        for (path, name, key) in refs {
+            let (name, key) = (name.as_str(), key.as_deref());
             let message = match (secrets.get(&(object.namespace.as_str(), name)), key) {
                 (None, _) => format!(
                     "Secret {}/{} is not in the manifests",
@@ -335,8 +351,10 @@ fn missing_secrets(snapshot: &Snapshot) -> Vec<LoadError> {
                 file,
                 document,
                 object: Some(format!(
-                    "NotificationChannel {}/{}",
-                    object.namespace, object.name
+                    "{} {}/{}",
+                    object.kind.as_str(),
+                    object.namespace,
+                    object.name
                 )),
                 path: Some(path),
                 message,
@@ -436,6 +454,32 @@ mod tests {
     fn read(dir: &Path, max_file_bytes: u64) -> Result<Snapshot, Vec<LoadError>> {
         ManifestFiles::read(&[dir.to_path_buf()], ReadLimits { max_file_bytes })
             .parse("cdot-system")
+    }
+
+    /// A DiscoveryScan naming a credential Secret the manifests lack is refused whole, the
+    /// error naming the file, document, object and field (as for a NotificationChannel).
+    #[test]
+    fn a_scan_without_its_credential_secret_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let scan = "apiVersion: rmm.cdot.io/v1alpha1\nkind: DiscoveryScan\nmetadata: {name: lan, namespace: acme}\nspec:\n  targets: [10.0.0.0/24]\n  methods: {snmp: {credentials: [{version: V2c, secretRef: {name: snmp-lan}}]}}\n";
+        std::fs::write(dir.path().join("scan.yaml"), format!("{DEVICE}---\n{scan}"))
+            .expect("write");
+        let errors = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect_err("refused");
+        assert_eq!(
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "scan.yaml:2: DiscoveryScan acme/lan: spec.methods.snmp.credentials[0].secretRef: Secret acme/snmp-lan is not in the manifests"
+            ]
+        );
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: snmp-lan, namespace: acme}\nstringData: {community: public}\n";
+        std::fs::write(dir.path().join("secret.yaml"), secret).expect("write");
+        assert_eq!(
+            read(dir.path(), DEFAULT_MAX_FILE_BYTES)
+                .expect("valid")
+                .objects
+                .len(),
+            2
+        );
     }
 
     /// A file over the limit is refused by its size: a sparse 5 GiB file is refused at once,

@@ -232,6 +232,19 @@ impl Store {
         Ok(rows.iter().filter_map(decode_object).collect())
     }
 
+    /// Every Device of one class (`spec.class`), in all namespaces: the collectors, without
+    /// reading the whole fleet.
+    pub async fn devices_of_class(&self, class: &str) -> Result<Vec<StoredObject>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_OBJECTS} WHERE kind = 'Device' AND spec->>'class' = $1"
+        )))
+        .bind(class)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::query("list devices of a class"))?;
+        Ok(rows.iter().filter_map(decode_object).collect())
+    }
+
     pub async fn list_objects(
         &self,
         namespace: &str,
