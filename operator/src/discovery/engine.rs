@@ -386,6 +386,10 @@ impl Engine {
         for (namespace, hosts) in by_namespace {
             let devices = self.store.list_objects(&namespace, Kind::Device).await?;
             let mut registrar = Registrar::new(&namespace, &devices, now);
+            for (name, host) in self.store.discovery_proposed(&namespace).await? {
+                registrar.directory.insert(&name, Keys::of_host(&host));
+                registrar.proposed.insert(name);
+            }
             for pending in &hosts {
                 let scan = scans
                     .iter()
@@ -490,16 +494,30 @@ impl Engine {
         )],
     ) {
         let classifier = Classifier::new(&scan.spec.registration);
-        let mut documents = Vec::new();
+        // One Device per proposed name, however many of its addresses answered.
+        let mut proposed: BTreeMap<&str, (BTreeMap<String, String>, Value)> = BTreeMap::new();
         for (host, outcome, device) in hosts {
             let (Some("proposed"), Some(name)) = (outcome.as_deref(), device) else {
                 continue;
             };
             let keys = Keys::of_host(host);
-            let class = classify(&classifier, host);
-            let (labels, spec) = register::new_device(&scan.name, &scan.spec, host, &keys, class);
-            documents.push(register::manifest(&scan.namespace, name, &labels, &spec));
+            match proposed.get_mut(name.as_str()) {
+                Some((_, spec)) => {
+                    if let Some(wider) = register::widened_spec(spec, &scan.spec, host, &keys) {
+                        *spec = wider;
+                    }
+                }
+                None => {
+                    let class = classify(&classifier, host);
+                    let made = register::new_device(&scan.name, &scan.spec, host, &keys, class);
+                    proposed.insert(name, made);
+                }
+            }
         }
+        let documents: Vec<Value> = proposed
+            .iter()
+            .map(|(name, (labels, spec))| register::manifest(&scan.namespace, name, labels, spec))
+            .collect();
         let dir = self.settings.proposals_dir.join(&scan.namespace);
         let path = dir.join(format!("{}.yaml", scan.name));
         let mut text = format!(
@@ -742,6 +760,8 @@ struct Registrar<'a> {
     patches: Vec<StatusPatch>,
     done: Vec<(Uuid, IpAddr, &'static str, Option<String>)>,
     created: Vec<String>,
+    /// Names proposed in this pass (mode Propose): a host matching one is the same proposal.
+    proposed: HashSet<String>,
 }
 
 impl<'a> Registrar<'a> {
@@ -762,6 +782,7 @@ impl<'a> Registrar<'a> {
             patches: Vec::new(),
             done: Vec::new(),
             created: Vec::new(),
+            proposed: HashSet::new(),
         }
     }
 
@@ -783,6 +804,16 @@ impl<'a> Registrar<'a> {
         let classifier = Classifier::new(&scan.spec.registration);
         let class = classify(&classifier, host);
         let discovered = register::discovered(&scan.name, host, &keys, class, self.now);
+        if let Some((name, _)) = self
+            .directory
+            .find(&keys)
+            .filter(|(name, _)| self.proposed.contains(name))
+        {
+            self.directory.insert(&name, keys);
+            self.done
+                .push((pending.run, host.address, "proposed", Some(name)));
+            return Ok(());
+        }
         if let Some((name, on)) = self.directory.find(&keys) {
             tracing::debug!(namespace = self.namespace, address = %host.address, device = %name, matched_on = on.as_str(), "found host matches a Device");
             let outcome = self
@@ -803,6 +834,7 @@ impl<'a> Registrar<'a> {
                 });
                 // Known from now on, so its other addresses are not proposed again.
                 self.directory.insert(&name, keys);
+                self.proposed.insert(name.clone());
                 self.done
                     .push((pending.run, host.address, "proposed", Some(name)));
             }

@@ -88,8 +88,8 @@ const RUN_COLUMNS: &str = "r.id, r.namespace, r.scan, r.scan_uid, r.generation, 
     (extract(epoch FROM r.last_report_at) * 1000)::int8 AS last_report_ms,
     r.restarts, r.total, r.scanned, r.counts, r.settled, r.missing,
     (SELECT count(*) FROM discovery_hosts h WHERE h.run = r.id) AS found,
-    (SELECT count(*) FROM discovery_hosts h WHERE h.run = r.id AND h.outcome IN ('registered', 'proposed')) AS registered,
-    (SELECT count(*) FROM discovery_hosts h WHERE h.run = r.id AND h.outcome = 'updated') AS updated";
+    (SELECT count(DISTINCT device) FROM discovery_hosts h WHERE h.run = r.id AND h.outcome IN ('registered', 'proposed')) AS registered,
+    (SELECT count(DISTINCT device) FROM discovery_hosts h WHERE h.run = r.id AND h.outcome = 'updated') AS updated";
 
 fn run_of(row: &PgRow) -> Run {
     Run {
@@ -306,6 +306,31 @@ impl Store {
         .await
         .map_err(StoreError::query("mark found hosts processed"))?;
         Ok(())
+    }
+
+    /// The hosts of unsettled runs of a namespace already proposed: (Device name, host), so
+    /// that another address of the same box, processed later, joins its proposal.
+    pub async fn discovery_proposed(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, FoundHost)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT h.device, h.facts FROM discovery_hosts h JOIN discovery_runs r ON r.id = h.run
+             WHERE r.namespace = $1 AND NOT r.settled AND h.outcome = 'proposed'",
+        )
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read proposed hosts"))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.get::<Option<String>, _>(0)?,
+                    serde_json::from_value(r.get(1)).ok()?,
+                ))
+            })
+            .collect())
     }
 
     /// Whether a finished run still has hosts to process.

@@ -1,0 +1,330 @@
+//! The discovery engine against a real PostgreSQL, driven through the collector routes
+//! (called through `api::app` with the `DeviceIdentity` the TLS/JWT layer inserts): a run
+//! is assigned with its credentials, reports are stored and answered, found hosts are
+//! matched and proposed, the scan's status follows. The real collector and real SNMP are in
+//! `discovery_e2e.rs`; this covers what needs no network namespace, fast.
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, StatusCode, header},
+};
+use cdot_crds::{
+    api_token::{ApiToken, Role, hash_token},
+    kind::Kind,
+};
+use cdot_operator::{
+    api::{self, AppState, TokenIndex, agent_auth::DeviceIdentity},
+    discovery::Settings,
+    metrics::Metrics,
+    store::{Store, heartbeats::Heartbeat},
+};
+use serde_json::{Value, json};
+use support::{TestDb, wait_for};
+use tokio::sync::watch;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const VIEWER: &str = "cdot_test_discovery_viewer";
+
+struct Harness {
+    _db: TestDb,
+    store: Store,
+    app: Router,
+    collector: DeviceIdentity,
+    proposals: tempfile::TempDir,
+    _stop: watch::Sender<bool>,
+}
+
+async fn insert(store: &Store, kind: &str, name: &str, spec: Value) -> Uuid {
+    sqlx::query(
+        "INSERT INTO objects (namespace, kind, name, uid, spec) VALUES ('acme', $1, $2, gen_random_uuid(), $3)",
+    )
+    .bind(kind)
+    .bind(name)
+    .bind(spec)
+    .execute(store.pool())
+    .await
+    .expect("insert object");
+    store
+        .get_object("acme", Kind::from_kind_name(kind).expect("kind"), name)
+        .await
+        .expect("get")
+        .expect("object")
+        .uid
+}
+
+impl Harness {
+    async fn start(scan: Value) -> Self {
+        let db = TestDb::create().await;
+        let store = Store::connect(&db.url, 8)
+            .await
+            .expect("connect and migrate");
+        let uid = insert(&store, "Device", "col-1", json!({ "class": "Collector" })).await;
+        // A collector that reports is Ready: only Ready collectors get runs.
+        store
+            .record_heartbeats(&[Heartbeat {
+                device_uid: uid,
+                agent_version: "test".into(),
+                last_seen_ms: jiff::Timestamp::now().as_millisecond(),
+                last_metrics: None,
+                report_interval_secs: Some(3600),
+            }])
+            .await
+            .expect("heartbeat");
+        insert(&store, "DiscoveryScan", "lan", scan).await;
+        let state = AppState::new(store.clone(), Arc::new(Metrics::default()));
+        state.replace_tokens(TokenIndex::new(&[ApiToken {
+            name: "viewer".into(),
+            namespace: "acme".into(),
+            token_sha256: hash_token(VIEWER),
+            role: Role::Viewer,
+            namespaces: vec!["acme".into()],
+        }]));
+        state
+            .index
+            .replace(&store.all_objects().await.expect("objects"));
+        state.secrets.replace([(
+            "acme".to_owned(),
+            "snmp-v2".to_owned(),
+            [("community".to_owned(), b"public".to_vec())].into(),
+        )]);
+        let proposals = tempfile::tempdir().expect("tmp");
+        let (stop, shutdown) = watch::channel(false);
+        state.discovery.spawn(
+            store.clone(),
+            state.index.clone(),
+            state.secrets.clone(),
+            None,
+            state.changes.clone(),
+            Settings {
+                interval: Duration::from_millis(200),
+                proposals_dir: proposals.path().to_path_buf(),
+            },
+            shutdown,
+        );
+        let app = api::app(state, Duration::from_secs(20));
+        Self {
+            _db: db,
+            store,
+            app,
+            collector: DeviceIdentity {
+                namespace: "acme".into(),
+                name: "col-1".into(),
+                uid,
+            },
+            proposals,
+            _stop: stop,
+        }
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.app.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn assignments(&self) -> Value {
+        let request = Request::get("/v1/agent/collector/assignments")
+            .extension(self.collector.clone())
+            .body(Body::empty())
+            .expect("request");
+        let (status, body) = self.send(request).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    async fn report(&self, reports: Value) -> (StatusCode, Value) {
+        let batch = json!({
+            "batchId": Uuid::new_v4(),
+            "collectorVersion": "test",
+            "intervalSecs": 10,
+            "scans": reports,
+        });
+        let request = Request::post("/v1/agent/collector/batches")
+            .header(header::CONTENT_TYPE, "application/json")
+            .extension(self.collector.clone())
+            .body(Body::from(serde_json::to_vec(&batch).expect("json")))
+            .expect("request");
+        self.send(request).await
+    }
+
+    async fn scan(&self) -> Value {
+        let request = Request::get("/v1/namespaces/acme/discoveryscans/lan")
+            .header(header::AUTHORIZATION, format!("Bearer {VIEWER}"))
+            .body(Body::empty())
+            .expect("request");
+        let (status, body) = self.send(request).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+}
+
+/// A router found on two addresses (its second one also in its ipAddrTable) and a printer.
+fn hosts() -> Value {
+    let router = |address: &str| {
+        json!({
+            "address": address,
+            "rttMs": 0.4,
+            "snmp": {
+                "credential": 0,
+                "sysName": "rtr-1.example.net",
+                "sysDescr": "Cisco IOS Software, C1100",
+                "sysObjectId": "1.3.6.1.4.1.9.1.1208",
+                "sysUptime": 1234,
+                "chassisId": "00:11:22:33:44:55",
+                "addresses": ["10.0.0.1", "10.0.1.1"],
+                "interfaces": [{ "ifIndex": 1, "name": "Gi0/0", "mac": "00:11:22:33:44:56", "speedBps": 1000000000u64, "operStatus": 1 }],
+                "neighbours": [{ "localPort": "Gi0/1", "chassisId": "00:aa:bb:cc:dd:ee", "portId": "Gi1/0/1", "sysName": "sw-1" }],
+            },
+        })
+    };
+    json!([
+        router("10.0.0.1"),
+        router("10.0.1.1"),
+        {
+            "address": "10.0.0.20",
+            "snmp": {
+                "credential": 0,
+                "sysName": "",
+                "sysDescr": "HP LaserJet M404",
+                "sysObjectId": "1.3.6.1.4.1.11.2.3.9.1",
+                "sysUptime": 99,
+            },
+        },
+    ])
+}
+
+/// One-shot scan in mode Propose: assigned once with its credential, reports stored,
+/// one Device proposed per box (the router's two addresses are one), nothing registered,
+/// and the status tells the run.
+#[tokio::test]
+async fn a_proposing_scan_runs_once_and_proposes_each_box_once() {
+    let h = Harness::start(json!({
+        "targets": ["10.0.0.0/23"],
+        "methods": { "icmp": true, "snmp": { "credentials": [
+            { "version": "V2c", "secretRef": { "name": "snmp-v2" } },
+        ] } },
+        "registration": { "mode": "Propose" },
+    }))
+    .await;
+
+    let assigned = wait_for(Duration::from_secs(20), || async {
+        let a = h.assignments().await;
+        a["scans"].as_array().filter(|s| !s.is_empty()).cloned()
+    })
+    .await
+    .expect("the run was never assigned");
+    assert_eq!(assigned.len(), 1);
+    let run = assigned[0]["run"].as_str().expect("run id").to_owned();
+    assert_eq!(assigned[0]["scan"], "lan");
+    assert_eq!(
+        assigned[0]["snmp"]["credentials"][0]["credentials"],
+        json!({ "type": "community", "community": "public" }),
+        "resolved from the Secret"
+    );
+
+    let now = jiff::Timestamp::now().as_millisecond();
+    let report = |state: &str, scanned: u64, hosts: Value| {
+        json!({
+            "run": run, "scan": "lan", "startedMs": now - 5_000, "t": now, "state": state,
+            "total": 510, "scanned": scanned,
+            "counts": { "icmpProbed": scanned, "icmpAnswered": 3, "snmpProbed": 3, "snmpAnswered": 3, "errors": { "timeout": 7 } },
+            "hosts": hosts,
+        })
+    };
+    // Progress more than the total is refused, naming the field.
+    let (status, body) = h.report(json!([report("Running", 600, json!([]))])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "scans[0].scanned");
+
+    let (status, body) = h.report(json!([report("Running", 300, hosts())])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = h.report(json!([report("Succeeded", 510, json!([]))])).await;
+    assert_eq!(status, StatusCode::OK);
+    // A report of a run that is not this collector's is stored nowhere.
+    let mut stray = report("Running", 1, hosts());
+    stray["run"] = json!(Uuid::new_v4());
+    assert_eq!(h.report(json!([stray])).await.0, StatusCode::OK);
+
+    let scan = wait_for(Duration::from_secs(20), || async {
+        let scan = h.scan().await;
+        (scan["status"]["lastRun"]["phase"] == "Succeeded"
+            && scan["status"]["hosts"]
+                .as_array()
+                .is_some_and(|a| a.len() == 3))
+        .then_some(scan)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the run was not settled"));
+    let status = &scan["status"];
+    assert_eq!(status["phase"], "Succeeded");
+    let last = &status["lastRun"];
+    assert_eq!(last["id"], run);
+    assert_eq!(last["collector"], "col-1");
+    assert_eq!(
+        (last["scanned"].as_u64(), last["total"].as_u64()),
+        (Some(510), Some(510))
+    );
+    assert_eq!(last["found"], 3);
+    assert_eq!(
+        last["registered"], 2,
+        "two proposals: the router once, the printer"
+    );
+    assert_eq!(last["errors"]["timeout"], 7);
+    let outcomes: Vec<(&str, &str, &str)> = status["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| {
+            let text = |k: &str| h[k].as_str().unwrap_or("");
+            (text("address"), text("outcome"), text("device"))
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("10.0.0.1", "proposed", "rtr-1"),
+            ("10.0.0.20", "proposed", "host-10-0-0-20"),
+            ("10.0.1.1", "proposed", "rtr-1"),
+        ]
+    );
+
+    // Nothing registered: the proposals are a file to review.
+    let devices: i64 = sqlx::query_scalar("SELECT count(*) FROM objects WHERE kind = 'Device'")
+        .fetch_one(h.store.pool())
+        .await
+        .expect("count");
+    assert_eq!(devices, 1, "only the collector");
+    let file = h.proposals.path().join("acme").join("lan.yaml");
+    let text = std::fs::read_to_string(&file).expect("proposals written");
+    assert_eq!(text.matches("kind: Device").count(), 2, "{text}");
+    assert_eq!(text.matches("name: rtr-1").count(), 1, "{text}");
+    assert!(
+        text.contains("10.0.1.1") && text.contains("class: Router"),
+        "{text}"
+    );
+    assert!(text.contains("class: Printer"), "{text}");
+
+    // One-shot: it does not run again for the same spec.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        h.assignments().await["scans"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    );
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM discovery_runs")
+        .fetch_one(h.store.pool())
+        .await
+        .expect("count");
+    assert_eq!(runs, 1);
+}
