@@ -328,3 +328,98 @@ async fn a_proposing_scan_runs_once_and_proposes_each_box_once() {
         .expect("count");
     assert_eq!(runs, 1);
 }
+
+/// The topology explains offline Devices: with the router and the two Devices behind it
+/// all offline, only the router's alert is left to page; a Device with a second path (via
+/// the firewall) is not explained by the switch alone.
+#[tokio::test]
+async fn offline_devices_behind_an_offline_router_are_inhibited() {
+    let db = TestDb::create().await;
+    let store = Store::connect(&db.url, 4)
+        .await
+        .expect("connect and migrate");
+    insert(
+        &store,
+        "Device",
+        "col-1",
+        json!({ "class": "Collector", "site": "london" }),
+    )
+    .await;
+    // col-1 — rtr — sw — {srv, ap}; rtr — fw — srv.
+    for (device, remote, name) in [
+        ("rtr", None, "col-1"),
+        ("rtr", Some("sw"), "sw"),
+        ("sw", Some("srv"), "srv"),
+        ("sw", Some("ap"), "ap"),
+        ("rtr", Some("fw"), "fw"),
+        ("fw", Some("srv"), "srv"),
+    ] {
+        sqlx::query(
+            "INSERT INTO topology_links (namespace, device, local_port, remote_chassis, remote_port, remote_device, remote_name, seen_at)
+             VALUES ('acme', $1, $3, $3, 'p', $2, $3, now())",
+        )
+        .bind(device)
+        .bind(remote)
+        .bind(name)
+        .execute(store.pool())
+        .await
+        .expect("link");
+    }
+    let alert = |device: &str| {
+        let id = Uuid::new_v4();
+        let store = store.clone();
+        let device = device.to_owned();
+        async move {
+            sqlx::query(
+                "INSERT INTO alerts (id, namespace, rule, rule_uid, device, device_uid, site, metric, severity, state,
+                                     value, peak, threshold, summary, started_at, fired_at)
+                 VALUES ($1, 'acme', 'offline', gen_random_uuid(), $2, gen_random_uuid(), 'london', 'deviceOffline',
+                         'Critical', 'firing', 1, 1, 1, $2 || ' is offline', now(), now())",
+            )
+            .bind(id)
+            .bind(&device)
+            .execute(store.pool())
+            .await
+            .expect("alert");
+            id
+        }
+    };
+    let rtr = alert("rtr").await;
+    let sw = alert("sw").await;
+    let srv = alert("srv").await;
+    let ap = alert("ap").await;
+    let mut tx = store.pool().begin().await.expect("tx");
+    let all = cdot_operator::alerting::store::alerts_in(&mut tx, &[rtr, sw, srv, ap])
+        .await
+        .expect("alerts");
+    let held = cdot_operator::discovery::inhibit::inhibited(&mut tx, &all)
+        .await
+        .expect("inhibited");
+    let mut by: Vec<(&str, &str)> = held
+        .iter()
+        .map(|h| (h.device.as_str(), h.upstream_device.as_str()))
+        .collect();
+    by.sort_unstable();
+    assert_eq!(by, [("ap", "rtr"), ("srv", "rtr"), ("sw", "rtr")]);
+    assert!(held.iter().all(|h| h.upstream_alert == rtr));
+    tx.rollback().await.expect("rollback");
+
+    // The router back: the access point is behind the switch, the server is not (via fw).
+    sqlx::query("UPDATE alerts SET state = 'resolved', resolved_at = now() WHERE id = $1")
+        .bind(rtr)
+        .execute(store.pool())
+        .await
+        .expect("resolve");
+    let mut tx = store.pool().begin().await.expect("tx");
+    let all = cdot_operator::alerting::store::alerts_in(&mut tx, &[sw, srv, ap])
+        .await
+        .expect("alerts");
+    let held = cdot_operator::discovery::inhibit::inhibited(&mut tx, &all)
+        .await
+        .expect("inhibited");
+    let by: Vec<(&str, &str)> = held
+        .iter()
+        .map(|h| (h.device.as_str(), h.upstream_device.as_str()))
+        .collect();
+    assert_eq!(by, [("ap", "sw")]);
+}

@@ -126,10 +126,11 @@ async fn group(store: &Store, wait_ms: i64) -> Result<(), StoreError> {
         .begin()
         .await
         .map_err(StoreError::query("begin grouping notifications"))?;
-    let queued = alerts::take_queued(&mut tx, wait_ms).await?;
+    let mut queued = alerts::take_queued(&mut tx, wait_ms).await?;
     if queued.is_empty() {
         return Ok(());
     }
+    inhibit(&mut tx, &mut queued).await?;
     let mut groups: BTreeMap<(String, String, String, String, String), Vec<Queued>> =
         BTreeMap::new();
     for q in queued {
@@ -188,6 +189,61 @@ async fn group(store: &Store, wait_ms: i64) -> Result<(), StoreError> {
     tx.commit()
         .await
         .map_err(StoreError::query("commit grouped notifications"))
+}
+
+/// Drops the firing notifications of `deviceOffline` alerts the topology explains (a
+/// Device upstream is offline too, see `crate::discovery::inhibit`): out of the outbox,
+/// with why in both alerts' history.
+async fn inhibit(tx: &mut sqlx::PgConnection, queued: &mut Vec<Queued>) -> Result<(), StoreError> {
+    let firing: Vec<Uuid> = queued
+        .iter()
+        .filter(|q| q.kind == NotificationKind::Firing.as_str())
+        .map(|q| q.alert_id)
+        .collect();
+    if firing.is_empty() {
+        return Ok(());
+    }
+    let candidates = alerts::alerts_in(&mut *tx, &firing).await?;
+    let held = crate::discovery::inhibit::inhibited(&mut *tx, &candidates).await?;
+    if held.is_empty() {
+        return Ok(());
+    }
+    for h in &held {
+        let why = format!(
+            "inhibited: {} is behind {}, whose deviceOffline alert {} is firing (topology)",
+            h.device, h.upstream_device, h.upstream_alert
+        );
+        alerts::add_event(&mut *tx, h.alert, None, "suppressed", None, "", &why).await?;
+        let explains = format!(
+            "explains the deviceOffline alert {} of {} (behind it in the topology)",
+            h.alert, h.device
+        );
+        alerts::add_event(
+            &mut *tx,
+            h.upstream_alert,
+            None,
+            "inhibits",
+            None,
+            "",
+            &explains,
+        )
+        .await?;
+    }
+    let keys: Vec<String> = queued
+        .iter()
+        .filter(|q| {
+            q.kind == NotificationKind::Firing.as_str()
+                && held.iter().any(|h| h.alert == q.alert_id)
+        })
+        .map(|q| q.key.clone())
+        .collect();
+    sqlx::query("DELETE FROM notification_outbox WHERE key = ANY($1)")
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("drop inhibited notifications"))?;
+    queued.retain(|q| !keys.contains(&q.key));
+    Ok(())
 }
 
 fn build(

@@ -9,15 +9,18 @@
 //! - [`identity`], [`classify`], [`register`]: which Device a host is, its class, and what
 //!   it becomes;
 //! - [`engine`]: the task that drives all of it;
+//! - [`topology`]: which Device stands between the collector and another (inhibition);
 //! - [`routes`]: the topology API.
 pub mod assign;
 pub mod classify;
 pub mod collectors;
 pub mod engine;
 pub mod identity;
+pub mod inhibit;
 pub mod register;
 pub mod routes;
 pub mod schedule;
 pub mod store;
+pub mod topology;
 
 pub use engine::{Discovery, Settings};
