@@ -299,7 +299,8 @@ pub struct DeviceStatus {
     /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
     /// when the spec is invalid, the message naming each field; `False` otherwise) and
     /// `Enrolled` (an agent enrolled as this device). `Ready` is `True` while monitoring is not
-    /// paused and an agent or collector reported within three of its metrics intervals.
+    /// paused and its agent (or, for a collector, the collector) reported, or a poll of it
+    /// over SNMP answered, within three of its intervals.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// How the device came to exist.
@@ -320,10 +321,26 @@ pub struct DeviceStatus {
     /// Patch state summary. Not written yet: patching is not implemented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patches: Option<PatchSummary>,
+    /// SNMP polling by a collector: the newest poll that answered. A polled device is
+    /// reporting (`Ready`) while its polls answer, as an agent's device while it reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling: Option<PollingStatus>,
     /// What network discovery last learnt of this device (written by DiscoveryScans; a
     /// device made by hand keeps its spec, discovery only writes here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveredDevice>,
+}
+
+/// The newest SNMP poll of a device that answered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollingStatus {
+    /// The collector that polls it.
+    pub collector: String,
+    /// When the poll answered (RFC 3339).
+    pub last_seen: String,
+    /// Seconds between polls.
+    pub interval_seconds: u64,
 }
 
 /// What discovery learnt of a device: its identity (the keys it is matched on) and whether

@@ -267,6 +267,7 @@ async fn create_tenants(store: &Store, args: &Args) -> anyhow::Result<Vec<Tenant
         tenants.push(Tenant {
             collector: Collector {
                 namespace: namespace.clone(),
+                name: "collector".into(),
                 uid,
                 site: Some("site-0".into()),
             },
@@ -603,6 +604,7 @@ async fn existing_tenants(store: &Store) -> anyhow::Result<Vec<Tenant>> {
         .map(|(namespace, uid, routers)| Tenant {
             collector: Collector {
                 namespace: namespace.clone(),
+                name: "collector".into(),
                 uid,
                 site: Some("site-0".into()),
             },

@@ -102,6 +102,7 @@ pub async fn batches(
     check_devices(&batch, &devices, &identity.namespace).map_err(reject)?;
     let collector = Collector {
         namespace: identity.namespace.clone(),
+        name: identity.name.clone(),
         uid: identity.uid,
         site,
     };

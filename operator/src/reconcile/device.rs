@@ -72,13 +72,35 @@ pub fn observe(
         ..DeviceStatus::default()
     };
     let paused = spec.maintenance.as_ref().is_some_and(|m| m.paused);
-    let last_seen = status.agent.as_ref().and_then(|a| a.last_seen.as_deref());
+    let agent_seen = status.agent.as_ref().and_then(|a| a.last_seen.as_deref());
     let configured = agent_config(spec).metrics_interval_secs;
     let reported = status
         .agent
         .as_ref()
         .and_then(|a| a.report_interval_seconds);
-    let interval = liveness_interval(configured, reported);
+    // The newer sign of life decides: the agent's report or an SNMP poll that answered
+    // (same RFC 3339 form, so they compare as text).
+    let polled = status
+        .polling
+        .as_ref()
+        .filter(|p| agent_seen.is_none_or(|seen| p.last_seen.as_str() > seen));
+    let (last_seen, interval, reporting, missed) = match polled {
+        Some(p) => (
+            Some(p.last_seen.as_str()),
+            p.interval_seconds.max(1),
+            format!(
+                "polled over SNMP by {} every {}s",
+                p.collector, p.interval_seconds
+            ),
+            "no SNMP poll answered",
+        ),
+        None => (
+            agent_seen,
+            liveness_interval(configured, reported),
+            ready_message(configured, reported),
+            "no report",
+        ),
+    };
     let mut observation = match (paused, last_seen) {
         (true, _) => Observation::not_ready(
             owned,
@@ -86,14 +108,12 @@ pub fn observe(
             "monitoring is paused by spec.maintenance.paused",
         ),
         (false, Some(_)) if is_ready(paused, last_seen, now, interval) => {
-            Observation::ready(owned, "Reporting", ready_message(configured, reported))
+            Observation::ready(owned, "Reporting", reporting)
         }
         (false, Some(seen)) => Observation::not_ready(
             owned,
             "Offline",
-            format!(
-                "no report since {seen}: {MISSED_INTERVALS} metrics intervals of {interval}s missed"
-            ),
+            format!("{missed} since {seen}: {MISSED_INTERVALS} intervals of {interval}s missed"),
         ),
         (false, None) => Observation::not_ready(
             owned,
@@ -318,5 +338,33 @@ mod tests {
             }
         );
         assert_eq!(agent_config(&DeviceSpec::default()), AgentConfig::default());
+    }
+
+    /// A network device without an agent is Ready while its SNMP polls answer, and says
+    /// when they stopped.
+    #[test]
+    fn a_polled_device_is_ready_while_its_polls_answer() {
+        let polled = |last_seen: &str| {
+            let status = json!({ "source": "Discovery",
+                "polling": { "collector": "col-1", "lastSeen": last_seen, "intervalSeconds": 60 } });
+            let device = stored(
+                "Device",
+                "acme",
+                "rtr-1",
+                json!({ "class": "Router" }),
+                status,
+            );
+            let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
+            observe(&spec, &device, &World::new(&[]), NOW)
+        };
+        let o = polled("2026-11-25T09:58:00Z");
+        assert_eq!((o.ready.0, o.ready.1), (ConditionStatus::True, "Reporting"));
+        assert_eq!(o.ready.2, "polled over SNMP by col-1 every 60s");
+        let o = polled("2026-11-25T09:56:00Z");
+        assert_eq!((o.ready.0, o.ready.1), (ConditionStatus::False, "Offline"));
+        assert_eq!(
+            o.ready.2,
+            "no SNMP poll answered since 2026-11-25T09:56:00Z: 3 intervals of 60s missed"
+        );
     }
 }

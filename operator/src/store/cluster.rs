@@ -114,6 +114,7 @@ impl Store {
             for statement in [
                 "DELETE FROM agents WHERE uid = $1",
                 "DELETE FROM device_heartbeats WHERE device_uid = $1",
+                "DELETE FROM device_polls WHERE device_uid = $1",
                 "DELETE FROM device_software WHERE device_uid = $1",
             ] {
                 sqlx::query(statement)

@@ -15,11 +15,13 @@ pub struct Liveness {
     pub name: String,
     /// `spec.agent.metricsInterval`, when set.
     pub metrics_interval: Option<String>,
-    /// The interval the agent says it reports at, when it said.
+    /// The interval the agent says it reports at (or, when its polls are the newer sign of
+    /// life, the SNMP poll interval).
     pub report_interval_secs: Option<u64>,
     /// `spec.maintenance.paused`.
     pub paused: bool,
-    /// `status.agent.lastSeen` (RFC 3339), when the device ever reported.
+    /// The newer of `status.agent.lastSeen` and `status.polling.lastSeen` (RFC 3339), when
+    /// the device ever reported or answered a poll.
     pub last_seen: Option<String>,
     /// The stored `Ready` condition's status (`"True"`, `"False"`, ...), when there is one.
     pub ready: Option<String>,
@@ -63,15 +65,18 @@ impl Store {
             sqlx::query_as(
                 // Base tables, not the view: no merged status documents are built, and
                 // containment tests the Ready condition without expanding the array.
-                "SELECT o.namespace, o.name, o.spec->'agent'->>'metricsInterval', h.report_interval_secs,
+                "SELECT o.namespace, o.name, o.spec->'agent'->>'metricsInterval',
+                        CASE WHEN p.last_seen > h.last_seen OR h.device_uid IS NULL THEN p.interval_secs
+                             ELSE h.report_interval_secs END,
                         (o.spec->'maintenance'->>'paused')::boolean,
-                        coalesce(to_char(h.last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                        coalesce(to_char(greatest(h.last_seen, p.last_seen) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                                  o.status->'agent'->>'lastSeen'),
                         CASE WHEN o.status->'conditions' @> '[{\"type\": \"Ready\", \"status\": \"True\"}]' THEN 'True'
                              WHEN o.status->'conditions' @> '[{\"type\": \"Ready\", \"status\": \"False\"}]' THEN 'False'
                              WHEN o.status->'conditions' @> '[{\"type\": \"Ready\"}]' THEN 'Unknown'
                         END
                  FROM objects o LEFT JOIN device_heartbeats h ON h.device_uid = o.uid
+                 LEFT JOIN device_polls p ON p.device_uid = o.uid
                  WHERE o.kind = 'Device'",
             )
             .fetch_all(&self.pool)
@@ -115,16 +120,22 @@ impl Store {
         Ok(rows.iter().filter_map(objects::decode_object).collect())
     }
 
-    /// Forgets the heartbeats of devices that no longer exist; returns how many.
+    /// Forgets the heartbeats and polls of devices that no longer exist; returns how many.
     pub async fn prune_heartbeats(&self) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let mut pruned = 0;
+        for statement in [
             "DELETE FROM device_heartbeats h
              WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.uid = h.device_uid)",
-        )
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::query("prune heartbeats of deleted devices"))?;
-        Ok(done.rows_affected())
+            "DELETE FROM device_polls p
+             WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.uid = p.device_uid)",
+        ] {
+            pruned += sqlx::query(statement)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::query("prune heartbeats of deleted devices"))?
+                .rows_affected();
+        }
+        Ok(pruned)
     }
 }
 
@@ -161,5 +172,50 @@ pub(super) async fn record<'e>(
     .execute(executor)
     .await
     .map_err(StoreError::query("record device heartbeats"))?;
+    Ok(done.rows_affected())
+}
+
+/// The latest successful SNMP poll of one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poll {
+    pub device_uid: Uuid,
+    /// The collector that polled it.
+    pub collector: String,
+    /// Time of the poll (the collector's clock, validated), Unix milliseconds.
+    pub last_seen_ms: i64,
+    pub interval_secs: u32,
+}
+
+/// Records polls; an older one (a replayed batch) never moves `lastSeen` back.
+pub(super) async fn record_polls<'e>(
+    executor: impl PgExecutor<'e>,
+    polls: &[Poll],
+) -> Result<u64, StoreError> {
+    if polls.is_empty() {
+        return Ok(0);
+    }
+    let uids: Vec<Uuid> = polls.iter().map(|p| p.device_uid).collect();
+    let collectors: Vec<&str> = polls.iter().map(|p| p.collector.as_str()).collect();
+    let seen: Vec<i64> = polls.iter().map(|p| p.last_seen_ms).collect();
+    let every: Vec<i32> = polls
+        .iter()
+        .map(|p| i32::try_from(p.interval_secs).unwrap_or(i32::MAX))
+        .collect();
+    let done = sqlx::query(
+        "INSERT INTO device_polls AS p (device_uid, collector, last_seen, interval_secs)
+         SELECT uid, collector, 'epoch'::timestamptz + seen * interval '1 millisecond', every
+         FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::int4[]) AS d(uid, collector, seen, every)
+         ON CONFLICT (device_uid) DO UPDATE SET
+             collector = excluded.collector,
+             last_seen = greatest(p.last_seen, excluded.last_seen),
+             interval_secs = excluded.interval_secs",
+    )
+    .bind(&uids)
+    .bind(&collectors)
+    .bind(&seen)
+    .bind(&every)
+    .execute(executor)
+    .await
+    .map_err(StoreError::query("record device polls"))?;
     Ok(done.rows_affected())
 }

@@ -13,7 +13,7 @@ use super::{NetTable, floor_to, rollup::Fold};
 use crate::store::partitions::{day_of, partition_name};
 use crate::store::{
     Store, StoreError,
-    heartbeats::{self, Heartbeat},
+    heartbeats::{self, Heartbeat, Poll},
 };
 
 /// `sqlx::query(sql)` with the arguments bound in order as `$1`, `$2`, ...
@@ -40,6 +40,8 @@ pub struct DeviceRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collector {
     pub namespace: String,
+    /// Its Device name.
+    pub name: String,
     pub uid: Uuid,
     pub site: Option<String>,
 }
@@ -138,6 +140,7 @@ impl Store {
             summary.probe_rows =
                 write_probes(&mut tx, collector, batch, devices, &existing, &mut late).await?;
             late.mark(&mut tx).await?;
+            heartbeats::record_polls(&mut *tx, &polls(collector, batch, devices)).await?;
             summary.scan_reports_ignored =
                 crate::discovery::store::record_reports(&mut tx, collector.uid, &batch.scans)
                     .await?;
@@ -761,4 +764,32 @@ async fn write_probes(
     .await
     .map_err(StoreError::query("insert probe samples"))?;
     Ok(done.rows_affected())
+}
+
+/// Each polled device's newest interface sample: an SNMP poll that answered.
+fn polls(
+    collector: &Collector,
+    batch: &CollectorBatch,
+    devices: &HashMap<String, DeviceRef>,
+) -> Vec<Poll> {
+    let mut latest: HashMap<&str, (i64, u64)> = HashMap::new();
+    for s in &batch.interfaces {
+        let entry = latest
+            .entry(s.device.as_str())
+            .or_insert((s.t, s.interval_ms));
+        if s.t > entry.0 {
+            *entry = (s.t, s.interval_ms);
+        }
+    }
+    latest
+        .into_iter()
+        .filter_map(|(name, (t, interval_ms))| {
+            Some(Poll {
+                device_uid: devices.get(name)?.uid,
+                collector: collector.name.clone(),
+                last_seen_ms: t,
+                interval_secs: u32::try_from(interval_ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX),
+            })
+        })
+        .collect()
 }
