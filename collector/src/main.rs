@@ -9,6 +9,7 @@ use cdot_agent::{
 };
 use cdot_collector::{
     cli::{Cli, Command, RunArgs},
+    discovery::{self, DiscoveryMetrics},
     flow::{self, FlowConfig, FlowMetrics, FlowSink},
     metrics::{self, ReporterMetrics},
     probe::{self, ProbeMetrics},
@@ -49,6 +50,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let flow_metrics = FlowMetrics::register(&mut registry);
     let snmp_metrics = SnmpMetrics::register(&mut registry);
     let probe_metrics = ProbeMetrics::register(&mut registry);
+    let discovery_metrics = DiscoveryMetrics::register(&mut registry);
     let registry = Arc::new(Mutex::new(registry));
 
     let settings = ReporterSettings {
@@ -64,8 +66,10 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let (flows_tx, flows_rx) = mpsc::channel(QUEUE);
     let (interfaces_tx, interfaces_rx) = mpsc::channel(QUEUE);
     let (probes_tx, probes_rx) = mpsc::channel(QUEUE);
+    let (scans_tx, scans_rx) = mpsc::channel(QUEUE);
     let (snmp_targets_tx, snmp_targets_rx) = watch::channel(Vec::new());
     let (probe_targets_tx, probe_targets_rx) = watch::channel(Vec::new());
+    let (scan_targets_tx, scan_targets_rx) = watch::channel(Vec::new());
     let (devices_tx, devices_rx) = watch::channel(Vec::new());
     let (counters_tx, counters_rx) = mpsc::channel(QUEUE);
 
@@ -100,6 +104,12 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     );
     let probers = probe::spawn(probe_targets_rx, probes_tx, probe_metrics, stop_rx.clone());
+    let scanners = discovery::spawn(
+        scan_targets_rx,
+        scans_tx,
+        discovery_metrics,
+        stop_rx.clone(),
+    );
     let metrics_server = tokio::spawn(metrics::serve(
         args.metrics_listen,
         registry,
@@ -112,10 +122,12 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
                 flows: flows_rx,
                 interfaces: interfaces_rx,
                 probes: probes_rx,
+                scans: scans_rx,
             },
             Outputs {
                 snmp_targets: snmp_targets_tx,
                 probe_targets: probe_targets_tx,
+                scan_targets: scan_targets_tx,
                 devices: devices_tx,
                 stop_components: stop_tx,
             },
@@ -126,6 +138,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<()> {
     let _ = sflow_interfaces.await;
     let _ = pollers.await;
     let _ = probers.await;
+    let _ = scanners.await;
     if let Ok(Err(e)) = metrics_server.await {
         tracing::warn!(error = %e, "metrics endpoint failed");
     }

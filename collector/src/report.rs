@@ -4,6 +4,11 @@
 //! certificate renewal run in tasks of their own, so a slow or frozen operator stops none
 //! of the gathering and spooling: the components' queues keep flowing.
 //!
+//! A collector with nothing to ship and nothing spooled spools an empty batch at its ship
+//! tick, so that its Device reports (and its liveness follows `interval_secs`) before any
+//! flow arrives. A batch waiting in the spool proves the collector alive once delivered,
+//! so empty batches never pile up while the operator is away.
+//!
 //! On shutdown it stops the components, waits for their last output (flows of the current
 //! minute included), stops the other tasks (a send in flight is abandoned; its batch stays
 //! in the spool), spools the last output and makes one last delivery attempt.
@@ -16,9 +21,12 @@ use cdot_agent::{
     spool::{SharedSpool, Spool, SpoolError},
     state::{Credentials, StateError, StatePaths},
 };
-use cdot_crds::wire::collector::{
-    CollectorAssignments, FlowGroup, InterfaceSample, ProbeResult, ProbeTarget, SiteDevice,
-    SnmpTarget,
+use cdot_crds::wire::{
+    collector::{
+        CollectorAssignments, FlowGroup, InterfaceSample, ProbeResult, ProbeTarget, SiteDevice,
+        SnmpTarget,
+    },
+    discovery::{ScanAssignment, ScanReport},
 };
 use tokio::{
     sync::{Notify, mpsc, watch},
@@ -26,7 +34,10 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-use crate::{metrics::ReporterMetrics, ship::Pending};
+use crate::{
+    metrics::ReporterMetrics,
+    ship::{self, Pending},
+};
 
 /// Route of collector batches under `/v1/agent`.
 pub const BATCH_ROUTE: &str = "collector/batches";
@@ -78,12 +89,15 @@ pub struct Inputs {
     pub flows: mpsc::Receiver<Vec<FlowGroup>>,
     pub interfaces: mpsc::Receiver<Vec<InterfaceSample>>,
     pub probes: mpsc::Receiver<Vec<ProbeResult>>,
+    pub scans: mpsc::Receiver<ScanReport>,
 }
 
 /// What the components are told.
 pub struct Outputs {
     pub snmp_targets: watch::Sender<Vec<SnmpTarget>>,
     pub probe_targets: watch::Sender<Vec<ProbeTarget>>,
+    /// Discovery runs to run.
+    pub scan_targets: watch::Sender<Vec<ScanAssignment>>,
     /// Devices and their addresses, to attribute sFlow counters.
     pub devices: watch::Sender<Vec<SiteDevice>>,
     /// Set to true to stop the components.
@@ -154,29 +168,33 @@ impl Reporter {
         let mut ship_tick = tokio::time::interval(self.settings.ship_interval);
         ship_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stopping = false;
-        let (mut flows_open, mut interfaces_open, mut probes_open) = (true, true, true);
+        let mut open = Open::default();
         // Nothing in this loop waits on the operator.
-        while !stopping || flows_open || interfaces_open || probes_open {
+        while !stopping || open.any() {
             tokio::select! {
                 biased;
                 () = &mut shutdown, if !stopping => {
                     stopping = true;
                     let _ = outputs.stop_components.send(true);
                 }
-                groups = inputs.flows.recv(), if flows_open => match groups {
+                groups = inputs.flows.recv(), if open.flows => match groups {
                     Some(groups) => self.pending.flows.extend(groups),
-                    None => flows_open = false,
+                    None => open.flows = false,
                 },
-                samples = inputs.interfaces.recv(), if interfaces_open => match samples {
+                samples = inputs.interfaces.recv(), if open.interfaces => match samples {
                     Some(samples) => self.pending.interfaces.extend(samples),
-                    None => interfaces_open = false,
+                    None => open.interfaces = false,
                 },
-                results = inputs.probes.recv(), if probes_open => match results {
+                results = inputs.probes.recv(), if open.probes => match results {
                     Some(results) => self.pending.probes.extend(results),
-                    None => probes_open = false,
+                    None => open.probes = false,
+                },
+                report = inputs.scans.recv(), if open.scans => match report {
+                    Some(report) => self.pending.scans.push(report),
+                    None => open.scans = false,
                 },
                 _ = ship_tick.tick(), if !stopping => {
-                    if self.spool_pending() {
+                    if self.spool_pending(Heartbeat::WhenIdle) {
                         wake.notify_one();
                     }
                 }
@@ -188,7 +206,7 @@ impl Reporter {
                 tracing::error!(task, error = %e, "reporter task failed");
             }
         }
-        self.spool_pending();
+        self.spool_pending(Heartbeat::Never);
         let client = client_rx.borrow().clone();
         self.final_drain(&client).await;
         tracing::info!(
@@ -244,12 +262,17 @@ impl Reporter {
         ]
     }
 
-    /// Writes everything pending to the spool, one file per batch; true when a batch was
-    /// spooled. Batches are compressed outside the lock, which delivery needs too.
-    fn spool_pending(&mut self) -> bool {
+    /// Writes everything pending to the spool, one file per batch (with `heartbeat`, an
+    /// empty batch when nothing is pending or spooled); true when a batch was spooled.
+    /// Batches are compressed outside the lock, which delivery needs too.
+    fn spool_pending(&mut self, heartbeat: Heartbeat) -> bool {
         let mut spooled = false;
         let every = u32::try_from(self.settings.ship_interval.as_secs().max(1)).unwrap_or(u32::MAX);
-        for mut batch in self.pending.take_batches() {
+        let mut batches = self.pending.take_batches();
+        if batches.is_empty() && heartbeat == Heartbeat::WhenIdle && self.spool.lock().is_empty() {
+            batches.push(ship::heartbeat());
+        }
+        for mut batch in batches {
             batch.interval_secs = Some(every);
             let body = match gzip_json(&batch) {
                 Ok(body) => body,
@@ -292,6 +315,40 @@ impl Reporter {
     }
 }
 
+/// Whether a ship tick with nothing to ship spools an empty batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Heartbeat {
+    /// At a ship tick: when nothing is pending and the spool is empty.
+    WhenIdle,
+    /// On shutdown: the collector stops reporting.
+    Never,
+}
+
+/// Which component queues are still open.
+struct Open {
+    flows: bool,
+    interfaces: bool,
+    probes: bool,
+    scans: bool,
+}
+
+impl Default for Open {
+    fn default() -> Self {
+        Self {
+            flows: true,
+            interfaces: true,
+            probes: true,
+            scans: true,
+        }
+    }
+}
+
+impl Open {
+    fn any(&self) -> bool {
+        self.flows || self.interfaces || self.probes || self.scans
+    }
+}
+
 /// Counts a delivery attempt and updates the spool gauges.
 fn record(metrics: &ReporterMetrics, spool: &SharedSpool, outcome: &Delivery) {
     match outcome {
@@ -315,6 +372,7 @@ fn record(metrics: &ReporterMetrics, spool: &SharedSpool, outcome: &Delivery) {
 struct Targets {
     snmp: watch::Sender<Vec<SnmpTarget>>,
     probes: watch::Sender<Vec<ProbeTarget>>,
+    scans: watch::Sender<Vec<ScanAssignment>>,
     devices: watch::Sender<Vec<SiteDevice>>,
 }
 
@@ -323,6 +381,7 @@ impl Outputs {
         Targets {
             snmp: self.snmp_targets.clone(),
             probes: self.probe_targets.clone(),
+            scans: self.scan_targets.clone(),
             devices: self.devices.clone(),
         }
     }
@@ -335,11 +394,13 @@ impl Targets {
             snmp = assignments.snmp.len(),
             probes = assignments.probes.len(),
             devices = assignments.devices.len(),
+            scans = assignments.scans.len(),
             "assignments fetched"
         );
         publish(&self.devices, assignments.devices);
         publish(&self.snmp, assignments.snmp);
         publish(&self.probes, assignments.probes);
+        publish(&self.scans, assignments.scans);
     }
 }
 

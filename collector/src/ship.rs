@@ -1,8 +1,10 @@
 //! What the components produced since the last shipment, cut into batches that each fit
-//! the operator's body limit, ready for the spool.
+//! the operator's body limit, ready for the spool; and the empty batch of an idle
+//! collector, which keeps its Device reporting.
 use cdot_crds::wire::{
     MAX_BODY_BYTES,
     collector::{CollectorBatch, FlowGroup, InterfaceSample, MAX_ITEMS_PER_BATCH, ProbeResult},
+    discovery::ScanReport,
 };
 use uuid::Uuid;
 
@@ -18,11 +20,16 @@ pub struct Pending {
     pub flows: Vec<FlowGroup>,
     pub interfaces: Vec<InterfaceSample>,
     pub probes: Vec<ProbeResult>,
+    /// Discovery reports, in the order each run sent them.
+    pub scans: Vec<ScanReport>,
 }
 
 impl Pending {
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty() && self.interfaces.is_empty() && self.probes.is_empty()
+        self.flows.is_empty()
+            && self.interfaces.is_empty()
+            && self.probes.is_empty()
+            && self.scans.is_empty()
     }
 
     /// Takes everything as batches of at most [`TARGET_BATCH_BYTES`] of JSON and
@@ -34,6 +41,7 @@ impl Pending {
         let flows = std::mem::take(&mut self.flows);
         let interfaces = std::mem::take(&mut self.interfaces);
         let probes = std::mem::take(&mut self.probes);
+        let scans = std::mem::take(&mut self.scans);
         // Sizes are measured item by item: serialising an item again is cheap next to
         // compressing and sending it, and an estimate could overshoot the operator's limit.
         let mut place = |batches: &mut Vec<CollectorBatch>,
@@ -66,11 +74,23 @@ impl Pending {
             });
             current.probes.push(result);
         }
+        for report in scans {
+            place(&mut batches, &mut current, json_len(&report), |b| {
+                b.scans.len()
+            });
+            current.scans.push(report);
+        }
         if !is_empty(&current) {
             batches.push(current);
         }
         batches
     }
+}
+
+/// A batch with nothing in it: sent by an idle collector at its ship interval, so that the
+/// operator sees it alive (the batch carries `interval_secs`).
+pub fn heartbeat() -> CollectorBatch {
+    new_batch()
 }
 
 fn new_batch() -> CollectorBatch {
@@ -82,7 +102,10 @@ fn new_batch() -> CollectorBatch {
 }
 
 fn is_empty(batch: &CollectorBatch) -> bool {
-    batch.flows.is_empty() && batch.interfaces.is_empty() && batch.probes.is_empty()
+    batch.flows.is_empty()
+        && batch.interfaces.is_empty()
+        && batch.probes.is_empty()
+        && batch.scans.is_empty()
 }
 
 fn json_len<T: serde::Serialize>(item: &T) -> usize {
@@ -144,5 +167,35 @@ mod tests {
     #[test]
     fn nothing_pending_makes_no_batch() {
         assert!(Pending::default().take_batches().is_empty());
+    }
+
+    #[test]
+    fn scan_reports_are_shipped_in_order() {
+        use cdot_crds::wire::discovery::{ScanCounts, ScanState};
+        let report = |scanned: u64| ScanReport {
+            run: Uuid::nil(),
+            scan: "lan".into(),
+            started_ms: 1,
+            t: 2,
+            state: ScanState::Running,
+            error: None,
+            total: 254,
+            scanned,
+            counts: ScanCounts::default(),
+            hosts: Vec::new(),
+        };
+        let mut pending = Pending {
+            scans: vec![report(1), report(2)],
+            ..Default::default()
+        };
+        assert!(!pending.is_empty());
+        let batches = pending.take_batches();
+        assert!(pending.is_empty());
+        let [batch] = batches.as_slice() else {
+            panic!("one batch: {batches:?}");
+        };
+        let scanned: Vec<u64> = batch.scans.iter().map(|r| r.scanned).collect();
+        assert_eq!(scanned, [1, 2]);
+        assert!(is_empty(&heartbeat()));
     }
 }

@@ -1,12 +1,15 @@
 //! Fixtures for the workspace's tests, written once: a PostgreSQL database per test
 //! ([`pg::TestDb`]), network namespaces on a private bridge where real peers (snmpd,
 //! softflowd, ping targets) run ([`netns::Lab`]), net-snmp agents on them
-//! ([`snmpd::Snmpd`]), daemons stopped gracefully ([`process::Daemon`]), hosts that answer pings late ([`echo::DelayedEcho`]), a server
+//! ([`snmpd::Snmpd`]), the network discovery scans ([`discovery_lab::DiscoveryLab`]), the
+//! probes a test sends into a lab ([`tap::PacketTap`]), daemons stopped gracefully
+//! ([`process::Daemon`]), hosts that answer pings late ([`echo::DelayedEcho`]), a server
 //! that freezes ([`frozen::FreezableProxy`]), a recording HTTPS server
 //! ([`receiver::Receiver`]), an SMTP server ([`smtp::SmtpPeer`]), a real operator seeded
 //! through its agent API ([`operator::Operator`], [`operator::MadeUpAgent`]), and paths of
 //! workspace binaries.
 pub mod bins;
+pub mod discovery_lab;
 pub mod echo;
 pub mod frozen;
 pub mod kube_emulator;
@@ -17,6 +20,7 @@ pub mod process;
 pub mod receiver;
 pub mod smtp;
 pub mod snmpd;
+pub mod tap;
 pub mod tls;
 
 use std::net::TcpListener;

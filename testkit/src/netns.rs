@@ -94,6 +94,11 @@ impl Lab {
         Ipv4Addr::new(10, OCTET, self.subnet, 1)
     }
 
+    /// The test process's interface on the segment (in the root namespace).
+    pub fn root_interface(&self) -> &str {
+        &self.root_if
+    }
+
     /// Adds a host namespace on the segment.
     pub fn add_host(&self) -> Host {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());

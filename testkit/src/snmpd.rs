@@ -15,6 +15,7 @@
 //! println!("agent at {}", agent.endpoint());
 //! ```
 use std::{
+    net::Ipv4Addr,
     path::PathBuf,
     process::{Child, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -32,6 +33,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct SnmpdConfig {
     lines: Vec<String>,
     views: u32,
+    /// Addresses listened on besides the host's own.
+    also_on: Vec<Ipv4Addr>,
 }
 
 impl SnmpdConfig {
@@ -89,6 +92,13 @@ impl SnmpdConfig {
         self
     }
 
+    /// Also listens on `address` (another address of the host), as a router answers on
+    /// each of its addresses.
+    pub fn also_on(mut self, address: Ipv4Addr) -> Self {
+        self.also_on.push(address);
+        self
+    }
+
     /// Any other snmpd.conf line.
     pub fn line(mut self, line: &str) -> Self {
         self.lines.push(line.to_owned());
@@ -115,7 +125,11 @@ impl Snmpd {
         ));
         std::fs::create_dir_all(dir.join("persist"))
             .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let mut conf = format!("agentAddress udp:{}:161\n", host.addr);
+        let mut conf = format!("agentAddress udp:{}:161", host.addr);
+        for address in &config.also_on {
+            conf.push_str(&format!(",udp:{address}:161"));
+        }
+        conf.push('\n');
         for line in &config.lines {
             conf.push_str(line);
             conf.push('\n');

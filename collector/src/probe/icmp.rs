@@ -1,16 +1,9 @@
 //! ICMP echo rounds with `surge-ping`: a few echoes spaced over part of the interval, their
 //! round-trip times summarised into a [`ProbeResult`].
-use std::{
-    net::IpAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU16, Ordering},
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use cdot_crds::wire::collector::{ProbeResult, ProbeTarget};
-use surge_ping::{Client, Config, ICMP, PingIdentifier, PingSequence, SurgeError};
+use surge_ping::{Client, PingSequence, SurgeError};
 use tokio::{
     sync::OnceCell,
     time::{Instant, sleep_until},
@@ -22,11 +15,13 @@ use super::{
     metrics::ProbeMetrics,
     stats,
 };
+use crate::{
+    icmp::{self, PAYLOAD},
+    unix_ms,
+};
 
 /// Echoes per round.
 const ECHOES: u16 = 5;
-/// Echo payload (with the 8-byte ICMP header, the 64 bytes `ping` sends by default).
-const PAYLOAD: [u8; 56] = [0; 56];
 /// Longest wait between echoes and for one reply.
 const MAX_SPACING: Duration = Duration::from_secs(1);
 const MAX_TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,12 +49,11 @@ impl RoundPlan {
 }
 
 /// Sends echo rounds; clones share the ICMP sockets (opened on first use, one per address
-/// family) and the identifier sequence.
+/// family).
 #[derive(Clone)]
 pub struct Prober {
     v4: Arc<OnceCell<Client>>,
     v6: Arc<OnceCell<Client>>,
-    next_ident: Arc<AtomicU16>,
     metrics: ProbeMetrics,
 }
 
@@ -69,9 +63,6 @@ impl Prober {
         Self {
             v4: Arc::default(),
             v6: Arc::default(),
-            // Different per process, so that two collectors probing one host do not take
-            // each other's replies.
-            next_ident: Arc::new(AtomicU16::new(first_ident())),
             metrics,
         }
     }
@@ -103,20 +94,20 @@ impl Prober {
         };
         let addr = resolve(&id).await?;
         let client = self.client(&id, addr).await?;
-        let ident = PingIdentifier(self.next_ident.fetch_add(1, Ordering::Relaxed));
-        let mut pinger = client.pinger(addr, ident).await;
+        let mut pinger = client.pinger(addr, icmp::next_ident()).await;
         pinger.timeout(plan.timeout);
         let mut rtts = Vec::with_capacity(usize::from(plan.echoes));
         for seq in 0..plan.echoes {
             let sent_at = Instant::now();
             self.metrics.echoes_sent.inc();
             match pinger.ping(PingSequence(seq), &PAYLOAD).await {
-                Ok((_reply, rtt)) => {
+                Ok((reply, rtt)) if icmp::is_echo_reply(&reply) => {
                     self.metrics.echoes_received.inc();
                     self.metrics.rtt.observe(rtt.as_secs_f64());
                     rtts.push(Some(rtt));
                 }
-                Err(SurgeError::Timeout { .. }) => rtts.push(None),
+                // An ICMP error (unreachable) is a lost echo too.
+                Ok(_) | Err(SurgeError::Timeout { .. }) => rtts.push(None),
                 Err(error) => {
                     // Counted as lost: an unreachable network is what the probe measures.
                     self.metrics.error("send").inc();
@@ -150,17 +141,16 @@ impl Prober {
     }
 
     async fn client(&self, id: &ProbeId, addr: IpAddr) -> Result<Client, ProbeError> {
-        let (cell, kind, family) = match addr {
-            IpAddr::V4(_) => (&self.v4, ICMP::V4, "IPv4"),
-            IpAddr::V6(_) => (&self.v6, ICMP::V6, "IPv6"),
+        let cell = match addr {
+            IpAddr::V4(_) => &self.v4,
+            IpAddr::V6(_) => &self.v6,
         };
+        let (kind, family) = icmp::family(addr);
         cell.get_or_try_init(|| async {
-            Client::new(&Config::builder().kind(kind).build()).map_err(|source| {
-                ProbeError::Socket {
-                    probe: id.clone(),
-                    family,
-                    source,
-                }
+            icmp::open(kind).map_err(|source| ProbeError::Socket {
+                probe: id.clone(),
+                family,
+                source,
             })
         })
         .await
@@ -183,21 +173,6 @@ async fn resolve(id: &ProbeId) -> Result<IpAddr, ProbeError> {
         .next()
         .map(|a| a.ip())
         .ok_or_else(|| ProbeError::NoAddress { probe: id.clone() })
-}
-
-fn first_ident() -> u16 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    (nanos ^ std::process::id()) as u16
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

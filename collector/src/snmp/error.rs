@@ -1,22 +1,19 @@
-//! Errors of SNMP polling. Each names the device and its agent and, for a request, the OID;
-//! none carries a credential.
+//! Errors of SNMP polling and discovery. Each names the agent and what it was asked for (a
+//! device, a scan) and, for a request, the OID; none carries a credential.
 use std::{fmt, sync::Arc};
 
-/// The agent a request went to, as configured: `device (address port N)`.
+/// The agent a request went to, as configured: `device sw1 (address port N)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Agent {
-    pub device: String,
+    /// What the agent is asked for: `device sw1`, `scan lan`.
+    pub name: String,
     pub address: String,
     pub port: u16,
 }
 
 impl fmt::Display for Agent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "device {} ({} port {})",
-            self.device, self.address, self.port
-        )
+        write!(f, "{} ({} port {})", self.name, self.address, self.port)
     }
 }
 
@@ -46,6 +43,12 @@ pub enum SnmpError {
     NoAddress { agent: Arc<Agent> },
     #[error("{agent}: cannot open an SNMP session: {message}")]
     Session { agent: Arc<Agent>, message: String },
+    #[error("{agent}: SNMPv3 engine discovery failed: {source}")]
+    EngineDiscovery {
+        agent: Arc<Agent>,
+        #[source]
+        source: snmp2::Error,
+    },
     #[error(
         "{agent}: {request} of {oid} not answered within {timeout_ms} ms ({attempts} attempts)"
     )]
@@ -110,6 +113,7 @@ impl SnmpError {
             Self::CredentialsMismatch { .. } => "credentials_mismatch",
             Self::Resolve { .. } | Self::NoAddress { .. } => "resolve",
             Self::Session { .. } => "session",
+            Self::EngineDiscovery { .. } => "engine_discovery",
             Self::Timeout { .. } => "timeout",
             Self::Protocol { .. } => "protocol",
             Self::ErrorStatus { .. } => "error_status",

@@ -9,11 +9,11 @@
 pub mod counters;
 mod error;
 mod metrics;
-mod oids;
+pub(crate) mod oids;
 mod poller;
 mod runner;
-mod session;
-mod walk;
+pub(crate) mod session;
+pub(crate) mod walk;
 
 pub use counters::{CounterSet, CounterWidth, NoRate};
 pub use error::{Agent, SnmpError};

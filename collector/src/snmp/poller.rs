@@ -3,7 +3,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use cdot_crds::wire::collector::{InterfaceSample, SnmpTarget};
@@ -16,8 +16,9 @@ use super::{
     metrics::SnmpMetrics,
     oids::{self, dotted},
     session::{Request, Session, SnmpValue},
-    walk::{Row, walk_columns},
+    walk::{Row, index_columns, walk_columns},
 };
+use crate::unix_ms;
 
 /// ifOperStatus up(1).
 const OPER_UP: u8 = 1;
@@ -115,7 +116,7 @@ impl Poller {
     /// not fit the SNMP version. Nothing is sent yet.
     pub fn new(target: SnmpTarget, metrics: SnmpMetrics) -> Result<Self, SnmpError> {
         let agent = Arc::new(Agent {
-            device: target.device.clone(),
+            name: format!("device {}", target.device),
             address: target.address.clone(),
             port: target.port,
         });
@@ -348,26 +349,6 @@ fn selected(filters: &[Regex], name: &str, descr: &str, oper_status: u8) -> bool
 /// in/out errors and discards of a row, as read with the main columns.
 type ErrorCounters = [u32; 4];
 
-/// The values of each ifIndex across `columns`: `values[c]` is column c's value.
-fn index_columns(columns: &[Vec<Row>]) -> BTreeMap<u32, Vec<Option<&SnmpValue>>> {
-    let mut by_index: BTreeMap<u32, Vec<Option<&SnmpValue>>> = BTreeMap::new();
-    for (c, rows) in columns.iter().enumerate() {
-        for (index, value) in rows {
-            // IF-MIB tables have a single index, ifIndex (1..2147483647).
-            let [if_index] = index.as_slice() else {
-                continue;
-            };
-            let Ok(if_index) = u32::try_from(*if_index) else {
-                continue;
-            };
-            by_index
-                .entry(if_index)
-                .or_insert_with(|| vec![None; columns.len()])[c] = Some(value);
-        }
-    }
-    by_index
-}
-
 /// Gives the rows without 64-bit counters the ifTable's 32-bit ones.
 fn add_counter32(rows: &mut BTreeMap<u32, (ErrorCounters, InterfaceRow)>, counter32: &[Vec<Row>]) {
     let by_index = index_columns(counter32);
@@ -397,13 +378,6 @@ fn add_counter32(rows: &mut BTreeMap<u32, (ErrorCounters, InterfaceRow)>, counte
             });
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

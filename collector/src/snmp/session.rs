@@ -1,6 +1,6 @@
 //! One SNMP agent over `snmp2`'s async session, with what the crate leaves out: a timeout
-//! and retries on every request, v3 engine rediscovery, and responses copied out of the
-//! session's receive buffer into owned values.
+//! and retries on every request, v3 engine rediscovery, responses copied out of the
+//! session's receive buffer into owned values, and (for discovery) a shared packet rate.
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -19,6 +19,7 @@ use super::{
     error::{Agent, SnmpError},
     oids::dotted,
 };
+use crate::pace::Pacer;
 
 /// Shortest request timeout, whatever the target says.
 const MIN_TIMEOUT: Duration = Duration::from_millis(50);
@@ -36,6 +37,8 @@ pub enum SnmpValue {
     Unsigned32(u32),
     Timeticks(u32),
     Counter64(u64),
+    /// An OBJECT IDENTIFIER's arcs (sysObjectID).
+    ObjectIdentifier(Vec<u64>),
     EndOfMibView,
     NoSuchObject,
     NoSuchInstance,
@@ -75,6 +78,7 @@ impl SnmpValue {
             Self::Unsigned32(_) => "Gauge32",
             Self::Timeticks(_) => "TimeTicks",
             Self::Counter64(_) => "Counter64",
+            Self::ObjectIdentifier(_) => "OBJECT IDENTIFIER",
             Self::EndOfMibView => "endOfMibView",
             Self::NoSuchObject => "noSuchObject",
             Self::NoSuchInstance => "noSuchInstance",
@@ -90,12 +94,12 @@ impl SnmpValue {
             Value::Unsigned32(v) => Self::Unsigned32(*v),
             Value::Timeticks(v) => Self::Timeticks(*v),
             Value::Counter64(v) => Self::Counter64(*v),
+            Value::ObjectIdentifier(oid) => Self::ObjectIdentifier(arcs(oid)),
             Value::EndOfMibView => Self::EndOfMibView,
             Value::NoSuchObject => Self::NoSuchObject,
             Value::NoSuchInstance => Self::NoSuchInstance,
             Value::Boolean(_) => Self::Other("BOOLEAN"),
             Value::Null => Self::Other("NULL"),
-            Value::ObjectIdentifier(_) => Self::Other("OBJECT IDENTIFIER"),
             Value::IpAddress(_) => Self::Other("IpAddress"),
             Value::Opaque(_) => Self::Other("Opaque"),
             _ => Self::Other("constructed"),
@@ -103,8 +107,15 @@ impl SnmpValue {
     }
 }
 
-/// One variable binding of a response. An OID with an arc beyond 64 bits (no real agent
-/// sends one) comes out empty, which is outside every table.
+/// An OID's arcs; empty for an OID with an arc beyond 64 bits (no real agent sends one).
+fn arcs(oid: &Oid<'_>) -> Vec<u64> {
+    oid.iter()
+        .map(|arcs| arcs.collect::<Vec<u64>>())
+        .unwrap_or_default()
+}
+
+/// One variable binding of a response. An OID with an arc beyond 64 bits comes out empty,
+/// which is outside every table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Varbind {
     pub oid: Vec<u64>,
@@ -126,10 +137,7 @@ impl Response {
         let varbinds = pdu
             .varbinds
             .map(|(oid, value)| Varbind {
-                oid: oid
-                    .iter()
-                    .map(|arcs| arcs.collect::<Vec<u64>>())
-                    .unwrap_or_default(),
+                oid: arcs(&oid),
                 value: SnmpValue::from_wire(&value),
             })
             .collect();
@@ -180,6 +188,29 @@ enum Security {
     V3(Box<v3::Security>),
 }
 
+/// How a session authenticates and waits: what a session needs of an [`SnmpTarget`] (or of
+/// a discovery run's credential).
+#[derive(Clone, Copy, Debug)]
+pub struct SessionConfig<'a> {
+    pub version: SnmpVersion,
+    pub credentials: &'a SnmpCredentials,
+    /// Per attempt.
+    pub timeout: Duration,
+    /// Attempts after the first, after a timeout or an unreadable answer.
+    pub retries: u8,
+}
+
+impl<'a> SessionConfig<'a> {
+    pub fn of(target: &'a SnmpTarget) -> Self {
+        Self {
+            version: target.version,
+            credentials: &target.credentials,
+            timeout: Duration::from_millis(target.timeout_ms),
+            retries: target.retries,
+        }
+    }
+}
+
 /// A session to one agent; reconnects (and rediscovers a v3 engine) after a failure.
 pub struct Session {
     agent: Arc<Agent>,
@@ -188,6 +219,7 @@ pub struct Session {
     retries: u8,
     inner: Option<AsyncSession>,
     timeouts: Counter,
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl Session {
@@ -198,12 +230,21 @@ impl Session {
         agent: Arc<Agent>,
         timeouts: Counter,
     ) -> Result<Self, SnmpError> {
+        Self::with_config(SessionConfig::of(target), agent, timeouts)
+    }
+
+    /// A session as `config` says; see [`Session::new`].
+    pub fn with_config(
+        config: SessionConfig<'_>,
+        agent: Arc<Agent>,
+        timeouts: Counter,
+    ) -> Result<Self, SnmpError> {
         let mismatch = |version, expected| SnmpError::CredentialsMismatch {
             agent: agent.clone(),
             version,
             expected,
         };
-        let security = match (target.version, &target.credentials) {
+        let security = match (config.version, config.credentials) {
             (SnmpVersion::V1, SnmpCredentials::Community { community }) => {
                 Security::V1(community.as_bytes().to_vec())
             }
@@ -223,11 +264,19 @@ impl Session {
         Ok(Self {
             agent,
             security,
-            timeout: Duration::from_millis(target.timeout_ms).max(MIN_TIMEOUT),
-            retries: target.retries,
+            timeout: config.timeout.max(MIN_TIMEOUT),
+            retries: config.retries,
             inner: None,
             timeouts,
+            pacer: None,
         })
+    }
+
+    /// Every packet this session sends (requests, retries, v3 engine discovery) waits for
+    /// a slot of `pacer` first.
+    pub(crate) fn paced(mut self, pacer: Arc<Pacer>) -> Self {
+        self.pacer = Some(pacer);
+        self
     }
 
     /// Whether GETBULK is available (v2c and v3).
@@ -252,17 +301,24 @@ impl Session {
         while attempt <= u32::from(self.retries) {
             let mut session = match self.inner.take() {
                 Some(session) => session,
-                None => match timeout(self.timeout, self.connect()).await {
-                    Ok(Ok(session)) => session,
-                    Ok(Err(error)) => return Err(error),
-                    Err(_) => {
-                        self.timeouts.inc();
-                        attempt += 1;
-                        last_error = Some(self.timeout_error(&request, attempt));
-                        continue;
+                None => {
+                    if matches!(self.security, Security::V3(_)) {
+                        // Engine discovery is a packet of its own.
+                        self.pace().await;
                     }
-                },
+                    match timeout(self.timeout, self.connect()).await {
+                        Ok(Ok(session)) => session,
+                        Ok(Err(error)) => return Err(error),
+                        Err(_) => {
+                            self.timeouts.inc();
+                            attempt += 1;
+                            last_error = Some(self.timeout_error(&request, attempt));
+                            continue;
+                        }
+                    }
+                }
             };
+            self.pace().await;
             match timeout(self.timeout, execute(&mut session, &request, &refs)).await {
                 Ok(Ok(response)) => {
                     self.inner = Some(session);
@@ -290,6 +346,12 @@ impl Session {
             attempt += 1;
         }
         Err(last_error.unwrap_or_else(|| self.timeout_error(&request, attempt)))
+    }
+
+    async fn pace(&self) {
+        if let Some(pacer) = &self.pacer {
+            pacer.wait().await;
+        }
     }
 
     fn timeout_error(&self, request: &Request<'_>, attempts: u32) -> SnmpError {
@@ -350,7 +412,13 @@ impl Session {
                     .await
                     .map_err(|e| session_error(&e))?;
                 // Engine discovery: learns the agent's engine id, boots and time.
-                session.init().await.map_err(|e| session_error(&e))?;
+                session
+                    .init()
+                    .await
+                    .map_err(|source| SnmpError::EngineDiscovery {
+                        agent: self.agent.clone(),
+                        source,
+                    })?;
                 Ok(session)
             }
         }
@@ -445,7 +513,7 @@ mod tests {
 
     fn agent() -> Arc<Agent> {
         Arc::new(Agent {
-            device: "sw1".into(),
+            name: "device sw1".into(),
             address: "192.0.2.1".into(),
             port: 161,
         })

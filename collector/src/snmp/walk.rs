@@ -1,6 +1,6 @@
 //! Walking table columns: GETBULK over all columns at once (v2c, v3), or GETNEXT column
 //! by column (v1). `snmp2` has no walk of its own.
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::{
     error::{Agent, SnmpError},
@@ -25,7 +25,25 @@ pub async fn walk_columns(
     session: &mut Session,
     columns: &[&[u64]],
 ) -> Result<Vec<Vec<Row>>, SnmpError> {
+    walk_to_end(session, Walk::new(columns)).await
+}
+
+/// Walks every column in `columns` until its end or its first `rows` rows, whichever comes
+/// first: a bounded read of tables that may be larger than what is kept of them.
+pub async fn walk_columns_up_to(
+    session: &mut Session,
+    columns: &[&[u64]],
+    rows: usize,
+) -> Result<Vec<Vec<Row>>, SnmpError> {
     let mut walk = Walk::new(columns);
+    walk.stop_at = Some(rows);
+    walk_to_end(session, walk).await
+}
+
+async fn walk_to_end(
+    session: &mut Session,
+    mut walk: Walk<'_>,
+) -> Result<Vec<Vec<Row>>, SnmpError> {
     let mut max_repetitions = MAX_REPETITIONS;
     while !walk.active().is_empty() {
         let active = walk.active();
@@ -83,6 +101,27 @@ pub async fn walk_columns(
     Ok(walk.rows)
 }
 
+/// The values of each ifIndex (any single-arc index up to 2³²) across `columns`:
+/// `values[c]` is column c's value. Rows with another index are left out.
+pub(crate) fn index_columns(columns: &[Vec<Row>]) -> BTreeMap<u32, Vec<Option<&SnmpValue>>> {
+    let mut by_index: BTreeMap<u32, Vec<Option<&SnmpValue>>> = BTreeMap::new();
+    for (c, rows) in columns.iter().enumerate() {
+        for (index, value) in rows {
+            // IF-MIB tables have a single index, ifIndex (1..2147483647).
+            let [if_index] = index.as_slice() else {
+                continue;
+            };
+            let Ok(if_index) = u32::try_from(*if_index) else {
+                continue;
+            };
+            by_index
+                .entry(if_index)
+                .or_insert_with(|| vec![None; columns.len()])[c] = Some(value);
+        }
+    }
+    by_index
+}
+
 fn check_status(
     session: &Session,
     request: Request<'_>,
@@ -107,6 +146,8 @@ struct Walk<'a> {
     /// Last OID returned per column; `None` once the column ended.
     cursors: Vec<Option<Vec<u64>>>,
     rows: Vec<Vec<Row>>,
+    /// Rows after which a column counts as ended (else [`MAX_ROWS`] is an error).
+    stop_at: Option<usize>,
 }
 
 impl<'a> Walk<'a> {
@@ -115,6 +156,7 @@ impl<'a> Walk<'a> {
             columns,
             cursors: columns.iter().map(|c| Some(c.to_vec())).collect(),
             rows: vec![Vec::new(); columns.len()],
+            stop_at: None,
         }
     }
 
@@ -173,6 +215,13 @@ impl<'a> Walk<'a> {
                 previous: dotted(cursor),
             });
         }
+        if self
+            .stop_at
+            .is_some_and(|stop| self.rows[column].len() >= stop)
+        {
+            self.finish(column);
+            return Ok(());
+        }
         if self.rows[column].len() >= MAX_ROWS {
             return Err(SnmpError::TooManyRows {
                 agent: agent.clone(),
@@ -196,7 +245,7 @@ mod tests {
 
     fn agent() -> Arc<Agent> {
         Arc::new(Agent {
-            device: "sw1".into(),
+            name: "device sw1".into(),
             address: "192.0.2.1".into(),
             port: 161,
         })
@@ -265,6 +314,25 @@ mod tests {
         walk.accept(&agent(), 0, vb(A, 9, SnmpValue::Integer(1)))
             .expect("ignored");
         assert!(walk.rows[0].is_empty());
+    }
+
+    #[test]
+    fn a_bounded_walk_ends_a_column_at_its_bound() {
+        let columns = [A, B];
+        let mut walk = Walk::new(&columns);
+        walk.stop_at = Some(2);
+        let varbinds = (1..=3)
+            .flat_map(|i| {
+                [
+                    vb(A, i, SnmpValue::Integer(1)),
+                    vb(B, i, SnmpValue::Integer(2)),
+                ]
+            })
+            .collect();
+        walk.accept_bulk(&agent(), &[0, 1], varbinds)
+            .expect("accept");
+        assert!(walk.active().is_empty());
+        assert_eq!((walk.rows[0].len(), walk.rows[1].len()), (2, 2));
     }
 
     #[test]

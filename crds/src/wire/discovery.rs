@@ -117,7 +117,8 @@ pub struct ScanReport {
     /// Why the run failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Addresses the run covers.
+    /// Addresses the run covers (IPv4 network and broadcast addresses of subnets shorter
+    /// than /31 left out, as `fping -g` does).
     pub total: u64,
     /// Addresses done so far (answered, or given up on after the retries).
     pub scanned: u64,
@@ -145,8 +146,9 @@ pub struct ScanCounts {
     /// Addresses that answered with one of the credentials.
     #[serde(default)]
     pub snmp_answered: u64,
-    /// Failures by reason (`timeout`, `authentication`, `malformed`, `unreachable`,
-    /// `error`), counted once per address and credential.
+    /// SNMP failures by reason (`timeout`, `authentication`, `malformed`, `unreachable`,
+    /// `error`), counted once per address and credential. An address silent to ICMP is no
+    /// error: it is `icmpProbed - icmpAnswered`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub errors: BTreeMap<String, u64>,
 }
@@ -185,7 +187,8 @@ pub struct SnmpFacts {
     /// LLDP-MIB lldpLocChassisId, formatted as [`LldpNeighbour::chassis_id`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chassis_id: Option<String>,
-    /// Its own addresses (ipAddrTable, ipAddressTable), loopbacks left out.
+    /// Its own addresses (ipAddrTable, ipAddressTable); loopback, link-local, multicast and
+    /// unspecified ones left out (they repeat on every device).
     #[serde(default)]
     pub addresses: Vec<IpAddr>,
     /// ifTable and ifXTable.
@@ -291,7 +294,8 @@ mod tests {
             counts: ScanCounts {
                 icmp_probed: 10,
                 icmp_answered: 1,
-                errors: [("timeout".to_owned(), 9)].into(),
+                snmp_probed: 1,
+                errors: [("timeout".to_owned(), 1)].into(),
                 ..Default::default()
             },
             hosts: vec![FoundHost {
