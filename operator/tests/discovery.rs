@@ -329,6 +329,10 @@ async fn a_proposing_scan_runs_once_and_proposes_each_box_once() {
     assert_eq!(runs, 1);
 }
 
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
 /// The topology explains offline Devices: with the router and the two Devices behind it
 /// all offline, only the router's alert is left to page; a Device with a second path (via
 /// the firewall) is not explained by the switch alone.
@@ -392,9 +396,10 @@ async fn offline_devices_behind_an_offline_router_are_inhibited() {
     let all = cdot_operator::alerting::store::alerts_in(&mut tx, &[rtr, sw, srv, ap])
         .await
         .expect("alerts");
-    let held = cdot_operator::discovery::inhibit::inhibited(&mut tx, &all)
+    let held = cdot_operator::discovery::inhibit::decide(&mut tx, &all, now_ms())
         .await
-        .expect("inhibited");
+        .expect("inhibited")
+        .inhibited;
     let mut by: Vec<(&str, &str)> = held
         .iter()
         .map(|h| (h.device.as_str(), h.upstream_device.as_str()))
@@ -414,9 +419,10 @@ async fn offline_devices_behind_an_offline_router_are_inhibited() {
     let all = cdot_operator::alerting::store::alerts_in(&mut tx, &[sw, srv, ap])
         .await
         .expect("alerts");
-    let held = cdot_operator::discovery::inhibit::inhibited(&mut tx, &all)
+    let held = cdot_operator::discovery::inhibit::decide(&mut tx, &all, now_ms())
         .await
-        .expect("inhibited");
+        .expect("inhibited")
+        .inhibited;
     let by: Vec<(&str, &str)> = held
         .iter()
         .map(|h| (h.device.as_str(), h.upstream_device.as_str()))

@@ -172,8 +172,7 @@ impl DiscoveryLab {
 
     /// `host`'s LLDP chassis id: its `eth0` MAC address, `aa:bb:cc:dd:ee:ff`.
     pub fn chassis_id(&self, host: &Host) -> String {
-        let output = host.run("cat", &["/sys/class/net/eth0/address"]);
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        mac_of(host)
     }
 
     /// The neighbours in the router's LLDP tables.
@@ -226,14 +225,14 @@ impl DiscoveryLab {
             .line(&format!(
                 "override .1.3.6.1.2.1.47.1.1.1.1.11.1 octet_str \"{ROUTER_SERIAL}\""
             ));
-        let router = self.lldp_local(router, &self.router);
-        let router = self.lldp_neighbours(router);
+        let router = lldp_local(router, &mac_of(&self.router));
+        let router = lldp_neighbours(router, &self.router_neighbours());
         let switch = SnmpdConfig::new()
             .community(COMMUNITY)
             .line(&format!("sysobjectid .{SWITCH_SYS_OBJECT_ID}"))
             .line(&format!("sysname {SWITCH_SYS_NAME}"))
             .line(&format!("sysdescr {SWITCH_SYS_DESCR}"));
-        let switch = self.lldp_local(switch, &self.switch);
+        let switch = lldp_local(switch, &mac_of(&self.switch));
         let v3 = SnmpdConfig::new()
             .user(
                 V3_USER,
@@ -243,7 +242,7 @@ impl DiscoveryLab {
             )
             .line(&format!("sysname {V3_SYS_NAME}"))
             .line("sysdescr Linux srv-1 6.1.0-18-amd64 x86_64");
-        let v3 = self.lldp_local(v3, &self.v3);
+        let v3 = lldp_local(v3, &mac_of(&self.v3));
         let wrong = SnmpdConfig::new()
             .community(OTHER_COMMUNITY)
             .line("sysname wrong-1");
@@ -255,61 +254,6 @@ impl DiscoveryLab {
         ] {
             self.agents.push(Snmpd::start(&host, config));
         }
-    }
-
-    /// lldpLocChassisIdSubtype macAddress(4) and lldpLocChassisId: `host`'s MAC address.
-    fn lldp_local(&self, config: SnmpdConfig, host: &Host) -> SnmpdConfig {
-        config
-            .line(&format!("override {LLDP_LOC}.1.0 integer 4"))
-            .line(&format!(
-                "override {LLDP_LOC}.2.0 octet_str {}",
-                hex_of_mac(&self.chassis_id(host))
-            ))
-    }
-
-    /// The router's lldpLocPortTable, lldpRemTable and lldpRemManAddrTable.
-    fn lldp_neighbours(&self, mut config: SnmpdConfig) -> SnmpdConfig {
-        for (n, neighbour) in self.router_neighbours().iter().enumerate() {
-            let port = n + 1;
-            let row = format!("0.{port}.1");
-            let (port_subtype, port_id) = if neighbour.port_id.contains(':') {
-                (3, hex_of_mac(&neighbour.port_id))
-            } else {
-                (5, format!("\"{}\"", neighbour.port_id))
-            };
-            let [a, b, c, d] = neighbour.management_address.octets();
-            config = config
-                .line(&format!("override {LLDP_LOC}.7.1.2.{port} integer 5"))
-                .line(&format!(
-                    "override {LLDP_LOC}.7.1.3.{port} octet_str \"{}\"",
-                    neighbour.local_port
-                ))
-                .line(&format!("override {LLDP_REM}.4.{row} integer 4"))
-                .line(&format!(
-                    "override {LLDP_REM}.5.{row} octet_str {}",
-                    hex_of_mac(&neighbour.chassis_id)
-                ))
-                .line(&format!(
-                    "override {LLDP_REM}.6.{row} integer {port_subtype}"
-                ))
-                .line(&format!("override {LLDP_REM}.7.{row} octet_str {port_id}"))
-                .line(&format!(
-                    "override {LLDP_REM}.8.{row} octet_str \"{}\"",
-                    neighbour.port_descr
-                ))
-                .line(&format!(
-                    "override {LLDP_REM}.9.{row} octet_str \"{}\"",
-                    neighbour.sys_name
-                ))
-                // ifIndex(2) subtype, interface 1.
-                .line(&format!(
-                    "override {LLDP_REM_MAN_ADDR}.3.{row}.1.4.{a}.{b}.{c}.{d} integer 2"
-                ))
-                .line(&format!(
-                    "override {LLDP_REM_MAN_ADDR}.4.{row}.1.4.{a}.{b}.{c}.{d} integer 1"
-                ));
-        }
-        config
     }
 
     /// Starts the garbage host's responder and waits until it answers.
@@ -354,6 +298,67 @@ impl Drop for DiscoveryLab {
 }
 
 /// `aa:bb:cc:dd:ee:ff` as the `0xaabbccddeeff` octet string snmpd.conf takes.
+/// lldpLocChassisIdSubtype macAddress(4) and lldpLocChassisId `mac` (`aa:bb:...`).
+pub fn lldp_local(config: SnmpdConfig, mac: &str) -> SnmpdConfig {
+    config
+        .line(&format!("override {LLDP_LOC}.1.0 integer 4"))
+        .line(&format!(
+            "override {LLDP_LOC}.2.0 octet_str {}",
+            hex_of_mac(mac)
+        ))
+}
+
+/// lldpLocPortTable, lldpRemTable and lldpRemManAddrTable naming `neighbours`.
+pub fn lldp_neighbours(mut config: SnmpdConfig, neighbours: &[LabNeighbour]) -> SnmpdConfig {
+    for (n, neighbour) in neighbours.iter().enumerate() {
+        let port = n + 1;
+        let row = format!("0.{port}.1");
+        let (port_subtype, port_id) = if neighbour.port_id.contains(':') {
+            (3, hex_of_mac(&neighbour.port_id))
+        } else {
+            (5, format!("\"{}\"", neighbour.port_id))
+        };
+        let [a, b, c, d] = neighbour.management_address.octets();
+        config = config
+            .line(&format!("override {LLDP_LOC}.7.1.2.{port} integer 5"))
+            .line(&format!(
+                "override {LLDP_LOC}.7.1.3.{port} octet_str \"{}\"",
+                neighbour.local_port
+            ))
+            .line(&format!("override {LLDP_REM}.4.{row} integer 4"))
+            .line(&format!(
+                "override {LLDP_REM}.5.{row} octet_str {}",
+                hex_of_mac(&neighbour.chassis_id)
+            ))
+            .line(&format!(
+                "override {LLDP_REM}.6.{row} integer {port_subtype}"
+            ))
+            .line(&format!("override {LLDP_REM}.7.{row} octet_str {port_id}"))
+            .line(&format!(
+                "override {LLDP_REM}.8.{row} octet_str \"{}\"",
+                neighbour.port_descr
+            ))
+            .line(&format!(
+                "override {LLDP_REM}.9.{row} octet_str \"{}\"",
+                neighbour.sys_name
+            ))
+            // ifIndex(2) subtype, interface 1.
+            .line(&format!(
+                "override {LLDP_REM_MAN_ADDR}.3.{row}.1.4.{a}.{b}.{c}.{d} integer 2"
+            ))
+            .line(&format!(
+                "override {LLDP_REM_MAN_ADDR}.4.{row}.1.4.{a}.{b}.{c}.{d} integer 1"
+            ));
+    }
+    config
+}
+
+/// `host`'s `eth0` MAC address, `aa:bb:cc:dd:ee:ff`.
+pub fn mac_of(host: &Host) -> String {
+    let output = host.run("cat", &["/sys/class/net/eth0/address"]);
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 fn hex_of_mac(mac: &str) -> String {
     format!("0x{}", mac.replace(':', ""))
 }
@@ -367,4 +372,88 @@ fn must(command: &mut Command) {
         "{command:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// A site for the topology tests: the test process (the collector) — a router — a switch
+/// and a server on a segment of their own that only the router routes to, each answering
+/// SNMP v2c ([`COMMUNITY`]) with its LLDP chassis id; the router's LLDP table names the
+/// collector (by `collector`, the name its Device has, and the test process's address), the
+/// switch and the server. [`RoutedSite::cut_router`] takes the router off the collector's
+/// segment: all three stop answering, as when a site's router dies.
+pub struct RoutedSite {
+    // Fields drop in order: the agents before the namespaces they run in.
+    agents: Vec<Snmpd>,
+    pub router: Host,
+    pub switch: Host,
+    pub server: Host,
+    lab: Lab,
+}
+
+impl RoutedSite {
+    pub fn build(collector: &str) -> Self {
+        let lab = Lab::new();
+        let router = lab.add_host();
+        let switch = lab.add_host_behind(&router);
+        let server = lab.add_host_behind(&router);
+        let root_mac =
+            std::fs::read_to_string(format!("/sys/class/net/{}/address", lab.root_interface()))
+                .unwrap_or_else(|e| panic!("read the lab interface's MAC address: {e}"));
+        let neighbour = |port: &str, mac: String, name: &str, address: Ipv4Addr| LabNeighbour {
+            local_port: port.into(),
+            chassis_id: mac,
+            port_id: "eth0".into(),
+            port_descr: String::new(),
+            sys_name: name.into(),
+            management_address: address,
+        };
+        let neighbours = [
+            neighbour(
+                "Gi0/0",
+                root_mac.trim().to_owned(),
+                collector,
+                lab.gateway(),
+            ),
+            neighbour("Gi0/1", mac_of(&switch), "sw-2", switch.addr),
+            neighbour("Gi0/2", mac_of(&server), "srv-2", server.addr),
+        ];
+        let agent = |name: &str, host: &Host| {
+            let config = SnmpdConfig::new()
+                .community(COMMUNITY)
+                .line(&format!("sysname {name}"));
+            lldp_local(config, &mac_of(host))
+        };
+        let router_config = lldp_neighbours(
+            agent("rtr-2", &router).line(&format!("sysobjectid .{ROUTER_SYS_OBJECT_ID}")),
+            &neighbours,
+        );
+        let agents = vec![
+            Snmpd::start(&router, router_config),
+            Snmpd::start(&switch, agent("sw-2", &switch)),
+            Snmpd::start(&server, agent("srv-2", &server)),
+        ];
+        Self {
+            agents,
+            router,
+            switch,
+            server,
+            lab,
+        }
+    }
+
+    /// The collector's segment and the one behind the router.
+    pub fn subnets(&self) -> [String; 2] {
+        let [a, b, c, _] = self.lab.gateway().octets();
+        let [d, e, f, _] = self.switch.addr.octets();
+        [format!("{a}.{b}.{c}.0/24"), format!("{d}.{e}.{f}.0/24")]
+    }
+
+    /// The test process's address on the router's segment.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.lab.gateway()
+    }
+
+    /// The router's link to the collector goes down.
+    pub fn cut_router(&self) {
+        self.router.run("ip", &["link", "set", "eth0", "down"]);
+    }
 }

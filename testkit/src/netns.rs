@@ -1,7 +1,8 @@
 //! Network namespaces for tests with real peers: a private layer-2 segment (a bridge in
 //! its own namespace) that the test process reaches from the root namespace at
 //! `10.231.N.1/24`, and any number of hosts on it (`10.231.N.10`, `.11`, ...), each a
-//! namespace where real programs run: snmpd, softflowd, ping targets, traffic.
+//! namespace where real programs run: snmpd, softflowd, ping targets, traffic; and hosts
+//! on a second segment (`10.232.N.0/24`) that one of them routes to.
 //!
 //! Every lab takes its own /24 (claimed atomically under `/run/cdot-testkit`, so that test
 //! processes running in parallel never share one) and removes its namespaces, links and
@@ -56,6 +57,7 @@ impl Lab {
         };
         // Leftovers of a run that died with this subnet claimed.
         ip(&["netns", "del", &lab.lan]).ok();
+        ip(&["netns", "del", &format!("{}2", lab.lan)]).ok();
         ip(&["link", "del", &lab.root_if]).ok();
         for n in 0..64 {
             ip(&["netns", "del", &format!("cdt{subnet}-h{n}")]).ok();
@@ -107,43 +109,10 @@ impl Lab {
         let subnet = self.subnet;
         let ns = format!("cdt{subnet}-h{n}");
         let addr = Ipv4Addr::new(10, OCTET, subnet, 10 + n as u8);
-        let (inside, bridge_side) = (format!("cdt{subnet}h{n}"), format!("cdt{subnet}b{n}"));
         must(&["netns", "add", &ns]);
         hosts.push(ns.clone());
         must(&["-n", &ns, "link", "set", "lo", "up"]);
-        must(&[
-            "link",
-            "add",
-            &inside,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &bridge_side,
-        ]);
-        must(&["link", "set", &inside, "netns", &ns]);
-        must(&["-n", &ns, "link", "set", &inside, "name", "eth0"]);
-        must(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            "eth0",
-        ]);
-        must(&["-n", &ns, "link", "set", "eth0", "up"]);
-        must(&["link", "set", &bridge_side, "netns", &self.lan]);
-        must(&[
-            "-n",
-            &self.lan,
-            "link",
-            "set",
-            &bridge_side,
-            "master",
-            "br0",
-            "up",
-        ]);
+        plug(&ns, "eth0", addr, &self.lan, &format!("cdt{subnet}b{n}"));
         must(&[
             "-n",
             &ns,
@@ -152,6 +121,56 @@ impl Lab {
             "default",
             "via",
             &self.gateway().to_string(),
+        ]);
+        Host { ns, addr }
+    }
+
+    /// Adds a host on a second segment, `10.232.N.0/24`, that only `router` (a host of
+    /// this lab, which gets `10.232.N.1` on its `eth1` and forwards) connects to the first:
+    /// the test process reaches it through `router`, so stopping `router` cuts it off, as a
+    /// real site's router does.
+    pub fn add_host_behind(&self, router: &Host) -> Host {
+        let subnet = self.subnet;
+        let behind = format!("cdt{subnet}-lan2");
+        let router_addr = Ipv4Addr::new(10, OCTET + 1, subnet, 1);
+        if ip(&["netns", "pids", &behind]).is_err() {
+            must(&["netns", "add", &behind]);
+            must(&["-n", &behind, "link", "set", "lo", "up"]);
+            must(&["-n", &behind, "link", "add", "br0", "type", "bridge"]);
+            must(&["-n", &behind, "link", "set", "br0", "up"]);
+            plug(
+                &router.ns,
+                "eth1",
+                router_addr,
+                &behind,
+                &format!("cdt{subnet}rb"),
+            );
+            router.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+            must(&[
+                "route",
+                "replace",
+                &format!("10.{}.{subnet}.0/24", OCTET + 1),
+                "via",
+                &router.addr.to_string(),
+            ]);
+        }
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = hosts.len();
+        assert!(n < 64, "a lab holds at most 64 hosts");
+        let ns = format!("cdt{subnet}-h{n}");
+        let addr = Ipv4Addr::new(10, OCTET + 1, subnet, 10 + n as u8);
+        must(&["netns", "add", &ns]);
+        hosts.push(ns.clone());
+        must(&["-n", &ns, "link", "set", "lo", "up"]);
+        plug(&ns, "eth0", addr, &behind, &format!("cdt{subnet}b{n}"));
+        must(&[
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &router_addr.to_string(),
         ]);
         Host { ns, addr }
     }
@@ -222,9 +241,40 @@ impl Drop for Lab {
             let _ = ip(&["netns", "del", ns]);
         }
         let _ = ip(&["netns", "del", &self.lan]);
+        let _ = ip(&["netns", "del", &format!("{}2", self.lan)]);
         let _ = ip(&["link", "del", &self.root_if]);
         let _ = std::fs::remove_dir_all(&self.claim);
     }
+}
+
+/// A veth from namespace `ns` (as `name`, with `addr/24`) to the bridge of `bridge_ns`.
+fn plug(ns: &str, name: &str, addr: Ipv4Addr, bridge_ns: &str, bridge_side: &str) {
+    let inside = format!("{bridge_side}i");
+    must(&[
+        "link",
+        "add",
+        &inside,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        bridge_side,
+    ]);
+    must(&["link", "set", &inside, "netns", ns]);
+    must(&["-n", ns, "link", "set", &inside, "name", name]);
+    must(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", name]);
+    must(&["-n", ns, "link", "set", name, "up"]);
+    must(&["link", "set", bridge_side, "netns", bridge_ns]);
+    must(&[
+        "-n",
+        bridge_ns,
+        "link",
+        "set",
+        bridge_side,
+        "master",
+        "br0",
+        "up",
+    ]);
 }
 
 fn ip(args: &[&str]) -> Result<Output, String> {
@@ -290,6 +340,7 @@ fn remove_stale() {
             continue;
         };
         let _ = ip(&["netns", "del", &format!("cdt{subnet}-lan")]);
+        let _ = ip(&["netns", "del", &format!("cdt{subnet}-lan2")]);
         let _ = ip(&["link", "del", &format!("cdt{subnet}r")]);
         for n in 0..64 {
             let _ = ip(&["netns", "del", &format!("cdt{subnet}-h{n}")]);
@@ -315,6 +366,19 @@ mod tests {
             .output()
             .expect("ping");
         assert!(out.status.success(), "root namespace reaches host a");
+        // Behind a: reached through it, and cut off when it goes down.
+        let c = lab.add_host_behind(&a);
+        let ping = |to: Ipv4Addr| {
+            Command::new("ping")
+                .args(["-c", "1", "-W", "2", &to.to_string()])
+                .output()
+                .expect("ping")
+                .status
+                .success()
+        };
+        assert!(ping(c.addr), "the root namespace reaches c through a");
+        a.run("ip", &["link", "set", "eth0", "down"]);
+        assert!(!ping(c.addr), "not with a down");
         let ns = a.ns.clone();
         drop(lab);
         let list = ip(&["netns", "list"]).expect("list");

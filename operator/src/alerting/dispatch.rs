@@ -204,7 +204,26 @@ async fn inhibit(tx: &mut sqlx::PgConnection, queued: &mut Vec<Queued>) -> Resul
         return Ok(());
     }
     let candidates = alerts::alerts_in(&mut *tx, &firing).await?;
-    let held = crate::discovery::inhibit::inhibited(&mut *tx, &candidates).await?;
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let decision = crate::discovery::inhibit::decide(&mut *tx, &candidates, now_ms).await?;
+    if !decision.deferred.is_empty() {
+        // Looked at again a second later, when the late Device may have been declared
+        // offline (or reported).
+        let keys: Vec<String> = queued
+            .iter()
+            .filter(|q| decision.deferred.contains(&q.alert_id))
+            .map(|q| q.key.clone())
+            .collect();
+        sqlx::query(
+            "UPDATE notification_outbox SET created_at = now() + interval '1 second' WHERE key = ANY($1)",
+        )
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("defer notifications"))?;
+        queued.retain(|q| !keys.contains(&q.key));
+    }
+    let held = decision.inhibited;
     if held.is_empty() {
         return Ok(());
     }

@@ -3,8 +3,13 @@
 //! [`super::topology`]) has a firing `deviceOffline` alert of its own. Both alerts' history
 //! names the other, so the one page that goes out says what it explains.
 //!
-//! Checked when queued notifications are grouped (after the group wait), so that alerts
-//! firing in the same evaluation pass, in whatever order, are decided alike.
+//! Checked when queued notifications are grouped (after the group wait). Devices behind a
+//! dead router do not all go offline in the router's pass: each missed its last poll at its
+//! own moment, so one may fire a poll interval before the router. A notification whose
+//! Device has an upstream Device that is late (it missed a report or poll) but not yet
+//! offline is therefore deferred, until that Device's alert fires (then it is inhibited) or
+//! it reports again (then it goes out), at most as long as the upstream Device takes to be
+//! declared offline.
 use std::collections::BTreeMap;
 
 use cdot_crds::wire::alert::Alert;
@@ -23,13 +28,28 @@ pub struct Inhibited {
     pub upstream_alert: Uuid,
 }
 
+/// What the topology says of queued offline notifications.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    /// Held back for good: an upstream Device's alert explains them.
+    pub inhibited: Vec<Inhibited>,
+    /// Not yet: an upstream Device is late; looked at again shortly.
+    pub deferred: Vec<Uuid>,
+}
+
+/// A Device is late when its newest report or poll is older than its interval and this.
+const LATE_GRACE_MS: i64 = 5_000;
+/// How many intervals a Device may miss before it is offline (as liveness counts them).
+const MISSED: i64 = 3;
+
 /// Which of `alerts` (firing `deviceOffline` ones are looked at, others pass) an upstream
-/// Device's firing `deviceOffline` alert inhibits.
-pub async fn inhibited(
+/// Device's firing `deviceOffline` alert inhibits, and which wait for a late one.
+pub async fn decide(
     tx: &mut PgConnection,
     alerts: &[Alert],
-) -> Result<Vec<Inhibited>, StoreError> {
-    let mut out = Vec::new();
+    now_ms: i64,
+) -> Result<Decision, StoreError> {
+    let mut out = Decision::default();
     let mut by_namespace: BTreeMap<&str, Vec<&Alert>> = BTreeMap::new();
     for a in alerts.iter().filter(|a| a.metric == "deviceOffline") {
         by_namespace.entry(&a.namespace).or_default().push(a);
@@ -42,31 +62,79 @@ pub async fn inhibited(
         let graph = Graph::new(&links);
         let down = firing_offline(&mut *tx, namespace).await?;
         let collectors = collectors(&mut *tx, namespace).await?;
+        let seen = last_seen(&mut *tx, namespace).await?;
+        // Late: missed a report or poll; how long until it counts as offline.
+        let late: Vec<(&str, i64)> = seen
+            .iter()
+            .filter(|(_, (at, every))| now_ms - at > every + LATE_GRACE_MS)
+            .map(|(device, (at, every))| (device.as_str(), at + MISSED * every))
+            .collect();
         for alert in offline {
-            let candidates = down
-                .iter()
-                .filter(|(device, _)| *device != alert.device)
-                .map(|(device, _)| device.as_str());
-            let upstream = collectors
-                .iter()
-                .filter(|(_, site, _)| site.is_none() || *site == alert.site)
-                .find_map(|(name, _, addresses)| {
-                    let roots = Graph::roots(&links, name, addresses);
-                    graph.upstream(&roots, &alert.device, candidates.clone())
-                });
-            if let Some(upstream) = upstream
-                && let Some((_, id)) = down.iter().find(|(d, _)| d == upstream)
+            let upstream_of = |candidates: &mut dyn Iterator<Item = &str>| {
+                let candidates: Vec<&str> = candidates.filter(|d| *d != alert.device).collect();
+                collectors
+                    .iter()
+                    .filter(|(_, site, _)| site.is_none() || *site == alert.site)
+                    .find_map(|(name, _, addresses)| {
+                        let roots = Graph::roots(&links, name, addresses);
+                        graph
+                            .upstream(&roots, &alert.device, candidates.iter().copied())
+                            .map(str::to_owned)
+                    })
+            };
+            if let Some(upstream) = upstream_of(&mut down.iter().map(|(d, _)| d.as_str()))
+                && let Some((_, id)) = down.iter().find(|(d, _)| *d == upstream)
             {
-                out.push(Inhibited {
+                out.inhibited.push(Inhibited {
                     alert: alert.id,
                     device: alert.device.clone(),
-                    upstream_device: upstream.to_owned(),
+                    upstream_device: upstream,
                     upstream_alert: *id,
                 });
+                continue;
+            }
+            // A late Device upstream: wait until it is declared offline (or reports).
+            let waiting = upstream_of(&mut late.iter().map(|(d, _)| *d)).and_then(|upstream| {
+                late.iter()
+                    .find(|(d, _)| *d == upstream)
+                    .map(|(_, offline_at)| now_ms <= offline_at + LATE_GRACE_MS)
+            });
+            if waiting == Some(true) {
+                out.deferred.push(alert.id);
             }
         }
     }
     Ok(out)
+}
+
+/// Every Device's newest report or poll and its interval, Unix ms: device → (at, every).
+async fn last_seen(
+    tx: &mut PgConnection,
+    namespace: &str,
+) -> Result<BTreeMap<String, (i64, i64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT o.name,
+                (extract(epoch FROM greatest(h.last_seen, p.last_seen)) * 1000)::int8,
+                (CASE WHEN p.last_seen > h.last_seen OR h.device_uid IS NULL THEN p.interval_secs
+                      ELSE coalesce(h.report_interval_secs, 60) END)::int8 * 1000
+         FROM objects o
+         LEFT JOIN device_heartbeats h ON h.device_uid = o.uid
+         LEFT JOIN device_polls p ON p.device_uid = o.uid
+         WHERE o.namespace = $1 AND o.kind = 'Device'
+           AND (h.device_uid IS NOT NULL OR p.device_uid IS NOT NULL)",
+    )
+    .bind(namespace)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(StoreError::query("read the devices' last reports"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let at: Option<i64> = r.get(1);
+            let every: Option<i64> = r.get(2);
+            Some((r.get(0), (at?, every?)))
+        })
+        .collect())
 }
 
 async fn links(tx: &mut PgConnection, namespace: &str) -> Result<Vec<Link>, StoreError> {
