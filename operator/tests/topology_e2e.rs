@@ -231,7 +231,6 @@ async fn a_dead_router_pages_once_and_the_devices_behind_it_name_it() {
     };
     let history = |device: &str| {
         let path = format!("/v1/namespaces/acme/alerts/{}", id_of(device));
-        let get = get.clone();
         async move { get(path).await.to_string() }
     };
     let router_alert = id_of("rtr-2");

@@ -381,8 +381,8 @@ fn must(command: &mut Command) {
 /// switch and the server. [`RoutedSite::cut_router`] takes the router off the collector's
 /// segment: all three stop answering, as when a site's router dies.
 pub struct RoutedSite {
-    // Fields drop in order: the agents before the namespaces they run in.
-    agents: Vec<Snmpd>,
+    // Held for their drop, which goes first: the agents before the namespaces they run in.
+    _agents: Vec<Snmpd>,
     pub router: Host,
     pub switch: Host,
     pub server: Host,
@@ -432,7 +432,7 @@ impl RoutedSite {
             Snmpd::start(&server, agent("srv-2", &server)),
         ];
         Self {
-            agents,
+            _agents: agents,
             router,
             switch,
             server,

@@ -287,8 +287,9 @@ impl Store {
         Ok(row.as_ref().and_then(decode_object))
     }
 
-    /// Merges each patch over the stored status; rows whose status would not change are not
-    /// touched, so `resourceVersion` only moves on real changes. Returns how many changed.
+    /// Merges each patch over the stored status (a `null` removes a field, as in a JSON merge
+    /// patch); rows whose status would not change are not touched, so `resourceVersion` only
+    /// moves on real changes. Returns how many changed.
     pub async fn patch_statuses(&self, patches: &[StatusPatch]) -> Result<u64, StoreError> {
         if patches.is_empty() {
             return Ok(0);
@@ -298,11 +299,11 @@ impl Store {
         let names: Vec<&str> = patches.iter().map(|p| p.name.as_str()).collect();
         let statuses: Vec<Value> = patches.iter().map(|p| p.status.clone()).collect();
         let done = sqlx::query(
-            "UPDATE objects o SET status = o.status || d.status,
+            "UPDATE objects o SET status = jsonb_strip_nulls(o.status || d.status),
                                   resource_version = nextval('object_resource_version')
              FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) AS d(namespace, kind, name, status)
              WHERE o.namespace = d.namespace AND o.kind = d.kind AND o.name = d.name
-               AND o.status IS DISTINCT FROM o.status || d.status",
+               AND o.status IS DISTINCT FROM jsonb_strip_nulls(o.status || d.status)",
         )
         .bind(&namespaces)
         .bind(&kinds)
