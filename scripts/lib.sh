@@ -87,9 +87,12 @@ ensure_test_postgres() {
 }
 
 # The real network peers the collector's tests run in network namespaces: net-snmp's snmpd
-# and snmpget, softflowd (exporter), nfcapd/nfdump (reference collector), ping, ip, nc, ss.
+# and snmpget, softflowd (exporter), nfcapd/nfdump (reference collector), ping, ip, nc, ss,
+# fping (what discovery is compared with), python3 (the discovery lab's garbage responder).
 ensure_network_peers() {
     local missing=()
+    command -v fping >/dev/null 2>&1 || missing+=(fping)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
     command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
     command -v snmpd >/dev/null 2>&1 || [ -x /usr/sbin/snmpd ] || missing+=(snmpd)
