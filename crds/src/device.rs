@@ -298,7 +298,9 @@ pub struct DeviceStatus {
     /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
     /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
     /// when the spec is invalid, the message naming each field; `False` otherwise) and
-    /// `Enrolled` (an agent enrolled as this device). `Ready` is `True` while monitoring is not
+    /// `Enrolled` (an agent enrolled as this device) and, for a Device discovery found,
+    /// `Responding` (`False`, reason `NotFound`, when the last scan covering it did not find
+    /// it; it is never deleted for that). `Ready` is `True` while monitoring is not
     /// paused and its agent (or, for a collector, the collector) reported, or a poll of it
     /// over SNMP answered, within three of its intervals.
     #[serde(default)]

@@ -138,6 +138,30 @@ pub fn observe(
         ),
     };
     observation.extra.push(enrolled);
+    if let Some(found) = &status.discovery {
+        // Discovery's view: whether the last scan covering the device still found it.
+        let seen = found.last_seen.as_deref().unwrap_or("an earlier run");
+        observation.extra.push(if found.responding {
+            Condition::new(
+                "Responding",
+                ConditionStatus::True,
+                "Found",
+                format!("found by DiscoveryScan {} at {seen}", found.scan),
+                "",
+            )
+        } else {
+            Condition::new(
+                "Responding",
+                ConditionStatus::False,
+                "NotFound",
+                format!(
+                    "DiscoveryScan {}'s last run did not find it; last found at {seen}",
+                    found.scan
+                ),
+                "",
+            )
+        });
+    }
     observation
 }
 
@@ -338,6 +362,42 @@ mod tests {
             }
         );
         assert_eq!(agent_config(&DeviceSpec::default()), AgentConfig::default());
+    }
+
+    /// A device discovery found says so, and says when a later scan no longer found it.
+    #[test]
+    fn a_discovered_device_says_whether_the_last_scan_found_it() {
+        let discovered = |responding: bool| {
+            let status = json!({ "source": "Discovery", "discovery": {
+                "scan": "lan", "lastSeen": "2026-11-25T09:00:00Z", "responding": responding } });
+            let device = stored(
+                "Device",
+                "acme",
+                "printer-1",
+                json!({ "class": "Printer" }),
+                status,
+            );
+            let spec: DeviceSpec = serde_json::from_value(device.spec.clone()).expect("spec");
+            let o = observe(&spec, &device, &World::new(&[]), NOW);
+            o.extra
+                .into_iter()
+                .find(|c| c.type_ == "Responding")
+                .expect("a Responding condition")
+        };
+        let found = discovered(true);
+        assert_eq!(
+            (found.status, found.reason.as_str()),
+            (ConditionStatus::True, "Found")
+        );
+        let lost = discovered(false);
+        assert_eq!(
+            (lost.status, lost.reason.as_str()),
+            (ConditionStatus::False, "NotFound")
+        );
+        assert_eq!(
+            lost.message,
+            "DiscoveryScan lan's last run did not find it; last found at 2026-11-25T09:00:00Z"
+        );
     }
 
     /// A network device without an agent is Ready while its SNMP polls answer, and says
