@@ -536,3 +536,150 @@ async fn emulator_alerts_fire_and_resolve_as_events_on_the_rule() {
     assert_eq!(agent.send(now(), &[("cpu", &[], 10.0)]).await, 200);
     assert_eq!(on_rule("AlertResolved")["type"], "Normal");
 }
+
+/// Discovery in Kubernetes mode: a DiscoveryScan and its credential Secret applied to the
+/// API server, the real collector (enrolled through the operator, its Device created in the
+/// API server) scans the namespace lab, and the Devices it registers are created in the
+/// API server (`kubectl get devices` sees them, labelled where they came from); the scan's
+/// status there says how the run went.
+#[tokio::test(flavor = "multi_thread")]
+async fn emulator_discovery_registers_devices_through_the_api_server() {
+    use cdot_testkit::discovery_lab::{self, DiscoveryLab};
+
+    let k8s = KubeEmulator::start();
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = DiscoveryLab::build();
+    enrollment_secret(&k8s, "collectors", json!({}));
+    send(
+        &k8s,
+        "POST",
+        "/api/v1/namespaces/acme/secrets",
+        "application/json",
+        &json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "snmp-v2", "namespace": "acme" },
+            "stringData": { "community": discovery_lab::COMMUNITY },
+        }),
+    );
+    create(
+        &k8s,
+        "discoveryscans",
+        &json!({
+            "apiVersion": "rmm.cdot.io/v1alpha1", "kind": "DiscoveryScan",
+            "metadata": { "name": "lab", "namespace": "acme" },
+            "spec": {
+                "targets": [lab.subnet()],
+                "excludes": [format!("{}/32", lab.gateway())],
+                "methods": { "snmp": { "credentials": [
+                    { "version": "V2c", "secretRef": { "name": "snmp-v2" } },
+                ] } },
+                "rateLimit": 2000, "concurrency": 256,
+                "registration": { "mode": "Register" },
+            },
+        }),
+    );
+    let operator = Operator::start_in_cluster(
+        k8s.kubeconfig(),
+        &db.url,
+        &[
+            "--identity",
+            "solo",
+            "--lease-namespace",
+            "cdot-system",
+            "--discovery-interval",
+            "1s",
+        ],
+        dir.path(),
+    )
+    .await;
+    let collector = support::workspace_bin("cdot-collector");
+    let state = dir.path().join("collector");
+    let enroll = std::process::Command::new(&collector)
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "enroll",
+            "--server",
+            &operator.agent_base,
+            "--token",
+            "cdot_collectors",
+        ])
+        .args(["--device-name", "col-1", "--ca-cert"])
+        .arg(operator.data_dir.join("agent-ca.crt"))
+        .output()
+        .expect("cdot-collector enroll");
+    assert!(
+        enroll.status.success(),
+        "enroll failed: {}\n{}",
+        String::from_utf8_lossy(&enroll.stderr),
+        operator.logs()
+    );
+    let _collector = cdot_testkit::process::Daemon(
+        std::process::Command::new(&collector)
+            .arg("--state-dir")
+            .arg(&state)
+            .args([
+                "run",
+                "--no-sflow",
+                "--no-netflow",
+                "--ship-interval-secs",
+                "1",
+            ])
+            .args(["--assignments-refresh-secs", "5"])
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", support::free_port()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start cdot-collector"),
+    );
+
+    let scan = wait_for(
+        &k8s,
+        &operator,
+        &path("discoveryscans", "acme", "lab"),
+        "run",
+        |o| o["status"]["lastRun"]["phase"] == "Succeeded",
+    );
+    assert_eq!(scan["status"]["lastRun"]["found"], 7, "{scan:#}");
+    let router = wait_for(
+        &k8s,
+        &operator,
+        &path("devices", "acme", discovery_lab::ROUTER_SYS_NAME),
+        "registered",
+        |o| reconciled(o) && o["status"]["discovery"]["responding"] == true,
+    );
+    assert_eq!(
+        router["metadata"]["labels"]["rmm.cdot.io/origin"],
+        "discovery"
+    );
+    assert_eq!(
+        router["metadata"]["labels"]["rmm.cdot.io/discovery-scan"],
+        "lab"
+    );
+    assert_eq!(router["spec"]["class"], "Router");
+    assert_eq!(
+        router["spec"]["snmp"]["credentialsSecretRef"]["name"],
+        "snmp-v2"
+    );
+    let addresses = router["spec"]["managementAddresses"].to_string();
+    assert!(
+        addresses.contains(&lab.router.addr.to_string())
+            && addresses.contains(&lab.router_second.to_string()),
+        "{router:#}"
+    );
+    // One Device per box in the API server: the router's second address made none.
+    let devices = get(&k8s, "/apis/rmm.cdot.io/v1alpha1/namespaces/acme/devices").expect("list");
+    let holding_router = devices["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| {
+            d["spec"]["managementAddresses"]
+                .to_string()
+                .contains(&lab.router_second.to_string())
+        })
+        .count();
+    assert_eq!(holding_router, 1, "{devices:#}");
+}

@@ -537,20 +537,24 @@ fn cluster_object(kind: Kind, object: &DynamicObject) -> Result<ClusterObject, E
     })
 }
 
-/// The status written to the API server: what the reconciler decided, and for a Device the
-/// agent identity the store holds (not the last-seen time, which moves with every report
-/// and would turn each report into a write to the API server).
+/// The status written to the API server: what the reconciler decided, what other writers
+/// own in the store (alerting, delivery, discovery), and for a Device its agent identity and
+/// SNMP poller (not the last-seen times, which move with every report and poll and would
+/// turn each into a write to the API server).
 pub fn cluster_status(
     kind: Kind,
     decided: &Map<String, Value>,
     stored: &Value,
 ) -> Map<String, Value> {
     let mut patch = decided.clone();
-    // Fields alerting and delivery write into the store, copied as they stand.
+    // Fields alerting, delivery and discovery write into the store, copied as they stand.
     let owned_elsewhere: &[&str] = match kind {
-        Kind::Device => &["firingAlerts"],
+        Kind::Device => &["firingAlerts", "discovery"],
         Kind::AlertRule => &["firing", "lastEvaluation"],
         Kind::NotificationChannel => &["lastDelivery", "lastError", "delivered", "failed"],
+        Kind::DiscoveryScan => &[
+            "phase", "progress", "lastRun", "nextRun", "problems", "hosts",
+        ],
         _ => &[],
     };
     for field in owned_elsewhere {
@@ -558,12 +562,15 @@ pub fn cluster_status(
             patch.insert((*field).into(), v.clone());
         }
     }
-    if kind == Kind::Device
-        && let Some(agent) = stored.get("agent").and_then(Value::as_object)
-    {
-        let mut agent = agent.clone();
-        agent.remove("lastSeen");
-        patch.insert("agent".into(), Value::Object(agent));
+    if kind == Kind::Device {
+        // Without the times that move with every report or poll.
+        for field in ["agent", "polling"] {
+            if let Some(object) = stored.get(field).and_then(Value::as_object) {
+                let mut object = object.clone();
+                object.remove("lastSeen");
+                patch.insert(field.into(), Value::Object(object));
+            }
+        }
     }
     patch
 }
