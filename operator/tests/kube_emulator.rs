@@ -541,7 +541,7 @@ async fn emulator_alerts_fire_and_resolve_as_events_on_the_rule() {
 /// API server, the real collector (enrolled through the operator, its Device created in the
 /// API server) scans the namespace lab, and the Devices it registers are created in the
 /// API server (`kubectl get devices` sees them, labelled where they came from); the scan's
-/// status there says how the run went.
+/// status there says how the run went, and an Event tells it.
 #[tokio::test(flavor = "multi_thread")]
 async fn emulator_discovery_registers_devices_through_the_api_server() {
     use cdot_testkit::discovery_lab::{self, DiscoveryLab};
@@ -682,4 +682,11 @@ async fn emulator_discovery_registers_devices_through_the_api_server() {
         })
         .count();
     assert_eq!(holding_router, 1, "{devices:#}");
+    let finished = event(&k8s, "ScanFinished", |e| {
+        e["reason"] == "ScanFinished" && e["regarding"]["name"] == "lab"
+    });
+    assert!(
+        finished["note"].as_str().is_some_and(|n| n.contains("7 found")),
+        "{finished:#}"
+    );
 }

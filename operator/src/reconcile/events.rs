@@ -69,17 +69,45 @@ pub fn transitions(kind: Kind, before: &Value, after: &Value) -> Vec<Transition>
                     severity: Severity::Normal,
                     reason: "Online",
                     action: "Monitor",
-                    note: "the agent reports again".into(),
+                    note: message("Ready"),
                 }),
                 _ => {}
+            }
+            if became("Responding", "False") {
+                out.push(Transition {
+                    severity: Severity::Warning,
+                    reason: "NotResponding",
+                    action: "Discover",
+                    note: message("Responding"),
+                });
             }
         }
         Kind::DiscoveryScan => {
             let phase = |s: &Value| s["phase"].as_str().map(str::to_owned);
+            let run = &after["lastRun"];
             match (phase(before).as_deref(), phase(after).as_deref()) {
+                (was, Some("Running")) if was != Some("Running") => out.push(Transition {
+                    severity: Severity::Normal,
+                    reason: "ScanStarted",
+                    action: "Scan",
+                    note: format!(
+                        "a run over {} addresses started",
+                        after["progress"]["total"]
+                    ),
+                }),
                 (was, Some(now @ ("Succeeded" | "Failed"))) if was != Some(now) => {
-                    let scanned = &after["progress"]["scanned"];
-                    let total = &after["progress"]["total"];
+                    let mut note = format!(
+                        "scan {}: {} of {} addresses, {} found, {} registered, {} updated",
+                        now.to_lowercase(),
+                        run["scanned"],
+                        run["total"],
+                        run["found"],
+                        run["registered"],
+                        run["updated"]
+                    );
+                    if let Some(why) = run["message"].as_str() {
+                        note.push_str(&format!(": {why}"));
+                    }
                     out.push(Transition {
                         severity: if now == "Failed" {
                             Severity::Warning
@@ -92,10 +120,7 @@ pub fn transitions(kind: Kind, before: &Value, after: &Value) -> Vec<Transition>
                             "ScanFinished"
                         },
                         action: "Scan",
-                        note: format!(
-                            "scan {}: {scanned} of {total} addresses",
-                            now.to_lowercase()
-                        ),
+                        note,
                     });
                 }
                 _ => {}
@@ -179,11 +204,35 @@ mod tests {
 
     #[test]
     fn scans_finishing_and_patches_failing_are_told() {
-        let running = json!({ "phase": "Running" });
-        let done = json!({ "phase": "Succeeded", "progress": { "scanned": 254, "total": 254 } });
+        let pending = json!({ "phase": "Pending" });
+        let running = json!({ "phase": "Running", "progress": { "scanned": 0, "total": 254 } });
+        let told = transitions(Kind::DiscoveryScan, &pending, &running);
+        assert_eq!(told[0].reason, "ScanStarted");
+        assert_eq!(told[0].note, "a run over 254 addresses started");
+        let done = json!({ "phase": "Succeeded", "lastRun": {
+            "scanned": 254, "total": 254, "found": 7, "registered": 5, "updated": 1 } });
         let told = transitions(Kind::DiscoveryScan, &running, &done);
         assert_eq!(told[0].reason, "ScanFinished");
-        assert_eq!(told[0].note, "scan succeeded: 254 of 254 addresses");
+        assert_eq!(
+            told[0].note,
+            "scan succeeded: 254 of 254 addresses, 7 found, 5 registered, 1 updated"
+        );
+        let failed = json!({ "phase": "Failed", "lastRun": {
+            "scanned": 3, "total": 254, "found": 0, "registered": 0, "updated": 0,
+            "message": "timed out" } });
+        let told = transitions(Kind::DiscoveryScan, &running, &failed);
+        assert_eq!(
+            (told[0].reason, told[0].severity),
+            ("ScanFailed", Severity::Warning)
+        );
+        assert!(told[0].note.ends_with(": timed out"), "{}", told[0].note);
+        let responding = json!({ "conditions": [{ "type": "Responding", "status": "True" }] });
+        let lost = json!({ "conditions": [{ "type": "Responding", "status": "False", "message": "not found" }] });
+        let told = transitions(Kind::Device, &responding, &lost);
+        assert_eq!(
+            (told[0].reason, told[0].note.as_str()),
+            ("NotResponding", "not found")
+        );
 
         let before = json!({ "rings": [{ "name": "pilot", "failed": 1 }] });
         let after = json!({ "rings": [{ "name": "pilot", "failed": 3 }] });
