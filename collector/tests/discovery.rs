@@ -156,6 +156,49 @@ fn fping_alive(cidr: &str) -> BTreeSet<IpAddr> {
         .collect()
 }
 
+/// What net-snmp's own tools read of a v2c agent: the system group (`snmpget -Oqv`) and the
+/// ifIndex → ifDescr of its ifTable (`snmpwalk -Oqs`).
+fn snmp_tools_read(address: Ipv4Addr) -> (Vec<String>, BTreeSet<(u32, String)>) {
+    let run = |program: &str, args: &[&str]| -> String {
+        let output = Command::new(program)
+            .args(["-v2c", "-c", lab::COMMUNITY, "-t", "2", "-r", "1"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} (apt-get install snmp): {e}"));
+        assert!(output.status.success(), "{program} {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let address = address.to_string();
+    let system = run(
+        "snmpget",
+        &[
+            "-Oqvn",
+            &address,
+            "1.3.6.1.2.1.1.5.0",
+            "1.3.6.1.2.1.1.2.0",
+            "1.3.6.1.2.1.1.6.0",
+        ],
+    );
+    let system = system
+        .lines()
+        .map(|l| {
+            l.trim()
+                .trim_matches('"')
+                .trim_start_matches('.')
+                .to_owned()
+        })
+        .collect();
+    let interfaces = run("snmpwalk", &["-Oqn", &address, "1.3.6.1.2.1.2.2.1.2"])
+        .lines()
+        .filter_map(|l| {
+            let (oid, descr) = l.split_once(' ')?;
+            let index = oid.rsplit('.').next()?.parse().ok()?;
+            Some((index, descr.trim().trim_matches('"').to_owned()))
+        })
+        .collect();
+    (system, interfaces)
+}
+
 fn hosts(reports: &[ScanReport]) -> Vec<FoundHost> {
     reports.iter().flat_map(|r| r.hosts.clone()).collect()
 }
@@ -324,6 +367,27 @@ async fn a_run_over_the_lab_finds_what_fping_finds_and_identifies_each_host() {
         Some(lab.router_neighbours()[1].chassis_id.as_str())
     );
     assert_eq!(v3.addresses, [IpAddr::V4(lab.v3.addr)]);
+
+    // What the run read over SNMP is what net-snmp's snmpget and snmpwalk read.
+    for address in [lab.router.addr, lab.switch.addr] {
+        let facts = facts(&found, address);
+        let (system, if_descr) = snmp_tools_read(address);
+        assert_eq!(
+            system,
+            [
+                facts.sys_name.clone(),
+                facts.sys_object_id.clone(),
+                facts.sys_location.clone()
+            ],
+            "{address}"
+        );
+        let indexes: BTreeSet<u32> = facts.interfaces.iter().map(|i| i.if_index).collect();
+        assert_eq!(
+            indexes,
+            if_descr.iter().map(|(i, _)| *i).collect::<BTreeSet<_>>(),
+            "{address}: every ifTable row"
+        );
+    }
 
     // Answering ICMP only: found, with a round-trip time and nothing over SNMP.
     for address in [
