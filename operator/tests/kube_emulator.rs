@@ -686,7 +686,9 @@ async fn emulator_discovery_registers_devices_through_the_api_server() {
         e["reason"] == "ScanFinished" && e["regarding"]["name"] == "lab"
     });
     assert!(
-        finished["note"].as_str().is_some_and(|n| n.contains("7 found")),
+        finished["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("7 found")),
         "{finished:#}"
     );
 }

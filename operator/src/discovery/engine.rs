@@ -53,6 +53,8 @@ use crate::{
     store::{StatusPatch, Store, StoreError, StoredObject},
 };
 
+/// The advisory lock one discovery engine holds (`cdot-discovery` as an int8).
+const DISCOVERY_LOCK: i64 = 0x6364_6f74_6469_7363;
 /// Hosts processed per pass.
 const HOSTS_PER_PASS: i64 = 2_000;
 /// Hosts listed in a scan's status (the API lists all).
@@ -104,6 +106,7 @@ impl Discovery {
     ) -> JoinHandle<()> {
         let wake = self.wake.clone();
         let mut engine = Engine {
+            lock: None,
             store,
             index,
             secrets,
@@ -150,6 +153,9 @@ struct Scan {
 }
 
 struct Engine {
+    /// The connection holding the discovery lock: one engine of all replicas works at a
+    /// time (its lock goes with the connection when a replica dies).
+    lock: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
     store: Store,
     index: Index,
     secrets: Arc<Secrets>,
@@ -164,7 +170,39 @@ struct Engine {
 }
 
 impl Engine {
+    /// Whether this engine holds the discovery lock (taking it when free).
+    async fn holds_lock(&mut self) -> Result<bool, StoreError> {
+        if let Some(conn) = &mut self.lock {
+            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+                return Ok(true);
+            }
+            // The connection died, and the lock with it.
+            self.lock = None;
+        }
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(StoreError::query(
+                "take a connection for the discovery lock",
+            ))?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(DISCOVERY_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::query("take the discovery lock"))?;
+        if got {
+            tracing::info!("discovery engine active on this replica");
+            self.lock = Some(conn);
+        }
+        Ok(got)
+    }
+
     async fn pass(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        if !self.holds_lock().await? {
+            return Ok(());
+        }
         let scans = self.scans().await?;
         let runs = self.store.discovery_latest_runs().await?;
         let now_text = now.to_string();
