@@ -69,6 +69,8 @@ struct Running {
     operator: Operator,
     viewer: String,
     collector: Daemon,
+    /// The collector's own `/metrics` port.
+    metrics_port: u16,
     http: reqwest::Client,
 }
 
@@ -164,17 +166,19 @@ async fn start(
         "enroll failed: {}",
         String::from_utf8_lossy(&enroll.stderr)
     );
-    let running = run_collector(tmp);
+    let metrics_port = free_port();
+    let running = run_collector(tmp, metrics_port);
     Running {
         operator,
         viewer,
         collector: running,
+        metrics_port,
         http: reqwest::Client::new(),
     }
 }
 
 /// Runs the enrolled collector of `tmp` (its log appended to `tmp/collector.log`).
-fn run_collector(tmp: &Path) -> Daemon {
+fn run_collector(tmp: &Path, metrics_port: u16) -> Daemon {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -193,7 +197,7 @@ fn run_collector(tmp: &Path) -> Daemon {
             ])
             .args(["--assignments-refresh-secs", "5"])
             .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg(format!("127.0.0.1:{metrics_port}"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -328,6 +332,18 @@ async fn two_overlapping_scans_register_each_box_once() {
         "router, v3 host and three by address, once across both scans"
     );
 
+    // Interface polling of what was registered starts by itself: the collector that found
+    // them polls them with the credential that answered.
+    let metrics = format!("http://127.0.0.1:{}/metrics", running.metrics_port);
+    let polled = wait_for(Duration::from_secs(60), || async {
+        let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| l.starts_with(r#"cdot_collector_snmp_polls_total{result="ok"}"#))
+            .then_some(())
+    })
+    .await;
+    assert!(polled.is_some(), "no SNMP poll of a registered device");
+
     // The router's LLDP neighbours are edges to the Devices that are those boxes.
     let topology = running.get("/v1/namespaces/acme/topology").await;
     let edges = topology["edges"].as_array().expect("edges");
@@ -359,7 +375,7 @@ async fn a_run_survives_its_collector_being_killed() {
     .expect("the run never reported progress");
     running.collector.0.kill().expect("kill the collector");
     let _ = running.collector.0.wait();
-    running.collector = run_collector(tmp.path());
+    running.collector = run_collector(tmp.path(), running.metrics_port);
     let scan = running.settled_scan("slow", tmp.path()).await;
     let run = &scan["status"]["lastRun"];
     assert!(

@@ -514,7 +514,7 @@ impl Engine {
                 }
             }
             if scan.spec.registration.mode == RegistrationMode::Propose {
-                self.write_proposals(scan, &hosts);
+                self.write_proposals(scan, &run.collector, &hosts);
             }
         }
         self.hosts_of.remove(&run.id);
@@ -525,6 +525,7 @@ impl Engine {
     fn write_proposals(
         &self,
         scan: &Scan,
+        collector: &str,
         hosts: &[(
             cdot_crds::wire::discovery::FoundHost,
             Option<String>,
@@ -541,13 +542,16 @@ impl Engine {
             let keys = Keys::of_host(host);
             match proposed.get_mut(name.as_str()) {
                 Some((_, spec)) => {
-                    if let Some(wider) = register::widened_spec(spec, &scan.spec, host, &keys) {
+                    if let Some(wider) =
+                        register::widened_spec(spec, &scan.spec, collector, host, &keys)
+                    {
                         *spec = wider;
                     }
                 }
                 None => {
                     let class = classify(&classifier, host);
-                    let made = register::new_device(&scan.name, &scan.spec, host, &keys, class);
+                    let made =
+                        register::new_device(&scan.name, &scan.spec, collector, host, &keys, class);
                     proposed.insert(name, made);
                 }
             }
@@ -855,7 +859,7 @@ impl<'a> Registrar<'a> {
         if let Some((name, on)) = self.directory.find(&keys) {
             tracing::debug!(namespace = self.namespace, address = %host.address, device = %name, matched_on = on.as_str(), "found host matches a Device");
             let outcome = self
-                .update(store, scan, &name, host, &keys, discovered)
+                .update(store, scan, pending, &name, &keys, discovered)
                 .await?;
             self.done
                 .push((pending.run, host.address, outcome, Some(name)));
@@ -877,8 +881,14 @@ impl<'a> Registrar<'a> {
                     .push((pending.run, host.address, "proposed", Some(name)));
             }
             RegistrationMode::Register => {
-                let (labels, spec) =
-                    register::new_device(&scan.name, &scan.spec, host, &keys, class);
+                let (labels, spec) = register::new_device(
+                    &scan.name,
+                    &scan.spec,
+                    &pending.collector,
+                    host,
+                    &keys,
+                    class,
+                );
                 let status = json!({ "source": "Discovery", "discovery": discovered });
                 let mut name = String::new();
                 for _ in 0..8 {
@@ -938,11 +948,12 @@ impl<'a> Registrar<'a> {
         &mut self,
         store: &Store,
         scan: &Scan,
+        pending: &PendingHost,
         name: &str,
-        host: &cdot_crds::wire::discovery::FoundHost,
         keys: &Keys,
         mut discovered: DiscoveredDevice,
     ) -> Result<&'static str, StoreError> {
+        let host = &pending.host;
         self.directory.insert(name, keys.clone());
         // Addresses of earlier sightings stay.
         if let Some(previous) = self
@@ -963,7 +974,8 @@ impl<'a> Registrar<'a> {
         }
         if let Some((labels, spec)) = self.devices.get(name).cloned()
             && labels.get(register::ORIGIN_LABEL).map(String::as_str) == Some("discovery")
-            && let Some(wider) = register::widened_spec(&spec, &scan.spec, host, keys)
+            && let Some(wider) =
+                register::widened_spec(&spec, &scan.spec, &pending.collector, host, keys)
             && store
                 .discovery_update_device_spec(self.namespace, name, &wider)
                 .await?

@@ -76,10 +76,12 @@ fn addresses_of(host: &FoundHost, keys: &Keys) -> Vec<String> {
 }
 
 /// Labels and spec of a new Device: where it came from, its site, the scan's labels; SNMP
-/// polling with the credential that answered, so interface polling starts by itself.
+/// polling with the credential that answered, by the collector that found it, so interface
+/// polling starts by itself (whatever the sites say).
 pub fn new_device(
     scan_name: &str,
     scan: &DiscoveryScanSpec,
+    collector: &str,
     host: &FoundHost,
     keys: &Keys,
     class: DeviceClass,
@@ -107,15 +109,26 @@ pub fn new_device(
         if let Some(snmp) = &scan.methods.snmp
             && let Some(credential) = snmp.credentials.get(usize::from(facts.credential))
         {
-            spec["snmp"] = json!({
-                "version": credential.version,
-                "address": host.address.to_string(),
-                "port": snmp.port,
-                "credentialsSecretRef": credential.secret_ref,
-            });
+            spec["snmp"] = snmp_settings(credential, snmp.port, host, collector);
         }
     }
     (labels, spec)
+}
+
+/// `spec.snmp` of a found host: the credential that answered, polled by `collector`.
+fn snmp_settings(
+    credential: &cdot_crds::discovery_scan::SnmpCredential,
+    port: u16,
+    host: &FoundHost,
+    collector: &str,
+) -> Value {
+    json!({
+        "version": credential.version,
+        "address": host.address.to_string(),
+        "port": port,
+        "credentialsSecretRef": credential.secret_ref,
+        "collector": collector,
+    })
 }
 
 fn cut(s: &str, max: usize) -> String {
@@ -128,6 +141,7 @@ fn cut(s: &str, max: usize) -> String {
 pub fn widened_spec(
     current: &Value,
     scan: &DiscoveryScanSpec,
+    collector: &str,
     host: &FoundHost,
     keys: &Keys,
 ) -> Option<Value> {
@@ -144,12 +158,7 @@ pub fn widened_spec(
         && let (Some(facts), Some(snmp)) = (&host.snmp, &scan.methods.snmp)
         && let Some(credential) = snmp.credentials.get(usize::from(facts.credential))
     {
-        next["snmp"] = json!({
-            "version": credential.version,
-            "address": host.address.to_string(),
-            "port": snmp.port,
-            "credentialsSecretRef": credential.secret_ref,
-        });
+        next["snmp"] = snmp_settings(credential, snmp.port, host, collector);
     }
     (next != *current).then_some(next)
 }
@@ -275,7 +284,7 @@ mod tests {
     fn a_registered_device_is_valid_and_polled_with_the_credential_that_answered() {
         let h = host("rtr-1", 1);
         let keys = Keys::of_host(&h);
-        let (labels, spec) = new_device("lan", &scan(), &h, &keys, DeviceClass::Router);
+        let (labels, spec) = new_device("lan", &scan(), "col-1", &h, &keys, DeviceClass::Router);
         assert_eq!(labels[ORIGIN_LABEL], "discovery");
         assert_eq!(labels[SCAN_LABEL], "lan");
         assert_eq!(labels[SITE_LABEL], "london");
@@ -285,6 +294,11 @@ mod tests {
         let snmp = decoded.snmp.expect("snmp");
         assert_eq!(snmp.version, SnmpVersion::V3);
         assert_eq!(snmp.credentials_secret_ref.name, "snmp-v3");
+        assert_eq!(
+            snmp.collector.as_deref(),
+            Some("col-1"),
+            "polled by who found it"
+        );
         assert_eq!(decoded.class, DeviceClass::Router);
     }
 
@@ -292,12 +306,16 @@ mod tests {
     fn another_sighting_only_adds() {
         let h = host("rtr-1", 0);
         let keys = Keys::of_host(&h);
-        let (_, spec) = new_device("lan", &scan(), &h, &keys, DeviceClass::Router);
-        assert_eq!(widened_spec(&spec, &scan(), &h, &keys), None, "nothing new");
+        let (_, spec) = new_device("lan", &scan(), "col-1", &h, &keys, DeviceClass::Router);
+        assert_eq!(
+            widened_spec(&spec, &scan(), "col-1", &h, &keys),
+            None,
+            "nothing new"
+        );
         let mut other = h.clone();
         other.address = "192.168.9.1".parse().expect("ip");
         let keys = Keys::of_host(&other);
-        let wider = widened_spec(&spec, &scan(), &other, &keys).expect("changed");
+        let wider = widened_spec(&spec, &scan(), "col-1", &other, &keys).expect("changed");
         assert_eq!(
             wider["managementAddresses"],
             json!(["10.0.0.1", "10.0.1.1", "192.168.9.1"])

@@ -66,6 +66,8 @@ pub struct PendingHost {
     pub run: Uuid,
     pub namespace: String,
     pub scan: String,
+    /// The collector that ran the run (it polls what the run registers).
+    pub collector: String,
     pub host: FoundHost,
 }
 
@@ -260,7 +262,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<PendingHost>, StoreError> {
         let rows = sqlx::query(
-            "SELECT h.run, r.namespace, r.scan, h.facts FROM discovery_hosts h
+            "SELECT h.run, r.namespace, r.scan, h.facts, r.collector FROM discovery_hosts h
              JOIN discovery_runs r ON r.id = h.run
              WHERE NOT h.processed ORDER BY h.found_at LIMIT $1",
         )
@@ -275,6 +277,7 @@ impl Store {
                     run: r.get(0),
                     namespace: r.get(1),
                     scan: r.get(2),
+                    collector: r.get(4),
                     host: serde_json::from_value(r.get(3)).ok()?,
                 })
             })
