@@ -7,18 +7,14 @@
 //! Needs root, iproute2, snmpd, python3 and iputils-ping (`scripts/test` installs them).
 mod support;
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use cdot_testkit::{
     discovery_lab::{self, DiscoveryLab},
     process::Daemon,
 };
 use serde_json::{Value, json};
-use support::{Operator, TestDb, create_token, free_port, wait_for, workspace_bin};
+use support::{Operator, TestCollector, TestDb, create_token, wait_for};
 
 /// SNMP credentials the scans use: v2c first, then v3 (so the v3 host answers the second).
 fn write_manifests(dir: &Path, lab: &DiscoveryLab, scans: &[&str], rate_limit: u32) {
@@ -68,9 +64,8 @@ fn write_manifests(dir: &Path, lab: &DiscoveryLab, scans: &[&str], rate_limit: u
 struct Running {
     operator: Operator,
     viewer: String,
-    collector: Daemon,
-    /// The collector's own `/metrics` port.
-    metrics_port: u16,
+    collector: TestCollector,
+    daemon: Daemon,
     http: reqwest::Client,
 }
 
@@ -99,7 +94,7 @@ impl Running {
     }
 
     /// The scan once every one of its runs finished and was processed.
-    async fn settled_scan(&self, name: &str, tmp: &Path) -> Value {
+    async fn settled_scan(&self, name: &str) -> Value {
         let path = format!("/v1/namespaces/acme/discoveryscans/{name}");
         wait_for(Duration::from_secs(120), || async {
             let scan = self.get(&path).await;
@@ -115,7 +110,7 @@ impl Running {
                 "scan {name} did not finish: {}\noperator log:\n{}\ncollector log:\n{}",
                 futures_lite_block(self.get(&path)),
                 std::fs::read_to_string(&self.operator.log).unwrap_or_default(),
-                std::fs::read_to_string(tmp.join("collector.log")).unwrap_or_default()
+                self.collector.logs()
             )
         })
     }
@@ -145,65 +140,15 @@ async fn start(
         tmp,
     )
     .await;
-    let collector = workspace_bin("cdot-collector");
-    let state = tmp.join("collector");
-    let enroll = Command::new(&collector)
-        .arg("--state-dir")
-        .arg(&state)
-        .args([
-            "enroll",
-            "--server",
-            &operator.agent_base,
-            "--token",
-            &enroll_token,
-        ])
-        .args(["--device-name", "col-1", "--ca-cert"])
-        .arg(operator.data_dir.join("agent-ca.crt"))
-        .output()
-        .expect("cdot-collector enroll");
-    assert!(
-        enroll.status.success(),
-        "enroll failed: {}",
-        String::from_utf8_lossy(&enroll.stderr)
-    );
-    let metrics_port = free_port();
-    let running = run_collector(tmp, metrics_port);
+    let collector = TestCollector::enroll(&operator, &enroll_token, "col-1", tmp);
+    let running = collector.run_scanner();
     Running {
         operator,
         viewer,
-        collector: running,
-        metrics_port,
+        collector,
+        daemon: running,
         http: reqwest::Client::new(),
     }
-}
-
-/// Runs the enrolled collector of `tmp` (its log appended to `tmp/collector.log`).
-fn run_collector(tmp: &Path, metrics_port: u16) -> Daemon {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(tmp.join("collector.log"))
-        .expect("log");
-    Daemon(
-        Command::new(workspace_bin("cdot-collector"))
-            .arg("--state-dir")
-            .arg(tmp.join("collector"))
-            .args([
-                "run",
-                "--no-sflow",
-                "--no-netflow",
-                "--ship-interval-secs",
-                "1",
-            ])
-            .args(["--assignments-refresh-secs", "5"])
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start cdot-collector"),
-    )
 }
 
 /// Every Device whose discovered or spec addresses include `address`.
@@ -243,8 +188,8 @@ async fn two_overlapping_scans_register_each_box_once() {
     let tmp = tempfile::tempdir().expect("tmp");
     let lab = DiscoveryLab::build();
     let running = start(tmp.path(), &db, &lab, &["lab", "lab-again"], 2000).await;
-    let first = running.settled_scan("lab", tmp.path()).await;
-    let second = running.settled_scan("lab-again", tmp.path()).await;
+    let first = running.settled_scan("lab").await;
+    let second = running.settled_scan("lab-again").await;
     let devices = running.devices().await;
 
     // The router answered on two addresses: one Device with both.
@@ -334,7 +279,10 @@ async fn two_overlapping_scans_register_each_box_once() {
 
     // Interface polling of what was registered starts by itself: the collector that found
     // them polls them with the credential that answered.
-    let metrics = format!("http://127.0.0.1:{}/metrics", running.metrics_port);
+    let metrics = format!(
+        "http://127.0.0.1:{}/metrics",
+        running.collector.metrics_port
+    );
     let polled = wait_for(Duration::from_secs(60), || async {
         let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
         text.lines()
@@ -373,10 +321,10 @@ async fn a_run_survives_its_collector_being_killed() {
     })
     .await
     .expect("the run never reported progress");
-    running.collector.0.kill().expect("kill the collector");
-    let _ = running.collector.0.wait();
-    running.collector = run_collector(tmp.path(), running.metrics_port);
-    let scan = running.settled_scan("slow", tmp.path()).await;
+    running.daemon.0.kill().expect("kill the collector");
+    let _ = running.daemon.0.wait();
+    running.daemon = running.collector.run_scanner();
+    let scan = running.settled_scan("slow").await;
     let run = &scan["status"]["lastRun"];
     assert!(
         run["restarts"].as_u64() >= Some(1),

@@ -593,47 +593,9 @@ async fn emulator_discovery_registers_devices_through_the_api_server() {
         dir.path(),
     )
     .await;
-    let collector = support::workspace_bin("cdot-collector");
-    let state = dir.path().join("collector");
-    let enroll = std::process::Command::new(&collector)
-        .arg("--state-dir")
-        .arg(&state)
-        .args([
-            "enroll",
-            "--server",
-            &operator.agent_base,
-            "--token",
-            "cdot_collectors",
-        ])
-        .args(["--device-name", "col-1", "--ca-cert"])
-        .arg(operator.data_dir.join("agent-ca.crt"))
-        .output()
-        .expect("cdot-collector enroll");
-    assert!(
-        enroll.status.success(),
-        "enroll failed: {}\n{}",
-        String::from_utf8_lossy(&enroll.stderr),
-        operator.logs()
-    );
-    let _collector = cdot_testkit::process::Daemon(
-        std::process::Command::new(&collector)
-            .arg("--state-dir")
-            .arg(&state)
-            .args([
-                "run",
-                "--no-sflow",
-                "--no-netflow",
-                "--ship-interval-secs",
-                "1",
-            ])
-            .args(["--assignments-refresh-secs", "5"])
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{}", support::free_port()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start cdot-collector"),
-    );
+    let collector =
+        support::TestCollector::enroll(&operator, "cdot_collectors", "col-1", dir.path());
+    let _collector = collector.run_scanner();
 
     let scan = wait_for(
         &k8s,

@@ -16,7 +16,7 @@ use std::{
 
 use cdot_testkit::{netns::Lab, process::Daemon};
 use serde_json::Value;
-use support::{Operator, TestDb, create_token, free_port, wait_for, workspace_bin};
+use support::{Operator, TestCollector, TestDb, create_token, wait_for};
 
 #[tokio::test]
 async fn flows_exported_by_softflowd_reach_the_top_talkers_api() {
@@ -29,27 +29,7 @@ async fn flows_exported_by_softflowd_reach_the_top_talkers_api() {
     let operator = Operator::start(&[&manifests], Some(&db.url), &[], tmp.path()).await;
 
     // The collector: enrolled, then receiving on the lab's gateway address.
-    let collector = workspace_bin("cdot-collector");
-    let state = tmp.path().join("collector");
-    let enroll = Command::new(&collector)
-        .arg("--state-dir")
-        .arg(&state)
-        .args([
-            "enroll",
-            "--server",
-            &operator.agent_base,
-            "--token",
-            &enroll_token,
-        ])
-        .args(["--device-name", "col-1", "--ca-cert"])
-        .arg(operator.data_dir.join("agent-ca.crt"))
-        .output()
-        .expect("cdot-collector enroll");
-    assert!(
-        enroll.status.success(),
-        "enroll failed: {}",
-        String::from_utf8_lossy(&enroll.stderr)
-    );
+    let collector = TestCollector::enroll(&operator, &enroll_token, "col-1", tmp.path());
     let lab = Lab::new();
     let a = lab.add_host();
     let b = lab.add_host();
@@ -58,23 +38,9 @@ async fn flows_exported_by_softflowd_reach_the_top_talkers_api() {
         .and_then(|s| s.local_addr())
         .expect("free UDP port")
         .port();
-    let metrics_port = free_port();
-    let log = std::fs::File::create(tmp.path().join("collector.log")).expect("log");
-    let running = Daemon(
-        Command::new(&collector)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["run", "--no-sflow", "--ship-interval-secs", "1"])
-            .arg("--netflow-listen")
-            .arg(format!("{gateway}:{netflow_port}"))
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start cdot-collector"),
-    );
+    let netflow_listen = format!("{gateway}:{netflow_port}");
+    let running = collector.run(&["--no-sflow", "--netflow-listen", &netflow_listen]);
+    let metrics_port = collector.metrics_port;
     let http = reqwest::Client::new();
     let records = |body: &str| -> u64 {
         body.lines()
@@ -178,7 +144,7 @@ async fn flows_exported_by_softflowd_reach_the_top_talkers_api() {
         };
         panic!(
             "the collector received no flow records; its metrics:\n{body}\nlog:\n{}\nsoftflowd:\n{}",
-            std::fs::read_to_string(tmp.path().join("collector.log")).unwrap_or_default(),
+            collector.logs(),
             std::fs::read_to_string(tmp.path().join("softflowd.log")).unwrap_or_default()
         );
     }
@@ -223,7 +189,7 @@ async fn flows_exported_by_softflowd_reach_the_top_talkers_api() {
     .unwrap_or_else(|| {
         panic!(
             "a -> b not among the top talkers; collector log:\n{}",
-            std::fs::read_to_string(tmp.path().join("collector.log")).unwrap_or_default()
+            collector.logs()
         )
     });
     let pair = body["items"]

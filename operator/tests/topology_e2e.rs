@@ -8,19 +8,14 @@
 //! Needs root, iproute2, snmpd and iputils-ping (`scripts/test` installs them).
 mod support;
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 use cdot_testkit::{
     discovery_lab::{COMMUNITY, RoutedSite},
-    process::Daemon,
     receiver::Receiver,
 };
 use serde_json::Value;
-use support::{Operator, TestDb, create_token, free_port, wait_for, workspace_bin};
+use support::{Operator, TestCollector, TestDb, create_token, wait_for};
 
 const COLLECTOR: &str = "col-1";
 
@@ -98,48 +93,8 @@ async fn a_dead_router_pages_once_and_the_devices_behind_it_name_it() {
         tmp.path(),
     )
     .await;
-    let collector = workspace_bin("cdot-collector");
-    let state = tmp.path().join("collector");
-    let enroll = Command::new(&collector)
-        .arg("--state-dir")
-        .arg(&state)
-        .args([
-            "enroll",
-            "--server",
-            &operator.agent_base,
-            "--token",
-            &enroll_token,
-        ])
-        .args(["--device-name", COLLECTOR, "--ca-cert"])
-        .arg(operator.data_dir.join("agent-ca.crt"))
-        .output()
-        .expect("cdot-collector enroll");
-    assert!(
-        enroll.status.success(),
-        "enroll failed: {}",
-        String::from_utf8_lossy(&enroll.stderr)
-    );
-    let log = std::fs::File::create(tmp.path().join("collector.log")).expect("log");
-    let _collector = Daemon(
-        Command::new(&collector)
-            .arg("--state-dir")
-            .arg(&state)
-            .args([
-                "run",
-                "--no-sflow",
-                "--no-netflow",
-                "--ship-interval-secs",
-                "1",
-            ])
-            .args(["--assignments-refresh-secs", "5"])
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start cdot-collector"),
-    );
+    let collector = TestCollector::enroll(&operator, &enroll_token, COLLECTOR, tmp.path());
+    let _collector = collector.run_scanner();
     let http = reqwest::Client::new();
     let get = |path: String| {
         let (http, base, viewer) = (http.clone(), operator.base.clone(), viewer.clone());
@@ -162,7 +117,7 @@ async fn a_dead_router_pages_once_and_the_devices_behind_it_name_it() {
         format!(
             "operator log:\n{}\ncollector log:\n{}",
             std::fs::read_to_string(&operator.log).unwrap_or_default(),
-            std::fs::read_to_string(tmp.path().join("collector.log")).unwrap_or_default()
+            collector.logs()
         )
     };
 

@@ -16,7 +16,7 @@ use cdot_crds::wire::alert::Alert;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::{store::Link, topology::Graph};
+use super::{store::links_in, topology::Graph};
 use crate::store::StoreError;
 
 /// An alert held back: by which Device's alert.
@@ -55,7 +55,7 @@ pub async fn decide(
         by_namespace.entry(&a.namespace).or_default().push(a);
     }
     for (namespace, offline) in by_namespace {
-        let links = links(&mut *tx, namespace).await?;
+        let links = links_in(&mut *tx, namespace).await?;
         if links.is_empty() {
             continue;
         }
@@ -133,30 +133,6 @@ async fn last_seen(
             let at: Option<i64> = r.get(1);
             let every: Option<i64> = r.get(2);
             Some((r.get(0), (at?, every?)))
-        })
-        .collect())
-}
-
-async fn links(tx: &mut PgConnection, namespace: &str) -> Result<Vec<Link>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT device, local_port, remote_chassis, remote_port, remote_device, remote_name,
-                host(remote_address)
-         FROM topology_links WHERE namespace = $1",
-    )
-    .bind(namespace)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(StoreError::query("read the topology for inhibition"))?;
-    Ok(rows
-        .iter()
-        .map(|r| Link {
-            device: r.get(0),
-            local_port: r.get(1),
-            remote_chassis: r.get(2),
-            remote_port: r.get(3),
-            remote_device: r.get(4),
-            remote_name: r.get(5),
-            remote_address: r.get::<Option<String>, _>(6).and_then(|a| a.parse().ok()),
         })
         .collect())
 }

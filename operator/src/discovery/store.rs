@@ -420,27 +420,7 @@ impl Store {
 
     /// Every link of a namespace.
     pub async fn discovery_links(&self, namespace: &str) -> Result<Vec<Link>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT device, local_port, remote_chassis, remote_port, remote_device, remote_name,
-                    host(remote_address)
-             FROM topology_links WHERE namespace = $1 ORDER BY device, local_port",
-        )
-        .bind(namespace)
-        .fetch_all(self.pool())
-        .await
-        .map_err(StoreError::query("read the topology"))?;
-        Ok(rows
-            .iter()
-            .map(|r| Link {
-                device: r.get(0),
-                local_port: r.get(1),
-                remote_chassis: r.get(2),
-                remote_port: r.get(3),
-                remote_device: r.get(4),
-                remote_name: r.get(5),
-                remote_address: r.get::<Option<String>, _>(6).and_then(|a| a.parse().ok()),
-            })
-            .collect())
+        links_in(self.pool(), namespace).await
     }
 
     /// Creates a Device discovery found (standalone mode). False when the name is taken.
@@ -559,4 +539,33 @@ pub async fn record_reports(
         .map_err(StoreError::query("record found hosts"))?;
     }
     Ok(ignored)
+}
+
+/// Every link of a namespace, on any connection (the inhibition check reads them inside its
+/// transaction).
+pub async fn links_in<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    namespace: &str,
+) -> Result<Vec<Link>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT device, local_port, remote_chassis, remote_port, remote_device, remote_name,
+                host(remote_address)
+         FROM topology_links WHERE namespace = $1 ORDER BY device, local_port",
+    )
+    .bind(namespace)
+    .fetch_all(executor)
+    .await
+    .map_err(StoreError::query("read the topology"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Link {
+            device: r.get(0),
+            local_port: r.get(1),
+            remote_chassis: r.get(2),
+            remote_port: r.get(3),
+            remote_device: r.get(4),
+            remote_name: r.get(5),
+            remote_address: r.get::<Option<String>, _>(6).and_then(|a| a.parse().ok()),
+        })
+        .collect())
 }

@@ -428,3 +428,75 @@ pub fn assert_documented(uri: &str, body: &serde_json::Value) {
         "GET {uri} answered what the document ({template}) does not allow: {errors:#?}\nbody: {body}"
     );
 }
+
+/// The real `cdot-collector` of an end-to-end test: enrolled into `operator` with an
+/// enrollment token as Device `device`, its state under `work/collector`, its log appended
+/// to `work/collector.log`, its own `/metrics` on `metrics_port`.
+pub struct TestCollector {
+    pub state: PathBuf,
+    pub log: PathBuf,
+    pub metrics_port: u16,
+}
+
+impl TestCollector {
+    /// Enrolls (panics with the collector's answer when it fails).
+    pub fn enroll(operator: &Operator, token: &str, device: &str, work: &Path) -> Self {
+        let state = work.join("collector");
+        let enroll = Command::new(workspace_bin("cdot-collector"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["enroll", "--server", &operator.agent_base, "--token", token])
+            .args(["--device-name", device, "--ca-cert"])
+            .arg(operator.data_dir.join("agent-ca.crt"))
+            .output()
+            .expect("cdot-collector enroll");
+        assert!(
+            enroll.status.success(),
+            "enroll failed: {}\noperator log:\n{}",
+            String::from_utf8_lossy(&enroll.stderr),
+            operator.logs()
+        );
+        Self {
+            state,
+            log: work.join("collector.log"),
+            metrics_port: free_port(),
+        }
+    }
+
+    /// `cdot-collector run` shipping every second, with `extra` flags (e.g. receivers).
+    pub fn run(&self, extra: &[&str]) -> cdot_testkit::process::Daemon {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("collector log");
+        cdot_testkit::process::Daemon(
+            Command::new(workspace_bin("cdot-collector"))
+                .arg("--state-dir")
+                .arg(&self.state)
+                .args(["run", "--ship-interval-secs", "1"])
+                .args(extra)
+                .arg("--metrics-listen")
+                .arg(format!("127.0.0.1:{}", self.metrics_port))
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start cdot-collector"),
+        )
+    }
+
+    /// A scan-only collector: no flow receivers, assignments every 5 s.
+    pub fn run_scanner(&self) -> cdot_testkit::process::Daemon {
+        self.run(&[
+            "--no-sflow",
+            "--no-netflow",
+            "--assignments-refresh-secs",
+            "5",
+        ])
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
