@@ -548,9 +548,9 @@ pub(crate) mod tests {
         match kind {
             Kind::Device => &["source"],
             Kind::AlertRule | Kind::Workflow => &["matchedDevices"],
-            Kind::NotificationChannel => &[],
+            // The discovery engine owns a scan's phase, progress and runs.
+            Kind::NotificationChannel | Kind::DiscoveryScan => &[],
             Kind::PatchPolicy => &["devicesInScope", "rings"],
-            Kind::DiscoveryScan => &["phase", "progress"],
             Kind::Silence => &["state"],
         }
     }
@@ -627,10 +627,19 @@ pub(crate) mod tests {
     fn the_conditions_docs_name_exactly_the_conditions_written() {
         let objects = examples();
         let world = World::new(&objects);
+        // No example Device was found by a scan: one that was writes `Responding`.
+        let discovered = stored(
+            "Device",
+            "acme",
+            "found",
+            json!({ "class": "Router" }),
+            json!({ "discovery": { "scan": "lan", "responding": true } }),
+        );
         for kind in Kind::ALL {
             let mut written = std::collections::BTreeSet::new();
             let of_kind = objects.iter().filter(|o| o.kind == kind);
-            for object in of_kind.chain([&invalid(kind)]) {
+            let extra = (kind == Kind::Device).then_some(&discovered);
+            for object in of_kind.chain([&invalid(kind)]).chain(extra) {
                 for condition in reconcile(object, &world, "t").conditions() {
                     written.insert(condition.type_.clone());
                 }
