@@ -379,11 +379,10 @@ async fn each_kind_sends_its_exact_status_patch() {
                 "observedGeneration": 2,
                 "conditions": [condition("Ready", "False", "ReferenceNotFound", "not found in namespace acme: NotificationChannel slack-noc (spec.steps[3].channel)"), valid(), reconciled()],
             }),
+            // Phase, progress and runs are the discovery engine's: not in this patch.
             Kind::DiscoveryScan => json!({
                 "observedGeneration": 2,
-                "phase": "Pending",
-                "progress": {"scanned": 0, "total": 264},
-                "conditions": [condition("Ready", "False", "NoCollector", "no Collector device for site london: a scan needs one to run from; not scanned yet: discovery scanning is not implemented"), valid(), reconciled()],
+                "conditions": [condition("Ready", "False", "NoCollector", "no Collector device for this namespace: enroll a collector there (cdot-collector enroll) to run this scan"), valid(), reconciled()],
             }),
             Kind::Silence => json!({
                 "observedGeneration": 2,
