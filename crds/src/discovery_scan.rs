@@ -150,10 +150,11 @@ pub struct CollectorSelection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Methods {
-    /// ICMP echo sweep.
+    /// ICMP echo sweep (one echo per address, `retries` more on timeout).
     #[serde(default = "default_true")]
     pub icmp: bool,
-    /// SNMP probing (system group: sysName, sysDescr, sysObjectID).
+    /// SNMP probing of every responder: system group, ifTable/ifXTable, ipAddrTable and
+    /// ipAddressTable, ENTITY-MIB serial, LLDP-MIB chassis id and neighbours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snmp: Option<SnmpDiscovery>,
 }
