@@ -33,6 +33,7 @@ const VIEWER: &str = "cdot_test_discovery_viewer";
 struct Harness {
     _db: TestDb,
     store: Store,
+    index: cdot_operator::index::Index,
     app: Router,
     collector: DeviceIdentity,
     proposals: tempfile::TempDir,
@@ -106,10 +107,12 @@ impl Harness {
             },
             shutdown,
         );
+        let index = state.index.clone();
         let app = api::app(state, Duration::from_secs(20));
         Self {
             _db: db,
             store,
+            index,
             app,
             collector: DeviceIdentity {
                 namespace: "acme".into(),
@@ -428,4 +431,41 @@ async fn offline_devices_behind_an_offline_router_are_inhibited() {
         .map(|h| (h.device.as_str(), h.upstream_device.as_str()))
         .collect();
     assert_eq!(by, [("ap", "sw")]);
+}
+
+/// Deleting a scan ends its unfinished run (its collector stops being assigned it), so a
+/// scan made again under the same name runs anew.
+#[tokio::test]
+async fn a_deleted_scan_ends_its_run() {
+    let h = Harness::start(json!({ "targets": ["10.0.0.0/30"] })).await;
+    wait_for(Duration::from_secs(20), || async {
+        h.assignments().await["scans"]
+            .as_array()
+            .filter(|s| !s.is_empty())
+            .map(|_| ())
+    })
+    .await
+    .expect("the run was never assigned");
+    sqlx::query("DELETE FROM objects WHERE kind = 'DiscoveryScan'")
+        .execute(h.store.pool())
+        .await
+        .expect("delete");
+    h.index
+        .replace(&h.store.all_objects().await.expect("objects"));
+    let ended = wait_for(Duration::from_secs(20), || async {
+        let row: Option<(String, Option<String>)> =
+            sqlx::query_as("SELECT state, message FROM discovery_runs")
+                .fetch_optional(h.store.pool())
+                .await
+                .expect("run");
+        row.filter(|(state, _)| state == "Failed")
+    })
+    .await
+    .expect("the run did not end");
+    assert_eq!(ended.1.as_deref(), Some("the DiscoveryScan was deleted"));
+    assert!(
+        h.assignments().await["scans"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    );
 }

@@ -213,6 +213,24 @@ impl Engine {
             .iter()
             .filter_map(|o| Collector::of(o, &now_text))
             .collect();
+        // A run whose scan was deleted (or recreated: another uid) ends, so the scan's name
+        // is free for new runs.
+        for run in runs.iter().filter(|r| r.is_active()) {
+            let exists = scans.iter().any(|s| {
+                s.namespace == run.namespace && s.name == run.scan && s.uid == run.scan_uid
+            });
+            if !exists
+                && self
+                    .index
+                    .snapshot()
+                    .get(Kind::DiscoveryScan, &run.namespace, &run.scan)
+                    .is_none_or(|o| o.uid != run.scan_uid)
+            {
+                self.store
+                    .discovery_fail_run(run.id, "the DiscoveryScan was deleted")
+                    .await?;
+            }
+        }
         let mut next_runs = HashMap::new();
         for scan in &scans {
             let planned = self.schedule(scan, &runs, &collectors, now).await?;
