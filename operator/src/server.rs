@@ -169,6 +169,7 @@ impl Server {
             state.devices.clone(),
             state.changes.clone(),
             args.discovery.clone(),
+            state.ready.clone(),
             jobs_shutdown,
         ));
         let servers = start_servers(server, state.clone(), agent_tls).await?;

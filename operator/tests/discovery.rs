@@ -105,6 +105,7 @@ impl Harness {
                 interval: Duration::from_millis(200),
                 proposals_dir: proposals.path().to_path_buf(),
             },
+            Arc::new(std::sync::atomic::AtomicBool::new(true)),
             shutdown,
         );
         let index = state.index.clone();

@@ -93,6 +93,8 @@ impl Discovery {
     }
 
     /// Starts the engine; it ends when `shutdown` turns true.
+    /// Starts the engine; its passes begin once `ready` (the first desired state, Secrets
+    /// included, is loaded: before it, every credential would look missing).
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         &self,
@@ -102,6 +104,7 @@ impl Discovery {
         cluster: Option<Arc<ClusterDevices>>,
         changes: Changes,
         settings: Settings,
+        ready: Arc<std::sync::atomic::AtomicBool>,
         mut shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
         let wake = self.wake.clone();
@@ -119,6 +122,12 @@ impl Discovery {
         tokio::spawn(async move {
             loop {
                 let pass = tracing::info_span!("discovery_pass");
+                if !ready.load(std::sync::atomic::Ordering::Acquire) {
+                    tokio::select! {
+                        _ = shutdown.wait_for(|stop| *stop) => break,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    }
+                }
                 if let Err(e) =
                     tracing::Instrument::instrument(engine.pass(Timestamp::now()), pass).await
                 {
