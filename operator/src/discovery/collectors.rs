@@ -76,21 +76,34 @@ pub fn selects(
     namespace: &str,
     collector: &Collector,
 ) -> bool {
-    if collector.namespace != namespace {
-        return false;
-    }
+    collector.namespace == namespace
+        && selects_device(
+            spec,
+            site,
+            &collector.name,
+            collector.site.as_deref(),
+            &collector.labels,
+        )
+}
+
+/// Whether a Collector Device (`name`, its site, its labels) of the scan's namespace is one
+/// the scan selects: by `spec.collector` name and selector, else by the scan's site.
+pub fn selects_device(
+    spec: &DiscoveryScanSpec,
+    site: Option<&str>,
+    name: &str,
+    device_site: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     match &spec.collector {
         Some(selection) if selection.name.is_some() || selection.selector.is_some() => {
-            selection
-                .name
-                .as_ref()
-                .is_none_or(|name| *name == collector.name)
+            selection.name.as_ref().is_none_or(|n| n == name)
                 && selection
                     .selector
                     .as_ref()
-                    .is_none_or(|s| selector_matches(s, &collector.labels))
+                    .is_none_or(|s| selector_matches(s, labels))
         }
-        _ => site.is_none_or(|site| collector.site.as_deref() == Some(site)),
+        _ => site.is_none_or(|site| device_site == Some(site)),
     }
 }
 

@@ -3,7 +3,6 @@
 //! problems, hosts.
 use cdot_crds::{
     SITE_LABEL,
-    common::selector_matches,
     device::DeviceClass,
     discovery_scan::{DiscoveryScanSpec, DiscoveryScanStatus},
     kind::Kind,
@@ -20,10 +19,7 @@ pub fn observe(
 ) -> Observation<DiscoveryScanStatus> {
     // Owned by the engine: left out so neither overwrites the other.
     let status = DiscoveryScanStatus::default();
-    let site = spec
-        .site
-        .as_deref()
-        .or_else(|| object.labels.get(SITE_LABEL).map(String::as_str));
+    let site = crate::discovery::collectors::scan_site(spec, &object.labels);
     let collectors: Vec<&str> = world
         .of_kind(&object.namespace, Kind::Device)
         .filter(|device| {
@@ -33,21 +29,19 @@ pub fn observe(
                 .and_then(|class| DeviceClass::deserialize(class).ok())
                 == Some(DeviceClass::Collector)
         })
-        .filter(|device| match &spec.collector {
-            Some(selection) if selection.name.is_some() || selection.selector.is_some() => {
-                selection
-                    .name
-                    .as_ref()
-                    .is_none_or(|name| *name == device.name)
-                    && selection
-                        .selector
-                        .as_ref()
-                        .is_none_or(|s| selector_matches(s, device.labels))
-            }
-            _ => site.is_none_or(|site| {
-                device.labels.get(SITE_LABEL).map(String::as_str) == Some(site)
-                    || device.spec.get("site").and_then(|s| s.as_str()) == Some(site)
-            }),
+        .filter(|device| {
+            let device_site = device
+                .spec
+                .get("site")
+                .and_then(|s| s.as_str())
+                .or_else(|| device.labels.get(SITE_LABEL).map(String::as_str));
+            crate::discovery::collectors::selects_device(
+                spec,
+                site,
+                device.name,
+                device_site,
+                device.labels,
+            )
         })
         .map(|device| device.name)
         .collect();
