@@ -209,34 +209,49 @@ impl TimeWindow {
     /// disambiguation does) and lasts `duration` of real time, so a window across a DST
     /// change is neither an hour short nor long. An invalid window is never open.
     pub fn contains(&self, at: jiff::Timestamp) -> bool {
-        let (Ok((h, m)), Ok(length), Ok(tz)) = (
-            parse_time_of_day(&self.start),
-            parse_duration(&self.duration),
-            jiff::tz::TimeZone::get(&self.time_zone),
-        ) else {
-            return false;
-        };
-        let Ok(length) = jiff::SignedDuration::try_from(length) else {
-            return false;
-        };
-        let today = at.to_zoned(tz.clone()).date();
+        self.opening_at(at).is_some()
+    }
+
+    /// The opening holding `at`: when it opened and when it closes. Its start identifies
+    /// it, so work done "once per opening" keys on it (a local hour repeated by a DST
+    /// change is still one opening).
+    pub fn opening_at(&self, at: jiff::Timestamp) -> Option<(jiff::Timestamp, jiff::Timestamp)> {
+        let today = at.to_zoned(self.zone()?).date();
         // Windows last at most 7 days: an opening 8 days back cannot reach `at`.
-        (0..=8).any(|back| {
-            let Ok(day) = today.checked_sub(jiff::Span::new().days(back)) else {
-                return false;
-            };
-            if !self.days.is_empty() && !self.days.contains(&Weekday::of(day.weekday())) {
-                return false;
-            }
-            let Ok(opens) = day
-                .at(h as i8, m as i8, 0, 0)
-                .to_zoned(tz.clone())
-                .map(|z| z.timestamp())
-            else {
-                return false;
-            };
-            opens <= at && opens.checked_add(length).is_ok_and(|closes| at < closes)
+        (0..=8).find_map(|back| {
+            let day = today.checked_sub(jiff::Span::new().days(back)).ok()?;
+            let (opens, closes) = self.opening_on(day)?;
+            (opens <= at && at < closes).then_some((opens, closes))
         })
+    }
+
+    /// The first opening that starts after `at`, within the next 8 days.
+    pub fn next_opening_after(&self, at: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        let today = at.to_zoned(self.zone()?).date();
+        (0..=8).find_map(|ahead| {
+            let day = today.checked_add(jiff::Span::new().days(ahead)).ok()?;
+            let (opens, _) = self.opening_on(day)?;
+            (opens > at).then_some(opens)
+        })
+    }
+
+    fn zone(&self) -> Option<jiff::tz::TimeZone> {
+        jiff::tz::TimeZone::get(&self.time_zone).ok()
+    }
+
+    /// The opening that starts on local `day`, if the window opens that day.
+    fn opening_on(&self, day: jiff::civil::Date) -> Option<(jiff::Timestamp, jiff::Timestamp)> {
+        let (h, m) = parse_time_of_day(&self.start).ok()?;
+        let length = jiff::SignedDuration::try_from(parse_duration(&self.duration).ok()?).ok()?;
+        if !self.days.is_empty() && !self.days.contains(&Weekday::of(day.weekday())) {
+            return None;
+        }
+        let opens = day
+            .at(h as i8, m as i8, 0, 0)
+            .to_zoned(self.zone()?)
+            .ok()?
+            .timestamp();
+        Some((opens, opens.checked_add(length).ok()?))
     }
 
     pub(crate) fn validate_into(&self, path: &str, errs: &mut Errors) {
@@ -618,6 +633,39 @@ mod tests {
         };
         assert!(long.contains(ts("2026-01-04T21:00:00Z")));
         assert!(!long.contains(ts("2026-01-04T22:00:00Z")));
+    }
+
+    /// On the night the clocks go back, 01:30 happens twice; the window opens once (at the
+    /// first 01:30) and every instant inside it names that one opening, so work done once
+    /// per opening runs once.
+    #[test]
+    fn a_window_across_the_clocks_going_back_is_one_opening() {
+        let w = TimeWindow {
+            days: vec![Weekday::Sun],
+            start: "01:30".into(),
+            duration: "2h".into(),
+            time_zone: "Europe/London".into(),
+        };
+        // 2026-10-25: 01:30 BST is 00:30 UTC; 01:00 UTC is 01:00 GMT again.
+        let first = ts("2026-10-25T00:30:00Z");
+        let opening = (first, ts("2026-10-25T02:30:00Z"));
+        for at in [
+            "2026-10-25T00:30:00Z",
+            "2026-10-25T01:30:00Z",
+            "2026-10-25T02:29:59Z",
+        ] {
+            assert_eq!(w.opening_at(ts(at)), Some(opening), "{at}");
+        }
+        assert_eq!(w.opening_at(ts("2026-10-25T02:30:00Z")), None);
+        assert_eq!(
+            w.next_opening_after(ts("2026-10-24T12:00:00Z")),
+            Some(first)
+        );
+        assert_eq!(
+            w.next_opening_after(first),
+            Some(ts("2026-11-01T01:30:00Z")),
+            "a week later, in GMT"
+        );
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

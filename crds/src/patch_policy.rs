@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// Desired state of a patch policy. Approving a patch is editing this resource (a commit).
-#[derive(CustomResource, KubeSchema, Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(CustomResource, KubeSchema, Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[kube(
     group = "rmm.cdot.io",
     version = "v1alpha1",
@@ -62,9 +62,29 @@ pub struct PatchPolicySpec {
     /// Reboot policy after installation.
     #[serde(default)]
     pub reboot: RebootPolicy,
+    /// Time between the end of an install and the reboot, e.g. `5m`, so users can save.
+    #[serde(default = "default_reboot_delay")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub reboot_delay: String,
+    /// Message broadcast to logged-in users when a reboot is scheduled.
+    #[serde(default = "default_reboot_message")]
+    #[schemars(length(min = 1, max = 256))]
+    pub reboot_message: String,
     /// Only report compliance; never install.
     #[serde(default)]
     pub audit_only: bool,
+}
+
+/// The message users see before a patch reboot unless the policy sets another.
+pub const DEFAULT_REBOOT_MESSAGE: &str =
+    "This machine restarts to finish installing updates. Save your work.";
+
+fn default_reboot_delay() -> String {
+    "5m".into()
+}
+
+fn default_reboot_message() -> String {
+    DEFAULT_REBOOT_MESSAGE.into()
 }
 
 fn default_classifications() -> Vec<Classification> {
@@ -151,10 +171,20 @@ pub struct Ring {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub max_failure_percent: Option<u8>,
+    /// How long this ring is watched after its devices finish before the next ring may
+    /// start: a failed install or a new firing alert on its devices in that time halts the
+    /// rollout. E.g. `1h`.
+    #[serde(default = "default_soak")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub soak: String,
 }
 
 fn default_delay() -> String {
     "0s".into()
+}
+
+fn default_soak() -> String {
+    "1h".into()
 }
 
 /// What happens after installation when a reboot is needed.
@@ -294,6 +324,14 @@ impl Validate for PatchPolicySpec {
                 None => catch_all = catch_all.or(Some(i)),
             }
             check_duration_into(&mut errs, format!("{path}.delay"), &r.delay, false);
+            check_duration_into(&mut errs, format!("{path}.soak"), &r.soak, false);
+        }
+        check_duration_into(&mut errs, "spec.rebootDelay", &self.reboot_delay, false);
+        if self.reboot_message.trim().is_empty() || self.reboot_message.len() > 256 {
+            errs.push(
+                "spec.rebootMessage",
+                "the reboot message must have 1 to 256 characters",
+            );
         }
         if let Some(w) = &self.install_window {
             w.validate_into("spec.installWindow", &mut errs);

@@ -15,8 +15,10 @@ pub mod alert;
 pub mod collector;
 pub mod discovery;
 pub mod network;
+pub mod patch;
 pub mod query;
 pub mod topology;
+pub mod work;
 
 /// Path prefix of every agent route.
 pub const AGENT_API_PREFIX: &str = "/v1/agent";
