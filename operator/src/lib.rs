@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod kubernetes;
 pub mod metrics;
+pub mod patching;
 pub mod notify;
 pub mod pki;
 pub mod reconcile;

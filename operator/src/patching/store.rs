@@ -1,0 +1,538 @@
+//! Patching's tables (migration 0016): each device's latest scan and its updates, the
+//! state of every package version sent to a device, rollouts ring by ring and their halts,
+//! and the work reports already applied.
+use std::collections::HashMap;
+
+use cdot_crds::{
+    patch_policy::Classification,
+    wire::patch::{PatchProgress, PatchScan, PatchState},
+};
+use jiff::Timestamp;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::store::{Store, StoreError};
+
+/// A device's latest scan, without its updates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanRow {
+    pub scanned_at: Timestamp,
+    pub problem: Option<String>,
+    pub installed_packages: u32,
+    pub reboot_required: bool,
+}
+
+/// One update a device's latest scan offers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateRow {
+    pub device: Uuid,
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub classification: Classification,
+    pub reboot_required: bool,
+    /// First reported by any device of the namespace.
+    pub first_seen: Timestamp,
+}
+
+/// The latest state of one package version on one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallRow {
+    pub device: Uuid,
+    pub name: String,
+    pub version: String,
+    pub policy: String,
+    pub state: PatchState,
+    pub opening: Option<Timestamp>,
+    pub attempts: i32,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Everything patching keeps about one namespace.
+#[derive(Debug, Default)]
+pub struct NamespaceState {
+    pub scans: HashMap<Uuid, ScanRow>,
+    pub updates: Vec<UpdateRow>,
+    pub installs: Vec<InstallRow>,
+    /// Open times of each rollout's rings, in ring order, by (policy, name, version).
+    pub rollouts: HashMap<(String, String, String), Vec<Timestamp>>,
+    /// Halts by (policy, name, version): (ring, generation, reason, since).
+    pub halts: HashMap<(String, String, String), (usize, i64, String, Timestamp)>,
+}
+
+/// A firing (or since resolved) alert: when it fired, on which device, of which rule.
+#[derive(Debug, Clone)]
+pub struct FiredAlert {
+    pub device: Uuid,
+    pub rule: String,
+    pub device_name: String,
+    pub fired_at: Timestamp,
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Bound as `to_timestamp($n::float8 / 1000)`.
+fn sql(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+/// `column` read as Unix milliseconds.
+macro_rules! ms {
+    ($col:literal) => {
+        concat!("(extract(epoch FROM ", $col, ") * 1000)::int8 AS ", $col)
+    };
+}
+
+pub fn classification_name(c: Classification) -> &'static str {
+    match c {
+        Classification::Security => "security",
+        Classification::Critical => "critical",
+        Classification::Bugfix => "bugfix",
+        Classification::Feature => "feature",
+        Classification::ThirdParty => "thirdParty",
+    }
+}
+
+pub fn classification_from(s: &str) -> Option<Classification> {
+    Some(match s {
+        "security" => Classification::Security,
+        "critical" => Classification::Critical,
+        "bugfix" => Classification::Bugfix,
+        "feature" => Classification::Feature,
+        "thirdParty" => Classification::ThirdParty,
+        _ => return None,
+    })
+}
+
+impl Store {
+    /// Replaces `device`'s scan and its updates; an update already offered keeps its
+    /// `first_seen`, and a version first seen elsewhere in the namespace takes that time.
+    pub async fn put_patch_scan(
+        &self,
+        device: Uuid,
+        namespace: &str,
+        scan: &PatchScan,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let scanned = Timestamp::from_millisecond(scan.scanned_at_ms).unwrap_or(now);
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::query("begin patch scan"))?;
+        sqlx::query(
+            "INSERT INTO patch_scans (device_uid, namespace, scanned_at, received_at, backend, problem, installed_packages, reboot_required)
+             VALUES ($1, $2, to_timestamp($3::float8 / 1000), to_timestamp($4::float8 / 1000), $5, $6, $7, $8)
+             ON CONFLICT (device_uid) DO UPDATE SET namespace = EXCLUDED.namespace, scanned_at = EXCLUDED.scanned_at,
+                 received_at = EXCLUDED.received_at, backend = EXCLUDED.backend, problem = EXCLUDED.problem,
+                 installed_packages = EXCLUDED.installed_packages, reboot_required = EXCLUDED.reboot_required",
+        )
+        .bind(device)
+        .bind(namespace)
+        .bind(sql(scanned))
+        .bind(sql(now))
+        .bind(scan.backend.map(|b| format!("{b:?}").to_lowercase()))
+        .bind(scan.problem.as_deref())
+        .bind(i32::try_from(scan.installed_packages).unwrap_or(i32::MAX))
+        .bind(scan.reboot_required)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("store patch scan"))?;
+        let names: Vec<&str> = scan.updates.iter().map(|u| u.name.as_str()).collect();
+        let froms: Vec<&str> = scan.updates.iter().map(|u| u.from.as_str()).collect();
+        let tos: Vec<&str> = scan.updates.iter().map(|u| u.to.as_str()).collect();
+        let classes: Vec<&str> = scan
+            .updates
+            .iter()
+            .map(|u| classification_name(u.classification))
+            .collect();
+        let sources: Vec<&str> = scan.updates.iter().map(|u| u.source.as_str()).collect();
+        let sizes: Vec<Option<i64>> = scan
+            .updates
+            .iter()
+            .map(|u| u.size_bytes.and_then(|s| i64::try_from(s).ok()))
+            .collect();
+        let reboots: Vec<bool> = scan.updates.iter().map(|u| u.reboot_required).collect();
+        sqlx::query(
+            "WITH new AS (
+                 SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::bool[])
+                     AS n(name, from_version, to_version, classification, source, size_bytes, reboot_required)
+             ), gone AS (
+                 DELETE FROM patch_updates p WHERE p.device_uid = $1
+                     AND NOT EXISTS (SELECT 1 FROM new WHERE new.name = p.name AND new.to_version = p.to_version)
+             )
+             INSERT INTO patch_updates (device_uid, name, from_version, to_version, classification, source, size_bytes, reboot_required, first_seen)
+             SELECT $1, new.name, new.from_version, new.to_version, new.classification, new.source, new.size_bytes, new.reboot_required,
+                    COALESCE((SELECT min(u.first_seen) FROM patch_updates u JOIN patch_scans s USING (device_uid)
+                              WHERE s.namespace = $2 AND u.name = new.name AND u.to_version = new.to_version), to_timestamp($10::float8 / 1000))
+             FROM new
+             ON CONFLICT (device_uid, name) DO UPDATE SET from_version = EXCLUDED.from_version,
+                 to_version = EXCLUDED.to_version, classification = EXCLUDED.classification, source = EXCLUDED.source,
+                 size_bytes = EXCLUDED.size_bytes, reboot_required = EXCLUDED.reboot_required,
+                 first_seen = CASE WHEN patch_updates.to_version = EXCLUDED.to_version
+                                   THEN patch_updates.first_seen ELSE EXCLUDED.first_seen END",
+        )
+        .bind(device)
+        .bind(namespace)
+        .bind(&names)
+        .bind(&froms)
+        .bind(&tos)
+        .bind(&classes)
+        .bind(&sources)
+        .bind(&sizes)
+        .bind(&reboots)
+        .bind(sql(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("store patch updates"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit patch scan"))
+    }
+
+    /// Everything patching decides from in `namespace`.
+    pub async fn patch_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError> {
+        let mut state = NamespaceState::default();
+        for row in sqlx::query(
+            concat!("SELECT device_uid, ", ms!("scanned_at"), ", problem, installed_packages, reboot_required FROM patch_scans WHERE namespace = $1"),
+        )
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read patch scans"))?
+        {
+            state.scans.insert(
+                row.get("device_uid"),
+                ScanRow {
+                    scanned_at: ts(row.get("scanned_at")),
+                    problem: row.get("problem"),
+                    installed_packages: u32::try_from(row.get::<i32, _>("installed_packages"))
+                        .unwrap_or(0),
+                    reboot_required: row.get("reboot_required"),
+                },
+            );
+        }
+        state.updates = sqlx::query(
+            "SELECT u.device_uid, u.name, u.from_version, u.to_version, u.classification, u.reboot_required,
+                    (extract(epoch FROM min(u.first_seen) OVER (PARTITION BY u.name, u.to_version)) * 1000)::int8 AS first_seen
+             FROM patch_updates u JOIN patch_scans s USING (device_uid) WHERE s.namespace = $1",
+        )
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read patch updates"))?
+        .iter()
+        .filter_map(|row| {
+            Some(UpdateRow {
+                device: row.get("device_uid"),
+                name: row.get("name"),
+                from: row.get("from_version"),
+                to: row.get("to_version"),
+                classification: classification_from(row.get("classification"))?,
+                reboot_required: row.get("reboot_required"),
+                first_seen: ts(row.get("first_seen")),
+            })
+        })
+        .collect();
+        state.installs = sqlx::query(
+            concat!(
+                "SELECT device_uid, name, version, policy, state, attempts, ",
+                ms!("opening"), ", ", ms!("updated_at"), ", ", ms!("finished_at"),
+                " FROM patch_installs WHERE namespace = $1"
+            ),
+        )
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read patch installs"))?
+        .iter()
+        .filter_map(|row| {
+            Some(InstallRow {
+                device: row.get("device_uid"),
+                name: row.get("name"),
+                version: row.get("version"),
+                policy: row.get("policy"),
+                state: PatchState::from_name(row.get("state"))?,
+                opening: row.get::<Option<i64>, _>("opening").map(ts),
+                attempts: row.get("attempts"),
+                updated_at: ts(row.get("updated_at")),
+                finished_at: row
+                    .get::<Option<i64>, _>("finished_at")
+                    .map(ts),
+            })
+        })
+        .collect();
+        for row in sqlx::query(
+            concat!("SELECT policy, name, version, ring, ", ms!("opened_at"), " FROM patch_rollouts WHERE namespace = $1 ORDER BY ring"),
+        )
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read patch rollouts"))?
+        {
+            state
+                .rollouts
+                .entry((row.get("policy"), row.get("name"), row.get("version")))
+                .or_default()
+                .push(ts(row.get("opened_at")));
+        }
+        for row in sqlx::query(
+            concat!("SELECT policy, name, version, ring, generation, reason, ", ms!("halted_at"), " FROM patch_halts WHERE namespace = $1"),
+        )
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read patch halts"))?
+        {
+            state.halts.insert(
+                (row.get("policy"), row.get("name"), row.get("version")),
+                (
+                    usize::try_from(row.get::<i32, _>("ring")).unwrap_or(0),
+                    row.get("generation"),
+                    row.get("reason"),
+                    ts(row.get("halted_at")),
+                ),
+            );
+        }
+        Ok(state)
+    }
+
+    /// Alerts of `namespace` that fired at or after `since`.
+    pub async fn alerts_fired_since(
+        &self,
+        namespace: &str,
+        since: Timestamp,
+    ) -> Result<Vec<FiredAlert>, StoreError> {
+        Ok(sqlx::query(
+            concat!("SELECT device_uid, device, rule, ", ms!("fired_at"), " FROM alerts
+             WHERE namespace = $1 AND fired_at IS NOT NULL AND fired_at >= to_timestamp($2::float8 / 1000)"),
+        )
+        .bind(namespace)
+        .bind(sql(since))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read alerts fired since a rollout"))?
+        .iter()
+        .map(|row| FiredAlert {
+            device: row.get("device_uid"),
+            device_name: row.get("device"),
+            rule: row.get("rule"),
+            fired_at: ts(row.get("fired_at")),
+        })
+        .collect())
+    }
+
+    /// Records that ring `ring` of a rollout opened at `at`.
+    pub async fn open_ring(
+        &self,
+        namespace: &str,
+        policy: &str,
+        name: &str,
+        version: &str,
+        ring: usize,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO patch_rollouts (namespace, policy, name, version, ring, opened_at)
+             VALUES ($1, $2, $3, $4, $5, to_timestamp($6::float8 / 1000)) ON CONFLICT DO NOTHING",
+        )
+        .bind(namespace)
+        .bind(policy)
+        .bind(name)
+        .bind(version)
+        .bind(i32::try_from(ring).unwrap_or(i32::MAX))
+        .bind(sql(at))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query("open a rollout ring"))?;
+        Ok(())
+    }
+
+    /// Halts a rollout until the policy's generation moves past `generation`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn halt_rollout(
+        &self,
+        namespace: &str,
+        policy: &str,
+        name: &str,
+        version: &str,
+        ring: usize,
+        generation: i64,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO patch_halts (namespace, policy, name, version, ring, generation, reason, halted_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::float8 / 1000))
+             ON CONFLICT (namespace, policy, name, version) DO UPDATE SET ring = EXCLUDED.ring,
+                 generation = EXCLUDED.generation, reason = EXCLUDED.reason, halted_at = EXCLUDED.halted_at",
+        )
+        .bind(namespace)
+        .bind(policy)
+        .bind(name)
+        .bind(version)
+        .bind(i32::try_from(ring).unwrap_or(i32::MAX))
+        .bind(generation)
+        .bind(reason)
+        .bind(sql(at))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query("halt a rollout"))?;
+        Ok(())
+    }
+
+    /// Lifts the halts of `policy` recorded under an older generation (a commit changed it).
+    pub async fn lift_halts(
+        &self,
+        namespace: &str,
+        policy: &str,
+        generation: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM patch_halts WHERE namespace = $1 AND policy = $2 AND generation < $3",
+        )
+        .bind(namespace)
+        .bind(policy)
+        .bind(generation)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query("lift rollout halts"))?
+        .rows_affected())
+    }
+
+    /// Applies one work report in one transaction: `false` when `report_id` was applied
+    /// before (nothing is written again).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply_work_report(
+        &self,
+        device: Uuid,
+        namespace: &str,
+        report_id: Uuid,
+        item: Uuid,
+        policy: Option<(&str, &str, Option<Timestamp>)>,
+        progress: &[PatchProgress],
+        done: bool,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::query("begin work report"))?;
+        let fresh = sqlx::query(
+            "INSERT INTO work_reports (report_id, device_uid, item, received_at) VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000))
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(report_id)
+        .bind(device)
+        .bind(item)
+        .bind(sql(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("record work report"))?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(false);
+        }
+        if let Some((policy, ring, opening)) = policy {
+            for p in progress {
+                let at = Timestamp::from_millisecond(p.at_ms).unwrap_or(now);
+                let terminal = matches!(
+                    p.state,
+                    PatchState::Installed | PatchState::Failed | PatchState::Skipped
+                );
+                let retry = matches!(p.state, PatchState::Failed | PatchState::Skipped);
+                sqlx::query(
+                    "INSERT INTO patch_installs (device_uid, namespace, name, version, policy, ring, state, exit_code,
+                         detail, log_tail, opening, attempts, updated_at, finished_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, to_timestamp($11::float8 / 1000), $12,
+                             to_timestamp($13::float8 / 1000), to_timestamp($14::float8 / 1000))
+                     ON CONFLICT (device_uid, name, version) DO UPDATE SET policy = EXCLUDED.policy, ring = EXCLUDED.ring,
+                         state = EXCLUDED.state, exit_code = EXCLUDED.exit_code, detail = EXCLUDED.detail,
+                         log_tail = EXCLUDED.log_tail, opening = EXCLUDED.opening,
+                         attempts = patch_installs.attempts + EXCLUDED.attempts,
+                         updated_at = EXCLUDED.updated_at, finished_at = EXCLUDED.finished_at
+                     WHERE patch_installs.updated_at <= EXCLUDED.updated_at",
+                )
+                .bind(device)
+                .bind(namespace)
+                .bind(&p.name)
+                .bind(&p.version)
+                .bind(policy)
+                .bind(ring)
+                .bind(p.state.as_str())
+                .bind(p.exit_code)
+                .bind(p.detail.as_deref())
+                .bind(p.log_tail.as_deref())
+                .bind(opening.map(sql))
+                .bind(i32::from(retry))
+                .bind(sql(at))
+                .bind(terminal.then(|| sql(at)))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("store patch progress"))?;
+            }
+        }
+        if done {
+            sqlx::query(
+                "INSERT INTO work_done (device_uid, item, done_at) VALUES ($1, $2, to_timestamp($3::float8 / 1000)) ON CONFLICT DO NOTHING",
+            )
+            .bind(device)
+            .bind(item)
+            .bind(sql(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("record work done"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit work report"))?;
+        Ok(true)
+    }
+
+    /// Items `device` finished.
+    pub async fn work_done(&self, device: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT item FROM work_done WHERE device_uid = $1")
+                .bind(device)
+                .fetch_all(self.pool())
+                .await
+                .map_err(StoreError::query("read finished work"))?,
+        )
+    }
+
+    /// One device's latest scan (without updates), if it has one.
+    pub async fn patch_scan_of(&self, device: Uuid) -> Result<Option<ScanRow>, StoreError> {
+        let row = sqlx::query(
+            concat!("SELECT ", ms!("scanned_at"), ", problem, installed_packages, reboot_required FROM patch_scans WHERE device_uid = $1"),
+        )
+        .bind(device)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::query("read a patch scan"))?;
+        Ok(row.map(|row| ScanRow {
+            scanned_at: ts(row.get("scanned_at")),
+            problem: row.get("problem"),
+            installed_packages: u32::try_from(row.get::<i32, _>("installed_packages"))
+                .unwrap_or(0),
+            reboot_required: row.get("reboot_required"),
+        }))
+    }
+
+    /// Forgets reports older than `before` (their dedupe window) and finished items of
+    /// devices gone.
+    pub async fn prune_work(&self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM work_reports WHERE received_at < to_timestamp($1::float8 / 1000)")
+                .bind(sql(before))
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::query("prune work reports"))?
+                .rows_affected(),
+        )
+    }
+}
