@@ -320,7 +320,7 @@ pub struct DeviceStatus {
     /// Number of alerts firing for this device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firing_alerts: Option<u32>,
-    /// Patch state summary. Not written yet: patching is not implemented.
+    /// Patch state summary, written by patching while a PatchPolicy selects the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patches: Option<PatchSummary>,
     /// SNMP polling by a collector: the newest poll that answered. A polled device is
@@ -515,15 +515,21 @@ pub struct MetricSummary {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PatchSummary {
-    /// Installed patches (last scan).
+    /// Installed packages (last scan).
     #[serde(default)]
     pub installed: u32,
-    /// Approved but not yet installed.
+    /// Approved updates not installed yet.
     #[serde(default)]
     pub pending: u32,
-    /// Failed installations.
+    /// Approved updates whose latest install failed.
     #[serde(default)]
     pub failed: u32,
+    /// Updates in scope the policy has not approved (or denies).
+    #[serde(default)]
+    pub not_approved: u32,
+    /// The device asks for a reboot.
+    #[serde(default)]
+    pub reboot_required: bool,
     /// Last patch scan (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scan: Option<String>,

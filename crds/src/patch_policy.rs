@@ -33,6 +33,11 @@ use crate::{
     ),
     printcolumn(name = "Compliant", type_ = "integer", json_path = ".status.compliant"),
     printcolumn(
+        name = "Rollout",
+        type_ = "string",
+        json_path = ".status.rollout.state"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -210,17 +215,19 @@ pub struct PatchPolicyStatus {
     /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
     /// when the spec is invalid, the message naming each field; `False` otherwise).
     /// `Ready` is `True` once the spec is valid (reason `DevicesOutsideRings` when devices in
-    /// scope match no ring); it does not mean patches are installed (patching is not
-    /// implemented yet).
+    /// scope match no ring); it does not mean patches are installed: `compliant`, `rings`
+    /// and `rollout` say how far installs got.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Devices of the namespace the policy applies to; not updated while the spec is invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices_in_scope: Option<u32>,
-    /// Devices with every approved patch installed. Not written yet: patching is not
-    /// implemented.
+    /// Devices in scope with a scan, no scan problem and every approved update installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compliant: Option<u32>,
+    /// Where the rollouts of approved updates stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// The devices of each ring of `spec.rings`, in order; not updated while the spec is
     /// invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,12 +244,58 @@ pub struct RingStatus {
     /// Devices in the ring.
     #[serde(default)]
     pub devices: u32,
-    /// Devices done. Stays 0 for now: patching is not implemented.
+    /// Devices with a scan and every approved update installed.
     #[serde(default)]
     pub completed: u32,
-    /// Devices failed. Stays 0 for now: patching is not implemented.
+    /// Devices whose latest install of some approved update failed.
     #[serde(default)]
     pub failed: u32,
+    /// Devices with approved updates not installed yet (their ring may not be open).
+    #[serde(default)]
+    pub pending: u32,
+}
+
+/// The state of a policy's rollouts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RolloutState {
+    /// Nothing approved is missing on any device in scope.
+    #[default]
+    Idle,
+    /// Approved updates are on their way through the rings.
+    Progressing,
+    /// A ring's failed installs or new alerts stopped a rollout; a commit resumes it.
+    Halted,
+}
+
+/// Rollout summary of a policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Overall state.
+    pub state: RolloutState,
+    /// One line for people: what is halted and why, or what waits for what.
+    pub message: String,
+    /// Halted rollouts, one line each (`openssl 3.0.15: 1 of 2 installs in ring pilot failed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub halted: Vec<String>,
+    /// Updates whose rollout is open in some ring, and the furthest ring each reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<UpdateRollout>,
+}
+
+/// How far one approved update got.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateRollout {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// The last ring opened.
+    pub ring: String,
+    /// When the next ring opens, if it only waits for time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_ring_at: Option<String>,
 }
 
 impl Validate for PatchPolicySpec {

@@ -162,6 +162,14 @@ impl Server {
             },
             jobs_shutdown.clone(),
         ));
+        jobs.push(state.patching.spawn(
+            store.clone(),
+            state.index.clone(),
+            state.work.clone(),
+            state.changes.clone(),
+            state.ready.clone(),
+            jobs_shutdown.clone(),
+        ));
         jobs.push(state.discovery.spawn(
             store.clone(),
             state.index.clone(),

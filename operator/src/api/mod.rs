@@ -71,6 +71,10 @@ pub struct AppState {
     pub alerting: crate::alerting::Alerting,
     /// Network discovery (see `crate::discovery`): woken when a report arrives.
     pub discovery: crate::discovery::Discovery,
+    /// The agent work channel's waiters (see `crate::work`).
+    pub work: crate::work::Work,
+    /// The patching engine (see `crate::patching`): woken by scans and reports.
+    pub patching: crate::patching::Patching,
 }
 
 impl AppState {
@@ -92,6 +96,8 @@ impl AppState {
             enroll_limiter: Arc::default(),
             index,
             discovery: crate::discovery::Discovery::default(),
+            work: crate::work::Work::default(),
+            patching: crate::patching::Patching::default(),
         }
     }
 
@@ -112,6 +118,10 @@ impl AppState {
 pub fn app(state: AppState, request_timeout: Duration) -> Router {
     // Routes that take no query parameters refuse any, as the others refuse unknown ones.
     let no_query = || middleware::from_fn(params::refuse_query);
+    // A long-poll answers before the request timeout cuts it.
+    state
+        .work
+        .set_max_wait(request_timeout.saturating_sub(Duration::from_secs(5)));
     let v1 = Router::new()
         .route("/openapi.json", get(openapi::document).layer(no_query()))
         .route("/whoami", get(identity::whoami).layer(no_query()))
@@ -126,6 +136,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .merge(query::routes())
         .merge(crate::alerting::routes::routes())
         .merge(crate::discovery::routes::routes())
+        .merge(crate::patching::routes::routes())
         .merge(network::routes())
         .nest(
             "/agent",
@@ -133,7 +144,9 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
                 .merge(ingest::routes())
                 .merge(assignments::routes())
                 .merge(collector::routes())
+                .merge(crate::patching::routes::agent_routes())
                 .route_layer(no_query())
+                .merge(crate::work::routes())
                 .route_layer(middleware::from_fn_with_state(
                     state.clone(),
                     rate_limit::enroll,

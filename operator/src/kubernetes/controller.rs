@@ -549,12 +549,13 @@ pub fn cluster_status(
     let mut patch = decided.clone();
     // Fields alerting, delivery and discovery write into the store, copied as they stand.
     let owned_elsewhere: &[&str] = match kind {
-        Kind::Device => &["firingAlerts", "discovery"],
+        Kind::Device => &["firingAlerts", "discovery", "patches"],
         Kind::AlertRule => &["firing", "lastEvaluation"],
         Kind::NotificationChannel => &["lastDelivery", "lastError", "delivered", "failed"],
         Kind::DiscoveryScan => &[
             "phase", "progress", "lastRun", "nextRun", "problems", "hosts",
         ],
+        Kind::PatchPolicy => &["compliant", "rings", "rollout"],
         _ => &[],
     };
     for field in owned_elsewhere {

@@ -89,7 +89,9 @@ impl Approver {
             } else {
                 decided(
                     Decision::Deferred,
-                    format!("approved automatically at {ends} ({days} day(s) after it was first seen)"),
+                    format!(
+                        "approved automatically at {ends} ({days} day(s) after it was first seen)"
+                    ),
                 )
             };
         }
@@ -143,14 +145,20 @@ mod tests {
             "deny": ["^openssl", "^postgresql-1[0-9]"],
         }));
         let now = t("2026-12-07T00:00:00Z");
-        let d = a.decide("openssl", Classification::Security, now, now).unwrap();
+        let d = a
+            .decide("openssl", Classification::Security, now, now)
+            .unwrap();
         assert_eq!(d.decision, Decision::Denied);
         assert_eq!(d.reason, "denied by \"^openssl\"");
         assert_eq!(
             a.overlaps(["openssl", "curl"]),
-            vec!["openssl matches approval.approve[0] \"^openssl$\" and approval.deny[0] \"^openssl\": denied (deny wins)"]
+            vec![
+                "openssl matches approval.approve[0] \"^openssl$\" and approval.deny[0] \"^openssl\": denied (deny wins)"
+            ]
         );
-        let d = a.decide("curl", Classification::Security, now, now).unwrap();
+        let d = a
+            .decide("curl", Classification::Security, now, now)
+            .unwrap();
         assert_eq!(d.decision, Decision::Install, "{d:?}");
     }
 
@@ -161,16 +169,35 @@ mod tests {
         }));
         let seen = t("2026-12-01T10:00:00Z");
         let early = a
-            .decide("curl", Classification::Security, seen, t("2026-12-03T09:59:59Z"))
+            .decide(
+                "curl",
+                Classification::Security,
+                seen,
+                t("2026-12-03T09:59:59Z"),
+            )
             .unwrap();
         assert_eq!(early.decision, Decision::Deferred);
-        assert!(early.reason.contains("2026-12-03T10:00:00Z"), "{}", early.reason);
+        assert!(
+            early.reason.contains("2026-12-03T10:00:00Z"),
+            "{}",
+            early.reason
+        );
         let late = a
-            .decide("curl", Classification::Security, seen, t("2026-12-03T10:00:00Z"))
+            .decide(
+                "curl",
+                Classification::Security,
+                seen,
+                t("2026-12-03T10:00:00Z"),
+            )
             .unwrap();
         assert_eq!(late.decision, Decision::Install);
         let manual = a
-            .decide("bash", Classification::Bugfix, seen, t("2027-01-01T00:00:00Z"))
+            .decide(
+                "bash",
+                Classification::Bugfix,
+                seen,
+                t("2027-01-01T00:00:00Z"),
+            )
             .unwrap();
         assert_eq!(manual.decision, Decision::NotApproved);
         assert_eq!(

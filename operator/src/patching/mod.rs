@@ -11,5 +11,13 @@
 //!   compliant devices are.
 //! * [`routes`]: the agent's scan report and the people's plan and compliance routes.
 pub mod approve;
+pub mod check;
+pub mod compliance;
+pub mod engine;
+pub mod plan;
 pub mod rings;
+pub mod routes;
 pub mod store;
+pub mod work;
+
+pub use engine::Patching;

@@ -107,7 +107,9 @@ pub fn step(
         .get(last)
         .and_then(|r| r.max_failure_percent)
         .unwrap_or(0);
-    if current.failed > 0 && u64::from(current.failed) * 100 > u64::from(allowed) * u64::from(current.devices) {
+    if current.failed > 0
+        && u64::from(current.failed) * 100 > u64::from(allowed) * u64::from(current.devices)
+    {
         return Step::Halt {
             ring: last,
             reason: format!(
@@ -127,7 +129,10 @@ pub fn step(
     if last + 1 >= rings || !current.finished() {
         return Step::Wait;
     }
-    let done = current.last_finished.unwrap_or(opened[last]).max(opened[last]);
+    let done = current
+        .last_finished
+        .unwrap_or(opened[last])
+        .max(opened[last]);
     let wait = if current.devices == 0 {
         delay(spec, last + 1)
     } else {
@@ -155,7 +160,10 @@ pub fn next_opening(
     if last + 1 >= ring_count(spec) || !current.finished() {
         return None;
     }
-    let done = current.last_finished.unwrap_or(opened[last]).max(opened[last]);
+    let done = current
+        .last_finished
+        .unwrap_or(opened[last])
+        .max(opened[last]);
     let wait = if current.devices == 0 {
         delay(spec, last + 1)
     } else {
@@ -229,22 +237,61 @@ mod tests {
         let approved = t("2026-12-07T10:00:00Z");
         assert_eq!(
             step(&s, "openssl", approved, &[], &[], approved),
-            Step::Open { ring: 0, at: approved }
+            Step::Open {
+                ring: 0,
+                at: approved
+            }
         );
         let opened = [approved];
         // One of two pilot devices still installing.
-        let busy = [ring(2, 1, 0, Some("2026-12-07T10:05:00Z")), ring(5, 0, 0, None)];
-        assert_eq!(step(&s, "openssl", approved, &opened, &busy, t("2026-12-08T00:00:00Z")), Step::Wait);
+        let busy = [
+            ring(2, 1, 0, Some("2026-12-07T10:05:00Z")),
+            ring(5, 0, 0, None),
+        ];
+        assert_eq!(
+            step(
+                &s,
+                "openssl",
+                approved,
+                &opened,
+                &busy,
+                t("2026-12-08T00:00:00Z")
+            ),
+            Step::Wait
+        );
         // Both done at 10:06: broad opens at 11:06 (its 1h delay outlasts the 10m soak).
-        let done = [ring(2, 2, 0, Some("2026-12-07T10:06:00Z")), ring(5, 0, 0, None)];
-        assert_eq!(step(&s, "openssl", approved, &opened, &done, t("2026-12-07T11:05:59Z")), Step::Wait);
+        let done = [
+            ring(2, 2, 0, Some("2026-12-07T10:06:00Z")),
+            ring(5, 0, 0, None),
+        ];
+        assert_eq!(
+            step(
+                &s,
+                "openssl",
+                approved,
+                &opened,
+                &done,
+                t("2026-12-07T11:05:59Z")
+            ),
+            Step::Wait
+        );
         assert_eq!(
             next_opening(&s, approved, &opened, &done),
             Some(t("2026-12-07T11:06:00Z"))
         );
         assert_eq!(
-            step(&s, "openssl", approved, &opened, &done, t("2026-12-07T11:06:00Z")),
-            Step::Open { ring: 1, at: t("2026-12-07T11:06:00Z") }
+            step(
+                &s,
+                "openssl",
+                approved,
+                &opened,
+                &done,
+                t("2026-12-07T11:06:00Z")
+            ),
+            Step::Open {
+                ring: 1,
+                at: t("2026-12-07T11:06:00Z")
+            }
         );
     }
 
@@ -252,18 +299,37 @@ mod tests {
     fn a_failure_or_a_new_alert_in_the_ring_halts_the_rollout() {
         let s = spec();
         let approved = t("2026-12-07T10:00:00Z");
-        let failed = [ring(2, 1, 1, Some("2026-12-07T10:06:00Z")), ring(5, 0, 0, None)];
-        let Step::Halt { ring: 0, reason } =
-            step(&s, "openssl", approved, &[approved], &failed, t("2026-12-08T00:00:00Z"))
-        else {
+        let failed = [
+            ring(2, 1, 1, Some("2026-12-07T10:06:00Z")),
+            ring(5, 0, 0, None),
+        ];
+        let Step::Halt { ring: 0, reason } = step(
+            &s,
+            "openssl",
+            approved,
+            &[approved],
+            &failed,
+            t("2026-12-08T00:00:00Z"),
+        ) else {
             panic!("a failed install in the pilot must halt");
         };
-        assert_eq!(reason, "1 of 2 install(s) of openssl in ring pilot failed (at most 0% may)");
-        let mut alerted = [ring(2, 2, 0, Some("2026-12-07T10:06:00Z")), ring(5, 0, 0, None)];
+        assert_eq!(
+            reason,
+            "1 of 2 install(s) of openssl in ring pilot failed (at most 0% may)"
+        );
+        let mut alerted = [
+            ring(2, 2, 0, Some("2026-12-07T10:06:00Z")),
+            ring(5, 0, 0, None),
+        ];
         alerted[0].alerts_since_open = vec!["cpu-high on pc-1".into()];
-        let Step::Halt { reason, .. } =
-            step(&s, "openssl", approved, &[approved], &alerted, t("2026-12-07T10:07:00Z"))
-        else {
+        let Step::Halt { reason, .. } = step(
+            &s,
+            "openssl",
+            approved,
+            &[approved],
+            &alerted,
+            t("2026-12-07T10:07:00Z"),
+        ) else {
             panic!("a new alert in the pilot must halt");
         };
         assert!(reason.contains("cpu-high on pc-1"), "{reason}");

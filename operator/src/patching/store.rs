@@ -193,13 +193,22 @@ impl Store {
             .map_err(StoreError::query("commit patch scan"))
     }
 
-    /// Everything patching decides from in `namespace`.
-    pub async fn patch_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError> {
+    /// Everything patching decides from in `namespace`; with `device`, only that device's
+    /// scan, updates and installs (rollouts and halts are always the namespace's).
+    pub async fn patch_namespace(
+        &self,
+        namespace: &str,
+        device: Option<Uuid>,
+    ) -> Result<NamespaceState, StoreError> {
         let mut state = NamespaceState::default();
-        for row in sqlx::query(
-            concat!("SELECT device_uid, ", ms!("scanned_at"), ", problem, installed_packages, reboot_required FROM patch_scans WHERE namespace = $1"),
-        )
+        for row in sqlx::query(concat!(
+            "SELECT device_uid, ",
+            ms!("scanned_at"),
+            ", problem, installed_packages, reboot_required FROM patch_scans
+                     WHERE namespace = $1 AND ($2::uuid IS NULL OR device_uid = $2)"
+        ))
         .bind(namespace)
+        .bind(device)
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::query("read patch scans"))?
@@ -217,10 +226,12 @@ impl Store {
         }
         state.updates = sqlx::query(
             "SELECT u.device_uid, u.name, u.from_version, u.to_version, u.classification, u.reboot_required,
-                    (extract(epoch FROM min(u.first_seen) OVER (PARTITION BY u.name, u.to_version)) * 1000)::int8 AS first_seen
-             FROM patch_updates u JOIN patch_scans s USING (device_uid) WHERE s.namespace = $1",
+                    (extract(epoch FROM u.first_seen) * 1000)::int8 AS first_seen
+             FROM patch_updates u JOIN patch_scans s USING (device_uid)
+             WHERE s.namespace = $1 AND ($2::uuid IS NULL OR u.device_uid = $2)",
         )
         .bind(namespace)
+        .bind(device)
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::query("read patch updates"))?
@@ -237,14 +248,17 @@ impl Store {
             })
         })
         .collect();
-        state.installs = sqlx::query(
-            concat!(
-                "SELECT device_uid, name, version, policy, state, attempts, ",
-                ms!("opening"), ", ", ms!("updated_at"), ", ", ms!("finished_at"),
-                " FROM patch_installs WHERE namespace = $1"
-            ),
-        )
+        state.installs = sqlx::query(concat!(
+            "SELECT device_uid, name, version, policy, state, attempts, ",
+            ms!("opening"),
+            ", ",
+            ms!("updated_at"),
+            ", ",
+            ms!("finished_at"),
+            " FROM patch_installs WHERE namespace = $1 AND ($2::uuid IS NULL OR device_uid = $2)"
+        ))
         .bind(namespace)
+        .bind(device)
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::query("read patch installs"))?
@@ -259,15 +273,15 @@ impl Store {
                 opening: row.get::<Option<i64>, _>("opening").map(ts),
                 attempts: row.get("attempts"),
                 updated_at: ts(row.get("updated_at")),
-                finished_at: row
-                    .get::<Option<i64>, _>("finished_at")
-                    .map(ts),
+                finished_at: row.get::<Option<i64>, _>("finished_at").map(ts),
             })
         })
         .collect();
-        for row in sqlx::query(
-            concat!("SELECT policy, name, version, ring, ", ms!("opened_at"), " FROM patch_rollouts WHERE namespace = $1 ORDER BY ring"),
-        )
+        for row in sqlx::query(concat!(
+            "SELECT policy, name, version, ring, ",
+            ms!("opened_at"),
+            " FROM patch_rollouts WHERE namespace = $1 ORDER BY ring"
+        ))
         .bind(namespace)
         .fetch_all(self.pool())
         .await
@@ -279,9 +293,11 @@ impl Store {
                 .or_default()
                 .push(ts(row.get("opened_at")));
         }
-        for row in sqlx::query(
-            concat!("SELECT policy, name, version, ring, generation, reason, ", ms!("halted_at"), " FROM patch_halts WHERE namespace = $1"),
-        )
+        for row in sqlx::query(concat!(
+            "SELECT policy, name, version, ring, generation, reason, ",
+            ms!("halted_at"),
+            " FROM patch_halts WHERE namespace = $1"
+        ))
         .bind(namespace)
         .fetch_all(self.pool())
         .await
@@ -494,6 +510,25 @@ impl Store {
         Ok(true)
     }
 
+    /// The policy and ring a package version of `device` was last installed under.
+    pub async fn patch_install_owner(
+        &self,
+        device: Uuid,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT policy, ring FROM patch_installs WHERE device_uid = $1 AND name = $2 AND version = $3",
+        )
+        .bind(device)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::query("read a patch install"))?;
+        Ok(row.map(|r| (r.get("policy"), r.get("ring"))))
+    }
+
     /// Items `device` finished.
     pub async fn work_done(&self, device: Uuid) -> Result<Vec<Uuid>, StoreError> {
         Ok(
@@ -507,9 +542,11 @@ impl Store {
 
     /// One device's latest scan (without updates), if it has one.
     pub async fn patch_scan_of(&self, device: Uuid) -> Result<Option<ScanRow>, StoreError> {
-        let row = sqlx::query(
-            concat!("SELECT ", ms!("scanned_at"), ", problem, installed_packages, reboot_required FROM patch_scans WHERE device_uid = $1"),
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            ms!("scanned_at"),
+            ", problem, installed_packages, reboot_required FROM patch_scans WHERE device_uid = $1"
+        ))
         .bind(device)
         .fetch_optional(self.pool())
         .await
@@ -517,8 +554,7 @@ impl Store {
         Ok(row.map(|row| ScanRow {
             scanned_at: ts(row.get("scanned_at")),
             problem: row.get("problem"),
-            installed_packages: u32::try_from(row.get::<i32, _>("installed_packages"))
-                .unwrap_or(0),
+            installed_packages: u32::try_from(row.get::<i32, _>("installed_packages")).unwrap_or(0),
             reboot_required: row.get("reboot_required"),
         }))
     }
@@ -526,13 +562,13 @@ impl Store {
     /// Forgets reports older than `before` (their dedupe window) and finished items of
     /// devices gone.
     pub async fn prune_work(&self, before: Timestamp) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query("DELETE FROM work_reports WHERE received_at < to_timestamp($1::float8 / 1000)")
-                .bind(sql(before))
-                .execute(self.pool())
-                .await
-                .map_err(StoreError::query("prune work reports"))?
-                .rows_affected(),
+        Ok(sqlx::query(
+            "DELETE FROM work_reports WHERE received_at < to_timestamp($1::float8 / 1000)",
         )
+        .bind(sql(before))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query("prune work reports"))?
+        .rows_affected())
     }
 }

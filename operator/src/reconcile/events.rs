@@ -149,6 +149,28 @@ pub fn transitions(kind: Kind, before: &Value, after: &Value) -> Vec<Transition>
                     });
                 }
             }
+            let rollout = |s: &Value| s["rollout"]["state"].as_str().map(str::to_owned);
+            match (rollout(before).as_deref(), rollout(after).as_deref()) {
+                (was, Some("Halted")) if was != Some("Halted") => out.push(Transition {
+                    severity: Severity::Warning,
+                    reason: "RolloutHalted",
+                    action: "Patch",
+                    note: after["rollout"]["message"]
+                        .as_str()
+                        .unwrap_or("the rollout halted")
+                        .to_owned(),
+                }),
+                (Some("Halted"), Some(now)) if now != "Halted" => out.push(Transition {
+                    severity: Severity::Normal,
+                    reason: "RolloutResumed",
+                    action: "Patch",
+                    note: after["rollout"]["message"]
+                        .as_str()
+                        .unwrap_or("the rollout goes on")
+                        .to_owned(),
+                }),
+                _ => {}
+            }
         }
         Kind::AlertRule | Kind::NotificationChannel | Kind::Workflow | Kind::Silence => {}
     }

@@ -1,8 +1,8 @@
 //! PatchPolicy: the devices in scope and how they fall into rings.
 //!
 //! A device belongs to the first ring whose selector matches it (a ring without a selector
-//! takes every device left). The progress counts per ring belong to patching, which does not
-//! exist yet; they are kept here as they are (0), and `Ready` does not claim installs.
+//! takes every device left). The progress counts per ring, `compliant` and `rollout` belong
+//! to the patching engine (`crate::patching::engine`); they are kept here as they stand.
 use cdot_crds::{
     common::selector_matches,
     kind::Kind,
@@ -12,8 +12,8 @@ use cdot_crds::{
 use super::{Observation, World, count};
 use crate::store::StoredObject;
 
-/// Ends the `Ready` message until patching exists.
-pub const NOT_PATCHING: &str = "nothing is patched yet: patching is not implemented";
+/// Ends the `Ready` message: what the policy's other fields tell.
+pub const SEE_PROGRESS: &str = "installs are in status.rings and status.rollout";
 
 pub fn observe(
     spec: &PatchPolicySpec,
@@ -37,6 +37,7 @@ pub fn observe(
                 devices: 0,
                 completed: old.map_or(0, |r| r.completed),
                 failed: old.map_or(0, |r| r.failed),
+                pending: old.map_or(0, |r| r.pending),
             }
         })
         .collect();
@@ -64,14 +65,14 @@ pub fn observe(
             status,
             "DevicesOutsideRings",
             format!(
-                "valid{mode}; {unassigned} of {in_scope} device(s) in scope match no ring and would not be patched; {NOT_PATCHING}"
+                "valid{mode}; {unassigned} of {in_scope} device(s) in scope match no ring and would not be patched; {SEE_PROGRESS}"
             ),
         );
     }
     Observation::ready(
         status,
         "Accepted",
-        format!("valid{mode}; {in_scope} device(s) in scope; {NOT_PATCHING}"),
+        format!("valid{mode}; {in_scope} device(s) in scope; {SEE_PROGRESS}"),
     )
 }
 
@@ -123,15 +124,15 @@ mod tests {
                 name: "pilot".into(),
                 devices: 1,
                 completed: 1,
-                failed: 0
+                failed: 0,
+                pending: 0
             }
         );
         assert_eq!(rings[1].devices, 2);
         assert_eq!(observation.ready.1, "Accepted");
-        // It said "installing" while nothing installs patches.
         assert_eq!(
             observation.ready.2,
-            "valid; 3 device(s) in scope; nothing is patched yet: patching is not implemented"
+            "valid; 3 device(s) in scope; installs are in status.rings and status.rollout"
         );
     }
 }
