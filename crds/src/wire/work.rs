@@ -67,7 +67,8 @@ pub enum WorkKind {
     PatchInstall(PatchInstall),
 }
 
-/// `POST /v1/agent/work/reports`: progress of one work item.
+/// `POST /v1/agent/work/reports`: progress of one work item, gzip JSON like a metrics
+/// batch, acknowledged with a [`super::BatchAck`] whose `batchId` is the `reportId`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkReport {
@@ -84,16 +85,6 @@ pub struct WorkReport {
     /// The item is finished on the agent: it will not run it again.
     #[serde(default)]
     pub done: bool,
-}
-
-/// Acknowledgement of a [`WorkReport`], sent after it is committed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct WorkReportAck {
-    /// The report acknowledged.
-    pub report_id: Uuid,
-    /// It had been stored before; nothing was applied again.
-    pub duplicate: bool,
 }
 
 #[cfg(test)]

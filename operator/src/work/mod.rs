@@ -31,8 +31,9 @@ use cdot_crds::wire::{
     patch::PatchState,
     work::{
         MAX_WORK_WAIT_SECS, WORK_REPORT_ROUTE, WORK_ROUTE, WorkItem, WorkKind, WorkList,
-        WorkReport, WorkReportAck,
+        WorkReport,
     },
+    BatchAck,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -201,13 +202,15 @@ async fn work(
     outcome.map(Json)
 }
 
-/// `POST /v1/agent/work/reports`: answered after the report is committed.
+/// `POST /v1/agent/work/reports`: answered after the report is committed, with the
+/// acknowledgement every spooled batch gets (`batchId` is the `reportId`), so the agent's
+/// delivery loop drains its report spool as it drains metrics.
 async fn report(
     State(state): State<AppState>,
     identity: DeviceIdentity,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<WorkReportAck>, ApiError> {
+) -> Result<Json<BatchAck>, ApiError> {
     let count = |reason| state.metrics.ingest.reject(reason);
     let report: WorkReport = read_json(&headers, body, count).await?;
     patching::check::check_report(&report).map_err(|r| {
@@ -273,8 +276,13 @@ async fn report(
         state.work.wake_device(identity.uid);
         state.patching.wake();
     }
-    Ok(Json(WorkReportAck {
-        report_id: report.report_id,
+    Ok(Json(BatchAck {
+        batch_id: report.report_id,
+        stored: if fresh {
+            u32::try_from(report.patches.len()).unwrap_or(u32::MAX)
+        } else {
+            0
+        },
         duplicate: !fresh,
     }))
 }
