@@ -185,3 +185,51 @@ ensure_kubectl() {
     "$bin/kubectl" version --client >/dev/null 2>&1 || die "$bin/kubectl does not run here"
     export PATH="$bin:$PATH"
 }
+
+# A minimal Debian root (`debootstrap --variant=minbase`, the host's Debian release) for the
+# agent's patching tests (cdot_testkit::debian_root runs apt and dpkg in it under chroot),
+# built once and kept as a tar in the cache; also the host tools those tests make packages
+# and repositories with (dpkg-deb, dpkg-scanpackages, apt-ftparchive). Prints the tar's path.
+# On a host that is not Debian the release is bookworm; CDOT_TEST_DEBIAN_CODENAME and
+# CDOT_TEST_DEBIAN_MIRROR choose another release or mirror. Parallel callers build it once
+# (a lock beside the tar).
+ensure_debian_root() {
+    local codename mirror cache tar work lock lock_fd
+    codename=${CDOT_TEST_DEBIAN_CODENAME:-}
+    if [ -z "$codename" ]; then
+        codename=$(. /etc/os-release && [ "${ID:-}" = debian ] && echo "${VERSION_CODENAME:-}" || true)
+        codename=${codename:-bookworm}
+    fi
+    mirror=${CDOT_TEST_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+    cache="${XDG_CACHE_HOME:-$HOME/.cache}/cdot-rmm"
+    tar="$cache/debian-root-$codename.tar"
+    local missing=()
+    command -v dpkg-scanpackages >/dev/null 2>&1 || missing+=(dpkg-dev)
+    command -v apt-ftparchive >/dev/null 2>&1 || missing+=(apt-utils)
+    if [ ! -s "$tar" ]; then
+        command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    fi
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+    mkdir -p "$cache"
+    lock="$cache/debian-root-$codename.lock"
+    exec {lock_fd}>"$lock"
+    flock "$lock_fd" || die "cannot lock $lock"
+    if [ ! -s "$tar" ]; then
+        is_root || die "building the Debian test root needs root (debootstrap, chroot)"
+        work=$(mktemp -d "$cache/debian-root-$codename.XXXXXX")
+        log "debootstrap --variant=minbase $codename into $work (once; kept as $tar)"
+        if ! debootstrap --variant=minbase "$codename" "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1; then
+            tail -n 30 "$work/debootstrap.log" >&2
+            rm -rf "$work"
+            die "debootstrap --variant=minbase $codename $mirror failed (log above)"
+        fi
+        # dpkg needs /dev/null inside the root; debootstrap makes it unless it may not mknod.
+        [ -c "$work/root/dev/null" ] || { rm -rf "$work"; die "debootstrap left no /dev/null in the root"; }
+        rm -f "$work"/root/var/cache/apt/archives/*.deb
+        tar --numeric-owner -C "$work/root" -cf "$tar.tmp.$$" . || { rm -rf "$work" "$tar.tmp.$$"; die "tar of the Debian root failed"; }
+        mv "$tar.tmp.$$" "$tar"
+        rm -rf "$work"
+    fi
+    exec {lock_fd}>&-
+    echo "$tar"
+}
