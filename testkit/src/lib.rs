@@ -6,9 +6,11 @@
 //! ([`process::Daemon`]), hosts that answer pings late ([`echo::DelayedEcho`]), a server
 //! that freezes ([`frozen::FreezableProxy`]), a recording HTTPS server
 //! ([`receiver::Receiver`]), an SMTP server ([`smtp::SmtpPeer`]), a real operator seeded
-//! through its agent API ([`operator::Operator`], [`operator::MadeUpAgent`]), and paths of
-//! workspace binaries.
+//! through its agent API ([`operator::Operator`], [`operator::MadeUpAgent`]), a Debian root
+//! with real apt and a package repository of the test's own ([`debian_root::DebianRoot`],
+//! [`debian_root::AptRepo`]), and paths of workspace binaries.
 pub mod bins;
+pub mod debian_root;
 pub mod discovery_lab;
 pub mod echo;
 pub mod frozen;
