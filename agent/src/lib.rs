@@ -18,6 +18,7 @@ pub mod config;
 pub mod delivery;
 pub mod enroll;
 pub mod jwt;
+pub mod patches;
 pub mod refresh;
 pub mod run;
 pub mod service;
