@@ -88,6 +88,19 @@ pub struct RunArgs {
     /// Seconds between metrics batches, overriding the operator's setting.
     #[arg(long, env = "CDOT_METRICS_INTERVAL")]
     pub metrics_interval_secs: Option<u64>,
+    /// Manage the packages of this root directory instead of the host's (every apt or dnf
+    /// command runs under `chroot DIR`): an agent in a container managing its host mounted
+    /// at /host, or a test's Debian root.
+    #[arg(long, env = "CDOT_PATCH_ROOT")]
+    pub patch_root: Option<PathBuf>,
+    /// Command that schedules a reboot after patching; `{minutes}` and `{message}` are
+    /// replaced (each stays one argument).
+    #[arg(
+        long,
+        env = "CDOT_REBOOT_COMMAND",
+        default_value = "shutdown -r +{minutes} {message}"
+    )]
+    pub reboot_command: String,
 }
 
 impl Cli {
@@ -118,6 +131,10 @@ impl Cli {
             .metrics_interval_secs
             .or(file.metrics_interval_secs)
             .map(|s| Duration::from_secs(s.max(1)));
+        settings.patch_root = args.patch_root.clone();
+        if !args.reboot_command.trim().is_empty() {
+            settings.reboot_command = args.reboot_command.clone();
+        }
         settings
     }
 }

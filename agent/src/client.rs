@@ -293,6 +293,16 @@ impl AgentClient {
         Ok(())
     }
 
+    /// `PUT /v1/agent/{route}` of a JSON body (gzip), answered without a body.
+    pub async fn put_json<B: Serialize>(&self, route: &str, body: &B) -> Result<(), RequestError> {
+        let url = self.url(route);
+        let body = gzip_json(body).map_err(|e| RequestError::Encode(e.to_string()))?;
+        let req = self.gzip_request(self.http.put(&url), body);
+        let resp = self.execute("PUT", &url, req).await?;
+        drop(resp);
+        Ok(())
+    }
+
     /// `POST /v1/agent/renew`.
     pub async fn renew(&self, request: &RenewRequest) -> Result<RenewResponse, RequestError> {
         let url = self.url("renew");

@@ -147,6 +147,12 @@ pub struct AgentSettings {
     pub retry_backoff_max: Duration,
     /// Timeout of one request.
     pub request_timeout: Duration,
+    /// Root directory whose packages patching manages; None: the host's.
+    pub patch_root: Option<PathBuf>,
+    /// Command that schedules a reboot (`{minutes}`, `{message}` replaced).
+    pub reboot_command: String,
+    /// How long one work request may be held by the operator (below `request_timeout`).
+    pub work_wait: Duration,
 }
 
 impl AgentSettings {
@@ -163,6 +169,9 @@ impl AgentSettings {
             retry_backoff_min: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(300),
             request_timeout: crate::client::DEFAULT_TIMEOUT,
+            patch_root: None,
+            reboot_command: "shutdown -r +{minutes} {message}".to_owned(),
+            work_wait: Duration::from_secs(20),
         }
     }
 }

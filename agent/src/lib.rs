@@ -27,6 +27,7 @@ pub mod spool;
 pub mod state;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod work;
 
 /// Version of this agent, sent in every report.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

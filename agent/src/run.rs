@@ -49,6 +49,8 @@ use crate::{
 
 /// Batches that could not be spooled and are being sent directly, at most.
 const DIRECT_SENDS: usize = 4;
+/// Bound of the work report spool (reports are small; this is thousands of them).
+const WORK_SPOOL_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Pause before trying again after a failed inventory.
 const INVENTORY_RETRY: Duration = Duration::from_secs(60);
 
@@ -141,6 +143,8 @@ pub struct Agent {
     creds: Credentials,
     client: AgentClient,
     spool: SharedSpool,
+    /// Work reports waiting for delivery.
+    work_spool: SharedSpool,
     config: AgentConfig,
     metrics: HostMetrics,
     stats: Arc<AgentStats>,
@@ -164,12 +168,14 @@ impl Agent {
         paths.create_dir()?;
         let client = AgentClient::from_credentials(&creds, settings.request_timeout)?;
         let spool = Spool::open(paths.spool(), settings.spool_max_bytes)?;
+        let work_spool = Spool::open(paths.dir().join("work-spool"), WORK_SPOOL_MAX_BYTES)?;
         let config = paths.load_config().unwrap_or_default();
         Ok(Self {
             paths,
             creds,
             client,
             spool: SharedSpool::new(spool),
+            work_spool: SharedSpool::new(work_spool),
             config,
             metrics: HostMetrics::new()?,
             settings,
@@ -195,6 +201,7 @@ impl Agent {
             creds,
             client,
             spool,
+            work_spool,
             config,
             metrics,
             stats,
@@ -250,6 +257,33 @@ impl Agent {
                 move |new| config_fetched(&config_tx, &config_paths, new),
             ),
         );
+        let work_wake = Arc::new(Notify::new());
+        let work_delivery = DeliveryLoop {
+            spool: work_spool.clone(),
+            client: client_rx.clone(),
+            route: crate::work::report_route(),
+            backoff_min: settings.retry_backoff_min,
+            backoff_max: settings.retry_backoff_max,
+            wake: work_wake.clone(),
+        };
+        tasks.spawn("work-delivery", work_delivery.run(stop.clone(), |_| {}));
+        let work = crate::work::WorkLoop {
+            client: client_rx.clone(),
+            system: Arc::new(crate::patches::PatchSystem::detect(
+                settings.patch_root.clone(),
+            )),
+            reports: work_spool,
+            wake_delivery: work_wake,
+            done: crate::work::done::DoneItems::load(paths.dir()),
+            wait: settings.work_wait.min(
+                settings
+                    .request_timeout
+                    .saturating_sub(Duration::from_secs(5)),
+            ),
+            backoff_max: settings.retry_backoff_max,
+            reboot_command: settings.reboot_command.clone(),
+        };
+        tasks.spawn("work", work.run(stop.clone()));
         let inventory = Inventory {
             client: client_rx,
             config: config_rx,
