@@ -265,3 +265,49 @@ async fn a_source_apt_cannot_read_is_a_problem_naming_apt_get_update() {
     assert!(problem.contains("exit code 100"), "{problem}");
     assert!(scan.updates.is_empty());
 }
+
+#[tokio::test]
+async fn a_dead_source_beside_working_ones_still_lists_updates() {
+    let root = DebianRoot::new();
+    root.install(&[TestDeb::new("cdot-alpha", "1.0")]);
+    root.repo()
+        .publish(Suite::STABLE, &TestDeb::new("cdot-alpha", "2.0"));
+    std::fs::write(
+        root.host_path("/etc/apt/sources.list.d/gone.list"),
+        "deb [trusted=yes] file:/srv/nowhere gone main\n",
+    )
+    .expect("write a sources list");
+    // apt-get update exits 100, but the lists it could fetch are planned with.
+    let scan = system(&root).scan("0").await;
+    assert_eq!(scan.problem, None);
+    let names: Vec<&str> = scan.updates.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["cdot-alpha"]);
+}
+
+#[tokio::test]
+async fn an_interrupted_dpkg_is_repaired_before_the_install() {
+    let root = DebianRoot::new();
+    root.install(&[TestDeb::new("cdot-alpha", "1.0")]);
+    root.repo()
+        .publish(Suite::STABLE, &TestDeb::new("cdot-alpha", "2.0"));
+    let system = system(&root);
+    assert_eq!(system.scan("0").await.updates.len(), 1);
+    // What dpkg leaves behind when it is killed mid-run; apt-get refuses to install then
+    // ("dpkg was interrupted, you must manually run 'dpkg --configure -a'").
+    std::fs::write(root.host_path("/var/lib/dpkg/updates/0001"), "")
+        .expect("write a dpkg journal entry");
+    let refused = root.chroot(&[
+        "apt-get",
+        "-y",
+        "install",
+        "--only-upgrade",
+        "cdot-alpha=2.0",
+    ]);
+    assert_eq!(refused.status.code(), Some(100));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("dpkg was interrupted"));
+
+    let alpha = target("cdot-alpha", "2.0", Classification::Bugfix);
+    let (_, last) = install(&system, &alpha, std::slice::from_ref(&alpha), &[]).await;
+    assert_eq!(last.state, PatchState::Installed, "{last:#?}");
+    assert_eq!(root.version("cdot-alpha").as_deref(), Some("2.0"));
+}
