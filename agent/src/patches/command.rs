@@ -40,6 +40,17 @@ const ENV: &[(&str, &str)] = &[
     ),
 ];
 
+/// Passed on from the agent's environment: a proxy apt or dnf may be configured to use
+/// through it.
+const PASSED_ON: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
 /// Why a command gave no exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -216,6 +227,11 @@ impl Runner {
             .args(&args)
             .env_clear()
             .envs(ENV.iter().copied())
+            .envs(
+                PASSED_ON
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+            )
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -505,6 +505,17 @@ mod tests {
     }
 
     #[test]
+    fn the_work_loop_can_spawn_scans_and_installs() {
+        fn send<T: Send>(_: T) {}
+        let system = PatchSystem::detect(None);
+        send(system.scan("0"));
+        let t = target("app", "2.0");
+        let mut report = |_: PatchProgress| {};
+        send(system.install(&t, &[], &[], &mut report));
+        send(system.reboot_required());
+    }
+
+    #[test]
     fn details_are_one_line() {
         assert_eq!(one_line("a\n  b\tc\n"), "a b c");
         assert!(one_line(&"é".repeat(800)).len() <= 1003);
