@@ -7,22 +7,18 @@
 //! `cdot-app` (v2 needs cdot-db v2). One device is in ring `pilot`, the other in `broad`.
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use cdot_crds::{
     patch_policy::Classification,
     wire::patch::{ComplianceReport, Decision, PatchPlan},
 };
-use cdot_testkit::{
-    debian_root::{DebianRoot, Suite, TestDeb},
-    process::Daemon,
-};
 use serde_json::Value;
-use support::{Operator, TestDb, create_enrollment_token, create_token, wait_for, workspace_bin};
+use support::{
+    Operator, TestDb, create_enrollment_token, create_token,
+    patching::{commit, root_with_packages, start_agent},
+    wait_for,
+};
 
 const DEVICES: &str = r#"
 apiVersion: rmm.cdot.io/v1alpha1
@@ -82,80 +78,6 @@ fn start_in(hours: i64) -> String {
         .checked_add(jiff::SignedDuration::from_hours(hours))
         .expect("time");
     t.strftime("%H:%M").to_string()
-}
-
-/// Writes a file atomically, as a checkout does, so the watcher never reads half of it.
-fn commit(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write manifest");
-    std::fs::rename(&tmp, path).expect("rename manifest");
-}
-
-fn root_with_packages() -> DebianRoot {
-    let root = DebianRoot::new();
-    let v1 = [
-        TestDeb::new("cdot-tls", "1.0"),
-        TestDeb::new("cdot-hello", "1.0"),
-        TestDeb::new("cdot-broken", "1.0"),
-        TestDeb::new("cdot-db", "1.0"),
-        TestDeb::new("cdot-app", "1.0"),
-    ];
-    root.install(&v1);
-    let repo = root.repo();
-    repo.publish(Suite::SECURITY, &TestDeb::new("cdot-tls", "2.0"));
-    repo.publish(Suite::STABLE, &TestDeb::new("cdot-hello", "2.0"));
-    repo.publish(
-        Suite::STABLE,
-        &TestDeb::new("cdot-broken", "2.0")
-            .postinst("echo 'cdot-broken: cannot migrate its data' >&2\nexit 3"),
-    );
-    repo.publish(Suite::STABLE, &TestDeb::new("cdot-db", "2.0"));
-    repo.publish(
-        Suite::STABLE,
-        &TestDeb::new("cdot-app", "2.0").depends("cdot-db (>= 2.0)"),
-    );
-    root
-}
-
-struct Agent {
-    _daemon: Daemon,
-    log: PathBuf,
-}
-
-fn start_agent(operator: &Operator, token: &str, device: &str, root: &Path, work: &Path) -> Agent {
-    let state = work.join(format!("agent-{device}"));
-    let enroll = Command::new(workspace_bin("cdot-agent"))
-        .args(["enroll", "--server", &operator.agent_base, "--token", token])
-        .args(["--device-name", device, "--ca-cert"])
-        .arg(operator.data_dir.join("agent-ca.crt"))
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .expect("cdot-agent enroll");
-    assert!(
-        enroll.status.success(),
-        "enroll {device}: {}",
-        String::from_utf8_lossy(&enroll.stderr)
-    );
-    let log = work.join(format!("agent-{device}.log"));
-    let daemon = Daemon(
-        Command::new(workspace_bin("cdot-agent"))
-            .args(["run", "--metrics-interval-secs", "5"])
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--patch-root")
-            .arg(root)
-            .args(["--reboot-command", "true"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("agent log"))
-            .spawn()
-            .expect("cdot-agent run"),
-    );
-    Agent {
-        _daemon: daemon,
-        log,
-    }
 }
 
 async fn get<T: serde::de::DeserializeOwned>(operator: &Operator, token: &str, path: &str) -> T {

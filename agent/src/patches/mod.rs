@@ -351,6 +351,10 @@ pub(crate) fn check_simulation(
         }
         match (check.approved(&p.name), &p.new) {
             (Some(a), Some(new)) if *new == a.version => {}
+            // A package new to the system, pulled in by the approved one (the next kernel
+            // ABI's image, a library's new soname): nothing installed changes, and denied
+            // names were refused above.
+            (None, Some(_)) if p.old.is_none() => {}
             (Some(a), Some(_)) => unapproved.push(format!(
                 "would also {}, approved is {}",
                 p.describe("package "),

@@ -96,8 +96,11 @@ pub struct PatchInstall {
     pub ring: String,
     /// Approved updates, each to exactly this version, installed in this order.
     pub packages: Vec<PackageTarget>,
-    /// Packages that must never change: an approved package that would change one of them
-    /// (a dependency) is not installed and is reported `failed` with the conflict.
+    /// The policy's deny patterns (regular expressions on package names): an approved
+    /// package whose install would change or pull in a package they match is not installed
+    /// and is reported `failed` with the conflict. Other packages it would upgrade must be
+    /// approved too; packages new to the system that it pulls in (the next kernel ABI's
+    /// image, a library's new soname) are allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
     /// Install only while this window is open (the agent checks it, DST-safe); absent

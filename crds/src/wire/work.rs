@@ -58,6 +58,8 @@ pub struct WorkItem {
 
 /// The kinds of work.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+// A list holds a handful of items: boxing the install would only cost an allocation.
+#[allow(clippy::large_enum_variant)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum WorkKind {
     /// Scan for available updates now and report them (`PUT /v1/agent/patches`), e.g.

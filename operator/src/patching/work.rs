@@ -185,7 +185,7 @@ pub fn install_item(
         policy: policy.name.clone(),
         ring: rings::ring_name(&policy.spec, ring).to_owned(),
         packages: targets.iter().map(|(t, _)| t.clone()).collect(),
-        deny: denied_names(policy, state, device.uid),
+        deny: policy.spec.approval.deny.clone(),
         window: policy.spec.install_window.clone(),
         reboot: policy.reboot(),
     };
@@ -195,21 +195,6 @@ pub fn install_item(
         id,
         kind: WorkKind::PatchInstall(install),
     })
-}
-
-/// The names of the device's installed-and-updatable packages the policy denies: the agent
-/// refuses an approved install that would change one of them.
-fn denied_names(policy: &Policy, state: &NamespaceState, device: Uuid) -> Vec<String> {
-    let mut names: Vec<String> = state
-        .updates
-        .iter()
-        .filter(|u| u.device == device && policy.approver.denied(&u.name))
-        .map(|u| u.name.clone())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    names.sort();
-    names
 }
 
 /// The scan item a device gets until its first scan arrives.
@@ -361,7 +346,7 @@ mod tests {
         };
         assert_eq!(install.packages.len(), 1);
         assert_eq!(install.packages[0].name, "cdot-tls");
-        assert_eq!(install.deny, vec!["cdot-db".to_owned()]);
+        assert_eq!(install.deny, vec!["^cdot-db".to_owned()]);
         assert_eq!(
             install_item(&p, d, &state, &none, now).map(|i| i.id),
             Some(item.id),

@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod patching;
+
 #[allow(unused_imports)] // as above: not every test binary uses every fixture
 pub use cdot_testkit::{bins::workspace_bin, free_port, pg::TestDb};
 
