@@ -83,6 +83,7 @@ pub struct Metrics {
     pub network: NetworkMetrics,
     pub database: DatabaseMetrics,
     pub alerting: AlertingMetrics,
+    pub patching: PatchingMetrics,
 }
 
 impl Default for Metrics {
@@ -160,6 +161,7 @@ impl Default for Metrics {
         let network = NetworkMetrics::register(&mut registry);
         let database = DatabaseMetrics::register(&mut registry);
         let alerting = AlertingMetrics::register(&mut registry);
+        let patching = PatchingMetrics::register(&mut registry);
         Self {
             registry,
             api_requests,
@@ -178,6 +180,7 @@ impl Default for Metrics {
             network,
             database,
             alerting,
+            patching,
         }
     }
 }
@@ -287,6 +290,56 @@ impl AlertingMetrics {
             "notification_delivery_duration_seconds",
             "Duration of one notification delivery attempt",
             r.delivery_duration,
+        );
+        m
+    }
+}
+
+/// The work channel and patching (`cdot_work_*`, `cdot_patch_*`).
+#[derive(Clone, Debug, Default)]
+pub struct PatchingMetrics {
+    /// Agents holding a work request now.
+    pub work_waiting: Gauge,
+    /// Work reports by result (`applied`, `duplicate`).
+    pub work_reports: Family<ResultLabels, Counter>,
+    /// Patch scans stored, by result (`ok`, `problem`).
+    pub scans: Family<ResultLabels, Counter>,
+    /// Package progress reported, by state entered.
+    pub progress: Family<StateLabels, Counter>,
+    /// Rollout rings opened.
+    pub rings_opened: Counter,
+    /// Rollouts halted.
+    pub rollouts_halted: Counter,
+    /// Engine passes that failed (retried at the next pass).
+    pub pass_errors: Counter,
+}
+
+impl PatchingMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = m.clone();
+        registry.register(
+            "work_waiting",
+            "Agents holding a work request (long-poll) now",
+            r.work_waiting,
+        );
+        registry.register("work_reports", "Work reports by result", r.work_reports);
+        registry.register("patch_scans", "Patch scans stored, by result", r.scans);
+        registry.register(
+            "patch_progress",
+            "Package progress reported by agents, by state entered",
+            r.progress,
+        );
+        registry.register("patch_rings_opened", "Rollout rings opened", r.rings_opened);
+        registry.register(
+            "patch_rollouts_halted",
+            "Rollouts halted by failures or alerts",
+            r.rollouts_halted,
+        );
+        registry.register(
+            "patch_pass_errors",
+            "Patching engine passes that failed",
+            r.pass_errors,
         );
         m
     }

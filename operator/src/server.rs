@@ -167,6 +167,7 @@ impl Server {
             state.index.clone(),
             state.work.clone(),
             state.changes.clone(),
+            metrics.patching.clone(),
             state.ready.clone(),
             jobs_shutdown.clone(),
         ));

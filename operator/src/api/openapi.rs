@@ -98,6 +98,7 @@ pub fn build() -> Value {
     super::network::openapi_paths(&mut paths, &mut schemas);
     crate::alerting::routes::openapi_paths(&mut paths, &mut schemas);
     crate::discovery::routes::openapi_paths(&mut paths, &mut schemas);
+    crate::patching::routes::openapi_paths(&mut paths, &mut schemas);
     json!({
         "openapi": "3.0.3",
         "info": { "title": "cdot-rmm operator API", "version": env!("CARGO_PKG_VERSION") },

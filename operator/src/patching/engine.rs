@@ -41,6 +41,7 @@ use super::{
 use crate::{
     changes::Changes,
     index::{Index, Snapshot},
+    metrics::PatchingMetrics,
     store::{StatusPatch, Store, StoreError},
     work::Work,
 };
@@ -66,6 +67,7 @@ impl Patching {
         index: Index,
         work: Work,
         changes: Changes,
+        metrics: PatchingMetrics,
         ready: Arc<AtomicBool>,
         mut shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
@@ -75,6 +77,7 @@ impl Patching {
             index,
             work,
             changes,
+            metrics,
             summaries: HashMap::new(),
         };
         tokio::spawn(async move {
@@ -85,6 +88,7 @@ impl Patching {
                     if let Err(e) =
                         tracing::Instrument::instrument(engine.pass(Timestamp::now()), pass).await
                     {
+                        engine.metrics.pass_errors.inc();
                         tracing::warn!(error = %e, "patching pass failed; retrying");
                     }
                 }
@@ -104,6 +108,7 @@ struct Engine {
     index: Index,
     work: Work,
     changes: Changes,
+    metrics: PatchingMetrics,
     /// Device patch summaries written, so an unchanged one is not written again.
     summaries: HashMap<Uuid, PatchSummary>,
 }
@@ -237,6 +242,7 @@ impl Engine {
                         tracing::info!(namespace, policy = %policy.name, package = %name, %version,
                             ring = rings::ring_name(&policy.spec, ring), "rollout ring opened");
                         state.rollouts.entry(key).or_default().push(at);
+                        self.metrics.rings_opened.inc();
                         opened_any = true;
                     }
                     Step::Halt { ring, reason } => {
@@ -254,6 +260,7 @@ impl Engine {
                             )
                             .await?;
                         tracing::warn!(namespace, policy = %policy.name, %reason, "rollout halted");
+                        self.metrics.rollouts_halted.inc();
                         state
                             .halts
                             .insert(key, (ring, policy.generation, reason, now));

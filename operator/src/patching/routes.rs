@@ -60,6 +60,15 @@ async fn scan(
             jiff::Timestamp::now(),
         )
         .await?;
+    let labels = crate::metrics::ResultLabels {
+        result: if scan.problem.is_some() {
+            "problem"
+        } else {
+            "ok"
+        }
+        .into(),
+    };
+    state.metrics.patching.scans.get_or_create(&labels).inc();
     tracing::info!(device = %identity.name, namespace = %identity.namespace,
         updates = scan.updates.len(), problem = scan.problem.as_deref().unwrap_or(""), "patch scan");
     state.work.wake_device(identity.uid);
@@ -185,4 +194,83 @@ async fn compliance_route(
             .into_response(),
         _ => Json(report).into_response(),
     })
+}
+
+/// Patching's routes in the OpenAPI document, with schemas derived from the wire types.
+pub fn openapi_paths(
+    paths: &mut serde_json::Map<String, serde_json::Value>,
+    schemas: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    use cdot_crds::wire::{
+        patch::ComplianceReport,
+        work::{WorkList, WorkReport},
+    };
+    use serde_json::json;
+
+    use crate::api::openapi::{DerivedSchemas, error_response as error, json_response as ok};
+    let mut derived = DerivedSchemas::new(schemas);
+    let plan = derived.add::<PatchPlan>("PatchPlan");
+    let report = derived.add::<ComplianceReport>("ComplianceReport");
+    let scan = derived.add::<PatchScan>("PatchScan");
+    let work = derived.add::<WorkList>("WorkList");
+    let work_report = derived.add::<WorkReport>("WorkReport");
+    derived.finish();
+    let path = |n: &str| json!({ "name": n, "in": "path", "required": true, "schema": { "type": "string" } });
+    let query = |n: &str, d: &str| json!({ "name": n, "in": "query", "required": false, "description": d, "schema": { "type": "string" } });
+    paths.insert(
+        "/v1/namespaces/{namespace}/patchpolicies/{name}/plan".into(),
+        json!({ "get": {
+            "tags": ["Patching"],
+            "summary": "What the policy as committed does, per device: each update in scope, from -> to, the decision and why",
+            "parameters": [path("namespace"), path("name")],
+            "responses": { "200": ok("the plan", &plan), "400": error("the policy is invalid"), "404": error("no such policy") },
+        }}),
+    );
+    paths.insert(
+        "/v1/namespaces/{namespace}/patches/compliance".into(),
+        json!({ "get": {
+            "tags": ["Patching"],
+            "summary": "Compliance per device, site and namespace (JSON; `format=csv` and `format=html` carry the same numbers)",
+            "parameters": [path("namespace"), query("format", "json (default), csv or html"), query("site", "only this site's devices")],
+            "responses": {
+                "200": {
+                    "description": "the report",
+                    "content": {
+                        "application/json": { "schema": report },
+                        "text/csv": { "schema": { "type": "string" } },
+                        "text/html": { "schema": { "type": "string" } },
+                    },
+                },
+                "400": error("a bad format (`field` names it)"),
+            },
+        }}),
+    );
+    let agent = |summary: &str| json!({ "tags": ["Agent"], "summary": summary, "security": [] });
+    let mut put_scan =
+        agent("The device's latest patch scan (gzip allowed); it replaces the previous one");
+    put_scan["requestBody"] =
+        json!({ "required": true, "content": { "application/json": { "schema": scan } } });
+    put_scan["responses"] = json!({ "204": { "description": "stored" }, "400": error("a bad field (`field` names it)") });
+    paths.insert("/v1/agent/patches".into(), json!({ "put": put_scan }));
+    let mut get_work =
+        agent("The device's pending work; with `seen`, held until it changes (long-poll)");
+    get_work["parameters"] = json!([
+        query(
+            "wait",
+            "seconds to hold the request while the work is `seen` (0-60, default 25)"
+        ),
+        query("seen", "the revision the agent has"),
+    ]);
+    get_work["responses"] = json!({ "200": ok("the work", &work), "400": error("a bad `wait`") });
+    paths.insert("/v1/agent/work".into(), json!({ "get": get_work }));
+    let mut post_report = agent(
+        "Progress of one work item (gzip allowed); acknowledged once committed, once per `reportId`",
+    );
+    post_report["requestBody"] =
+        json!({ "required": true, "content": { "application/json": { "schema": work_report } } });
+    post_report["responses"] = json!({ "200": { "description": "the acknowledgement (`batchId` is the `reportId`)" }, "400": error("a bad field (`field` names it)") });
+    paths.insert(
+        "/v1/agent/work/reports".into(),
+        json!({ "post": post_report }),
+    );
 }

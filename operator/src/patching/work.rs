@@ -371,4 +371,46 @@ mod tests {
         let retry = install_item(&p, d, &state, &installs, later).expect("retry");
         assert_ne!(retry.id, item.id);
     }
+
+    /// A window that opens at 01:30 London on the night the clocks go back: 01:30 happens
+    /// twice, the window opens once. A package that failed in it is not handed out again
+    /// at the second 01:30 (the same opening), only in the next week's.
+    #[test]
+    fn a_window_across_a_dst_change_runs_once() {
+        let device = Uuid::from_u128(9);
+        let labels = BTreeMap::new();
+        let p = policy(json!({
+            "classifications": ["security"],
+            "approval": {"approve": ["^cdot-"]},
+            "installWindow": {"days": ["Sun"], "start": "01:30", "duration": "2h", "timeZone": "Europe/London"},
+        }));
+        let mut state = NamespaceState::default();
+        state.updates = vec![update(device, "cdot-tls", Classification::Security)];
+        let first = t("2026-10-25T00:30:00Z"); // 01:30 BST
+        state.rollouts.insert(
+            ("linux".into(), "cdot-tls".into(), "2.0".into()),
+            vec![first],
+        );
+        let failed = InstallRow {
+            device,
+            name: "cdot-tls".into(),
+            version: "2.0".into(),
+            policy: "linux".into(),
+            state: PatchState::Failed,
+            opening: Some(first),
+            attempts: 1,
+            updated_at: t("2026-10-25T00:40:00Z"),
+            finished_at: Some(t("2026-10-25T00:40:00Z")),
+        };
+        let installs = installs_by_key(std::slice::from_ref(&failed));
+        let d = Device {
+            uid: device,
+            labels: &labels,
+        };
+        let second = t("2026-10-25T01:30:00Z"); // 01:30 GMT, the same opening
+        assert_eq!(install_item(&p, d, &state, &installs, second), None);
+        // After the opening it is handed out again (the agent waits for next Sunday's).
+        let after = t("2026-10-25T03:00:00Z");
+        assert!(install_item(&p, d, &state, &installs, after).is_some());
+    }
 }

@@ -28,12 +28,11 @@ use axum::{
     routing::{get, post},
 };
 use cdot_crds::wire::{
+    BatchAck,
     patch::PatchState,
     work::{
-        MAX_WORK_WAIT_SECS, WORK_REPORT_ROUTE, WORK_ROUTE, WorkItem, WorkKind, WorkList,
-        WorkReport,
+        MAX_WORK_WAIT_SECS, WORK_REPORT_ROUTE, WORK_ROUTE, WorkItem, WorkKind, WorkList, WorkReport,
     },
-    BatchAck,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -60,8 +59,6 @@ struct Inner {
     namespaces: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Longest hold, below the API's request timeout (set by `api::app`).
     max_wait_ms: AtomicU64,
-    /// Requests holding now.
-    waiting: AtomicU64,
 }
 
 fn channel<K: std::hash::Hash + Eq + Clone>(
@@ -109,11 +106,6 @@ impl Work {
             0 => Duration::from_secs(MAX_WORK_WAIT_SECS),
             ms => Duration::from_millis(ms).min(Duration::from_secs(MAX_WORK_WAIT_SECS)),
         }
-    }
-
-    /// Requests holding now.
-    pub fn waiting(&self) -> u64 {
-        self.inner.waiting.load(Ordering::Relaxed)
     }
 }
 
@@ -181,7 +173,8 @@ async fn work(
         return Ok(Json(list));
     }
     let seen = list.revision.clone();
-    state.work.inner.waiting.fetch_add(1, Ordering::Relaxed);
+    // Counted down on drop: a request the agent abandons ends here too.
+    let _waiting = Waiting::new(&state.metrics.patching.work_waiting);
     let deadline = tokio::time::Instant::now() + wait;
     let outcome = async {
         loop {
@@ -198,8 +191,22 @@ async fn work(
         }
     }
     .await;
-    state.work.inner.waiting.fetch_sub(1, Ordering::Relaxed);
     outcome.map(Json)
+}
+
+struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// `POST /v1/agent/work/reports`: answered after the report is committed, with the
@@ -265,7 +272,22 @@ async fn report(
             now,
         )
         .await?;
+    let labels = crate::metrics::ResultLabels {
+        result: if fresh { "applied" } else { "duplicate" }.into(),
+    };
+    state
+        .metrics
+        .patching
+        .work_reports
+        .get_or_create(&labels)
+        .inc();
     if fresh {
+        for p in &report.patches {
+            let labels = crate::metrics::StateLabels {
+                state: p.state.as_str().into(),
+            };
+            state.metrics.patching.progress.get_or_create(&labels).inc();
+        }
         let failed = report
             .patches
             .iter()
