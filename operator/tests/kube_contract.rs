@@ -371,8 +371,8 @@ async fn each_kind_sends_its_exact_status_patch() {
             Kind::PatchPolicy => json!({
                 "devicesInScope": 0,
                 "observedGeneration": 2,
-                "rings": [{"completed": 0, "devices": 0, "failed": 0, "name": "pilot"}, {"completed": 0, "devices": 0, "failed": 0, "name": "servers"}, {"completed": 0, "devices": 0, "failed": 0, "name": "everyone"}],
-                "conditions": [condition("Ready", "True", "Accepted", "valid; 0 device(s) in scope; nothing is patched yet: patching is not implemented"), valid(), reconciled()],
+                "rings": [{"completed": 0, "devices": 0, "failed": 0, "name": "pilot", "pending": 0}, {"completed": 0, "devices": 0, "failed": 0, "name": "servers", "pending": 0}, {"completed": 0, "devices": 0, "failed": 0, "name": "everyone", "pending": 0}],
+                "conditions": [condition("Ready", "True", "Accepted", "valid; 0 device(s) in scope; installs are in status.rings and status.rollout"), valid(), reconciled()],
             }),
             Kind::Workflow => json!({
                 "matchedDevices": 0,

@@ -304,6 +304,23 @@ async fn an_approval_commit_rolls_out_ring_by_ring_on_real_apt() {
     })
     .await
     .unwrap_or_else(|| panic!("cdot-tls never reached ring broad:\n{}", logs()));
+    // Ring broad opened no sooner than the pilot's soak after the pilot's install finished.
+    let soaked: f64 = {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("db");
+        sqlx::query_scalar(
+            "SELECT extract(epoch FROM r.opened_at - i.finished_at)::float8
+             FROM patch_rollouts r, patch_installs i JOIN objects o ON o.uid = i.device_uid
+             WHERE r.name = 'cdot-tls' AND r.ring = 1 AND i.name = 'cdot-tls' AND o.name = 'pilot-01'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("ring broad's opening")
+    };
+    assert!(
+        soaked >= 5.0,
+        "ring broad opened {soaked} s after the pilot finished"
+    );
     let status: Value = get(
         &operator,
         &viewer,
