@@ -55,7 +55,13 @@ pub struct Agent {
 
 /// Enrolls and runs the real agent as `device`, managing the packages of `root`; reboots
 /// are `true` (nothing happens).
-pub fn start_agent(operator: &Operator, token: &str, device: &str, root: &Path, work: &Path) -> Agent {
+pub fn start_agent(
+    operator: &Operator,
+    token: &str,
+    device: &str,
+    root: &Path,
+    work: &Path,
+) -> Agent {
     let state = work.join(format!("agent-{device}"));
     let enroll = Command::new(workspace_bin("cdot-agent"))
         .args(["enroll", "--server", &operator.agent_base, "--token", token])
@@ -85,9 +91,5 @@ pub fn start_agent(operator: &Operator, token: &str, device: &str, root: &Path, 
             .spawn()
             .expect("cdot-agent run"),
     );
-    Agent {
-        daemon,
-        log,
-    }
+    Agent { daemon, log }
 }
-
