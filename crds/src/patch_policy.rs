@@ -258,7 +258,7 @@ pub struct RingStatus {
 /// The state of a policy's rollouts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RolloutState {
-    /// Nothing approved is missing on any device in scope.
+    /// Nothing approved is missing on any device in scope, or the policy is audit only.
     #[default]
     Idle,
     /// Approved updates are on their way through the rings.
@@ -278,7 +278,8 @@ pub struct RolloutStatus {
     /// Halted rollouts, one line each (`openssl 3.0.15: 1 of 2 installs in ring pilot failed`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub halted: Vec<String>,
-    /// Updates whose rollout is open in some ring, and the furthest ring each reached.
+    /// Updates whose rollout is open in some ring, and the furthest ring each reached (the
+    /// first 20; the plan lists every update).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<UpdateRollout>,
 }

@@ -95,7 +95,12 @@ impl WorkLoop {
             };
             seen = Some(list.revision.clone());
             let interval = Duration::from_secs(list.patch_scan_interval_secs);
-            if !interval.is_zero() && last_scan.is_none_or(|t| t.elapsed() >= interval) {
+            let asked = list
+                .items
+                .iter()
+                .any(|i| matches!(i.kind, WorkKind::PatchScan) && !self.done.contains(i.id));
+            // One scan serves both the interval and a scan item.
+            if !interval.is_zero() && !asked && last_scan.is_none_or(|t| t.elapsed() >= interval) {
                 self.scan().await;
                 last_scan = Some(Instant::now());
             }

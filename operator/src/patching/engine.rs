@@ -46,6 +46,9 @@ use crate::{
     work::Work,
 };
 
+/// Updates listed in a policy's `status.rollout.updates` (the plan lists all).
+const STATUS_UPDATES: usize = 20;
+
 /// How often the engine looks even when nothing woke it (rings open with time).
 pub const PASS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -218,7 +221,13 @@ impl Engine {
             let ring_by_device: HashMap<Uuid, usize> =
                 in_scope.iter().map(|(d, r)| (d.uid, *r)).collect();
             let versions = approved_versions(policy, &state, &ring_by_device, now);
-            for (name, version, approved) in &versions {
+            // Audit only: decisions and compliance, no rollout.
+            let rolling = if policy.spec.audit_only {
+                &[][..]
+            } else {
+                &versions[..]
+            };
+            for (name, version, approved) in rolling {
                 let key = (policy.name.clone(), name.clone(), version.clone());
                 if state.halts.contains_key(&key) {
                     continue;
@@ -486,7 +495,16 @@ fn status(
         });
     }
     let pending: u32 = rings.iter().map(|r| r.pending + r.failed).sum();
-    let (state_, message) = if !halted.is_empty() {
+    let rolling = updates.len();
+    updates.truncate(STATUS_UPDATES);
+    let (state_, message) = if policy.spec.audit_only {
+        (
+            RolloutState::Idle,
+            format!(
+                "audit only: {pending} device(s) miss approved updates; nothing is installed (see the plan)"
+            ),
+        )
+    } else if !halted.is_empty() {
         (
             RolloutState::Halted,
             format!(
@@ -498,8 +516,7 @@ fn status(
         (
             RolloutState::Progressing,
             format!(
-                "{pending} device(s) wait for approved updates; {} update(s) rolling out",
-                updates.len()
+                "{pending} device(s) wait for approved updates; {rolling} update(s) rolling out"
             ),
         )
     } else {

@@ -48,13 +48,11 @@ pub fn plan(
                 continue;
             }
             names.insert(u.name.clone());
-            let decision = if policy.spec.audit_only && decided.decision == Decision::Install {
-                Decision::NotApproved
-            } else {
-                decided.decision
-            };
-            let reason = if policy.spec.audit_only && decided.decision == Decision::Install {
-                format!("{} (audit only: not installed)", decided.reason)
+            // Audit only: the decision as it would be; `auditOnly` on the plan says that
+            // nothing is installed.
+            let decision = decided.decision;
+            let reason = if policy.spec.audit_only && decision == Decision::Install {
+                format!("{} (audit only: reported, not installed)", decided.reason)
             } else {
                 decided.reason
             };
@@ -69,10 +67,12 @@ pub fn plan(
             });
         }
         changes.sort_by(|a, b| (a.classification, &a.name).cmp(&(b.classification, &b.name)));
-        let installing = changes.iter().filter(|c| c.decision == Decision::Install);
+        let installing = changes
+            .iter()
+            .filter(|c| c.decision == Decision::Install && !policy.spec.audit_only);
         let reboot = match policy.spec.reboot {
             RebootPolicy::Never => false,
-            RebootPolicy::Always => changes.iter().any(|c| c.decision == Decision::Install),
+            RebootPolicy::Always => installing.clone().next().is_some(),
             RebootPolicy::IfRequired => installing.clone().any(|c| c.reboot_required),
         };
         out.push(DevicePlan {
