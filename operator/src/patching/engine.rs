@@ -49,6 +49,13 @@ use crate::{
 /// Updates listed in a policy's `status.rollout.updates` (the plan lists all).
 const STATUS_UPDATES: usize = 20;
 
+/// How long a work report's id is remembered, so that a retry is not applied twice: an
+/// agent's spool holds reports until they are delivered, and an agent cut off for longer
+/// than this is re-scanned anyway.
+pub const REPORT_DEDUPE: jiff::SignedDuration = jiff::SignedDuration::from_hours(30 * 24);
+/// How often old report ids are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How often the engine looks even when nothing woke it (rings open with time).
 pub const PASS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -85,7 +92,23 @@ impl Patching {
         };
         tokio::spawn(async move {
             let mut desired = engine.index.subscribe();
+            let mut pruned: Option<std::time::Instant> = None;
             loop {
+                if ready.load(Ordering::Acquire)
+                    && pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY)
+                {
+                    pruned = Some(std::time::Instant::now());
+                    let before = Timestamp::now()
+                        .checked_sub(REPORT_DEDUPE)
+                        .unwrap_or(Timestamp::UNIX_EPOCH);
+                    match engine.store.prune_work(before).await {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(pruned = n, "old work report ids forgotten")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "pruning work reports failed"),
+                    }
+                }
                 if ready.load(Ordering::Acquire) {
                     let pass = tracing::info_span!("patching_pass");
                     if let Err(e) =

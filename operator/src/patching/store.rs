@@ -540,27 +540,8 @@ impl Store {
         )
     }
 
-    /// One device's latest scan (without updates), if it has one.
-    pub async fn patch_scan_of(&self, device: Uuid) -> Result<Option<ScanRow>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            ms!("scanned_at"),
-            ", problem, installed_packages, reboot_required FROM patch_scans WHERE device_uid = $1"
-        ))
-        .bind(device)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(StoreError::query("read a patch scan"))?;
-        Ok(row.map(|row| ScanRow {
-            scanned_at: ts(row.get("scanned_at")),
-            problem: row.get("problem"),
-            installed_packages: u32::try_from(row.get::<i32, _>("installed_packages")).unwrap_or(0),
-            reboot_required: row.get("reboot_required"),
-        }))
-    }
-
-    /// Forgets reports older than `before` (their dedupe window) and finished items of
-    /// devices gone.
+    /// Forgets reports received before `before`: a retry older than that is not expected
+    /// (see `engine::REPORT_DEDUPE`).
     pub async fn prune_work(&self, before: Timestamp) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "DELETE FROM work_reports WHERE received_at < to_timestamp($1::float8 / 1000)",
