@@ -256,6 +256,7 @@ pub fn html(report: &ComplianceReport) -> String {
                 .unwrap_or_else(|| "never".into()),
             match (&d.problem, d.compliant) {
                 (Some(p), _) => format!("unknown: {}", html_escape(p)),
+                (None, _) if d.scanned_at.is_none() => "unknown: no scan yet".into(),
                 (None, true) => "yes".into(),
                 (None, false) => "no".into(),
             }

@@ -519,7 +519,11 @@ fn status(
     }
     let pending: u32 = rings.iter().map(|r| r.pending + r.failed).sum();
     let rolling = updates.len();
-    updates.truncate(STATUS_UPDATES);
+    updates.truncate(if policy.spec.audit_only {
+        0
+    } else {
+        STATUS_UPDATES
+    });
     let (state_, message) = if policy.spec.audit_only {
         (
             RolloutState::Idle,
