@@ -2,19 +2,23 @@
 //! what is missing by classification, what failed, who waits for a reboot, and how long
 //! since the last successful install. JSON is the contract; CSV and a printable HTML page
 //! carry the same numbers.
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+};
 
 use cdot_crds::{
     patch_policy::Classification,
-    wire::patch::{ComplianceCounts, ComplianceReport, DeviceCompliance, PatchState},
+    wire::patch::{ComplianceCounts, ComplianceReport, Decision, DeviceCompliance},
 };
 use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::{
-    store::NamespaceState,
-    work::{Policy, installs_by_key},
+    store::{ScanRow, classification_name},
+    work::Policy,
 };
+use crate::store::{Store, StoreError};
 
 /// A device of the namespace, as the report names it.
 pub struct ReportDevice<'a> {
@@ -24,65 +28,109 @@ pub struct ReportDevice<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
+/// What the report needs of one device, counted in PostgreSQL.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceFacts {
+    pub scan: Option<ScanRow>,
+    /// Updates in scope, not installed, not denied, by classification.
+    pub missing: BTreeMap<Classification, u32>,
+    /// Of those, approved.
+    pub approved_missing: u32,
+    pub failed: u32,
+    pub last_success: Option<Timestamp>,
+}
+
+/// Gathers the facts of `devices` under the first policy that selects each. Decisions are
+/// made once per distinct update (a few thousand), and the per-device counting is done by
+/// PostgreSQL over the update rows, so 10,000 devices with 50 updates each are not read
+/// row by row.
+pub async fn facts(
+    store: &Store,
+    namespace: &str,
+    policies: &[Policy],
+    devices: &[ReportDevice<'_>],
+    now: Timestamp,
+) -> Result<HashMap<Uuid, DeviceFacts>, StoreError> {
+    let mut scans = store.patch_scans(namespace).await?;
+    let totals = store.patch_install_totals(namespace).await?;
+    let candidates = store.patch_candidates(namespace).await?;
+    let mut out: HashMap<Uuid, DeviceFacts> = HashMap::new();
+    for (i, policy) in policies.iter().enumerate() {
+        let mine: Vec<Uuid> = devices
+            .iter()
+            .filter(|d| first_policy(policies, d.labels) == Some(i))
+            .map(|d| d.uid)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let classes: Vec<&str> = policy
+            .spec
+            .classifications
+            .iter()
+            .map(|c| classification_name(*c))
+            .collect();
+        let mut denied: Vec<&str> = Vec::new();
+        let mut approved: Vec<(&str, &str)> = Vec::new();
+        for c in &candidates {
+            match policy
+                .approver
+                .decide(&c.name, c.classification, c.first_seen, now)
+                .map(|d| d.decision)
+            {
+                Some(Decision::Denied) => denied.push(&c.name),
+                Some(Decision::Install) => approved.push((&c.name, &c.to)),
+                _ => {}
+            }
+        }
+        denied.sort_unstable();
+        denied.dedup();
+        for uid in &mine {
+            let (failed, last_success) = totals.get(uid).copied().unwrap_or_default();
+            out.insert(
+                *uid,
+                DeviceFacts {
+                    scan: scans.remove(uid),
+                    failed,
+                    last_success,
+                    ..DeviceFacts::default()
+                },
+            );
+        }
+        for m in store
+            .patch_missing(&mine, &classes, &denied, &approved)
+            .await?
+        {
+            if let Some(f) = out.get_mut(&m.device) {
+                *f.missing.entry(m.classification).or_default() += m.missing;
+                f.approved_missing += m.approved;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn first_policy(policies: &[Policy], labels: &BTreeMap<String, String>) -> Option<usize> {
+    policies
+        .iter()
+        .position(|p| cdot_crds::common::selector_matches(&p.spec.selector, labels))
+}
+
 /// The report over `devices` (those no policy selects are left out).
 pub fn report(
     namespace: &str,
     policies: &[Policy],
     devices: &[ReportDevice<'_>],
-    state: &NamespaceState,
+    facts: &HashMap<Uuid, DeviceFacts>,
     now: Timestamp,
 ) -> ComplianceReport {
-    let installs = installs_by_key(&state.installs);
-    let mut updates_of: BTreeMap<Uuid, Vec<&super::store::UpdateRow>> = BTreeMap::new();
-    for u in &state.updates {
-        updates_of.entry(u.device).or_default().push(u);
-    }
-    let mut failed_of: BTreeMap<Uuid, u32> = BTreeMap::new();
-    let mut success_of: BTreeMap<Uuid, Timestamp> = BTreeMap::new();
-    for i in &state.installs {
-        match i.state {
-            PatchState::Failed => *failed_of.entry(i.device).or_default() += 1,
-            PatchState::Installed => {
-                if let Some(at) = i.finished_at {
-                    let e = success_of.entry(i.device).or_insert(at);
-                    *e = (*e).max(at);
-                }
-            }
-            _ => {}
-        }
-    }
     let mut out = Vec::new();
     for d in devices {
-        let Some(policy) = policies
-            .iter()
-            .find(|p| cdot_crds::common::selector_matches(&p.spec.selector, d.labels))
-        else {
+        let Some(policy) = first_policy(policies, d.labels).map(|i| &policies[i]) else {
             continue;
         };
-        let scan = state.scans.get(&d.uid);
-        let mut missing: BTreeMap<Classification, u32> = BTreeMap::new();
-        let mut approved_missing = false;
-        for u in updates_of.get(&d.uid).into_iter().flatten() {
-            let Some(decided) =
-                policy
-                    .approver
-                    .decide(&u.name, u.classification, u.first_seen, now)
-            else {
-                continue;
-            };
-            if decided.decision == cdot_crds::wire::patch::Decision::Denied {
-                continue;
-            }
-            let installed = installs
-                .get(&(d.uid, u.name.as_str(), u.to.as_str()))
-                .is_some_and(|i| i.state == PatchState::Installed);
-            if installed {
-                continue;
-            }
-            *missing.entry(u.classification).or_default() += 1;
-            approved_missing |= decided.decision == cdot_crds::wire::patch::Decision::Install;
-        }
-        let last_success = success_of.get(&d.uid).copied();
+        let f = facts.get(&d.uid).cloned().unwrap_or_default();
+        let scan = f.scan.as_ref();
         let problem = scan.and_then(|s| s.problem.clone());
         out.push(DeviceCompliance {
             device: d.name.to_owned(),
@@ -90,13 +138,13 @@ pub fn report(
             policy: policy.name.clone(),
             scanned_at: scan.map(|s| s.scanned_at.to_string()),
             installed: scan.map_or(0, |s| s.installed_packages),
-            compliant: scan.is_some() && problem.is_none() && !approved_missing,
+            compliant: scan.is_some() && problem.is_none() && f.approved_missing == 0,
             problem,
-            missing,
-            failed: failed_of.get(&d.uid).copied().unwrap_or(0),
+            missing: f.missing,
+            failed: f.failed,
             pending_reboot: scan.is_some_and(|s| s.reboot_required),
-            last_success_at: last_success.map(|t| t.to_string()),
-            days_since_success: last_success.map(|t| {
+            last_success_at: f.last_success.map(|t| t.to_string()),
+            days_since_success: f.last_success.map(|t| {
                 u32::try_from(now.duration_since(t).as_secs().max(0) / 86_400).unwrap_or(u32::MAX)
             }),
         });

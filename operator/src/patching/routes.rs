@@ -167,14 +167,9 @@ async fn compliance_route(
         .into_iter()
         .filter(|d| site.is_none() || d.site == site)
         .collect();
-    let ns_state = state.store.patch_namespace(&namespace, None).await?;
-    let report = compliance::report(
-        &namespace,
-        &policies,
-        &views,
-        &ns_state,
-        jiff::Timestamp::now(),
-    );
+    let now = jiff::Timestamp::now();
+    let facts = compliance::facts(&state.store, &namespace, &policies, &views, now).await?;
+    let report = compliance::report(&namespace, &policies, &views, &facts, now);
     Ok(match format {
         "csv" => (
             [

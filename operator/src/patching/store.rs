@@ -61,6 +61,26 @@ pub struct NamespaceState {
     pub halts: HashMap<(String, String, String), (usize, i64, String, Timestamp)>,
 }
 
+/// One distinct update offered in a namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub name: String,
+    pub to: String,
+    pub classification: Classification,
+    pub first_seen: Timestamp,
+}
+
+/// Missing updates of one device and classification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissingCount {
+    pub device: Uuid,
+    pub classification: Classification,
+    /// Not installed, not denied.
+    pub missing: u32,
+    /// Of those, approved.
+    pub approved: u32,
+}
+
 /// A firing (or since resolved) alert: when it fired, on which device, of which rule.
 #[derive(Debug, Clone)]
 pub struct FiredAlert {
@@ -200,30 +220,10 @@ impl Store {
         namespace: &str,
         device: Option<Uuid>,
     ) -> Result<NamespaceState, StoreError> {
-        let mut state = NamespaceState::default();
-        for row in sqlx::query(concat!(
-            "SELECT device_uid, ",
-            ms!("scanned_at"),
-            ", problem, installed_packages, reboot_required FROM patch_scans
-                     WHERE namespace = $1 AND ($2::uuid IS NULL OR device_uid = $2)"
-        ))
-        .bind(namespace)
-        .bind(device)
-        .fetch_all(self.pool())
-        .await
-        .map_err(StoreError::query("read patch scans"))?
-        {
-            state.scans.insert(
-                row.get("device_uid"),
-                ScanRow {
-                    scanned_at: ts(row.get("scanned_at")),
-                    problem: row.get("problem"),
-                    installed_packages: u32::try_from(row.get::<i32, _>("installed_packages"))
-                        .unwrap_or(0),
-                    reboot_required: row.get("reboot_required"),
-                },
-            );
-        }
+        let mut state = NamespaceState {
+            scans: self.patch_namespace_scans(namespace, device).await?,
+            ..NamespaceState::default()
+        };
         state.updates = sqlx::query(
             "SELECT u.device_uid, u.name, u.from_version, u.to_version, u.classification, u.reboot_required,
                     (extract(epoch FROM u.first_seen) * 1000)::int8 AS first_seen
@@ -314,6 +314,138 @@ impl Store {
             );
         }
         Ok(state)
+    }
+
+    /// The scans of `namespace`, by device.
+    pub async fn patch_scans(&self, namespace: &str) -> Result<HashMap<Uuid, ScanRow>, StoreError> {
+        self.patch_namespace_scans(namespace, None).await
+    }
+
+    async fn patch_namespace_scans(
+        &self,
+        namespace: &str,
+        device: Option<Uuid>,
+    ) -> Result<HashMap<Uuid, ScanRow>, StoreError> {
+        let mut scans = HashMap::new();
+        for row in sqlx::query(concat!(
+            "SELECT device_uid, ",
+            ms!("scanned_at"),
+            ", problem, installed_packages, reboot_required FROM patch_scans
+                     WHERE namespace = $1 AND ($2::uuid IS NULL OR device_uid = $2)"
+        ))
+        .bind(namespace)
+        .bind(device)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read patch scans"))?
+        {
+            scans.insert(
+                row.get("device_uid"),
+                ScanRow {
+                    scanned_at: ts(row.get("scanned_at")),
+                    problem: row.get("problem"),
+                    installed_packages: u32::try_from(row.get::<i32, _>("installed_packages"))
+                        .unwrap_or(0),
+                    reboot_required: row.get("reboot_required"),
+                },
+            );
+        }
+        Ok(scans)
+    }
+
+    /// Every distinct update offered in `namespace` (name, version, classification, first
+    /// sighting): what a policy's decisions are made on, a few thousand rows however many
+    /// devices offer them.
+    pub async fn patch_candidates(&self, namespace: &str) -> Result<Vec<Candidate>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT u.name, u.to_version, u.classification,
+                    (extract(epoch FROM min(u.first_seen)) * 1000)::int8 AS first_seen
+             FROM patch_updates u JOIN patch_scans s USING (device_uid)
+             WHERE s.namespace = $1 GROUP BY 1, 2, 3",
+        )
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read patch candidates"))?
+        .iter()
+        .filter_map(|row| {
+            Some(Candidate {
+                name: row.get("name"),
+                to: row.get("to_version"),
+                classification: classification_from(row.get("classification"))?,
+                first_seen: ts(row.get("first_seen")),
+            })
+        })
+        .collect())
+    }
+
+    /// Per device of `devices` and classification of `classes`: the updates not installed
+    /// and not `denied`, and how many of them are `approved` (name, version pairs).
+    pub async fn patch_missing(
+        &self,
+        devices: &[Uuid],
+        classes: &[&str],
+        denied: &[&str],
+        approved: &[(&str, &str)],
+    ) -> Result<Vec<MissingCount>, StoreError> {
+        let (names, versions): (Vec<&str>, Vec<&str>) = approved.iter().copied().unzip();
+        Ok(sqlx::query(
+            "WITH approved AS (SELECT * FROM unnest($4::text[], $5::text[]) AS a(name, to_version))
+             SELECT u.device_uid, u.classification, count(*) AS missing,
+                    count(a.name) AS approved_missing
+             FROM patch_updates u
+             LEFT JOIN approved a ON a.name = u.name AND a.to_version = u.to_version
+             WHERE u.device_uid = ANY($1) AND u.classification = ANY($2) AND NOT (u.name = ANY($3))
+               AND NOT EXISTS (SELECT 1 FROM patch_installs i WHERE i.device_uid = u.device_uid
+                               AND i.name = u.name AND i.version = u.to_version AND i.state = 'installed')
+             GROUP BY 1, 2",
+        )
+        .bind(devices)
+        .bind(classes)
+        .bind(denied)
+        .bind(&names)
+        .bind(&versions)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("count missing updates"))?
+        .iter()
+        .filter_map(|row| {
+            Some(MissingCount {
+                device: row.get("device_uid"),
+                classification: classification_from(row.get("classification"))?,
+                missing: u32::try_from(row.get::<i64, _>("missing")).unwrap_or(u32::MAX),
+                approved: u32::try_from(row.get::<i64, _>("approved_missing")).unwrap_or(u32::MAX),
+            })
+        })
+        .collect())
+    }
+
+    /// Per device of `namespace`: packages whose latest install failed, and when an install
+    /// last succeeded.
+    pub async fn patch_install_totals(
+        &self,
+        namespace: &str,
+    ) -> Result<HashMap<Uuid, (u32, Option<Timestamp>)>, StoreError> {
+        Ok(sqlx::query(concat!(
+            "SELECT device_uid, count(*) FILTER (WHERE state = 'failed') AS failed, ",
+            "(extract(epoch FROM max(finished_at) FILTER (WHERE state = 'installed')) * 1000)::int8 AS last_success ",
+            "FROM patch_installs WHERE namespace = $1 GROUP BY 1"
+        ))
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("count patch installs"))?
+        .iter()
+        .map(|row| {
+            (
+                row.get("device_uid"),
+                (
+                    u32::try_from(row.get::<i64, _>("failed")).unwrap_or(u32::MAX),
+                    row.get::<Option<i64>, _>("last_success").map(ts),
+                ),
+            )
+        })
+        .collect())
     }
 
     /// Alerts of `namespace` that fired at or after `since`.
