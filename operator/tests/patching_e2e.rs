@@ -202,7 +202,7 @@ async fn an_approval_commit_rolls_out_ring_by_ring_on_real_apt() {
         plan.devices
             .iter()
             .find(|d| d.device == "pilot-01")
-            .unwrap()
+            .expect("pilot-01 in the plan")
             .ring,
         "pilot"
     );
@@ -377,7 +377,7 @@ async fn an_approval_commit_rolls_out_ring_by_ring_on_real_apt() {
         .devices
         .iter()
         .find(|d| d.device == "pilot-01")
-        .unwrap();
+        .expect("pilot-01 in the report");
     assert_eq!(pilot_row.failed, 2, "{pilot_row:?}");
     assert!(!pilot_row.compliant);
     assert_eq!(report.totals.devices, 2);

@@ -127,11 +127,11 @@ mod tests {
                 },
             ],
         };
-        let json = serde_json::to_value(&list).unwrap();
+        let json = serde_json::to_value(&list).expect("serialise");
         assert_eq!(json["items"][0]["type"], "patchScan");
         assert_eq!(json["items"][1]["type"], "patchInstall");
         assert_eq!(json["items"][1]["packages"][0]["name"], "openssl");
-        let back: WorkList = serde_json::from_value(json).unwrap();
+        let back: WorkList = serde_json::from_value(json).expect("parse");
         assert_eq!(back, list);
     }
 }

@@ -147,7 +147,7 @@ mod tests {
         let now = t("2026-12-07T00:00:00Z");
         let d = a
             .decide("openssl", Classification::Security, now, now)
-            .unwrap();
+            .expect("in scope");
         assert_eq!(d.decision, Decision::Denied);
         assert_eq!(d.reason, "denied by \"^openssl\"");
         assert_eq!(
@@ -158,7 +158,7 @@ mod tests {
         );
         let d = a
             .decide("curl", Classification::Security, now, now)
-            .unwrap();
+            .expect("in scope");
         assert_eq!(d.decision, Decision::Install, "{d:?}");
     }
 
@@ -175,7 +175,7 @@ mod tests {
                 seen,
                 t("2026-12-03T09:59:59Z"),
             )
-            .unwrap();
+            .expect("in scope");
         assert_eq!(early.decision, Decision::Deferred);
         assert!(
             early.reason.contains("2026-12-03T10:00:00Z"),
@@ -189,7 +189,7 @@ mod tests {
                 seen,
                 t("2026-12-03T10:00:00Z"),
             )
-            .unwrap();
+            .expect("in scope");
         assert_eq!(late.decision, Decision::Install);
         let manual = a
             .decide(
@@ -198,7 +198,7 @@ mod tests {
                 seen,
                 t("2027-01-01T00:00:00Z"),
             )
-            .unwrap();
+            .expect("in scope");
         assert_eq!(manual.decision, Decision::NotApproved);
         assert_eq!(
             a.decide("x", Classification::ThirdParty, seen, seen),

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use super::{
     rings::{self, RingFacts, Step},
-    store::NamespaceState,
+    store::{Halt, NamespaceState},
     work::{self, Policy},
 };
 use crate::{
@@ -71,6 +71,7 @@ impl Patching {
     }
 
     /// Starts the engine once `ready`; it ends when `shutdown` turns true.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         &self,
         store: Store,
@@ -214,7 +215,7 @@ impl Engine {
             if state
                 .halts
                 .iter()
-                .any(|((p, _, _), h)| p == &policy.name && h.1 < policy.generation)
+                .any(|((p, _, _), h)| p == &policy.name && h.generation < policy.generation)
             {
                 let lifted = self
                     .store
@@ -223,7 +224,7 @@ impl Engine {
                 tracing::info!(namespace, policy = %policy.name, lifted, "a commit lifted halted rollouts");
                 state
                     .halts
-                    .retain(|(p, _, _), h| p != &policy.name || h.1 >= policy.generation);
+                    .retain(|(p, _, _), h| p != &policy.name || h.generation >= policy.generation);
             }
         }
         let since = state.rollouts.values().flatten().min().copied();
@@ -293,9 +294,15 @@ impl Engine {
                             .await?;
                         tracing::warn!(namespace, policy = %policy.name, %reason, "rollout halted");
                         self.metrics.rollouts_halted.inc();
-                        state
-                            .halts
-                            .insert(key, (ring, policy.generation, reason, now));
+                        state.halts.insert(
+                            key,
+                            Halt {
+                                ring,
+                                generation: policy.generation,
+                                reason,
+                                since: now,
+                            },
+                        );
                     }
                 }
             }
@@ -485,7 +492,7 @@ fn status(
         .halts
         .iter()
         .filter(|((p, _, _), _)| p == &policy.name)
-        .map(|(_, (_, _, reason, _))| reason.clone())
+        .map(|(_, h)| h.reason.clone())
         .collect();
     let mut updates = Vec::new();
     let ring_by_device: HashMap<Uuid, usize> = in_scope.iter().map(|(d, r)| (d.uid, *r)).collect();

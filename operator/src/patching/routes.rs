@@ -76,13 +76,16 @@ async fn scan(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A Device of the namespace as the reports name it.
+struct DeviceRow {
+    uid: uuid::Uuid,
+    name: String,
+    site: Option<String>,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
 struct Devices {
-    rows: Vec<(
-        uuid::Uuid,
-        String,
-        Option<String>,
-        std::collections::BTreeMap<String, String>,
-    )>,
+    rows: Vec<DeviceRow>,
 }
 
 impl Devices {
@@ -95,7 +98,12 @@ impl Devices {
                     .ok()
                     .and_then(|s| s.site)
                     .or_else(|| o.labels.get(cdot_crds::SITE_LABEL).cloned());
-                (o.uid, o.name.clone(), site, o.labels.clone())
+                DeviceRow {
+                    uid: o.uid,
+                    name: o.name.clone(),
+                    site,
+                    labels: o.labels.clone(),
+                }
             })
             .collect();
         Self { rows }
@@ -104,11 +112,11 @@ impl Devices {
     fn views(&self) -> Vec<compliance::ReportDevice<'_>> {
         self.rows
             .iter()
-            .map(|(uid, name, site, labels)| compliance::ReportDevice {
-                uid: *uid,
-                name,
-                site: site.as_deref(),
-                labels,
+            .map(|d| compliance::ReportDevice {
+                uid: d.uid,
+                name: &d.name,
+                site: d.site.as_deref(),
+                labels: &d.labels,
             })
             .collect()
     }

@@ -49,16 +49,30 @@ pub struct InstallRow {
     pub finished_at: Option<Timestamp>,
 }
 
+/// A rollout: (policy, package name, version).
+pub type RolloutKey = (String, String, String);
+
+/// Why and since when a rollout is halted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Halt {
+    /// The ring whose failures or alerts halted it.
+    pub ring: usize,
+    /// The policy generation it was halted under; a newer one lifts it.
+    pub generation: i64,
+    pub reason: String,
+    pub since: Timestamp,
+}
+
 /// Everything patching keeps about one namespace.
 #[derive(Debug, Default)]
 pub struct NamespaceState {
     pub scans: HashMap<Uuid, ScanRow>,
     pub updates: Vec<UpdateRow>,
     pub installs: Vec<InstallRow>,
-    /// Open times of each rollout's rings, in ring order, by (policy, name, version).
-    pub rollouts: HashMap<(String, String, String), Vec<Timestamp>>,
-    /// Halts by (policy, name, version): (ring, generation, reason, since).
-    pub halts: HashMap<(String, String, String), (usize, i64, String, Timestamp)>,
+    /// Open times of each rollout's rings, in ring order.
+    pub rollouts: HashMap<RolloutKey, Vec<Timestamp>>,
+    /// Halts by (policy, name, version).
+    pub halts: HashMap<RolloutKey, Halt>,
 }
 
 /// One distinct update offered in a namespace.
@@ -305,12 +319,12 @@ impl Store {
         {
             state.halts.insert(
                 (row.get("policy"), row.get("name"), row.get("version")),
-                (
-                    usize::try_from(row.get::<i32, _>("ring")).unwrap_or(0),
-                    row.get("generation"),
-                    row.get("reason"),
-                    ts(row.get("halted_at")),
-                ),
+                Halt {
+                    ring: usize::try_from(row.get::<i32, _>("ring")).unwrap_or(0),
+                    generation: row.get("generation"),
+                    reason: row.get("reason"),
+                    since: ts(row.get("halted_at")),
+                },
             );
         }
         Ok(state)
@@ -663,13 +677,11 @@ impl Store {
 
     /// Items `device` finished.
     pub async fn work_done(&self, device: Uuid) -> Result<Vec<Uuid>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT item FROM work_done WHERE device_uid = $1")
-                .bind(device)
-                .fetch_all(self.pool())
-                .await
-                .map_err(StoreError::query("read finished work"))?,
-        )
+        sqlx::query_scalar("SELECT item FROM work_done WHERE device_uid = $1")
+            .bind(device)
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::query("read finished work"))
     }
 
     /// Forgets reports received before `before`: a retry older than that is not expected

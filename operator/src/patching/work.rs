@@ -320,12 +320,14 @@ mod tests {
             "classifications": ["security", "bugfix"],
             "approval": {"approve": ["^cdot-"], "deny": ["^cdot-db"]},
         }));
-        let mut state = NamespaceState::default();
-        state.updates = vec![
-            update(device, "cdot-tls", Classification::Security),
-            update(device, "cdot-db", Classification::Security),
-            update(device, "bash", Classification::Bugfix),
-        ];
+        let mut state = NamespaceState {
+            updates: vec![
+                update(device, "cdot-tls", Classification::Security),
+                update(device, "cdot-db", Classification::Security),
+                update(device, "bash", Classification::Bugfix),
+            ],
+            ..NamespaceState::default()
+        };
         let now = t("2026-12-07T10:00:00Z");
         let d = Device {
             uid: device,
@@ -384,8 +386,10 @@ mod tests {
             "approval": {"approve": ["^cdot-"]},
             "installWindow": {"days": ["Sun"], "start": "01:30", "duration": "2h", "timeZone": "Europe/London"},
         }));
-        let mut state = NamespaceState::default();
-        state.updates = vec![update(device, "cdot-tls", Classification::Security)];
+        let mut state = NamespaceState {
+            updates: vec![update(device, "cdot-tls", Classification::Security)],
+            ..NamespaceState::default()
+        };
         let first = t("2026-10-25T00:30:00Z"); // 01:30 BST
         state.rollouts.insert(
             ("linux".into(), "cdot-tls".into(), "2.0".into()),
