@@ -101,6 +101,10 @@ ensure_network_peers() {
     command -v nfcapd >/dev/null 2>&1 || missing+=(nfdump)
     # The OpenBSD netcat (-N, -k); Debian's netcat-traditional lacks them.
     nc -h 2>&1 | grep -q 'OpenBSD netcat' || missing+=(netcat-openbsd)
+    # Workflow steps: isolation with nftables; service restarts under supervisord where
+    # systemd is not PID 1 (containers, CI).
+    command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+    command -v supervisord >/dev/null 2>&1 || missing+=(supervisor)
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 

@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
+    actions::service::ServiceManagerChoice,
     config::{AgentSettings, ConfigError, FileConfig, default_state_dir},
     enroll::{EnrollOptions, TrustAnchor, parse_fingerprint},
     state::AuthMode,
@@ -101,6 +102,18 @@ pub struct RunArgs {
         default_value = "shutdown -r +{minutes} {message}"
     )]
     pub reboot_command: String,
+    /// Service manager of restart steps and of the serviceFailed metric: systemd when it
+    /// runs, else supervisord when supervisorctl can run (auto), or the one named.
+    #[arg(
+        long,
+        env = "CDOT_AGENT_SERVICE_MANAGER",
+        value_enum,
+        default_value_t = ServiceManagerChoice::Auto
+    )]
+    pub service_manager: ServiceManagerChoice,
+    /// supervisord's config file, passed as `supervisorctl -c PATH`.
+    #[arg(long, env = "CDOT_AGENT_SUPERVISOR_CONFIG")]
+    pub supervisor_config: Option<PathBuf>,
 }
 
 impl Cli {
@@ -135,6 +148,8 @@ impl Cli {
         if !args.reboot_command.trim().is_empty() {
             settings.reboot_command = args.reboot_command.clone();
         }
+        settings.service_manager = args.service_manager;
+        settings.supervisor_config = args.supervisor_config.clone();
         settings
     }
 }

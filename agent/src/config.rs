@@ -9,7 +9,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{spool::DEFAULT_MAX_BYTES, state::AuthMode};
+use crate::{actions::service::ServiceManagerChoice, spool::DEFAULT_MAX_BYTES, state::AuthMode};
 
 /// The config file read when `--config` is not given (if it exists).
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/cdot-agent/agent.toml";
@@ -153,6 +153,10 @@ pub struct AgentSettings {
     pub reboot_command: String,
     /// How long one work request may be held by the operator (below `request_timeout`).
     pub work_wait: Duration,
+    /// Service manager of restart steps and of `serviceFailed`.
+    pub service_manager: ServiceManagerChoice,
+    /// supervisord's config file (`supervisorctl -c`); None: supervisorctl's default.
+    pub supervisor_config: Option<PathBuf>,
 }
 
 impl AgentSettings {
@@ -172,6 +176,8 @@ impl AgentSettings {
             patch_root: None,
             reboot_command: "shutdown -r +{minutes} {message}".to_owned(),
             work_wait: Duration::from_secs(20),
+            service_manager: ServiceManagerChoice::Auto,
+            supervisor_config: None,
         }
     }
 }

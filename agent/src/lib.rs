@@ -4,7 +4,8 @@
 //! ([`sources::inventory`]), enrolls with the operator ([`enroll`]), and reports over mutual
 //! TLS or signed JWTs ([`client`], [`jwt`]). Every metrics batch is written to the on-disk
 //! [`spool`] before it is sent and removed only when the operator acknowledges it, so an
-//! operator outage or a restart loses nothing. [`run::Agent`] runs it all as tasks that never
+//! operator outage or a restart loses nothing. Workflow steps (scripts, service restarts,
+//! network isolation) come over the work channel ([`work`]) and run in [`actions`]. [`run::Agent`] runs it all as tasks that never
 //! wait on each other: collection goes on while delivery is stuck.
 //!
 //! The modules are public so that end-to-end tests and load generators can drive the same
@@ -12,6 +13,7 @@
 //! tests, the collector's included.
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -22,7 +22,7 @@ use std::{
     time::Duration,
 };
 
-use cdot_crds::wire::{AgentConfig, MetricsBatch};
+use cdot_crds::wire::{AgentConfig, MetricsBatch, work::StepState};
 use serde::{Deserialize, Serialize};
 use tokio::{
     sync::{Notify, Semaphore, watch},
@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use crate::{
     AGENT_VERSION,
+    actions::{Actions, isolate::Isolation, service::ServiceManager},
     client::{AgentClient, ClientError, gzip_json},
     config::AgentSettings,
     delivery::{Delivery, DeliveryLoop},
@@ -213,6 +214,27 @@ impl Agent {
             spooled = spool.lock().len(),
             "agent started"
         );
+        let actions = Arc::new(Actions {
+            scripts_dir: paths.dir().join("scripts"),
+            services: ServiceManager::choose(
+                settings.service_manager,
+                settings.supervisor_config.clone(),
+            )
+            .install(),
+            isolation: Isolation::new(paths.dir(), &creds.identity.server),
+        });
+        // Before anything talks to the network: an isolated device stays isolated across
+        // agent restarts and reboots.
+        if let Some(result) = actions.isolation.reapply().await {
+            match result.state {
+                StepState::Succeeded => {
+                    tracing::warn!("the recorded network isolation is applied again")
+                }
+                _ => {
+                    tracing::error!(message = %result.message, "applying the recorded network isolation failed")
+                }
+            }
+        }
         let (stop_tx, stop) = watch::channel(false);
         let (client_tx, client_rx) = watch::channel(client);
         let (config_tx, config_rx) = watch::channel(config);
@@ -272,9 +294,8 @@ impl Agent {
             system: Arc::new(crate::patches::PatchSystem::detect(
                 settings.patch_root.clone(),
             )),
-            reports: work_spool,
-            wake_delivery: work_wake,
-            done: crate::work::done::DoneItems::load(paths.dir()),
+            reporter: crate::work::Reporter::new(paths.dir(), work_spool, work_wake),
+            actions,
             wait: settings.work_wait.min(
                 settings
                     .request_timeout

@@ -48,6 +48,20 @@ pub const NOTIFICATION_VARIABLES: &[&str] = &[
     "channel",
 ];
 
+/// Variables a Workflow's Notify and OpenTicket `message` may use.
+pub const WORKFLOW_VARIABLES: &[&str] = &[
+    "device",
+    "namespace",
+    "site",
+    "device_labels",
+    "workflow",
+    "run",
+    "step",
+    "event",
+    "vars",
+    "steps",
+];
+
 /// Longest accepted template source.
 pub const MAX_TEMPLATE_LEN: usize = 4096;
 

@@ -93,6 +93,24 @@ pub struct WorkflowSpec {
     /// Do not start new runs.
     #[serde(default)]
     pub paused: bool,
+    /// Blast-radius limits: beyond them a run waits for a person's approval.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// How many devices a workflow may act on before a person approves more.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Devices one run acts on; the rest of the run's devices wait for an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_devices_per_run: Option<u32>,
+    /// Devices the workflow starts on in any hour (all runs); past it, runs wait for an
+    /// approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_devices_per_hour: Option<u32>,
 }
 
 fn default_cooldown() -> String {
@@ -180,10 +198,13 @@ pub enum StepType {
     Notify,
     /// Open a ticket with `message` through Ticket NotificationChannel `channel`.
     OpenTicket,
-    /// Wait for `duration`.
+    /// Wait for `duration`, or until the rhai `until` condition holds (at most `duration`).
     Wait,
     /// Run the rhai `rhai` script in the operator (same variables as the condition plus `steps`).
     Rhai,
+    /// Stop until a person with the operator role approves the run through the API; the
+    /// person who started the run cannot approve it.
+    Approval,
 }
 
 /// Script interpreter.
@@ -198,6 +219,8 @@ pub enum Shell {
     /// POSIX sh.
     #[default]
     Sh,
+    /// python3.
+    Python,
 }
 
 /// A script run on the device.
@@ -228,6 +251,9 @@ pub enum OnFailure {
     Abort,
     /// Go on with the next step; the run is marked partially failed.
     Continue,
+    /// Go on with the step named `onFailureStep` (a later step); the run is marked
+    /// partially failed.
+    RunStep,
 }
 
 /// One step of a workflow.
@@ -256,7 +282,8 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub channel: Option<String>,
-    /// Notify/OpenTicket: message template (AlertRule summary placeholders).
+    /// Notify/OpenTicket: message template (minijinja) with `device`, `namespace`, `site`,
+    /// `device_labels`, `workflow`, `run`, `step`, `event`, `vars` and `steps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub message: Option<String>,
@@ -268,6 +295,16 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 65536))]
     pub rhai: Option<String>,
+    /// Wait: rhai condition checked every few seconds; the wait ends when it returns true
+    /// (or fails the step at `duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub until: Option<String>,
+    /// IsolateDevice: addresses or CIDRs that stay reachable besides the operator and the
+    /// collector of the device's site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allow: Vec<String>,
     /// Time limit of one attempt.
     #[serde(default = "default_step_timeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -283,6 +320,10 @@ pub struct Step {
     /// What happens when the step finally fails.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// onFailure RunStep: the step to go on with (a later step of this workflow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub on_failure_step: Option<String>,
 }
 
 /// Concurrency policy per device.
@@ -307,21 +348,21 @@ pub struct WorkflowStatus {
     /// Conditions: `Ready` (see below), `Reconciling` (`False` with reason `Reconciled` once
     /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
     /// when the spec is invalid, the message naming each field; `False` otherwise).
-    /// `Ready` is `True` once the spec is valid and the AlertRule and NotificationChannels it
-    /// names exist; it does not mean the workflow runs (workflow execution is not implemented
-    /// yet).
+    /// `Ready` is `True` (reason `Armed`, or `Paused`) once the spec is valid and the
+    /// AlertRule and NotificationChannels it names exist: from then on its trigger starts
+    /// runs.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Devices of the namespace the selector matches; not updated while the spec is invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_devices: Option<u32>,
-    /// The most recent run. Not written yet: workflow execution is not implemented.
+    /// The most recent run (written by the automation engine).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<WorkflowRunSummary>,
-    /// Runs started. Not written yet: workflow execution is not implemented.
+    /// Runs started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<u64>,
-    /// Runs failed. Not written yet: workflow execution is not implemented.
+    /// Runs that failed or partially failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failures: Option<u64>,
 }
@@ -509,6 +550,11 @@ impl Validate for WorkflowSpec {
                     format!("not allowed for step type {ty:?}"),
                 );
             }
+            if let Some(m) = &s.message
+                && let Err(e) = crate::template::check(m, crate::template::WORKFLOW_VARIABLES)
+            {
+                errs.push(format!("{p}.message"), e);
+            }
             if let Some(sc) = &s.script
                 && sc.body.trim().is_empty()
             {
@@ -532,6 +578,49 @@ impl Validate for WorkflowSpec {
                 && d > std::time::Duration::from_secs(86_400)
             {
                 errs.push(format!("{p}.duration"), "wait at most 1d");
+            }
+            if s.until.is_some() && ty != StepType::Wait {
+                errs.push(format!("{p}.until"), format!("not allowed for step type {ty:?}"));
+            }
+            if let Some(u) = &s.until
+                && u.trim().is_empty()
+            {
+                errs.push(format!("{p}.until"), "rhai condition must not be blank");
+            }
+            if !s.allow.is_empty() && ty != StepType::IsolateDevice {
+                errs.push(format!("{p}.allow"), format!("not allowed for step type {ty:?}"));
+            }
+            for (j, a) in s.allow.iter().enumerate() {
+                if a.parse::<ipnet::IpNet>().is_err() && a.parse::<std::net::IpAddr>().is_err() {
+                    errs.push(
+                        format!("{p}.allow[{j}]"),
+                        format!("{} is not an IP address or CIDR", excerpt(a)),
+                    );
+                }
+            }
+            match (s.on_failure, &s.on_failure_step) {
+                (OnFailure::RunStep, None) => errs.push(
+                    format!("{p}.onFailureStep"),
+                    "required for onFailure RunStep",
+                ),
+                (OnFailure::RunStep, Some(target)) => {
+                    match self.steps.iter().position(|o| &o.name == target) {
+                        Some(j) if j > i => {}
+                        Some(_) => errs.push(
+                            format!("{p}.onFailureStep"),
+                            format!("{} must name a later step (no loops)", excerpt(target)),
+                        ),
+                        None => errs.push(
+                            format!("{p}.onFailureStep"),
+                            format!("{} is not a step of this workflow", excerpt(target)),
+                        ),
+                    }
+                }
+                (_, Some(_)) => errs.push(
+                    format!("{p}.onFailureStep"),
+                    "only allowed for onFailure RunStep",
+                ),
+                (_, None) => {}
             }
             check_duration_into(&mut errs, format!("{p}.timeout"), &s.timeout, true);
             check_duration_into(&mut errs, format!("{p}.retryDelay"), &s.retry_delay, false);

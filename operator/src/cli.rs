@@ -32,6 +32,23 @@ pub enum Command {
     /// Work with AlertRules before they are merged.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit log's hash chain from its start (or the last pruned entry) and report
+    /// every edited, inserted or deleted entry; exits 1 when there is one.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// PostgreSQL URL of the operator's database (read only; no migrations are applied).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +168,10 @@ pub struct ServeArgs {
     pub alerting: crate::alerting::AlertingArgs,
     #[command(flatten)]
     pub discovery: crate::discovery::Settings,
+    /// How long audit log entries are kept; older ones are deleted daily, and verification
+    /// continues from the last deleted entry's hash.
+    #[arg(long, env = "CDOT_AUDIT_RETENTION", value_parser = parse_duration, default_value = "400d")]
+    pub audit_retention: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -349,5 +370,25 @@ mod tests {
         assert_eq!(args.lease_duration, Duration::from_secs(15));
         assert_eq!(args.resync_interval, Duration::from_secs(600));
         assert!(!args.identity.is_empty());
+        assert!(
+            args.serve.audit_retention == Duration::from_secs(400 * 86_400)
+                || std::env::var("CDOT_AUDIT_RETENTION").is_ok()
+        );
+    }
+
+    #[test]
+    fn audit_verify_takes_a_database_url() {
+        let cli = Cli::try_parse_from([
+            "cdot-operator",
+            "audit",
+            "verify",
+            "--database-url",
+            "postgres://127.0.0.1/cdot",
+        ])
+        .expect("parse");
+        let Command::Audit(AuditCommand::Verify(args)) = cli.command else {
+            panic!("expected audit verify")
+        };
+        assert_eq!(args.database_url, "postgres://127.0.0.1/cdot");
     }
 }

@@ -5,6 +5,7 @@
 //! same [`store`]; [`server`] is what both modes serve.
 
 pub mod alerting;
+pub mod automation;
 pub mod api;
 pub mod background;
 pub mod changes;

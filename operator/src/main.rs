@@ -1,7 +1,7 @@
 //! `cdot-operator`: the cdot-rmm control plane.
 use clap::Parser;
 
-use cdot_operator::cli::{Cli, Command};
+use cdot_operator::cli::{AuditCommand, Cli, Command};
 
 /// glibc's allocator spent a quarter of the ingest path's CPU in `malloc`/`free` under a
 /// 4,000-agent load (perf); mimalloc keeps per-thread free lists.
@@ -19,5 +19,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => cdot_operator::kubernetes::run(*args).await,
         Command::Token(cmd) => cdot_operator::token::run(cmd),
         Command::Rules(cmd) => cdot_operator::alerting::backtest::cli::run(cmd).await,
+        Command::Audit(AuditCommand::Verify(args)) => {
+            if !cdot_operator::automation::audit::verify_command(&args.database_url).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

@@ -84,6 +84,7 @@ pub struct Metrics {
     pub database: DatabaseMetrics,
     pub alerting: AlertingMetrics,
     pub patching: PatchingMetrics,
+    pub automation: AutomationMetrics,
 }
 
 impl Default for Metrics {
@@ -162,6 +163,7 @@ impl Default for Metrics {
         let database = DatabaseMetrics::register(&mut registry);
         let alerting = AlertingMetrics::register(&mut registry);
         let patching = PatchingMetrics::register(&mut registry);
+        let automation = AutomationMetrics::register(&mut registry);
         Self {
             registry,
             api_requests,
@@ -181,6 +183,7 @@ impl Default for Metrics {
             database,
             alerting,
             patching,
+            automation,
         }
     }
 }
@@ -340,6 +343,64 @@ impl PatchingMetrics {
             "patch_pass_errors",
             "Patching engine passes that failed",
             r.pass_errors,
+        );
+        m
+    }
+}
+
+/// Workflow runs (`cdot_workflow_*`).
+#[derive(Clone, Debug)]
+pub struct AutomationMetrics {
+    /// Runs started.
+    pub runs_started: Counter,
+    /// Runs finished, by final state.
+    pub runs_finished: Family<StateLabels, Counter>,
+    /// Step attempts started (agent steps dispatched, operator steps run).
+    pub steps_started: Counter,
+    /// Step attempts that failed or timed out.
+    pub steps_failed: Counter,
+    /// Event to first agent step dispatched, seconds.
+    pub dispatch_latency: Histogram,
+    /// Engine passes and starts that failed (retried).
+    pub errors: Counter,
+}
+
+impl AutomationMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            runs_started: Counter::default(),
+            runs_finished: Family::default(),
+            steps_started: Counter::default(),
+            steps_failed: Counter::default(),
+            dispatch_latency: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            errors: Counter::default(),
+        };
+        let r = m.clone();
+        registry.register("workflow_runs_started", "Workflow runs started", r.runs_started);
+        registry.register(
+            "workflow_runs_finished",
+            "Workflow runs finished, by final state",
+            r.runs_finished,
+        );
+        registry.register(
+            "workflow_steps_started",
+            "Workflow step attempts started",
+            r.steps_started,
+        );
+        registry.register(
+            "workflow_steps_failed",
+            "Workflow step attempts that failed or timed out",
+            r.steps_failed,
+        );
+        registry.register(
+            "workflow_dispatch_latency_seconds",
+            "Time from a run's start to its first agent step handed out",
+            r.dispatch_latency,
+        );
+        registry.register(
+            "workflow_errors",
+            "Automation engine passes and run starts that failed (retried)",
+            r.errors,
         );
         m
     }

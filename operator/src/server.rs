@@ -113,7 +113,26 @@ impl Server {
         }));
         state.ingest = Ingest::new(timeseries.ingest_config());
         let alerting = state.alerting.clone();
+        let automation = state.automation.clone();
+        let index = state.index.clone();
         state.ingest.on_commit(Box::new(move |identity, batch| {
+            let service_failed = cdot_crds::metrics_catalog::Metric::ServiceFailed.name();
+            let mut snapshot = None;
+            for ((key, t), v) in batch.keys.iter().zip(&batch.times_ms).zip(&batch.values) {
+                if key.metric == service_failed
+                    && let Some(service) = key.labels.get("service")
+                {
+                    let snapshot = snapshot.get_or_insert_with(|| index.snapshot());
+                    crate::automation::triggers::service_sample(
+                        &automation,
+                        snapshot,
+                        identity.uid,
+                        service,
+                        *t,
+                        *v,
+                    );
+                }
+            }
             alerting.observe(
                 identity.uid,
                 batch
@@ -156,7 +175,7 @@ impl Server {
             &state.changes,
             &args.alerting,
             crate::alerting::dispatch::Outlets {
-                notifier,
+                notifier: notifier.clone(),
                 secrets: state.secrets.clone(),
                 ready: state.ready.clone(),
             },
@@ -168,6 +187,26 @@ impl Server {
             state.work.clone(),
             state.changes.clone(),
             metrics.patching.clone(),
+            state.ready.clone(),
+            jobs_shutdown.clone(),
+        ));
+        state
+            .alerting
+            .on_transition(crate::automation::triggers::alert_hook(
+                state.automation.clone(),
+                state.index.clone(),
+            ));
+        jobs.push(state.automation.spawn(
+            store.clone(),
+            state.index.clone(),
+            state.work.clone(),
+            state.changes.clone(),
+            crate::automation::deliver::Deliver {
+                notifier: notifier.clone(),
+                secrets: state.secrets.clone(),
+                index: state.index.clone(),
+            },
+            metrics.automation.clone(),
             state.ready.clone(),
             jobs_shutdown.clone(),
         ));

@@ -1,6 +1,7 @@
 //! The work items this agent finished, kept in the state directory (`work-done.json`) so
 //! that an item fetched again after a restart is not run again. Bounded: the oldest ids go
-//! first, long after the operator stopped handing them out.
+//! first, long after the operator stopped handing them out. The same structure records the
+//! workflow steps started here ([`STARTED_FILE`]).
 use std::{
     collections::VecDeque,
     io,
@@ -8,6 +9,9 @@ use std::{
 };
 
 use uuid::Uuid;
+
+/// File of the workflow steps started here (finished or not).
+pub const STARTED_FILE: &str = "work-started.json";
 
 /// Ids kept.
 const KEEP: usize = 4_096;
@@ -23,7 +27,12 @@ impl DoneItems {
     /// Loads the set kept in `dir` (an unreadable file starts an empty set: at worst an
     /// item runs again, and its effects are idempotent: an installed version is installed).
     pub fn load(dir: &Path) -> Self {
-        let path = dir.join("work-done.json");
+        Self::load_file(dir, "work-done.json")
+    }
+
+    /// Loads the set kept in the file `name` of `dir`.
+    pub fn load_file(dir: &Path, name: &str) -> Self {
+        let path = dir.join(name);
         let ids = std::fs::read(&path)
             .ok()
             .and_then(|bytes| serde_json::from_slice::<VecDeque<Uuid>>(&bytes).ok())

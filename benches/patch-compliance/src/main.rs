@@ -36,7 +36,7 @@ use cdot_crds::{
 use cdot_operator::{
     api::{self, AppState, TokenIndex},
     metrics::Metrics,
-    patching::{compliance, store::classification_name, work},
+    patching::{compliance, work},
     store::{DesiredObject, Store},
 };
 use clap::Parser;
@@ -595,7 +595,13 @@ async fn load(args: &Args, store: &Store) -> anyhow::Result<()> {
         history.len(),
         started.elapsed().as_secs_f64()
     );
-    for table in ["patch_scans", "patch_updates", "patch_installs", "objects"] {
+    for table in [
+        "patch_scans",
+        "patch_updates",
+        "patch_catalogue",
+        "patch_installs",
+        "objects",
+    ] {
         sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {table}")))
             .execute(store.pool())
             .await?;
@@ -856,7 +862,7 @@ async fn measure(args: &Args, store: &Store) -> anyhow::Result<()> {
 async fn breakdown(args: &Args, state: &AppState) -> anyhow::Result<()> {
     let mut phases: [(&str, Vec<f64>); 6] = [
         ("index devices + policies", Vec::new()),
-        ("compliance::facts (SQL)", Vec::new()),
+        ("compliance::facts (SQL + counting)", Vec::new()),
         ("compliance::report", Vec::new()),
         ("serde_json::to_vec", Vec::new()),
         ("drop facts + report", Vec::new()),
@@ -932,15 +938,17 @@ fn views(devices: &[DeviceRow]) -> Vec<compliance::ReportDevice<'_>> {
 }
 
 /// `compliance::facts` step by step, through the same store functions and with the same
-/// arguments (one policy here, selecting every device): the scans, the install totals,
-/// the distinct candidates, the policy's decisions on them, and the missing counts.
+/// arguments (one policy here, selecting every device): the scans with their catalogue
+/// ids, the install totals, the catalogue entries offered, the installed ones, the
+/// policy's decisions on the entries, and the counting of each device's missing updates.
 async fn facts_apart(args: &Args, state: &AppState) -> anyhow::Result<()> {
-    let mut phases: [(&str, Vec<f64>); 5] = [
-        ("Store::patch_scans", Vec::new()),
+    let mut phases: [(&str, Vec<f64>); 6] = [
+        ("Store::patch_offered", Vec::new()),
         ("Store::patch_install_totals", Vec::new()),
         ("Store::patch_candidates", Vec::new()),
+        ("Store::patch_installed", Vec::new()),
         ("decisions on the candidates", Vec::new()),
-        ("Store::patch_missing", Vec::new()),
+        ("counting missing updates", Vec::new()),
     ];
     let snapshot = state.index.snapshot();
     let policies = work::policies(&snapshot, NAMESPACE);
@@ -955,52 +963,45 @@ async fn facts_apart(args: &Args, state: &AppState) -> anyhow::Result<()> {
         })
         .map(|(uid, ..)| *uid)
         .collect();
-    let classes: Vec<&str> = policy
-        .spec
-        .classifications
-        .iter()
-        .map(|c| classification_name(*c))
-        .collect();
     let mut counts = (0, 0, 0, 0, 0);
     for run in 0..WARMUP + args.runs.max(1) {
         let t0 = Instant::now();
-        let scans = state.store.patch_scans(NAMESPACE).await?;
+        let scans = state.store.patch_offered(NAMESPACE).await?;
         let t1 = Instant::now();
         let totals = state.store.patch_install_totals(NAMESPACE).await?;
         let t2 = Instant::now();
-        let candidates = state.store.patch_candidates(NAMESPACE).await?;
+        let ids = compliance::offered_ids(scans.values());
+        let candidates = state.store.patch_candidates(NAMESPACE, &ids).await?;
         let t3 = Instant::now();
-        let now = jiff::Timestamp::now();
-        let mut denied: Vec<&str> = Vec::new();
-        let mut approved: Vec<(&str, &str)> = Vec::new();
-        for c in &candidates {
-            match policy
-                .approver
-                .decide(&c.name, c.classification, c.first_seen, now)
-                .map(|d| d.decision)
-            {
-                Some(Decision::Denied) => denied.push(&c.name),
-                Some(Decision::Install) => approved.push((&c.name, &c.to)),
-                _ => {}
-            }
-        }
-        denied.sort_unstable();
-        denied.dedup();
+        let installed =
+            compliance::installed_by_device(state.store.patch_installed(NAMESPACE, &ids).await?);
         let t4 = Instant::now();
-        let missing = state
-            .store
-            .patch_missing(&mine, &classes, &denied, &approved)
-            .await?;
+        let now = jiff::Timestamp::now();
+        let verdicts = compliance::Verdicts::new(&policy.approver, &candidates, now);
         let t5 = Instant::now();
+        let none = Vec::new();
+        let mut missing = 0;
+        for uid in &mine {
+            let mut facts = compliance::DeviceFacts::default();
+            if let Some(offered) = scans.get(uid) {
+                verdicts.count(
+                    &offered.updates,
+                    installed.get(uid).unwrap_or(&none),
+                    &mut facts,
+                );
+            }
+            missing += facts.missing.values().sum::<u32>();
+        }
+        let t6 = Instant::now();
         counts = (
             scans.len(),
             totals.len(),
             candidates.len(),
-            approved.len(),
-            missing.len(),
+            installed.values().map(Vec::len).sum::<usize>(),
+            missing,
         );
         if run >= WARMUP {
-            for (k, (from, to)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]
+            for (k, (from, to)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5), (t5, t6)]
                 .into_iter()
                 .enumerate()
             {
@@ -1009,7 +1010,7 @@ async fn facts_apart(args: &Args, state: &AppState) -> anyhow::Result<()> {
         }
     }
     println!(
-        "compliance::facts step by step ({} scans, {} devices with installs, {} candidates of which {} approved, {} missing counts):",
+        "compliance::facts step by step ({} scans, {} devices with installs, {} candidates, {} offered updates installed, {} missing):",
         counts.0, counts.1, counts.2, counts.3, counts.4
     );
     for (name, times) in phases {

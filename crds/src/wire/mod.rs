@@ -12,8 +12,10 @@ use uuid::Uuid;
 use crate::device::{DeviceClass, Inventory};
 
 pub mod alert;
+pub mod automation;
 pub mod collector;
 pub mod discovery;
+pub mod isolation;
 pub mod network;
 pub mod patch;
 pub mod query;

@@ -13,12 +13,16 @@
 //! Progress goes back in [`WorkReport`]s, spooled by the agent before it sends them (so a
 //! report is never lost while the operator is away) and deduplicated by `reportId`.
 //!
-//! The channel is shared: patch installs use it now, workflow steps will travel on it too
-//! as further [`WorkKind`] variants.
+//! The channel is shared: patch installs and the agent steps of workflow runs (scripts,
+//! service restarts, isolation) travel on it as [`WorkKind`] variants. A step's item id is
+//! its idempotency key (run, device, step, attempt): an operator that restarts between two
+//! steps hands out the same id again, and the agent, which remembers finished ids, does
+//! not run the step twice.
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::patch::{PatchInstall, PatchProgress};
+use crate::workflow::Shell;
 
 /// Path of the work route under [`super::AGENT_API_PREFIX`].
 pub const WORK_ROUTE: &str = "/work";
@@ -67,6 +71,128 @@ pub enum WorkKind {
     PatchScan,
     /// Install approved updates.
     PatchInstall(PatchInstall),
+    /// A workflow step: run a script.
+    RunScript(RunScript),
+    /// A workflow step: restart a service.
+    RestartService(RestartService),
+    /// A workflow step: cut the device off the network except for `allow`.
+    Isolate(Isolate),
+    /// A workflow step: undo [`WorkKind::Isolate`].
+    Release(StepOrigin),
+}
+
+impl WorkKind {
+    /// The workflow step this item carries, if it is one.
+    pub fn step(&self) -> Option<&StepOrigin> {
+        match self {
+            Self::PatchScan | Self::PatchInstall(_) => None,
+            Self::RunScript(s) => Some(&s.origin),
+            Self::RestartService(s) => Some(&s.origin),
+            Self::Isolate(s) => Some(&s.origin),
+            Self::Release(origin) => Some(origin),
+        }
+    }
+}
+
+/// Where a step item comes from, and its limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepOrigin {
+    /// Workflow (same namespace as the device).
+    pub workflow: String,
+    /// Run id.
+    pub run: Uuid,
+    /// Step name.
+    pub step: String,
+    /// Attempt, from 1.
+    pub attempt: u32,
+    /// The agent stops the step (and reports `timedOut`) after this many seconds.
+    pub timeout_secs: u64,
+}
+
+/// Run a script on the device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunScript {
+    #[serde(flatten)]
+    pub origin: StepOrigin,
+    /// Interpreter.
+    pub shell: Shell,
+    /// Script text (given to the interpreter as a file).
+    pub body: String,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Run as this user instead of the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
+}
+
+/// Restart a service (systemd unit, or a program of the supervisor the agent uses).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartService {
+    #[serde(flatten)]
+    pub origin: StepOrigin,
+    /// Service name.
+    pub service: String,
+}
+
+/// Isolate the device: only `allow` stays reachable (both ways), loopback included.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Isolate {
+    #[serde(flatten)]
+    pub origin: StepOrigin,
+    /// Addresses or CIDRs that stay reachable: the operator's, the site collector's, and
+    /// the step's extra `allow`.
+    pub allow: Vec<String>,
+}
+
+/// Most bytes of a step's output kept (stdout and stderr each; the end is kept).
+pub const MAX_STEP_OUTPUT_BYTES: usize = 16 * 1024;
+
+/// State of a workflow step on the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum StepState {
+    /// Started.
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Finished with a failure (`exitCode`, `message`).
+    Failed,
+    /// Stopped at its time limit.
+    TimedOut,
+}
+
+impl StepState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}
+
+/// What the agent reports of a workflow step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepResult {
+    /// State.
+    pub state: StepState,
+    /// Exit code of the script or command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// End of standard output (at most [`MAX_STEP_OUTPUT_BYTES`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    /// End of standard error (at most [`MAX_STEP_OUTPUT_BYTES`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+    /// Output was cut to fit.
+    #[serde(default)]
+    pub truncated: bool,
+    /// What happened, for people (the command run, the rules applied, why it failed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// `POST /v1/agent/work/reports`: progress of one work item, gzip JSON like a metrics
@@ -84,6 +210,9 @@ pub struct WorkReport {
     /// Per-package progress of a patch install (empty for other kinds).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patches: Vec<PatchProgress>,
+    /// State of a workflow step (absent for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepResult>,
     /// The item is finished on the agent: it will not run it again.
     #[serde(default)]
     pub done: bool,

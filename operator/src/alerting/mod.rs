@@ -89,8 +89,9 @@ struct Inner {
     outbox: Notify,
     /// Wakes the periodic task when silences changed.
     silences_changed: Notify,
-    /// Told of every stored firing and resolved transition (Kubernetes mode: Events).
-    on_transition: std::sync::OnceLock<TransitionHook>,
+    /// Told of every stored firing and resolved transition (Kubernetes mode: Events;
+    /// automation: workflow triggers).
+    on_transition: std::sync::RwLock<Vec<TransitionHook>>,
     /// The index version the installed rules were compiled from (0: none yet).
     rules_version: std::sync::atomic::AtomicU64,
 }
@@ -120,7 +121,7 @@ impl Alerting {
                 pending: Mutex::new(Some(rx)),
                 outbox: Notify::new(),
                 silences_changed: Notify::new(),
-                on_transition: std::sync::OnceLock::new(),
+                on_transition: std::sync::RwLock::default(),
                 rules_version: std::sync::atomic::AtomicU64::new(0),
             }),
         }
@@ -200,9 +201,13 @@ impl Alerting {
         let _ = self.inner.transitions.send(transitions);
     }
 
-    /// Sets what hears of stored firing and resolved transitions (once).
+    /// Adds a listener of stored firing and resolved transitions.
     pub fn on_transition(&self, hook: TransitionHook) {
-        let _ = self.inner.on_transition.set(hook);
+        self.inner
+            .on_transition
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(hook);
     }
 
     /// Silences changed through the API: apply them at once, not at the next refresh.
@@ -359,12 +364,16 @@ async fn write_transitions(
                     .metrics
                     .writer_backlog
                     .dec_by(batch.len() as i64);
-                let hook = alerting.inner.on_transition.get();
+                let hooks = alerting
+                    .inner
+                    .on_transition
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
                 for t in &batch {
-                    if let Some(hook) = hook
-                        && t.to != cdot_crds::wire::alert::AlertState::Pending
-                    {
-                        hook(t);
+                    if t.to != cdot_crds::wire::alert::AlertState::Pending {
+                        for hook in hooks.iter() {
+                            hook(t);
+                        }
                     }
                     tracing::info!(
                         alert = %t.alert_id,

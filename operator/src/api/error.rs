@@ -60,6 +60,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message).with_field(field)
     }
 
+    /// 409: the request is well formed but the state it acts on does not allow it.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "Conflict", message)
+    }
+
+    /// 403: the caller may see this but not do it.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
     }

@@ -75,6 +75,8 @@ pub struct AppState {
     pub work: crate::work::Work,
     /// The patching engine (see `crate::patching`): woken by scans and reports.
     pub patching: crate::patching::Patching,
+    /// Workflow runs (see `crate::automation`): told of events, woken by step reports.
+    pub automation: crate::automation::Automation,
 }
 
 impl AppState {
@@ -98,6 +100,7 @@ impl AppState {
             discovery: crate::discovery::Discovery::default(),
             work: crate::work::Work::default(),
             patching: crate::patching::Patching::default(),
+            automation: crate::automation::Automation::default(),
         }
     }
 
@@ -137,6 +140,8 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .merge(crate::alerting::routes::routes())
         .merge(crate::discovery::routes::routes())
         .merge(crate::patching::routes::routes())
+        .merge(crate::automation::routes::routes())
+        .merge(crate::automation::audit_routes::routes())
         .merge(network::routes())
         .nest(
             "/agent",

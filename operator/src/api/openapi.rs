@@ -99,6 +99,8 @@ pub fn build() -> Value {
     crate::alerting::routes::openapi_paths(&mut paths, &mut schemas);
     crate::discovery::routes::openapi_paths(&mut paths, &mut schemas);
     crate::patching::routes::openapi_paths(&mut paths, &mut schemas);
+    crate::automation::routes::openapi_paths(&mut paths, &mut schemas);
+    crate::automation::audit_routes::openapi_paths(&mut paths, &mut schemas);
     json!({
         "openapi": "3.0.3",
         "info": { "title": "cdot-rmm operator API", "version": env!("CARGO_PKG_VERSION") },

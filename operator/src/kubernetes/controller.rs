@@ -556,6 +556,7 @@ pub fn cluster_status(
             "phase", "progress", "lastRun", "nextRun", "problems", "hosts",
         ],
         Kind::PatchPolicy => &["compliant", "rings", "rollout"],
+        Kind::Workflow => &["runs", "failures", "lastRun"],
         _ => &[],
     };
     for field in owned_elsewhere {

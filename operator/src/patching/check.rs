@@ -70,6 +70,19 @@ pub fn check_report(report: &WorkReport) -> Result<(), Rejection> {
     for (i, p) in report.patches.iter().enumerate() {
         check_progress(i, p)?;
     }
+    if let Some(step) = &report.step {
+        if !report.patches.is_empty() {
+            return Err(Rejection::invalid(
+                "step_and_patches",
+                "step",
+                "a report is about a workflow step or a patch install, not both",
+            ));
+        }
+        let cap = cdot_crds::wire::work::MAX_STEP_OUTPUT_BYTES;
+        text("step.stdout".into(), &step.stdout, 0, cap)?;
+        text("step.stderr".into(), &step.stderr, 0, cap)?;
+        text("step.message".into(), &step.message, 0, MAX_TEXT)?;
+    }
     Ok(())
 }
 

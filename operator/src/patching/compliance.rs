@@ -3,7 +3,7 @@
 //! since the last successful install. JSON is the contract; CSV and a printable HTML page
 //! carry the same numbers.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fmt::Write as _,
 };
 
@@ -15,7 +15,8 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::{
-    store::{ScanRow, classification_name},
+    approve::Approver,
+    store::{Candidate, OfferedScan, ScanRow, UpdateId},
     work::Policy,
 };
 use crate::store::{Store, StoreError};
@@ -28,7 +29,7 @@ pub struct ReportDevice<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
-/// What the report needs of one device, counted in PostgreSQL.
+/// What the report needs of one device.
 #[derive(Debug, Default, Clone)]
 pub struct DeviceFacts {
     pub scan: Option<ScanRow>,
@@ -41,9 +42,9 @@ pub struct DeviceFacts {
 }
 
 /// Gathers the facts of `devices` under the first policy that selects each. Decisions are
-/// made once per distinct update (a few thousand), and the per-device counting is done by
-/// PostgreSQL over the update rows, so 10,000 devices with 50 updates each are not read
-/// row by row.
+/// made once per distinct update of the namespace's catalogue (a few thousand at most),
+/// and each device's updates are counted here over its scan's catalogue ids, so 10,000
+/// devices with 50 updates each are neither read nor joined row by row.
 pub async fn facts(
     store: &Store,
     namespace: &str,
@@ -51,63 +52,121 @@ pub async fn facts(
     devices: &[ReportDevice<'_>],
     now: Timestamp,
 ) -> Result<HashMap<Uuid, DeviceFacts>, StoreError> {
-    let mut scans = store.patch_scans(namespace).await?;
+    let mut scans = store.patch_offered(namespace).await?;
     let totals = store.patch_install_totals(namespace).await?;
-    let candidates = store.patch_candidates(namespace).await?;
+    let ids = offered_ids(scans.values());
+    let candidates = store.patch_candidates(namespace, &ids).await?;
+    let installed = installed_by_device(store.patch_installed(namespace, &ids).await?);
     let mut out: HashMap<Uuid, DeviceFacts> = HashMap::new();
     for (i, policy) in policies.iter().enumerate() {
-        let mine: Vec<Uuid> = devices
+        let verdicts = Verdicts::new(&policy.approver, &candidates, now);
+        for d in devices
             .iter()
             .filter(|d| first_policy(policies, d.labels) == Some(i))
-            .map(|d| d.uid)
-            .collect();
-        if mine.is_empty() {
-            continue;
-        }
-        let classes: Vec<&str> = policy
-            .spec
-            .classifications
-            .iter()
-            .map(|c| classification_name(*c))
-            .collect();
-        let mut denied: Vec<&str> = Vec::new();
-        let mut approved: Vec<(&str, &str)> = Vec::new();
-        for c in &candidates {
-            match policy
-                .approver
-                .decide(&c.name, c.classification, c.first_seen, now)
-                .map(|d| d.decision)
-            {
-                Some(Decision::Denied) => denied.push(&c.name),
-                Some(Decision::Install) => approved.push((&c.name, &c.to)),
-                _ => {}
-            }
-        }
-        denied.sort_unstable();
-        denied.dedup();
-        for uid in &mine {
-            let (failed, last_success) = totals.get(uid).copied().unwrap_or_default();
-            out.insert(
-                *uid,
-                DeviceFacts {
-                    scan: scans.remove(uid),
-                    failed,
-                    last_success,
-                    ..DeviceFacts::default()
-                },
-            );
-        }
-        for m in store
-            .patch_missing(&mine, &classes, &denied, &approved)
-            .await?
         {
-            if let Some(f) = out.get_mut(&m.device) {
-                *f.missing.entry(m.classification).or_default() += m.missing;
-                f.approved_missing += m.approved;
+            let (failed, last_success) = totals.get(&d.uid).copied().unwrap_or_default();
+            let mut f = DeviceFacts {
+                failed,
+                last_success,
+                ..DeviceFacts::default()
+            };
+            if let Some(offered) = scans.remove(&d.uid) {
+                let none = Vec::new();
+                verdicts.count(
+                    &offered.updates,
+                    installed.get(&d.uid).unwrap_or(&none),
+                    &mut f,
+                );
+                f.scan = Some(offered.scan);
             }
+            out.insert(d.uid, f);
         }
     }
     Ok(out)
+}
+
+/// The catalogue ids the scans offer, each once.
+pub fn offered_ids<'a>(scans: impl IntoIterator<Item = &'a OfferedScan>) -> Vec<UpdateId> {
+    let mut ids: Vec<UpdateId> = scans
+        .into_iter()
+        .flat_map(|s| s.updates.iter().copied())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// `Store::patch_installed`'s pairs by device.
+pub fn installed_by_device(pairs: Vec<(Uuid, UpdateId)>) -> HashMap<Uuid, Vec<UpdateId>> {
+    let mut out: HashMap<Uuid, Vec<UpdateId>> = HashMap::new();
+    for (device, id) in pairs {
+        out.entry(device).or_default().push(id);
+    }
+    out
+}
+
+/// What one policy makes of the catalogue entries that count as missing when a device
+/// lacks them: those of its classifications whose name it does not deny, and whether the
+/// version is approved.
+pub struct Verdicts(HashMap<UpdateId, Verdict>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub classification: Classification,
+    pub approved: bool,
+}
+
+impl Verdicts {
+    /// A name denied under any classification is denied, and a version approved under any
+    /// classification is approved.
+    pub fn new(approver: &Approver, candidates: &[Candidate], now: Timestamp) -> Self {
+        let mut denied: HashSet<&str> = HashSet::new();
+        let mut approved: HashSet<(&str, &str)> = HashSet::new();
+        for c in candidates {
+            match approver
+                .decide(&c.name, c.classification, c.first_seen, now)
+                .map(|d| d.decision)
+            {
+                Some(Decision::Denied) => {
+                    denied.insert(&c.name);
+                }
+                Some(Decision::Install) => {
+                    approved.insert((&c.name, &c.to));
+                }
+                _ => {}
+            }
+        }
+        Self(
+            candidates
+                .iter()
+                .filter(|c| approver.in_scope(c.classification) && !denied.contains(&*c.name))
+                .map(|c| {
+                    (
+                        c.id,
+                        Verdict {
+                            classification: c.classification,
+                            approved: approved.contains(&(&*c.name, &*c.to)),
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// Adds a device's missing updates to `facts`: those of `offered` that count and are
+    /// not among the `installed` ones.
+    pub fn count(&self, offered: &[UpdateId], installed: &[UpdateId], facts: &mut DeviceFacts) {
+        for id in offered {
+            let Some(v) = self.0.get(id) else {
+                continue;
+            };
+            if installed.contains(id) {
+                continue;
+            }
+            *facts.missing.entry(v.classification).or_default() += 1;
+            facts.approved_missing += u32::from(v.approved);
+        }
+    }
 }
 
 fn first_policy(policies: &[Policy], labels: &BTreeMap<String, String>) -> Option<usize> {
@@ -312,4 +371,99 @@ pub fn html(report: &ComplianceReport) -> String {
     }
     out.push_str("</table>\n</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use cdot_crds::patch_policy::PatchPolicySpec;
+    use serde_json::json;
+
+    use super::*;
+
+    fn approver() -> Approver {
+        let spec: PatchPolicySpec = serde_json::from_value(json!({
+            "classifications": ["security", "bugfix"],
+            "approval": {
+                "rules": [{"classification": "security", "mode": "Automatic", "deferralDays": 2}],
+                "approve": ["^lib"],
+                "deny": ["^postgresql"],
+            },
+        }))
+        .expect("spec");
+        Approver::new(&spec)
+    }
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn candidate(id: UpdateId, name: &str, to: &str, c: Classification, seen: &str) -> Candidate {
+        Candidate {
+            id,
+            name: name.into(),
+            to: to.into(),
+            classification: c,
+            first_seen: t(seen),
+        }
+    }
+
+    #[test]
+    fn counts_what_is_in_scope_not_denied_and_not_installed() {
+        use Classification::{Bugfix, Security, ThirdParty};
+        let candidates = [
+            candidate(1, "curl", "2", Security, "2026-12-01T00:00:00Z"),
+            candidate(2, "bash", "5", Bugfix, "2026-12-01T00:00:00Z"),
+            candidate(3, "libfoo", "1", Bugfix, "2026-12-06T00:00:00Z"),
+            candidate(4, "postgresql-15", "15.9", Security, "2026-12-01T00:00:00Z"),
+            candidate(5, "docker-ce", "27", ThirdParty, "2026-12-01T00:00:00Z"),
+            candidate(6, "tzdata", "2026a", Security, "2026-12-06T00:00:00Z"),
+            // The same version under another classification is approved with it.
+            candidate(7, "curl", "2", Bugfix, "2026-12-01T00:00:00Z"),
+            // Out of scope: neither decided nor counted.
+            candidate(
+                8,
+                "postgresql-16",
+                "16.5",
+                ThirdParty,
+                "2026-12-01T00:00:00Z",
+            ),
+        ];
+        let verdicts = Verdicts::new(&approver(), &candidates, t("2026-12-07T00:00:00Z"));
+        let mut facts = DeviceFacts::default();
+        verdicts.count(&[1, 2, 3, 4, 5, 6, 7, 8], &[], &mut facts);
+        assert_eq!(
+            facts.missing,
+            BTreeMap::from([(Security, 2), (Bugfix, 3)]),
+            "curl, tzdata; bash, libfoo, curl"
+        );
+        assert_eq!(
+            facts.approved_missing, 3,
+            "curl (both), libfoo; tzdata deferred"
+        );
+
+        let mut facts = DeviceFacts::default();
+        verdicts.count(&[1, 2, 6], &[1, 4], &mut facts);
+        assert_eq!(facts.missing, BTreeMap::from([(Security, 1), (Bugfix, 1)]));
+        assert_eq!(facts.approved_missing, 0);
+    }
+
+    #[test]
+    fn offered_ids_are_each_listed_once() {
+        let scan = |updates: Vec<UpdateId>| OfferedScan {
+            scan: ScanRow {
+                scanned_at: t("2026-12-07T00:00:00Z"),
+                problem: None,
+                installed_packages: 1,
+                reboot_required: false,
+            },
+            updates,
+        };
+        assert_eq!(
+            offered_ids(&[scan(vec![7, 3, 5]), scan(vec![]), scan(vec![5, 1])]),
+            vec![1, 3, 5, 7]
+        );
+        let a = Uuid::from_u128(1);
+        let installed = installed_by_device(vec![(a, 3), (Uuid::from_u128(2), 4), (a, 9)]);
+        assert_eq!(installed[&a], vec![3, 9]);
+    }
 }

@@ -1,6 +1,6 @@
-//! Patching's tables (migration 0016): each device's latest scan and its updates, the
-//! state of every package version sent to a device, rollouts ring by ring and their halts,
-//! and the work reports already applied.
+//! Patching's tables (migrations 0016 and 0018): each device's latest scan and its updates,
+//! the namespace's catalogue of distinct updates, the state of every package version sent
+//! to a device, rollouts ring by ring and their halts, and the work reports already applied.
 use std::collections::HashMap;
 
 use cdot_crds::{
@@ -75,24 +75,24 @@ pub struct NamespaceState {
     pub halts: HashMap<RolloutKey, Halt>,
 }
 
-/// One distinct update offered in a namespace.
+/// An update's id in its namespace's catalogue (`patch_catalogue`, migration 0018).
+pub type UpdateId = i32;
+
+/// A device's latest scan with its updates as catalogue ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferedScan {
+    pub scan: ScanRow,
+    pub updates: Vec<UpdateId>,
+}
+
+/// One distinct update offered in a namespace: an entry of its catalogue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
+    pub id: UpdateId,
     pub name: String,
     pub to: String,
     pub classification: Classification,
     pub first_seen: Timestamp,
-}
-
-/// Missing updates of one device and classification.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MissingCount {
-    pub device: Uuid,
-    pub classification: Classification,
-    /// Not installed, not denied.
-    pub missing: u32,
-    /// Of those, approved.
-    pub approved: u32,
 }
 
 /// A firing (or since resolved) alert: when it fired, on which device, of which rule.
@@ -103,6 +103,19 @@ pub struct FiredAlert {
     pub device_name: String,
     pub fired_at: Timestamp,
 }
+
+fn scan_row(row: &sqlx::postgres::PgRow) -> ScanRow {
+    ScanRow {
+        scanned_at: ts(row.get("scanned_at")),
+        problem: row.get("problem"),
+        installed_packages: u32::try_from(row.get::<i32, _>("installed_packages")).unwrap_or(0),
+        reboot_required: row.get("reboot_required"),
+    }
+}
+
+/// Held shared while a scan is stored and exclusively while the catalogue is pruned, so
+/// that no entry is pruned between a scan looking up its id and committing it.
+const CATALOGUE_LOCK: i64 = 0x6364_6f74_7063_6174;
 
 fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
@@ -142,8 +155,11 @@ pub fn classification_from(s: &str) -> Option<Classification> {
 }
 
 impl Store {
-    /// Replaces `device`'s scan and its updates; an update already offered keeps its
-    /// `first_seen`, and a version first seen elsewhere in the namespace takes that time.
+    /// Replaces `device`'s scan and its updates. Each update is entered in the namespace's
+    /// catalogue unless it is there: a version already there keeps its `first_seen`, a new
+    /// classification of a known version takes the version's, anything else is first seen
+    /// `now`. The update rows take their entry's `first_seen`, and the scan keeps its
+    /// updates as catalogue ids (what the compliance report counts over).
     pub async fn put_patch_scan(
         &self,
         device: Uuid,
@@ -190,24 +206,54 @@ impl Store {
             .map(|u| u.size_bytes.and_then(|s| i64::try_from(s).ok()))
             .collect();
         let reboots: Vec<bool> = scan.updates.iter().map(|u| u.reboot_required).collect();
+        // Until the commit no pruning can remove an entry this scan refers to.
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(CATALOGUE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("lock the patch catalogue"))?;
+        // Only what is missing is inserted (an attempted insert would use up an id), in key
+        // order so that two scans entering the same updates wait on each other, not deadlock.
         sqlx::query(
+            "INSERT INTO patch_catalogue (namespace, name, to_version, classification, first_seen)
+             SELECT $1, n.name, n.to_version, n.classification,
+                    COALESCE((SELECT min(c.first_seen) FROM patch_catalogue c
+                              WHERE c.namespace = $1 AND c.name = n.name AND c.to_version = n.to_version),
+                             to_timestamp($5::float8 / 1000))
+             FROM unnest($2::text[], $3::text[], $4::text[]) AS n(name, to_version, classification)
+             WHERE NOT EXISTS (SELECT 1 FROM patch_catalogue c WHERE c.namespace = $1 AND c.name = n.name
+                               AND c.to_version = n.to_version AND c.classification = n.classification)
+             ORDER BY 2, 3, 4
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(namespace)
+        .bind(&names)
+        .bind(&tos)
+        .bind(&classes)
+        .bind(sql(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("enter updates in the patch catalogue"))?;
+        let stored = sqlx::query(
             "WITH new AS (
-                 SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::bool[])
-                     AS n(name, from_version, to_version, classification, source, size_bytes, reboot_required)
+                 SELECT n.*, c.id, c.first_seen
+                 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::bool[])
+                     WITH ORDINALITY AS n(name, from_version, to_version, classification, source, size_bytes, reboot_required, ord)
+                 JOIN patch_catalogue c ON c.namespace = $2 AND c.name = n.name AND c.to_version = n.to_version
+                     AND c.classification = n.classification
+             ), ids AS (
+                 UPDATE patch_scans SET update_ids = ARRAY(SELECT id FROM new ORDER BY ord) WHERE device_uid = $1
              ), gone AS (
                  DELETE FROM patch_updates p WHERE p.device_uid = $1
                      AND NOT EXISTS (SELECT 1 FROM new WHERE new.name = p.name AND new.to_version = p.to_version)
              )
              INSERT INTO patch_updates (device_uid, name, from_version, to_version, classification, source, size_bytes, reboot_required, first_seen)
-             SELECT $1, new.name, new.from_version, new.to_version, new.classification, new.source, new.size_bytes, new.reboot_required,
-                    COALESCE((SELECT min(u.first_seen) FROM patch_updates u JOIN patch_scans s USING (device_uid)
-                              WHERE s.namespace = $2 AND u.name = new.name AND u.to_version = new.to_version), to_timestamp($10::float8 / 1000))
+             SELECT $1, name, from_version, to_version, classification, source, size_bytes, reboot_required, first_seen
              FROM new
              ON CONFLICT (device_uid, name) DO UPDATE SET from_version = EXCLUDED.from_version,
                  to_version = EXCLUDED.to_version, classification = EXCLUDED.classification, source = EXCLUDED.source,
                  size_bytes = EXCLUDED.size_bytes, reboot_required = EXCLUDED.reboot_required,
-                 first_seen = CASE WHEN patch_updates.to_version = EXCLUDED.to_version
-                                   THEN patch_updates.first_seen ELSE EXCLUDED.first_seen END",
+                 first_seen = EXCLUDED.first_seen",
         )
         .bind(device)
         .bind(namespace)
@@ -218,10 +264,19 @@ impl Store {
         .bind(&sources)
         .bind(&sizes)
         .bind(&reboots)
-        .bind(sql(now))
         .execute(&mut *tx)
         .await
-        .map_err(StoreError::query("store patch updates"))?;
+        .map_err(StoreError::query("store patch updates"))?
+        .rows_affected();
+        if stored != scan.updates.len() as u64 {
+            return Err(StoreError::Query {
+                operation: "store patch updates",
+                source: sqlx::Error::Protocol(format!(
+                    "{stored} of the {} updates of device {device}'s scan found in the patch catalogue",
+                    scan.updates.len()
+                )),
+            });
+        }
         tx.commit()
             .await
             .map_err(StoreError::query("commit patch scan"))
@@ -353,37 +408,61 @@ impl Store {
         .await
         .map_err(StoreError::query("read patch scans"))?
         {
+            scans.insert(row.get("device_uid"), scan_row(&row));
+        }
+        Ok(scans)
+    }
+
+    /// The scans of `namespace` with their updates as catalogue ids, by device: what the
+    /// compliance report counts over (10,000 arrays of ids rather than 500,000 rows).
+    pub async fn patch_offered(
+        &self,
+        namespace: &str,
+    ) -> Result<HashMap<Uuid, OfferedScan>, StoreError> {
+        let mut scans = HashMap::new();
+        for row in sqlx::query(concat!(
+            "SELECT device_uid, ",
+            ms!("scanned_at"),
+            ", problem, installed_packages, reboot_required, update_ids FROM patch_scans WHERE namespace = $1"
+        ))
+        .bind(namespace)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read patch scans"))?
+        {
             scans.insert(
                 row.get("device_uid"),
-                ScanRow {
-                    scanned_at: ts(row.get("scanned_at")),
-                    problem: row.get("problem"),
-                    installed_packages: u32::try_from(row.get::<i32, _>("installed_packages"))
-                        .unwrap_or(0),
-                    reboot_required: row.get("reboot_required"),
+                OfferedScan {
+                    scan: scan_row(&row),
+                    updates: row.get("update_ids"),
                 },
             );
         }
         Ok(scans)
     }
 
-    /// Every distinct update offered in `namespace` (name, version, classification, first
+    /// The catalogue entries `ids` of `namespace` (name, version, classification, first
     /// sighting): what a policy's decisions are made on, a few thousand rows however many
     /// devices offer them.
-    pub async fn patch_candidates(&self, namespace: &str) -> Result<Vec<Candidate>, StoreError> {
-        Ok(sqlx::query(
-            "SELECT u.name, u.to_version, u.classification,
-                    (extract(epoch FROM min(u.first_seen)) * 1000)::int8 AS first_seen
-             FROM patch_updates u JOIN patch_scans s USING (device_uid)
-             WHERE s.namespace = $1 GROUP BY 1, 2, 3",
-        )
+    pub async fn patch_candidates(
+        &self,
+        namespace: &str,
+        ids: &[UpdateId],
+    ) -> Result<Vec<Candidate>, StoreError> {
+        Ok(sqlx::query(concat!(
+            "SELECT id, name, to_version, classification, ",
+            ms!("first_seen"),
+            " FROM patch_catalogue WHERE namespace = $1 AND id = ANY($2)"
+        ))
         .bind(namespace)
+        .bind(ids)
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::query("read patch candidates"))?
         .iter()
         .filter_map(|row| {
             Some(Candidate {
+                id: row.get("id"),
                 name: row.get("name"),
                 to: row.get("to_version"),
                 classification: classification_from(row.get("classification"))?,
@@ -393,44 +472,26 @@ impl Store {
         .collect())
     }
 
-    /// Per device of `devices` and classification of `classes`: the updates not installed
-    /// and not `denied`, and how many of them are `approved` (name, version pairs).
-    pub async fn patch_missing(
+    /// Which devices of `namespace` have installed which of the catalogue entries `ids`
+    /// (the version an update offers): such an update is not missing.
+    pub async fn patch_installed(
         &self,
-        devices: &[Uuid],
-        classes: &[&str],
-        denied: &[&str],
-        approved: &[(&str, &str)],
-    ) -> Result<Vec<MissingCount>, StoreError> {
-        let (names, versions): (Vec<&str>, Vec<&str>) = approved.iter().copied().unzip();
+        namespace: &str,
+        ids: &[UpdateId],
+    ) -> Result<Vec<(Uuid, UpdateId)>, StoreError> {
         Ok(sqlx::query(
-            "WITH approved AS (SELECT * FROM unnest($4::text[], $5::text[]) AS a(name, to_version))
-             SELECT u.device_uid, u.classification, count(*) AS missing,
-                    count(a.name) AS approved_missing
-             FROM patch_updates u
-             LEFT JOIN approved a ON a.name = u.name AND a.to_version = u.to_version
-             WHERE u.device_uid = ANY($1) AND u.classification = ANY($2) AND NOT (u.name = ANY($3))
-               AND NOT EXISTS (SELECT 1 FROM patch_installs i WHERE i.device_uid = u.device_uid
-                               AND i.name = u.name AND i.version = u.to_version AND i.state = 'installed')
-             GROUP BY 1, 2",
+            "SELECT i.device_uid, c.id FROM patch_catalogue c
+             JOIN patch_installs i ON i.namespace = c.namespace AND i.name = c.name
+                 AND i.version = c.to_version AND i.state = 'installed'
+             WHERE c.namespace = $1 AND c.id = ANY($2)",
         )
-        .bind(devices)
-        .bind(classes)
-        .bind(denied)
-        .bind(&names)
-        .bind(&versions)
+        .bind(namespace)
+        .bind(ids)
         .fetch_all(self.pool())
         .await
-        .map_err(StoreError::query("count missing updates"))?
+        .map_err(StoreError::query("read installed updates"))?
         .iter()
-        .filter_map(|row| {
-            Some(MissingCount {
-                device: row.get("device_uid"),
-                classification: classification_from(row.get("classification"))?,
-                missing: u32::try_from(row.get::<i64, _>("missing")).unwrap_or(u32::MAX),
-                approved: u32::try_from(row.get::<i64, _>("approved_missing")).unwrap_or(u32::MAX),
-            })
-        })
+        .map(|row| (row.get("device_uid"), row.get("id")))
         .collect())
     }
 
@@ -684,16 +745,46 @@ impl Store {
             .map_err(StoreError::query("read finished work"))
     }
 
-    /// Forgets reports received before `before`: a retry older than that is not expected
-    /// (see `engine::REPORT_DEDUPE`).
+    /// Forgets reports received before `before` (a retry older than that is not expected,
+    /// see `engine::REPORT_DEDUPE`) and the catalogue entries no scan offers any more;
+    /// returns how many reports.
     pub async fn prune_work(&self, before: Timestamp) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
+        let reports = sqlx::query(
             "DELETE FROM work_reports WHERE received_at < to_timestamp($1::float8 / 1000)",
         )
         .bind(sql(before))
         .execute(self.pool())
         .await
         .map_err(StoreError::query("prune work reports"))?
-        .rows_affected())
+        .rows_affected();
+        self.prune_patch_catalogue().await?;
+        Ok(reports)
+    }
+
+    /// Removes the catalogue entries no scan refers to (an update every device installed):
+    /// a version offered again later is first seen again. Scans being stored wait meanwhile.
+    pub async fn prune_patch_catalogue(&self) -> Result<u64, StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::query("begin pruning the patch catalogue"))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CATALOGUE_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("lock the patch catalogue"))?;
+        let pruned = sqlx::query(
+            "WITH used AS (SELECT DISTINCT unnest(update_ids) AS id FROM patch_scans)
+             DELETE FROM patch_catalogue c WHERE NOT EXISTS (SELECT 1 FROM used WHERE used.id = c.id)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::query("prune the patch catalogue"))?
+        .rows_affected();
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit pruning the patch catalogue"))?;
+        Ok(pruned)
     }
 }

@@ -1,5 +1,6 @@
-//! Workflow: which devices it covers and whether what it refers to exists. Nothing runs
-//! workflows yet, so `Ready` says the workflow is accepted, not that it is armed.
+//! Workflow: which devices it covers and whether what it refers to exists. `Ready` means
+//! armed: the automation engine (`crate::automation`) starts runs when the trigger fires,
+//! and writes `runs`, `failures` and `lastRun`.
 use cdot_crds::{
     common::selector_matches,
     kind::Kind,
@@ -8,9 +9,6 @@ use cdot_crds::{
 
 use super::{Observation, World, count};
 use crate::store::StoredObject;
-
-/// Ends the `Ready` message until workflow execution exists.
-pub const NOT_RUN: &str = "never run yet: workflow execution is not implemented";
 
 pub fn observe(
     spec: &WorkflowSpec,
@@ -58,9 +56,42 @@ pub fn observe(
     }
     Observation::ready(
         status,
-        "Accepted",
-        format!("valid; selects {matched} device(s); {NOT_RUN}"),
+        "Armed",
+        format!(
+            "armed: runs on {}; selects {matched} device(s)",
+            trigger_text(spec)
+        ),
     )
+}
+
+/// The trigger in words, for the `Ready` message.
+fn trigger_text(spec: &WorkflowSpec) -> String {
+    use cdot_crds::workflow::TriggerType as T;
+    let t = &spec.trigger;
+    match t.type_ {
+        T::AlertFiring | T::AlertResolved => format!(
+            "{} alerts {}",
+            t.alert_rule.as_deref().unwrap_or("any AlertRule's"),
+            if t.type_ == T::AlertFiring { "firing" } else { "resolving" }
+        ),
+        T::DeviceOffline => format!(
+            "a device offline for {}",
+            t.offline_for.as_deref().unwrap_or("0s")
+        ),
+        T::ServiceFailed => format!(
+            "{} failing {} time(s){}",
+            t.service.as_deref().unwrap_or("a monitored service"),
+            t.count.unwrap_or(1),
+            t.within.as_deref().map(|w| format!(" within {w}")).unwrap_or_default()
+        ),
+        T::PatchFailed => "a failed patch install".into(),
+        T::Schedule => format!(
+            "schedule {} ({})",
+            t.schedule.as_deref().unwrap_or_default(),
+            t.time_zone.as_deref().unwrap_or("UTC")
+        ),
+        T::Manual => "request (POST .../workflows/NAME:run)".into(),
+    }
 }
 
 #[cfg(test)]
@@ -71,9 +102,9 @@ mod tests {
     use super::*;
     use crate::reconcile::tests::stored;
 
-    /// It said "armed" (reason `Armed`) while nothing runs workflows.
+    /// `Ready` says the workflow is armed and what starts it.
     #[test]
-    fn ready_does_not_claim_the_workflow_is_armed() {
+    fn ready_says_what_starts_a_run() {
         let mut device = stored(
             "Device",
             "acme",
@@ -98,11 +129,11 @@ mod tests {
         assert_eq!(observation.status.matched_devices, Some(1));
         assert_eq!(
             (observation.ready.0, observation.ready.1),
-            (ConditionStatus::True, "Accepted")
+            (ConditionStatus::True, "Armed")
         );
         assert_eq!(
             observation.ready.2,
-            "valid; selects 1 device(s); never run yet: workflow execution is not implemented"
+            "armed: runs on request (POST .../workflows/NAME:run); selects 1 device(s)"
         );
     }
 }

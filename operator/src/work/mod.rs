@@ -31,7 +31,8 @@ use cdot_crds::wire::{
     BatchAck,
     patch::PatchState,
     work::{
-        MAX_WORK_WAIT_SECS, WORK_REPORT_ROUTE, WORK_ROUTE, WorkItem, WorkKind, WorkList, WorkReport,
+        MAX_WORK_WAIT_SECS, StepResult, WORK_REPORT_ROUTE, WORK_ROUTE, WorkItem, WorkKind,
+        WorkList, WorkReport,
     },
 };
 use serde::Deserialize;
@@ -133,9 +134,12 @@ fn revision(items: &[WorkItem], scan_interval: u64) -> String {
 
 async fn current(state: &AppState, identity: &DeviceIdentity) -> Result<WorkList, ApiError> {
     let snapshot = state.index.snapshot();
-    let (items, interval) =
+    let (mut items, interval) =
         patching::work::device_work(&state.store, &snapshot, identity, jiff::Timestamp::now())
             .await?;
+    // Workflow steps first: they answer an event now; installs wait for windows anyway.
+    let steps = state.store.device_step_work(identity.uid).await?;
+    items.splice(0..0, steps);
     Ok(WorkList {
         revision: revision(&items, interval),
         items,
@@ -225,6 +229,9 @@ async fn report(
         ApiError::from(r)
     })?;
     let now = jiff::Timestamp::now();
+    if let Some(step) = &report.step {
+        return step_report(&state, &identity, &report, step, now).await;
+    }
     // What the item was, to file its progress under its policy and ring; an item no longer
     // pending (finished, or the policy changed) is recognised by its stored installs.
     let (items, _) =
@@ -234,7 +241,7 @@ async fn report(
         .find(|i| i.id == report.item)
         .and_then(|i| match &i.kind {
             WorkKind::PatchInstall(install) => Some(install.clone()),
-            WorkKind::PatchScan => None,
+            _ => None,
         });
     let opening = install
         .as_ref()
@@ -297,6 +304,14 @@ async fn report(
             entries = report.patches.len(), failed, done = report.done, "work report");
         state.work.wake_device(identity.uid);
         state.patching.wake();
+        crate::automation::triggers::patch_failures(
+            &state.automation,
+            &identity.namespace,
+            identity.uid,
+            &identity.name,
+            report.report_id,
+            &report.patches,
+        );
     }
     Ok(Json(BatchAck {
         batch_id: report.report_id,
@@ -306,5 +321,42 @@ async fn report(
             0
         },
         duplicate: !fresh,
+    }))
+}
+
+/// A workflow step's report: applied to its attempt (a final state is kept once written,
+/// so a repeated or late report changes nothing), then the run moves at once.
+async fn step_report(
+    state: &AppState,
+    identity: &DeviceIdentity,
+    report: &WorkReport,
+    step: &StepResult,
+    now: jiff::Timestamp,
+) -> Result<Json<BatchAck>, ApiError> {
+    let run = state
+        .store
+        .apply_step_report(identity.uid, report.item, step, now)
+        .await?;
+    let labels = crate::metrics::ResultLabels {
+        result: if run.is_some() { "applied" } else { "duplicate" }.into(),
+    };
+    state
+        .metrics
+        .patching
+        .work_reports
+        .get_or_create(&labels)
+        .inc();
+    if let Some(run) = run {
+        tracing::info!(device = %identity.name, namespace = %identity.namespace, item = %report.item,
+            %run, state = ?step.state, exit_code = ?step.exit_code, "workflow step report");
+        if step.state.is_final() {
+            state.work.wake_device(identity.uid);
+        }
+        state.automation.wake_run(run);
+    }
+    Ok(Json(BatchAck {
+        batch_id: report.report_id,
+        stored: u32::from(run.is_some()),
+        duplicate: run.is_none(),
     }))
 }

@@ -1,0 +1,1307 @@
+//! The run engine: one task that starts runs for the events it is told of and moves every
+//! due lane (one device's way through the steps) one step at a time.
+//!
+//! Each move is one transaction: the lane is locked and re-read, the attempt and the lane's
+//! new position are written with their audit entries, and only then is anything sent (an
+//! agent woken, a notification delivered). So a restarted operator (after `kill -9` too)
+//! resumes from PostgreSQL: a lane whose agent step is out waits for the agent's report
+//! of the same work id (the agent never runs an id twice), and a step that finished is
+//! never started again.
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use cdot_crds::{
+    common::{parse_duration, selector_matches},
+    kind::Kind,
+    validation::Validate,
+    wire::{
+        automation::{AttemptState, Event, LaneState, RunState},
+        work::{
+            Isolate, RestartService, RunScript, StepOrigin, StepResult, WorkItem, WorkKind,
+        },
+    },
+    workflow::{ConcurrencyPolicy, OnFailure, Step, StepType, TriggerType, WorkflowSpec},
+};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::{
+    sync::{Notify, mpsc, watch},
+    task::JoinHandle,
+};
+use uuid::Uuid;
+
+use super::{
+    audit::{self, NewEntry},
+    deliver::Deliver,
+    sandbox::{DeviceView, Inputs, Sandbox},
+    store::{self as runs, LaneRow, LaneUpdate, NewAttempt, NewRun, Phase},
+};
+use crate::{
+    changes::Changes,
+    index::{DeviceEntry, Index, Snapshot},
+    metrics::AutomationMetrics,
+    store::{StatusPatch, Store, StoreError},
+    work::Work,
+};
+
+/// How often the engine looks even when nothing woke it.
+const PASS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often offline devices and schedules are looked for.
+const PERIODIC_EVERY: Duration = Duration::from_secs(5);
+/// Lanes moved in one pass at most.
+const LANES_PER_PASS: i64 = 1_000;
+/// Longer than its timeout an agent step may stay without a final report before the
+/// operator calls it timed out (the agent may be offline when it is dispatched).
+const AGENT_GRACE: SignedDuration = SignedDuration::from_secs(120);
+/// How often a Wait step's `until` condition is checked.
+const UNTIL_EVERY: SignedDuration = SignedDuration::from_secs(2);
+/// Steps one lane may take in one pass before others get their turn.
+const STEPS_PER_LANE: usize = 64;
+
+/// What happened, for the engine to start runs of the workflows it triggers.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    pub namespace: String,
+    pub trigger: TriggerType,
+    /// The device the event is about.
+    pub device: Option<Uuid>,
+    pub event: Event,
+    /// Same for every sighting of one occurrence (one run per occurrence).
+    pub dedup: Option<String>,
+}
+
+/// Starts runs and wakes the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Automation {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    fired: mpsc::UnboundedSender<Fired>,
+    pending: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Fired>>>,
+    wake: Notify,
+    woken: std::sync::Mutex<Vec<Uuid>>,
+    sandbox: Arc<Sandbox>,
+    /// Last serviceFailed value per (device, service): a failure is a change to 1.
+    services: std::sync::Mutex<std::collections::HashMap<(Uuid, String), bool>>,
+}
+
+impl Default for Automation {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            inner: Arc::new(Inner {
+                fired: tx,
+                pending: std::sync::Mutex::new(Some(rx)),
+                wake: Notify::new(),
+                woken: std::sync::Mutex::default(),
+                sandbox: Arc::new(Sandbox::new(super::sandbox::Limits::default())),
+                services: std::sync::Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl Automation {
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.inner.sandbox
+    }
+
+    /// Tells the engine of an event.
+    pub fn fire(&self, fired: Fired) {
+        let _ = self.inner.fired.send(fired);
+    }
+
+    /// Something changed for `run` (an agent report, an approval): move it now.
+    pub fn wake_run(&self, run: Uuid) {
+        self.inner
+            .woken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(run);
+        self.inner.wake.notify_one();
+    }
+
+    /// Committed `serviceFailed` samples of a device: each change to failed is a failure.
+    pub fn observe_service(&self, device: Uuid, service: &str, failed: bool) -> bool {
+        let mut map = self.inner.services.lock().unwrap_or_else(|p| p.into_inner());
+        let before = map.insert((device, service.to_owned()), failed);
+        failed && before != Some(true)
+    }
+
+    /// Starts the engine once `ready`; it ends when `shutdown` turns true.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn(
+        &self,
+        store: Store,
+        index: Index,
+        work: Work,
+        changes: Changes,
+        deliver: Deliver,
+        metrics: AutomationMetrics,
+        ready: Arc<AtomicBool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let this = self.clone();
+        let mut fired = self
+            .inner
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .expect("the automation engine is spawned once");
+        let engine = Engine {
+            store,
+            index,
+            work,
+            changes,
+            deliver,
+            metrics,
+            sandbox: self.inner.sandbox.clone(),
+        };
+        tokio::spawn(async move {
+            let mut events: Vec<Fired> = Vec::new();
+            let mut periodic = super::triggers::Periodic::default();
+            let mut looked: Option<std::time::Instant> = None;
+            loop {
+                if ready.load(Ordering::Acquire) {
+                    if looked.is_none_or(|t| t.elapsed() >= PERIODIC_EVERY) {
+                        looked = Some(std::time::Instant::now());
+                        match periodic.events(&engine.store, &engine.index.snapshot(), Timestamp::now()).await {
+                            Ok(found) => events.extend(found),
+                            Err(e) => {
+                                engine.metrics.errors.inc();
+                                tracing::warn!(error = %e, "looking for offline devices and schedules failed");
+                            }
+                        }
+                    }
+                    let mut started = Vec::new();
+                    for f in &events {
+                        if f.trigger == TriggerType::ServiceFailed
+                            && let (Some(device), Some(service)) = (f.device, &f.event.service)
+                            && let Err(e) = engine.store.record_service_failure(device, service, Timestamp::now()).await
+                        {
+                            tracing::warn!(error = %e, "recording a service failure failed");
+                        }
+                    }
+                    for f in events.drain(..) {
+                        match start(&engine.store, &engine.index.snapshot(), &engine.sandbox, &f, None, Timestamp::now()).await {
+                            Ok(ids) => started.extend(ids),
+                            Err(e) => {
+                                engine.metrics.errors.inc();
+                                tracing::warn!(error = %e, namespace = %f.namespace, trigger = ?f.trigger, "starting workflow runs failed");
+                            }
+                        }
+                    }
+                    let woken: Vec<Uuid> = std::mem::take(
+                        &mut *this.inner.woken.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    started.extend(woken);
+                    let span = tracing::info_span!("automation_pass", woken = started.len());
+                    if let Err(e) =
+                        tracing::Instrument::instrument(engine.pass(&started), span).await
+                    {
+                        engine.metrics.errors.inc();
+                        tracing::warn!(error = %e, "automation pass failed; retrying");
+                    }
+                }
+                let sleep = match engine.store.next_lane_due().await {
+                    Ok(Some(t)) => Duration::try_from(t.duration_since(Timestamp::now()))
+                        .unwrap_or(Duration::ZERO)
+                        .clamp(Duration::from_millis(20), PASS_INTERVAL),
+                    _ => PASS_INTERVAL,
+                };
+                tokio::select! {
+                    f = fired.recv() => match f {
+                        Some(f) => {
+                            events.push(f);
+                            while let Ok(f) = fired.try_recv() {
+                                events.push(f);
+                            }
+                        }
+                        None => return,
+                    },
+                    () = this.inner.wake.notified() => {}
+                    () = tokio::time::sleep(sleep) => {}
+                    _ = shutdown.changed() => {
+                        if *shutdown.borrow() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Why a request to start a run started nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A workflow as the engine reads it from the index.
+struct Armed<'a> {
+    name: &'a str,
+    generation: i64,
+    spec: WorkflowSpec,
+    raw: &'a Value,
+}
+
+fn armed<'a>(snapshot: &'a Snapshot, namespace: &str) -> Vec<Armed<'a>> {
+    snapshot
+        .in_namespace(Kind::Workflow, namespace)
+        .filter_map(|o| {
+            let spec: WorkflowSpec = serde_json::from_value(o.spec.clone()).ok()?;
+            spec.validate().is_empty().then_some(Armed {
+                name: &o.name,
+                generation: o.generation,
+                spec,
+                raw: &o.spec,
+            })
+        })
+        .collect()
+}
+
+/// Whether a trigger of `spec` matches the event (type and its filters).
+fn matches_trigger(spec: &WorkflowSpec, fired: &Fired) -> bool {
+    let t = &spec.trigger;
+    if t.type_ != fired.trigger {
+        return false;
+    }
+    let e = &fired.event;
+    match t.type_ {
+        TriggerType::AlertFiring | TriggerType::AlertResolved => t
+            .alert_rule
+            .as_ref()
+            .is_none_or(|r| e.alert_rule.as_ref() == Some(r)),
+        // The failure count is checked by `start`, per workflow window.
+        TriggerType::ServiceFailed => {
+            t.service.as_ref().is_none_or(|s| e.service.as_ref() == Some(s))
+        }
+        TriggerType::DeviceOffline => {
+            let wanted = t.offline_for.as_deref().map_or(0.0, |d| duration(d).as_secs_f64());
+            e.value.unwrap_or(0.0) >= wanted
+        }
+        _ => true,
+    }
+}
+
+/// The device as rhai and the plan see it.
+pub fn device_view(d: &DeviceEntry) -> DeviceView {
+    DeviceView {
+        name: d.object.name.clone(),
+        namespace: d.object.namespace.clone(),
+        labels: d.object.labels.clone(),
+        class: d
+            .spec
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s.class).ok())
+            .and_then(|v| v.as_str().map(str::to_owned)),
+        site: d.site().map(str::to_owned),
+    }
+}
+
+/// Manual start: which workflow, which devices, who.
+pub struct Manual<'a> {
+    pub workflow: &'a str,
+    pub devices: &'a [String],
+    pub by: &'a str,
+}
+
+/// Starts the runs `fired` triggers (or, with `manual`, one run of one workflow); returns
+/// their ids. Concurrency, cooldown (not for manual runs), the condition and the blast
+/// radius are decided here.
+pub async fn start(
+    store: &Store,
+    snapshot: &Snapshot,
+    sandbox: &Sandbox,
+    fired: &Fired,
+    manual: Option<&Manual<'_>>,
+    now: Timestamp,
+) -> Result<Vec<Uuid>, StartError> {
+    let mut started = Vec::new();
+    for wf in armed(snapshot, &fired.namespace) {
+        match manual {
+            Some(m) if m.workflow != wf.name => continue,
+            Some(_) => {}
+            None if wf.spec.paused || !matches_trigger(&wf.spec, fired) => continue,
+            None => {}
+        }
+        let mut fired_here = fired.clone();
+        if manual.is_none()
+            && fired.trigger == TriggerType::ServiceFailed
+            && let (Some(device), Some(service)) = (fired.device, &fired.event.service)
+        {
+            let within = wf.spec.trigger.within.as_deref().map_or(SignedDuration::from_hours(24 * 365), duration);
+            let since = now.checked_sub(within).unwrap_or(Timestamp::UNIX_EPOCH);
+            let n = store.service_failures_since(device, service, since).await?;
+            if n < wf.spec.trigger.count.unwrap_or(1) {
+                continue;
+            }
+            fired_here.event.value = Some(f64::from(n));
+            // One run per reached count, not one per failure while it stays reached.
+            fired_here.dedup = fired.dedup.clone();
+        }
+        let fired = &fired_here;
+        let candidates = candidates(snapshot, &wf.spec, fired, manual);
+        let mut devices = Vec::new();
+        for d in candidates {
+            let view = device_view(d);
+            if let Some(condition) = &wf.spec.condition {
+                let empty = BTreeMap::new();
+                let inputs = Inputs {
+                    event: &fired.event,
+                    device: &view,
+                    steps: &empty,
+                    vars: &empty,
+                    now: now.as_second(),
+                };
+                match sandbox
+                    .compile(condition)
+                    .and_then(|script| sandbox.eval_bool(&script, &inputs))
+                {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(workflow = wf.name, device = %view.name, error = %e,
+                            "workflow condition failed; no run for this device");
+                        continue;
+                    }
+                }
+            }
+            devices.push((d.object.uid, d.object.name.clone()));
+        }
+        if devices.is_empty() {
+            continue;
+        }
+        let uids: Vec<Uuid> = devices.iter().map(|d| d.0).collect();
+        let active = store
+            .active_workflow_lanes(&fired.namespace, wf.name, &uids)
+            .await?;
+        let mut replace = Vec::new();
+        if !active.is_empty() {
+            match wf.spec.concurrency {
+                ConcurrencyPolicy::Allow => {}
+                ConcurrencyPolicy::Forbid => {
+                    let busy: HashSet<Uuid> = active.iter().map(|a| a.0).collect();
+                    devices.retain(|d| !busy.contains(&d.0));
+                }
+                ConcurrencyPolicy::Replace => replace = active.iter().map(|a| a.1).collect(),
+            }
+        }
+        if manual.is_none() {
+            let cooldown = parse_duration(&wf.spec.cooldown).unwrap_or_default();
+            if !cooldown.is_zero() {
+                let last = store
+                    .last_workflow_starts(&fired.namespace, wf.name, &uids)
+                    .await?;
+                let since = now
+                    .checked_sub(SignedDuration::try_from(cooldown).unwrap_or_default())
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                devices.retain(|d| last.get(&d.0).is_none_or(|t| *t < since));
+            }
+        }
+        if devices.is_empty() {
+            continue;
+        }
+        let limits = &wf.spec.limits;
+        let mut allowed = limits.max_devices_per_run.map_or(usize::MAX, |n| n as usize);
+        let mut reason = limits
+            .max_devices_per_run
+            .map(|n| format!("maxDevicesPerRun {n}"));
+        if let Some(per_hour) = limits.max_devices_per_hour {
+            let hour_ago = now
+                .checked_sub(SignedDuration::from_hours(1))
+                .unwrap_or(Timestamp::UNIX_EPOCH);
+            let used = store
+                .workflow_devices_since(&fired.namespace, wf.name, hour_ago)
+                .await?;
+            let left = per_hour.saturating_sub(used) as usize;
+            if left < allowed {
+                allowed = left;
+                reason = Some(format!(
+                    "maxDevicesPerHour {per_hour} ({used} started in the last hour)"
+                ));
+            }
+        }
+        let held = devices.len().saturating_sub(allowed);
+        let lanes: Vec<(Uuid, String, bool)> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.0, d.1.clone(), i >= allowed))
+            .collect();
+        let waiting_for = (held > 0).then(|| {
+            format!(
+                "approval: {held} of {} devices are past the blast-radius limit ({})",
+                devices.len(),
+                reason.unwrap_or_default()
+            )
+        });
+        let id = Uuid::new_v4();
+        let run = NewRun {
+            id,
+            namespace: fired.namespace.clone(),
+            workflow: wf.name.to_owned(),
+            generation: wf.generation,
+            spec: wf.raw.clone(),
+            event: fired.event.clone(),
+            trigger: fired.trigger,
+            started_by: manual.map_or_else(|| "trigger".to_owned(), |m| m.by.to_owned()),
+            state: if held == devices.len() {
+                RunState::AwaitingApproval
+            } else {
+                RunState::Running
+            },
+            waiting_for: waiting_for.clone(),
+            dedup_key: fired.dedup.clone(),
+            lanes,
+        };
+        let mut tx = store
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::query("begin starting a workflow run"))?;
+        for old in &replace {
+            cancel_in(&mut tx, *old, &fired.namespace, "engine", "replaced by a newer run (concurrency Replace)", now).await?;
+        }
+        if !runs::insert_run(&mut tx, &run, now).await? {
+            continue;
+        }
+        audit::append(
+            &mut tx,
+            &[NewEntry {
+                at: now,
+                namespace: fired.namespace.clone(),
+                actor: run.started_by.clone(),
+                action: "run.started".into(),
+                run: Some(id),
+                detail: json!({
+                    "workflow": wf.name,
+                    "generation": wf.generation,
+                    "event": fired.event,
+                    "devices": devices.iter().map(|d| &d.1).collect::<Vec<_>>(),
+                    "held": held,
+                    "waitingFor": waiting_for,
+                }),
+            }],
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit starting a workflow run"))?;
+        tracing::info!(run = %id, namespace = %fired.namespace, workflow = wf.name,
+            devices = devices.len(), held, trigger = ?fired.trigger, "workflow run started");
+        started.push(id);
+    }
+    Ok(started)
+}
+
+fn candidates<'a>(
+    snapshot: &'a Snapshot,
+    spec: &WorkflowSpec,
+    fired: &Fired,
+    manual: Option<&Manual<'_>>,
+) -> Vec<&'a Arc<DeviceEntry>> {
+    let selected = |d: &&Arc<DeviceEntry>| {
+        d.object.namespace == fired.namespace && selector_matches(&spec.selector, &d.object.labels)
+    };
+    if let Some(m) = manual
+        && !m.devices.is_empty()
+    {
+        return m
+            .devices
+            .iter()
+            .filter_map(|n| snapshot.device(&fired.namespace, n))
+            .filter(selected)
+            .collect();
+    }
+    if let Some(uid) = fired.device {
+        return snapshot
+            .device_by_uid(&uid)
+            .into_iter()
+            .filter(selected)
+            .collect();
+    }
+    let mut all: Vec<_> = snapshot
+        .devices()
+        .filter(|d| d.object.namespace == fired.namespace)
+        .filter(selected)
+        .collect();
+    all.sort_by(|a, b| a.object.name.cmp(&b.object.name));
+    all
+}
+
+/// Cancels a run inside a transaction: its open attempts end, its lanes stop.
+pub async fn cancel_in(
+    conn: &mut sqlx::PgConnection,
+    run: Uuid,
+    namespace: &str,
+    by: &str,
+    why: &str,
+    now: Timestamp,
+) -> Result<Vec<Uuid>, StoreError> {
+    let devices = runs::cancel_attempts(conn, run, now).await?;
+    runs::move_lanes(
+        conn,
+        run,
+        &[LaneState::Held, LaneState::Running, LaneState::AwaitingApproval],
+        LaneState::Cancelled,
+        false,
+        now,
+    )
+    .await?;
+    runs::set_run_state(conn, run, RunState::Cancelled, None, now).await?;
+    audit::append(
+        conn,
+        &[NewEntry {
+            at: now,
+            namespace: namespace.to_owned(),
+            actor: by.to_owned(),
+            action: "run.cancelled".into(),
+            run: Some(run),
+            detail: json!({ "reason": why }),
+        }],
+    )
+    .await?;
+    Ok(devices)
+}
+
+/// The work item id of one attempt: its idempotency key.
+pub fn work_id(run: Uuid, device: Uuid, step: usize, attempt: u32) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(b"workflow-step");
+    h.update(run.as_bytes());
+    h.update(device.as_bytes());
+    h.update((step as u64).to_be_bytes());
+    h.update(attempt.to_be_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    uuid::Builder::from_custom_bytes(b).into_uuid()
+}
+
+/// The addresses an isolated device still reaches besides its operator: the step's
+/// `allow` and the management addresses of its site's collectors.
+pub fn isolation_allow(snapshot: &Snapshot, device: &DeviceEntry, step: &Step) -> Vec<String> {
+    let mut allow: Vec<String> = step.allow.clone();
+    let site = device.site();
+    for d in snapshot.devices() {
+        let Some(spec) = &d.spec else { continue };
+        if d.object.namespace == device.object.namespace
+            && spec.class == cdot_crds::device::DeviceClass::Collector
+            && d.site() == site
+        {
+            allow.extend(
+                spec.management_addresses
+                    .iter()
+                    .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+                    .cloned(),
+            );
+        }
+    }
+    allow.sort();
+    allow.dedup();
+    allow
+}
+
+fn duration(s: &str) -> SignedDuration {
+    parse_duration(s)
+        .ok()
+        .and_then(|d| SignedDuration::try_from(d).ok())
+        .unwrap_or_default()
+}
+
+fn after(now: Timestamp, d: SignedDuration) -> Timestamp {
+    now.checked_add(d).unwrap_or(now)
+}
+
+fn is_agent_step(t: StepType) -> bool {
+    matches!(
+        t,
+        StepType::RunScript
+            | StepType::RestartService
+            | StepType::IsolateDevice
+            | StepType::ReleaseIsolation
+    )
+}
+
+struct Engine {
+    store: Store,
+    index: Index,
+    work: Work,
+    changes: Changes,
+    deliver: Deliver,
+    metrics: AutomationMetrics,
+    sandbox: Arc<Sandbox>,
+}
+
+/// What one move of a lane did.
+enum Moved {
+    /// Nothing (the lane moved meanwhile, or waits).
+    Nothing,
+    /// Moved; look at it again now (its next step may run at once).
+    Again,
+    /// Moved; it waits for time, an agent or a person.
+    Waits,
+}
+
+impl Engine {
+    async fn pass(&self, woken: &[Uuid]) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let lanes = self.store.due_lanes(now, woken, LANES_PER_PASS).await?;
+        let mut touched: HashSet<(Uuid, String, String)> = HashSet::new();
+        for r in woken {
+            // A woken run may have no due lane left (all waiting): settle it anyway.
+            if let Some(l) = lanes.iter().find(|l| l.run == *r) {
+                touched.insert((l.run, l.namespace.clone(), l.workflow.clone()));
+            }
+        }
+        for lane in lanes {
+            touched.insert((lane.run, lane.namespace.clone(), lane.workflow.clone()));
+            let mut lane = lane;
+            for _ in 0..STEPS_PER_LANE {
+                let moved = match self.move_lane(&lane).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.metrics.errors.inc();
+                        tracing::warn!(run = %lane.run, device = %lane.device_name, error = %e, "moving a workflow lane failed");
+                        break;
+                    }
+                };
+                match moved {
+                    Moved::Again => {
+                        // Re-read: the move changed it.
+                        match self.store.due_lanes(Timestamp::now(), &[lane.run], LANES_PER_PASS).await? {
+                            l => match l.into_iter().find(|l| l.device == lane.device && l.run == lane.run && l.next_at.is_none()) {
+                                Some(next) => lane = next,
+                                None => break,
+                            },
+                        }
+                    }
+                    Moved::Nothing | Moved::Waits => break,
+                }
+            }
+        }
+        for (run, namespace, workflow) in touched {
+            self.settle(run, &namespace, &workflow).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves one lane one step.
+    async fn move_lane(&self, lane: &LaneRow) -> Result<Moved, StoreError> {
+        let now = Timestamp::now();
+        let mut tx = self
+            .store
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::query("begin moving a workflow lane"))?;
+        let Some((state, step, attempt, phase)) =
+            runs::lock_lane(&mut tx, lane.run, lane.device).await?
+        else {
+            return Ok(Moved::Nothing);
+        };
+        if state != LaneState::Running
+            || step != lane.step
+            || attempt != lane.attempt
+            || phase != lane.phase
+        {
+            return Ok(Moved::Nothing);
+        }
+        let spec: WorkflowSpec = match serde_json::from_value(lane.spec.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let u = LaneUpdate {
+                    state: LaneState::Failed,
+                    step,
+                    attempt,
+                    phase,
+                    next_at: None,
+                    vars: &lane.vars,
+                    outputs: &lane.outputs,
+                    failed_any: true,
+                };
+                runs::update_lane(&mut tx, lane.run, lane.device, &u, now).await?;
+                self.audit(&mut tx, lane, "lane.failed", json!({"reason": format!("the run's stored spec does not decode: {e}")}), now).await?;
+                commit(tx).await?;
+                return Ok(Moved::Waits);
+            }
+        };
+        let Some(s) = spec.steps.get(step) else {
+            let state = if lane.failed_any {
+                LaneState::PartiallyFailed
+            } else {
+                LaneState::Succeeded
+            };
+            let u = LaneUpdate {
+                state,
+                step,
+                attempt: 0,
+                phase: Phase::Start,
+                next_at: None,
+                vars: &lane.vars,
+                outputs: &lane.outputs,
+                failed_any: lane.failed_any,
+            };
+            runs::update_lane(&mut tx, lane.run, lane.device, &u, now).await?;
+            self.audit(&mut tx, lane, "lane.finished", json!({"state": state.as_str()}), now)
+                .await?;
+            commit(tx).await?;
+            return Ok(Moved::Waits);
+        };
+        match phase {
+            Phase::Start | Phase::Retry => self.start_attempt(tx, lane, &spec, s, attempt + 1, now).await,
+            Phase::Wait => self.check_attempt(tx, lane, &spec, s, attempt, now).await,
+        }
+    }
+
+    async fn start_attempt(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        lane: &LaneRow,
+        spec: &WorkflowSpec,
+        s: &Step,
+        attempt: u32,
+        now: Timestamp,
+    ) -> Result<Moved, StoreError> {
+        let step = lane.step;
+        let timeout = duration(&s.timeout);
+        if is_agent_step(s.type_) {
+            let item = self.work_item(lane, s, attempt, timeout);
+            let deadline = after(now, timeout.checked_add(AGENT_GRACE).unwrap_or(timeout));
+            runs::insert_attempt(
+                &mut tx,
+                &NewAttempt {
+                    run: lane.run,
+                    device: lane.device,
+                    step_index: step,
+                    attempt,
+                    step: &s.name,
+                    type_: s.type_,
+                    state: AttemptState::Dispatched,
+                    work: Some(&item),
+                    deadline: Some(deadline),
+                    message: "",
+                },
+                now,
+            )
+            .await?;
+            self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Wait, Some(deadline), None, None, lane.failed_any, now).await?;
+            self.audit(&mut tx, lane, "step.dispatched", json!({"step": s.name, "attempt": attempt, "work": item}), now).await?;
+            commit(tx).await?;
+            self.metrics.steps_started.inc();
+            self.work.wake_device(lane.device);
+            return Ok(Moved::Waits);
+        }
+        match s.type_ {
+            StepType::Wait => {
+                let deadline = after(now, duration(s.duration.as_deref().unwrap_or("0s")));
+                let next = if s.until.is_some() {
+                    after(now, UNTIL_EVERY).min(deadline)
+                } else {
+                    deadline
+                };
+                runs::insert_attempt(&mut tx, &NewAttempt {
+                    run: lane.run, device: lane.device, step_index: step, attempt, step: &s.name,
+                    type_: s.type_, state: AttemptState::Running, work: None, deadline: Some(deadline),
+                    message: "",
+                }, now).await?;
+                self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Wait, Some(next), None, None, lane.failed_any, now).await?;
+                self.audit(&mut tx, lane, "step.started", json!({"step": s.name, "attempt": attempt, "until": deadline.to_string()}), now).await?;
+                commit(tx).await?;
+                Ok(Moved::Waits)
+            }
+            StepType::Approval => {
+                runs::insert_attempt(&mut tx, &NewAttempt {
+                    run: lane.run, device: lane.device, step_index: step, attempt, step: &s.name,
+                    type_: s.type_, state: AttemptState::Running, work: None, deadline: None,
+                    message: "waits for a person's approval",
+                }, now).await?;
+                self.set(&mut tx, lane, LaneState::AwaitingApproval, step, attempt, Phase::Wait, None, None, None, lane.failed_any, now).await?;
+                self.audit(&mut tx, lane, "step.awaitingApproval", json!({"step": s.name}), now).await?;
+                commit(tx).await?;
+                Ok(Moved::Waits)
+            }
+            StepType::Rhai => {
+                let source = s.rhai.clone().unwrap_or_default();
+                let outcome = self.rhai(lane, &source, now).await;
+                let (state, message) = match &outcome {
+                    Ok(_) => (AttemptState::Succeeded, String::new()),
+                    Err(e) => (AttemptState::Failed, e.clone()),
+                };
+                runs::insert_attempt(&mut tx, &NewAttempt {
+                    run: lane.run, device: lane.device, step_index: step, attempt, step: &s.name,
+                    type_: s.type_, state, work: None, deadline: None, message: &message,
+                }, now).await?;
+                match outcome {
+                    Ok(out) => {
+                        let mut vars = lane.vars.clone();
+                        vars.extend(out.set.clone());
+                        let mut outputs = lane.outputs.clone();
+                        outputs.insert(s.name.clone(), json!({"value": out.value, "log": out.log}));
+                        self.audit(&mut tx, lane, "step.finished", json!({"step": s.name, "attempt": attempt, "state": "Succeeded", "set": out.set, "value": out.value}), now).await?;
+                        self.set(&mut tx, lane, LaneState::Running, step + 1, 0, Phase::Start, None, Some(&vars), Some(&outputs), lane.failed_any, now).await?;
+                        commit(tx).await?;
+                        Ok(Moved::Again)
+                    }
+                    Err(message) => {
+                        self.audit(&mut tx, lane, "step.finished", json!({"step": s.name, "attempt": attempt, "state": "Failed", "error": message}), now).await?;
+                        self.failed(tx, lane, spec, s, attempt, now).await
+                    }
+                }
+            }
+            StepType::Notify | StepType::OpenTicket => {
+                // Marked out before it is sent: an operator that dies while sending
+                // finds it at its deadline and sends again (at least once).
+                let deadline = after(now, timeout);
+                runs::insert_attempt(&mut tx, &NewAttempt {
+                    run: lane.run, device: lane.device, step_index: step, attempt, step: &s.name,
+                    type_: s.type_, state: AttemptState::Running, work: None, deadline: Some(deadline),
+                    message: "",
+                }, now).await?;
+                self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Wait, Some(deadline), None, None, lane.failed_any, now).await?;
+                commit(tx).await?;
+                let sent = self.deliver.send(lane, s, attempt, timeout).await;
+                let (state, message) = match &sent {
+                    Ok(detail) => (AttemptState::Succeeded, detail.clone()),
+                    Err(e) => (AttemptState::Failed, e.clone()),
+                };
+                let mut tx = begin(&self.store).await?;
+                runs::finish_attempt(&mut tx, lane.run, lane.device, step, attempt, state, &message, Timestamp::now()).await?;
+                commit(tx).await?;
+                self.metrics.steps_started.inc();
+                Ok(Moved::Waits)
+            }
+            _ => Ok(Moved::Nothing),
+        }
+    }
+
+    /// A lane whose attempt is out: finished, past its deadline, or still waiting.
+    async fn check_attempt(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        lane: &LaneRow,
+        spec: &WorkflowSpec,
+        s: &Step,
+        attempt: u32,
+        now: Timestamp,
+    ) -> Result<Moved, StoreError> {
+        let step = lane.step;
+        let Some(a) = runs::attempt(&mut tx, lane.run, lane.device, step, attempt).await? else {
+            // The attempt was never written: make it.
+            self.set(&mut tx, lane, LaneState::Running, step, attempt.saturating_sub(1), Phase::Start, None, None, None, lane.failed_any, now).await?;
+            commit(tx).await?;
+            return Ok(Moved::Again);
+        };
+        let mut state = a.state;
+        let mut message = a.message.clone();
+        if !state.is_final() {
+            let due = a.deadline.is_some_and(|d| d <= now);
+            match s.type_ {
+                StepType::Wait => {
+                    let held = match &s.until {
+                        Some(until) => match self.until(lane, until, now).await {
+                            Ok(v) => v,
+                            Err(e) => {
+                                state = AttemptState::Failed;
+                                message = e;
+                                false
+                            }
+                        },
+                        None => due,
+                    };
+                    if held {
+                        state = AttemptState::Succeeded;
+                    } else if state != AttemptState::Failed && due {
+                        state = AttemptState::TimedOut;
+                        message = format!("the until condition did not hold within {}", s.duration.as_deref().unwrap_or("0s"));
+                    }
+                }
+                StepType::Approval => {}
+                _ if due => {
+                    state = AttemptState::TimedOut;
+                    message = if is_agent_step(s.type_) {
+                        format!("no final report from the agent within the step's timeout ({}) and {}s of grace", s.timeout, AGENT_GRACE.as_secs())
+                    } else {
+                        format!("not finished within the step's timeout ({}); the operator may have restarted meanwhile", s.timeout)
+                    };
+                }
+                _ => {}
+            }
+            if !state.is_final() {
+                let next = match (s.type_, &s.until) {
+                    (StepType::Wait, Some(_)) => Some(after(now, UNTIL_EVERY).min(a.deadline.unwrap_or(now))),
+                    _ => a.deadline,
+                };
+                if next != lane.next_at {
+                    self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Wait, next, None, None, lane.failed_any, now).await?;
+                    commit(tx).await?;
+                }
+                return Ok(Moved::Waits);
+            }
+            runs::finish_attempt(&mut tx, lane.run, lane.device, step, attempt, state, &message, now).await?;
+        }
+        let detail = json!({"step": s.name, "attempt": attempt, "state": state.as_str(), "message": message, "result": a.result});
+        self.audit(&mut tx, lane, "step.finished", detail, now).await?;
+        if state == AttemptState::Succeeded {
+            let mut outputs = lane.outputs.clone();
+            outputs.insert(s.name.clone(), output_of(a.result.as_ref(), &message));
+            self.set(&mut tx, lane, LaneState::Running, step + 1, 0, Phase::Start, None, None, Some(&outputs), lane.failed_any, now).await?;
+            commit(tx).await?;
+            return Ok(Moved::Again);
+        }
+        if state == AttemptState::Cancelled {
+            commit(tx).await?;
+            return Ok(Moved::Nothing);
+        }
+        self.failed(tx, lane, spec, s, attempt, now).await
+    }
+
+    /// A failed attempt: retry after the delay, or apply the step's on-failure policy.
+    async fn failed(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        lane: &LaneRow,
+        spec: &WorkflowSpec,
+        s: &Step,
+        attempt: u32,
+        now: Timestamp,
+    ) -> Result<Moved, StoreError> {
+        let step = lane.step;
+        self.metrics.steps_failed.inc();
+        if attempt <= s.retries {
+            let next = after(now, duration(&s.retry_delay));
+            self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Retry, Some(next), None, None, lane.failed_any, now).await?;
+            commit(tx).await?;
+            return Ok(Moved::Waits);
+        }
+        let (state, next_step) = match s.on_failure {
+            OnFailure::Abort => (LaneState::Failed, step),
+            OnFailure::Continue => (LaneState::Running, step + 1),
+            OnFailure::RunStep => (
+                LaneState::Running,
+                s.on_failure_step
+                    .as_ref()
+                    .and_then(|n| spec.steps.iter().position(|o| &o.name == n))
+                    .unwrap_or(spec.steps.len()),
+            ),
+        };
+        self.set(&mut tx, lane, state, next_step, 0, Phase::Start, None, None, None, true, now).await?;
+        if state == LaneState::Failed {
+            self.audit(&mut tx, lane, "lane.finished", json!({"state": "Failed", "step": s.name}), now).await?;
+        }
+        commit(tx).await?;
+        Ok(if state == LaneState::Running { Moved::Again } else { Moved::Waits })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn set(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        lane: &LaneRow,
+        state: LaneState,
+        step: usize,
+        attempt: u32,
+        phase: Phase,
+        next_at: Option<Timestamp>,
+        vars: Option<&BTreeMap<String, Value>>,
+        outputs: Option<&BTreeMap<String, Value>>,
+        failed_any: bool,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        runs::update_lane(
+            tx,
+            lane.run,
+            lane.device,
+            &LaneUpdate {
+                state,
+                step,
+                attempt,
+                phase,
+                next_at,
+                vars: vars.unwrap_or(&lane.vars),
+                outputs: outputs.unwrap_or(&lane.outputs),
+                failed_any,
+            },
+            now,
+        )
+        .await
+    }
+
+    async fn audit(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        lane: &LaneRow,
+        action: &str,
+        mut detail: Value,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if let Value::Object(m) = &mut detail {
+            m.insert("device".into(), Value::String(lane.device_name.clone()));
+        }
+        audit::append(
+            tx,
+            &[NewEntry {
+                at: now,
+                namespace: lane.namespace.clone(),
+                actor: "engine".into(),
+                action: action.into(),
+                run: Some(lane.run),
+                detail,
+            }],
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn work_item(&self, lane: &LaneRow, s: &Step, attempt: u32, timeout: SignedDuration) -> WorkItem {
+        let origin = StepOrigin {
+            workflow: lane.workflow.clone(),
+            run: lane.run,
+            step: s.name.clone(),
+            attempt,
+            timeout_secs: timeout.as_secs().max(1) as u64,
+        };
+        let kind = match s.type_ {
+            StepType::RunScript => {
+                let script = s.script.clone().unwrap_or_else(|| cdot_crds::workflow::Script {
+                    shell: Default::default(),
+                    body: String::new(),
+                    args: Vec::new(),
+                    run_as: None,
+                });
+                WorkKind::RunScript(RunScript {
+                    origin,
+                    shell: script.shell,
+                    body: script.body,
+                    args: script.args,
+                    run_as: script.run_as,
+                })
+            }
+            StepType::RestartService => WorkKind::RestartService(RestartService {
+                origin,
+                service: s.service.clone().unwrap_or_default(),
+            }),
+            StepType::IsolateDevice => {
+                let snapshot = self.index.snapshot();
+                let allow = snapshot
+                    .device_by_uid(&lane.device)
+                    .map(|d| isolation_allow(&snapshot, d, s))
+                    .unwrap_or_else(|| s.allow.clone());
+                WorkKind::Isolate(Isolate { origin, allow })
+            }
+            _ => WorkKind::Release(origin),
+        };
+        WorkItem {
+            id: work_id(lane.run, lane.device, lane.step, attempt),
+            kind,
+        }
+    }
+
+    fn inputs_device(&self, lane: &LaneRow) -> DeviceView {
+        let snapshot = self.index.snapshot();
+        snapshot
+            .device_by_uid(&lane.device)
+            .map(|d| device_view(d))
+            .unwrap_or_else(|| DeviceView {
+                name: lane.device_name.clone(),
+                namespace: lane.namespace.clone(),
+                labels: BTreeMap::new(),
+                class: None,
+                site: None,
+            })
+    }
+
+    async fn rhai(&self, lane: &LaneRow, source: &str, now: Timestamp) -> Result<super::sandbox::StepOutput, String> {
+        let sandbox = self.sandbox.clone();
+        let device = self.inputs_device(lane);
+        let (event, steps, vars, source) = (lane.event.clone(), lane.outputs.clone(), lane.vars.clone(), source.to_owned());
+        // The sandbox's time limit holds a thread for up to a second: not an async worker.
+        tokio::task::spawn_blocking(move || {
+            let inputs = Inputs { event: &event, device: &device, steps: &steps, vars: &vars, now: now.as_second() };
+            sandbox
+                .compile(&source)
+                .and_then(|script| sandbox.run(&script, &inputs))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the rhai step's thread failed: {e}")))
+    }
+
+    async fn until(&self, lane: &LaneRow, source: &str, now: Timestamp) -> Result<bool, String> {
+        let sandbox = self.sandbox.clone();
+        let device = self.inputs_device(lane);
+        let (event, steps, vars, source) = (lane.event.clone(), lane.outputs.clone(), lane.vars.clone(), source.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let inputs = Inputs { event: &event, device: &device, steps: &steps, vars: &vars, now: now.as_second() };
+            sandbox
+                .compile(&source)
+                .and_then(|script| sandbox.eval_bool(&script, &inputs))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the until condition's thread failed: {e}")))
+    }
+
+    /// Sets the run's state from its lanes, and the workflow's status when it changed.
+    async fn settle(&self, run: Uuid, namespace: &str, workflow: &str) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let mut tx = begin(&self.store).await?;
+        let Some(head) = runs::lock_run(&mut tx, run).await? else {
+            return Ok(());
+        };
+        if head.state.is_final() {
+            return Ok(());
+        }
+        let lanes = runs::lane_states(&mut tx, run).await?;
+        let (state, waiting_for) = run_state(&lanes);
+        let waiting = waiting_for.map(str::to_owned);
+        // A blast-radius hold keeps its own explanation.
+        let waiting = match (&waiting, head.state) {
+            (Some(_), RunState::AwaitingApproval) | (Some(_), RunState::Running) if lanes.contains(&LaneState::Held) => {
+                sqlx::query_scalar::<_, Option<String>>("SELECT waiting_for FROM workflow_runs WHERE id = $1")
+                    .bind(run)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("read a run's wait"))?
+                    .or(waiting)
+            }
+            _ => waiting,
+        };
+        let changed = runs::set_run_state(&mut tx, run, state, waiting.as_deref(), now).await?;
+        if changed && state.is_final() {
+            audit::append(&mut tx, &[NewEntry {
+                at: now,
+                namespace: namespace.to_owned(),
+                actor: "engine".into(),
+                action: "run.finished".into(),
+                run: Some(run),
+                detail: json!({"state": state.as_str()}),
+            }]).await?;
+        }
+        commit(tx).await?;
+        if changed {
+            if state.is_final() {
+                self.metrics.runs_finished.get_or_create(&crate::metrics::StateLabels { state: state.as_str().into() }).inc();
+            }
+            self.write_status(namespace, workflow).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_status(&self, namespace: &str, workflow: &str) -> Result<(), StoreError> {
+        write_status(&self.store, &self.changes, namespace, workflow).await
+    }
+}
+
+/// Writes a workflow's run counts and newest run into its status.
+pub async fn write_status(store: &Store, changes: &Changes, namespace: &str, workflow: &str) -> Result<(), StoreError> {
+    let counts = store.workflow_counts(namespace).await?;
+    let Some((runs, failures, last)) = counts.get(workflow) else {
+        return Ok(());
+    };
+    let status = json!({
+        "runs": runs,
+        "failures": failures,
+        "lastRun": last.as_ref().map(|l| json!({
+            "id": l.id.to_string(),
+            "started": l.started,
+            "finished": l.finished,
+            "result": l.state.as_str(),
+        })),
+    });
+    let p = StatusPatch {
+        kind: Kind::Workflow,
+        namespace: namespace.to_owned(),
+        name: workflow.to_owned(),
+        status,
+    };
+    if store.patch_statuses(std::slice::from_ref(&p)).await? > 0 {
+        changes.status_changed(Kind::Workflow, namespace, workflow);
+    }
+    Ok(())
+}
+
+/// A run's state from its lanes' states, and what it waits for.
+pub fn run_state(lanes: &[LaneState]) -> (RunState, Option<&'static str>) {
+    let any = |s: LaneState| lanes.contains(&s);
+    if any(LaneState::Running) {
+        return (RunState::Running, None);
+    }
+    if any(LaneState::AwaitingApproval) {
+        return (RunState::AwaitingApproval, Some("approval of an Approval step"));
+    }
+    if any(LaneState::Held) {
+        return (RunState::AwaitingApproval, Some("approval of the devices past the blast-radius limit"));
+    }
+    if any(LaneState::Failed) {
+        (RunState::Failed, None)
+    } else if any(LaneState::PartiallyFailed) {
+        (RunState::PartiallyFailed, None)
+    } else if !lanes.is_empty() && lanes.iter().all(|s| *s == LaneState::Cancelled) {
+        (RunState::Cancelled, None)
+    } else {
+        (RunState::Succeeded, None)
+    }
+}
+
+/// What later steps see of a finished step (`steps.NAME` in rhai).
+fn output_of(result: Option<&StepResult>, message: &str) -> Value {
+    match result {
+        Some(r) => json!({
+            "exitCode": r.exit_code,
+            "stdout": r.stdout,
+            "stderr": r.stderr,
+            "message": r.message,
+        }),
+        None => json!({ "message": message }),
+    }
+}
+
+async fn begin(store: &Store) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    store
+        .pool()
+        .begin()
+        .await
+        .map_err(StoreError::query("begin a workflow change"))
+}
+
+async fn commit(tx: sqlx::Transaction<'static, sqlx::Postgres>) -> Result<(), StoreError> {
+    tx.commit()
+        .await
+        .map_err(StoreError::query("commit a workflow change"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_waits_while_any_lane_waits_and_fails_if_any_failed() {
+        use LaneState::*;
+        assert_eq!(run_state(&[Succeeded, Running]).0, RunState::Running);
+        assert_eq!(run_state(&[Succeeded, Held]).0, RunState::AwaitingApproval);
+        assert_eq!(run_state(&[Succeeded, Failed]).0, RunState::Failed);
+        assert_eq!(run_state(&[Succeeded, PartiallyFailed]).0, RunState::PartiallyFailed);
+        assert_eq!(run_state(&[Cancelled, Cancelled]).0, RunState::Cancelled);
+        assert_eq!(run_state(&[Succeeded, Cancelled]).0, RunState::Succeeded);
+    }
+
+    #[test]
+    fn work_ids_are_stable_per_attempt() {
+        let (r, d) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_eq!(work_id(r, d, 0, 1), work_id(r, d, 0, 1));
+        assert_ne!(work_id(r, d, 0, 1), work_id(r, d, 0, 2));
+        assert_ne!(work_id(r, d, 0, 1), work_id(r, d, 1, 1));
+    }
+}

@@ -1,0 +1,305 @@
+//! Workflows end to end: a real standalone operator and a real agent. An alert fires from
+//! the agent's own samples and starts a run whose scripts run on the agent over the work
+//! channel; the operator is killed (`kill -9`) between two steps and the run resumes
+//! without running a finished step again; the audit chain verifies. A trigger over 50
+//! devices with a blast-radius limit of 10 runs 10 and waits for an approval that its
+//! starter cannot give. A plan shows every step's effect and writes nothing.
+mod support;
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use cdot_crds::wire::automation::{LaneState, RunList, RunPlan, RunState, RunView};
+use cdot_testkit::process::Daemon;
+use serde_json::{Value, json};
+use support::{Operator, TestDb, create_enrollment_token, create_token, wait_for, workspace_bin};
+
+async fn get<T: serde::de::DeserializeOwned>(operator: &Operator, token: &str, path: &str) -> T {
+    let resp = support::insecure_client()
+        .get(format!("{}{path}", operator.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    let status = resp.status();
+    let body = resp.text().await.expect("body");
+    assert!(status.is_success(), "GET {path}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+async fn post(operator: &Operator, token: &str, path: &str, body: Value) -> (u16, Value) {
+    let resp = support::insecure_client()
+        .post(format!("{}{path}", operator.base))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Enrolls and runs the real agent as `device`.
+fn start_agent(operator: &Operator, token: &str, device: &str, work: &Path) -> (Daemon, std::path::PathBuf) {
+    let state = work.join(format!("agent-{device}"));
+    let enroll = Command::new(workspace_bin("cdot-agent"))
+        .args(["enroll", "--server", &operator.agent_base, "--token", token])
+        .args(["--device-name", device, "--ca-cert"])
+        .arg(operator.data_dir.join("agent-ca.crt"))
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .expect("cdot-agent enroll");
+    assert!(
+        enroll.status.success(),
+        "enroll {device}: {}",
+        String::from_utf8_lossy(&enroll.stderr)
+    );
+    let log = work.join(format!("agent-{device}.log"));
+    let daemon = Daemon(
+        Command::new(workspace_bin("cdot-agent"))
+            .args(["run", "--metrics-interval-secs", "2"])
+            .arg("--state-dir")
+            .arg(&state)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .spawn()
+            .expect("cdot-agent run"),
+    );
+    (daemon, log)
+}
+
+fn workflow(mark: &Path) -> String {
+    format!(
+        r#"apiVersion: rmm.cdot.io/v1alpha1
+kind: Device
+metadata: {{name: web-01, namespace: acme, labels: {{role: web}}}}
+spec: {{class: Server}}
+---
+apiVersion: rmm.cdot.io/v1alpha1
+kind: AlertRule
+metadata: {{name: memory-in-use, namespace: acme}}
+spec:
+  selector: {{matchLabels: {{role: web}}}}
+  metric: memory
+  reduce: {{function: last, window: 1m}}
+  condition: {{op: ">", threshold: 0}}
+  severity: Info
+  summary: "memory on {{{{ device }}}}"
+---
+apiVersion: rmm.cdot.io/v1alpha1
+kind: Workflow
+metadata: {{name: heal, namespace: acme}}
+spec:
+  trigger: {{type: AlertFiring, alertRule: memory-in-use}}
+  selector: {{matchLabels: {{role: web}}}}
+  condition: 'event.alertRule == "memory-in-use" && device.name == "web-01"'
+  steps:
+    - name: first
+      type: RunScript
+      script: {{shell: Sh, body: "echo first >> {mark}; echo hello from $CDOT_STEP"}}
+      timeout: 30s
+    - name: pause
+      type: Wait
+      duration: 6s
+    - name: second
+      type: RunScript
+      script: {{shell: Bash, body: "echo second >> {mark}"}}
+      timeout: 30s
+    - name: judge
+      type: Rhai
+      rhai: 'set("greeted", steps["first"].stdout.contains("hello")); 42'
+"#,
+        mark = mark.display()
+    )
+}
+
+async fn newest_run(operator: &Operator, token: &str) -> Option<RunView> {
+    let list: RunList = get(operator, token, "/v1/namespaces/acme/workflowruns?workflow=heal").await;
+    let id = list.runs.first()?.id;
+    Some(get(operator, token, &format!("/v1/namespaces/acme/workflowruns/{id}")).await)
+}
+
+/// An alert from the agent's own samples starts the run; the operator is killed with
+/// SIGKILL while the run waits between its two scripts; the restarted operator resumes it
+/// from PostgreSQL, each script ran exactly once, and the audit chain verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_runs_scripts_on_the_agent_and_a_killed_operator_resumes_the_run() {
+    let db = TestDb::create().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    let mark = tmp.path().join("mark");
+    std::fs::write(repo.join("heal.yaml"), workflow(&mark)).expect("manifest");
+    let enroll = create_enrollment_token(&repo, "auto-enroll", "acme");
+    let viewer = create_token(&repo, "auto-viewer", "acme", "viewer", "acme");
+    let mut operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
+    let (_agent, agent_log) = start_agent(&operator, &enroll, "web-01", tmp.path());
+    let logs = |op: &Operator| {
+        format!(
+            "operator:\n{}\nagent:\n{}",
+            op.logs(),
+            std::fs::read_to_string(&agent_log).unwrap_or_default()
+        )
+    };
+
+    // The first script ran on the agent and the run waits in `pause`.
+    let run = wait_for(Duration::from_secs(60), || async {
+        let run = newest_run(&operator, &viewer).await?;
+        let lane = run.lanes.first()?;
+        (lane.step.as_deref() == Some("pause")).then_some(run)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no run reached the wait:\n{}", logs(&operator)));
+    assert_eq!(run.event.alert_rule.as_deref(), Some("memory-in-use"));
+    let first = &run.lanes[0].attempts[0];
+    let result = first.result.as_ref().expect("the agent's result");
+    assert_eq!(result.exit_code, Some(0), "{run:?}");
+    assert!(result.stdout.contains("hello from first"), "{result:?}");
+
+    // kill -9 in the middle of the run, then start again on the same database and ports.
+    let ports = operator.ports();
+    operator.kill();
+    let operator = Operator::start_at(ports, &[&repo], Some(&db.url), &[], tmp.path()).await;
+    let run = wait_for(Duration::from_secs(60), || async {
+        let run = newest_run(&operator, &viewer).await?;
+        run.summary.state.is_final().then_some(run)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the run did not finish after the restart:\n{}", logs(&operator)));
+    assert_eq!(run.summary.state, RunState::Succeeded, "{run:#?}");
+    let lane = &run.lanes[0];
+    assert_eq!(lane.state, LaneState::Succeeded);
+    assert_eq!(lane.vars.get("greeted"), Some(&json!(true)), "{lane:?}");
+    let steps: Vec<&str> = lane.attempts.iter().map(|a| a.step.as_str()).collect();
+    assert_eq!(steps, ["first", "pause", "second", "judge"], "{lane:#?}");
+    assert_eq!(
+        std::fs::read_to_string(&mark).expect("mark"),
+        "first\nsecond\n",
+        "each script ran exactly once"
+    );
+    // One run per alert occurrence, however often the trigger was seen.
+    let list: RunList = get(&operator, &viewer, "/v1/namespaces/acme/workflowruns").await;
+    assert_eq!(list.runs.len(), 1, "{list:?}");
+
+    // Every transition is in the audit log, and the chain verifies.
+    let audit: Value = get(&operator, &viewer, &format!("/v1/namespaces/acme/audit?run={}", run.summary.id)).await;
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"run.started") && actions.contains(&"run.finished"), "{actions:?}");
+    let verify = Command::new(support::operator_bin())
+        .args(["audit", "verify", "--database-url", &db.url])
+        .output()
+        .expect("audit verify");
+    assert!(
+        verify.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+fn fleet() -> String {
+    let mut yaml = String::from(
+        r#"apiVersion: rmm.cdot.io/v1alpha1
+kind: Workflow
+metadata: {name: sweep, namespace: acme}
+spec:
+  trigger: {type: Manual}
+  selector: {matchLabels: {role: kiosk}}
+  limits: {maxDevicesPerRun: 10}
+  steps:
+    - name: tag
+      type: Rhai
+      rhai: 'set("seen", device.name); true'
+    - name: gate
+      type: Approval
+    - name: done
+      type: Rhai
+      rhai: 'vars["seen"] == device.name'
+"#,
+    );
+    for i in 0..50 {
+        yaml.push_str(&format!(
+            "---\napiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {{name: kiosk-{i:02}, namespace: acme, labels: {{role: kiosk}}}}\nspec: {{class: Workstation}}\n"
+        ));
+    }
+    yaml
+}
+
+/// Blast radius and approvals: a run over 50 devices with `maxDevicesPerRun: 10` runs 10
+/// (to their Approval step) and holds 40; the person who started it cannot approve it;
+/// another operator's approval lets all 50 finish. A plan before it writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_over_50_devices_with_a_limit_of_10_runs_10_and_waits_for_another_persons_approval() {
+    let db = TestDb::create().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    std::fs::write(repo.join("fleet.yaml"), fleet()).expect("manifest");
+    let alice = create_token(&repo, "alice", "acme", "operator", "acme");
+    let bob = create_token(&repo, "bob", "acme", "operator", "acme");
+    let viewer = create_token(&repo, "auto-viewer", "acme", "viewer", "acme");
+    let operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
+
+    // The plan: 10 devices at once, 40 held, every step described; nothing written.
+    let (status, plan) = post(&operator, &viewer, "/v1/namespaces/acme/workflows/sweep:plan", json!({})).await;
+    assert_eq!(status, 200, "{plan}");
+    let plan: RunPlan = serde_json::from_value(plan).expect("plan");
+    assert!(plan.would_start);
+    assert_eq!((plan.devices.len(), plan.held.len()), (10, 40), "{plan:?}");
+    assert_eq!(plan.devices[0].steps.len(), 3);
+    let list: RunList = get(&operator, &viewer, "/v1/namespaces/acme/workflowruns").await;
+    assert!(list.runs.is_empty(), "a plan started a run: {list:?}");
+    // A viewer cannot start a run.
+    let (status, _) = post(&operator, &viewer, "/v1/namespaces/acme/workflows/sweep:run", json!({})).await;
+    assert_eq!(status, 403);
+
+    let (status, run) = post(&operator, &alice, "/v1/namespaces/acme/workflows/sweep:run", json!({})).await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/namespaces/acme/workflowruns/{id}");
+    let run: RunView = wait_for(Duration::from_secs(30), || async {
+        let run: RunView = get(&operator, &viewer, &path).await;
+        (run.summary.state == RunState::AwaitingApproval
+            && run.lanes.iter().filter(|l| l.state == LaneState::AwaitingApproval).count() == 10)
+            .then_some(run)
+    })
+    .await
+    .unwrap_or_else(|| panic!("10 lanes did not reach the gate:\n{}", operator.logs()));
+    assert_eq!(run.lanes.iter().filter(|l| l.state == LaneState::Held).count(), 40);
+
+    let (status, body) = post(&operator, &alice, &format!("{path}:approve"), json!({"comment": "mine"})).await;
+    assert_eq!(status, 403, "the starter approved her own run: {body}");
+    let (status, body) = post(&operator, &bob, &format!("{path}:approve"), json!({"comment": "go"})).await;
+    assert_eq!(status, 200, "{body}");
+    // The held 40 now run to the gate too; a second approval lets them through.
+    let run: RunView = wait_for(Duration::from_secs(30), || async {
+        let run: RunView = get(&operator, &viewer, &path).await;
+        (run.lanes.iter().filter(|l| l.state == LaneState::AwaitingApproval).count() == 40)
+            .then_some(run)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the held lanes did not reach the gate:\n{}", operator.logs()));
+    assert_eq!(run.lanes.iter().filter(|l| l.state == LaneState::Succeeded).count(), 10);
+    let (status, body) = post(&operator, &bob, &format!("{path}:approve"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let run: RunView = wait_for(Duration::from_secs(30), || async {
+        let run: RunView = get(&operator, &viewer, &path).await;
+        run.summary.state.is_final().then_some(run)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the run did not finish:\n{}", operator.logs()));
+    assert_eq!(run.summary.state, RunState::Succeeded, "{run:#?}");
+    assert_eq!(run.approvals.len(), 2);
+    assert!(run.approvals.iter().all(|a| a.by == "bob"));
+}
