@@ -580,7 +580,10 @@ impl Validate for WorkflowSpec {
                 errs.push(format!("{p}.duration"), "wait at most 1d");
             }
             if s.until.is_some() && ty != StepType::Wait {
-                errs.push(format!("{p}.until"), format!("not allowed for step type {ty:?}"));
+                errs.push(
+                    format!("{p}.until"),
+                    format!("not allowed for step type {ty:?}"),
+                );
             }
             if let Some(u) = &s.until
                 && u.trim().is_empty()
@@ -588,7 +591,10 @@ impl Validate for WorkflowSpec {
                 errs.push(format!("{p}.until"), "rhai condition must not be blank");
             }
             if !s.allow.is_empty() && ty != StepType::IsolateDevice {
-                errs.push(format!("{p}.allow"), format!("not allowed for step type {ty:?}"));
+                errs.push(
+                    format!("{p}.allow"),
+                    format!("not allowed for step type {ty:?}"),
+                );
             }
             for (j, a) in s.allow.iter().enumerate() {
                 if a.parse::<ipnet::IpNet>().is_err() && a.parse::<std::net::IpAddr>().is_err() {

@@ -376,7 +376,11 @@ impl AutomationMetrics {
             errors: Counter::default(),
         };
         let r = m.clone();
-        registry.register("workflow_runs_started", "Workflow runs started", r.runs_started);
+        registry.register(
+            "workflow_runs_started",
+            "Workflow runs started",
+            r.runs_started,
+        );
         registry.register(
             "workflow_runs_finished",
             "Workflow runs finished, by final state",

@@ -210,6 +210,12 @@ impl Server {
             state.ready.clone(),
             jobs_shutdown.clone(),
         ));
+        jobs.push(tokio::spawn(crate::automation::audit::retain(
+            store.clone(),
+            metrics.clone(),
+            args.audit_retention,
+            jobs_shutdown.clone(),
+        )));
         jobs.push(state.discovery.spawn(
             store.clone(),
             state.index.clone(),

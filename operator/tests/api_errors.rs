@@ -341,7 +341,19 @@ async fn every_route_of_the_router_is_in_the_openapi_document() {
         .into_iter()
         .filter(|r| !r.starts_with("/v1/namespaces/{namespace}/{resource}"))
         .collect();
-    let missing: Vec<&&str> = routes.difference(&documented).collect();
+    // Custom verbs (`NAME:run`, `ID:approve`) are served by a `{target}` segment (axum's
+    // router does not match a suffix inside a segment): such a route is documented by the
+    // paths under its prefix whose last segment is a parameter, with or without a verb.
+    let under_target = |route: &str, path: &str| {
+        route.strip_suffix("{target}").is_some_and(|prefix| {
+            path.strip_prefix(prefix)
+                .is_some_and(|last| last.starts_with('{') && !last.contains('/'))
+        })
+    };
+    let missing: Vec<&&str> = routes
+        .iter()
+        .filter(|r| !documented.contains(*r) && !documented.iter().any(|d| under_target(r, d)))
+        .collect();
     assert!(
         missing.is_empty(),
         "routes missing from the document: {missing:?}"
@@ -349,6 +361,7 @@ async fn every_route_of_the_router_is_in_the_openapi_document() {
     // And the document promises nothing the router does not serve.
     let served = |path: &str| {
         routes.contains(path)
+            || routes.iter().any(|r| under_target(r, path))
             || path
                 .strip_prefix("/v1/namespaces/{namespace}/")
                 .is_some_and(|rest| {

@@ -40,11 +40,19 @@ async fn post(operator: &Operator, token: &str, path: &str, body: Value) -> (u16
         .expect("POST");
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Enrolls and runs the real agent as `device`.
-fn start_agent(operator: &Operator, token: &str, device: &str, work: &Path) -> (Daemon, std::path::PathBuf) {
+fn start_agent(
+    operator: &Operator,
+    token: &str,
+    device: &str,
+    work: &Path,
+) -> (Daemon, std::path::PathBuf) {
     let state = work.join(format!("agent-{device}"));
     let enroll = Command::new(workspace_bin("cdot-agent"))
         .args(["enroll", "--server", &operator.agent_base, "--token", token])
@@ -120,9 +128,21 @@ spec:
 }
 
 async fn newest_run(operator: &Operator, token: &str) -> Option<RunView> {
-    let list: RunList = get(operator, token, "/v1/namespaces/acme/workflowruns?workflow=heal").await;
+    let list: RunList = get(
+        operator,
+        token,
+        "/v1/namespaces/acme/workflowruns?workflow=heal",
+    )
+    .await;
     let id = list.runs.first()?.id;
-    Some(get(operator, token, &format!("/v1/namespaces/acme/workflowruns/{id}")).await)
+    Some(
+        get(
+            operator,
+            token,
+            &format!("/v1/namespaces/acme/workflowruns/{id}"),
+        )
+        .await,
+    )
 }
 
 /// An alert from the agent's own samples starts the run; the operator is killed with
@@ -171,7 +191,12 @@ async fn an_alert_runs_scripts_on_the_agent_and_a_killed_operator_resumes_the_ru
         run.summary.state.is_final().then_some(run)
     })
     .await
-    .unwrap_or_else(|| panic!("the run did not finish after the restart:\n{}", logs(&operator)));
+    .unwrap_or_else(|| {
+        panic!(
+            "the run did not finish after the restart:\n{}",
+            logs(&operator)
+        )
+    });
     assert_eq!(run.summary.state, RunState::Succeeded, "{run:#?}");
     let lane = &run.lanes[0];
     assert_eq!(lane.state, LaneState::Succeeded);
@@ -188,14 +213,22 @@ async fn an_alert_runs_scripts_on_the_agent_and_a_killed_operator_resumes_the_ru
     assert_eq!(list.runs.len(), 1, "{list:?}");
 
     // Every transition is in the audit log, and the chain verifies.
-    let audit: Value = get(&operator, &viewer, &format!("/v1/namespaces/acme/audit?run={}", run.summary.id)).await;
+    let audit: Value = get(
+        &operator,
+        &viewer,
+        &format!("/v1/namespaces/acme/audit?run={}", run.summary.id),
+    )
+    .await;
     let actions: Vec<&str> = audit["entries"]
         .as_array()
         .expect("entries")
         .iter()
         .filter_map(|e| e["action"].as_str())
         .collect();
-    assert!(actions.contains(&"run.started") && actions.contains(&"run.finished"), "{actions:?}");
+    assert!(
+        actions.contains(&"run.started") && actions.contains(&"run.finished"),
+        "{actions:?}"
+    );
     let verify = Command::new(support::operator_bin())
         .args(["audit", "verify", "--database-url", &db.url])
         .output()
@@ -252,7 +285,13 @@ async fn a_run_over_50_devices_with_a_limit_of_10_runs_10_and_waits_for_another_
     let operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
 
     // The plan: 10 devices at once, 40 held, every step described; nothing written.
-    let (status, plan) = post(&operator, &viewer, "/v1/namespaces/acme/workflows/sweep:plan", json!({})).await;
+    let (status, plan) = post(
+        &operator,
+        &viewer,
+        "/v1/namespaces/acme/workflows/sweep:plan",
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 200, "{plan}");
     let plan: RunPlan = serde_json::from_value(plan).expect("plan");
     assert!(plan.would_start);
@@ -261,36 +300,86 @@ async fn a_run_over_50_devices_with_a_limit_of_10_runs_10_and_waits_for_another_
     let list: RunList = get(&operator, &viewer, "/v1/namespaces/acme/workflowruns").await;
     assert!(list.runs.is_empty(), "a plan started a run: {list:?}");
     // A viewer cannot start a run.
-    let (status, _) = post(&operator, &viewer, "/v1/namespaces/acme/workflows/sweep:run", json!({})).await;
+    let (status, _) = post(
+        &operator,
+        &viewer,
+        "/v1/namespaces/acme/workflows/sweep:run",
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 403);
 
-    let (status, run) = post(&operator, &alice, "/v1/namespaces/acme/workflows/sweep:run", json!({})).await;
+    let (status, run) = post(
+        &operator,
+        &alice,
+        "/v1/namespaces/acme/workflows/sweep:run",
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 201, "{run}");
     let id = run["id"].as_str().expect("id").to_owned();
     let path = format!("/v1/namespaces/acme/workflowruns/{id}");
     let run: RunView = wait_for(Duration::from_secs(30), || async {
         let run: RunView = get(&operator, &viewer, &path).await;
         (run.summary.state == RunState::AwaitingApproval
-            && run.lanes.iter().filter(|l| l.state == LaneState::AwaitingApproval).count() == 10)
+            && run
+                .lanes
+                .iter()
+                .filter(|l| l.state == LaneState::AwaitingApproval)
+                .count()
+                == 10)
             .then_some(run)
     })
     .await
     .unwrap_or_else(|| panic!("10 lanes did not reach the gate:\n{}", operator.logs()));
-    assert_eq!(run.lanes.iter().filter(|l| l.state == LaneState::Held).count(), 40);
+    assert_eq!(
+        run.lanes
+            .iter()
+            .filter(|l| l.state == LaneState::Held)
+            .count(),
+        40
+    );
 
-    let (status, body) = post(&operator, &alice, &format!("{path}:approve"), json!({"comment": "mine"})).await;
+    let (status, body) = post(
+        &operator,
+        &alice,
+        &format!("{path}:approve"),
+        json!({"comment": "mine"}),
+    )
+    .await;
     assert_eq!(status, 403, "the starter approved her own run: {body}");
-    let (status, body) = post(&operator, &bob, &format!("{path}:approve"), json!({"comment": "go"})).await;
+    let (status, body) = post(
+        &operator,
+        &bob,
+        &format!("{path}:approve"),
+        json!({"comment": "go"}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     // The held 40 now run to the gate too; a second approval lets them through.
     let run: RunView = wait_for(Duration::from_secs(30), || async {
         let run: RunView = get(&operator, &viewer, &path).await;
-        (run.lanes.iter().filter(|l| l.state == LaneState::AwaitingApproval).count() == 40)
+        (run.lanes
+            .iter()
+            .filter(|l| l.state == LaneState::AwaitingApproval)
+            .count()
+            == 40)
             .then_some(run)
     })
     .await
-    .unwrap_or_else(|| panic!("the held lanes did not reach the gate:\n{}", operator.logs()));
-    assert_eq!(run.lanes.iter().filter(|l| l.state == LaneState::Succeeded).count(), 10);
+    .unwrap_or_else(|| {
+        panic!(
+            "the held lanes did not reach the gate:\n{}",
+            operator.logs()
+        )
+    });
+    assert_eq!(
+        run.lanes
+            .iter()
+            .filter(|l| l.state == LaneState::Succeeded)
+            .count(),
+        10
+    );
     let (status, body) = post(&operator, &bob, &format!("{path}:approve"), json!({})).await;
     assert_eq!(status, 200, "{body}");
     let run: RunView = wait_for(Duration::from_secs(30), || async {

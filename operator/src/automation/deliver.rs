@@ -31,8 +31,16 @@ pub struct Deliver {
 }
 
 /// The message of a Notify or OpenTicket step for one lane.
-pub fn render_message(lane: &LaneRow, step: &Step, site: Option<&str>, labels: &BTreeMap<String, String>) -> Result<String, String> {
-    let source = step.message.as_deref().unwrap_or("{{ workflow }}: step {{ step }} on {{ device }}");
+pub fn render_message(
+    lane: &LaneRow,
+    step: &Step,
+    site: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let source = step
+        .message
+        .as_deref()
+        .unwrap_or("{{ workflow }}: step {{ step }} on {{ device }}");
     template::render(
         source,
         json!({
@@ -52,16 +60,28 @@ pub fn render_message(lane: &LaneRow, step: &Step, site: Option<&str>, labels: &
 
 impl Deliver {
     /// Delivers the step's message; `Ok` carries what the receiver said.
-    pub async fn send(&self, lane: &LaneRow, step: &Step, attempt: u32, timeout: jiff::SignedDuration) -> Result<String, String> {
+    pub async fn send(
+        &self,
+        lane: &LaneRow,
+        step: &Step,
+        attempt: u32,
+        timeout: jiff::SignedDuration,
+    ) -> Result<String, String> {
         let snapshot = self.index.snapshot();
         let channel = step.channel.as_deref().unwrap_or_default();
         let Some(object) = snapshot.get(Kind::NotificationChannel, &lane.namespace, channel) else {
-            return Err(format!("NotificationChannel {channel} does not exist in namespace {}", lane.namespace));
+            return Err(format!(
+                "NotificationChannel {channel} does not exist in namespace {}",
+                lane.namespace
+            ));
         };
         let spec: NotificationChannelSpec = serde_json::from_value(object.spec.clone())
             .map_err(|e| format!("NotificationChannel {channel} does not decode: {e}"))?;
         if step.type_ == StepType::OpenTicket && spec.type_ != ChannelType::Ticket {
-            return Err(format!("OpenTicket needs a Ticket channel; {channel} has type {:?}", spec.type_));
+            return Err(format!(
+                "OpenTicket needs a Ticket channel; {channel} has type {:?}",
+                spec.type_
+            ));
         }
         let device = snapshot.device_by_uid(&lane.device);
         let site = device.and_then(|d| d.site()).map(str::to_owned);
@@ -105,15 +125,27 @@ impl Deliver {
             alerts: vec![alert],
             created_at: now,
         };
-        let target = Target { namespace: &lane.namespace, name: channel, spec: &spec };
+        let target = Target {
+            namespace: &lane.namespace,
+            name: channel,
+            spec: &spec,
+        };
         let limit = Duration::try_from(timeout).unwrap_or(Duration::from_secs(30));
-        match tokio::time::timeout(limit, self.notifier.deliver(&target, &self.secrets, &notification, &BTreeMap::new())).await {
+        match tokio::time::timeout(
+            limit,
+            self.notifier
+                .deliver(&target, &self.secrets, &notification, &BTreeMap::new()),
+        )
+        .await
+        {
             Ok(Ok(d)) => Ok(match d.tickets.values().next() {
                 Some(ticket) => format!("{}; ticket {ticket}", d.detail),
                 None => d.detail,
             }),
             Ok(Err(e)) => Err(format!("delivery through {channel} failed: {e}")),
-            Err(_) => Err(format!("delivery through {channel} took longer than the step's timeout")),
+            Err(_) => Err(format!(
+                "delivery through {channel} took longer than the step's timeout"
+            )),
         }
     }
 }

@@ -22,9 +22,7 @@ use cdot_crds::{
     validation::Validate,
     wire::{
         automation::{AttemptState, Event, LaneState, RunState},
-        work::{
-            Isolate, RestartService, RunScript, StepOrigin, StepResult, WorkItem, WorkKind,
-        },
+        work::{Isolate, RestartService, RunScript, StepOrigin, StepResult, WorkItem, WorkKind},
     },
     workflow::{ConcurrencyPolicy, OnFailure, Step, StepType, TriggerType, WorkflowSpec},
 };
@@ -131,7 +129,11 @@ impl Automation {
 
     /// Committed `serviceFailed` samples of a device: each change to failed is a failure.
     pub fn observe_service(&self, device: Uuid, service: &str, failed: bool) -> bool {
-        let mut map = self.inner.services.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .inner
+            .services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let before = map.insert((device, service.to_owned()), failed);
         failed && before != Some(true)
     }
@@ -174,7 +176,10 @@ impl Automation {
                 if ready.load(Ordering::Acquire) {
                     if looked.is_none_or(|t| t.elapsed() >= PERIODIC_EVERY) {
                         looked = Some(std::time::Instant::now());
-                        match periodic.events(&engine.store, &engine.index.snapshot(), Timestamp::now()).await {
+                        match periodic
+                            .events(&engine.store, &engine.index.snapshot(), Timestamp::now())
+                            .await
+                        {
                             Ok(found) => events.extend(found),
                             Err(e) => {
                                 engine.metrics.errors.inc();
@@ -186,13 +191,25 @@ impl Automation {
                     for f in &events {
                         if f.trigger == TriggerType::ServiceFailed
                             && let (Some(device), Some(service)) = (f.device, &f.event.service)
-                            && let Err(e) = engine.store.record_service_failure(device, service, Timestamp::now()).await
+                            && let Err(e) = engine
+                                .store
+                                .record_service_failure(device, service, Timestamp::now())
+                                .await
                         {
                             tracing::warn!(error = %e, "recording a service failure failed");
                         }
                     }
                     for f in events.drain(..) {
-                        match start(&engine.store, &engine.index.snapshot(), &engine.sandbox, &f, None, Timestamp::now()).await {
+                        match start(
+                            &engine.store,
+                            &engine.index.snapshot(),
+                            &engine.sandbox,
+                            &f,
+                            None,
+                            Timestamp::now(),
+                        )
+                        .await
+                        {
                             Ok(ids) => started.extend(ids),
                             Err(e) => {
                                 engine.metrics.errors.inc();
@@ -284,11 +301,15 @@ fn matches_trigger(spec: &WorkflowSpec, fired: &Fired) -> bool {
             .as_ref()
             .is_none_or(|r| e.alert_rule.as_ref() == Some(r)),
         // The failure count is checked by `start`, per workflow window.
-        TriggerType::ServiceFailed => {
-            t.service.as_ref().is_none_or(|s| e.service.as_ref() == Some(s))
-        }
+        TriggerType::ServiceFailed => t
+            .service
+            .as_ref()
+            .is_none_or(|s| e.service.as_ref() == Some(s)),
         TriggerType::DeviceOffline => {
-            let wanted = t.offline_for.as_deref().map_or(0.0, |d| duration(d).as_secs_f64());
+            let wanted = t
+                .offline_for
+                .as_deref()
+                .map_or(0.0, |d| duration(d).as_secs_f64());
             e.value.unwrap_or(0.0) >= wanted
         }
         _ => true,
@@ -341,7 +362,12 @@ pub async fn start(
             && fired.trigger == TriggerType::ServiceFailed
             && let (Some(device), Some(service)) = (fired.device, &fired.event.service)
         {
-            let within = wf.spec.trigger.within.as_deref().map_or(SignedDuration::from_hours(24 * 365), duration);
+            let within = wf
+                .spec
+                .trigger
+                .within
+                .as_deref()
+                .map_or(SignedDuration::from_hours(24 * 365), duration);
             let since = now.checked_sub(within).unwrap_or(Timestamp::UNIX_EPOCH);
             let n = store.service_failures_since(device, service, since).await?;
             if n < wf.spec.trigger.count.unwrap_or(1) {
@@ -414,7 +440,9 @@ pub async fn start(
             continue;
         }
         let limits = &wf.spec.limits;
-        let mut allowed = limits.max_devices_per_run.map_or(usize::MAX, |n| n as usize);
+        let mut allowed = limits
+            .max_devices_per_run
+            .map_or(usize::MAX, |n| n as usize);
         let mut reason = limits
             .max_devices_per_run
             .map(|n| format!("maxDevicesPerRun {n}"));
@@ -471,7 +499,15 @@ pub async fn start(
             .await
             .map_err(StoreError::query("begin starting a workflow run"))?;
         for old in &replace {
-            cancel_in(&mut tx, *old, &fired.namespace, "engine", "replaced by a newer run (concurrency Replace)", now).await?;
+            cancel_in(
+                &mut tx,
+                *old,
+                &fired.namespace,
+                "engine",
+                "replaced by a newer run (concurrency Replace)",
+                now,
+            )
+            .await?;
         }
         if !runs::insert_run(&mut tx, &run, now).await? {
             continue;
@@ -553,7 +589,11 @@ pub async fn cancel_in(
     runs::move_lanes(
         conn,
         run,
-        &[LaneState::Held, LaneState::Running, LaneState::AwaitingApproval],
+        &[
+            LaneState::Held,
+            LaneState::Running,
+            LaneState::AwaitingApproval,
+        ],
         LaneState::Cancelled,
         false,
         now,
@@ -678,15 +718,11 @@ impl Engine {
                     }
                 };
                 match moved {
-                    Moved::Again => {
-                        // Re-read: the move changed it.
-                        match self.store.due_lanes(Timestamp::now(), &[lane.run], LANES_PER_PASS).await? {
-                            l => match l.into_iter().find(|l| l.device == lane.device && l.run == lane.run && l.next_at.is_none()) {
-                                Some(next) => lane = next,
-                                None => break,
-                            },
-                        }
-                    }
+                    // Re-read: the move changed it; a lane waiting for time is done here.
+                    Moved::Again => match self.store.running_lane(lane.run, lane.device).await? {
+                        Some(next) if next.next_at.is_none() => lane = next,
+                        _ => break,
+                    },
                     Moved::Nothing | Moved::Waits => break,
                 }
             }
@@ -732,7 +768,14 @@ impl Engine {
                     failed_any: true,
                 };
                 runs::update_lane(&mut tx, lane.run, lane.device, &u, now).await?;
-                self.audit(&mut tx, lane, "lane.failed", json!({"reason": format!("the run's stored spec does not decode: {e}")}), now).await?;
+                self.audit(
+                    &mut tx,
+                    lane,
+                    "lane.failed",
+                    json!({"reason": format!("the run's stored spec does not decode: {e}")}),
+                    now,
+                )
+                .await?;
                 commit(tx).await?;
                 return Ok(Moved::Waits);
             }
@@ -754,13 +797,22 @@ impl Engine {
                 failed_any: lane.failed_any,
             };
             runs::update_lane(&mut tx, lane.run, lane.device, &u, now).await?;
-            self.audit(&mut tx, lane, "lane.finished", json!({"state": state.as_str()}), now)
-                .await?;
+            self.audit(
+                &mut tx,
+                lane,
+                "lane.finished",
+                json!({"state": state.as_str()}),
+                now,
+            )
+            .await?;
             commit(tx).await?;
             return Ok(Moved::Waits);
         };
         match phase {
-            Phase::Start | Phase::Retry => self.start_attempt(tx, lane, &spec, s, attempt + 1, now).await,
+            Phase::Start | Phase::Retry => {
+                self.start_attempt(tx, lane, &spec, s, attempt + 1, now)
+                    .await
+            }
             Phase::Wait => self.check_attempt(tx, lane, &spec, s, attempt, now).await,
         }
     }
@@ -796,8 +848,28 @@ impl Engine {
                 now,
             )
             .await?;
-            self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Wait, Some(deadline), None, None, lane.failed_any, now).await?;
-            self.audit(&mut tx, lane, "step.dispatched", json!({"step": s.name, "attempt": attempt, "work": item}), now).await?;
+            self.set(
+                &mut tx,
+                lane,
+                LaneState::Running,
+                step,
+                attempt,
+                Phase::Wait,
+                Some(deadline),
+                None,
+                None,
+                lane.failed_any,
+                now,
+            )
+            .await?;
+            self.audit(
+                &mut tx,
+                lane,
+                "step.dispatched",
+                json!({"step": s.name, "attempt": attempt, "work": item}),
+                now,
+            )
+            .await?;
             commit(tx).await?;
             self.metrics.steps_started.inc();
             self.work.wake_device(lane.device);
@@ -811,24 +883,88 @@ impl Engine {
                 } else {
                     deadline
                 };
-                runs::insert_attempt(&mut tx, &NewAttempt {
-                    run: lane.run, device: lane.device, step_index: step, attempt, step: &s.name,
-                    type_: s.type_, state: AttemptState::Running, work: None, deadline: Some(deadline),
-                    message: "",
-                }, now).await?;
-                self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Wait, Some(next), None, None, lane.failed_any, now).await?;
-                self.audit(&mut tx, lane, "step.started", json!({"step": s.name, "attempt": attempt, "until": deadline.to_string()}), now).await?;
+                runs::insert_attempt(
+                    &mut tx,
+                    &NewAttempt {
+                        run: lane.run,
+                        device: lane.device,
+                        step_index: step,
+                        attempt,
+                        step: &s.name,
+                        type_: s.type_,
+                        state: AttemptState::Running,
+                        work: None,
+                        deadline: Some(deadline),
+                        message: "",
+                    },
+                    now,
+                )
+                .await?;
+                self.set(
+                    &mut tx,
+                    lane,
+                    LaneState::Running,
+                    step,
+                    attempt,
+                    Phase::Wait,
+                    Some(next),
+                    None,
+                    None,
+                    lane.failed_any,
+                    now,
+                )
+                .await?;
+                self.audit(
+                    &mut tx,
+                    lane,
+                    "step.started",
+                    json!({"step": s.name, "attempt": attempt, "until": deadline.to_string()}),
+                    now,
+                )
+                .await?;
                 commit(tx).await?;
                 Ok(Moved::Waits)
             }
             StepType::Approval => {
-                runs::insert_attempt(&mut tx, &NewAttempt {
-                    run: lane.run, device: lane.device, step_index: step, attempt, step: &s.name,
-                    type_: s.type_, state: AttemptState::Running, work: None, deadline: None,
-                    message: "waits for a person's approval",
-                }, now).await?;
-                self.set(&mut tx, lane, LaneState::AwaitingApproval, step, attempt, Phase::Wait, None, None, None, lane.failed_any, now).await?;
-                self.audit(&mut tx, lane, "step.awaitingApproval", json!({"step": s.name}), now).await?;
+                runs::insert_attempt(
+                    &mut tx,
+                    &NewAttempt {
+                        run: lane.run,
+                        device: lane.device,
+                        step_index: step,
+                        attempt,
+                        step: &s.name,
+                        type_: s.type_,
+                        state: AttemptState::Running,
+                        work: None,
+                        deadline: None,
+                        message: "waits for a person's approval",
+                    },
+                    now,
+                )
+                .await?;
+                self.set(
+                    &mut tx,
+                    lane,
+                    LaneState::AwaitingApproval,
+                    step,
+                    attempt,
+                    Phase::Wait,
+                    None,
+                    None,
+                    None,
+                    lane.failed_any,
+                    now,
+                )
+                .await?;
+                self.audit(
+                    &mut tx,
+                    lane,
+                    "step.awaitingApproval",
+                    json!({"step": s.name}),
+                    now,
+                )
+                .await?;
                 commit(tx).await?;
                 Ok(Moved::Waits)
             }
@@ -839,10 +975,23 @@ impl Engine {
                     Ok(_) => (AttemptState::Succeeded, String::new()),
                     Err(e) => (AttemptState::Failed, e.clone()),
                 };
-                runs::insert_attempt(&mut tx, &NewAttempt {
-                    run: lane.run, device: lane.device, step_index: step, attempt, step: &s.name,
-                    type_: s.type_, state, work: None, deadline: None, message: &message,
-                }, now).await?;
+                runs::insert_attempt(
+                    &mut tx,
+                    &NewAttempt {
+                        run: lane.run,
+                        device: lane.device,
+                        step_index: step,
+                        attempt,
+                        step: &s.name,
+                        type_: s.type_,
+                        state,
+                        work: None,
+                        deadline: None,
+                        message: &message,
+                    },
+                    now,
+                )
+                .await?;
                 match outcome {
                     Ok(out) => {
                         let mut vars = lane.vars.clone();
@@ -850,7 +999,20 @@ impl Engine {
                         let mut outputs = lane.outputs.clone();
                         outputs.insert(s.name.clone(), json!({"value": out.value, "log": out.log}));
                         self.audit(&mut tx, lane, "step.finished", json!({"step": s.name, "attempt": attempt, "state": "Succeeded", "set": out.set, "value": out.value}), now).await?;
-                        self.set(&mut tx, lane, LaneState::Running, step + 1, 0, Phase::Start, None, Some(&vars), Some(&outputs), lane.failed_any, now).await?;
+                        self.set(
+                            &mut tx,
+                            lane,
+                            LaneState::Running,
+                            step + 1,
+                            0,
+                            Phase::Start,
+                            None,
+                            Some(&vars),
+                            Some(&outputs),
+                            lane.failed_any,
+                            now,
+                        )
+                        .await?;
                         commit(tx).await?;
                         Ok(Moved::Again)
                     }
@@ -864,12 +1026,37 @@ impl Engine {
                 // Marked out before it is sent: an operator that dies while sending
                 // finds it at its deadline and sends again (at least once).
                 let deadline = after(now, timeout);
-                runs::insert_attempt(&mut tx, &NewAttempt {
-                    run: lane.run, device: lane.device, step_index: step, attempt, step: &s.name,
-                    type_: s.type_, state: AttemptState::Running, work: None, deadline: Some(deadline),
-                    message: "",
-                }, now).await?;
-                self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Wait, Some(deadline), None, None, lane.failed_any, now).await?;
+                runs::insert_attempt(
+                    &mut tx,
+                    &NewAttempt {
+                        run: lane.run,
+                        device: lane.device,
+                        step_index: step,
+                        attempt,
+                        step: &s.name,
+                        type_: s.type_,
+                        state: AttemptState::Running,
+                        work: None,
+                        deadline: Some(deadline),
+                        message: "",
+                    },
+                    now,
+                )
+                .await?;
+                self.set(
+                    &mut tx,
+                    lane,
+                    LaneState::Running,
+                    step,
+                    attempt,
+                    Phase::Wait,
+                    Some(deadline),
+                    None,
+                    None,
+                    lane.failed_any,
+                    now,
+                )
+                .await?;
                 commit(tx).await?;
                 let sent = self.deliver.send(lane, s, attempt, timeout).await;
                 let (state, message) = match &sent {
@@ -877,7 +1064,19 @@ impl Engine {
                     Err(e) => (AttemptState::Failed, e.clone()),
                 };
                 let mut tx = begin(&self.store).await?;
-                runs::finish_attempt(&mut tx, lane.run, lane.device, step, attempt, state, &message, Timestamp::now()).await?;
+                runs::finish_attempt(
+                    &mut tx,
+                    runs::AttemptKey {
+                        run: lane.run,
+                        device: lane.device,
+                        step_index: step,
+                        attempt,
+                    },
+                    state,
+                    &message,
+                    Timestamp::now(),
+                )
+                .await?;
                 commit(tx).await?;
                 self.metrics.steps_started.inc();
                 Ok(Moved::Waits)
@@ -899,7 +1098,20 @@ impl Engine {
         let step = lane.step;
         let Some(a) = runs::attempt(&mut tx, lane.run, lane.device, step, attempt).await? else {
             // The attempt was never written: make it.
-            self.set(&mut tx, lane, LaneState::Running, step, attempt.saturating_sub(1), Phase::Start, None, None, None, lane.failed_any, now).await?;
+            self.set(
+                &mut tx,
+                lane,
+                LaneState::Running,
+                step,
+                attempt.saturating_sub(1),
+                Phase::Start,
+                None,
+                None,
+                None,
+                lane.failed_any,
+                now,
+            )
+            .await?;
             commit(tx).await?;
             return Ok(Moved::Again);
         };
@@ -924,39 +1136,90 @@ impl Engine {
                         state = AttemptState::Succeeded;
                     } else if state != AttemptState::Failed && due {
                         state = AttemptState::TimedOut;
-                        message = format!("the until condition did not hold within {}", s.duration.as_deref().unwrap_or("0s"));
+                        message = format!(
+                            "the until condition did not hold within {}",
+                            s.duration.as_deref().unwrap_or("0s")
+                        );
                     }
                 }
                 StepType::Approval => {}
                 _ if due => {
                     state = AttemptState::TimedOut;
                     message = if is_agent_step(s.type_) {
-                        format!("no final report from the agent within the step's timeout ({}) and {}s of grace", s.timeout, AGENT_GRACE.as_secs())
+                        format!(
+                            "no final report from the agent within the step's timeout ({}) and {}s of grace",
+                            s.timeout,
+                            AGENT_GRACE.as_secs()
+                        )
                     } else {
-                        format!("not finished within the step's timeout ({}); the operator may have restarted meanwhile", s.timeout)
+                        format!(
+                            "not finished within the step's timeout ({}); the operator may have restarted meanwhile",
+                            s.timeout
+                        )
                     };
                 }
                 _ => {}
             }
             if !state.is_final() {
                 let next = match (s.type_, &s.until) {
-                    (StepType::Wait, Some(_)) => Some(after(now, UNTIL_EVERY).min(a.deadline.unwrap_or(now))),
+                    (StepType::Wait, Some(_)) => {
+                        Some(after(now, UNTIL_EVERY).min(a.deadline.unwrap_or(now)))
+                    }
                     _ => a.deadline,
                 };
                 if next != lane.next_at {
-                    self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Wait, next, None, None, lane.failed_any, now).await?;
+                    self.set(
+                        &mut tx,
+                        lane,
+                        LaneState::Running,
+                        step,
+                        attempt,
+                        Phase::Wait,
+                        next,
+                        None,
+                        None,
+                        lane.failed_any,
+                        now,
+                    )
+                    .await?;
                     commit(tx).await?;
                 }
                 return Ok(Moved::Waits);
             }
-            runs::finish_attempt(&mut tx, lane.run, lane.device, step, attempt, state, &message, now).await?;
+            runs::finish_attempt(
+                &mut tx,
+                runs::AttemptKey {
+                    run: lane.run,
+                    device: lane.device,
+                    step_index: step,
+                    attempt,
+                },
+                state,
+                &message,
+                now,
+            )
+            .await?;
         }
         let detail = json!({"step": s.name, "attempt": attempt, "state": state.as_str(), "message": message, "result": a.result});
-        self.audit(&mut tx, lane, "step.finished", detail, now).await?;
+        self.audit(&mut tx, lane, "step.finished", detail, now)
+            .await?;
         if state == AttemptState::Succeeded {
             let mut outputs = lane.outputs.clone();
             outputs.insert(s.name.clone(), output_of(a.result.as_ref(), &message));
-            self.set(&mut tx, lane, LaneState::Running, step + 1, 0, Phase::Start, None, None, Some(&outputs), lane.failed_any, now).await?;
+            self.set(
+                &mut tx,
+                lane,
+                LaneState::Running,
+                step + 1,
+                0,
+                Phase::Start,
+                None,
+                None,
+                Some(&outputs),
+                lane.failed_any,
+                now,
+            )
+            .await?;
             commit(tx).await?;
             return Ok(Moved::Again);
         }
@@ -981,7 +1244,20 @@ impl Engine {
         self.metrics.steps_failed.inc();
         if attempt <= s.retries {
             let next = after(now, duration(&s.retry_delay));
-            self.set(&mut tx, lane, LaneState::Running, step, attempt, Phase::Retry, Some(next), None, None, lane.failed_any, now).await?;
+            self.set(
+                &mut tx,
+                lane,
+                LaneState::Running,
+                step,
+                attempt,
+                Phase::Retry,
+                Some(next),
+                None,
+                None,
+                lane.failed_any,
+                now,
+            )
+            .await?;
             commit(tx).await?;
             return Ok(Moved::Waits);
         }
@@ -996,12 +1272,36 @@ impl Engine {
                     .unwrap_or(spec.steps.len()),
             ),
         };
-        self.set(&mut tx, lane, state, next_step, 0, Phase::Start, None, None, None, true, now).await?;
+        self.set(
+            &mut tx,
+            lane,
+            state,
+            next_step,
+            0,
+            Phase::Start,
+            None,
+            None,
+            None,
+            true,
+            now,
+        )
+        .await?;
         if state == LaneState::Failed {
-            self.audit(&mut tx, lane, "lane.finished", json!({"state": "Failed", "step": s.name}), now).await?;
+            self.audit(
+                &mut tx,
+                lane,
+                "lane.finished",
+                json!({"state": "Failed", "step": s.name}),
+                now,
+            )
+            .await?;
         }
         commit(tx).await?;
-        Ok(if state == LaneState::Running { Moved::Again } else { Moved::Waits })
+        Ok(if state == LaneState::Running {
+            Moved::Again
+        } else {
+            Moved::Waits
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1064,7 +1364,13 @@ impl Engine {
         Ok(())
     }
 
-    fn work_item(&self, lane: &LaneRow, s: &Step, attempt: u32, timeout: SignedDuration) -> WorkItem {
+    fn work_item(
+        &self,
+        lane: &LaneRow,
+        s: &Step,
+        attempt: u32,
+        timeout: SignedDuration,
+    ) -> WorkItem {
         let origin = StepOrigin {
             workflow: lane.workflow.clone(),
             run: lane.run,
@@ -1074,12 +1380,15 @@ impl Engine {
         };
         let kind = match s.type_ {
             StepType::RunScript => {
-                let script = s.script.clone().unwrap_or_else(|| cdot_crds::workflow::Script {
-                    shell: Default::default(),
-                    body: String::new(),
-                    args: Vec::new(),
-                    run_as: None,
-                });
+                let script = s
+                    .script
+                    .clone()
+                    .unwrap_or_else(|| cdot_crds::workflow::Script {
+                        shell: Default::default(),
+                        body: String::new(),
+                        args: Vec::new(),
+                        run_as: None,
+                    });
                 WorkKind::RunScript(RunScript {
                     origin,
                     shell: script.shell,
@@ -1122,13 +1431,29 @@ impl Engine {
             })
     }
 
-    async fn rhai(&self, lane: &LaneRow, source: &str, now: Timestamp) -> Result<super::sandbox::StepOutput, String> {
+    async fn rhai(
+        &self,
+        lane: &LaneRow,
+        source: &str,
+        now: Timestamp,
+    ) -> Result<super::sandbox::StepOutput, String> {
         let sandbox = self.sandbox.clone();
         let device = self.inputs_device(lane);
-        let (event, steps, vars, source) = (lane.event.clone(), lane.outputs.clone(), lane.vars.clone(), source.to_owned());
+        let (event, steps, vars, source) = (
+            lane.event.clone(),
+            lane.outputs.clone(),
+            lane.vars.clone(),
+            source.to_owned(),
+        );
         // The sandbox's time limit holds a thread for up to a second: not an async worker.
         tokio::task::spawn_blocking(move || {
-            let inputs = Inputs { event: &event, device: &device, steps: &steps, vars: &vars, now: now.as_second() };
+            let inputs = Inputs {
+                event: &event,
+                device: &device,
+                steps: &steps,
+                vars: &vars,
+                now: now.as_second(),
+            };
             sandbox
                 .compile(&source)
                 .and_then(|script| sandbox.run(&script, &inputs))
@@ -1141,9 +1466,20 @@ impl Engine {
     async fn until(&self, lane: &LaneRow, source: &str, now: Timestamp) -> Result<bool, String> {
         let sandbox = self.sandbox.clone();
         let device = self.inputs_device(lane);
-        let (event, steps, vars, source) = (lane.event.clone(), lane.outputs.clone(), lane.vars.clone(), source.to_owned());
+        let (event, steps, vars, source) = (
+            lane.event.clone(),
+            lane.outputs.clone(),
+            lane.vars.clone(),
+            source.to_owned(),
+        );
         tokio::task::spawn_blocking(move || {
-            let inputs = Inputs { event: &event, device: &device, steps: &steps, vars: &vars, now: now.as_second() };
+            let inputs = Inputs {
+                event: &event,
+                device: &device,
+                steps: &steps,
+                vars: &vars,
+                now: now.as_second(),
+            };
             sandbox
                 .compile(&source)
                 .and_then(|script| sandbox.eval_bool(&script, &inputs))
@@ -1168,31 +1504,44 @@ impl Engine {
         let waiting = waiting_for.map(str::to_owned);
         // A blast-radius hold keeps its own explanation.
         let waiting = match (&waiting, head.state) {
-            (Some(_), RunState::AwaitingApproval) | (Some(_), RunState::Running) if lanes.contains(&LaneState::Held) => {
-                sqlx::query_scalar::<_, Option<String>>("SELECT waiting_for FROM workflow_runs WHERE id = $1")
-                    .bind(run)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(StoreError::query("read a run's wait"))?
-                    .or(waiting)
+            (Some(_), RunState::AwaitingApproval) | (Some(_), RunState::Running)
+                if lanes.contains(&LaneState::Held) =>
+            {
+                sqlx::query_scalar::<_, Option<String>>(
+                    "SELECT waiting_for FROM workflow_runs WHERE id = $1",
+                )
+                .bind(run)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::query("read a run's wait"))?
+                .or(waiting)
             }
             _ => waiting,
         };
         let changed = runs::set_run_state(&mut tx, run, state, waiting.as_deref(), now).await?;
         if changed && state.is_final() {
-            audit::append(&mut tx, &[NewEntry {
-                at: now,
-                namespace: namespace.to_owned(),
-                actor: "engine".into(),
-                action: "run.finished".into(),
-                run: Some(run),
-                detail: json!({"state": state.as_str()}),
-            }]).await?;
+            audit::append(
+                &mut tx,
+                &[NewEntry {
+                    at: now,
+                    namespace: namespace.to_owned(),
+                    actor: "engine".into(),
+                    action: "run.finished".into(),
+                    run: Some(run),
+                    detail: json!({"state": state.as_str()}),
+                }],
+            )
+            .await?;
         }
         commit(tx).await?;
         if changed {
             if state.is_final() {
-                self.metrics.runs_finished.get_or_create(&crate::metrics::StateLabels { state: state.as_str().into() }).inc();
+                self.metrics
+                    .runs_finished
+                    .get_or_create(&crate::metrics::StateLabels {
+                        state: state.as_str().into(),
+                    })
+                    .inc();
             }
             self.write_status(namespace, workflow).await?;
         }
@@ -1205,7 +1554,12 @@ impl Engine {
 }
 
 /// Writes a workflow's run counts and newest run into its status.
-pub async fn write_status(store: &Store, changes: &Changes, namespace: &str, workflow: &str) -> Result<(), StoreError> {
+pub async fn write_status(
+    store: &Store,
+    changes: &Changes,
+    namespace: &str,
+    workflow: &str,
+) -> Result<(), StoreError> {
     let counts = store.workflow_counts(namespace).await?;
     let Some((runs, failures, last)) = counts.get(workflow) else {
         return Ok(());
@@ -1239,10 +1593,16 @@ pub fn run_state(lanes: &[LaneState]) -> (RunState, Option<&'static str>) {
         return (RunState::Running, None);
     }
     if any(LaneState::AwaitingApproval) {
-        return (RunState::AwaitingApproval, Some("approval of an Approval step"));
+        return (
+            RunState::AwaitingApproval,
+            Some("approval of an Approval step"),
+        );
     }
     if any(LaneState::Held) {
-        return (RunState::AwaitingApproval, Some("approval of the devices past the blast-radius limit"));
+        return (
+            RunState::AwaitingApproval,
+            Some("approval of the devices past the blast-radius limit"),
+        );
     }
     if any(LaneState::Failed) {
         (RunState::Failed, None)
@@ -1292,7 +1652,10 @@ mod tests {
         assert_eq!(run_state(&[Succeeded, Running]).0, RunState::Running);
         assert_eq!(run_state(&[Succeeded, Held]).0, RunState::AwaitingApproval);
         assert_eq!(run_state(&[Succeeded, Failed]).0, RunState::Failed);
-        assert_eq!(run_state(&[Succeeded, PartiallyFailed]).0, RunState::PartiallyFailed);
+        assert_eq!(
+            run_state(&[Succeeded, PartiallyFailed]).0,
+            RunState::PartiallyFailed
+        );
         assert_eq!(run_state(&[Cancelled, Cancelled]).0, RunState::Cancelled);
         assert_eq!(run_state(&[Succeeded, Cancelled]).0, RunState::Succeeded);
     }

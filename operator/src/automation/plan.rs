@@ -218,8 +218,12 @@ impl Lane<'_> {
             Ok(nets) => nets,
             Err(e) => return (format!("{e}: the step would fail"), Vec::new()),
         };
-        let mut shown: Vec<String> = nets.iter().map(ToString::to_string).collect();
-        shown.dedup();
+        let mut shown: Vec<String> = Vec::new();
+        for net in nets.iter().map(ToString::to_string) {
+            if !shown.contains(&net) {
+                shown.push(net);
+            }
+        }
         let listed = if shown.is_empty() {
             String::new()
         } else {
@@ -581,7 +585,9 @@ mod tests {
 
     #[test]
     fn isolation_shows_the_exact_rules_and_release_undoes_it() {
-        let s = one(json!({"name": "cut", "type": "IsolateDevice", "allow": ["192.168.7.0/24"]}));
+        let s = one(
+            json!({"name": "cut", "type": "IsolateDevice", "allow": ["192.168.7.0/24", "10.1.0.5"]}),
+        );
         assert!(s.on_agent);
         assert!(
             s.effect.contains("10.1.0.5/32, 192.168.7.0/24"),

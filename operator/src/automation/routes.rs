@@ -44,7 +44,10 @@ pub fn routes() -> Router<AppState> {
             get(get_workflow).post(verb),
         )
         .route("/namespaces/{namespace}/workflowruns", get(list))
-        .route("/namespaces/{namespace}/workflowruns/{target}", get(one).post(decide))
+        .route(
+            "/namespaces/{namespace}/workflowruns/{target}",
+            get(one).post(decide),
+        )
 }
 
 /// `GET .../workflows/{name}`: the object, as every kind's generic route answers it.
@@ -54,7 +57,12 @@ async fn get_workflow(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_path_param("name", &name)?;
-    objects::get(state, principal, Path((namespace, "workflows".into(), name))).await
+    objects::get(
+        state,
+        principal,
+        Path((namespace, "workflows".into(), name)),
+    )
+    .await
 }
 
 fn split_verb<'a>(target: &'a str, verbs: &[&str]) -> Result<(&'a str, &'a str), ApiError> {
@@ -80,15 +88,20 @@ async fn verb(
     check_path_param("name", name)?;
     principal.require(
         &namespace,
-        if verb == "run" { Role::Operator } else { Role::Viewer },
+        if verb == "run" {
+            Role::Operator
+        } else {
+            Role::Viewer
+        },
     )?;
     let request: StartRun = read_json(&headers, body, |_| {}).await?;
     let snapshot = state.index.snapshot();
     let object = snapshot
         .get(Kind::Workflow, &namespace, name)
         .ok_or_else(|| ApiError::not_found(format!("Workflow {namespace}/{name} not found")))?;
-    let spec: WorkflowSpec = serde_json::from_value(object.spec.clone())
-        .map_err(|e| ApiError::conflict(format!("Workflow {namespace}/{name} does not decode: {e}")))?;
+    let spec: WorkflowSpec = serde_json::from_value(object.spec.clone()).map_err(|e| {
+        ApiError::conflict(format!("Workflow {namespace}/{name} does not decode: {e}"))
+    })?;
     if let Some(e) = spec.validate().first() {
         return Err(ApiError::conflict(format!(
             "Workflow {namespace}/{name} is invalid ({}: {}); fix it first",
@@ -113,7 +126,10 @@ async fn verb(
         .map(|d| d.object.uid);
     if event.device.is_some() && device.is_none() {
         return Err(ApiError::bad_request(
-            format!("Device {namespace}/{} not found", event.device.as_deref().unwrap_or_default()),
+            format!(
+                "Device {namespace}/{} not found",
+                event.device.as_deref().unwrap_or_default()
+            ),
             "event.device",
         ));
     }
@@ -126,8 +142,20 @@ async fn verb(
     };
     let now = Timestamp::now();
     if verb == "plan" {
-        let plan = plan_run(&state, &snapshot, name, &spec, &fired, &request.devices, now).await?;
-        return Ok((StatusCode::OK, Json(serde_json::to_value(plan).unwrap_or_default())));
+        let plan = plan_run(
+            &state,
+            &snapshot,
+            name,
+            &spec,
+            &fired,
+            &request.devices,
+            now,
+        )
+        .await?;
+        return Ok((
+            StatusCode::OK,
+            Json(serde_json::to_value(plan).unwrap_or_default()),
+        ));
     }
     if spec.paused {
         return Err(ApiError::conflict(format!(
@@ -157,7 +185,10 @@ async fn verb(
     state.metrics.automation.runs_started.inc();
     state.automation.wake_run(*id);
     let view = state.store.run_view(&namespace, *id).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(view).unwrap_or_default())))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(view).unwrap_or_default()),
+    ))
 }
 
 /// The plan of a run of `spec` for `fired`: no row written, nothing sent.
@@ -220,15 +251,26 @@ async fn plan_run(
                 }
             }
         }
-        let step = spec.steps.iter().find(|s| s.type_ == StepType::IsolateDevice);
+        let step = spec
+            .steps
+            .iter()
+            .find(|s| s.type_ == StepType::IsolateDevice);
         let allow = step
             .map(|s| engine::isolation_allow(snapshot, d, s))
             .unwrap_or_default();
         let device = PlanDevice::new(view, allow, d.spec.is_some());
-        planned.push(plan::plan_device(spec, &device, &fired.event, &ctx, sandbox));
+        planned.push(plan::plan_device(
+            spec,
+            &device,
+            &fired.event,
+            &ctx,
+            sandbox,
+        ));
     }
     let limits = &spec.limits;
-    let mut allowed = limits.max_devices_per_run.map_or(usize::MAX, |n| n as usize);
+    let mut allowed = limits
+        .max_devices_per_run
+        .map_or(usize::MAX, |n| n as usize);
     if let Some(per_hour) = limits.max_devices_per_hour {
         let used = state
             .store
@@ -242,7 +284,11 @@ async fn plan_run(
         allowed = allowed.min(per_hour.saturating_sub(used) as usize);
     }
     let held: Vec<String> = if planned.len() > allowed {
-        planned.split_off(allowed).into_iter().map(|p| p.device).collect()
+        planned
+            .split_off(allowed)
+            .into_iter()
+            .map(|p| p.device)
+            .collect()
     } else {
         Vec::new()
     };
@@ -296,7 +342,10 @@ async fn list(
             .ok()
             .filter(|l| (1..=MAX_LIMIT).contains(l))
             .ok_or_else(|| {
-                ApiError::bad_request(format!("limit must be from 1 to {MAX_LIMIT}"), "query.limit")
+                ApiError::bad_request(
+                    format!("limit must be from 1 to {MAX_LIMIT}"),
+                    "query.limit",
+                )
             })?,
     };
     if let Some(w) = &q.workflow {
@@ -347,7 +396,10 @@ async fn decide(
     let id = parse_run(id)?;
     let decision: RunDecision = read_json(&headers, body, |_| {}).await?;
     if decision.comment.len() > 1024 {
-        return Err(ApiError::bad_request("comment is longer than 1024 bytes", "comment"));
+        return Err(ApiError::bad_request(
+            "comment is longer than 1024 bytes",
+            "comment",
+        ));
     }
     let who = principal.0.name.clone();
     let now = Timestamp::now();
@@ -360,7 +412,9 @@ async fn decide(
     let head = runs::lock_run(&mut tx, id)
         .await?
         .filter(|h| h.namespace == namespace)
-        .ok_or_else(|| ApiError::not_found(format!("run {id} not found in namespace {namespace}")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("run {id} not found in namespace {namespace}"))
+        })?;
     if head.state.is_final() {
         return Err(ApiError::conflict(format!(
             "run {id} is {} already",
@@ -368,8 +422,18 @@ async fn decide(
         )));
     }
     if verb == "cancel" {
-        let devices = engine::cancel_in(&mut tx, id, &namespace, &who, &format!("cancelled by {who}: {}", decision.comment), now).await?;
-        tx.commit().await.map_err(StoreError::query("commit cancelling a run"))?;
+        let devices = engine::cancel_in(
+            &mut tx,
+            id,
+            &namespace,
+            &who,
+            &format!("cancelled by {who}: {}", decision.comment),
+            now,
+        )
+        .await?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit cancelling a run"))?;
         for d in devices {
             state.work.wake_device(d);
         }
@@ -404,11 +468,27 @@ async fn decide(
             .execute(&mut *tx)
             .await
             .map_err(StoreError::query("end an approval step"))?;
-            runs::move_lanes(&mut tx, id, &[LaneState::AwaitingApproval], LaneState::Running, true, now).await?;
+            runs::move_lanes(
+                &mut tx,
+                id,
+                &[LaneState::AwaitingApproval],
+                LaneState::Running,
+                true,
+                now,
+            )
+            .await?;
             what.push(format!("step {g} ({} devices)", at_gate.len()));
         }
         if !held.is_empty() {
-            runs::move_lanes(&mut tx, id, &[LaneState::Held], LaneState::Running, false, now).await?;
+            runs::move_lanes(
+                &mut tx,
+                id,
+                &[LaneState::Held],
+                LaneState::Running,
+                false,
+                now,
+            )
+            .await?;
             what.push(format!("blast radius: {} more devices", held.len()));
         }
         let what = what.join("; ");
@@ -426,7 +506,9 @@ async fn decide(
             }],
         )
         .await?;
-        tx.commit().await.map_err(StoreError::query("commit approving a run"))?;
+        tx.commit()
+            .await
+            .map_err(StoreError::query("commit approving a run"))?;
     }
     state.automation.wake_run(id);
     state
@@ -494,8 +576,14 @@ pub fn openapi_paths(
         }}),
     );
     for (verb, summary) in [
-        ("approve", "Approve a run waiting at an Approval step or past a blast-radius limit (operator role; not its starter)"),
-        ("cancel", "Cancel a run: open steps end, no further step starts (operator role)"),
+        (
+            "approve",
+            "Approve a run waiting at an Approval step or past a blast-radius limit (operator role; not its starter)",
+        ),
+        (
+            "cancel",
+            "Cancel a run: open steps end, no further step starts (operator role)",
+        ),
     ] {
         paths.insert(
             format!("/v1/namespaces/{{namespace}}/workflowruns/{{id}}:{verb}"),

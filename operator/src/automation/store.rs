@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use cdot_crds::{
     wire::{
         automation::{
-            Approval, AttemptState, AttemptView, Event, LaneState, LaneView, RunState,
-            RunSummary, RunView,
+            Approval, AttemptState, AttemptView, Event, LaneState, LaneView, RunState, RunSummary,
+            RunView,
         },
         work::{StepResult, WorkItem},
     },
@@ -112,7 +112,6 @@ fn rfc3339(ms: i64) -> String {
     from_ts(ms).to_string()
 }
 
-
 fn trigger_str(t: TriggerType) -> String {
     serde_json::to_value(t)
         .ok()
@@ -139,7 +138,11 @@ fn map_of(v: Value) -> BTreeMap<String, Value> {
 }
 
 /// Inserts a run with its lanes; `false` when a run of the same trigger occurrence exists.
-pub async fn insert_run(conn: &mut PgConnection, run: &NewRun, now: Timestamp) -> Result<bool, StoreError> {
+pub async fn insert_run(
+    conn: &mut PgConnection,
+    run: &NewRun,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
     let event = serde_json::to_value(&run.event).unwrap_or(Value::Null);
     let inserted = sqlx::query(
         "INSERT INTO workflow_runs (id, namespace, workflow, generation, spec, event, trigger,
@@ -180,11 +183,7 @@ pub async fn insert_run(conn: &mut PgConnection, run: &NewRun, now: Timestamp) -
         })
         .collect();
     let positions: Vec<i32> = (0..run.lanes.len() as i32).collect();
-    let started: Vec<Option<i64>> = run
-        .lanes
-        .iter()
-        .map(|l| (!l.2).then(|| ts(now)))
-        .collect();
+    let started: Vec<Option<i64>> = run.lanes.iter().map(|l| (!l.2).then(|| ts(now))).collect();
     sqlx::query(
         "INSERT INTO workflow_lanes (run, device, device_name, position, state, started)
          SELECT $1, d, n, p, s, to_timestamp(t::float8 / 1000)
@@ -244,10 +243,7 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::query("read the last workflow starts"))?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get(0), from_ts(r.get(1))))
-            .collect())
+        Ok(rows.iter().map(|r| (r.get(0), from_ts(r.get(1)))).collect())
     }
 
     /// Devices `workflow` started on since `since` (the per-hour blast radius).
@@ -294,6 +290,28 @@ impl Store {
         .await
         .map_err(StoreError::query("read due workflow lanes"))?;
         Ok(rows.into_iter().map(lane_row).collect())
+    }
+
+    /// One running lane, as [`Store::due_lanes`] reads it.
+    pub async fn running_lane(
+        &self,
+        run: Uuid,
+        device: Uuid,
+    ) -> Result<Option<LaneRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT l.run, r.namespace, r.workflow, r.spec, r.event, r.started_by, l.device,
+                    l.device_name, l.state, l.step, l.attempt, l.phase,
+                    (extract(epoch FROM l.next_at) * 1000)::int8, l.vars,
+                    l.outputs, l.failed_any
+             FROM workflow_lanes l JOIN workflow_runs r ON r.id = l.run
+             WHERE l.run = $1 AND l.device = $2 AND l.state = 'Running'",
+        )
+        .bind(run)
+        .bind(device)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::query("read a workflow lane"))?;
+        Ok(row.map(lane_row))
     }
 
     /// The soonest `next_at` of a running lane (the engine sleeps until then).
@@ -402,12 +420,14 @@ impl Store {
 
     /// Forgets service failures older than `before`.
     pub async fn prune_service_failures(&self, before: Timestamp) -> Result<u64, StoreError> {
-        Ok(sqlx::query("DELETE FROM service_failures WHERE at < to_timestamp($1::float8 / 1000)")
-            .bind(ts(before))
-            .execute(self.pool())
-            .await
-            .map_err(StoreError::query("prune service failures"))?
-            .rows_affected())
+        Ok(
+            sqlx::query("DELETE FROM service_failures WHERE at < to_timestamp($1::float8 / 1000)")
+                .bind(ts(before))
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::query("prune service failures"))?
+                .rows_affected(),
+        )
     }
 
     /// Runs of a namespace, newest first.
@@ -508,9 +528,7 @@ impl Store {
                 state: AttemptState::parse(a.get(4)).unwrap_or(AttemptState::Failed),
                 work_id: a.get(5),
                 started: rfc3339(a.get(6)),
-                finished: a
-                    .get::<Option<i64>, _>(7)
-                    .map(rfc3339),
+                finished: a.get::<Option<i64>, _>(7).map(rfc3339),
                 result: a
                     .get::<Option<Value>, _>(8)
                     .and_then(|v| serde_json::from_value(v).ok()),
@@ -596,9 +614,7 @@ fn summary_row(r: &sqlx::postgres::PgRow) -> RunSummary {
         trigger: parse_trigger(r.get(3)),
         started_by: r.get(4),
         started: rfc3339(r.get(5)),
-        finished: r
-            .get::<Option<i64>, _>(6)
-            .map(rfc3339),
+        finished: r.get::<Option<i64>, _>(6).map(rfc3339),
         devices: u32::try_from(r.get::<i64, _>(8)).unwrap_or(0),
         waiting_for: r.get(7),
     }
@@ -618,9 +634,7 @@ fn lane_row(r: sqlx::postgres::PgRow) -> LaneRow {
         step: usize::try_from(r.get::<i32, _>(9)).unwrap_or(0),
         attempt: u32::try_from(r.get::<i32, _>(10)).unwrap_or(0),
         phase: Phase::parse(r.get(11)),
-        next_at: r
-            .get::<Option<i64>, _>(12)
-            .map(from_ts),
+        next_at: r.get::<Option<i64>, _>(12).map(from_ts),
         vars: map_of(r.get(13)),
         outputs: map_of(r.get(14)),
         failed_any: r.get(15),
@@ -766,9 +780,7 @@ pub async fn attempt(
     Ok(row.map(|r| AttemptRow {
         state: AttemptState::parse(r.get(0)).unwrap_or(AttemptState::Failed),
         started: from_ts(r.get(1)),
-        deadline: r
-            .get::<Option<i64>, _>(2)
-            .map(from_ts),
+        deadline: r.get::<Option<i64>, _>(2).map(from_ts),
         result: r
             .get::<Option<Value>, _>(3)
             .and_then(|v| serde_json::from_value(v).ok()),
@@ -777,16 +789,28 @@ pub async fn attempt(
 }
 
 /// Ends an attempt the operator decides about (a wait, a rhai step, a deadline passed).
+/// One attempt of one step of one lane.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptKey {
+    pub run: Uuid,
+    pub device: Uuid,
+    pub step_index: usize,
+    pub attempt: u32,
+}
+
 pub async fn finish_attempt(
     conn: &mut PgConnection,
-    run: Uuid,
-    device: Uuid,
-    step_index: usize,
-    attempt: u32,
+    key: AttemptKey,
     state: AttemptState,
     message: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
+    let AttemptKey {
+        run,
+        device,
+        step_index,
+        attempt,
+    } = key;
     sqlx::query(
         "UPDATE workflow_attempts SET state = $5, message = $6, finished = to_timestamp($7::float8 / 1000)
          WHERE run = $1 AND device = $2 AND step_index = $3 AND attempt = $4
@@ -812,10 +836,7 @@ pub async fn lane_states(conn: &mut PgConnection, run: Uuid) -> Result<Vec<LaneS
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::query("read a run's lane states"))?;
-    Ok(rows
-        .iter()
-        .filter_map(|s| LaneState::parse(s))
-        .collect())
+    Ok(rows.iter().filter_map(|s| LaneState::parse(s)).collect())
 }
 
 /// Sets a run's state; `finished` is set once the state is final.
@@ -927,7 +948,11 @@ pub async fn move_lanes(
 }
 
 /// Ends the open attempts of a run (cancel).
-pub async fn cancel_attempts(conn: &mut PgConnection, run: Uuid, now: Timestamp) -> Result<Vec<Uuid>, StoreError> {
+pub async fn cancel_attempts(
+    conn: &mut PgConnection,
+    run: Uuid,
+    now: Timestamp,
+) -> Result<Vec<Uuid>, StoreError> {
     let devices: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE workflow_attempts SET state = 'Cancelled', finished = to_timestamp($2::float8 / 1000),
                 message = 'the run was cancelled'

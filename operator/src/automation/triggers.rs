@@ -87,7 +87,9 @@ pub fn service_sample(
             type_: Some(TriggerType::ServiceFailed),
             device: Some(d.object.name.clone()),
             service: Some(service.to_owned()),
-            at: Timestamp::from_millisecond(t_ms).ok().map(|t| t.to_string()),
+            at: Timestamp::from_millisecond(t_ms)
+                .ok()
+                .map(|t| t.to_string()),
             ..Event::default()
         },
         dedup: Some(format!("service:{device}:{service}:{t_ms}")),
@@ -113,7 +115,9 @@ pub fn patch_failures(
                 device: Some(device_name.to_owned()),
                 package: Some(format!("{} {}", p.name, p.version)),
                 value: p.exit_code.map(f64::from),
-                at: Timestamp::from_millisecond(p.at_ms).ok().map(|t| t.to_string()),
+                at: Timestamp::from_millisecond(p.at_ms)
+                    .ok()
+                    .map(|t| t.to_string()),
                 ..Event::default()
             },
             dedup: Some(format!("patch:{device}:{}:{}:{report}", p.name, p.version)),
@@ -185,7 +189,8 @@ impl Periodic {
                             },
                             dedup: Some(format!("schedule:{}:{next}", o.name)),
                         });
-                        self.next.insert(key, schedule.next_after(now).unwrap_or(Timestamp::MAX));
+                        self.next
+                            .insert(key, schedule.next_after(now).unwrap_or(Timestamp::MAX));
                     }
                 }
                 _ => {}
@@ -204,7 +209,10 @@ impl Periodic {
             if d.paused || crate::jobs::liveness::is_ready(&d, &now_text) {
                 continue;
             }
-            let Some(last) = d.last_seen.as_deref().and_then(|t| t.parse::<Timestamp>().ok())
+            let Some(last) = d
+                .last_seen
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok())
             else {
                 continue;
             };

@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt::Write as _,
+    hash::{BuildHasherDefault, Hasher},
 };
 
 use cdot_crds::{
@@ -52,11 +53,14 @@ pub async fn facts(
     devices: &[ReportDevice<'_>],
     now: Timestamp,
 ) -> Result<HashMap<Uuid, DeviceFacts>, StoreError> {
-    let mut scans = store.patch_offered(namespace).await?;
-    let totals = store.patch_install_totals(namespace).await?;
-    let ids = offered_ids(scans.values());
-    let candidates = store.patch_candidates(namespace, &ids).await?;
-    let installed = installed_by_device(store.patch_installed(namespace, &ids).await?);
+    let (mut scans, totals, candidates, installed) = futures::try_join!(
+        store.patch_offered(namespace),
+        store.patch_install_totals(namespace),
+        store.patch_candidates(namespace),
+        store.patch_installed(namespace),
+    )?;
+    let candidates = offered_candidates(candidates, scans.values());
+    let installed = installed_by_device(installed);
     let mut out: HashMap<Uuid, DeviceFacts> = HashMap::new();
     for (i, policy) in policies.iter().enumerate() {
         let verdicts = Verdicts::new(&policy.approver, &candidates, now);
@@ -85,15 +89,20 @@ pub async fn facts(
     Ok(out)
 }
 
-/// The catalogue ids the scans offer, each once.
-pub fn offered_ids<'a>(scans: impl IntoIterator<Item = &'a OfferedScan>) -> Vec<UpdateId> {
+/// The catalogue entries the scans offer: decisions are made on those alone, as an entry
+/// awaiting pruning would otherwise approve its version under another classification.
+pub fn offered_candidates<'a>(
+    mut candidates: Vec<Candidate>,
+    scans: impl IntoIterator<Item = &'a OfferedScan>,
+) -> Vec<Candidate> {
     let mut ids: Vec<UpdateId> = scans
         .into_iter()
         .flat_map(|s| s.updates.iter().copied())
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    ids
+    candidates.retain(|c| ids.binary_search(&c.id).is_ok());
+    candidates
 }
 
 /// `Store::patch_installed`'s pairs by device.
@@ -108,7 +117,7 @@ pub fn installed_by_device(pairs: Vec<(Uuid, UpdateId)>) -> HashMap<Uuid, Vec<Up
 /// What one policy makes of the catalogue entries that count as missing when a device
 /// lacks them: those of its classifications whose name it does not deny, and whether the
 /// version is approved.
-pub struct Verdicts(HashMap<UpdateId, Verdict>);
+pub struct Verdicts(HashMap<UpdateId, Verdict, BuildHasherDefault<IdHasher>>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
@@ -156,6 +165,7 @@ impl Verdicts {
     /// Adds a device's missing updates to `facts`: those of `offered` that count and are
     /// not among the `installed` ones.
     pub fn count(&self, offered: &[UpdateId], installed: &[UpdateId], facts: &mut DeviceFacts) {
+        let mut missing = [0_u32; CLASSES.len()];
         for id in offered {
             let Some(v) = self.0.get(id) else {
                 continue;
@@ -163,11 +173,41 @@ impl Verdicts {
             if installed.contains(id) {
                 continue;
             }
-            *facts.missing.entry(v.classification).or_default() += 1;
+            missing[v.classification as usize] += 1;
             facts.approved_missing += u32::from(v.approved);
+        }
+        for (c, _) in CLASSES {
+            let n = missing[c as usize];
+            if n > 0 {
+                *facts.missing.entry(c).or_default() += n;
+            }
         }
     }
 }
+
+/// Catalogue ids are distinct small integers: one multiplication spreads them over a hash
+/// table at a fraction of SipHash's cost (a report looks up every update of every device).
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(FIBONACCI);
+        }
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.0 = u64::from(n.cast_unsigned()).wrapping_mul(FIBONACCI);
+    }
+}
+
+/// 2^64 / φ, odd.
+const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
 
 fn first_policy(policies: &[Policy], labels: &BTreeMap<String, String>) -> Option<usize> {
     policies
@@ -448,7 +488,8 @@ mod tests {
     }
 
     #[test]
-    fn offered_ids_are_each_listed_once() {
+    fn decisions_are_made_on_the_offered_entries_only() {
+        use Classification::{Bugfix, Security};
         let scan = |updates: Vec<UpdateId>| OfferedScan {
             scan: ScanRow {
                 scanned_at: t("2026-12-07T00:00:00Z"),
@@ -458,10 +499,21 @@ mod tests {
             },
             updates,
         };
-        assert_eq!(
-            offered_ids(&[scan(vec![7, 3, 5]), scan(vec![]), scan(vec![5, 1])]),
-            vec![1, 3, 5, 7]
-        );
+        let candidates = vec![
+            // No scan offers it any more (it awaits pruning): it must not approve curl 2.
+            candidate(1, "curl", "2", Security, "2026-12-01T00:00:00Z"),
+            candidate(2, "curl", "2", Bugfix, "2026-12-01T00:00:00Z"),
+            candidate(3, "bash", "5", Bugfix, "2026-12-01T00:00:00Z"),
+        ];
+        let scans = [scan(vec![2, 3]), scan(vec![]), scan(vec![2])];
+        let offered = offered_candidates(candidates, &scans);
+        assert_eq!(offered.iter().map(|c| c.id).collect::<Vec<_>>(), vec![2, 3]);
+        let verdicts = Verdicts::new(&approver(), &offered, t("2026-12-07T00:00:00Z"));
+        let mut facts = DeviceFacts::default();
+        verdicts.count(&scans[0].updates, &[], &mut facts);
+        assert_eq!(facts.missing, BTreeMap::from([(Bugfix, 2)]));
+        assert_eq!(facts.approved_missing, 0);
+
         let a = Uuid::from_u128(1);
         let installed = installed_by_device(vec![(a, 3), (Uuid::from_u128(2), 4), (a, 9)]);
         assert_eq!(installed[&a], vec![3, 9]);

@@ -441,21 +441,16 @@ impl Store {
         Ok(scans)
     }
 
-    /// The catalogue entries `ids` of `namespace` (name, version, classification, first
-    /// sighting): what a policy's decisions are made on, a few thousand rows however many
-    /// devices offer them.
-    pub async fn patch_candidates(
-        &self,
-        namespace: &str,
-        ids: &[UpdateId],
-    ) -> Result<Vec<Candidate>, StoreError> {
+    /// The catalogue of `namespace`: each distinct update (name, version, classification,
+    /// first sighting) once, a few thousand rows however many devices offer them. It may
+    /// hold entries no scan offers any more (until the next pruning).
+    pub async fn patch_candidates(&self, namespace: &str) -> Result<Vec<Candidate>, StoreError> {
         Ok(sqlx::query(concat!(
             "SELECT id, name, to_version, classification, ",
             ms!("first_seen"),
-            " FROM patch_catalogue WHERE namespace = $1 AND id = ANY($2)"
+            " FROM patch_catalogue WHERE namespace = $1"
         ))
         .bind(namespace)
-        .bind(ids)
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::query("read patch candidates"))?
@@ -472,21 +467,19 @@ impl Store {
         .collect())
     }
 
-    /// Which devices of `namespace` have installed which of the catalogue entries `ids`
-    /// (the version an update offers): such an update is not missing.
+    /// Which devices of `namespace` have installed which versions of its catalogue, as
+    /// (device, entry): such an update is not missing.
     pub async fn patch_installed(
         &self,
         namespace: &str,
-        ids: &[UpdateId],
     ) -> Result<Vec<(Uuid, UpdateId)>, StoreError> {
         Ok(sqlx::query(
             "SELECT i.device_uid, c.id FROM patch_catalogue c
              JOIN patch_installs i ON i.namespace = c.namespace AND i.name = c.name
                  AND i.version = c.to_version AND i.state = 'installed'
-             WHERE c.namespace = $1 AND c.id = ANY($2)",
+             WHERE c.namespace = $1",
         )
         .bind(namespace)
-        .bind(ids)
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::query("read installed updates"))?

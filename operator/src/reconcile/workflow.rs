@@ -72,7 +72,11 @@ fn trigger_text(spec: &WorkflowSpec) -> String {
         T::AlertFiring | T::AlertResolved => format!(
             "{} alerts {}",
             t.alert_rule.as_deref().unwrap_or("any AlertRule's"),
-            if t.type_ == T::AlertFiring { "firing" } else { "resolving" }
+            if t.type_ == T::AlertFiring {
+                "firing"
+            } else {
+                "resolving"
+            }
         ),
         T::DeviceOffline => format!(
             "a device offline for {}",
@@ -82,7 +86,10 @@ fn trigger_text(spec: &WorkflowSpec) -> String {
             "{} failing {} time(s){}",
             t.service.as_deref().unwrap_or("a monitored service"),
             t.count.unwrap_or(1),
-            t.within.as_deref().map(|w| format!(" within {w}")).unwrap_or_default()
+            t.within
+                .as_deref()
+                .map(|w| format!(" within {w}"))
+                .unwrap_or_default()
         ),
         T::PatchFailed => "a failed patch install".into(),
         T::Schedule => format!(

@@ -338,7 +338,12 @@ async fn step_report(
         .apply_step_report(identity.uid, report.item, step, now)
         .await?;
     let labels = crate::metrics::ResultLabels {
-        result: if run.is_some() { "applied" } else { "duplicate" }.into(),
+        result: if run.is_some() {
+            "applied"
+        } else {
+            "duplicate"
+        }
+        .into(),
     };
     state
         .metrics
