@@ -38,7 +38,10 @@ use cdot_crds::{
     },
     workflow::Shell,
 };
-use cdot_testkit::netns::{Host, Lab};
+use cdot_testkit::{
+    netns::{Host, Lab},
+    supervisor::Supervisord,
+};
 use uuid::Uuid;
 
 fn origin(step: &str, timeout_secs: u64) -> StepOrigin {
@@ -207,64 +210,9 @@ async fn a_script_is_stopped_at_its_limit_with_its_children() {
     .await;
 }
 
-/// A supervisord of the test's own, on a unix socket in a temporary directory.
-struct Supervisord {
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Supervisord {
-    /// Runs `flaky`, which exits 1 on its first start and then stays up.
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display();
-        std::fs::write(
-            dir.path().join("flaky.sh"),
-            format!(
-                "#!/bin/sh\nn=$(cat {d}/count 2>/dev/null || echo 0)\necho $((n + 1)) > {d}/count\n\
-                 [ \"$n\" -ge 1 ] || exit 1\nexec sleep 300\n"
-            ),
-        )
-        .expect("write program");
-        std::fs::write(
-            dir.path().join("supervisord.conf"),
-            format!(
-                "[unix_http_server]\nfile={d}/sock\n\n\
-                 [supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/pid\nchildlogdir={d}\nnodaemon=true\n\n\
-                 [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
-                 [supervisorctl]\nserverurl=unix://{d}/sock\n\n\
-                 [program:flaky]\ncommand=/bin/sh {d}/flaky.sh\nautorestart=false\nstartsecs=0\nstartretries=0\n"
-            ),
-        )
-        .expect("write config");
-        let child = Command::new("supervisord")
-            .args(["-c", &format!("{d}/supervisord.conf")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start supervisord (scripts/lib.sh ensure_network_peers installs it)");
-        Self { dir, child }
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("supervisord.conf")
-    }
-}
-
-impl Drop for Supervisord {
-    fn drop(&mut self) {
-        let _ = Command::new("supervisorctl")
-            .args(["-c", &self.config().display().to_string(), "shutdown"])
-            .output();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_failed_supervisor_program_is_restarted() {
-    let supervisord = Supervisord::start();
+    let supervisord = Supervisord::start(1, 0);
     let manager = ServiceManager::Supervisor {
         config: Some(supervisord.config()),
     };

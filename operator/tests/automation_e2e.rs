@@ -13,7 +13,7 @@ use std::{
 };
 
 use cdot_crds::wire::automation::{LaneState, RunList, RunPlan, RunState, RunView};
-use cdot_testkit::process::Daemon;
+use cdot_testkit::{process::Daemon, supervisor::Supervisord};
 use serde_json::{Value, json};
 use support::{Operator, TestDb, create_enrollment_token, create_token, wait_for, workspace_bin};
 
@@ -46,12 +46,14 @@ async fn post(operator: &Operator, token: &str, path: &str, body: Value) -> (u16
     )
 }
 
-/// Enrolls and runs the real agent as `device`.
+/// Enrolls and runs the real agent as `device`, reporting every `interval` seconds.
 fn start_agent(
     operator: &Operator,
     token: &str,
     device: &str,
     work: &Path,
+    interval: &str,
+    extra: &[&str],
 ) -> (Daemon, std::path::PathBuf) {
     let state = work.join(format!("agent-{device}"));
     let enroll = Command::new(workspace_bin("cdot-agent"))
@@ -70,9 +72,10 @@ fn start_agent(
     let log = work.join(format!("agent-{device}.log"));
     let daemon = Daemon(
         Command::new(workspace_bin("cdot-agent"))
-            .args(["run", "--metrics-interval-secs", "2"])
+            .args(["run", "--metrics-interval-secs", interval])
             .arg("--state-dir")
             .arg(&state)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("agent log"))
@@ -159,7 +162,7 @@ async fn an_alert_runs_scripts_on_the_agent_and_a_killed_operator_resumes_the_ru
     let enroll = create_enrollment_token(&repo, "auto-enroll", "acme");
     let viewer = create_token(&repo, "auto-viewer", "acme", "viewer", "acme");
     let mut operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
-    let (_agent, agent_log) = start_agent(&operator, &enroll, "web-01", tmp.path());
+    let (_agent, agent_log) = start_agent(&operator, &enroll, "web-01", tmp.path(), "2", &[]);
     let logs = |op: &Operator| {
         format!(
             "operator:\n{}\nagent:\n{}",
@@ -391,4 +394,123 @@ async fn a_run_over_50_devices_with_a_limit_of_10_runs_10_and_waits_for_another_
     assert_eq!(run.summary.state, RunState::Succeeded, "{run:#?}");
     assert_eq!(run.approvals.len(), 2);
     assert!(run.approvals.iter().all(|a| a.by == "bob"));
+}
+
+const SERVICE: &str = r#"apiVersion: rmm.cdot.io/v1alpha1
+kind: Device
+metadata: {name: app-01, namespace: acme, labels: {tier: app}}
+spec:
+  class: Server
+  agent: {monitoredServices: [flaky]}
+---
+apiVersion: rmm.cdot.io/v1alpha1
+kind: Workflow
+metadata: {name: heal-flaky, namespace: acme}
+spec:
+  trigger: {type: ServiceFailed, service: flaky, count: 3, within: 5m}
+  selector: {matchLabels: {tier: app}}
+  steps:
+    - name: restart
+      type: RestartService
+      service: flaky
+      timeout: 30s
+"#;
+
+/// A real service (a program under a real supervisord: this machine has no systemd as
+/// PID 1) fails three times; the agent reports each failure (`serviceFailed` turning 1),
+/// the third within the window starts the workflow, whose RestartService step restarts it
+/// through `supervisorctl` on the agent; the run and the audit log show it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_failing_three_times_is_restarted_by_a_workflow() {
+    let db = TestDb::create().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    std::fs::write(repo.join("service.yaml"), SERVICE).expect("manifest");
+    let enroll = create_enrollment_token(&repo, "svc-enroll", "acme");
+    let viewer = create_token(&repo, "svc-viewer", "acme", "viewer", "acme");
+    let operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
+    // Each of the first three starts runs 3 s, then exits 1; supervisord leaves it down.
+    let supervisord = Supervisord::start(3, 3);
+    let config = supervisord.config().display().to_string();
+    let (_agent, agent_log) = start_agent(
+        &operator,
+        &enroll,
+        "app-01",
+        tmp.path(),
+        "1",
+        &[
+            "--service-manager",
+            "supervisor",
+            "--supervisor-config",
+            &config,
+        ],
+    );
+    let logs = || {
+        format!(
+            "operator:\n{}\nagent:\n{}\nsupervisorctl status: {}",
+            operator.logs(),
+            std::fs::read_to_string(&agent_log).unwrap_or_default(),
+            supervisord.ctl(&["status"])
+        )
+    };
+    // The test starts it again after its first two failures, as a person would.
+    for failure in 1..=2 {
+        wait_for(Duration::from_secs(30), || async {
+            let status = supervisord.ctl(&["status", "flaky"]);
+            (supervisord.starts() == failure && !status.contains("RUNNING")).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("flaky did not fail a {failure}. time:\n{}", logs()));
+        // Long enough for the agent to report the failed state before it runs again.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        supervisord.ctl(&["start", "flaky"]);
+    }
+    let list: RunList = get(&operator, &viewer, "/v1/namespaces/acme/workflowruns").await;
+    assert!(
+        list.runs.is_empty(),
+        "a run started before the third failure: {list:?}"
+    );
+
+    // The third failure starts the run; the restart is the fourth start, which stays up.
+    let run = wait_for(Duration::from_secs(60), || async {
+        let list: RunList = get(&operator, &viewer, "/v1/namespaces/acme/workflowruns").await;
+        let id = list.runs.first()?.id;
+        let run: RunView = get(
+            &operator,
+            &viewer,
+            &format!("/v1/namespaces/acme/workflowruns/{id}"),
+        )
+        .await;
+        run.summary.state.is_final().then_some(run)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no finished run:\n{}", logs()));
+    assert_eq!(
+        run.summary.state,
+        RunState::Succeeded,
+        "{run:#?}\n{}",
+        logs()
+    );
+    assert_eq!(run.event.service.as_deref(), Some("flaky"));
+    assert!(run.event.value.is_some_and(|n| n >= 3.0), "{:?}", run.event);
+    let attempt = &run.lanes[0].attempts[0];
+    let result = attempt.result.as_ref().expect("the agent's result");
+    assert!(result.message.contains("restart flaky"), "{result:?}");
+    assert!(supervisord.ctl(&["status", "flaky"]).contains("RUNNING"));
+    assert_eq!(supervisord.starts(), 4);
+    let audit: Value = get(
+        &operator,
+        &viewer,
+        &format!("/v1/namespaces/acme/audit?run={}", run.summary.id),
+    )
+    .await;
+    let finished = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["action"] == "step.finished")
+        .expect("a step.finished entry");
+    assert_eq!(finished["detail"]["step"], "restart", "{finished}");
+    assert_eq!(finished["detail"]["state"], "Succeeded", "{finished}");
 }

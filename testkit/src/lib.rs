@@ -22,6 +22,7 @@ pub mod process;
 pub mod receiver;
 pub mod smtp;
 pub mod snmpd;
+pub mod supervisor;
 pub mod tap;
 pub mod tls;
 

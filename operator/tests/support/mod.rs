@@ -327,6 +327,40 @@ impl JwtAgent {
         }
     }
 
+    /// `GET /v1/agent/work`: holds up to `wait` seconds unless the list's revision differs
+    /// from `seen`.
+    pub async fn work(&self, seen: Option<&str>, wait: u64) -> cdot_crds::wire::work::WorkList {
+        let query = match seen {
+            Some(rev) => format!("wait={wait}&seen={rev}"),
+            None => "wait=0".to_owned(),
+        };
+        let response = self
+            .client
+            .get(format!("{}/v1/agent/work?{query}", self.base))
+            .bearer_auth(jwt(&self.key, self.uid, 300))
+            .timeout(Duration::from_secs(wait + 30))
+            .send()
+            .await
+            .expect("fetch work");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "work: {status} {body}");
+        serde_json::from_str(&body).expect("WorkList")
+    }
+
+    /// `POST /v1/agent/work/reports` of one report; returns the HTTP status.
+    pub async fn report(&self, report: &cdot_crds::wire::work::WorkReport) -> u16 {
+        self.client
+            .post(format!("{}/v1/agent/work/reports", self.base))
+            .bearer_auth(jwt(&self.key, self.uid, 300))
+            .json(report)
+            .send()
+            .await
+            .expect("send a work report")
+            .status()
+            .as_u16()
+    }
+
     /// Sends one batch of `(metric, labels, value)` samples taken at `t_ms`; returns the
     /// HTTP status.
     pub async fn send(&self, t_ms: i64, samples: &[MadeUpSample<'_>]) -> u16 {
