@@ -2,9 +2,10 @@
 //!
 //! * [`triggers`]: where runs come from (alert transitions, service failures, patch
 //!   failures, offline devices, schedules), each occurrence with a dedup key.
-//! * [`engine`]: starts runs (condition, concurrency, cooldown, blast radius) and moves
-//!   each lane step by step, in transactions with their audit entries; agent steps go out
-//!   over the work channel (`crate::work`) with their idempotency key as the item id.
+//! * [`start`]: which runs an event starts (condition, concurrency, cooldown, blast radius).
+//! * [`engine`]: moves each lane step by step, in transactions with their audit entries;
+//!   agent steps go out over the work channel (`crate::work`) with their idempotency key as
+//!   the item id.
 //! * [`store`]: runs, lanes, attempts and approvals (migration 0017).
 //! * [`deliver`]: Notify and OpenTicket steps through NotificationChannels.
 //! * [`routes`]: start, plan, list, read, approve and cancel runs.
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod plan;
 pub mod routes;
 pub mod sandbox;
+pub mod start;
 pub mod store;
 pub mod triggers;
 

@@ -22,9 +22,9 @@ use uuid::Uuid;
 
 use super::{
     audit::{self, NewEntry},
-    engine::{self, Fired, Manual},
+    engine::{self, Fired},
     plan::{self, PlanContext, PlanDevice},
-    store as runs,
+    start, store as runs,
 };
 use crate::{
     api::{
@@ -162,12 +162,12 @@ async fn verb(
             "Workflow {namespace}/{name} is paused (spec.paused)"
         )));
     }
-    let manual = Manual {
+    let manual = start::Manual {
         workflow: name,
         devices: &request.devices,
         by: &principal.0.name,
     };
-    let ids = engine::start(
+    let ids = start::start(
         &state.store,
         &snapshot,
         state.automation.sandbox(),
@@ -176,7 +176,7 @@ async fn verb(
         now,
     )
     .await
-    .map_err(|engine::StartError::Store(e)| ApiError::from(e))?;
+    .map_err(|start::StartError::Store(e)| ApiError::from(e))?;
     let Some(id) = ids.first() else {
         return Err(ApiError::conflict(format!(
             "no run started: no device selected by Workflow {namespace}/{name} passes its condition and concurrency policy"
@@ -226,7 +226,7 @@ async fn plan_run(
     let mut sorted = selected;
     sorted.sort_by(|a, b| a.object.name.cmp(&b.object.name));
     for d in sorted {
-        let view = engine::device_view(d);
+        let view = start::device_view(d);
         if let Some(condition) = &spec.condition {
             let empty = Default::default();
             let inputs = super::sandbox::Inputs {
@@ -422,7 +422,7 @@ async fn decide(
         )));
     }
     if verb == "cancel" {
-        let devices = engine::cancel_in(
+        let devices = start::cancel_in(
             &mut tx,
             id,
             &namespace,

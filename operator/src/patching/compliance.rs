@@ -188,7 +188,7 @@ impl Verdicts {
 /// Catalogue ids are distinct small integers: one multiplication spreads them over a hash
 /// table at a fraction of SipHash's cost (a report looks up every update of every device).
 #[derive(Default)]
-pub struct IdHasher(u64);
+struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
