@@ -165,7 +165,8 @@ pub struct Trigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub count: Option<u32>,
-    /// ServiceFailed: window in which `count` failures must happen, e.g. `10m` (required when count > 1).
+    /// ServiceFailed: window in which `count` failures must happen, e.g. `10m`, at most
+    /// `1d` (required when count > 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub within: Option<String>,
@@ -459,8 +460,11 @@ impl Validate for WorkflowSpec {
         if is(TriggerType::ServiceFailed) && t.count.unwrap_or(1) > 1 && t.within.is_none() {
             errs.push(format!("{tp}.within"), "required when count > 1");
         }
-        if let Some(w) = &t.within {
-            check_duration_into(&mut errs, format!("{tp}.within"), w, true);
+        if let Some(w) = &t.within
+            && let Some(d) = check_duration_into(&mut errs, format!("{tp}.within"), w, true)
+            && d > std::time::Duration::from_secs(86_400)
+        {
+            errs.push(format!("{tp}.within"), "a window of at most 1d");
         }
         if let Some(w) = &t.offline_for {
             check_duration_into(&mut errs, format!("{tp}.offlineFor"), w, false);

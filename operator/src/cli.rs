@@ -172,6 +172,10 @@ pub struct ServeArgs {
     /// continues from the last deleted entry's hash.
     #[arg(long, env = "CDOT_AUDIT_RETENTION", value_parser = parse_duration, default_value = "400d")]
     pub audit_retention: Duration,
+    /// How long finished workflow runs (with every step's output) are kept; the audit log
+    /// keeps their record for `--audit-retention`.
+    #[arg(long, env = "CDOT_WORKFLOW_RUN_RETENTION", value_parser = parse_duration, default_value = "90d")]
+    pub workflow_run_retention: Duration,
 }
 
 #[derive(Debug, Args)]

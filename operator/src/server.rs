@@ -216,6 +216,12 @@ impl Server {
             args.audit_retention,
             jobs_shutdown.clone(),
         )));
+        jobs.push(tokio::spawn(crate::automation::store::retain(
+            store.clone(),
+            metrics.clone(),
+            args.workflow_run_retention,
+            jobs_shutdown.clone(),
+        )));
         jobs.push(state.discovery.spawn(
             store.clone(),
             state.index.clone(),

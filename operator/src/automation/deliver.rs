@@ -13,7 +13,6 @@ use cdot_crds::{
     wire::alert::{Alert, AlertNotification, AlertState, NOTIFICATION_VERSION, NotificationKind},
     workflow::{Step, StepType},
 };
-use serde_json::json;
 
 use super::store::LaneRow;
 use crate::{
@@ -30,32 +29,27 @@ pub struct Deliver {
     pub index: Index,
 }
 
-/// The message of a Notify or OpenTicket step for one lane.
-pub fn render_message(
-    lane: &LaneRow,
-    step: &Step,
-    site: Option<&str>,
-    labels: &BTreeMap<String, String>,
-) -> Result<String, String> {
-    let source = step
-        .message
-        .as_deref()
-        .unwrap_or("{{ workflow }}: step {{ step }} on {{ device }}");
-    template::render(
-        source,
-        json!({
-            "device": lane.device_name,
-            "namespace": lane.namespace,
-            "site": site,
-            "device_labels": labels,
-            "workflow": lane.workflow,
-            "run": lane.run.to_string(),
-            "step": step.name,
-            "event": lane.event,
-            "vars": lane.vars,
-            "steps": lane.outputs,
-        }),
-    )
+/// The default message of a Notify or OpenTicket step.
+pub const DEFAULT_MESSAGE: &str = "{{ workflow }}: step {{ step }} on {{ device }}";
+
+/// What a step's message may use (`cdot_crds::template::WORKFLOW_VARIABLES`).
+#[derive(serde::Serialize)]
+pub struct MessageContext<'a> {
+    pub device: &'a str,
+    pub namespace: &'a str,
+    pub site: Option<&'a str>,
+    pub device_labels: &'a BTreeMap<String, String>,
+    pub workflow: &'a str,
+    pub run: &'a str,
+    pub step: &'a str,
+    pub event: &'a cdot_crds::wire::automation::Event,
+    pub vars: &'a BTreeMap<String, serde_json::Value>,
+    pub steps: &'a BTreeMap<String, serde_json::Value>,
+}
+
+/// The message of a Notify or OpenTicket step (the engine's and the plan's).
+pub fn render_message(step: &Step, context: &MessageContext<'_>) -> Result<String, String> {
+    template::render(step.message.as_deref().unwrap_or(DEFAULT_MESSAGE), context)
 }
 
 impl Deliver {
@@ -86,7 +80,22 @@ impl Deliver {
         let device = snapshot.device_by_uid(&lane.device);
         let site = device.and_then(|d| d.site()).map(str::to_owned);
         let labels = device.map(|d| d.object.labels.clone()).unwrap_or_default();
-        let message = render_message(lane, step, site.as_deref(), &labels)?;
+        let run = lane.run.to_string();
+        let message = render_message(
+            step,
+            &MessageContext {
+                device: &lane.device_name,
+                namespace: &lane.namespace,
+                site: site.as_deref(),
+                device_labels: &labels,
+                workflow: &lane.workflow,
+                run: &run,
+                step: &step.name,
+                event: &lane.event,
+                vars: &lane.vars,
+                steps: &lane.outputs,
+            },
+        )?;
         let id = super::engine::work_id(lane.run, lane.device, lane.step, attempt);
         let now = jiff::Timestamp::now().to_string();
         let alert = Alert {

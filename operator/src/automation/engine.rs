@@ -209,7 +209,10 @@ impl Automation {
                         )
                         .await
                         {
-                            Ok(ids) => started.extend(ids),
+                            Ok(ids) => {
+                                engine.metrics.runs_started.inc_by(ids.len() as u64);
+                                started.extend(ids);
+                            }
                             Err(e) => {
                                 engine.metrics.errors.inc();
                                 tracing::warn!(error = %e, namespace = %f.namespace, trigger = ?f.trigger, "starting workflow runs failed");
@@ -502,6 +505,11 @@ impl Engine {
             .await?;
             commit(tx).await?;
             self.metrics.steps_started.inc();
+            if attempt == 1 && !spec.steps[..step].iter().any(|s| is_agent_step(s.type_)) {
+                // The run's first agent step: how long from the run's start to here.
+                let waited = now.duration_since(lane.run_started).as_secs_f64();
+                self.metrics.dispatch_latency.observe(waited.max(0.0));
+            }
             self.work.wake_device(lane.device);
             return Ok(Moved::Waits);
         }
@@ -969,7 +977,7 @@ impl Engine {
                 now: now.as_second(),
             };
             sandbox
-                .compile(&source)
+                .compiled(&source)
                 .and_then(|script| sandbox.run(&script, &inputs))
                 .map_err(|e| e.to_string())
         })
@@ -995,7 +1003,7 @@ impl Engine {
                 now: now.as_second(),
             };
             sandbox
-                .compile(&source)
+                .compiled(&source)
                 .and_then(|script| sandbox.eval_bool(&script, &inputs))
                 .map_err(|e| e.to_string())
         })

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use cdot_crds::{
     kind::Kind,
     notification_channel::{ChannelType, NotificationChannelSpec},
-    template,
     wire::{
         automation::{DevicePlan, Event, PlannedStep, Undo},
         isolation::{NFT_TABLE, nft_ruleset, parse_allow, release_script},
@@ -23,9 +22,6 @@ use serde_json::{Value, json};
 
 use super::sandbox::{DeviceView, Inputs, Sandbox};
 use crate::index::Snapshot;
-
-/// The message of a Notify or OpenTicket step without `message` (as delivered).
-const DEFAULT_MESSAGE: &str = "{{ workflow }}: step {{ step }} on {{ device }}";
 
 /// One device as the plan needs it.
 #[derive(Clone, Debug)]
@@ -291,20 +287,20 @@ impl Lane<'_> {
     /// The context the engine renders a message with, for this device and the sample event.
     fn render(&self, step: &Step) -> Result<String, String> {
         let view = &self.device.view;
-        template::render(
-            step.message.as_deref().unwrap_or(DEFAULT_MESSAGE),
-            json!({
-                "device": view.name,
-                "namespace": view.namespace,
-                "site": view.site,
-                "device_labels": view.labels,
-                "workflow": self.ctx.workflow,
-                "run": "(plan)",
-                "step": step.name,
-                "event": self.event,
-                "vars": self.vars,
-                "steps": self.steps,
-            }),
+        super::deliver::render_message(
+            step,
+            &super::deliver::MessageContext {
+                device: &view.name,
+                namespace: &view.namespace,
+                site: view.site.as_deref(),
+                device_labels: &view.labels,
+                workflow: &self.ctx.workflow,
+                run: "(plan)",
+                step: &step.name,
+                event: self.event,
+                vars: &self.vars,
+                steps: &self.steps,
+            },
         )
     }
 
@@ -321,7 +317,7 @@ impl Lane<'_> {
     fn until(&self, source: &str) -> String {
         match self
             .sandbox
-            .compile(source)
+            .compiled(source)
             .and_then(|s| self.sandbox.eval_bool(&s, &self.inputs()))
         {
             Ok(true) => "holds (the wait would end at once)".into(),
@@ -334,7 +330,7 @@ impl Lane<'_> {
         let source = step.rhai.as_deref().unwrap_or_default();
         let out = match self
             .sandbox
-            .compile(source)
+            .compiled(source)
             .and_then(|s| self.sandbox.run(&s, &self.inputs()))
         {
             Ok(out) => out,

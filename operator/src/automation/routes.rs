@@ -220,7 +220,7 @@ async fn plan_run(
     if spec.paused {
         reason = "the workflow is paused (spec.paused)".into();
     }
-    let ctx = PlanContext::new(snapshot, &fired.namespace);
+    let ctx = PlanContext::new(snapshot, &fired.namespace).workflow(name);
     let mut planned: Vec<DevicePlan> = Vec::new();
     let mut skipped = Vec::new();
     let mut sorted = selected;
@@ -237,7 +237,7 @@ async fn plan_run(
                 now: now.as_second(),
             };
             match sandbox
-                .compile(condition)
+                .compiled(condition)
                 .and_then(|s| sandbox.eval_bool(&s, &inputs))
             {
                 Ok(true) => {}

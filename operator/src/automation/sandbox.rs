@@ -276,7 +276,14 @@ fn set_var(name: &str, value: Dynamic) -> Result<(), Box<EvalAltResult>> {
 pub struct Sandbox {
     engine: Engine,
     limits: Limits,
+    /// Compiled scripts by source: a workflow's condition and steps are evaluated again
+    /// and again, and compiling costs several evaluations.
+    compiled: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Script>>>,
 }
+
+/// Most compiled scripts kept; the cache starts over when full (workflow edits leave old
+/// sources behind).
+const COMPILED_KEPT: usize = 4096;
 
 impl Sandbox {
     pub fn new(limits: Limits) -> Self {
@@ -304,7 +311,26 @@ impl Sandbox {
         engine.on_print(log_line);
         engine.on_debug(|s, _, pos| log_line(&format!("[{}] {s}", At::from(pos))));
         engine.register_fn("set", set_var);
-        Self { engine, limits }
+        Self {
+            engine,
+            limits,
+            compiled: std::sync::Mutex::default(),
+        }
+    }
+
+    /// [`Sandbox::compile`], once per distinct source.
+    pub fn compiled(&self, source: &str) -> Result<std::sync::Arc<Script>, SandboxError> {
+        let lock = || self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(script) = lock().get(source) {
+            return Ok(script.clone());
+        }
+        let script = std::sync::Arc::new(self.compile(source)?);
+        let mut cache = lock();
+        if cache.len() >= COMPILED_KEPT {
+            cache.clear();
+        }
+        cache.insert(source.to_owned(), script.clone());
+        Ok(script)
     }
 
     /// Parses `source`; syntax errors name the line and column.

@@ -135,7 +135,7 @@ pub async fn start(
                 .trigger
                 .within
                 .as_deref()
-                .map_or(SignedDuration::from_hours(24 * 365), duration);
+                .map_or(SignedDuration::from_hours(24), duration);
             let since = now.checked_sub(within).unwrap_or(Timestamp::UNIX_EPOCH);
             let n = store.service_failures_since(device, service, since).await?;
             if n < wf.spec.trigger.count.unwrap_or(1) {
@@ -160,7 +160,7 @@ pub async fn start(
                     now: now.as_second(),
                 };
                 match sandbox
-                    .compile(condition)
+                    .compiled(condition)
                     .and_then(|script| sandbox.eval_bool(&script, &inputs))
                 {
                     Ok(true) => {}

@@ -86,6 +86,8 @@ pub struct LaneRow {
     pub vars: BTreeMap<String, Value>,
     pub outputs: BTreeMap<String, Value>,
     pub failed_any: bool,
+    /// When the run started.
+    pub run_started: Timestamp,
 }
 
 /// One attempt as stored.
@@ -277,7 +279,7 @@ impl Store {
             "SELECT l.run, r.namespace, r.workflow, r.spec, r.event, r.started_by, l.device,
                     l.device_name, l.state, l.step, l.attempt, l.phase,
                     (extract(epoch FROM l.next_at) * 1000)::int8, l.vars,
-                    l.outputs, l.failed_any
+                    l.outputs, l.failed_any, (extract(epoch FROM r.started) * 1000)::int8
              FROM workflow_lanes l JOIN workflow_runs r ON r.id = l.run
              WHERE l.state = 'Running' AND (l.next_at IS NULL OR l.next_at <= to_timestamp($1::float8 / 1000) OR l.run = ANY($2))
              ORDER BY l.next_at NULLS FIRST
@@ -302,7 +304,7 @@ impl Store {
             "SELECT l.run, r.namespace, r.workflow, r.spec, r.event, r.started_by, l.device,
                     l.device_name, l.state, l.step, l.attempt, l.phase,
                     (extract(epoch FROM l.next_at) * 1000)::int8, l.vars,
-                    l.outputs, l.failed_any
+                    l.outputs, l.failed_any, (extract(epoch FROM r.started) * 1000)::int8
              FROM workflow_lanes l JOIN workflow_runs r ON r.id = l.run
              WHERE l.run = $1 AND l.device = $2 AND l.state = 'Running'",
         )
@@ -416,6 +418,19 @@ impl Store {
         .await
         .map_err(StoreError::query("count service failures"))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Deletes runs that finished before `before` (lanes, attempts and approvals with
+    /// them); returns how many.
+    pub async fn prune_runs(&self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM workflow_runs WHERE finished < to_timestamp($1::float8 / 1000)",
+        )
+        .bind(ts(before))
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query("prune finished workflow runs"))?
+        .rows_affected())
     }
 
     /// Forgets service failures older than `before`.
@@ -638,6 +653,7 @@ fn lane_row(r: sqlx::postgres::PgRow) -> LaneRow {
         vars: map_of(r.get(13)),
         outputs: map_of(r.get(14)),
         failed_any: r.get(15),
+        run_started: from_ts(r.get(16)),
     }
 }
 
@@ -986,4 +1002,46 @@ pub async fn insert_approval(
     .await
     .map_err(StoreError::query("record a run approval"))?;
     Ok(())
+}
+
+/// How often finished runs and old service failures are pruned.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Service failures older than this count for no window (`within` is at most a day).
+const SERVICE_FAILURES_KEPT: jiff::SignedDuration = jiff::SignedDuration::from_hours(48);
+
+/// Prunes finished runs older than `retention` and service failures no window counts.
+pub async fn retain(
+    store: Store,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    retention: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut interval = crate::jobs::interval(RETENTION_EVERY);
+    while crate::jobs::tick(&mut interval, &mut shutdown).await {
+        let _timer = metrics.ingest.job_timer("workflow_retention");
+        let now = Timestamp::now();
+        let ago = |d: jiff::SignedDuration| now.checked_sub(d).unwrap_or(Timestamp::MIN);
+        let runs_before =
+            ago(jiff::SignedDuration::try_from(retention).unwrap_or(jiff::SignedDuration::MAX));
+        let result = async {
+            let runs = store.prune_runs(runs_before).await?;
+            let failures = store
+                .prune_service_failures(ago(SERVICE_FAILURES_KEPT))
+                .await?;
+            Ok::<_, StoreError>((runs, failures))
+        }
+        .await;
+        metrics.ingest.job_run("workflow_retention", result.is_ok());
+        match result {
+            Ok((runs, failures)) if runs + failures > 0 => {
+                tracing::info!(
+                    runs,
+                    failures,
+                    "old workflow runs and service failures pruned"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => crate::jobs::failed(&metrics, "workflow run retention", &e),
+        }
+    }
 }
