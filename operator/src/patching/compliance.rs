@@ -95,13 +95,14 @@ pub fn offered_candidates<'a>(
     mut candidates: Vec<Candidate>,
     scans: impl IntoIterator<Item = &'a OfferedScan>,
 ) -> Vec<Candidate> {
-    let mut ids: Vec<UpdateId> = scans
-        .into_iter()
-        .flat_map(|s| s.updates.iter().copied())
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    candidates.retain(|c| ids.binary_search(&c.id).is_ok());
+    let mut offered: HashMap<UpdateId, bool, BuildHasherDefault<IdHasher>> =
+        candidates.iter().map(|c| (c.id, false)).collect();
+    for id in scans.into_iter().flat_map(|s| &s.updates) {
+        if let Some(seen) = offered.get_mut(id) {
+            *seen = true;
+        }
+    }
+    candidates.retain(|c| offered[&c.id]);
     candidates
 }
 
