@@ -4,7 +4,7 @@
 //! operator over HTTPS; and the work loop's at-most-once promise across a restart.
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},

@@ -1,5 +1,6 @@
-//! Types and format checks shared by every kind: conditions, Secret references, label
-//! selectors, durations, times of day, time zones, CIDRs and cron schedules.
+//! Types and format checks shared by every kind: conditions, Secret and ConfigMap
+//! references, label selectors, durations, times of day, time zones, CIDRs and cron
+//! schedules.
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
@@ -100,7 +101,7 @@ impl SecretKeyRef {
                 ),
             );
         }
-        if !valid_secret_key(&self.key) {
+        if !is_data_key(&self.key) {
             errs.push(
                 format!("{path}.key"),
                 format!(
@@ -136,7 +137,43 @@ impl SecretRef {
     }
 }
 
-fn valid_secret_key(key: &str) -> bool {
+/// A key of a ConfigMap in the same namespace, e.g. a script's text.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap (same namespace as the referring resource).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the ConfigMap's `data`.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+impl ConfigMapKeyRef {
+    pub(crate) fn validate_into(&self, path: &str, errs: &mut Errors) {
+        if !is_dns1123_subdomain(&self.name) {
+            errs.push(
+                format!("{path}.name"),
+                format!(
+                    "ConfigMap name {} is not a valid RFC 1123 subdomain",
+                    excerpt(&self.name)
+                ),
+            );
+        }
+        if !is_data_key(&self.key) {
+            errs.push(
+                format!("{path}.key"),
+                format!(
+                    "ConfigMap key {} must be 1-253 alphanumerics, '-', '_' or '.'",
+                    excerpt(&self.key)
+                ),
+            );
+        }
+    }
+}
+
+/// A key of a Secret's or a ConfigMap's data, as Kubernetes allows it.
+pub(crate) fn is_data_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 253
         && key

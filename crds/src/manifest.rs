@@ -70,6 +70,15 @@ pub enum Document {
         /// Decoded `data` merged with `stringData`.
         data: BTreeMap<String, Vec<u8>>,
     },
+    /// A v1 ConfigMap (e.g. scripts that Workflow steps refer to by name and key).
+    ConfigMap {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// `data`.
+        data: BTreeMap<String, String>,
+    },
     /// A document of another API group or kind (e.g. a kustomization), passed over.
     Ignored {
         /// Its `apiVersion`.
@@ -91,6 +100,17 @@ impl fmt::Debug for Document {
                 data,
             } => f
                 .debug_struct("Secret")
+                .field("namespace", namespace)
+                .field("name", name)
+                .field("keys", &data.keys().collect::<Vec<_>>())
+                .finish_non_exhaustive(),
+            // Scripts can be long: the keys say which ones.
+            Document::ConfigMap {
+                namespace,
+                name,
+                data,
+            } => f
+                .debug_struct("ConfigMap")
                 .field("namespace", namespace)
                 .field("name", name)
                 .field("keys", &data.keys().collect::<Vec<_>>())
@@ -540,6 +560,9 @@ pub fn validate_document(value: &Value) -> Result<Document, Vec<FieldError>> {
     if api_version == "v1" && kind_str == "Secret" {
         return secret(value);
     }
+    if api_version == "v1" && kind_str == "ConfigMap" {
+        return config_map(value);
+    }
     let group = api_version.split_once('/').map(|(g, _)| g);
     if group != Some(crate::GROUP) {
         return Ok(Document::Ignored {
@@ -668,6 +691,50 @@ fn secret(value: &Value) -> Result<Document, Vec<FieldError>> {
     })
 }
 
+/// Kubernetes' limit on a ConfigMap's data (keys and values together).
+pub const MAX_CONFIG_MAP_BYTES: usize = 1 << 20;
+
+fn config_map(value: &Value) -> Result<Document, Vec<FieldError>> {
+    let mut errs = Vec::new();
+    let meta = check_metadata(value, &mut errs);
+    let data = string_map(value.get("data"), "data", &mut errs);
+    for k in data.keys() {
+        if !crate::common::is_data_key(k) {
+            errs.push(err(
+                format!("data.{}", inline(k)),
+                "a ConfigMap key must be 1-253 alphanumerics, '-', '_' or '.'",
+            ));
+        }
+    }
+    // Nothing reads binary values (scripts are text): refused rather than silently dropped.
+    if value
+        .get("binaryData")
+        .is_some_and(|b| b.as_object().is_none_or(|m| !m.is_empty()))
+    {
+        errs.push(err(
+            "binaryData",
+            "not supported: cdot-rmm reads ConfigMap text only; put the values in data",
+        ));
+    }
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_CONFIG_MAP_BYTES {
+        errs.push(err(
+            "data",
+            format!(
+                "holds {size} bytes, more than Kubernetes allows a ConfigMap ({MAX_CONFIG_MAP_BYTES})"
+            ),
+        ));
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Document::ConfigMap {
+        namespace: meta.namespace,
+        name: meta.name,
+        data,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -754,6 +821,49 @@ mod tests {
         let e = validate_document(&json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "acme"}, "data": {"k": "%%%"}}))
             .expect_err("bad base64");
         assert_eq!(e[0].path, "data.k");
+    }
+
+    #[test]
+    fn config_maps() {
+        let d = validate_document(&json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "scripts", "namespace": "acme"},
+            "data": {"cleanup.sh": "rm -rf /tmp/x\n"}
+        }))
+        .expect("valid");
+        let Document::ConfigMap {
+            ref namespace,
+            ref name,
+            ref data,
+        } = d
+        else {
+            panic!("not a ConfigMap")
+        };
+        assert_eq!((namespace.as_str(), name.as_str()), ("acme", "scripts"));
+        assert_eq!(data["cleanup.sh"], "rm -rf /tmp/x\n");
+        assert!(!format!("{d:?}").contains("rm -rf"), "{d:?}");
+
+        let refused = |extra: Value| {
+            let mut doc = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "scripts", "namespace": "acme"}});
+            crate::test_support::merge(&mut doc, &extra);
+            let e = validate_document(&doc).expect_err("refused");
+            e.into_iter().map(|e| e.path).collect::<Vec<_>>()
+        };
+        assert_eq!(refused(json!({"data": {"a/b": "x"}})), ["data.a/b"]);
+        assert_eq!(refused(json!({"data": {"n": 1}})), ["data.n"]);
+        assert_eq!(
+            refused(json!({"binaryData": {"bin": "AAEC"}})),
+            ["binaryData"]
+        );
+        assert_eq!(
+            refused(json!({"data": {"big": "x".repeat(MAX_CONFIG_MAP_BYTES)}})),
+            ["data"]
+        );
+        assert_eq!(
+            refused(json!({"metadata": {"namespace": null}, "data": {}})),
+            ["metadata.namespace"]
+        );
     }
 
     #[test]

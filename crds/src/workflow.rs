@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     common::{
-        CRON_PATTERN, Condition, DURATION_PATTERN, LabelSelector, check_cron, check_duration_into,
-        check_time_zone, check_unique, validate_selector,
+        CRON_PATTERN, Condition, ConfigMapKeyRef, DURATION_PATTERN, LabelSelector, check_cron,
+        check_duration_into, check_time_zone, check_unique, validate_selector,
     },
     excerpt::excerpt,
     validation::{Errors, FieldError, Validate, is_dns1123_label, is_dns1123_subdomain},
@@ -224,16 +224,23 @@ pub enum Shell {
     Python,
 }
 
-/// A script run on the device.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// A script run on the device: its text inline (`body`) or from a ConfigMap
+/// (`configMapRef`), exactly one of the two.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.body) != has(self.configMapRef)").message("exactly one of body and configMapRef is required"))]
 pub struct Script {
     /// Interpreter.
     #[serde(default)]
     pub shell: Shell,
     /// Script text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 65536))]
-    pub body: String,
+    pub body: Option<String>,
+    /// The script text from a key of a ConfigMap in the same namespace, read when the step
+    /// runs (so one script can serve many workflows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapKeyRef>,
     /// Arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
@@ -384,6 +391,20 @@ pub struct WorkflowRunSummary {
     /// `Running`, `Succeeded`, `Failed`, `PartiallyFailed`, `Cancelled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+}
+
+impl WorkflowSpec {
+    /// Every ConfigMap key the steps read, with the field that names it.
+    pub fn config_map_refs(&self) -> Vec<(String, &ConfigMapKeyRef)> {
+        self.steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let r = s.script.as_ref()?.config_map_ref.as_ref()?;
+                Some((format!("spec.steps[{i}].script.configMapRef"), r))
+            })
+            .collect()
+    }
 }
 
 impl Validate for WorkflowSpec {
@@ -559,10 +580,24 @@ impl Validate for WorkflowSpec {
             {
                 errs.push(format!("{p}.message"), e);
             }
-            if let Some(sc) = &s.script
-                && sc.body.trim().is_empty()
-            {
-                errs.push(format!("{p}.script.body"), "script must not be blank");
+            if let Some(sc) = &s.script {
+                match (&sc.body, &sc.config_map_ref) {
+                    (Some(body), None) if body.trim().is_empty() => {
+                        errs.push(format!("{p}.script.body"), "script must not be blank");
+                    }
+                    (Some(_), None) => {}
+                    (None, Some(r)) => {
+                        r.validate_into(&format!("{p}.script.configMapRef"), &mut errs)
+                    }
+                    (Some(_), Some(_)) => errs.push(
+                        format!("{p}.script.configMapRef"),
+                        "not allowed with body: the script comes from one of them",
+                    ),
+                    (None, None) => errs.push(
+                        format!("{p}.script.body"),
+                        "required: the script text, or configMapRef to a ConfigMap key",
+                    ),
+                }
             }
             if let Some(r) = &s.rhai
                 && r.trim().is_empty()
@@ -884,6 +919,56 @@ mod tests {
         ok(
             &base(),
             json!({"spec": {"steps": [{"name": "a", "type": "RunScript", "script": {"shell": "PowerShell", "body": "Restart-Computer"}}, {"name": "b", "type": "ReleaseIsolation"}]}}),
+        );
+    }
+
+    #[test]
+    fn script_body_or_config_map() {
+        let step = |script: Value| json!({"spec": {"steps": [{"name": "a", "type": "RunScript", "script": script}]}});
+        let from_map = step(json!({"configMapRef": {"name": "scripts", "key": "cleanup.sh"}}));
+        ok(&base(), from_map.clone());
+        let mut d = base();
+        crate::test_support::merge(&mut d, &from_map);
+        let crate::manifest::Document::Resource(o) =
+            crate::manifest::validate_document(&d).expect("valid")
+        else {
+            panic!("not a resource")
+        };
+        let spec: super::WorkflowSpec = o.typed_spec().expect("typed");
+        let refs = spec.config_map_refs();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(
+            (
+                refs[0].0.as_str(),
+                refs[0].1.name.as_str(),
+                refs[0].1.key.as_str()
+            ),
+            ("spec.steps[0].script.configMapRef", "scripts", "cleanup.sh")
+        );
+        err_at(
+            &base(),
+            step(json!({"shell": "Sh"})),
+            "spec.steps[0].script.body",
+        );
+        err_at(
+            &base(),
+            step(json!({"body": "true", "configMapRef": {"name": "scripts", "key": "a"}})),
+            "spec.steps[0].script.configMapRef",
+        );
+        err_at(
+            &base(),
+            step(json!({"configMapRef": {"name": "Scripts!", "key": "a"}})),
+            "spec.steps[0].script.configMapRef.name",
+        );
+        err_at(
+            &base(),
+            step(json!({"configMapRef": {"name": "scripts", "key": "a/b"}})),
+            "spec.steps[0].script.configMapRef.key",
+        );
+        err_at(
+            &base(),
+            step(json!({"configMapRef": {"name": "scripts"}})),
+            "spec.steps[0].script.configMapRef.key",
         );
     }
 }

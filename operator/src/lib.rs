@@ -10,6 +10,7 @@ pub mod api;
 pub mod background;
 pub mod changes;
 pub mod cli;
+pub mod config_maps;
 pub mod discovery;
 pub mod index;
 pub mod ingest;

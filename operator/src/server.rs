@@ -199,6 +199,7 @@ impl Server {
         jobs.push(state.automation.spawn(
             store.clone(),
             state.index.clone(),
+            state.config_maps.clone(),
             state.work.clone(),
             state.changes.clone(),
             crate::automation::deliver::Deliver {

@@ -92,8 +92,8 @@ struct ManifestSource {
     limits: ReadLimits,
     system_namespace: String,
     last_fingerprint: Option<String>,
-    /// Secrets live only in memory: after a restart on unchanged files they must still be
-    /// read once, though there is nothing to apply.
+    /// Secrets and ConfigMaps live only in memory: after a restart on unchanged files they
+    /// must still be read once, though there is nothing to apply.
     secrets_loaded: bool,
 }
 
@@ -133,6 +133,7 @@ impl ManifestSource {
                 && let Ok(snapshot) = files.parse(&self.system_namespace)
             {
                 state.secrets.replace(snapshot.secrets);
+                state.config_maps.replace(snapshot.config_maps);
                 self.secrets_loaded = true;
             }
         } else {
@@ -173,6 +174,7 @@ impl ManifestSource {
                 Ok(summary) => {
                     self.last_fingerprint = Some(fingerprint);
                     state.secrets.replace(snapshot.secrets);
+                    state.config_maps.replace(snapshot.config_maps);
                     self.secrets_loaded = true;
                     state.metrics.manifest_errors.set(0);
                     count(&state.metrics, "applied");

@@ -6,29 +6,12 @@
 //! starter cannot give. A plan shows every step's effect and writes nothing.
 mod support;
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
 use cdot_crds::wire::automation::{LaneState, RunList, RunPlan, RunState, RunView};
 use cdot_testkit::{process::Daemon, supervisor::Supervisord};
 use serde_json::{Value, json};
-use support::{Operator, TestDb, create_enrollment_token, create_token, wait_for, workspace_bin};
-
-async fn get<T: serde::de::DeserializeOwned>(operator: &Operator, token: &str, path: &str) -> T {
-    let resp = support::insecure_client()
-        .get(format!("{}{path}", operator.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET");
-    let status = resp.status();
-    let body = resp.text().await.expect("body");
-    assert!(status.is_success(), "GET {path}: {status} {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-}
+use support::{Operator, TestDb, create_enrollment_token, create_token, get_ok as get, wait_for};
 
 async fn post(operator: &Operator, token: &str, path: &str, body: Value) -> (u16, Value) {
     let resp = support::insecure_client()
@@ -55,34 +38,10 @@ fn start_agent(
     interval: &str,
     extra: &[&str],
 ) -> (Daemon, std::path::PathBuf) {
-    let state = work.join(format!("agent-{device}"));
-    let enroll = Command::new(workspace_bin("cdot-agent"))
-        .args(["enroll", "--server", &operator.agent_base, "--token", token])
-        .args(["--device-name", device, "--ca-cert"])
-        .arg(operator.data_dir.join("agent-ca.crt"))
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .expect("cdot-agent enroll");
-    assert!(
-        enroll.status.success(),
-        "enroll {device}: {}",
-        String::from_utf8_lossy(&enroll.stderr)
-    );
-    let log = work.join(format!("agent-{device}.log"));
-    let daemon = Daemon(
-        Command::new(workspace_bin("cdot-agent"))
-            .args(["run", "--metrics-interval-secs", interval])
-            .arg("--state-dir")
-            .arg(&state)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("agent log"))
-            .spawn()
-            .expect("cdot-agent run"),
-    );
-    (daemon, log)
+    let mut args = vec!["--metrics-interval-secs", interval];
+    args.extend_from_slice(extra);
+    let agent = support::start_agent(operator, token, device, work, &args);
+    (agent.daemon, agent.log)
 }
 
 fn workflow(mark: &Path) -> String {
@@ -120,11 +79,18 @@ spec:
       duration: 6s
     - name: second
       type: RunScript
-      script: {{shell: Bash, body: "echo second >> {mark}"}}
+      script: {{shell: Bash, configMapRef: {{name: scripts, key: second.sh}}}}
       timeout: 30s
     - name: judge
       type: Rhai
       rhai: 'set("greeted", steps["first"].stdout.contains("hello")); 42'
+---
+# The second step's script, read from here when the step starts.
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: scripts, namespace: acme}}
+data:
+  second.sh: "echo second >> {mark}"
 "#,
         mark = mark.display()
     )

@@ -18,7 +18,13 @@ use cdot_crds::{
     api_token::{self, format_token_hash, hash_token},
     enrollment_token,
 };
-use cdot_operator::{api::AppState, kubernetes::secrets, metrics::Metrics, store::Store};
+use cdot_operator::{
+    api::AppState,
+    config_maps::ConfigMaps,
+    kubernetes::{config_maps, secrets},
+    metrics::Metrics,
+    store::Store,
+};
 use cdot_testkit::kube_emulator::KubeEmulator;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -334,4 +340,67 @@ async fn emulator_token_secrets_reach_the_store_and_the_token_index() {
         .await
         .expect("stops in time")
         .expect("no panic");
+}
+
+/// ConfigMaps of the watched namespace reach the in-memory ConfigMaps that RunScript steps
+/// read (`binaryData` dropped, other namespaces left out); a deletion removes one.
+#[tokio::test]
+async fn emulator_config_maps_reach_the_in_memory_store() {
+    let k8s = tokio::task::spawn_blocking(KubeEmulator::start)
+        .await
+        .expect("start the emulator");
+    let create_config_map = |namespace: &str, name: &str| {
+        let config_map = json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {"cleanup.sh": "rm -f /tmp/*.old"},
+            "binaryData": {"logo.png": "AAE="},
+        });
+        let response = k8s.request(
+            "POST",
+            &format!("/api/v1/namespaces/{namespace}/configmaps"),
+            "application/json",
+            &config_map.to_string(),
+        );
+        assert_eq!(response.status, 201, "create ConfigMap: {}", response.body);
+    };
+    create_config_map(TENANT, "scripts");
+    create_config_map("globex", "elsewhere");
+
+    let store = Arc::new(ConfigMaps::default());
+    let (synced_tx, mut synced) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(config_maps::run(
+        client(&k8s).await,
+        Some(TENANT.into()),
+        store.clone(),
+        synced_tx,
+        stop,
+    ));
+    tokio::time::timeout(TIMEOUT, synced.wait_for(|synced| *synced))
+        .await
+        .expect("ConfigMaps synced in time")
+        .expect("the watch runs");
+    let scripts = store.get(TENANT, "scripts").expect("scripts held");
+    assert_eq!(
+        scripts.iter().collect::<Vec<_>>(),
+        [(&"cleanup.sh".to_owned(), &"rm -f /tmp/*.old".to_owned())]
+    );
+    assert!(store.get("globex", "elsewhere").is_none());
+
+    let response = k8s.request(
+        "DELETE",
+        &format!("/api/v1/namespaces/{TENANT}/configmaps/scripts"),
+        "application/json",
+        "",
+    );
+    assert_eq!(response.status, 200, "delete ConfigMap: {}", response.body);
+    eventually("the deleted ConfigMap is dropped", || {
+        let gone = store.get(TENANT, "scripts").is_none();
+        async move { gone }
+    })
+    .await;
+    stop_tx.send(true).expect("stop");
+    task.await.expect("the watch task ends");
 }

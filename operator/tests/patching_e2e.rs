@@ -81,16 +81,7 @@ fn start_in(hours: i64) -> String {
 }
 
 async fn get<T: serde::de::DeserializeOwned>(operator: &Operator, token: &str, path: &str) -> T {
-    let resp = support::insecure_client()
-        .get(format!("{}{path}", operator.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET");
-    let status = resp.status();
-    let body = resp.text().await.expect("body");
-    assert!(status.is_success(), "GET {path}: {status} {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    support::get_ok(operator, token, path).await
 }
 
 fn decision(plan: &PatchPlan, device: &str, package: &str) -> Option<Decision> {

@@ -387,6 +387,75 @@ async fn stored_refusal(pool: &sqlx::PgPool, refusals: i64) -> Option<String> {
     .expect("read manifest_loads")
 }
 
+/// A Workflow whose RunScript step names a ConfigMap the manifests lack refuses the whole
+/// change set (as a channel naming a missing Secret does), the error naming the file,
+/// document, object and field; with the ConfigMap beside it, the set applies.
+#[tokio::test]
+async fn a_workflow_naming_a_missing_config_map_is_refused_whole() {
+    const WORKFLOW: &str = "\
+apiVersion: rmm.cdot.io/v1alpha1
+kind: Workflow
+metadata: {name: clean, namespace: acme}
+spec:
+  trigger: {type: Manual}
+  steps:
+    - name: clean
+      type: RunScript
+      script: {configMapRef: {name: scripts, key: cleanup.sh}}
+";
+    const CONFIG_MAP: &str = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: scripts, namespace: acme}
+data:
+  cleanup.sh: rm -f /tmp/*.old
+";
+    let db = TestDb::create().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (manifests, token) = devices_repo(tmp.path());
+    let operator = Operator::start(&[&manifests], Some(&db.url), &[], tmp.path()).await;
+    let client = insecure_client();
+    let url = format!("{}/v1/namespaces/acme/devices/web-01", operator.base);
+
+    // An edit in the same change set as the Workflow: applied only with it.
+    let edited = DEVICES.replace("Web server 1", "Web server one");
+    write_whole(&manifests, "devices.yaml", &edited);
+    write_whole(&manifests, "workflow.yaml", WORKFLOW);
+    let refused = wait_for(Duration::from_secs(10), || async {
+        operator
+            .logs()
+            .contains(
+                "workflow.yaml:1: Workflow acme/clean: spec.steps[0].script.configMapRef: \
+                 ConfigMap acme/scripts is not in the manifests",
+            )
+            .then_some(())
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "refusal not logged with file:document: object: field:\n{}",
+        operator.logs()
+    );
+    let (_, body) = get_json(&client, &url, &token).await;
+    assert_eq!(
+        display_name(&body).as_deref(),
+        Some("Web server 1"),
+        "refused change set was partly applied"
+    );
+
+    write_whole(
+        &manifests,
+        "workflow.yaml",
+        &format!("{WORKFLOW}---\n{CONFIG_MAP}"),
+    );
+    wait_for(Duration::from_secs(10), || async {
+        let (_, body) = get_json(&client, &url, &token).await;
+        (display_name(&body).as_deref() == Some("Web server one")).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("set with its ConfigMap not applied:\n{}", operator.logs()));
+}
+
 /// Huge input is refused without being echoed (issue 11): a value of 3 MiB (below the file
 /// limit) is quoted as a short excerpt with its length, and a 50 MB file is refused by its
 /// size without being read. The stored load error and the log lines stay small, memory does

@@ -17,6 +17,24 @@ use uuid::Uuid;
 use super::work::StepResult;
 use crate::workflow::{StepType, TriggerType};
 
+/// `as_str` and `parse` of a state enum: its variants' names, as stored and as serde
+/// writes them.
+macro_rules! names {
+    ($t:ident { $($v:ident),+ $(,)? }) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$v => stringify!($v)),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                [$(Self::$v),+].into_iter().find(|x| x.as_str() == s)
+            }
+        }
+    };
+}
+
 /// What happened, as a workflow's condition and steps see it (`event` in rhai).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -83,31 +101,16 @@ pub enum RunState {
     Cancelled,
 }
 
+names!(RunState {
+    Running,
+    AwaitingApproval,
+    Succeeded,
+    PartiallyFailed,
+    Failed,
+    Cancelled
+});
+
 impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "Running",
-            Self::AwaitingApproval => "AwaitingApproval",
-            Self::Succeeded => "Succeeded",
-            Self::PartiallyFailed => "PartiallyFailed",
-            Self::Failed => "Failed",
-            Self::Cancelled => "Cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Running,
-            Self::AwaitingApproval,
-            Self::Succeeded,
-            Self::PartiallyFailed,
-            Self::Failed,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-    }
-
     pub fn is_final(self) -> bool {
         !matches!(self, Self::Running | Self::AwaitingApproval)
     }
@@ -132,33 +135,17 @@ pub enum LaneState {
     Cancelled,
 }
 
+names!(LaneState {
+    Held,
+    Running,
+    AwaitingApproval,
+    Succeeded,
+    PartiallyFailed,
+    Failed,
+    Cancelled
+});
+
 impl LaneState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Held => "Held",
-            Self::Running => "Running",
-            Self::AwaitingApproval => "AwaitingApproval",
-            Self::Succeeded => "Succeeded",
-            Self::PartiallyFailed => "PartiallyFailed",
-            Self::Failed => "Failed",
-            Self::Cancelled => "Cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Held,
-            Self::Running,
-            Self::AwaitingApproval,
-            Self::Succeeded,
-            Self::PartiallyFailed,
-            Self::Failed,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-    }
-
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -184,31 +171,16 @@ pub enum AttemptState {
     Cancelled,
 }
 
+names!(AttemptState {
+    Dispatched,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled
+});
+
 impl AttemptState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dispatched => "Dispatched",
-            Self::Running => "Running",
-            Self::Succeeded => "Succeeded",
-            Self::Failed => "Failed",
-            Self::TimedOut => "TimedOut",
-            Self::Cancelled => "Cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Dispatched,
-            Self::Running,
-            Self::Succeeded,
-            Self::Failed,
-            Self::TimedOut,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-    }
-
     pub fn is_final(self) -> bool {
         !matches!(self, Self::Dispatched | Self::Running)
     }

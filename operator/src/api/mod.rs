@@ -61,6 +61,8 @@ pub struct AppState {
     pub ingest: crate::ingest::Ingest,
     /// Secrets resources refer to (SNMP credentials), from the desired state.
     pub secrets: Arc<crate::secrets::Secrets>,
+    /// ConfigMaps resources refer to (RunScript steps' scripts), from the desired state.
+    pub config_maps: Arc<crate::config_maps::ConfigMaps>,
     /// Kubernetes mode: enrollment creates Devices through the API server.
     pub devices: Option<Arc<crate::kubernetes::devices::ClusterDevices>>,
     /// Enrollment attempts per source address (no limit unless set).
@@ -94,6 +96,7 @@ impl AppState {
             changes: crate::changes::Changes::default(),
             ingest: crate::ingest::Ingest::default(),
             secrets: Arc::default(),
+            config_maps: Arc::default(),
             devices: None,
             enroll_limiter: Arc::default(),
             index,

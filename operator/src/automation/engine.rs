@@ -37,11 +37,12 @@ use uuid::Uuid;
 use super::{
     audit::{self, NewEntry},
     deliver::Deliver,
-    sandbox::{DeviceView, Inputs, Sandbox},
+    sandbox::{DeviceView, Inputs, Sandbox, SandboxError, Script},
     store::{self as runs, LaneRow, LaneUpdate, NewAttempt, Phase},
 };
 use crate::{
     changes::Changes,
+    config_maps::{ConfigMaps, script_text},
     index::{DeviceEntry, Index, Snapshot},
     metrics::AutomationMetrics,
     store::{StatusPatch, Store, StoreError},
@@ -143,6 +144,7 @@ impl Automation {
         &self,
         store: Store,
         index: Index,
+        config_maps: Arc<ConfigMaps>,
         work: Work,
         changes: Changes,
         deliver: Deliver,
@@ -161,6 +163,7 @@ impl Automation {
         let engine = Engine {
             store,
             index,
+            config_maps,
             work,
             changes,
             deliver,
@@ -322,6 +325,8 @@ fn is_agent_step(t: StepType) -> bool {
 struct Engine {
     store: Store,
     index: Index,
+    /// Where RunScript steps' `configMapRef` scripts are read when the step starts.
+    config_maps: Arc<ConfigMaps>,
     work: Work,
     changes: Changes,
     deliver: Deliver,
@@ -474,7 +479,39 @@ impl Engine {
         let step = lane.step;
         let timeout = duration(&s.timeout);
         if is_agent_step(s.type_) {
-            let item = self.work_item(lane, s, attempt, timeout);
+            let item = match self.work_item(lane, s, attempt, timeout) {
+                Ok(item) => item,
+                // Nothing to send (a ConfigMap gone since the Workflow was applied): the
+                // attempt fails here and the step's retries and onFailure apply.
+                Err(message) => {
+                    runs::insert_attempt(
+                        &mut tx,
+                        &NewAttempt {
+                            run: lane.run,
+                            device: lane.device,
+                            step_index: step,
+                            attempt,
+                            step: &s.name,
+                            type_: s.type_,
+                            state: AttemptState::Failed,
+                            work: None,
+                            deadline: None,
+                            message: &message,
+                        },
+                        now,
+                    )
+                    .await?;
+                    self.audit(
+                        &mut tx,
+                        lane,
+                        "step.finished",
+                        json!({"step": s.name, "attempt": attempt, "state": "Failed", "error": message}),
+                        now,
+                    )
+                    .await?;
+                    return self.failed(tx, lane, spec, s, attempt, now).await;
+                }
+            };
             let deadline = after(now, timeout.checked_add(AGENT_GRACE).unwrap_or(timeout));
             runs::insert_attempt(
                 &mut tx,
@@ -583,7 +620,7 @@ impl Engine {
             }
             StepType::Rhai => {
                 let source = s.rhai.clone().unwrap_or_default();
-                let outcome = self.rhai(lane, &source, now).await;
+                let outcome = self.in_sandbox(lane, &source, now, Sandbox::run).await;
                 let (state, message) = match &outcome {
                     Ok(_) => (AttemptState::Succeeded, String::new()),
                     Err(e) => (AttemptState::Failed, e.clone()),
@@ -703,14 +740,16 @@ impl Engine {
             match s.type_ {
                 StepType::Wait => {
                     let held = match &s.until {
-                        Some(until) => match self.until(lane, until, now).await {
-                            Ok(v) => v,
-                            Err(e) => {
-                                state = AttemptState::Failed;
-                                message = e;
-                                false
+                        Some(until) => {
+                            match self.in_sandbox(lane, until, now, Sandbox::eval_bool).await {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    state = AttemptState::Failed;
+                                    message = e;
+                                    false
+                                }
                             }
-                        },
+                        }
                         None => due,
                     };
                     if held {
@@ -892,7 +931,7 @@ impl Engine {
         s: &Step,
         attempt: u32,
         timeout: SignedDuration,
-    ) -> WorkItem {
+    ) -> Result<WorkItem, String> {
         let origin = StepOrigin {
             workflow: lane.workflow.clone(),
             run: lane.run,
@@ -902,21 +941,17 @@ impl Engine {
         };
         let kind = match s.type_ {
             StepType::RunScript => {
-                let script = s
-                    .script
-                    .clone()
-                    .unwrap_or_else(|| cdot_crds::workflow::Script {
-                        shell: Default::default(),
-                        body: String::new(),
-                        args: Vec::new(),
-                        run_as: None,
-                    });
+                let script = s.script.as_ref().ok_or("the step has no script")?;
+                let namespace = &lane.namespace;
+                let body = script_text(script, namespace, |name| {
+                    self.config_maps.get(namespace, name)
+                })?;
                 WorkKind::RunScript(RunScript {
                     origin,
                     shell: script.shell,
-                    body: script.body,
-                    args: script.args,
-                    run_as: script.run_as,
+                    body,
+                    args: script.args.clone(),
+                    run_as: script.run_as.clone(),
                 })
             }
             StepType::RestartService => WorkKind::RestartService(RestartService {
@@ -933,10 +968,10 @@ impl Engine {
             }
             _ => WorkKind::Release(origin),
         };
-        WorkItem {
+        Ok(WorkItem {
             id: work_id(lane.run, lane.device, lane.step, attempt),
             kind,
-        }
+        })
     }
 
     fn inputs_device(&self, lane: &LaneRow) -> DeviceView {
@@ -953,39 +988,16 @@ impl Engine {
             })
     }
 
-    async fn rhai(
+    /// Runs `source` for `lane` with `eval` (a step's `run`, a wait's `eval_bool`) on a
+    /// blocking thread: the sandbox's time limit may hold it for up to a second, which an
+    /// async worker must not spend.
+    async fn in_sandbox<T: Send + 'static>(
         &self,
         lane: &LaneRow,
         source: &str,
         now: Timestamp,
-    ) -> Result<super::sandbox::StepOutput, String> {
-        let sandbox = self.sandbox.clone();
-        let device = self.inputs_device(lane);
-        let (event, steps, vars, source) = (
-            lane.event.clone(),
-            lane.outputs.clone(),
-            lane.vars.clone(),
-            source.to_owned(),
-        );
-        // The sandbox's time limit holds a thread for up to a second: not an async worker.
-        tokio::task::spawn_blocking(move || {
-            let inputs = Inputs {
-                event: &event,
-                device: &device,
-                steps: &steps,
-                vars: &vars,
-                now: now.as_second(),
-            };
-            sandbox
-                .compiled(&source)
-                .and_then(|script| sandbox.run(&script, &inputs))
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the rhai step's thread failed: {e}")))
-    }
-
-    async fn until(&self, lane: &LaneRow, source: &str, now: Timestamp) -> Result<bool, String> {
+        eval: fn(&Sandbox, &Script, &Inputs<'_>) -> Result<T, SandboxError>,
+    ) -> Result<T, String> {
         let sandbox = self.sandbox.clone();
         let device = self.inputs_device(lane);
         let (event, steps, vars, source) = (
@@ -1004,11 +1016,11 @@ impl Engine {
             };
             sandbox
                 .compiled(&source)
-                .and_then(|script| sandbox.eval_bool(&script, &inputs))
+                .and_then(|script| eval(&sandbox, &script, &inputs))
                 .map_err(|e| e.to_string())
         })
         .await
-        .unwrap_or_else(|e| Err(format!("the until condition's thread failed: {e}")))
+        .unwrap_or_else(|e| Err(format!("the rhai thread failed: {e}")))
     }
 
     /// Sets the run's state from its lanes, and the workflow's status when it changed.

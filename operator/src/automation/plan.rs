@@ -21,7 +21,10 @@ use cdot_crds::{
 use serde_json::{Value, json};
 
 use super::sandbox::{DeviceView, Inputs, Sandbox};
-use crate::index::Snapshot;
+use crate::{
+    config_maps::{ConfigMapData, ConfigMaps, script_origin, script_text},
+    index::Snapshot,
+};
 
 /// One device as the plan needs it.
 #[derive(Clone, Debug)]
@@ -51,13 +54,16 @@ pub struct PlanContext {
     pub workflow: String,
     /// NotificationChannels of the namespace by name (those that decode).
     pub channels: BTreeMap<String, NotificationChannelSpec>,
+    /// ConfigMaps of the namespace by name (RunScript steps' `configMapRef`).
+    pub config_maps: BTreeMap<String, ConfigMapData>,
     /// `now` of the Rhai steps (unix seconds).
     pub now: i64,
 }
 
 impl PlanContext {
-    /// The NotificationChannels of `namespace` from the index, `now` from the clock.
-    pub fn new(snapshot: &Snapshot, namespace: &str) -> Self {
+    /// The NotificationChannels of `namespace` from the index, its ConfigMaps, `now` from
+    /// the clock.
+    pub fn new(snapshot: &Snapshot, config_maps: &ConfigMaps, namespace: &str) -> Self {
         Self {
             workflow: String::new(),
             channels: snapshot
@@ -67,6 +73,7 @@ impl PlanContext {
                     Some((o.name.clone(), spec))
                 })
                 .collect(),
+            config_maps: config_maps.in_namespace(namespace),
             now: jiff::Timestamp::now().as_second(),
         }
     }
@@ -128,8 +135,17 @@ impl Lane<'_> {
         let name = &self.device.view.name;
         let (on_agent, effect, details, undo) = match step.type_ {
             StepType::RunScript => {
-                let (effect, details) = match &step.script {
-                    Some(script) => run_script(script, name),
+                let namespace = &self.device.view.namespace;
+                let text = step.script.as_ref().map(|script| {
+                    let text =
+                        script_text(script, namespace, |n| self.ctx.config_maps.get(n).cloned());
+                    (script, text)
+                });
+                let (effect, details) = match text {
+                    Some((script, Ok(text))) => run_script(script, &text, name),
+                    Some((_, Err(missing))) => {
+                        (format!("{missing}: the step would fail"), Vec::new())
+                    }
                     None => ("no script: the step would fail".into(), Vec::new()),
                 };
                 (
@@ -358,7 +374,11 @@ impl Lane<'_> {
     }
 }
 
-fn run_script(script: &Script, device: &str) -> (String, Vec<String>) {
+/// The command, user and `text` (the script's body, or its ConfigMap's, which the details
+/// name) of a RunScript step.
+fn run_script(script: &Script, text: &str, device: &str) -> (String, Vec<String>) {
+    // Only a script from elsewhere says where it came from: an inline one is in the spec.
+    let origin = script_origin(script).map(|origin| format!("script: {origin}"));
     let program = match script.shell {
         Shell::Sh => "sh",
         Shell::Bash => "bash",
@@ -370,7 +390,7 @@ fn run_script(script: &Script, device: &str) -> (String, Vec<String>) {
                      would fail",
                     script.shell
                 ),
-                vec![script.body.clone()],
+                origin.into_iter().chain([text.to_owned()]).collect(),
             );
         }
     };
@@ -385,11 +405,11 @@ fn run_script(script: &Script, device: &str) -> (String, Vec<String>) {
         .map_or_else(|| "the agent's user".to_owned(), |u| format!("user {u}"));
     (
         format!("run `{command}` on {device} as {user}"),
-        vec![
-            format!("command: {command}"),
-            format!("run as: {user}"),
-            script.body.clone(),
-        ],
+        [format!("command: {command}"), format!("run as: {user}")]
+            .into_iter()
+            .chain(origin)
+            .chain([text.to_owned()])
+            .collect(),
     )
 }
 
@@ -511,6 +531,14 @@ mod tests {
                 ),
             ]
             .into(),
+            config_maps: [(
+                "scripts".to_owned(),
+                std::sync::Arc::new(BTreeMap::from([(
+                    "cleanup.sh".to_owned(),
+                    "rm -f /tmp/*.old\n".to_owned(),
+                )])),
+            )]
+            .into(),
             now: 1_796_000_000,
         }
     }
@@ -564,6 +592,38 @@ mod tests {
             json!({"name": "fix", "type": "RunScript", "script": {"shell": "PowerShell", "body": "x"}}),
         );
         assert!(s.effect.contains("would fail"), "{}", s.effect);
+    }
+
+    /// A script from a ConfigMap shows its text and where it came from; a missing one fails.
+    #[test]
+    fn run_script_from_a_config_map_shows_its_text_and_origin() {
+        let s = one(json!({"name": "clean", "type": "RunScript", "script": {
+            "shell": "Bash", "configMapRef": {"name": "scripts", "key": "cleanup.sh"}}}));
+        assert_eq!(
+            s.effect,
+            "run `bash <script file>` on web-01 as the agent's user"
+        );
+        assert_eq!(
+            s.details[..4],
+            [
+                "command: bash <script file>",
+                "run as: the agent's user",
+                "script: from ConfigMap scripts/cleanup.sh",
+                "rm -f /tmp/*.old\n",
+            ]
+        );
+        let s = one(json!({"name": "clean", "type": "RunScript", "script": {
+            "configMapRef": {"name": "scripts", "key": "nope.sh"}}}));
+        assert_eq!(
+            s.effect,
+            "ConfigMap acme/scripts has no key nope.sh: the step would fail"
+        );
+        let s = one(json!({"name": "clean", "type": "RunScript", "script": {
+            "configMapRef": {"name": "gone", "key": "cleanup.sh"}}}));
+        assert_eq!(
+            s.effect,
+            "ConfigMap acme/gone does not exist: the step would fail"
+        );
     }
 
     #[test]

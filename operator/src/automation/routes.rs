@@ -220,7 +220,7 @@ async fn plan_run(
     if spec.paused {
         reason = "the workflow is paused (spec.paused)".into();
     }
-    let ctx = PlanContext::new(snapshot, &fired.namespace).workflow(name);
+    let ctx = PlanContext::new(snapshot, &state.config_maps, &fired.namespace).workflow(name);
     let mut planned: Vec<DevicePlan> = Vec::new();
     let mut skipped = Vec::new();
     let mut sorted = selected;

@@ -17,6 +17,7 @@ use crate::{
     server::{self, Server},
 };
 
+pub mod config_maps;
 pub mod controller;
 pub mod devices;
 pub mod leader;
@@ -52,6 +53,9 @@ pub const API_CALLS: &[(&str, &str, &str)] = &[
     ("events.k8s.io", "events", "patch"),
     ("", "secrets", "list"),
     ("", "secrets", "watch"),
+    // The scripts RunScript steps name by configMapRef, read through a watch.
+    ("", "configmaps", "list"),
+    ("", "configmaps", "watch"),
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),
     ("coordination.k8s.io", "leases", "update"),
@@ -93,10 +97,23 @@ async fn serve(
         synced_tx,
         shutdown.clone(),
     ));
-    // Ready once tokens are loaded: a replica that is not the leader serves all the same.
+    let (maps_synced_tx, mut maps_synced) = watch::channel(false);
+    let config_maps = tokio::spawn(config_maps::run(
+        client.clone(),
+        args.namespace.clone(),
+        state.config_maps.clone(),
+        maps_synced_tx,
+        shutdown.clone(),
+    ));
+    // Ready once tokens and ConfigMaps are loaded (a run started before would find its
+    // scripts missing): a replica that is not the leader serves all the same.
     let mut stopping = shutdown.clone();
+    let loaded = async {
+        let _ = synced.wait_for(|synced| *synced).await;
+        let _ = maps_synced.wait_for(|synced| *synced).await;
+    };
     tokio::select! {
-        _ = synced.wait_for(|synced| *synced) => {
+        () = loaded => {
             state.set_ready();
             tracing::info!("ready");
         }
@@ -161,6 +178,7 @@ async fn serve(
 
     let _ = campaign.await;
     let _ = secrets.await;
+    let _ = config_maps.await;
     server.stop().await
 }
 

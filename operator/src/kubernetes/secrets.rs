@@ -393,7 +393,9 @@ pub fn build<'a>(secrets: impl IntoIterator<Item = &'a Secret>, system_namespace
                 None
             }
             // A v1 Secret is never one of these.
-            Ok(Document::Resource(_) | Document::Ignored { .. }) => None,
+            Ok(Document::Resource(_) | Document::ConfigMap { .. } | Document::Ignored { .. }) => {
+                None
+            }
         };
         if let Some(errors) = refusal {
             built.refused.push(Refused {

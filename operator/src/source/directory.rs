@@ -21,6 +21,7 @@ use cdot_crds::{
     kind::Kind,
     manifest::{self, Document},
     notification_channel::NotificationChannelSpec,
+    workflow::WorkflowSpec,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -277,6 +278,22 @@ impl ManifestFiles {
                         name,
                         data,
                     }) => snapshot.secrets.push((namespace, name, data)),
+                    // Scripts that Workflows refer to: held in memory like the Secrets.
+                    Ok(Document::ConfigMap {
+                        namespace,
+                        name,
+                        data,
+                    }) => {
+                        let key = ("ConfigMap".to_owned(), namespace.clone(), name.clone());
+                        if let Some(first) = seen.insert(key, format!("{file}:{position}")) {
+                            errors.push(here(
+                                Some("metadata.name".into()),
+                                format!("duplicate object: already defined at {first}"),
+                            ));
+                            continue;
+                        }
+                        snapshot.config_maps.push((namespace, name, data));
+                    }
                     Ok(Document::Ignored { api_version, kind }) => {
                         let (api_version, kind) = (inline(&api_version), inline(&kind));
                         tracing::debug!(%file, position, %api_version, %kind, "ignoring a document of another API");
@@ -286,6 +303,7 @@ impl ManifestFiles {
         }
         (snapshot.tokens, snapshot.enrollment_tokens) = tokens.into_parts();
         errors.extend(missing_secrets(&snapshot));
+        errors.extend(missing_config_maps(&snapshot));
         if errors.is_empty() {
             Ok(snapshot)
         } else {
@@ -341,27 +359,60 @@ fn missing_secrets(snapshot: &Snapshot) -> Vec<LoadError> {
                 ),
                 _ => continue,
             };
-            let (file, document) = object
-                .source
-                .rsplit_once('#')
-                .map_or((object.source.clone(), 0), |(f, d)| {
-                    (f.to_owned(), d.parse().unwrap_or(0))
-                });
-            errors.push(LoadError {
-                file,
-                document,
-                object: Some(format!(
-                    "{} {}/{}",
-                    object.kind.as_str(),
-                    object.namespace,
-                    object.name
-                )),
-                path: Some(path),
-                message,
-            });
+            errors.push(object_error(object, path, message));
         }
     }
     errors
+}
+
+/// A Workflow whose RunScript step names a ConfigMap (or key) the change set does not hold
+/// would fail that step on every run: refused now, like a channel's missing Secret.
+fn missing_config_maps(snapshot: &Snapshot) -> Vec<LoadError> {
+    let config_maps: HashMap<(&str, &str), &std::collections::BTreeMap<String, String>> = snapshot
+        .config_maps
+        .iter()
+        .map(|(ns, name, data)| ((ns.as_str(), name.as_str()), data))
+        .collect();
+    let mut errors = Vec::new();
+    for object in snapshot.objects.iter().filter(|o| o.kind == Kind::Workflow) {
+        let Ok(spec) = serde_json::from_value::<WorkflowSpec>(object.spec.clone()) else {
+            continue;
+        };
+        for (path, r) in spec.config_map_refs() {
+            let name = format!("ConfigMap {}/{}", object.namespace, inline(&r.name));
+            let message = match config_maps.get(&(object.namespace.as_str(), r.name.as_str())) {
+                None => format!("{name} is not in the manifests"),
+                Some(data) if !data.contains_key(&r.key) => {
+                    format!("{name} has no key {}", inline(&r.key))
+                }
+                Some(_) => continue,
+            };
+            errors.push(object_error(object, path, message));
+        }
+    }
+    errors
+}
+
+/// An error about `object` at `path`, located by its source (`file#document`).
+fn object_error(object: &DesiredObject, path: String, message: String) -> LoadError {
+    let (file, document) = object
+        .source
+        .rsplit_once('#')
+        .map_or((object.source.clone(), 0), |(f, d)| {
+            (f.to_owned(), d.parse().unwrap_or(0))
+        });
+    LoadError {
+        file,
+        document,
+        object: Some(format!(
+            "{} {}/{}",
+            object.kind.as_str(),
+            object.namespace,
+            object.name
+        )),
+        path: Some(path),
+        message,
+    }
 }
 
 fn describe(value: &Value) -> Option<String> {
@@ -480,6 +531,37 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    /// A Workflow naming a ConfigMap (or key) the manifests lack is refused whole, the error
+    /// naming the file, document, object and field; with the ConfigMap, the set applies.
+    #[test]
+    fn a_workflow_without_its_config_map_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let workflow = "apiVersion: rmm.cdot.io/v1alpha1\nkind: Workflow\nmetadata: {name: clean, namespace: acme}\nspec:\n  trigger: {type: Manual}\n  steps:\n    - {name: a, type: RunScript, script: {body: 'true'}}\n    - {name: b, type: RunScript, script: {configMapRef: {name: scripts, key: cleanup.sh}}}\n";
+        std::fs::write(dir.path().join("wf.yaml"), workflow).expect("write");
+        let errors = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect_err("refused");
+        assert_eq!(
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "wf.yaml:1: Workflow acme/clean: spec.steps[1].script.configMapRef: ConfigMap acme/scripts is not in the manifests"
+            ]
+        );
+        let config_map = |key: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: scripts, namespace: acme}}\ndata:\n  {key}: rm -f /tmp/x\n"
+            )
+        };
+        std::fs::write(dir.path().join("cm.yaml"), config_map("other.sh")).expect("write");
+        let errors = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect_err("refused");
+        assert_eq!(
+            errors[0].to_string(),
+            "wf.yaml:1: Workflow acme/clean: spec.steps[1].script.configMapRef: ConfigMap acme/scripts has no key cleanup.sh"
+        );
+        std::fs::write(dir.path().join("cm.yaml"), config_map("cleanup.sh")).expect("write");
+        let snapshot = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("valid");
+        assert_eq!(snapshot.config_maps.len(), 1);
+        assert_eq!(snapshot.config_maps[0].2["cleanup.sh"], "rm -f /tmp/x");
     }
 
     /// A file over the limit is refused by its size: a sparse 5 GiB file is refused at once,

@@ -18,6 +18,8 @@ pub struct Snapshot {
     pub enrollment_tokens: Vec<EnrollmentToken>,
     /// Plain Secrets (namespace, name, data) that resources refer to; kept in memory only.
     pub secrets: Vec<(String, String, BTreeMap<String, Vec<u8>>)>,
+    /// ConfigMaps (namespace, name, data) that resources refer to; kept in memory only.
+    pub config_maps: Vec<(String, String, BTreeMap<String, String>)>,
     /// SHA-256 over every file's path and bytes: equal fingerprints mean nothing changed.
     pub fingerprint: String,
 }

@@ -536,3 +536,66 @@ impl TestCollector {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+/// `GET path` with `token`, which must succeed; the body as `T`.
+pub async fn get_ok<T: serde::de::DeserializeOwned>(
+    operator: &Operator,
+    token: &str,
+    path: &str,
+) -> T {
+    let resp = insecure_client()
+        .get(format!("{}{path}", operator.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    let status = resp.status();
+    let body = resp.text().await.expect("body");
+    assert!(status.is_success(), "GET {path}: {status} {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// A real `cdot-agent run` and where it logs.
+pub struct Agent {
+    pub daemon: cdot_testkit::process::Daemon,
+    pub log: PathBuf,
+}
+
+/// Enrolls the real agent as `device` (mutual TLS) and runs it with `args`, its state in
+/// `work/agent-DEVICE`.
+pub fn start_agent(
+    operator: &Operator,
+    token: &str,
+    device: &str,
+    work: &Path,
+    args: &[&str],
+) -> Agent {
+    let state = work.join(format!("agent-{device}"));
+    let enroll = Command::new(workspace_bin("cdot-agent"))
+        .args(["enroll", "--server", &operator.agent_base, "--token", token])
+        .args(["--device-name", device, "--ca-cert"])
+        .arg(operator.data_dir.join("agent-ca.crt"))
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .expect("cdot-agent enroll");
+    assert!(
+        enroll.status.success(),
+        "enroll {device}: {}",
+        String::from_utf8_lossy(&enroll.stderr)
+    );
+    let log = work.join(format!("agent-{device}.log"));
+    let daemon = cdot_testkit::process::Daemon(
+        Command::new(workspace_bin("cdot-agent"))
+            .arg("run")
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .spawn()
+            .expect("cdot-agent run"),
+    );
+    Agent { daemon, log }
+}

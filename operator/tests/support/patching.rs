@@ -1,17 +1,10 @@
 //! Patching fixtures: a Debian root with test packages, a real agent managing it, and a
 //! manifest commit (shared by `patching_e2e` and the approval-latency benchmark).
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::path::Path;
 
-use cdot_testkit::{
-    bins::workspace_bin,
-    debian_root::{DebianRoot, Suite, TestDeb},
-    process::Daemon,
-};
+use cdot_testkit::debian_root::{DebianRoot, Suite, TestDeb};
 
-use super::Operator;
+use super::{Agent, Operator};
 
 /// Writes a file atomically, as a checkout does, so the watcher never reads half of it.
 pub fn commit(path: &Path, text: &str) {
@@ -48,11 +41,6 @@ pub fn root_with_packages() -> DebianRoot {
     root
 }
 
-pub struct Agent {
-    pub daemon: Daemon,
-    pub log: PathBuf,
-}
-
 /// Enrolls and runs the real agent as `device`, managing the packages of `root`; reboots
 /// are `true` (nothing happens).
 pub fn start_agent(
@@ -62,34 +50,19 @@ pub fn start_agent(
     root: &Path,
     work: &Path,
 ) -> Agent {
-    let state = work.join(format!("agent-{device}"));
-    let enroll = Command::new(workspace_bin("cdot-agent"))
-        .args(["enroll", "--server", &operator.agent_base, "--token", token])
-        .args(["--device-name", device, "--ca-cert"])
-        .arg(operator.data_dir.join("agent-ca.crt"))
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .expect("cdot-agent enroll");
-    assert!(
-        enroll.status.success(),
-        "enroll {device}: {}",
-        String::from_utf8_lossy(&enroll.stderr)
-    );
-    let log = work.join(format!("agent-{device}.log"));
-    let daemon = Daemon(
-        Command::new(workspace_bin("cdot-agent"))
-            .args(["run", "--metrics-interval-secs", "5"])
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--patch-root")
-            .arg(root)
-            .args(["--reboot-command", "true"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("agent log"))
-            .spawn()
-            .expect("cdot-agent run"),
-    );
-    Agent { daemon, log }
+    let root = root.display().to_string();
+    super::start_agent(
+        operator,
+        token,
+        device,
+        work,
+        &[
+            "--metrics-interval-secs",
+            "5",
+            "--patch-root",
+            &root,
+            "--reboot-command",
+            "true",
+        ],
+    )
 }
