@@ -184,8 +184,11 @@ async fn main() {
     }
     // Every agent reports once below the threshold (the device is known and reporting).
     for a in &agents {
-        a.send(jiff::Timestamp::now().as_millisecond(), &[("cpu", &[], 10.0)])
-            .await;
+        a.send(
+            jiff::Timestamp::now().as_millisecond(),
+            &[("cpu", &[], 10.0)],
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -195,7 +198,10 @@ async fn main() {
         let before = seen.lock().expect("seen").len();
         let sent = Instant::now();
         let status = agent
-            .send(jiff::Timestamp::now().as_millisecond(), &[("cpu", &[], 97.0)])
+            .send(
+                jiff::Timestamp::now().as_millisecond(),
+                &[("cpu", &[], 97.0)],
+            )
             .await;
         assert_eq!(status, 200, "metrics refused");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -216,14 +222,20 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         let Some(at) = got else {
-            println!("round {round}: no step reached the agent within 30 s ({} seen before)", before);
+            println!(
+                "round {round}: no step reached the agent within 30 s ({} seen before)",
+                before
+            );
             println!("{}", operator.logs());
             std::process::exit(1);
         };
         latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
         // Resolve, so the next breach of this device is a new alert.
         agent
-            .send(jiff::Timestamp::now().as_millisecond(), &[("cpu", &[], 10.0)])
+            .send(
+                jiff::Timestamp::now().as_millisecond(),
+                &[("cpu", &[], 10.0)],
+            )
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -235,7 +247,11 @@ async fn main() {
         percentile(&latencies, 0.9),
         p99,
         latencies[latencies.len() - 1],
-        if p99 < 1000.0 { "meets p99 < 1 s" } else { "MISSES p99 < 1 s" }
+        if p99 < 1000.0 {
+            "meets p99 < 1 s"
+        } else {
+            "MISSES p99 < 1 s"
+        }
     );
 
     // Engine throughput: RUNS runs of the five-step workflow at once.
@@ -259,7 +275,12 @@ async fn main() {
                 .send()
                 .await
                 .expect("start a run");
-            assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap_or_default());
+            assert_eq!(
+                resp.status().as_u16(),
+                201,
+                "{}",
+                resp.text().await.unwrap_or_default()
+            );
         }));
     }
     for r in requests {

@@ -5,8 +5,8 @@
 //! same [`store`]; [`server`] is what both modes serve.
 
 pub mod alerting;
-pub mod automation;
 pub mod api;
+pub mod automation;
 pub mod background;
 pub mod changes;
 pub mod cli;
