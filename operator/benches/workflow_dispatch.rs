@@ -154,7 +154,10 @@ async fn main() {
     let repo = tmp.path().join("repo");
     std::fs::create_dir_all(&repo).expect("mkdir");
     std::fs::write(repo.join("bench.yaml"), manifests(engine_runs)).expect("manifests");
-    let enroll = create_enrollment_token(&repo, "bench-enroll", "acme");
+    // An enrollment token takes 100 enrollments: one per hundred agents.
+    let enroll: Vec<String> = (0..devices.div_ceil(100))
+        .map(|i| create_enrollment_token(&repo, &format!("bench-enroll-{i}"), "acme"))
+        .collect();
     let operator_token = create_token(&repo, "bench-operator", "acme", "operator", "acme");
     let operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
 
@@ -171,7 +174,7 @@ async fn main() {
     let mut agents = Vec::new();
     for i in 0..devices {
         agents.push(Arc::new(
-            JwtAgent::enroll(&operator, &enroll, "acme", &format!("disp-{i:04}")).await,
+            JwtAgent::enroll(&operator, &enroll[i / 100], "acme", &format!("disp-{i:04}")).await,
         ));
     }
     println!(
