@@ -47,8 +47,14 @@ pub enum AuditCommand {
 #[derive(Debug, Args)]
 pub struct AuditVerifyArgs {
     /// PostgreSQL URL of the operator's database (read only; no migrations are applied).
+    /// Without it, the embedded PostgreSQL of a running standalone operator under
+    /// --data-dir.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
+    /// The standalone operator's data directory
+    /// [default: /var/lib/cdot-rmm as root, else ~/.local/share/cdot-rmm].
+    #[arg(long, env = "CDOT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -381,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn audit_verify_takes_a_database_url() {
+    fn audit_verify_takes_a_database_url_or_finds_the_embedded_one() {
         let cli = Cli::try_parse_from([
             "cdot-operator",
             "audit",
@@ -393,6 +399,21 @@ mod tests {
         let Command::Audit(AuditCommand::Verify(args)) = cli.command else {
             panic!("expected audit verify")
         };
-        assert_eq!(args.database_url, "postgres://127.0.0.1/cdot");
+        assert_eq!(
+            args.database_url.as_deref(),
+            Some("postgres://127.0.0.1/cdot")
+        );
+        let cli = Cli::try_parse_from([
+            "cdot-operator",
+            "audit",
+            "verify",
+            "--data-dir",
+            ".cdot/data",
+        ])
+        .expect("parse");
+        let Command::Audit(AuditCommand::Verify(args)) = cli.command else {
+            panic!("expected audit verify")
+        };
+        assert!(args.database_url.is_none() || std::env::var_os("DATABASE_URL").is_some());
     }
 }

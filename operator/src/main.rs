@@ -20,7 +20,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(cmd) => cdot_operator::token::run(cmd),
         Command::Rules(cmd) => cdot_operator::alerting::backtest::cli::run(cmd).await,
         Command::Audit(AuditCommand::Verify(args)) => {
-            if !cdot_operator::automation::audit::verify_command(&args.database_url).await? {
+            let url = match args.database_url {
+                Some(url) => url,
+                None => cdot_operator::store::embedded::running_url(
+                    &args
+                        .data_dir
+                        .unwrap_or_else(cdot_operator::store::embedded::default_data_dir),
+                )?,
+            };
+            if !cdot_operator::automation::audit::verify_command(&url).await? {
                 std::process::exit(1);
             }
             Ok(())

@@ -142,8 +142,6 @@ pub async fn start(
                 continue;
             }
             fired_here.event.value = Some(f64::from(n));
-            // One run per reached count, not one per failure while it stays reached.
-            fired_here.dedup = fired.dedup.clone();
         }
         let fired = &fired_here;
         let candidates = candidates(snapshot, &wf.spec, fired, manual);

@@ -52,6 +52,13 @@ pub enum EmbeddedError {
     },
     #[error("`{command}` failed: {output}")]
     Command { command: String, output: String },
+    #[error(
+        "failed to read {path}, a setting of the embedded PostgreSQL (is --data-dir the running operator's?): {source}"
+    )]
+    Settings {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Settings for a cluster that holds metrics and flows on the operator's own machine.
@@ -118,6 +125,24 @@ pub fn find_bin_dir() -> Option<PathBuf> {
 }
 
 /// The default data directory: `/var/lib/cdot-rmm` for root, else under the user's data home.
+/// The application database's URL of the embedded PostgreSQL an operator runs under
+/// `data_dir` (its kept port and password), for tools that read it while it runs.
+pub fn running_url(data_dir: &Path) -> Result<String, EmbeddedError> {
+    let read = |name: &str| {
+        let path = data_dir.join(name);
+        std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|source| EmbeddedError::Settings {
+                path: path.clone(),
+                source,
+            })
+    };
+    let (port, password) = (read("postgres.port")?, read("postgres.password")?);
+    Ok(format!(
+        "postgres://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}"
+    ))
+}
+
 pub fn default_data_dir() -> PathBuf {
     if nix::unistd::Uid::effective().is_root() {
         return PathBuf::from("/var/lib/cdot-rmm");
