@@ -159,7 +159,14 @@ async fn main() {
         .map(|i| create_enrollment_token(&repo, &format!("bench-enroll-{i}"), "acme"))
         .collect();
     let operator_token = create_token(&repo, "bench-operator", "acme", "operator", "acme");
-    let operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
+    // All agents enroll from one address at once: no per-address enrollment limit.
+    let operator = Operator::start(
+        &[&repo],
+        Some(&db.url),
+        &["--enroll-rate-limit", "0"],
+        tmp.path(),
+    )
+    .await;
 
     // Devices of the dispatch part, labelled by their own manifests so the rule selects them.
     let mut yaml = String::new();
