@@ -60,6 +60,8 @@ const LANES_PER_PASS: i64 = 1_000;
 const AGENT_GRACE: SignedDuration = SignedDuration::from_secs(120);
 /// How often a Wait step's `until` condition is checked.
 const UNTIL_EVERY: SignedDuration = SignedDuration::from_secs(2);
+/// Lanes moved at once (each holds a database connection while it moves).
+const LANES_AT_ONCE: usize = 8;
 /// Steps one lane may take in one pass before others get their turn.
 const STEPS_PER_LANE: usize = 64;
 
@@ -355,32 +357,46 @@ impl Engine {
                 touched.insert((l.run, l.namespace.clone(), l.workflow.clone()));
             }
         }
-        for lane in lanes {
+        for lane in &lanes {
             touched.insert((lane.run, lane.namespace.clone(), lane.workflow.clone()));
-            let mut lane = lane;
-            for _ in 0..STEPS_PER_LANE {
-                let moved = match self.move_lane(&lane).await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.metrics.errors.inc();
-                        tracing::warn!(run = %lane.run, device = %lane.device_name, error = %e, "moving a workflow lane failed");
-                        break;
-                    }
-                };
-                match moved {
-                    // Re-read: the move changed it; a lane waiting for time is done here.
-                    Moved::Again => match self.store.running_lane(lane.run, lane.device).await? {
-                        Some(next) if next.next_at.is_none() => lane = next,
-                        _ => break,
-                    },
-                    Moved::Nothing | Moved::Waits => break,
-                }
-            }
         }
+        // Lanes are independent (each move locks its own row): several at once keep the
+        // database busy while one move waits for its round trips.
+        use futures::StreamExt as _;
+        futures::stream::iter(lanes)
+            .for_each_concurrent(LANES_AT_ONCE, |lane| self.walk(lane))
+            .await;
         for (run, namespace, workflow) in touched {
             self.settle(run, &namespace, &workflow).await?;
         }
         Ok(())
+    }
+
+    /// Moves one lane as far as it goes now (an operator step runs on into the next).
+    async fn walk(&self, mut lane: LaneRow) {
+        for _ in 0..STEPS_PER_LANE {
+            let moved = match self.move_lane(&lane).await {
+                Ok(m) => m,
+                Err(e) => {
+                    self.metrics.errors.inc();
+                    tracing::warn!(run = %lane.run, device = %lane.device_name, error = %e, "moving a workflow lane failed");
+                    return;
+                }
+            };
+            match moved {
+                // Re-read: the move changed it; a lane waiting for time is done here.
+                Moved::Again => match self.store.running_lane(lane.run, lane.device).await {
+                    Ok(Some(next)) if next.next_at.is_none() => lane = next,
+                    Ok(_) => return,
+                    Err(e) => {
+                        self.metrics.errors.inc();
+                        tracing::warn!(run = %lane.run, error = %e, "re-reading a workflow lane failed");
+                        return;
+                    }
+                },
+                Moved::Nothing | Moved::Waits => return,
+            }
+        }
     }
 
     /// Moves one lane one step.

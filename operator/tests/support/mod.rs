@@ -330,6 +330,15 @@ impl JwtAgent {
     /// `GET /v1/agent/work`: holds up to `wait` seconds unless the list's revision differs
     /// from `seen`.
     pub async fn work(&self, seen: Option<&str>, wait: u64) -> cdot_crds::wire::work::WorkList {
+        self.try_work(seen, wait).await.expect("fetch work")
+    }
+
+    /// [`JwtAgent::work`], or why the request failed (the operator went away).
+    pub async fn try_work(
+        &self,
+        seen: Option<&str>,
+        wait: u64,
+    ) -> Result<cdot_crds::wire::work::WorkList, String> {
         let query = match seen {
             Some(rev) => format!("wait={wait}&seen={rev}"),
             None => "wait=0".to_owned(),
@@ -341,11 +350,13 @@ impl JwtAgent {
             .timeout(Duration::from_secs(wait + 30))
             .send()
             .await
-            .expect("fetch work");
+            .map_err(|e| format!("fetch work: {e}"))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "work: {status} {body}");
-        serde_json::from_str(&body).expect("WorkList")
+        if !status.is_success() {
+            return Err(format!("work: {status} {body}"));
+        }
+        serde_json::from_str(&body).map_err(|e| format!("WorkList: {e}: {body}"))
     }
 
     /// `POST /v1/agent/work/reports` of one report; returns the HTTP status.
