@@ -342,61 +342,68 @@ enum Moved {
     Nothing,
     /// Moved; look at it again now (its next step may run at once).
     Again,
-    /// Moved; it waits for time, an agent or a person.
+    /// Moved; it waits for time or an agent.
     Waits,
+    /// Moved out of `Running` (finished, failed, at an Approval step): its run's state
+    /// may change.
+    Left,
 }
 
 impl Engine {
     async fn pass(&self, woken: &[Uuid]) -> Result<(), StoreError> {
         let now = Timestamp::now();
         let lanes = self.store.due_lanes(now, woken, LANES_PER_PASS).await?;
-        let mut touched: HashSet<(Uuid, String, String)> = HashSet::new();
-        for r in woken {
-            // A woken run may have no due lane left (all waiting): settle it anyway.
-            if let Some(l) = lanes.iter().find(|l| l.run == *r) {
-                touched.insert((l.run, l.namespace.clone(), l.workflow.clone()));
-            }
-        }
-        for lane in &lanes {
-            touched.insert((lane.run, lane.namespace.clone(), lane.workflow.clone()));
-        }
+        // Runs a person or an agent woke, and runs a lane of which left `Running`: only
+        // theirs can change state.
+        let mut touched: HashSet<(Uuid, String, String)> = lanes
+            .iter()
+            .filter(|l| woken.contains(&l.run))
+            .map(|l| (l.run, l.namespace.clone(), l.workflow.clone()))
+            .collect();
         // Lanes are independent (each move locks its own row): several at once keep the
         // database busy while one move waits for its round trips.
         use futures::StreamExt as _;
-        futures::stream::iter(lanes)
-            .for_each_concurrent(LANES_AT_ONCE, |lane| self.walk(lane))
+        let left: Vec<(Uuid, String, String)> = futures::stream::iter(lanes)
+            .map(|lane| self.walk(lane))
+            .buffer_unordered(LANES_AT_ONCE)
+            .filter_map(|left| async move { left })
+            .collect()
             .await;
+        touched.extend(left);
         for (run, namespace, workflow) in touched {
             self.settle(run, &namespace, &workflow).await?;
         }
         Ok(())
     }
 
-    /// Moves one lane as far as it goes now (an operator step runs on into the next).
-    async fn walk(&self, mut lane: LaneRow) {
+    /// Moves one lane as far as it goes now (an operator step runs on into the next);
+    /// names its run when the lane left `Running`.
+    async fn walk(&self, mut lane: LaneRow) -> Option<(Uuid, String, String)> {
         for _ in 0..STEPS_PER_LANE {
             let moved = match self.move_lane(&lane).await {
                 Ok(m) => m,
                 Err(e) => {
                     self.metrics.errors.inc();
                     tracing::warn!(run = %lane.run, device = %lane.device_name, error = %e, "moving a workflow lane failed");
-                    return;
+                    return None;
                 }
             };
             match moved {
                 // Re-read: the move changed it; a lane waiting for time is done here.
                 Moved::Again => match self.store.running_lane(lane.run, lane.device).await {
                     Ok(Some(next)) if next.next_at.is_none() => lane = next,
-                    Ok(_) => return,
+                    Ok(_) => return None,
                     Err(e) => {
                         self.metrics.errors.inc();
                         tracing::warn!(run = %lane.run, error = %e, "re-reading a workflow lane failed");
-                        return;
+                        return None;
                     }
                 },
-                Moved::Nothing | Moved::Waits => return,
+                Moved::Nothing | Moved::Waits => return None,
+                Moved::Left => return Some((lane.run, lane.namespace, lane.workflow)),
             }
         }
+        None
     }
 
     /// Moves one lane one step.
@@ -443,7 +450,7 @@ impl Engine {
                 )
                 .await?;
                 commit(tx).await?;
-                return Ok(Moved::Waits);
+                return Ok(Moved::Left);
             }
         };
         let Some(s) = spec.steps.get(step) else {
@@ -472,7 +479,7 @@ impl Engine {
             )
             .await?;
             commit(tx).await?;
-            return Ok(Moved::Waits);
+            return Ok(Moved::Left);
         };
         match phase {
             Phase::Start | Phase::Retry => {
@@ -632,7 +639,7 @@ impl Engine {
                 )
                 .await?;
                 commit(tx).await?;
-                Ok(Moved::Waits)
+                Ok(Moved::Left)
             }
             StepType::Rhai => {
                 let source = s.rhai.clone().unwrap_or_default();
@@ -723,6 +730,9 @@ impl Engine {
                     Timestamp::now(),
                 )
                 .await?;
+                // Due now: the next pass takes the result, not the step's deadline.
+                self.set(&mut tx, lane.out(attempt, Some(Timestamp::now())), now)
+                    .await?;
                 commit(tx).await?;
                 self.metrics.steps_started.inc();
                 Ok(Moved::Waits)
@@ -886,7 +896,7 @@ impl Engine {
         Ok(if state == LaneState::Running {
             Moved::Again
         } else {
-            Moved::Waits
+            Moved::Left
         })
     }
 
