@@ -99,12 +99,16 @@ pub fn plan_device(
         sandbox,
         steps: BTreeMap::new(),
         vars: BTreeMap::new(),
+        unknown: Vec::new(),
     };
     let steps = spec
         .steps
         .iter()
         .map(|step| {
             let mut planned = run.step(step);
+            if planned.on_agent {
+                run.unknown.push(step.name.clone());
+            }
             planned.details.extend(failure_details(spec, step));
             if planned.on_agent && !device.has_agent {
                 planned
@@ -128,9 +132,21 @@ struct Lane<'a> {
     sandbox: &'a Sandbox,
     steps: BTreeMap<String, Value>,
     vars: BTreeMap<String, Value>,
+    /// Earlier agent steps: their outputs are known only when they run.
+    unknown: Vec<String>,
 }
 
 impl Lane<'_> {
+    /// Why a later step could not be evaluated, when it may be the unknown outputs.
+    fn unevaluated(&self, what: &str, error: &str) -> Option<String> {
+        (!self.unknown.is_empty()).then(|| {
+            format!(
+                "{what} not evaluated here: it may read the output of {} (known only when the                  agent runs it); with none: {error}",
+                self.unknown.join(", ")
+            )
+        })
+    }
+
     fn step(&mut self, step: &Step) -> PlannedStep {
         let name = &self.device.view.name;
         let (on_agent, effect, details, undo) = match step.type_ {
@@ -282,7 +298,9 @@ impl Lane<'_> {
             Ok(message) => message,
             Err(e) => {
                 return (
-                    format!("the message does not render ({e}): the step would fail"),
+                    self.unevaluated("the message is", &e).unwrap_or_else(|| {
+                        format!("the message does not render ({e}): the step would fail")
+                    }),
                     Vec::new(),
                 );
             }
@@ -350,7 +368,13 @@ impl Lane<'_> {
             .and_then(|s| self.sandbox.run(&s, &self.inputs()))
         {
             Ok(out) => out,
-            Err(e) => return (format!("runs in the operator and fails: {e}"), Vec::new()),
+            Err(e) => {
+                let e = e.to_string();
+                let effect = self
+                    .unevaluated("runs in the operator;", &e)
+                    .unwrap_or_else(|| format!("runs in the operator and fails: {e}"));
+                return (effect, Vec::new());
+            }
         };
         let sets: Vec<String> = out.set.iter().map(|(k, v)| format!("{k} = {v}")).collect();
         let effect = if sets.is_empty() {
@@ -822,5 +846,24 @@ mod tests {
             s[2].details
                 .contains(&"also reached when step restart fails".to_owned())
         );
+    }
+
+    /// A step reading an agent step's output cannot be evaluated in a plan: it says so
+    /// instead of calling the step a failure.
+    #[test]
+    fn steps_after_an_agent_step_are_not_called_failures() {
+        let steps = plan(json!([
+            {"name": "facts", "type": "RunScript", "script": {"body": "df -P /"}},
+            {"name": "judge", "type": "Rhai", "rhai": "set(\"disk\", steps[\"facts\"].stdout); 1"},
+            {"name": "tell", "type": "Notify", "channel": "slack", "message": "{{ vars.disk }}"},
+        ]));
+        for s in &steps[1..] {
+            assert!(
+                s.effect
+                    .contains("not evaluated here: it may read the output of facts"),
+                "{}",
+                s.effect
+            );
+        }
     }
 }
