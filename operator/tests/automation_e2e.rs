@@ -480,3 +480,108 @@ async fn a_service_failing_three_times_is_restarted_by_a_workflow() {
     assert_eq!(finished["detail"]["step"], "restart", "{finished}");
     assert_eq!(finished["detail"]["state"], "Succeeded", "{finished}");
 }
+
+const OFFLINE: &str = r#"apiVersion: rmm.cdot.io/v1alpha1
+kind: Device
+metadata: {name: edge-01, namespace: acme, labels: {role: edge}}
+spec: {class: Server}
+---
+apiVersion: rmm.cdot.io/v1alpha1
+kind: Workflow
+metadata: {name: on-offline, namespace: acme}
+spec:
+  trigger: {type: DeviceOffline, offlineFor: 2s}
+  selector: {matchLabels: {role: edge}}
+  steps:
+    - {name: note, type: Rhai, rhai: 'set("silent", event.value); event.device'}
+---
+apiVersion: rmm.cdot.io/v1alpha1
+kind: Workflow
+metadata: {name: slow, namespace: acme}
+spec:
+  trigger: {type: Manual}
+  selector: {matchLabels: {role: edge}}
+  concurrency: Replace
+  steps:
+    - {name: hold, type: Wait, duration: 1m}
+"#;
+
+/// A device that stops reporting starts one DeviceOffline run (not one per look while it
+/// stays silent), with how long it has been silent; `concurrency: Replace` cancels the
+/// device's running run when a new one starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offline_device_starts_one_run_and_replace_cancels_the_older_run() {
+    let db = TestDb::create().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    std::fs::write(repo.join("offline.yaml"), OFFLINE).expect("manifest");
+    let enroll = create_enrollment_token(&repo, "edge-enroll", "acme");
+    let viewer = create_token(&repo, "edge-viewer", "acme", "viewer", "acme");
+    let alice = create_token(&repo, "alice", "acme", "operator", "acme");
+    let operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
+    // One report saying it reports every second, then silence.
+    let agent = support::JwtAgent::enroll(&operator, &enroll, "acme", "edge-01").await;
+    let now = jiff::Timestamp::now().as_millisecond();
+    assert_eq!(agent.send(now, &[("cpu", &[], 5.0)]).await, 200);
+
+    let runs = |workflow: &'static str| {
+        let (operator, viewer) = (&operator, &viewer);
+        async move {
+            get::<RunList>(
+                operator,
+                viewer,
+                &format!("/v1/namespaces/acme/workflowruns?workflow={workflow}"),
+            )
+            .await
+        }
+    };
+    let run = wait_for(Duration::from_secs(40), || async {
+        let list = runs("on-offline").await;
+        let run = list.runs.first()?;
+        run.state.is_final().then(|| run.clone())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no DeviceOffline run:\n{}", operator.logs()));
+    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    let view: RunView = get(
+        &operator,
+        &viewer,
+        &format!("/v1/namespaces/acme/workflowruns/{}", run.id),
+    )
+    .await;
+    assert_eq!(view.event.device.as_deref(), Some("edge-01"));
+    assert!(
+        view.event.value.is_some_and(|s| s >= 2.0),
+        "{:?}",
+        view.event
+    );
+    // Still silent ten seconds (two looks) later: still one run.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(runs("on-offline").await.runs.len(), 1);
+
+    // Replace: a second run of `slow` on the device cancels the first.
+    let start = || {
+        post(
+            &operator,
+            &alice,
+            "/v1/namespaces/acme/workflows/slow:run",
+            json!({}),
+        )
+    };
+    let (status, first) = start().await;
+    assert_eq!(status, 201, "{first}");
+    let (status, second) = start().await;
+    assert_eq!(status, 201, "{second}");
+    let first: RunView = get(
+        &operator,
+        &viewer,
+        &format!(
+            "/v1/namespaces/acme/workflowruns/{}",
+            first["id"].as_str().expect("id")
+        ),
+    )
+    .await;
+    assert_eq!(first.summary.state, RunState::Cancelled, "{first:#?}");
+    assert_eq!(second["state"], "Running", "{second}");
+}
