@@ -510,16 +510,9 @@ impl Engine {
                     runs::insert_attempt(
                         &mut tx,
                         &NewAttempt {
-                            run: lane.run,
-                            device: lane.device,
-                            step_index: step,
-                            attempt,
-                            step: &s.name,
-                            type_: s.type_,
                             state: AttemptState::Failed,
-                            work: None,
-                            deadline: None,
                             message: &message,
+                            ..NewAttempt::of(lane, s, attempt)
                         },
                         now,
                     )
@@ -539,16 +532,10 @@ impl Engine {
             runs::insert_attempt(
                 &mut tx,
                 &NewAttempt {
-                    run: lane.run,
-                    device: lane.device,
-                    step_index: step,
-                    attempt,
-                    step: &s.name,
-                    type_: s.type_,
                     state: AttemptState::Dispatched,
                     work: Some(&item),
                     deadline: Some(deadline),
-                    message: "",
+                    ..NewAttempt::of(lane, s, attempt)
                 },
                 now,
             )
@@ -584,16 +571,8 @@ impl Engine {
                 runs::insert_attempt(
                     &mut tx,
                     &NewAttempt {
-                        run: lane.run,
-                        device: lane.device,
-                        step_index: step,
-                        attempt,
-                        step: &s.name,
-                        type_: s.type_,
-                        state: AttemptState::Running,
-                        work: None,
                         deadline: Some(deadline),
-                        message: "",
+                        ..NewAttempt::of(lane, s, attempt)
                     },
                     now,
                 )
@@ -615,16 +594,8 @@ impl Engine {
                 runs::insert_attempt(
                     &mut tx,
                     &NewAttempt {
-                        run: lane.run,
-                        device: lane.device,
-                        step_index: step,
-                        attempt,
-                        step: &s.name,
-                        type_: s.type_,
-                        state: AttemptState::Running,
-                        work: None,
-                        deadline: None,
                         message: "waits for a person's approval",
+                        ..NewAttempt::of(lane, s, attempt)
                     },
                     now,
                 )
@@ -694,16 +665,8 @@ impl Engine {
                 runs::insert_attempt(
                     &mut tx,
                     &NewAttempt {
-                        run: lane.run,
-                        device: lane.device,
-                        step_index: step,
-                        attempt,
-                        step: &s.name,
-                        type_: s.type_,
-                        state: AttemptState::Running,
-                        work: None,
                         deadline: Some(deadline),
-                        message: "",
+                        ..NewAttempt::of(lane, s, attempt)
                     },
                     now,
                 )

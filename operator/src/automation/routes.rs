@@ -227,28 +227,15 @@ async fn plan_run(
     sorted.sort_by(|a, b| a.object.name.cmp(&b.object.name));
     for d in sorted {
         let view = start::device_view(d);
-        if let Some(condition) = &spec.condition {
-            let empty = Default::default();
-            let inputs = super::sandbox::Inputs {
-                event: &fired.event,
-                device: &view,
-                steps: &empty,
-                vars: &empty,
-                now: now.as_second(),
-            };
-            match sandbox
-                .compiled(condition)
-                .and_then(|s| sandbox.eval_bool(&s, &inputs))
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    skipped.push(format!("{}: condition is false", view.name));
-                    continue;
-                }
-                Err(e) => {
-                    skipped.push(format!("{}: condition failed: {e}", view.name));
-                    continue;
-                }
+        match start::condition_holds(sandbox, spec, &fired.event, &view, now) {
+            Ok(true) => {}
+            Ok(false) => {
+                skipped.push(format!("{}: condition is false", view.name));
+                continue;
+            }
+            Err(e) => {
+                skipped.push(format!("{}: condition failed: {e}", view.name));
+                continue;
             }
         }
         let step = spec

@@ -99,6 +99,30 @@ pub fn device_view(d: &DeviceEntry) -> DeviceView {
     }
 }
 
+/// Whether `spec`'s condition holds for `device` and `event` (true without one).
+pub fn condition_holds(
+    sandbox: &Sandbox,
+    spec: &WorkflowSpec,
+    event: &cdot_crds::wire::automation::Event,
+    device: &DeviceView,
+    now: Timestamp,
+) -> Result<bool, super::sandbox::SandboxError> {
+    let Some(condition) = &spec.condition else {
+        return Ok(true);
+    };
+    let empty = BTreeMap::new();
+    let inputs = Inputs {
+        event,
+        device,
+        steps: &empty,
+        vars: &empty,
+        now: now.as_second(),
+    };
+    sandbox
+        .compiled(condition)
+        .and_then(|script| sandbox.eval_bool(&script, &inputs))
+}
+
 /// Manual start: which workflow, which devices, who.
 pub struct Manual<'a> {
     pub workflow: &'a str,
@@ -148,26 +172,13 @@ pub async fn start(
         let mut devices = Vec::new();
         for d in candidates {
             let view = device_view(d);
-            if let Some(condition) = &wf.spec.condition {
-                let empty = BTreeMap::new();
-                let inputs = Inputs {
-                    event: &fired.event,
-                    device: &view,
-                    steps: &empty,
-                    vars: &empty,
-                    now: now.as_second(),
-                };
-                match sandbox
-                    .compiled(condition)
-                    .and_then(|script| sandbox.eval_bool(&script, &inputs))
-                {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(e) => {
-                        tracing::warn!(workflow = wf.name, device = %view.name, error = %e,
-                            "workflow condition failed; no run for this device");
-                        continue;
-                    }
+            match condition_holds(sandbox, &wf.spec, &fired.event, &view, now) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(workflow = wf.name, device = %view.name, error = %e,
+                        "workflow condition failed; no run for this device");
+                    continue;
                 }
             }
             devices.push((d.object.uid, d.object.name.clone()));

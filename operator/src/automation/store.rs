@@ -741,6 +741,24 @@ pub struct NewAttempt<'a> {
     pub message: &'a str,
 }
 
+impl<'a> NewAttempt<'a> {
+    /// Attempt `attempt` of `lane`'s current step `step`, running, with nothing out.
+    pub fn of(lane: &LaneRow, step: &'a cdot_crds::workflow::Step, attempt: u32) -> Self {
+        Self {
+            run: lane.run,
+            device: lane.device,
+            step_index: lane.step,
+            attempt,
+            step: &step.name,
+            type_: step.type_,
+            state: AttemptState::Running,
+            work: None,
+            deadline: None,
+            message: "",
+        }
+    }
+}
+
 /// Inserts an attempt; an attempt that exists (a pass that ran twice) is left alone.
 pub async fn insert_attempt(
     conn: &mut PgConnection,
