@@ -76,7 +76,9 @@ pub struct WorkflowSpec {
     #[serde(default)]
     pub selector: LabelSelector,
     /// Optional rhai expression that must return true for a run to start; it sees
-    /// `device` (name, labels, class, site), `event` (type, metric, value, labels) and `now`.
+    /// `device` (name, labels, class, site), `event` (type, device, alertRule, alert, metric,
+    /// value, service, package, labels, at) and `now`. `package` is a rhai keyword: read it
+    /// as `event["package"]`. A script that does not compile makes the spec invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub condition: Option<String>,
@@ -357,8 +359,9 @@ pub struct WorkflowStatus {
     /// `observedGeneration` is reconciled), `Degraded` (`True` with reason `ValidationFailed`
     /// when the spec is invalid, the message naming each field; `False` otherwise).
     /// `Ready` is `True` (reason `Armed`, or `Paused`) once the spec is valid and the
-    /// AlertRule and NotificationChannels it names exist: from then on its trigger starts
-    /// runs.
+    /// AlertRule, NotificationChannels and ConfigMap keys it names exist: from then on its
+    /// trigger starts runs. `False` with reason `ReferenceNotFound` names each missing one
+    /// with the field that refers to it.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Devices of the namespace the selector matches; not updated while the spec is invalid.

@@ -3,7 +3,10 @@
 //! Kubernetes mode from a watch; either way they are held in memory, replaced whole.
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, RwLock, RwLockReadGuard},
+    sync::{
+        Arc, RwLock, RwLockReadGuard,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use cdot_crds::{excerpt::inline, workflow::Script};
@@ -15,6 +18,9 @@ pub type ConfigMapData = Arc<BTreeMap<String, String>>;
 #[derive(Debug, Default)]
 pub struct ConfigMaps {
     by_name: RwLock<HashMap<(String, String), ConfigMapData>>,
+    /// Bumped by each replace that changed something, so that the Workflows referring to
+    /// ConfigMaps are reconciled again.
+    version: AtomicU64,
 }
 
 impl ConfigMaps {
@@ -33,10 +39,19 @@ impl ConfigMaps {
             .into_iter()
             .map(|(namespace, name, data)| ((namespace, name), Arc::new(data)))
             .collect();
-        *self
+        let mut current = self
             .by_name
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = map;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != map {
+            *current = map;
+            self.version.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Changes whenever the ConfigMaps do.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
     }
 
     /// The ConfigMap `name` of `namespace`.

@@ -147,7 +147,14 @@ impl ManifestSource {
     }
 
     async fn reconcile(&self, state: &AppState) {
-        if let Err(e) = reconcile::run_pass(&state.store, &state.metrics, &state.index).await {
+        if let Err(e) = reconcile::run_pass(
+            &state.store,
+            &state.metrics,
+            &state.index,
+            &state.config_maps,
+        )
+        .await
+        {
             state
                 .metrics
                 .store_errors

@@ -377,7 +377,7 @@ async fn each_kind_sends_its_exact_status_patch() {
             Kind::Workflow => json!({
                 "matchedDevices": 0,
                 "observedGeneration": 2,
-                "conditions": [condition("Ready", "False", "ReferenceNotFound", "not found in namespace acme: NotificationChannel slack-noc (spec.steps[3].channel)"), valid(), reconciled()],
+                "conditions": [condition("Ready", "False", "ReferenceNotFound", "not found in namespace acme: ConfigMap erp-scripts (spec.steps[2].script.configMapRef), NotificationChannel slack-noc (spec.steps[3].channel)"), valid(), reconciled()],
             }),
             // Phase, progress and runs are the discovery engine's: not in this patch.
             Kind::DiscoveryScan => json!({

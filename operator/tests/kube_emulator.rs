@@ -366,7 +366,7 @@ async fn emulator_two_replicas_elect_one_leader() {
 }
 
 /// `kubectl apply --validate=false -f examples/` against the emulator, and every object it
-/// created is reconciled at its generation.
+/// created is reconciled at its generation; a Workflow follows its script's ConfigMap.
 #[tokio::test(flavor = "multi_thread")]
 async fn emulator_kubectl_apply_of_the_examples_is_reconciled() {
     let k8s = KubeEmulator::start();
@@ -414,6 +414,25 @@ async fn emulator_kubectl_apply_of_the_examples_is_reconciled() {
         }
     }
     assert!(total >= 10, "only {total} example objects were applied");
+
+    // A Workflow whose script lives in a ConfigMap is Ready while the ConfigMap is there
+    // and names it when it is deleted (the ConfigMap watch tells the Workflow reconciler).
+    let erp = path("workflows", "acme", "restart-erp-worker");
+    wait_for(&k8s, &operator, &erp, "ready", ready);
+    let out = k8s.kubectl(&["delete", "configmap", "-n", "acme", "erp-scripts"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let missing = wait_for(&k8s, &operator, &erp, "missing its ConfigMap", |o| {
+        condition(o, "Ready").is_some_and(|c| c["reason"] == "ReferenceNotFound")
+    });
+    assert_eq!(
+        condition(&missing, "Ready").expect("Ready")["message"],
+        "not found in namespace acme: ConfigMap erp-scripts \
+         (spec.steps[2].script.configMapRef)"
+    );
 }
 
 /// An agent enrolling in Kubernetes mode: the token comes from a Secret in the API server,

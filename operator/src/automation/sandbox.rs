@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cdot_crds::wire::automation::Event;
+use cdot_crds::{validation::FieldError, wire::automation::Event, workflow::WorkflowSpec};
 use rhai::{
     AST, Dynamic, Engine, EvalAltResult, LexError, ParseErrorType, Position, Scope,
     packages::{Package, StandardPackage},
@@ -153,6 +153,38 @@ impl SandboxError {
             Self::Input { .. } => "input",
         }
     }
+}
+
+/// Scripts of `spec` (condition, Rhai steps, Wait conditions) that do not compile, each at
+/// its field: a manifest with one is refused (standalone mode) or marked invalid (the
+/// reconciler), instead of failing every run. Compiled with the default limits.
+pub fn script_errors(spec: &WorkflowSpec) -> Vec<FieldError> {
+    static CHECKER: std::sync::LazyLock<Sandbox> =
+        std::sync::LazyLock::new(|| Sandbox::new(Limits::default()));
+    let condition = spec
+        .condition
+        .as_deref()
+        .map(|c| ("spec.condition".to_owned(), c));
+    let steps = spec.steps.iter().enumerate().flat_map(|(i, s)| {
+        [
+            s.rhai
+                .as_deref()
+                .map(|r| (format!("spec.steps[{i}].rhai"), r)),
+            s.until
+                .as_deref()
+                .map(|u| (format!("spec.steps[{i}].until"), u)),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    condition
+        .into_iter()
+        .chain(steps)
+        .filter_map(|(path, source)| {
+            let e = CHECKER.compiled(source).err()?;
+            Some(FieldError::new(path, e.to_string()))
+        })
+        .collect()
 }
 
 /// A compiled script, reusable for any number of calls.
@@ -355,6 +387,16 @@ impl Sandbox {
                         at,
                     }
                 }
+                // `event.package` reads naturally but `package` is one of rhai's reserved
+                // words: say how to read such a field instead.
+                ParseErrorType::Reserved(word) => SandboxError::Syntax {
+                    message: format!(
+                        "{}; a field with that name is read with brackets, as in \
+                         event[\"{word}\"]",
+                        e.err_type()
+                    ),
+                    at,
+                },
                 other => SandboxError::Syntax {
                     message: other.to_string(),
                     at,

@@ -34,6 +34,7 @@ use tokio::sync::broadcast;
 
 use crate::{
     changes::{Changes, ObjectKey},
+    config_maps::ConfigMaps,
     index::Index,
     metrics::{Metrics, ReconcileErrorLabels},
     reconcile::{self, World, events::Severity},
@@ -107,6 +108,8 @@ pub struct Shared {
     changed_peers: Mutex<HashMap<(Kind, String), (Instant, Instant)>>,
     /// Desired state in memory: every mirrored object goes in, every forgotten one out.
     index: Index,
+    /// The ConfigMaps Workflows refer to (kept current by their own watch).
+    config_maps: Arc<ConfigMaps>,
 }
 
 impl Shared {
@@ -134,12 +137,19 @@ impl Shared {
             failures: Mutex::default(),
             changed_peers: Mutex::default(),
             index: Index::default(),
+            config_maps: Arc::default(),
         }
     }
 
     /// Keeps `index` current (the server's, which ingest and alerting read).
     pub fn with_index(mut self, index: Index) -> Self {
         self.index = index;
+        self
+    }
+
+    /// Checks references to `config_maps` (the server's, which the engine reads).
+    pub fn with_config_maps(mut self, config_maps: Arc<ConfigMaps>) -> Self {
+        self.config_maps = config_maps;
         self
     }
 
@@ -167,10 +177,19 @@ async fn tell_dependents(
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
+    let mut config_maps_seen = shared.config_maps.version();
     loop {
         tokio::select! {
             () = &mut stop => return,
             _ = every.tick() => {}
+        }
+        // Workflows' RunScript steps read ConfigMaps, which have a watch of their own.
+        let config_maps_now = shared.config_maps.version();
+        if config_maps_now != config_maps_seen {
+            config_maps_seen = config_maps_now;
+            for workflow in shared.index.snapshot().of_kind(Kind::Workflow) {
+                changes.changed(Kind::Workflow, &workflow.namespace, &workflow.name);
+            }
         }
         let now = Instant::now();
         let changed: HashSet<(Kind, String)> = match shared.changed_peers.lock() {
@@ -373,7 +392,7 @@ async fn apply(object: &DynamicObject, context: &KindContext) -> Result<Action, 
     }
 
     let snapshot = shared.index.snapshot();
-    let world = World::from_snapshot(&snapshot);
+    let world = World::from_snapshot(&snapshot).with_config_maps(&shared.config_maps);
     let now = reconcile::now_rfc3339();
     let decided = reconcile::reconcile(&stored, &world, &now);
     drop(world);

@@ -163,7 +163,8 @@ async fn serve(
             &identity,
             args.resync_interval,
         )
-        .with_index(state.index.clone());
+        .with_index(state.index.clone())
+        .with_config_maps(state.config_maps.clone());
         controller::run(
             shared,
             args.namespace.as_deref(),

@@ -26,6 +26,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
 use crate::{
+    config_maps::ConfigMaps,
     index::{Index, Snapshot},
     metrics::Metrics,
     store::{StatusPatch, Store, StoreError, StoredObject},
@@ -69,6 +70,9 @@ impl<'a> From<&'a StoredObject> for Peer<'a> {
 /// state source builds it from what it already holds (stored rows, a watch cache).
 pub struct World<'a> {
     objects: Vec<Peer<'a>>,
+    /// The ConfigMaps steps refer to; `None` where the caller holds none (unit tests of
+    /// reconcilers that do not read them), and then references to them are not checked.
+    config_maps: Option<&'a ConfigMaps>,
 }
 
 impl<'a> World<'a> {
@@ -77,7 +81,32 @@ impl<'a> World<'a> {
     }
 
     pub fn from_peers(objects: Vec<Peer<'a>>) -> Self {
-        Self { objects }
+        Self {
+            objects,
+            config_maps: None,
+        }
+    }
+
+    /// Lets reconcilers check references to `config_maps`.
+    pub fn with_config_maps(mut self, config_maps: &'a ConfigMaps) -> Self {
+        self.config_maps = Some(config_maps);
+        self
+    }
+
+    /// Whether ConfigMap `name` of `namespace` holds `key`: `None` when this world does not
+    /// know ConfigMaps, else `Some(Err)` naming what is missing.
+    pub fn config_map_key(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Option<Result<(), String>> {
+        let maps = self.config_maps?;
+        Some(match maps.get(namespace, name) {
+            None => Err(format!("ConfigMap {name}")),
+            Some(data) if !data.contains_key(key) => Err(format!("key {key} of ConfigMap {name}")),
+            Some(_) => Ok(()),
+        })
     }
 
     /// Every object of the index's snapshot.
@@ -240,7 +269,13 @@ pub fn reconcile(object: &StoredObject, world: &World<'_>, now: &str) -> Status 
         Kind::PatchPolicy => {
             Status::PatchPolicy(pipeline(object, world, now, patch_policy::observe))
         }
-        Kind::Workflow => Status::Workflow(pipeline(object, world, now, workflow::observe)),
+        Kind::Workflow => Status::Workflow(checked_pipeline(
+            object,
+            world,
+            now,
+            crate::automation::sandbox::script_errors,
+            workflow::observe,
+        )),
         Kind::DiscoveryScan => Status::DiscoveryScan(Box::new(pipeline(
             object,
             world,
@@ -259,8 +294,20 @@ fn pipeline<Spec: DeserializeOwned + Validate, S: KindStatus>(
     now: &str,
     observe: impl FnOnce(&Spec, &StoredObject, &World<'_>) -> Observation<S>,
 ) -> S {
+    checked_pipeline(object, world, now, |_| Vec::new(), observe)
+}
+
+/// [`pipeline`] with checks the spec's own validation cannot make (it would need the
+/// operator's parts, like the rhai sandbox): their errors invalidate the spec the same way.
+fn checked_pipeline<Spec: DeserializeOwned + Validate, S: KindStatus>(
+    object: &StoredObject,
+    world: &World<'_>,
+    now: &str,
+    check: impl FnOnce(&Spec) -> Vec<FieldError>,
+    observe: impl FnOnce(&Spec, &StoredObject, &World<'_>) -> Observation<S>,
+) -> S {
     let (observation, errors) = match decode::<Spec>(&object.spec) {
-        Ok(spec) => match spec.validate() {
+        Ok(spec) => match [spec.validate(), check(&spec)].concat() {
             errors if errors.is_empty() => (Some(observe(&spec, object, world)), errors),
             errors => (None, errors),
         },
@@ -335,11 +382,16 @@ fn decode<S: DeserializeOwned>(spec: &Value) -> Result<S, FieldError> {
 /// Reconciles every stored object and writes the statuses that changed. The stored
 /// objects are the desired state standalone mode applied: the index is brought up to date
 /// from them first, and reconcilers see their peers through it.
-pub async fn run_pass(store: &Store, metrics: &Metrics, index: &Index) -> Result<(), StoreError> {
+pub async fn run_pass(
+    store: &Store,
+    metrics: &Metrics,
+    index: &Index,
+    config_maps: &ConfigMaps,
+) -> Result<(), StoreError> {
     let objects = store.all_objects().await?;
     index.replace(&objects);
     let snapshot = index.snapshot();
-    let world = World::from_snapshot(&snapshot);
+    let world = World::from_snapshot(&snapshot).with_config_maps(config_maps);
     let now = now_rfc3339();
     let mut patches = Vec::with_capacity(objects.len());
     for kind in Kind::ALL {

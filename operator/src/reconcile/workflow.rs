@@ -31,6 +31,11 @@ pub fn observe(
     {
         missing.push(format!("AlertRule {rule} (spec.trigger.alertRule)"));
     }
+    for (field, r) in spec.config_map_refs() {
+        if let Some(Err(what)) = world.config_map_key(namespace, &r.name, &r.key) {
+            missing.push(format!("{what} ({field})"));
+        }
+    }
     for (index, step) in spec.steps.iter().enumerate() {
         if let Some(channel) = &step.channel
             && !world.exists(namespace, Kind::NotificationChannel, channel)
@@ -107,7 +112,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::tests::stored;
+    use crate::{config_maps::ConfigMaps, reconcile::tests::stored};
 
     /// `Ready` says the workflow is armed and what starts it.
     #[test]
@@ -141,6 +146,64 @@ mod tests {
         assert_eq!(
             observation.ready.2,
             "armed: runs on request (POST .../workflows/NAME:run); selects 1 device(s)"
+        );
+    }
+
+    /// A RunScript step's ConfigMap (and its key) must exist where ConfigMaps are known;
+    /// a missing one makes the Workflow not Ready, naming the step.
+    #[test]
+    fn a_missing_script_config_map_is_a_missing_reference() {
+        let workflow = stored(
+            "Workflow",
+            "acme",
+            "cleanup",
+            json!({
+                "trigger": { "type": "Manual" },
+                "steps": [
+                    { "name": "inline", "type": "RunScript", "script": { "body": "true" } },
+                    { "name": "kept", "type": "RunScript",
+                      "script": { "configMapRef": { "name": "scripts", "key": "clean.sh" } } },
+                ],
+            }),
+            json!({}),
+        );
+        let spec: WorkflowSpec = serde_json::from_value(workflow.spec.clone()).expect("spec");
+        let maps = ConfigMaps::default();
+        let ready = |maps: &ConfigMaps| {
+            let o = observe(&spec, &workflow, &World::new(&[]).with_config_maps(maps));
+            (o.ready.0, o.ready.1.to_owned(), o.ready.2)
+        };
+        assert_eq!(
+            ready(&maps),
+            (
+                ConditionStatus::False,
+                "ReferenceNotFound".to_owned(),
+                "not found in namespace acme: ConfigMap scripts (spec.steps[1].script.configMapRef)"
+                    .to_owned()
+            )
+        );
+        let version = maps.version();
+        let map = |key: &str| {
+            vec![(
+                "acme".to_owned(),
+                "scripts".to_owned(),
+                [(key.to_owned(), "rm -rf /tmp/x".to_owned())].into(),
+            )]
+        };
+        maps.replace(map("other.sh"));
+        assert_eq!(
+            ready(&maps).2,
+            "not found in namespace acme: key clean.sh of ConfigMap scripts \
+             (spec.steps[1].script.configMapRef)"
+        );
+        maps.replace(map("clean.sh"));
+        assert_eq!(ready(&maps).1, "Armed");
+        assert_eq!(maps.version(), version + 2);
+        maps.replace(map("clean.sh"));
+        assert_eq!(
+            maps.version(),
+            version + 2,
+            "an unchanged replace is no news"
         );
     }
 }

@@ -304,6 +304,7 @@ impl ManifestFiles {
         (snapshot.tokens, snapshot.enrollment_tokens) = tokens.into_parts();
         errors.extend(missing_secrets(&snapshot));
         errors.extend(missing_config_maps(&snapshot));
+        errors.extend(invalid_scripts(&snapshot));
         if errors.is_empty() {
             Ok(snapshot)
         } else {
@@ -391,6 +392,26 @@ fn missing_config_maps(snapshot: &Snapshot) -> Vec<LoadError> {
         }
     }
     errors
+}
+
+/// A Workflow whose condition or rhai script does not compile would fail every run.
+fn invalid_scripts(snapshot: &Snapshot) -> Vec<LoadError> {
+    snapshot
+        .objects
+        .iter()
+        .filter(|o| o.kind == Kind::Workflow)
+        .filter_map(|o| {
+            Some((
+                o,
+                serde_json::from_value::<WorkflowSpec>(o.spec.clone()).ok()?,
+            ))
+        })
+        .flat_map(|(o, spec)| {
+            crate::automation::sandbox::script_errors(&spec)
+                .into_iter()
+                .map(move |e| object_error(o, e.path, e.message))
+        })
+        .collect()
 }
 
 /// An error about `object` at `path`, located by its source (`file#document`).
@@ -562,6 +583,40 @@ mod tests {
         let snapshot = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("valid");
         assert_eq!(snapshot.config_maps.len(), 1);
         assert_eq!(snapshot.config_maps[0].2["cleanup.sh"], "rm -f /tmp/x");
+    }
+
+    /// A Workflow whose rhai does not compile is refused whole, each script at its field;
+    /// a field named like a rhai keyword gets the way to read it.
+    #[test]
+    fn a_workflow_whose_rhai_does_not_compile_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let workflow = "apiVersion: rmm.cdot.io/v1alpha1\nkind: Workflow\nmetadata: {name: heal, namespace: acme}\nspec:\n  trigger: {type: PatchFailed}\n  condition: 'event.package == \"x\"'\n  steps:\n    - {name: a, type: Rhai, rhai: 'let = 1'}\n    - {name: b, type: Wait, duration: 1m, until: 'eval(\"true\")'}\n";
+        std::fs::write(dir.path().join("wf.yaml"), workflow).expect("write");
+        let errors = read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect_err("refused");
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(
+            errors[0],
+            "wf.yaml:1: Workflow acme/heal: spec.condition: rhai script does not parse at 1:7: \
+             'package' is a reserved keyword; a field with that name is read with brackets, as \
+             in event[\"package\"]"
+        );
+        assert!(
+            errors[1].starts_with("wf.yaml:1: Workflow acme/heal: spec.steps[0].rhai: rhai script does not parse at 1:"),
+            "{}",
+            errors[1]
+        );
+        assert_eq!(
+            errors[2],
+            "wf.yaml:1: Workflow acme/heal: spec.steps[1].until: rhai script uses `eval` at 1:1, \
+             which the sandbox does not allow"
+        );
+        let fixed = workflow
+            .replace("event.package", "event[\"package\"]")
+            .replace("let = 1", "let x = 1; x")
+            .replace("eval(\"true\")", "true");
+        std::fs::write(dir.path().join("wf.yaml"), fixed).expect("write");
+        read(dir.path(), DEFAULT_MAX_FILE_BYTES).expect("valid");
     }
 
     /// A file over the limit is refused by its size: a sparse 5 GiB file is refused at once,
