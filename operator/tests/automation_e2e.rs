@@ -230,12 +230,17 @@ spec:
       rhai: 'vars["seen"] == device.name'
 "#,
     );
-    for i in 0..50 {
-        yaml.push_str(&format!(
-            "---\napiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {{name: kiosk-{i:02}, namespace: acme, labels: {{role: kiosk}}}}\nspec: {{class: Workstation}}\n"
-        ));
-    }
+    yaml.push_str(&kiosks(50));
     yaml
+}
+
+/// `n` Devices labelled `role: kiosk`, as manifest documents.
+fn kiosks(n: usize) -> String {
+    (0..n)
+        .map(|i| format!(
+            "---\napiVersion: rmm.cdot.io/v1alpha1\nkind: Device\nmetadata: {{name: kiosk-{i:02}, namespace: acme, labels: {{role: kiosk}}}}\nspec: {{class: Workstation}}\n"
+        ))
+        .collect()
 }
 
 /// Blast radius and approvals: a run over 50 devices with `maxDevicesPerRun: 10` runs 10
@@ -360,6 +365,110 @@ async fn a_run_over_50_devices_with_a_limit_of_10_runs_10_and_waits_for_another_
     assert_eq!(run.summary.state, RunState::Succeeded, "{run:#?}");
     assert_eq!(run.approvals.len(), 2);
     assert!(run.approvals.iter().all(|a| a.by == "bob"));
+}
+
+/// The hourly limit counts devices across runs: a first run over 50 devices with
+/// `maxDevicesPerHour: 15` runs 15 and holds 35; a second run within the hour starts on
+/// none and holds the 15 that are free, saying why; the plan says the same before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hourly_limit_holds_devices_across_runs() {
+    let db = TestDb::create().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    let workflow = r#"apiVersion: rmm.cdot.io/v1alpha1
+kind: Workflow
+metadata: {name: hourly, namespace: acme}
+spec:
+  trigger: {type: Manual}
+  selector: {matchLabels: {role: kiosk}}
+  limits: {maxDevicesPerHour: 15}
+  steps:
+    - {name: tag, type: Rhai, rhai: 'set("seen", device.name); true'}
+"#;
+    std::fs::write(repo.join("fleet.yaml"), format!("{workflow}{}", kiosks(50))).expect("manifest");
+    let alice = create_token(&repo, "alice", "acme", "operator", "acme");
+    let operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
+
+    let run_to_rest = |expect_running: usize| {
+        let operator = &operator;
+        let alice = &alice;
+        async move {
+            let (status, run) = post(
+                operator,
+                alice,
+                "/v1/namespaces/acme/workflows/hourly:run",
+                json!({}),
+            )
+            .await;
+            assert_eq!(status, 201, "{run}");
+            let path = format!(
+                "/v1/namespaces/acme/workflowruns/{}",
+                run["id"].as_str().expect("id")
+            );
+            wait_for(Duration::from_secs(30), || async {
+                let run: RunView = get(operator, alice, &path).await;
+                let done = run
+                    .lanes
+                    .iter()
+                    .filter(|l| l.state == LaneState::Succeeded)
+                    .count();
+                (done == expect_running && run.summary.state == RunState::AwaitingApproval)
+                    .then_some(run)
+            })
+            .await
+            .unwrap_or_else(|| panic!("the run did not settle:\n{}", operator.logs()))
+        }
+    };
+
+    let first = run_to_rest(15).await;
+    let held = |run: &RunView| {
+        run.lanes
+            .iter()
+            .filter(|l| l.state == LaneState::Held)
+            .count()
+    };
+    assert_eq!(held(&first), 35);
+    assert_eq!(
+        first.summary.waiting_for.as_deref(),
+        Some(
+            "approval: 35 of 50 devices are past the blast-radius limit \
+             (maxDevicesPerHour 15 (0 started in the last hour))"
+        )
+    );
+
+    // Within the hour no device starts: the 15 that ran wait for an approval, the 35 the
+    // first run still holds are left out (concurrency Forbid). The plan says so first.
+    let (status, plan) = post(
+        &operator,
+        &alice,
+        "/v1/namespaces/acme/workflows/hourly:plan",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    let plan: RunPlan = serde_json::from_value(plan).expect("plan");
+    assert_eq!((plan.devices.len(), plan.held.len()), (0, 15), "{plan:?}");
+    assert!(
+        plan.reason
+            .starts_with("not on: kiosk-15: a run is active (concurrency Forbid); ")
+            && plan.reason.ends_with(
+                "; 15 device(s) would wait for an approval: past the blast-radius limit \
+                 (maxDevicesPerHour 15 (15 started in the last hour))"
+            ),
+        "{}",
+        plan.reason
+    );
+
+    let second = run_to_rest(0).await;
+    assert_eq!(held(&second), 15, "{second:#?}");
+    assert_eq!(
+        second.summary.waiting_for.as_deref(),
+        Some(
+            "approval: 15 of 15 devices are past the blast-radius limit \
+             (maxDevicesPerHour 15 (15 started in the last hour))"
+        )
+    );
 }
 
 const SERVICE: &str = r#"apiVersion: rmm.cdot.io/v1alpha1

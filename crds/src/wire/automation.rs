@@ -299,9 +299,10 @@ pub struct RunDecision {
 #[serde(rename_all = "camelCase")]
 pub struct RunPlan {
     pub workflow: String,
-    /// Whether a trigger like this starts a run at all, and if not why (paused, condition
-    /// false, cooldown, concurrency).
+    /// Whether a trigger like this starts a run at all.
     pub would_start: bool,
+    /// Why it would not (paused, no device selected, condition false), on which devices
+    /// it would not run, and how many would wait past the blast-radius limits.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// Devices that would start at once.

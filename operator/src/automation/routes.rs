@@ -202,47 +202,51 @@ async fn plan_run(
     now: Timestamp,
 ) -> Result<RunPlan, ApiError> {
     let sandbox = state.automation.sandbox();
-    let selected: Vec<_> = snapshot
-        .devices()
-        .filter(|d| d.object.namespace == fired.namespace)
-        .filter(|d| cdot_crds::common::selector_matches(&spec.selector, &d.object.labels))
-        .filter(|d| {
-            if !devices.is_empty() {
-                devices.contains(&d.object.name)
-            } else if let Some(uid) = fired.device {
-                d.object.uid == uid
-            } else {
-                true
-            }
-        })
-        .collect();
     let mut reason = String::new();
     if spec.paused {
         reason = "the workflow is paused (spec.paused)".into();
     }
-    let ctx = PlanContext::new(snapshot, &state.config_maps, &fired.namespace).workflow(name);
-    let mut planned: Vec<DevicePlan> = Vec::new();
     let mut skipped = Vec::new();
-    let mut sorted = selected;
-    sorted.sort_by(|a, b| a.object.name.cmp(&b.object.name));
-    for d in sorted {
+    let mut passing = Vec::new();
+    for d in start::candidates(snapshot, spec, fired, devices) {
         let view = start::device_view(d);
         match start::condition_holds(sandbox, spec, &fired.event, &view, now) {
-            Ok(true) => {}
-            Ok(false) => {
-                skipped.push(format!("{}: condition is false", view.name));
-                continue;
-            }
-            Err(e) => {
-                skipped.push(format!("{}: condition failed: {e}", view.name));
-                continue;
-            }
+            Ok(true) => passing.push((d, view)),
+            Ok(false) => skipped.push(format!("{}: condition is false", view.name)),
+            Err(e) => skipped.push(format!("{}: condition failed: {e}", view.name)),
         }
-        let step = spec
-            .steps
+    }
+    let admitted = start::admit(
+        &state.store,
+        &fired.namespace,
+        name,
+        spec,
+        passing
             .iter()
-            .find(|s| s.type_ == StepType::IsolateDevice);
-        let allow = step
+            .map(|(d, _)| (d.object.uid, d.object.name.clone()))
+            .collect(),
+        fired.trigger != TriggerType::Manual,
+        now,
+    )
+    .await?;
+    skipped.extend(admitted.skipped);
+    if !admitted.replace.is_empty() {
+        reason = format!(
+            "would cancel {} active run(s) (concurrency Replace)",
+            admitted.replace.len()
+        );
+    }
+    let ctx = PlanContext::new(snapshot, &state.config_maps, &fired.namespace).workflow(name);
+    let isolate = spec
+        .steps
+        .iter()
+        .find(|s| s.type_ == StepType::IsolateDevice);
+    let mut planned: Vec<DevicePlan> = Vec::new();
+    for (d, view) in passing {
+        if !admitted.devices.iter().any(|a| a.0 == d.object.uid) {
+            continue;
+        }
+        let allow = isolate
             .map(|s| engine::isolation_allow(snapshot, d, s))
             .unwrap_or_default();
         let device = PlanDevice::new(view, allow, d.spec.is_some());
@@ -254,22 +258,8 @@ async fn plan_run(
             sandbox,
         ));
     }
-    let limits = &spec.limits;
-    let mut allowed = limits
-        .max_devices_per_run
-        .map_or(usize::MAX, |n| n as usize);
-    if let Some(per_hour) = limits.max_devices_per_hour {
-        let used = state
-            .store
-            .workflow_devices_since(
-                &fired.namespace,
-                name,
-                now.checked_sub(jiff::SignedDuration::from_hours(1))
-                    .unwrap_or(Timestamp::UNIX_EPOCH),
-            )
-            .await?;
-        allowed = allowed.min(per_hour.saturating_sub(used) as usize);
-    }
+    let (allowed, limit) =
+        start::blast_radius(&state.store, &fired.namespace, name, &spec.limits, now).await?;
     let held: Vec<String> = if planned.len() > allowed {
         planned
             .split_off(allowed)
@@ -287,6 +277,18 @@ async fn plan_run(
         };
     } else if !skipped.is_empty() {
         reason = format!("not on: {}", skipped.join("; "));
+    }
+    if !held.is_empty() {
+        let why = format!(
+            "{} device(s) would wait for an approval: past the blast-radius limit ({})",
+            held.len(),
+            limit.unwrap_or_default()
+        );
+        reason = if reason.is_empty() {
+            why
+        } else {
+            format!("{reason}; {why}")
+        };
     }
     Ok(RunPlan {
         workflow: name.to_owned(),

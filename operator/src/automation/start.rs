@@ -168,7 +168,8 @@ pub async fn start(
             fired_here.event.value = Some(f64::from(n));
         }
         let fired = &fired_here;
-        let candidates = candidates(snapshot, &wf.spec, fired, manual);
+        let named = manual.map_or(&[][..], |m| m.devices);
+        let candidates = candidates(snapshot, &wf.spec, fired, named);
         let mut devices = Vec::new();
         for d in candidates {
             let view = device_view(d);
@@ -186,58 +187,22 @@ pub async fn start(
         if devices.is_empty() {
             continue;
         }
-        let uids: Vec<Uuid> = devices.iter().map(|d| d.0).collect();
-        let active = store
-            .active_workflow_lanes(&fired.namespace, wf.name, &uids)
-            .await?;
-        let mut replace = Vec::new();
-        if !active.is_empty() {
-            match wf.spec.concurrency {
-                ConcurrencyPolicy::Allow => {}
-                ConcurrencyPolicy::Forbid => {
-                    let busy: HashSet<Uuid> = active.iter().map(|a| a.0).collect();
-                    devices.retain(|d| !busy.contains(&d.0));
-                }
-                ConcurrencyPolicy::Replace => replace = active.iter().map(|a| a.1).collect(),
-            }
-        }
-        if manual.is_none() {
-            let cooldown = parse_duration(&wf.spec.cooldown).unwrap_or_default();
-            if !cooldown.is_zero() {
-                let last = store
-                    .last_workflow_starts(&fired.namespace, wf.name, &uids)
-                    .await?;
-                let since = now
-                    .checked_sub(SignedDuration::try_from(cooldown).unwrap_or_default())
-                    .unwrap_or(Timestamp::UNIX_EPOCH);
-                devices.retain(|d| last.get(&d.0).is_none_or(|t| *t < since));
-            }
-        }
+        let admitted = admit(
+            store,
+            &fired.namespace,
+            wf.name,
+            &wf.spec,
+            devices,
+            manual.is_none(),
+            now,
+        )
+        .await?;
+        let (devices, replace) = (admitted.devices, admitted.replace);
         if devices.is_empty() {
             continue;
         }
-        let limits = &wf.spec.limits;
-        let mut allowed = limits
-            .max_devices_per_run
-            .map_or(usize::MAX, |n| n as usize);
-        let mut reason = limits
-            .max_devices_per_run
-            .map(|n| format!("maxDevicesPerRun {n}"));
-        if let Some(per_hour) = limits.max_devices_per_hour {
-            let hour_ago = now
-                .checked_sub(SignedDuration::from_hours(1))
-                .unwrap_or(Timestamp::UNIX_EPOCH);
-            let used = store
-                .workflow_devices_since(&fired.namespace, wf.name, hour_ago)
-                .await?;
-            let left = per_hour.saturating_sub(used) as usize;
-            if left < allowed {
-                allowed = left;
-                reason = Some(format!(
-                    "maxDevicesPerHour {per_hour} ({used} started in the last hour)"
-                ));
-            }
-        }
+        let (allowed, reason) =
+            blast_radius(store, &fired.namespace, wf.name, &wf.spec.limits, now).await?;
         let held = devices.len().saturating_sub(allowed);
         let lanes: Vec<(Uuid, String, bool)> = devices
             .iter()
@@ -318,20 +283,121 @@ pub async fn start(
     Ok(started)
 }
 
-fn candidates<'a>(
+/// How many devices a run of `workflow` may start on now, and the limit that says so:
+/// `maxDevicesPerRun`, or `maxDevicesPerHour` less the devices its runs started in the last
+/// hour when that is smaller. The rest wait for an approval.
+pub async fn blast_radius(
+    store: &Store,
+    namespace: &str,
+    workflow: &str,
+    limits: &cdot_crds::workflow::Limits,
+    now: Timestamp,
+) -> Result<(usize, Option<String>), StoreError> {
+    let mut allowed = limits
+        .max_devices_per_run
+        .map_or(usize::MAX, |n| n as usize);
+    let mut reason = limits
+        .max_devices_per_run
+        .map(|n| format!("maxDevicesPerRun {n}"));
+    if let Some(per_hour) = limits.max_devices_per_hour {
+        let hour_ago = now
+            .checked_sub(SignedDuration::from_hours(1))
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        let used = store
+            .workflow_devices_since(namespace, workflow, hour_ago)
+            .await?;
+        let left = per_hour.saturating_sub(used) as usize;
+        if left < allowed {
+            allowed = left;
+            reason = Some(format!(
+                "maxDevicesPerHour {per_hour} ({used} started in the last hour)"
+            ));
+        }
+    }
+    Ok((allowed, reason))
+}
+
+/// Who a new run would start on, after the concurrency policy and the cooldown.
+pub struct Admitted {
+    pub devices: Vec<(Uuid, String)>,
+    /// Active runs that concurrency Replace cancels.
+    pub replace: Vec<Uuid>,
+    /// Devices left out, each as `NAME: why`.
+    pub skipped: Vec<String>,
+}
+
+/// Applies the concurrency policy (Forbid leaves out devices with an active run of the
+/// workflow, Replace names those runs) and, for `triggered` runs (not manual ones), the
+/// cooldown to `devices`.
+pub async fn admit(
+    store: &Store,
+    namespace: &str,
+    workflow: &str,
+    spec: &WorkflowSpec,
+    mut devices: Vec<(Uuid, String)>,
+    triggered: bool,
+    now: Timestamp,
+) -> Result<Admitted, StoreError> {
+    let uids: Vec<Uuid> = devices.iter().map(|d| d.0).collect();
+    let mut skipped = Vec::new();
+    let active = store
+        .active_workflow_lanes(namespace, workflow, &uids)
+        .await?;
+    let mut replace = Vec::new();
+    if !active.is_empty() {
+        match spec.concurrency {
+            ConcurrencyPolicy::Allow => {}
+            ConcurrencyPolicy::Forbid => {
+                let busy: HashSet<Uuid> = active.iter().map(|a| a.0).collect();
+                devices.retain(|d| {
+                    let free = !busy.contains(&d.0);
+                    if !free {
+                        skipped.push(format!("{}: a run is active (concurrency Forbid)", d.1));
+                    }
+                    free
+                });
+            }
+            ConcurrencyPolicy::Replace => replace = active.iter().map(|a| a.1).collect(),
+        }
+    }
+    let cooldown = parse_duration(&spec.cooldown).unwrap_or_default();
+    if triggered && !cooldown.is_zero() {
+        let last = store
+            .last_workflow_starts(namespace, workflow, &uids)
+            .await?;
+        let since = now
+            .checked_sub(SignedDuration::try_from(cooldown).unwrap_or_default())
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        devices.retain(|d| {
+            let cool = last.get(&d.0).is_none_or(|t| *t < since);
+            if !cool {
+                skipped.push(format!("{}: in cooldown ({})", d.1, spec.cooldown));
+            }
+            cool
+        });
+    }
+    replace.sort();
+    replace.dedup();
+    Ok(Admitted {
+        devices,
+        replace,
+        skipped,
+    })
+}
+
+/// The devices of `fired`'s namespace a run of `spec` is for: `named` ones when given,
+/// else the event's device, else every device the selector matches (by name).
+pub fn candidates<'a>(
     snapshot: &'a Snapshot,
     spec: &WorkflowSpec,
     fired: &Fired,
-    manual: Option<&Manual<'_>>,
+    named: &[String],
 ) -> Vec<&'a Arc<DeviceEntry>> {
     let selected = |d: &&Arc<DeviceEntry>| {
         d.object.namespace == fired.namespace && selector_matches(&spec.selector, &d.object.labels)
     };
-    if let Some(m) = manual
-        && !m.devices.is_empty()
-    {
-        return m
-            .devices
+    if !named.is_empty() {
+        return named
             .iter()
             .filter_map(|n| snapshot.device(&fired.namespace, n))
             .filter(selected)
