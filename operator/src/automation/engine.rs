@@ -1263,6 +1263,55 @@ mod tests {
         assert_eq!(run_state(&[Succeeded, Cancelled]).0, RunState::Succeeded);
     }
 
+    /// An isolated device keeps its step's `allow` and the collectors of its own site (by
+    /// their address-shaped management addresses); other sites' and namespaces' collectors,
+    /// and names that are not addresses (nftables rules take addresses), are left out.
+    #[test]
+    fn isolation_keeps_the_collectors_of_the_devices_site() {
+        use serde_json::json;
+
+        use crate::reconcile::tests::stored;
+        let device = |ns: &str, name: &str, spec: Value| {
+            let mut d = stored("Device", ns, name, spec, json!({}));
+            d.uid = Uuid::new_v4();
+            d
+        };
+        let collector = |ns: &str, name: &str, site: &str, addresses: Value| {
+            device(
+                ns,
+                name,
+                json!({"class": "Collector", "site": site, "managementAddresses": addresses}),
+            )
+        };
+        let index = Index::default();
+        index.replace(&[
+            device(
+                "acme",
+                "web-01",
+                json!({"class": "Server", "site": "london"}),
+            ),
+            collector(
+                "acme",
+                "col-lon",
+                "london",
+                json!(["10.0.0.2", "col-lon.acme.example"]),
+            ),
+            collector("acme", "col-lon-2", "london", json!(["2001:db8::2"])),
+            collector("acme", "col-leeds", "leeds", json!(["10.9.0.2"])),
+            collector("globex", "col-lon", "london", json!(["10.8.0.2"])),
+        ]);
+        let snapshot = index.snapshot();
+        let web = snapshot.device("acme", "web-01").expect("device");
+        let step: Step = serde_json::from_value(json!({
+            "name": "isolate", "type": "IsolateDevice", "allow": ["192.0.2.10", "10.0.0.2"],
+        }))
+        .expect("step");
+        assert_eq!(
+            isolation_allow(&snapshot, web, &step),
+            ["10.0.0.2", "192.0.2.10", "2001:db8::2"]
+        );
+    }
+
     #[test]
     fn work_ids_are_stable_per_attempt() {
         let (r, d) = (Uuid::from_u128(1), Uuid::from_u128(2));

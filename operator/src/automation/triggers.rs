@@ -141,63 +141,86 @@ impl Periodic {
         snapshot: &Snapshot,
         now: Timestamp,
     ) -> Result<Vec<Fired>, StoreError> {
+        let mut out = self.schedules(snapshot, now);
+        out.extend(self.offline(store, snapshot, now).await?);
+        Ok(out)
+    }
+
+    /// The cron times of Schedule workflows that have come: one event per time reached,
+    /// and one (not one per missed time) after an operator that was down. A workflow's
+    /// next time is computed when it is first seen or its spec changes, so a new schedule
+    /// never fires for a time before it was applied.
+    fn schedules(&mut self, snapshot: &Snapshot, now: Timestamp) -> Vec<Fired> {
         let mut out = Vec::new();
-        let mut offline_for: HashMap<String, SignedDuration> = HashMap::new();
         let mut alive = std::collections::HashSet::new();
         for o in snapshot.of_kind(Kind::Workflow) {
             let Ok(spec) = serde_json::from_value::<WorkflowSpec>(o.spec.clone()) else {
                 continue;
             };
-            if spec.paused {
+            if spec.paused || spec.trigger.type_ != TriggerType::Schedule {
                 continue;
             }
-            match spec.trigger.type_ {
-                TriggerType::DeviceOffline => {
-                    let d = spec
-                        .trigger
-                        .offline_for
-                        .as_deref()
-                        .and_then(|s| cdot_crds::common::parse_duration(s).ok())
-                        .and_then(|d| SignedDuration::try_from(d).ok())
-                        .unwrap_or_default();
-                    let e = offline_for.entry(o.namespace.clone()).or_insert(d);
-                    *e = (*e).min(d);
-                }
-                TriggerType::Schedule => {
-                    let key = (o.namespace.clone(), o.name.clone(), o.generation);
-                    alive.insert(key.clone());
-                    let Some(expr) = &spec.trigger.schedule else {
-                        continue;
-                    };
-                    let Ok(schedule) = Schedule::parse(expr, spec.trigger.time_zone.as_deref())
-                    else {
-                        continue;
-                    };
-                    let next = *self
-                        .next
-                        .entry(key.clone())
-                        .or_insert_with(|| schedule.next_after(now).unwrap_or(Timestamp::MAX));
-                    if next <= now {
-                        out.push(Fired {
-                            namespace: o.namespace.clone(),
-                            trigger: TriggerType::Schedule,
-                            device: None,
-                            event: Event {
-                                type_: Some(TriggerType::Schedule),
-                                at: Some(next.to_string()),
-                                ..Event::default()
-                            },
-                            dedup: Some(format!("schedule:{}:{next}", o.name)),
-                        });
-                        self.next
-                            .insert(key, schedule.next_after(now).unwrap_or(Timestamp::MAX));
-                    }
-                }
-                _ => {}
+            let key = (o.namespace.clone(), o.name.clone(), o.generation);
+            alive.insert(key.clone());
+            let Some(expr) = &spec.trigger.schedule else {
+                continue;
+            };
+            let Ok(schedule) = Schedule::parse(expr, spec.trigger.time_zone.as_deref()) else {
+                continue;
+            };
+            let next = *self
+                .next
+                .entry(key.clone())
+                .or_insert_with(|| schedule.next_after(now).unwrap_or(Timestamp::MAX));
+            if next <= now {
+                out.push(Fired {
+                    namespace: o.namespace.clone(),
+                    trigger: TriggerType::Schedule,
+                    device: None,
+                    event: Event {
+                        type_: Some(TriggerType::Schedule),
+                        at: Some(next.to_string()),
+                        ..Event::default()
+                    },
+                    dedup: Some(format!("schedule:{}:{next}", o.name)),
+                });
+                self.next
+                    .insert(key, schedule.next_after(now).unwrap_or(Timestamp::MAX));
             }
         }
         self.next.retain(|k, _| alive.contains(k));
+        out
+    }
+
+    /// Devices silent for at least the shortest `offlineFor` of their namespace's
+    /// DeviceOffline workflows, each occurrence (a device's last sign of life) told once.
+    async fn offline(
+        &mut self,
+        store: &Store,
+        snapshot: &Snapshot,
+        now: Timestamp,
+    ) -> Result<Vec<Fired>, StoreError> {
+        let mut offline_for: HashMap<String, SignedDuration> = HashMap::new();
+        for o in snapshot.of_kind(Kind::Workflow) {
+            let Ok(spec) = serde_json::from_value::<WorkflowSpec>(o.spec.clone()) else {
+                continue;
+            };
+            if spec.paused || spec.trigger.type_ != TriggerType::DeviceOffline {
+                continue;
+            }
+            let d = spec
+                .trigger
+                .offline_for
+                .as_deref()
+                .and_then(|s| cdot_crds::common::parse_duration(s).ok())
+                .and_then(|d| SignedDuration::try_from(d).ok())
+                .unwrap_or_default();
+            let e = offline_for.entry(o.namespace.clone()).or_insert(d);
+            *e = (*e).min(d);
+        }
+        let mut out = Vec::new();
         if offline_for.is_empty() {
+            self.told.clear();
             return Ok(out);
         }
         let now_text = now.to_string();
@@ -245,5 +268,88 @@ impl Periodic {
         }
         self.told.retain(|k| still.contains(k));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{index::Index, reconcile::tests::stored};
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn index_with(spec: serde_json::Value, generation: i64) -> Index {
+        let mut workflow = stored("Workflow", "acme", "sweep", spec, json!({}));
+        workflow.generation = generation;
+        let index = Index::default();
+        index.replace(&[workflow]);
+        index
+    }
+
+    fn times(fired: &[Fired]) -> Vec<String> {
+        fired
+            .iter()
+            .map(|f| {
+                assert_eq!((f.trigger, f.device), (TriggerType::Schedule, None));
+                f.event.at.clone().unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// A schedule fires once at each cron time it reaches, once (not once per missed time)
+    /// after a gap, never for a time before it was applied, not while paused, and anew
+    /// from the time a changed spec is seen.
+    #[test]
+    fn a_schedule_fires_once_per_time_reached() {
+        let spec = json!({
+            "trigger": {"type": "Schedule", "schedule": "*/5 * * * *", "timeZone": "Europe/London"},
+            "steps": [{"name": "tag", "type": "Rhai", "rhai": "true"}],
+        });
+        let index = index_with(spec.clone(), 1);
+        let mut periodic = Periodic::default();
+        let look = |p: &mut Periodic, t: &str| times(&p.schedules(&index.snapshot(), at(t)));
+
+        assert!(look(&mut periodic, "2026-12-07T10:04:59Z").is_empty());
+        assert_eq!(
+            look(&mut periodic, "2026-12-07T10:05:00Z"),
+            ["2026-12-07T10:05:00Z"]
+        );
+        assert!(look(&mut periodic, "2026-12-07T10:05:03Z").is_empty());
+        // Down from 10:06 to 10:31: one run for the gap, then on time again.
+        assert_eq!(
+            look(&mut periodic, "2026-12-07T10:31:00Z"),
+            ["2026-12-07T10:10:00Z"]
+        );
+        assert!(look(&mut periodic, "2026-12-07T10:34:59Z").is_empty());
+        assert_eq!(
+            look(&mut periodic, "2026-12-07T10:35:01Z"),
+            ["2026-12-07T10:35:00Z"]
+        );
+        let fired = periodic.schedules(&index.snapshot(), at("2026-12-07T10:40:00Z"));
+        assert_eq!(
+            fired[0].dedup.as_deref(),
+            Some("schedule:sweep:2026-12-07T10:40:00Z")
+        );
+
+        // Paused: nothing, and its next time is forgotten.
+        let mut paused = spec.clone();
+        paused["paused"] = json!(true);
+        let index = index_with(paused, 2);
+        let look = |p: &mut Periodic, t: &str| times(&p.schedules(&index.snapshot(), at(t)));
+        assert!(look(&mut periodic, "2026-12-07T10:45:00Z").is_empty());
+        assert!(periodic.next.is_empty());
+
+        // Resumed as a new generation at 10:47: the first run is 10:50, not 10:45.
+        let index = index_with(spec, 3);
+        let look = |p: &mut Periodic, t: &str| times(&p.schedules(&index.snapshot(), at(t)));
+        assert!(look(&mut periodic, "2026-12-07T10:47:00Z").is_empty());
+        assert_eq!(
+            look(&mut periodic, "2026-12-07T10:50:00Z"),
+            ["2026-12-07T10:50:00Z"]
+        );
     }
 }
