@@ -5,14 +5,20 @@
 //! The local apt repository holds v1 (installed) and v2 of: `cdot-tls` (security suite),
 //! `cdot-hello` (bugfix), `cdot-broken` (v2's postinst fails), `cdot-db` (denied) and
 //! `cdot-app` (v2 needs cdot-db v2). One device is in ring `pilot`, the other in `broad`.
+//! A Workflow on PatchFailed opens a ticket in a ServiceNow-shaped receiver when cdot-broken
+//! fails.
 mod support;
 
 use std::time::{Duration, Instant};
 
 use cdot_crds::{
     patch_policy::Classification,
-    wire::patch::{ComplianceReport, Decision, PatchPlan},
+    wire::{
+        automation::{RunList, RunState, RunView},
+        patch::{ComplianceReport, Decision, PatchPlan},
+    },
 };
+use cdot_testkit::receiver::{Receiver, Reply};
 use serde_json::Value;
 use support::{
     Operator, TestDb, create_enrollment_token, create_token,
@@ -41,6 +47,38 @@ spec:
   class: Server
   site: leeds
 "#;
+
+/// What happens when an install fails: a ticket, for cdot-broken only (the condition reads
+/// the event), through a ServiceNow-shaped channel at `url`.
+fn on_failure(url: &str) -> String {
+    format!(
+        r#"apiVersion: rmm.cdot.io/v1alpha1
+kind: Workflow
+metadata: {{name: patch-failed, namespace: acme}}
+spec:
+  trigger: {{type: PatchFailed}}
+  selector: {{matchLabels: {{role: server}}}}
+  condition: 'event["package"].starts_with("cdot-broken ")'
+  steps:
+    - name: ticket
+      type: OpenTicket
+      channel: itsm
+      message: "{{{{ event.package }}}} failed on {{{{ device }}}}"
+---
+apiVersion: rmm.cdot.io/v1alpha1
+kind: NotificationChannel
+metadata: {{name: itsm, namespace: acme}}
+spec:
+  type: Ticket
+  ticket: {{system: ServiceNow, url: "{url}", project: Patching, credentialsSecretRef: {{name: itsm}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: itsm, namespace: acme}}
+stringData: {{username: svc, password: sn-secret}}
+"#
+    )
+}
 
 /// The policy as committed: `approve` patterns and the window's start vary.
 fn policy(approve: &[&str], window_start: &str) -> String {
@@ -131,7 +169,19 @@ async fn an_approval_commit_rolls_out_ring_by_ring_on_real_apt() {
     commit(&policy_file, &policy(&[], &start_in(3)));
     let enroll = create_enrollment_token(&repo, "patch-enroll", "acme");
     let viewer = create_token(&repo, "patch-viewer", "acme", "viewer", "acme");
-    let operator = Operator::start(&[&repo], Some(&db.url), &[], tmp.path()).await;
+    let itsm = Receiver::start().await;
+    itsm.reply_with(|_| Reply::json(201, r#"{"result":{"sys_id":"sys1","number":"INC0001001"}}"#));
+    std::fs::write(repo.join("automation.yaml"), on_failure(&itsm.url("/"))).expect("workflow");
+    let ca = tmp.path().join("itsm-ca.pem");
+    std::fs::write(&ca, itsm.ca_pem()).expect("ca");
+    let ca = ca.display().to_string();
+    let operator = Operator::start(
+        &[&repo],
+        Some(&db.url),
+        &["--notify-ca-file", &ca],
+        tmp.path(),
+    )
+    .await;
 
     let (pilot_root, broad_root) = (root_with_packages(), root_with_packages());
     let pilot = start_agent(
@@ -267,6 +317,38 @@ async fn an_approval_commit_rolls_out_ring_by_ring_on_real_apt() {
             .unwrap_or_default()
             .contains("cannot migrate its data"),
         "{broken:?}"
+    );
+    // The failure started the workflow, whose ticket reached the ServiceNow receiver.
+    let run: RunView = wait_for(Duration::from_secs(60), || async {
+        let list: RunList = get(
+            &operator,
+            &viewer,
+            "/v1/namespaces/acme/workflowruns?workflow=patch-failed",
+        )
+        .await;
+        let id = list.runs.first().filter(|r| r.state.is_final())?.id;
+        Some(
+            get(
+                &operator,
+                &viewer,
+                &format!("/v1/namespaces/acme/workflowruns/{id}"),
+            )
+            .await,
+        )
+    })
+    .await
+    .unwrap_or_else(|| panic!("no PatchFailed run finished:\n{}", logs()));
+    assert_eq!(run.summary.state, RunState::Succeeded, "{run:#?}");
+    assert_eq!(run.event.device.as_deref(), Some("pilot-01"));
+    let package = run.event.package.clone().unwrap_or_default();
+    assert!(package.starts_with("cdot-broken 2"), "{run:#?}");
+    let tickets = itsm.requests();
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let ticket = tickets[0].json();
+    assert_eq!(tickets[0].path, "/api/now/table/incident");
+    assert_eq!(
+        ticket["short_description"],
+        format!("{package} failed on pilot-01").as_str()
     );
     let app = wait_for(Duration::from_secs(60), || async {
         install_state(&db.url, "pilot-01", "cdot-app")
