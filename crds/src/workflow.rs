@@ -28,8 +28,8 @@ pub const TRIGGER_RULES: [(&str, &str); 4] = [
         "alertRule is only allowed for types AlertFiring and AlertResolved",
     ),
     (
-        "self.type == 'DeviceOffline' || !has(self.offlineFor)",
-        "offlineFor is only allowed for type DeviceOffline",
+        "self.type in ['DeviceOffline', 'DeviceOnline'] || !has(self.offlineFor)",
+        "offlineFor is only allowed for types DeviceOffline and DeviceOnline",
     ),
 ];
 
@@ -134,6 +134,8 @@ pub enum TriggerType {
     AlertResolved,
     /// A device stops reporting (for `offlineFor`).
     DeviceOffline,
+    /// A device that was offline (for at least `offlineFor`) reports again.
+    DeviceOnline,
     /// A service failed `count` times `within` a window.
     ServiceFailed,
     /// A patch installation failed.
@@ -173,6 +175,7 @@ pub struct Trigger {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub within: Option<String>,
     /// DeviceOffline: how long the device must be offline, e.g. `5m` (default immediately).
+    /// DeviceOnline: the shortest outage whose end starts a run (default any).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub offline_for: Option<String>,
@@ -455,9 +458,9 @@ impl Validate for WorkflowSpec {
         only(
             &mut errs,
             t.offline_for.is_some(),
-            is(TriggerType::DeviceOffline),
+            is(TriggerType::DeviceOffline) || is(TriggerType::DeviceOnline),
             "offlineFor",
-            "DeviceOffline",
+            "DeviceOffline or DeviceOnline",
         );
         only(
             &mut errs,
@@ -797,6 +800,10 @@ mod tests {
         ok(
             &base(),
             trigger(json!({"type": "DeviceOffline", "offlineFor": "5m"})),
+        );
+        ok(
+            &base(),
+            trigger(json!({"type": "DeviceOnline", "offlineFor": "5m"})),
         );
         err_at(
             &base(),

@@ -606,6 +606,15 @@ spec:
 ---
 apiVersion: rmm.cdot.io/v1alpha1
 kind: Workflow
+metadata: {name: on-online, namespace: acme}
+spec:
+  trigger: {type: DeviceOnline, offlineFor: 2s}
+  selector: {matchLabels: {role: edge}}
+  steps:
+    - {name: note, type: Rhai, rhai: 'event.value'}
+---
+apiVersion: rmm.cdot.io/v1alpha1
+kind: Workflow
 metadata: {name: slow, namespace: acme}
 spec:
   trigger: {type: Manual}
@@ -616,10 +625,11 @@ spec:
 "#;
 
 /// A device that stops reporting starts one DeviceOffline run (not one per look while it
-/// stays silent), with how long it has been silent; `concurrency: Replace` cancels the
-/// device's running run when a new one starts.
+/// stays silent), with how long it has been silent; when it reports again, one
+/// DeviceOnline run with the outage's length; `concurrency: Replace` cancels the device's
+/// running run when a new one starts.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_offline_device_starts_one_run_and_replace_cancels_the_older_run() {
+async fn an_offline_device_starts_one_run_its_return_another_and_replace_cancels_the_older_run() {
     let db = TestDb::create().await;
     let tmp = tempfile::tempdir().expect("tmp");
     let repo = tmp.path().join("repo");
@@ -668,6 +678,33 @@ async fn an_offline_device_starts_one_run_and_replace_cancels_the_older_run() {
     // Still silent ten seconds (two looks) later: still one run.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(runs("on-offline").await.runs.len(), 1);
+    assert!(runs("on-online").await.runs.is_empty());
+
+    // It reports again: one DeviceOnline run, with how long it was silent.
+    let back = jiff::Timestamp::now().as_millisecond();
+    assert_eq!(agent.send(back, &[("cpu", &[], 5.0)]).await, 200);
+    let run = wait_for(Duration::from_secs(30), || async {
+        let list = runs("on-online").await;
+        let run = list.runs.first()?;
+        run.state.is_final().then(|| run.clone())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no DeviceOnline run:\n{}", operator.logs()));
+    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    let view: RunView = get(
+        &operator,
+        &viewer,
+        &format!("/v1/namespaces/acme/workflowruns/{}", run.id),
+    )
+    .await;
+    let outage = view.event.value.expect("the outage's length");
+    let sent_apart = (back - now) as f64 / 1000.0;
+    assert!(
+        (outage - sent_apart).abs() < 1.5,
+        "outage {outage} s, reports {sent_apart} s apart"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(runs("on-online").await.runs.len(), 1);
 
     // Replace: a second run of `slow` on the device cancels the first.
     let start = || {

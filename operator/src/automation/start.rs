@@ -73,12 +73,14 @@ fn matches_trigger(spec: &WorkflowSpec, fired: &Fired) -> bool {
             .service
             .as_ref()
             .is_none_or(|s| e.service.as_ref() == Some(s)),
-        TriggerType::DeviceOffline => {
+        TriggerType::DeviceOffline | TriggerType::DeviceOnline => {
             let wanted = t
                 .offline_for
                 .as_deref()
                 .map_or(0.0, |d| duration(d).as_secs_f64());
-            e.value.unwrap_or(0.0) >= wanted
+            // An outage of unknown length (it ended while the operator was down) only
+            // matches a workflow that asks for none.
+            e.value.map_or(wanted == 0.0, |v| v >= wanted)
         }
         _ => true,
     }

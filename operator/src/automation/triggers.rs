@@ -8,7 +8,7 @@
 //! Each event carries a dedup key naming its occurrence (an alert id and state, a device's
 //! last sign of life, a cron time), and a run is unique per (workflow, key): an event seen
 //! twice (a replay, another replica) starts one run.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cdot_crds::{
     kind::Kind,
@@ -27,7 +27,7 @@ use crate::{
     alerting::{TransitionHook, engine::Transition},
     discovery::schedule::Schedule,
     index::Snapshot,
-    store::{Store, StoreError},
+    store::{Store, StoreError, heartbeats::Liveness},
 };
 
 /// Tells automation of stored firing and resolved transitions.
@@ -125,13 +125,17 @@ pub fn patch_failures(
     }
 }
 
-/// Offline devices and schedules, looked at every few seconds.
+/// Devices going offline and coming back, and schedules, looked at every few seconds.
 #[derive(Default)]
 pub struct Periodic {
     /// Next cron time per (namespace, workflow, generation).
     next: HashMap<(String, String, i64), Timestamp>,
     /// Offline occurrences already told (a device stays offline for many looks).
-    told: std::collections::HashSet<String>,
+    told: HashSet<String>,
+    /// Devices seen offline, with their last sign of life before it.
+    down: HashMap<Uuid, Timestamp>,
+    /// Whether a look at liveness happened since the start.
+    looked: bool,
 }
 
 impl Periodic {
@@ -142,7 +146,7 @@ impl Periodic {
         now: Timestamp,
     ) -> Result<Vec<Fired>, StoreError> {
         let mut out = self.schedules(snapshot, now);
-        out.extend(self.offline(store, snapshot, now).await?);
+        out.extend(self.liveness(store, snapshot, now).await?);
         Ok(out)
     }
 
@@ -152,7 +156,7 @@ impl Periodic {
     /// never fires for a time before it was applied.
     fn schedules(&mut self, snapshot: &Snapshot, now: Timestamp) -> Vec<Fired> {
         let mut out = Vec::new();
-        let mut alive = std::collections::HashSet::new();
+        let mut alive = HashSet::new();
         for o in snapshot.of_kind(Kind::Workflow) {
             let Ok(spec) = serde_json::from_value::<WorkflowSpec>(o.spec.clone()) else {
                 continue;
@@ -192,70 +196,104 @@ impl Periodic {
         out
     }
 
-    /// Devices silent for at least the shortest `offlineFor` of their namespace's
-    /// DeviceOffline workflows, each occurrence (a device's last sign of life) told once.
-    async fn offline(
+    /// Devices going offline and coming back, from the heartbeat state the liveness pass
+    /// reads; only read when a namespace has a DeviceOffline or DeviceOnline workflow.
+    async fn liveness(
         &mut self,
         store: &Store,
         snapshot: &Snapshot,
         now: Timestamp,
     ) -> Result<Vec<Fired>, StoreError> {
-        let mut offline_for: HashMap<String, SignedDuration> = HashMap::new();
-        for o in snapshot.of_kind(Kind::Workflow) {
-            let Ok(spec) = serde_json::from_value::<WorkflowSpec>(o.spec.clone()) else {
-                continue;
-            };
-            if spec.paused || spec.trigger.type_ != TriggerType::DeviceOffline {
-                continue;
-            }
-            let d = spec
-                .trigger
-                .offline_for
-                .as_deref()
-                .and_then(|s| cdot_crds::common::parse_duration(s).ok())
-                .and_then(|d| SignedDuration::try_from(d).ok())
-                .unwrap_or_default();
-            let e = offline_for.entry(o.namespace.clone()).or_insert(d);
-            *e = (*e).min(d);
-        }
-        let mut out = Vec::new();
-        if offline_for.is_empty() {
+        let watched = watched(snapshot);
+        if watched.is_empty() {
             self.told.clear();
-            return Ok(out);
+            self.down.clear();
+            return Ok(Vec::new());
         }
+        let rows = store.device_liveness().await?;
+        Ok(self.liveness_events(&watched, &rows, snapshot, now))
+    }
+
+    /// DeviceOffline: a device silent for at least the shortest `offlineFor` of its
+    /// namespace, each outage (its last sign of life) told once. DeviceOnline: a device
+    /// seen offline that reported since, with how long it was silent. An outage that ended
+    /// while the operator was down is told by the first look after its start, as long as
+    /// the stored status still says offline (its length is then unknown).
+    fn liveness_events(
+        &mut self,
+        watched: &HashMap<String, Watched>,
+        rows: &[Liveness],
+        snapshot: &Snapshot,
+        now: Timestamp,
+    ) -> Vec<Fired> {
         let now_text = now.to_string();
-        let mut still = std::collections::HashSet::new();
-        for d in store.device_liveness().await? {
-            let Some(min) = offline_for.get(&d.namespace) else {
+        let first_look = !std::mem::replace(&mut self.looked, true);
+        let mut out = Vec::new();
+        let mut still = HashSet::new();
+        let mut present = HashSet::new();
+        for d in rows {
+            let Some(watch) = watched.get(&d.namespace) else {
                 continue;
             };
-            if d.paused || crate::jobs::liveness::is_ready(&d, &now_text) {
+            // Paused devices are neither offline nor back (maintenance).
+            if d.paused {
                 continue;
             }
-            let Some(last) = d
-                .last_seen
-                .as_deref()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-            else {
+            let (Some(entry), Some(last)) = (
+                snapshot.device(&d.namespace, &d.name),
+                d.last_seen
+                    .as_deref()
+                    .and_then(|t| t.parse::<Timestamp>().ok()),
+            ) else {
                 continue;
             };
-            let Some(entry) = snapshot.device(&d.namespace, &d.name) else {
+            let uid = entry.object.uid;
+            present.insert(uid);
+            // Back: a sign of life newer than the outage's last one (even if the device
+            // has gone quiet again since: that is a new outage), or, on the first look
+            // after a start, a stored status still offline for a device that reports.
+            let ready = crate::jobs::liveness::is_ready(d, &now_text);
+            let since = self.down.get(&uid).copied().filter(|s| last > *s);
+            let stored_offline = first_look && ready && d.ready.as_deref() == Some("False");
+            if since.is_some() {
+                self.down.remove(&uid);
+            }
+            if watch.online && (since.is_some() || stored_offline) {
+                let outage = since.map_or_else(|| format!("unknown-{last}"), |s| s.to_string());
+                out.push(Fired {
+                    namespace: d.namespace.clone(),
+                    trigger: TriggerType::DeviceOnline,
+                    device: Some(uid),
+                    event: Event {
+                        type_: Some(TriggerType::DeviceOnline),
+                        device: Some(d.name.clone()),
+                        value: since.map(|s| last.duration_since(s).as_secs_f64()),
+                        at: Some(last.to_string()),
+                        ..Event::default()
+                    },
+                    dedup: Some(format!("online:{uid}:{outage}")),
+                });
+            }
+            if ready {
+                continue;
+            }
+            self.down.entry(uid).or_insert(last);
+            let Some(min) = watch.offline_for else {
                 continue;
             };
             let silent = now.duration_since(last);
-            if silent < *min {
+            if silent < min {
                 continue;
             }
-            let key = format!("offline:{}:{last}", entry.object.uid);
+            let key = format!("offline:{uid}:{last}");
             still.insert(key.clone());
-            if self.told.contains(&key) {
+            if !self.told.insert(key.clone()) {
                 continue;
             }
-            self.told.insert(key.clone());
             out.push(Fired {
                 namespace: d.namespace.clone(),
                 trigger: TriggerType::DeviceOffline,
-                device: Some(entry.object.uid),
+                device: Some(uid),
                 event: Event {
                     type_: Some(TriggerType::DeviceOffline),
                     device: Some(d.name.clone()),
@@ -267,8 +305,46 @@ impl Periodic {
             });
         }
         self.told.retain(|k| still.contains(k));
-        Ok(out)
+        self.down.retain(|uid, _| present.contains(uid));
+        out
     }
+}
+
+/// What a namespace's workflows want told about liveness.
+#[derive(Debug, Default)]
+struct Watched {
+    /// The shortest `offlineFor` of its DeviceOffline workflows, when it has one.
+    offline_for: Option<SignedDuration>,
+    /// Whether it has a DeviceOnline workflow.
+    online: bool,
+}
+
+fn watched(snapshot: &Snapshot) -> HashMap<String, Watched> {
+    let mut out: HashMap<String, Watched> = HashMap::new();
+    for o in snapshot.of_kind(Kind::Workflow) {
+        let Ok(spec) = serde_json::from_value::<WorkflowSpec>(o.spec.clone()) else {
+            continue;
+        };
+        if spec.paused {
+            continue;
+        }
+        match spec.trigger.type_ {
+            TriggerType::DeviceOffline => {
+                let d = spec
+                    .trigger
+                    .offline_for
+                    .as_deref()
+                    .and_then(|s| cdot_crds::common::parse_duration(s).ok())
+                    .and_then(|d| SignedDuration::try_from(d).ok())
+                    .unwrap_or_default();
+                let w = out.entry(o.namespace.clone()).or_default();
+                w.offline_for = Some(w.offline_for.map_or(d, |e| e.min(d)));
+            }
+            TriggerType::DeviceOnline => out.entry(o.namespace.clone()).or_default().online = true,
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -351,5 +427,128 @@ mod tests {
             look(&mut periodic, "2026-12-07T10:50:00Z"),
             ["2026-12-07T10:50:00Z"]
         );
+    }
+
+    fn liveness(last_seen: &str, ready: &str) -> Liveness {
+        Liveness {
+            namespace: "acme".into(),
+            name: "edge-01".into(),
+            metrics_interval: Some("10s".into()),
+            report_interval_secs: None,
+            paused: false,
+            last_seen: Some(last_seen.into()),
+            ready: Some(ready.into()),
+        }
+    }
+
+    /// Offline once per outage, online once when it ends with the outage's length, and an
+    /// outage that ended while the operator was down told by the first look only.
+    #[test]
+    fn devices_going_offline_and_coming_back_are_told_once_each() {
+        let mut device = stored(
+            "Device",
+            "acme",
+            "edge-01",
+            json!({"class": "Server"}),
+            json!({}),
+        );
+        device.uid = Uuid::new_v4();
+        let index = Index::default();
+        index.replace(&[device.clone()]);
+        let snapshot = index.snapshot();
+        let watched = HashMap::from([(
+            "acme".to_owned(),
+            Watched {
+                offline_for: Some(SignedDuration::from_secs(60)),
+                online: true,
+            },
+        )]);
+        let mut p = Periodic::default();
+        let mut look = |row: Liveness, now: &str| {
+            p.liveness_events(&watched, &[row], &snapshot, at(now))
+                .into_iter()
+                .map(|f| (f.trigger, f.event.value, f.dedup.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+
+        // The stored status says offline, but it reports: back, length unknown (first look).
+        let fired = look(
+            liveness("2026-12-07T10:00:00Z", "False"),
+            "2026-12-07T10:00:05Z",
+        );
+        assert_eq!(fired.len(), 1);
+        assert_eq!((fired[0].0, fired[0].1), (TriggerType::DeviceOnline, None));
+        // Later looks do not read the stored status: nothing more.
+        assert!(
+            look(
+                liveness("2026-12-07T10:00:10Z", "False"),
+                "2026-12-07T10:00:12Z"
+            )
+            .is_empty()
+        );
+        // Silent 40 s: offline, but not yet for the 60 s asked; at 70 s it is told, once.
+        assert!(
+            look(
+                liveness("2026-12-07T10:00:10Z", "True"),
+                "2026-12-07T10:00:50Z"
+            )
+            .is_empty()
+        );
+        let offline = look(
+            liveness("2026-12-07T10:00:10Z", "False"),
+            "2026-12-07T10:01:20Z",
+        );
+        assert_eq!(
+            offline,
+            [(
+                TriggerType::DeviceOffline,
+                Some(70.0),
+                format!("offline:{}:2026-12-07T10:00:10Z", device.uid)
+            )]
+        );
+        assert!(
+            look(
+                liveness("2026-12-07T10:00:10Z", "False"),
+                "2026-12-07T10:01:25Z"
+            )
+            .is_empty()
+        );
+        // It reports again at 10:05:00: back after 290 s, once.
+        let back = look(
+            liveness("2026-12-07T10:05:00Z", "False"),
+            "2026-12-07T10:05:02Z",
+        );
+        assert_eq!(
+            back,
+            [(
+                TriggerType::DeviceOnline,
+                Some(290.0),
+                format!("online:{}:2026-12-07T10:00:10Z", device.uid)
+            )]
+        );
+        assert!(
+            look(
+                liveness("2026-12-07T10:05:10Z", "True"),
+                "2026-12-07T10:05:12Z"
+            )
+            .is_empty()
+        );
+        // Quiet again, then one report between two looks: back (70 s), and down again.
+        assert!(
+            look(
+                liveness("2026-12-07T10:05:10Z", "True"),
+                "2026-12-07T10:06:00Z"
+            )
+            .is_empty()
+        );
+        let blip = look(
+            liveness("2026-12-07T10:06:20Z", "False"),
+            "2026-12-07T10:07:00Z",
+        );
+        assert_eq!(
+            (blip.len(), blip[0].0, blip[0].1),
+            (1, TriggerType::DeviceOnline, Some(70.0))
+        );
+        assert_eq!(p.down.get(&device.uid), Some(&at("2026-12-07T10:06:20Z")));
     }
 }

@@ -87,6 +87,10 @@ fn trigger_text(spec: &WorkflowSpec) -> String {
             "a device offline for {}",
             t.offline_for.as_deref().unwrap_or("0s")
         ),
+        T::DeviceOnline => match t.offline_for.as_deref() {
+            Some(d) => format!("a device back after at least {d} offline"),
+            None => "a device back from offline".into(),
+        },
         T::ServiceFailed => format!(
             "{} failing {} time(s){}",
             t.service.as_deref().unwrap_or("a monitored service"),
