@@ -11,7 +11,9 @@ use std::{path::Path, process::Command, time::Duration};
 use cdot_crds::wire::automation::{LaneState, RunList, RunPlan, RunState, RunView};
 use cdot_testkit::{process::Daemon, supervisor::Supervisord};
 use serde_json::{Value, json};
-use support::{Operator, TestDb, create_enrollment_token, create_token, get_ok as get, wait_for};
+use support::{
+    Operator, TestDb, create_enrollment_token, create_token, finished_run, get_ok as get, wait_for,
+};
 
 async fn post(operator: &Operator, token: &str, path: &str, body: Value) -> (u16, Value) {
     let resp = support::insecure_client()
@@ -655,20 +657,15 @@ async fn an_offline_device_starts_one_run_its_return_another_and_replace_cancels
             .await
         }
     };
-    let run = wait_for(Duration::from_secs(40), || async {
-        let list = runs("on-offline").await;
-        let run = list.runs.first()?;
-        run.state.is_final().then(|| run.clone())
-    })
-    .await
-    .unwrap_or_else(|| panic!("no DeviceOffline run:\n{}", operator.logs()));
-    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
-    let view: RunView = get(
+    let view = finished_run(
         &operator,
         &viewer,
-        &format!("/v1/namespaces/acme/workflowruns/{}", run.id),
+        "acme",
+        "on-offline",
+        Duration::from_secs(40),
     )
     .await;
+    assert_eq!(view.summary.state, RunState::Succeeded, "{view:#?}");
     assert_eq!(view.event.device.as_deref(), Some("edge-01"));
     assert!(
         view.event.value.is_some_and(|s| s >= 2.0),
@@ -683,20 +680,15 @@ async fn an_offline_device_starts_one_run_its_return_another_and_replace_cancels
     // It reports again: one DeviceOnline run, with how long it was silent.
     let back = jiff::Timestamp::now().as_millisecond();
     assert_eq!(agent.send(back, &[("cpu", &[], 5.0)]).await, 200);
-    let run = wait_for(Duration::from_secs(30), || async {
-        let list = runs("on-online").await;
-        let run = list.runs.first()?;
-        run.state.is_final().then(|| run.clone())
-    })
-    .await
-    .unwrap_or_else(|| panic!("no DeviceOnline run:\n{}", operator.logs()));
-    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
-    let view: RunView = get(
+    let view = finished_run(
         &operator,
         &viewer,
-        &format!("/v1/namespaces/acme/workflowruns/{}", run.id),
+        "acme",
+        "on-online",
+        Duration::from_secs(30),
     )
     .await;
+    assert_eq!(view.summary.state, RunState::Succeeded, "{view:#?}");
     let outage = view.event.value.expect("the outage's length");
     let sent_apart = (back - now) as f64 / 1000.0;
     assert!(

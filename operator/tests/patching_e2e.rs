@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use cdot_crds::{
     patch_policy::Classification,
     wire::{
-        automation::{RunList, RunState, RunView},
+        automation::RunState,
         patch::{ComplianceReport, Decision, PatchPlan},
     },
 };
 use cdot_testkit::receiver::{Receiver, Reply};
 use serde_json::Value;
 use support::{
-    Operator, TestDb, create_enrollment_token, create_token,
+    Operator, TestDb, create_enrollment_token, create_token, finished_run,
     patching::{commit, root_with_packages, start_agent},
     wait_for,
 };
@@ -319,25 +319,14 @@ async fn an_approval_commit_rolls_out_ring_by_ring_on_real_apt() {
         "{broken:?}"
     );
     // The failure started the workflow, whose ticket reached the ServiceNow receiver.
-    let run: RunView = wait_for(Duration::from_secs(60), || async {
-        let list: RunList = get(
-            &operator,
-            &viewer,
-            "/v1/namespaces/acme/workflowruns?workflow=patch-failed",
-        )
-        .await;
-        let id = list.runs.first().filter(|r| r.state.is_final())?.id;
-        Some(
-            get(
-                &operator,
-                &viewer,
-                &format!("/v1/namespaces/acme/workflowruns/{id}"),
-            )
-            .await,
-        )
-    })
-    .await
-    .unwrap_or_else(|| panic!("no PatchFailed run finished:\n{}", logs()));
+    let run = finished_run(
+        &operator,
+        &viewer,
+        "acme",
+        "patch-failed",
+        Duration::from_secs(60),
+    )
+    .await;
     assert_eq!(run.summary.state, RunState::Succeeded, "{run:#?}");
     assert_eq!(run.event.device.as_deref(), Some("pilot-01"));
     let package = run.event.package.clone().unwrap_or_default();

@@ -566,6 +566,37 @@ pub async fn get_ok<T: serde::de::DeserializeOwned>(
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
 }
 
+/// The newest run of Workflow `namespace/workflow`, read whole, once it has finished
+/// (within `within`); panics with the operator's log when it does not.
+pub async fn finished_run(
+    operator: &Operator,
+    token: &str,
+    namespace: &str,
+    workflow: &str,
+    within: Duration,
+) -> cdot_crds::wire::automation::RunView {
+    use cdot_crds::wire::automation::RunList;
+    let list = format!("/v1/namespaces/{namespace}/workflowruns?workflow={workflow}");
+    let id = wait_for(within, || async {
+        let runs: RunList = get_ok(operator, token, &list).await;
+        let run = runs.runs.first()?;
+        run.state.is_final().then_some(run.id)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "no run of {namespace}/{workflow} finished in {within:?}:\n{}",
+            operator.logs()
+        )
+    });
+    get_ok(
+        operator,
+        token,
+        &format!("/v1/namespaces/{namespace}/workflowruns/{id}"),
+    )
+    .await
+}
+
 /// A real `cdot-agent run` and where it logs.
 pub struct Agent {
     pub daemon: cdot_testkit::process::Daemon,
