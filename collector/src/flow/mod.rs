@@ -26,6 +26,7 @@ pub mod packet;
 pub mod receiver;
 pub mod record;
 pub mod sflow;
+#[cfg(any(test, feature = "synth"))]
 pub mod synth;
 mod template;
 
