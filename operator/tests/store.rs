@@ -207,3 +207,56 @@ async fn heartbeats_merge_into_device_status_and_never_move_back() {
         .expect("prune");
     assert_eq!(store.prune_heartbeats().await.expect("prune"), 1);
 }
+
+/// Where a restarted automation engine picks its schedules up: the newest cron time of each
+/// Schedule workflow's runs, not of its manual ones.
+#[tokio::test]
+async fn the_newest_scheduled_run_of_each_workflow_is_found() {
+    use cdot_crds::{
+        wire::automation::{Event, RunState},
+        workflow::TriggerType,
+    };
+    use cdot_operator::automation::store::{NewRun, insert_run};
+    let (_db, store) = store().await;
+    let run = |workflow: &str, trigger: TriggerType, at: &str| NewRun {
+        id: uuid::Uuid::new_v4(),
+        namespace: "acme".into(),
+        workflow: workflow.into(),
+        generation: 1,
+        spec: json!({}),
+        event: Event {
+            type_: Some(trigger),
+            at: Some(at.into()),
+            ..Event::default()
+        },
+        trigger,
+        started_by: "trigger".into(),
+        state: RunState::Succeeded,
+        waiting_for: None,
+        dedup_key: Some(format!("{trigger:?}:{at}")),
+        lanes: Vec::new(),
+    };
+    let now: jiff::Timestamp = "2026-12-07T12:00:00Z".parse().expect("now");
+    let mut tx = store.pool().begin().await.expect("begin");
+    for r in [
+        run("nightly", TriggerType::Schedule, "2026-12-06T03:00:00Z"),
+        run("nightly", TriggerType::Schedule, "2026-12-07T03:00:00Z"),
+        run("nightly", TriggerType::Manual, "2026-12-07T11:00:00Z"),
+        run("hourly", TriggerType::Schedule, "2026-12-07T11:00:00Z"),
+    ] {
+        assert!(insert_run(&mut tx, &r, now).await.expect("insert"));
+    }
+    tx.commit().await.expect("commit");
+    let last = store.last_schedule_times().await.expect("read");
+    let at = |s: &str| s.parse::<jiff::Timestamp>().expect("time");
+    assert_eq!(
+        last,
+        std::collections::HashMap::from([
+            (
+                ("acme".into(), "nightly".into()),
+                at("2026-12-07T03:00:00Z")
+            ),
+            (("acme".into(), "hourly".into()), at("2026-12-07T11:00:00Z")),
+        ])
+    );
+}

@@ -248,6 +248,27 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), from_ts(r.get(1)))).collect())
     }
 
+    /// The cron time of each Schedule workflow's newest run, by (namespace, workflow): where
+    /// a restarted engine picks its schedules up.
+    pub async fn last_schedule_times(
+        &self,
+    ) -> Result<HashMap<(String, String), Timestamp>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT namespace, workflow,
+                    (extract(epoch FROM max((event->>'at')::timestamptz)) * 1000)::int8
+             FROM workflow_runs WHERE trigger = $1 AND event ? 'at'
+             GROUP BY namespace, workflow",
+        )
+        .bind(trigger_str(TriggerType::Schedule))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read the last scheduled runs"))?;
+        Ok(rows
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), from_ts(r.get(2))))
+            .collect())
+    }
+
     /// Devices `workflow` started on since `since` (the per-hour blast radius).
     pub async fn workflow_devices_since(
         &self,

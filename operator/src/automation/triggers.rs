@@ -136,7 +136,15 @@ pub struct Periodic {
     down: HashMap<Uuid, Timestamp>,
     /// Whether a look at liveness happened since the start.
     looked: bool,
+    /// The cron time of each Schedule workflow's newest run, read once at the start and
+    /// taken by the workflow's first look: where a restarted engine catches up from.
+    last_scheduled: Option<HashMap<(String, String), Timestamp>>,
 }
+
+/// How old a cron time missed while the operator was down may be and still run at its
+/// start: a restart across the night's maintenance runs it; a week of downtime does not
+/// run last Monday's.
+const CATCH_UP: SignedDuration = SignedDuration::from_hours(24);
 
 impl Periodic {
     pub async fn events(
@@ -145,15 +153,20 @@ impl Periodic {
         snapshot: &Snapshot,
         now: Timestamp,
     ) -> Result<Vec<Fired>, StoreError> {
+        if self.last_scheduled.is_none() {
+            self.last_scheduled = Some(store.last_schedule_times().await?);
+        }
         let mut out = self.schedules(snapshot, now);
         out.extend(self.liveness(store, snapshot, now).await?);
         Ok(out)
     }
 
     /// The cron times of Schedule workflows that have come: one event per time reached,
-    /// and one (not one per missed time) after an operator that was down. A workflow's
-    /// next time is computed when it is first seen or its spec changes, so a new schedule
-    /// never fires for a time before it was applied.
+    /// and one (not one per missed time) after a gap. A workflow's next time is computed
+    /// when it is first seen or its spec changes, so a new schedule never fires for a time
+    /// before it was applied; at the first sight after a start it follows the workflow's
+    /// newest run instead, so a time missed while the operator was down (at most
+    /// [`CATCH_UP`] ago) runs once.
     fn schedules(&mut self, snapshot: &Snapshot, now: Timestamp) -> Vec<Fired> {
         let mut out = Vec::new();
         let mut alive = HashSet::new();
@@ -172,10 +185,18 @@ impl Periodic {
             let Ok(schedule) = Schedule::parse(expr, spec.trigger.time_zone.as_deref()) else {
                 continue;
             };
-            let next = *self
-                .next
-                .entry(key.clone())
-                .or_insert_with(|| schedule.next_after(now).unwrap_or(Timestamp::MAX));
+            let last = self
+                .last_scheduled
+                .as_mut()
+                .and_then(|m| m.remove(&(o.namespace.clone(), o.name.clone())));
+            let next = *self.next.entry(key.clone()).or_insert_with(|| {
+                let missed = last
+                    .and_then(|l| schedule.next_after(l))
+                    .filter(|t| *t <= now && now.duration_since(*t) <= CATCH_UP);
+                missed
+                    .or_else(|| schedule.next_after(now))
+                    .unwrap_or(Timestamp::MAX)
+            });
             if next <= now {
                 out.push(Fired {
                     namespace: o.namespace.clone(),
@@ -426,6 +447,50 @@ mod tests {
         assert_eq!(
             look(&mut periodic, "2026-12-07T10:50:00Z"),
             ["2026-12-07T10:50:00Z"]
+        );
+    }
+
+    /// A restarted engine runs a cron time it missed while down (once, and only if it is
+    /// less than a day old), then goes on from the clock.
+    #[test]
+    fn a_restart_runs_the_time_it_missed_once() {
+        let spec = json!({
+            "trigger": {"type": "Schedule", "schedule": "0 3 * * *"},
+            "steps": [{"name": "tag", "type": "Rhai", "rhai": "true"}],
+        });
+        let index = index_with(spec, 1);
+        let restarted = |last: &str| Periodic {
+            last_scheduled: Some(HashMap::from([(
+                ("acme".to_owned(), "sweep".to_owned()),
+                at(last),
+            )])),
+            ..Periodic::default()
+        };
+        // Down from 02:55 to 03:10: the 03:00 run happens at the start, once.
+        let mut p = restarted("2026-12-06T03:00:00Z");
+        let fired = times(&p.schedules(&index.snapshot(), at("2026-12-07T03:10:00Z")));
+        assert_eq!(fired, ["2026-12-07T03:00:00Z"]);
+        assert!(
+            p.schedules(&index.snapshot(), at("2026-12-07T03:10:05Z"))
+                .is_empty()
+        );
+        assert!(p.last_scheduled.as_ref().is_some_and(HashMap::is_empty));
+        // Down for three days: nothing old is run; the next night is.
+        let mut p = restarted("2026-12-03T03:00:00Z");
+        assert!(
+            p.schedules(&index.snapshot(), at("2026-12-07T03:10:00Z"))
+                .is_empty()
+        );
+        assert!(
+            p.schedules(&index.snapshot(), at("2026-12-08T03:00:00Z"))
+                .len()
+                == 1
+        );
+        // Up across the night: its newest run was tonight's, nothing to catch up.
+        let mut p = restarted("2026-12-07T03:00:00Z");
+        assert!(
+            p.schedules(&index.snapshot(), at("2026-12-07T09:00:00Z"))
+                .is_empty()
         );
     }
 
