@@ -144,6 +144,33 @@ async fn scripts_report_exit_code_output_and_environment() {
     assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
 }
 
+/// A state directory given relative to the agent's working directory (as the quick start
+/// does: `--state-dir .cdot/agent`) still runs scripts, which run in a directory of their own.
+#[tokio::test]
+async fn a_relative_state_directory_runs_scripts() {
+    // Under the target directory, reached from the working directory without climbing
+    // to `/` (where `..` stops, and a wrong base would still find the file).
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let cwd = std::env::current_dir().expect("cwd");
+    let (ups, common) = cwd
+        .ancestors()
+        .enumerate()
+        .find(|(_, a)| dir.path().starts_with(a) && a.parent().is_some())
+        .expect("a common ancestor below /");
+    let relative = Path::new(&"../".repeat(ups)).join(
+        dir.path()
+            .strip_prefix(common)
+            .expect("below the common ancestor"),
+    );
+    assert!(relative.is_relative(), "{}", relative.display());
+    let result = run(&relative, &script(Shell::Sh, "echo here", &[], 10)).await;
+    assert_eq!(
+        (result.state, result.stdout.as_str()),
+        (StepState::Succeeded, "here\n"),
+        "{result:#?}"
+    );
+}
+
 #[tokio::test]
 async fn output_over_the_cap_keeps_its_end() {
     let dir = tempfile::tempdir().expect("tempdir");

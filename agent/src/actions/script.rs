@@ -64,6 +64,17 @@ pub async fn run(dir: &Path, script: &RunScript, limit: Duration) -> StepResult 
         Some(_) => std::env::temp_dir(),
         None => dir.to_owned(),
     };
+    // The script runs in its own directory, so its path must not be relative to ours (the
+    // quick start's agent has the relative state directory `.cdot/agent`).
+    let base = match std::path::absolute(&base) {
+        Ok(base) => base,
+        Err(e) => {
+            return failed(format!(
+                "cannot resolve the script directory {}: {e}",
+                base.display()
+            ));
+        }
+    };
     let work = match ScriptDir::create(&base, user.as_ref()) {
         Ok(work) => work,
         Err(e) => {

@@ -141,7 +141,7 @@ impl Lane<'_> {
     fn unevaluated(&self, what: &str, error: &str) -> Option<String> {
         (!self.unknown.is_empty()).then(|| {
             format!(
-                "{what} not evaluated here: it may read the output of {} (known only when the                  agent runs it); with none: {error}",
+                "{what} not evaluated here: it may read the output of {} (known only when the agent runs it); with none: {error}",
                 self.unknown.join(", ")
             )
         })
