@@ -709,6 +709,20 @@ async fn an_offline_device_starts_one_run_its_return_another_and_replace_cancels
     };
     let (status, first) = start().await;
     assert_eq!(status, 201, "{first}");
+    // The plan of another run says what it would undo.
+    let (status, plan) = post(
+        &operator,
+        &viewer,
+        "/v1/namespaces/acme/workflows/slow:plan",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    let plan: RunPlan = serde_json::from_value(plan).expect("plan");
+    assert_eq!(
+        (plan.devices.len(), plan.reason.as_str()),
+        (1, "would cancel 1 active run(s) (concurrency Replace)")
+    );
     let (status, second) = start().await;
     assert_eq!(status, 201, "{second}");
     let first: RunView = get(

@@ -202,10 +202,6 @@ async fn plan_run(
     now: Timestamp,
 ) -> Result<RunPlan, ApiError> {
     let sandbox = state.automation.sandbox();
-    let mut reason = String::new();
-    if spec.paused {
-        reason = "the workflow is paused (spec.paused)".into();
-    }
     let mut skipped = Vec::new();
     let mut passing = Vec::new();
     for d in start::candidates(snapshot, spec, fired, devices) {
@@ -230,12 +226,6 @@ async fn plan_run(
     )
     .await?;
     skipped.extend(admitted.skipped);
-    if !admitted.replace.is_empty() {
-        reason = format!(
-            "would cancel {} active run(s) (concurrency Replace)",
-            admitted.replace.len()
-        );
-    }
     let ctx = PlanContext::new(snapshot, &state.config_maps, &fired.namespace).workflow(name);
     let isolate = spec
         .steps
@@ -269,31 +259,35 @@ async fn plan_run(
     } else {
         Vec::new()
     };
-    if planned.is_empty() && held.is_empty() && reason.is_empty() {
-        reason = if skipped.is_empty() {
-            "no device of the namespace is selected".into()
-        } else {
-            skipped.join("; ")
-        };
-    } else if !skipped.is_empty() {
-        reason = format!("not on: {}", skipped.join("; "));
+    // Every reason, in the order a person asks: will it run, where not, what it undoes,
+    // what waits.
+    let mut reasons = Vec::new();
+    if spec.paused {
+        reasons.push("the workflow is paused (spec.paused)".to_owned());
+    }
+    match (planned.is_empty() && held.is_empty(), skipped.is_empty()) {
+        (true, true) => reasons.push("no device of the namespace is selected".into()),
+        (true, false) => reasons.push(skipped.join("; ")),
+        (false, false) => reasons.push(format!("not on: {}", skipped.join("; "))),
+        (false, true) => {}
+    }
+    if !admitted.replace.is_empty() {
+        reasons.push(format!(
+            "would cancel {} active run(s) (concurrency Replace)",
+            admitted.replace.len()
+        ));
     }
     if !held.is_empty() {
-        let why = format!(
+        reasons.push(format!(
             "{} device(s) would wait for an approval: past the blast-radius limit ({})",
             held.len(),
             limit.unwrap_or_default()
-        );
-        reason = if reason.is_empty() {
-            why
-        } else {
-            format!("{reason}; {why}")
-        };
+        ));
     }
     Ok(RunPlan {
         workflow: name.to_owned(),
         would_start: !spec.paused && (!planned.is_empty() || !held.is_empty()),
-        reason,
+        reason: reasons.join("; "),
         devices: planned,
         held,
     })
