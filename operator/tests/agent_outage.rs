@@ -34,27 +34,7 @@ async fn samples_taken_while_the_operator_is_down_are_stored_exactly_once() {
 
     let agent = workspace_bin("cdot-agent");
     let state = tmp.path().join("agent");
-    let enroll = Command::new(&agent)
-        .args([
-            "enroll",
-            "--server",
-            &operator.agent_base,
-            "--token",
-            &token,
-            "--device-name",
-            "outage-host",
-        ])
-        .arg("--ca-cert")
-        .arg(operator.data_dir.join("agent-ca.crt"))
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .expect("cdot-agent enroll");
-    assert!(
-        enroll.status.success(),
-        "enroll failed: {}",
-        String::from_utf8_lossy(&enroll.stderr)
-    );
+    support::enroll_agent(&operator, &token, "outage-host", &state);
 
     let agent_log = tmp.path().join("agent.log");
     let mut running = Command::new(&agent)

@@ -603,6 +603,23 @@ pub struct Agent {
     pub log: PathBuf,
 }
 
+/// `cdot-agent enroll` as `device` (mutual TLS) with `token`, its state in `state`.
+pub fn enroll_agent(operator: &Operator, token: &str, device: &str, state: &Path) {
+    let enroll = Command::new(workspace_bin("cdot-agent"))
+        .args(["enroll", "--server", &operator.agent_base, "--token", token])
+        .args(["--device-name", device, "--ca-cert"])
+        .arg(operator.data_dir.join("agent-ca.crt"))
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("cdot-agent enroll");
+    assert!(
+        enroll.status.success(),
+        "enroll {device}: {}",
+        String::from_utf8_lossy(&enroll.stderr)
+    );
+}
+
 /// Enrolls the real agent as `device` (mutual TLS) and runs it with `args`, its state in
 /// `work/agent-DEVICE`.
 pub fn start_agent(
@@ -613,19 +630,7 @@ pub fn start_agent(
     args: &[&str],
 ) -> Agent {
     let state = work.join(format!("agent-{device}"));
-    let enroll = Command::new(workspace_bin("cdot-agent"))
-        .args(["enroll", "--server", &operator.agent_base, "--token", token])
-        .args(["--device-name", device, "--ca-cert"])
-        .arg(operator.data_dir.join("agent-ca.crt"))
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .expect("cdot-agent enroll");
-    assert!(
-        enroll.status.success(),
-        "enroll {device}: {}",
-        String::from_utf8_lossy(&enroll.stderr)
-    );
+    enroll_agent(operator, token, device, &state);
     let log = work.join(format!("agent-{device}.log"));
     let daemon = cdot_testkit::process::Daemon(
         Command::new(workspace_bin("cdot-agent"))
